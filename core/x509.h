@@ -52,4 +52,107 @@ int cm_x509_parse_der_chain(const unsigned char *der, size_t len,
 /* Free everything *f owns and zero it; safe on a zeroed struct. */
 void cm_cert_facts_free(struct cm_cert_facts *f);
 
+/* Free every item and the array of *l and zero it; safe on a zeroed list. */
+void cm_strlist_free(struct cm_strlist *l);
+
+/* Length of the first DER element (tag, length, contents) in der[0..len),
+ * without decoding it: how the cache splits chain_der into certificates.
+ * Fails with "parse" when the header is malformed or runs past len. */
+int cm_x509_der_next(const unsigned char *der, size_t len, size_t *elem_len,
+                     struct cm_result *res);
+
+/* PEM text for DER certificates: leaf[0..leaf_len) then the certificates in
+ * chain[0..chain_len) (back to back, may be NULL/0), each as a CERTIFICATE
+ * block with 64-column lines.  *pem (NUL-terminated, *pem_len bytes without
+ * the NUL) is malloc'd for the caller.  The DER is split by its element
+ * headers, not decoded.  Fails with "parse" (bad DER header), "toobig". */
+int cm_x509_chain_pem(const unsigned char *leaf, size_t leaf_len, const unsigned char *chain,
+                      size_t chain_len, char **pem, size_t *pem_len, struct cm_result *res);
+
+/* ---- keys ---------------------------------------------------------------
+ * Key PEM inputs are bounded by CM_X509_MAX_INPUT and may be PKCS#8 or the
+ * traditional "EC/RSA PRIVATE KEY" forms; an encrypted key is refused
+ * ("parse"), never prompted for. */
+
+/* Generate a private key of type "p256" (type NULL or ""), "p384", "rsa2048"
+ * or "rsa4096"; *pem gets it as PKCS#8 PEM, malloc'd for the caller.
+ * Fails with "invalid" (unknown type) or "crypto". */
+int cm_key_generate(const char *type, char **pem, struct cm_result *res);
+
+/* CM_OK when the private key in key_pem belongs to the leaf certificate in
+ * cert (PEM chain or DER, leaf first).  Fails with "mismatch" (another key),
+ * "parse" (either input unreadable), "toobig". */
+int cm_key_matches_cert(const char *cert, size_t cert_len, const char *key_pem, size_t key_len,
+                        struct cm_result *res);
+
+/* The public half of a private (or public) key PEM as SubjectPublicKeyInfo
+ * PEM ("PUBLIC KEY"), malloc'd into *pub_pem.  Fails with "parse", "toobig". */
+int cm_key_public_pem(const char *key_pem, size_t key_len, char **pub_pem,
+                      struct cm_result *res);
+
+/* ---- CSRs -------------------------------------------------------------- */
+
+/* Make a CSR signed (SHA-256) by the private key in key_pem for names[0..n)
+ * (n >= 1): SAN with a DNS entry per name and an IP entry per IP address
+ * literal, subject CN = names[0] when it fits (64 bytes).  Names are used as
+ * given (normalise them first) but must be printable ASCII.  *csr_pem and
+ * *csr_der (*der_len bytes) are malloc'd for the caller; either pointer may
+ * be NULL when not wanted.  Fails with "parse" (key), "invalid" (no names,
+ * a bad name), "crypto". */
+int cm_csr_create(const char *key_pem, size_t key_len, const char *const *names, size_t n,
+                  char **csr_pem, unsigned char **csr_der, size_t *der_len,
+                  struct cm_result *res);
+
+/* What a CA needs from a CSR.  Owned by the struct. */
+struct cm_csr_info {
+    struct cm_strlist names;   /* SAN DNS names then IPs; the subject CN if no SAN */
+    char *cn;                  /* subject CN or NULL */
+    char *public_key_pem;      /* "PUBLIC KEY" PEM */
+};
+
+/* Parse a CSR (PEM "CERTIFICATE REQUEST" or DER) and verify its signature
+ * with its own key.  *out is the caller's (cm_csr_info_free); zeroed on
+ * failure.  Fails with "parse", "verify" (bad signature: tampered),
+ * "toobig". */
+int cm_csr_parse(const unsigned char *data, size_t len, struct cm_csr_info *out,
+                 struct cm_result *res);
+
+/* Free what *info owns and zero it; safe on a zeroed struct. */
+void cm_csr_info_free(struct cm_csr_info *info);
+
+/* ---- issuing (internal and test CAs) ------------------------------------ */
+
+/* Input of cm_cert_issue.  Strings are NUL-terminated PEM unless a length
+ * field says otherwise; all are borrowed for the call. */
+struct cm_issue_opts {
+    const char *subject_key;   /* subject key: private or public key PEM ... */
+    const char *csr;           /* ... or a CSR (PEM or DER, csr_len bytes), signature verified */
+    size_t csr_len;
+    const char *const *names;  /* SAN entries (DNS names, IP literals); NULL: the CSR's names */
+    size_t names_count;
+    const char *cn;            /* subject CN; NULL: names[0] when it fits, else none */
+    int64_t not_before, not_after;   /* Unix seconds, not_before < not_after */
+    int is_ca;                 /* CA certificate (keyCertSign|cRLSign, no EKU) */
+    int path_len;              /* CA path length constraint; < 0: none */
+    int ocsp_signing;          /* leaf for a delegated OCSP responder: EKU OCSPSigning only */
+    const char *issuer_cert;   /* issuer certificate PEM; NULL: self-signed */
+    const char *issuer_key;    /* issuer private key PEM (required) */
+    const char *ocsp_url;      /* AIA OCSP responder, optional */
+    const char *crl_url;       /* CRL distribution point, optional */
+    const char *serial_hex;    /* serial as hex, optional; default 128 random bits, positive */
+};
+
+/* Issue an X.509 v3 certificate signed (SHA-256) by the issuer key:
+ * basicConstraints (critical), keyUsage (critical; CA: keyCertSign|cRLSign,
+ * leaf: digitalSignature, +keyEncipherment for RSA keys), EKU serverAuth +
+ * clientAuth for leaves, SKI, AKI, SAN, and AIA/CDP when URLs are given.  For
+ * a self-signed certificate the subject key defaults to the issuer key and
+ * must equal it.  *cert_pem and *serial_hex (lower-case, as
+ * cm_cert_facts.serial_hex) are malloc'd for the caller.  Fails with
+ * "invalid" (missing or inconsistent options, bad serial or name), "parse"
+ * (a key, certificate or CSR unreadable), "verify" (CSR signature),
+ * "mismatch" (issuer key is not the issuer certificate's), "crypto". */
+int cm_cert_issue(const struct cm_issue_opts *opts, char **cert_pem, char **serial_hex,
+                  struct cm_result *res);
+
 #endif

@@ -1,3 +1,206 @@
-/* placeholder: replaced by the fs unit (core/fileio.c) */
+/* lfileio.c - core.write_atomic, core.read_file, core.create_exclusive,
+ * core.replace_if_unchanged, core.mkdir_p, core.stat, core.remove,
+ * core.rmdir, core.hostname, core.getpid. */
 #include "lcore.h"
-int cm_lua_open_fs(lua_State *L) { (void)L; return 0; }
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../fileio.h"
+
+#define BUF_MT "certmaint.fileio.buffer"
+/* The largest read_file bound a caller may ask for. */
+#define READ_MAX_LIMIT (1024L * 1024 * 1024)
+
+/* A malloc'ed buffer anchored in a userdata while we push it into Lua, so a
+ * memory error in lua_pushlstring cannot leak it. */
+struct buf_box {
+    char *data;
+};
+
+static int buf_gc(lua_State *L)
+{
+    struct buf_box *box = luaL_checkudata(L, 1, BUF_MT);
+    free(box->data); box->data = NULL;
+    return 0;
+}
+
+static const char *check_path(lua_State *L, int arg)
+{
+    size_t len;
+    const char *path = luaL_checklstring(L, arg, &len);
+    luaL_argcheck(L, len > 0, arg, "empty path");
+    luaL_argcheck(L, strlen(path) == len, arg, "path contains a NUL byte");
+    return path;
+}
+
+/* Permission bits from an octal string such as "0600" or "755"; a mistake
+ * here is the caller's bug, so it raises. */
+static mode_t check_mode(lua_State *L, int arg, const char *def)
+{
+    const char *s = luaL_optstring(L, arg, def);
+    char *end = NULL;
+    size_t len = strlen(s);
+    unsigned long v;
+    luaL_argcheck(L, len >= 3 && len <= 4 && strspn(s, "01234567") == len, arg,
+                  "mode must be an octal string like \"0600\"");
+    v = strtoul(s, &end, 8);
+    luaL_argcheck(L, *end == '\0' && v <= 0777, arg, "mode must be permission bits (<= 0777)");
+    return (mode_t)v;
+}
+
+static int push_ok(lua_State *L)
+{
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* write_atomic(path, data [, mode = "0600"]) -> true | nil, err, code */
+static int l_write_atomic(lua_State *L)
+{
+    const char *path = check_path(L, 1);
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    mode_t mode = check_mode(L, 3, "0600");
+    struct cm_result res;
+    if (cm_fileio_write_atomic(path, data, len, mode, &res) != CM_OK) return cm_lua_fail(L, &res);
+    return push_ok(L);
+}
+
+/* read_file(path [, max_bytes = 1 MiB]) -> data | nil, err, code */
+static int l_read_file(lua_State *L)
+{
+    const char *path = check_path(L, 1);
+    lua_Integer max = luaL_optinteger(L, 2, CM_FILEIO_READ_MAX_DEFAULT);
+    struct buf_box *box;
+    size_t len = 0;
+    struct cm_result res;
+    luaL_argcheck(L, max >= 0 && max <= READ_MAX_LIMIT, 2, "max_bytes out of range");
+    box = lua_newuserdatauv(L, sizeof *box, 0);
+    box->data = NULL;
+    luaL_setmetatable(L, BUF_MT);
+    if (cm_fileio_read_file(path, (size_t)max, &box->data, &len, &res) != CM_OK)
+        return cm_lua_fail(L, &res);
+    lua_pushlstring(L, box->data, len);
+    free(box->data); box->data = NULL;
+    return 1;
+}
+
+/* create_exclusive(path, data [, mode = "0600"]) -> true | nil, err, "EEXIST"|... */
+static int l_create_exclusive(lua_State *L)
+{
+    const char *path = check_path(L, 1);
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    mode_t mode = check_mode(L, 3, "0600");
+    struct cm_result res;
+    if (cm_fileio_create_exclusive(path, data, len, mode, &res) != CM_OK)
+        return cm_lua_fail(L, &res);
+    return push_ok(L);
+}
+
+/* replace_if_unchanged(path, expected, data [, mode]) -> true | nil, err,
+ * "changed"|"ENOENT"|"EEXIST"|... */
+static int l_replace_if_unchanged(lua_State *L)
+{
+    const char *path = check_path(L, 1);
+    size_t elen, len;
+    const char *expected = luaL_checklstring(L, 2, &elen);
+    const char *data = luaL_checklstring(L, 3, &len);
+    mode_t mode = check_mode(L, 4, "0600");
+    struct cm_result res;
+    luaL_argcheck(L, elen <= CM_FILEIO_READ_MAX_DEFAULT, 2, "expected content too large");
+    if (cm_fileio_replace_if_unchanged(path, expected, elen, data, len, mode, &res) != CM_OK)
+        return cm_lua_fail(L, &res);
+    return push_ok(L);
+}
+
+/* mkdir_p(path [, mode = "0700"]) -> true | nil, err, code */
+static int l_mkdir_p(lua_State *L)
+{
+    const char *path = check_path(L, 1);
+    mode_t mode = check_mode(L, 2, "0700");
+    struct cm_result res;
+    if (cm_fileio_mkdir_p(path, mode, &res) != CM_OK) return cm_lua_fail(L, &res);
+    return push_ok(L);
+}
+
+/* stat(path) -> {type=, size=, modified=, mode="0600", perms=} | nil, err, code */
+static int l_stat(lua_State *L)
+{
+    const char *path = check_path(L, 1);
+    struct cm_file_stat st;
+    struct cm_result res;
+    char mode[8];
+    static const char *const types[] = {"file", "directory", "other"};
+    if (cm_fileio_stat(path, &st, &res) != CM_OK) return cm_lua_fail(L, &res);
+    lua_createtable(L, 0, 5);
+    lua_pushstring(L, types[st.type]);
+    lua_setfield(L, -2, "type");
+    lua_pushinteger(L, (lua_Integer)st.size);
+    lua_setfield(L, -2, "size");
+    lua_pushnumber(L, st.modified);
+    lua_setfield(L, -2, "modified");
+    snprintf(mode, sizeof mode, "%04o", st.perms & 07777);
+    lua_pushstring(L, mode);
+    lua_setfield(L, -2, "mode");
+    lua_pushinteger(L, (lua_Integer)st.perms);
+    lua_setfield(L, -2, "perms");
+    return 1;
+}
+
+/* remove(path) -> true | nil, err, code (a file, not a directory) */
+static int l_remove(lua_State *L)
+{
+    struct cm_result res;
+    if (cm_fileio_remove(check_path(L, 1), &res) != CM_OK) return cm_lua_fail(L, &res);
+    return push_ok(L);
+}
+
+/* rmdir(path) -> true | nil, err, code ("ENOTEMPTY" when not empty) */
+static int l_rmdir(lua_State *L)
+{
+    struct cm_result res;
+    if (cm_fileio_rmdir(check_path(L, 1), &res) != CM_OK) return cm_lua_fail(L, &res);
+    return push_ok(L);
+}
+
+static int l_hostname(lua_State *L)
+{
+    char name[256];
+    cm_fileio_hostname(name, sizeof name);
+    lua_pushstring(L, name);
+    return 1;
+}
+
+static int l_getpid(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)getpid());
+    return 1;
+}
+
+int cm_lua_open_fs(lua_State *L)
+{
+    static const luaL_Reg fns[] = {
+        {"write_atomic", l_write_atomic},
+        {"read_file", l_read_file},
+        {"create_exclusive", l_create_exclusive},
+        {"replace_if_unchanged", l_replace_if_unchanged},
+        {"mkdir_p", l_mkdir_p},
+        {"stat", l_stat},
+        {"remove", l_remove},
+        {"rmdir", l_rmdir},
+        {"hostname", l_hostname},
+        {"getpid", l_getpid},
+        {NULL, NULL},
+    };
+    if (luaL_newmetatable(L, BUF_MT)) {
+        lua_pushcfunction(L, buf_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    luaL_setfuncs(L, fns, 0);
+    return 0;
+}

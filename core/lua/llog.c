@@ -13,6 +13,11 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+static int reserved(const char *key)
+{
+    return strcmp(key, "ts") == 0 || strcmp(key, "level") == 0 || strcmp(key, "event") == 0;
+}
+
 /* core.log(level, event [, fields]): fields is a table of scalar values, logged
  * with keys sorted so lines are stable. */
 static int l_log(lua_State *L)
@@ -31,7 +36,9 @@ static int l_log(lua_State *L)
     if (lua_istable(L, 3)) {
         lua_pushnil(L);
         while (lua_next(L, 3) != 0) {
-            if (lua_type(L, -2) == LUA_TSTRING && n < MAX_FIELDS) {
+            /* ts, level and event belong to the line itself; a field may not
+             * shadow them (a reader would see two "event=" keys) */
+            if (lua_type(L, -2) == LUA_TSTRING && n < MAX_FIELDS && !reserved(lua_tostring(L, -2))) {
                 keys[n++] = lua_tostring(L, -2);
                 /* anchor the key string on the stack past lua_next */
                 lua_pushvalue(L, -2);

@@ -1,4 +1,390 @@
--- placeholder: the CLI
+--- The command line: certmaint COMMAND POLICY [...]
+--
+-- Exit status: 0 done; 1 a step failed (said on stderr); 2 the command line or
+-- the policy is wrong (said with file:line).
+local core = require "certmaint.core"
+
 local M = {}
-function M.main(args) print("certmaint", require("certmaint.core").version) return 0 end
+
+local USAGE = [[
+usage: certmaint [--log-format text|json] [--log-level LEVEL] [--data-dir DIR] COMMAND POLICY [ARGS]
+
+commands:
+  run POLICY                     the daemon: load, obtain what is missing, then tick forever
+  once POLICY                    one renew and clean pass, then exit (cron, CI)
+  check POLICY [--at TIME]       validate the policy and print what the passes would do
+                                 (now, or at TIME), changing nothing
+  status POLICY [--json]         one row per certificate: names, issuer, expiry, renewal, errors
+  renew POLICY [NAME...] [--force]
+                                 renew the named (default: all due) certificates now
+  revoke POLICY NAME             revoke a certificate at its CA (issuers that support it)
+  clean POLICY                   one clean pass
+
+global options:
+  --log-format text|json         one event a line as key=value (default) or JSON
+  --log-level debug|info|warn|error
+  --data-dir DIR                 storage root when the policy names no storage
+                                 (default ./certmaint-data)
+  -h, --help                     this text; `certmaint COMMAND --help` for one command
+  --version
+
+TIME is 2027-03-15, 2027-03-15T12:00:00Z, a Unix time, or +DURATION (+30d).
+Exit status: 0 done, 1 a step failed, 2 usage or policy error.
+]]
+
+local HELP = {
+  run = [[
+usage: certmaint run POLICY
+Load the certificates the policy names from storage, obtain the missing ones,
+then run the renew and clean passes on their intervals until SIGTERM/SIGINT.
+SIGHUP re-reads POLICY; if it fails to load, the running policy stays.]],
+  once = [[
+usage: certmaint once POLICY
+Load, obtain what is missing, run one renew pass and one clean pass, exit.
+Exit status 1 if anything failed.]],
+  check = [[
+usage: certmaint check POLICY [--at TIME]
+Validate POLICY and print, for each certificate, what the next passes would do
+and when (obtain / renew at T / clean / report), running the policy's real
+hooks against the clock shifted to TIME. Changes nothing.]],
+  status = [[
+usage: certmaint status POLICY [--json]
+One row per managed certificate: names, issuer, not_after, time left, renewal
+due and when, staple status, last error and retry state. --json prints a JSON
+array (names, managed, issuer, serial, not_before, not_after, renewal_due,
+renewal_at, ocsp, last_error, attempts, next_attempt).]],
+  renew = [[
+usage: certmaint renew POLICY [NAME...] [--force]
+Renew the named certificates (default: every managed one) that are due, or all
+of them with --force. One attempt each; exit 1 if any failed.]],
+  revoke = [[
+usage: certmaint revoke POLICY NAME
+Revoke NAME's certificate at its CA, then obtain a new one.]],
+  clean = [[
+usage: certmaint clean POLICY
+Delete expired certificates past the grace period (with key and metadata) and
+empty site folders. Never deletes what the policy manages.]],
+}
+
+local function eprint(...)
+  io.stderr:write(table.concat({ ... }, " "), "\n")
+end
+
+local function usage_error(msg)
+  eprint("certmaint: " .. msg)
+  eprint("try 'certmaint --help'")
+  return 2
+end
+
+--- Parse TIME for --at; returns Unix seconds or nil, err.
+function M.parse_time(s, now)
+  if s:match("^%+") then
+    local secs, err = require("certmaint.duration").parse(s:sub(2), "--at")
+    if not secs then return nil, err end
+    return now + secs
+  end
+  if s:match("^%d+$") then return tonumber(s) end
+  local y, mo, d, rest = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)(.*)$")
+  if not y then return nil, "bad time '" .. s .. "' (use 2027-03-15, 2027-03-15T12:00:00Z, Unix seconds or +30d)" end
+  local h, mi, sec = 0, 0, 0
+  if rest ~= "" then
+    h, mi, sec = rest:match("^[T ](%d%d):(%d%d):?(%d*)Z?$")
+    if not h then return nil, "bad time '" .. s .. "': expected THH:MM[:SS][Z] after the date" end
+    sec = tonumber(sec) or 0
+  end
+  -- timegm without os.time's local-time interpretation: days from civil
+  y, mo, d = tonumber(y), tonumber(mo), tonumber(d)
+  if mo < 1 or mo > 12 or d < 1 or d > 31 then return nil, "bad date '" .. s .. "'" end
+  local yy = (mo <= 2) and (y - 1) or y
+  local era = (yy >= 0 and yy or yy - 399) // 400
+  local yoe = yy - era * 400
+  local mp = (mo + 9) % 12
+  local doy = (153 * mp + 2) // 5 + d - 1
+  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+  local days = era * 146097 + doe - 719468
+  return days * 86400 + tonumber(h) * 3600 + tonumber(mi) * 60 + sec
+end
+
+local function left(secs)
+  if not secs then return "-" end
+  local neg = secs < 0
+  secs = math.abs(secs)
+  local s
+  if secs >= 86400 then s = string.format("%dd%dh", secs // 86400, (secs % 86400) // 3600)
+  elseif secs >= 3600 then s = string.format("%dh%dm", secs // 3600, (secs % 3600) // 60)
+  elseif secs >= 60 then s = string.format("%dm%ds", secs // 60, math.floor(secs % 60))
+  else s = string.format("%ds", math.floor(secs)) end
+  return neg and ("-" .. s) or s
+end
+M.left = left
+
+local function print_table(headers, rows)
+  local widths = {}
+  for i, h in ipairs(headers) do widths[i] = #h end
+  for _, r in ipairs(rows) do
+    for i, v in ipairs(r) do widths[i] = math.max(widths[i], #tostring(v)) end
+  end
+  local function line(cells)
+    local parts = {}
+    for i, v in ipairs(cells) do
+      parts[i] = (i == #cells) and tostring(v) or string.format("%-" .. widths[i] .. "s", tostring(v))
+    end
+    io.stdout:write(table.concat(parts, "  "), "\n")
+  end
+  line(headers)
+  for _, r in ipairs(rows) do line(r) end
+end
+
+-- Run fn inside a loop task to completion (one-shot commands).
+local function run_task(fn, ...)
+  local loop = require "certmaint.loop"
+  local task = loop.spawn(fn, ...)
+  loop.run_until(function() return task.done end)
+  if not task.ok then return nil, task.error end
+  return table.unpack(task.results or { true })
+end
+
+local function make_engine(policy_path, opts)
+  local sandbox = require "certmaint.sandbox"
+  local policy, err = sandbox.load_policy(policy_path)
+  if not policy then return nil, err end
+  if policy.log then
+    core.log_config { format = opts.log_format or policy.log.format, level = opts.log_level or policy.log.level }
+  end
+  local engine = require("certmaint.engine").new(policy, {
+    data_dir = opts.data_dir,
+    reload = function() return sandbox.load_policy(policy_path) end,
+  })
+  return engine
+end
+
+local function status_rows_json(rows, now)
+  local null = core.json_null
+  local out = setmetatable({}, core.json_array_mt)
+  for _, r in ipairs(rows) do
+    out[#out + 1] = {
+      names = r.names, managed = r.managed, issuer = r.issuer or null, serial = r.serial or null,
+      not_before = r.not_before and M.iso(r.not_before) or null,
+      not_after = r.not_after and M.iso(r.not_after) or null,
+      renewal_due = r.renewal_due and true or false,
+      renewal_at = (r.renewal_at and r.renewal_at ~= math.huge) and M.iso(r.renewal_at) or null,
+      ocsp = r.ocsp and { status = r.ocsp.status, this_update = M.iso(r.ocsp.this_update),
+        next_update = M.iso(r.ocsp.next_update) } or null,
+      last_error = r.last_error or null,
+      attempts = r.attempts or 0,
+      next_attempt = (r.next_attempt and r.next_attempt > 0) and M.iso(r.next_attempt) or null,
+      time_left = r.not_after and math.floor(r.not_after - now) or null,
+    }
+  end
+  return out
+end
+
+M.iso = function(t) return os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t)) end
+
+local commands = {}
+
+function commands.run(engine)
+  engine:run()
+  return 0
+end
+
+function commands.once(engine)
+  local ok, start, renew, clean = run_task(function()
+    local s = engine:start()
+    local r = engine:tick("renew")
+    local c = engine:tick("clean")
+    return true, s, r, c
+  end)
+  if not ok then eprint("certmaint: " .. tostring(start)) return 1 end
+  local failed = (start.failed or 0) + (renew.failed or 0)
+  io.stdout:write(string.format("loaded %d, obtained %d, renewed %d, reloaded %d, failed %d, deleted %d\n",
+    start.loaded or 0, start.obtained or 0, renew.renewed or 0, renew.reloaded or 0, failed, clean.deleted or 0))
+  return failed > 0 and 1 or 0
+end
+
+function commands.clean(engine)
+  local ok, tick = run_task(function() engine:load_all() return true, engine:tick("clean") end)
+  if not ok then eprint("certmaint: " .. tostring(tick)) return 1 end
+  io.stdout:write(string.format("deleted %d, kept %d, unparseable %d\n", tick.deleted, tick.kept, tick.unparseable))
+  return 0
+end
+
+function commands.status(engine, args)
+  local json = false
+  for _, a in ipairs(args) do
+    if a == "--json" then json = true else return usage_error("status: unexpected argument '" .. a .. "'") end
+  end
+  engine:load_all()
+  local now = core.now()
+  local rows = engine:status_rows(now)
+  if json then
+    io.stdout:write(core.json_encode(status_rows_json(rows, now), { pretty = true }), "\n")
+    return 0
+  end
+  local out = {}
+  for _, r in ipairs(rows) do
+    local staple = r.ocsp and (r.ocsp.status .. " until " .. M.iso(r.ocsp.next_update)) or "-"
+    local err = r.last_error or "-"
+    if r.attempts and r.attempts > 0 and r.next_attempt and r.next_attempt > 0 then
+      err = string.format("%s (attempt %d, retry %s)", err, r.attempts, M.iso(r.next_attempt))
+    end
+    out[#out + 1] = {
+      table.concat(r.names, ","), r.issuer and (r.issuer:match("CN=([^,]+)") or r.issuer) or "-",
+      r.not_after and M.iso(r.not_after) or "-", r.not_after and left(r.not_after - now) or "-",
+      r.renewal_due and "now" or ((r.renewal_at and r.renewal_at ~= math.huge) and M.iso(r.renewal_at) or "never"),
+      staple, err,
+    }
+  end
+  print_table({ "NAMES", "ISSUER", "NOT AFTER", "LEFT", "RENEW", "STAPLE", "LAST ERROR" }, out)
+  return 0
+end
+
+function commands.check(engine, args)
+  local at = core.now()
+  local i = 1
+  while i <= #args do
+    if args[i] == "--at" and args[i + 1] then
+      local t, err = M.parse_time(args[i + 1], core.now())
+      if not t then return usage_error("check: " .. err) end
+      at = t
+      i = i + 2
+    else
+      return usage_error("check: unexpected argument '" .. args[i] .. "'")
+    end
+  end
+  -- the real hooks, asked at the shifted time
+  if at ~= core.now() then core.clock_set(at) end
+  local rows = engine:plan(at)
+  io.stdout:write("policy ok: ", tostring(#engine.order), " certificates; issuer ", engine.issuer:describe(),
+    "; as of ", M.iso(at), "\n")
+  local out = {}
+  for _, r in ipairs(rows) do
+    out[#out + 1] = { table.concat(r.names, ","), r.action,
+      r.when and (r.when == at and "now" or M.iso(r.when)) or "-", r.why or "" }
+  end
+  print_table({ "NAMES", "ACTION", "WHEN", "WHY" }, out)
+  core.clock_set(nil)
+  return 0
+end
+
+function commands.renew(engine, args)
+  local force, names = false, {}
+  for _, a in ipairs(args) do
+    if a == "--force" then force = true
+    elseif a:sub(1, 1) == "-" then return usage_error("renew: unknown option '" .. a .. "'")
+    else names[#names + 1] = a end
+  end
+  local targets = {}
+  if #names == 0 then
+    for _, p in ipairs(engine.order) do targets[#targets + 1] = engine.entries[p] end
+  else
+    for _, n in ipairs(names) do
+      local e = engine.entries[core.name_normalize(n) or n]
+      if not e then return usage_error("renew: '" .. n .. "' is not a certificate the policy manages") end
+      targets[#targets + 1] = e
+    end
+  end
+  local ok, results = run_task(function()
+    engine:load_all()
+    local res = {}
+    for _, e in ipairs(targets) do
+      local cert = e.id and engine.cache:get(e.id)
+      if force or not cert or engine:needs_renewal(cert, core.now()) then
+        local r, c, code = engine:renew_once(e, cert and "renew" or "obtain")
+        res[#res + 1] = { name = e.primary, result = r or "failed", detail = r and c.serial or tostring(type(c) == "table" and c.message or c), code = code }
+        if r then engine:notify_renewed(e, c, r) end
+      else
+        res[#res + 1] = { name = e.primary, result = "not due", detail = "renewal at " .. M.iso(cert.renew_at) }
+      end
+    end
+    return true, res
+  end)
+  if not ok then
+    eprint("certmaint: " .. tostring(results))
+    return 1
+  end
+  local failed = 0
+  for _, r in ipairs(results) do
+    io.stdout:write(string.format("%-40s %-10s %s\n", r.name, r.result, r.detail or ""))
+    if r.result == "failed" then failed = failed + 1 end
+  end
+  return failed > 0 and 1 or 0
+end
+
+function commands.revoke(engine, args)
+  if #args ~= 1 then return usage_error("revoke: give exactly one NAME") end
+  if not engine.issuer.revoke then
+    eprint("certmaint: revoke: the issuer (" .. engine.issuer:describe() .. ") cannot revoke certificates")
+    return 1
+  end
+  local ok, err = run_task(function()
+    engine:load_all()
+    local e = engine.entries[core.name_normalize(args[1]) or args[1]]
+    if not e or not e.id then return nil, "no certificate for " .. args[1] end
+    local cert = engine.cache:get(e.id)
+    local r, rerr = engine.issuer:revoke(cert, { storage = engine.storage, now = core.now() })
+    if not r then return nil, rerr end
+    return engine:renew_once(e, "renew")
+  end)
+  if not ok then eprint("certmaint: revoke: " .. tostring(err)) return 1 end
+  return 0
+end
+
+--- main(args) -> exit code
+function M.main(args)
+  local opts = {}
+  local i = 1
+  while i <= #args and args[i]:sub(1, 1) == "-" do
+    local a = args[i]
+    if a == "-h" or a == "--help" then io.stdout:write(USAGE) return 0
+    elseif a == "--version" then io.stdout:write("certmaint ", core.version, "\n") return 0
+    elseif a == "--log-format" or a == "--log-level" or a == "--data-dir" then
+      local v = args[i + 1]
+      if not v then return usage_error(a .. " needs a value") end
+      if a == "--log-format" then
+        if v ~= "text" and v ~= "json" then return usage_error("--log-format must be text or json") end
+        opts.log_format = v
+      elseif a == "--log-level" then
+        if not ({ debug = 1, info = 1, warn = 1, error = 1 })[v] then
+          return usage_error("--log-level must be debug, info, warn or error")
+        end
+        opts.log_level = v
+      else
+        opts.data_dir = v
+      end
+      i = i + 2
+    else
+      return usage_error("unknown option '" .. a .. "'")
+    end
+  end
+  local cmd = args[i]
+  if not cmd then io.stderr:write(USAGE) return 2 end
+  if cmd == "help" then
+    local what = args[i + 1]
+    io.stdout:write((what and HELP[what]) or USAGE, "\n")
+    return 0
+  end
+  if not commands[cmd] then return usage_error("unknown command '" .. cmd .. "'") end
+  local rest = {}
+  for j = i + 1, #args do rest[#rest + 1] = args[j] end
+  for _, a in ipairs(rest) do
+    if a == "-h" or a == "--help" then io.stdout:write(HELP[cmd], "\n") return 0 end
+  end
+  local policy_path = table.remove(rest, 1)
+  if not policy_path then return usage_error(cmd .. ": missing POLICY file") end
+  core.log_config { format = opts.log_format or "text", level = opts.log_level or "info" }
+
+  local engine, err = make_engine(policy_path, opts)
+  if not engine then
+    eprint("certmaint: " .. tostring(err))
+    return 2
+  end
+  local ok, code = xpcall(commands[cmd], debug.traceback, engine, rest)
+  if not ok then
+    eprint("certmaint: " .. cmd .. " failed: " .. tostring(code))
+    return 1
+  end
+  return code
+end
+
 return M

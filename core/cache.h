@@ -1,0 +1,205 @@
+/* cache.h - the certificate cache: every certificate the daemon keeps alive.
+ *
+ * An entry is keyed by the SHA-256 of its leaf DER and found by any of its
+ * names (exact, or through a `*.example.com` wildcard).  It holds the DER
+ * (leaf + rest of the chain) and the facts the maintenance loop needs, never
+ * OpenSSL objects, so 100k certificates stay small and a tick never re-parses.
+ *
+ * Layout (this is why it is fast): the facts a scan reads each tick live in
+ * dense parallel arrays ("hot": the time an entry is due for renewal, the time
+ * its staple needs refreshing, not_after, flags), scanned linearly; everything
+ * else ("cold": names, serial, DNs, URLs, DER, staple, last error) lives in one
+ * packed allocation per entry plus the staple and error strings.  Two
+ * open-addressing tables (linear probing, backward-shift deletion, no
+ * tombstones) map ids and lower-cased names to slots.  Removal swap-removes the
+ * last slot into the hole and fixes both tables, so arrays stay dense and scans
+ * never see dead entries.
+ *
+ * Locking: every function takes the cache's pthread rwlock itself (read for
+ * lookups, copies and scans; write for changes).  Nothing handed out points
+ * into the cache: scans and gets copy what they return, so the caller acts
+ * outside the lock (acting inside it deadlocks as soon as the action touches
+ * the cache again).
+ *
+ * Times are Unix seconds as doubles (what cm_clock_now() returns).
+ */
+#ifndef CM_CACHE_H
+#define CM_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ocsp.h"
+#include "result.h"
+#include "x509.h"
+
+struct cm_cache;
+
+/* The id of an entry: SHA-256 of its leaf DER. */
+struct cm_cache_id {
+    unsigned char sha256[32];
+};
+
+/* Entry flags, as reported in struct cm_cache_cert.flags. */
+#define CM_CACHE_MANAGED 0x01u   /* the daemon renews it */
+#define CM_CACHE_ON_DEMAND 0x02u /* obtained on demand (dropped if renewal fails) */
+#define CM_CACHE_HAS_STAPLE 0x04u
+
+/* Bounds on what one entry may carry; larger input fails with "toobig". */
+#define CM_CACHE_MAX_LIST 4096              /* names, OCSP URLs or CRL URLs */
+#define CM_CACHE_MAX_ERROR 4096             /* last_error is truncated to this */
+#define CM_CACHE_MAX_STAPLE CM_OCSP_MAX_INPUT /* staple DER */
+
+/* A staple as stored on an entry.  der is borrowed when passed in (copied). */
+struct cm_cache_staple {
+    enum cm_ocsp_cert_status status; /* ocsp.h: good, revoked, unknown */
+    double this_update, next_update;
+    double refresh_at; /* when the staple stops being fresh */
+    const unsigned char *der;
+    size_t der_len;
+};
+
+/* Options of cm_cache_add.  Fields left "unset" keep an existing entry's value
+ * and take the default on a new entry.  Initialise with cm_cache_add_opts_init. */
+struct cm_cache_add_opts {
+    int managed;         /* 1, 0, or -1 = unset (new entry: 0) */
+    int on_demand;       /* 1, 0, or -1 = unset (new entry: 0) */
+    double renew_at;     /* NAN = unset (new entry: not_after, i.e. at the latest at expiry) */
+    double next_attempt; /* NAN = unset (new entry: 0, no back-off) */
+};
+
+/* Fields of cm_cache_set (bits of struct cm_cache_update.fields). */
+#define CM_CACHE_SET_MANAGED 0x01u
+#define CM_CACHE_SET_ON_DEMAND 0x02u
+#define CM_CACHE_SET_RENEW_AT 0x04u
+#define CM_CACHE_SET_NEXT_ATTEMPT 0x08u
+#define CM_CACHE_SET_ATTEMPTS 0x10u
+#define CM_CACHE_SET_LAST_ERROR 0x20u
+#define CM_CACHE_SET_OCSP 0x40u
+
+/* A change to one entry; only the fields named in `fields` are applied. */
+struct cm_cache_update {
+    unsigned fields;
+    int managed, on_demand;
+    double renew_at, next_attempt;
+    unsigned attempts;
+    const char *last_error;             /* NULL clears; copied, truncated to CM_CACHE_MAX_ERROR */
+    const struct cm_cache_staple *ocsp; /* NULL clears; copied */
+};
+
+/* A caller-owned copy of one entry (cm_cache_get); free with cm_cache_cert_free.
+ * All pointers point into memory the struct owns. */
+struct cm_cache_cert {
+    struct cm_cache_id id;
+    unsigned flags; /* CM_CACHE_MANAGED | CM_CACHE_ON_DEMAND | CM_CACHE_HAS_STAPLE */
+    int64_t not_before, not_after;
+    double renew_at, next_attempt;
+    unsigned attempts;
+    struct cm_strlist names; /* lower-case, duplicates dropped, in certificate order */
+    struct cm_strlist ocsp_urls, crl_urls;
+    const char *serial_hex, *issuer, *subject;
+    const char *last_error; /* NULL when there is none */
+    const unsigned char *der; /* leaf */
+    size_t der_len;
+    const unsigned char *chain_der; /* rest of the chain, back to back */
+    size_t chain_der_len, chain_count;
+    struct cm_cache_staple staple; /* meaningful when flags has CM_CACHE_HAS_STAPLE */
+    void *mem_;                     /* the one allocation behind all of the above */
+};
+
+/* Make an empty cache.  Returns NULL (and fills res, code "nomem") on failure.
+ * The caller owns it and frees it with cm_cache_free. */
+struct cm_cache *cm_cache_new(struct cm_result *res);
+
+/* Free the cache and everything it holds; NULL is fine.  No other thread may
+ * use the cache any more. */
+void cm_cache_free(struct cm_cache *c);
+
+/* Set every field of *o to "unset". */
+void cm_cache_add_opts_init(struct cm_cache_add_opts *o);
+
+/* Add the certificate described by *f (facts are copied; the caller keeps f).
+ * If an entry with the same leaf hash exists, only the fields set in opts are
+ * applied to it and *existed is 1; otherwise a new entry is made and *existed
+ * is 0.  opts may be NULL (all unset).  id (may be NULL) receives the entry's
+ * id.  Fails with "nomem", "toobig" (a list longer than CM_CACHE_MAX_LIST, or
+ * DER over 4 GiB) or "invalid" (no DER); on failure the cache is unchanged. */
+int cm_cache_add(struct cm_cache *c, const struct cm_cert_facts *f,
+                 const struct cm_cache_add_opts *opts, struct cm_cache_id *id,
+                 int *existed, struct cm_result *res);
+
+/* Remove an entry.  Returns 1 if it was there, 0 if not. */
+int cm_cache_remove(struct cm_cache *c, const struct cm_cache_id *id);
+
+/* 1 if the cache holds the id, else 0. */
+int cm_cache_has(struct cm_cache *c, const struct cm_cache_id *id);
+
+/* Copy an entry out into *out (caller frees with cm_cache_cert_free).  Fails
+ * with "ENOENT" (no such id; *out zeroed) or "nomem". */
+int cm_cache_get(struct cm_cache *c, const struct cm_cache_id *id,
+                 struct cm_cache_cert *out, struct cm_result *res);
+
+/* Free what cm_cache_get put in *cert and zero it; safe on a zeroed struct. */
+void cm_cache_cert_free(struct cm_cache_cert *cert);
+
+/* The copied chain as PEM, leaf first, into *pem (NUL-terminated, caller
+ * frees; *len without the NUL): cm_x509_chain_pem on the copy's DER.  Fails
+ * as that does ("parse" if the DER does not split into certificates). */
+int cm_cache_cert_pem(const struct cm_cache_cert *cert, char **pem, size_t *len,
+                      struct cm_result *res);
+
+/* Apply *u to an entry.  Fails with "ENOENT" (no such id), "toobig" (staple
+ * over CM_CACHE_MAX_STAPLE), "invalid" (a NaN time) or "nomem"; on failure the
+ * entry is unchanged. */
+int cm_cache_set(struct cm_cache *c, const struct cm_cache_id *id,
+                 const struct cm_cache_update *u, struct cm_result *res);
+
+/* The entry serving `name` (ASCII case-insensitive): among entries carrying
+ * exactly that name, else among those carrying `*.` + name-minus-its-first-
+ * label, the one with the latest not_after (ties: latest not_before).  A
+ * wildcard covers exactly one label: `*.example.com` never serves
+ * `example.com` nor `a.b.example.com`.  Returns 1 and fills *id, or 0. */
+int cm_cache_lookup(struct cm_cache *c, const char *name, size_t len,
+                    struct cm_cache_id *id);
+
+/* All ids carrying exactly `name` (case-insensitive; no wildcard matching), latest
+ * not_after first, into a malloc'ed array *ids (caller frees; NULL when none).
+ * Fails with "nomem". */
+int cm_cache_find(struct cm_cache *c, const char *name, size_t len,
+                  struct cm_cache_id **ids, size_t *count, struct cm_result *res);
+
+/* Scans.  Each copies matching ids (in slot order, which is arbitrary) into a
+ * malloc'ed array *ids (caller frees; NULL when none), at most `limit` of them
+ * (0 = no limit).  Fail only with "nomem".
+ *
+ * due:     managed, renew_at <= now and next_attempt <= now.
+ * staples: names an OCSP responder, not expired (not_after > now), and has no
+ *          staple or its staple's refresh_at <= now.
+ * expired: not_after + grace <= now.
+ * ids:     every entry; managed = 1 or 0 keeps only managed / unmanaged ones,
+ *          -1 keeps all. */
+int cm_cache_scan_due(struct cm_cache *c, double now, size_t limit,
+                      struct cm_cache_id **ids, size_t *count, struct cm_result *res);
+int cm_cache_scan_staples(struct cm_cache *c, double now, size_t limit,
+                          struct cm_cache_id **ids, size_t *count, struct cm_result *res);
+int cm_cache_scan_expired(struct cm_cache *c, double now, double grace, size_t limit,
+                          struct cm_cache_id **ids, size_t *count, struct cm_result *res);
+int cm_cache_ids(struct cm_cache *c, int managed, struct cm_cache_id **ids,
+                 size_t *count, struct cm_result *res);
+
+/* Number of entries. */
+size_t cm_cache_count(struct cm_cache *c);
+
+/* Bytes the cache has allocated (its own accounting of requested sizes: the
+ * arrays and tables at their capacity, the packed entries, staples, errors),
+ * DER included.  *der_bytes (may be NULL) receives the certificate DER part
+ * (leaf + chain; staples are not counted as DER). */
+size_t cm_cache_memory(struct cm_cache *c, size_t *der_bytes);
+
+/* Id <-> 64 lower-case hex digits.  cm_cache_id_hex writes 65 bytes (NUL
+ * included).  cm_cache_id_parse accepts either case and returns CM_ERR unless
+ * hex is exactly 64 hex digits. */
+void cm_cache_id_hex(const struct cm_cache_id *id, char hex[65]);
+int cm_cache_id_parse(const char *hex, size_t len, struct cm_cache_id *id);
+
+#endif

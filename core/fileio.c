@@ -1,0 +1,470 @@
+/* fileio.c - crash-safe writes, bounded reads, exclusive creation. */
+#include "fileio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "crypto.h"
+
+void (*cm_fileio_test_hook)(const char *stage, const char *path, const char *tmp_path) = NULL;
+
+const char *cm_errno_name(int err)
+{
+    static const struct {
+        int value;
+        const char *name;
+    } names[] = {
+        {EPERM, "EPERM"},     {ENOENT, "ENOENT"},   {EINTR, "EINTR"},
+        {EIO, "EIO"},         {EBADF, "EBADF"},     {EAGAIN, "EAGAIN"},
+        {ENOMEM, "ENOMEM"},   {EACCES, "EACCES"},   {EBUSY, "EBUSY"},
+        {EEXIST, "EEXIST"},   {EXDEV, "EXDEV"},     {ENOTDIR, "ENOTDIR"},
+        {EISDIR, "EISDIR"},   {EINVAL, "EINVAL"},   {ENFILE, "ENFILE"},
+        {EMFILE, "EMFILE"},   {ETXTBSY, "ETXTBSY"}, {EFBIG, "EFBIG"},
+        {ENOSPC, "ENOSPC"},   {EROFS, "EROFS"},     {EMLINK, "EMLINK"},
+        {ENAMETOOLONG, "ENAMETOOLONG"},             {ENOTEMPTY, "ENOTEMPTY"},
+        {ELOOP, "ELOOP"},     {ENOSYS, "ENOSYS"},   {EOPNOTSUPP, "EOPNOTSUPP"},
+        {EDQUOT, "EDQUOT"},   {ESTALE, "ESTALE"},   {ETIMEDOUT, "ETIMEDOUT"},
+    };
+    static char unknown[32];
+    size_t i;
+    for (i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (names[i].value == err) return names[i].name;
+    snprintf(unknown, sizeof unknown, "errno%d", err);
+    return unknown;
+}
+
+/* cm_fail with the errno convention: "<op> <path>: <strerror>", code = name. */
+static int fail_errno(struct cm_result *res, int err, const char *op, const char *path)
+{
+    return cm_fail(res, cm_errno_name(err), "%s %s: %s", op, path, strerror(err));
+}
+
+/* Split path into its directory (with "." for a bare name) and base name.
+ * Fails for an empty path, one ending in '/', or one too long. */
+static int split_path(const char *op, const char *path, char dir[PATH_MAX], const char **base,
+                      struct cm_result *res)
+{
+    const char *slash;
+    size_t len = strlen(path);
+    if (len == 0) return cm_fail(res, "EINVAL", "%s: empty path", op);
+    if (len >= PATH_MAX) return fail_errno(res, ENAMETOOLONG, op, path);
+    if (path[len - 1] == '/') return fail_errno(res, EISDIR, op, path);
+    slash = strrchr(path, '/');
+    if (!slash) {
+        strcpy(dir, ".");
+        *base = path;
+    } else if (slash == path) {
+        strcpy(dir, "/");
+        *base = path + 1;
+    } else {
+        memcpy(dir, path, (size_t)(slash - path));
+        dir[slash - path] = '\0';
+        *base = slash + 1;
+    }
+    return CM_OK;
+}
+
+/* fsync a directory so renames, links and unlinks inside it are durable.
+ * Returns 0 or an errno; EINVAL (a file system that cannot sync directories)
+ * is not an error: there is nothing more we could do. */
+static int fsync_dir(const char *dir)
+{
+    int fd, err = 0;
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return errno;
+    if (fsync(fd) != 0 && errno != EINVAL) err = errno;
+    if (close(fd) != 0 && err == 0 && errno != EINTR) err = errno;
+    return err;
+}
+
+static int write_all(int fd, const unsigned char *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return errno;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Make a fresh, unique name ".<base prefix>.<tag>-<16 hex>" in dir.  The base
+ * is cut to 64 bytes so the name fits NAME_MAX whatever the target's length;
+ * the leading dot and the tag let listings recognise (and skip) these. */
+static int side_name(const char *dir, const char *base, const char *tag, char out[PATH_MAX],
+                     struct cm_result *res)
+{
+    unsigned char rnd[8];
+    char hex[17];
+    int n;
+    if (cm_crypto_random_bytes(rnd, sizeof rnd, res) != CM_OK) return CM_ERR;
+    cm_crypto_hex(rnd, sizeof rnd, hex);
+    n = snprintf(out, PATH_MAX, "%s/.%.64s.%s-%s", dir, base, tag, hex);
+    if (n < 0 || n >= PATH_MAX) return fail_errno(res, ENAMETOOLONG, "create temp in", dir);
+    return CM_OK;
+}
+
+/* Create a temp file in dir holding data with mode, fsynced and closed.
+ * On success tmp names it and the caller owns (must rename or unlink) it. */
+static int write_temp(const char *op, const char *path, const char *dir, const char *base,
+                      const void *data, size_t len, mode_t mode, char tmp[PATH_MAX],
+                      struct cm_result *res)
+{
+    int fd = -1, tries, err, made = 0, rc = CM_ERR;
+
+    for (tries = 0; tries < 8; tries++) {
+        if (side_name(dir, base, "tmp", tmp, res) != CM_OK) goto out;
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+        if (fd >= 0 || errno != EEXIST) break;
+    }
+    if (fd < 0) {
+        fail_errno(res, errno, op, path);
+        goto out;
+    }
+    made = 1;
+    /* open() applied the umask; fchmod makes the bits exactly what was asked. */
+    if (fchmod(fd, mode) != 0) {
+        fail_errno(res, errno, "chmod", path);
+        goto out;
+    }
+    if ((err = write_all(fd, data, len)) != 0) {
+        fail_errno(res, err, "write", path);
+        goto out;
+    }
+    if (fsync(fd) != 0) {
+        fail_errno(res, errno, "fsync", path);
+        goto out;
+    }
+    err = close(fd);
+    fd = -1;
+    if (err != 0) {
+        fail_errno(res, errno, "close", path);
+        goto out;
+    }
+    rc = CM_OK;
+out:
+    if (fd >= 0) close(fd);
+    if (rc != CM_OK && made) unlink(tmp);
+    return rc;
+}
+
+int cm_fileio_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
+                           struct cm_result *res)
+{
+    char dir[PATH_MAX], tmp[PATH_MAX];
+    const char *base = NULL;
+    int have_tmp = 0, err, rc = CM_ERR;
+
+    if (split_path("write", path, dir, &base, res) != CM_OK) goto out;
+    if (write_temp("open", path, dir, base, data, len, mode, tmp, res) != CM_OK) goto out;
+    have_tmp = 1;
+    if (cm_fileio_test_hook) cm_fileio_test_hook("before_rename", path, tmp);
+    if (rename(tmp, path) != 0) {
+        fail_errno(res, errno, "rename", path);
+        goto out;
+    }
+    have_tmp = 0;
+    if ((err = fsync_dir(dir)) != 0) {
+        fail_errno(res, err, "fsync directory of", path);
+        goto out;
+    }
+    rc = CM_OK;
+out:
+    if (have_tmp) unlink(tmp);
+    return rc;
+}
+
+int cm_fileio_read_file(const char *path, size_t max, char **out, size_t *out_len,
+                        struct cm_result *res)
+{
+    int fd = -1, rc = CM_ERR;
+    struct stat st;
+    char *buf = NULL, *grown;
+    size_t cap, used = 0;
+
+    *out = NULL;
+    *out_len = 0;
+    /* O_NONBLOCK: opening a FIFO must not hang us; it is refused below. */
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) {
+        fail_errno(res, errno, "read", path);
+        goto out;
+    }
+    if (fstat(fd, &st) != 0) {
+        fail_errno(res, errno, "read", path);
+        goto out;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        fail_errno(res, EISDIR, "read", path);
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        cm_fail(res, "EISDIR", "read %s: not a regular file", path);
+        goto out;
+    }
+    if (st.st_size < 0 || (unsigned long long)st.st_size > max) {
+        cm_fail(res, "toobig", "read %s: larger than %zu bytes", path, max);
+        goto out;
+    }
+    /* Size from fstat, plus one byte to see growth past the bound or EOF. */
+    cap = (size_t)st.st_size + 1;
+    if (cap < 64) cap = 64;
+    if (cap > max + 1) cap = max + 1;
+    buf = malloc(cap + 1);
+    if (!buf) {
+        fail_errno(res, ENOMEM, "read", path);
+        goto out;
+    }
+    for (;;) {
+        ssize_t n;
+        if (used == cap) {
+            size_t want;
+            if (cap > max) break; /* read max + 1 bytes: too big */
+            want = cap * 2 > max + 1 ? max + 1 : cap * 2;
+            grown = realloc(buf, want + 1);
+            if (!grown) {
+                fail_errno(res, ENOMEM, "read", path);
+                goto out;
+            }
+            buf = grown;
+            cap = want;
+        }
+        n = read(fd, buf + used, cap - used);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            fail_errno(res, errno, "read", path);
+            goto out;
+        }
+        if (n == 0) break;
+        used += (size_t)n;
+    }
+    if (used > max) {
+        cm_fail(res, "toobig", "read %s: larger than %zu bytes", path, max);
+        goto out;
+    }
+    buf[used] = '\0';
+    *out = buf;
+    buf = NULL;
+    *out_len = used;
+    rc = CM_OK;
+out:
+    if (fd >= 0) close(fd);
+    free(buf); buf = NULL;
+    return rc;
+}
+
+/* The fallback of create_exclusive where hard links are unsupported: the file
+ * is briefly visible empty; readers treat an unreadable lock as busy. */
+static int create_exclusive_direct(const char *path, const void *data, size_t len, mode_t mode,
+                                   struct cm_result *res)
+{
+    int fd = -1, err, made = 0, rc = CM_ERR;
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (fd < 0) {
+        fail_errno(res, errno, "create", path);
+        goto out;
+    }
+    made = 1;
+    if (fchmod(fd, mode) != 0) {
+        fail_errno(res, errno, "chmod", path);
+        goto out;
+    }
+    if ((err = write_all(fd, data, len)) != 0) {
+        fail_errno(res, err, "write", path);
+        goto out;
+    }
+    if (fsync(fd) != 0) {
+        fail_errno(res, errno, "fsync", path);
+        goto out;
+    }
+    err = close(fd);
+    fd = -1;
+    if (err != 0) {
+        fail_errno(res, errno, "close", path);
+        goto out;
+    }
+    rc = CM_OK;
+out:
+    if (fd >= 0) close(fd);
+    if (rc != CM_OK && made) unlink(path);
+    return rc;
+}
+
+static int link_unsupported(int err)
+{
+    return err == EPERM || err == EOPNOTSUPP || err == ENOSYS;
+}
+
+int cm_fileio_create_exclusive(const char *path, const void *data, size_t len, mode_t mode,
+                               struct cm_result *res)
+{
+    char dir[PATH_MAX], tmp[PATH_MAX];
+    const char *base = NULL;
+    int have_tmp = 0, err, rc = CM_ERR;
+
+    if (split_path("create", path, dir, &base, res) != CM_OK) goto out;
+    if (write_temp("create", path, dir, base, data, len, mode, tmp, res) != CM_OK) goto out;
+    have_tmp = 1;
+    /* link(2) fails with EEXIST if anything is at path: atomic exclusive
+     * creation of a file that is complete the moment it appears. */
+    if (link(tmp, path) != 0) {
+        err = errno;
+        if (link_unsupported(err)) {
+            unlink(tmp);
+            have_tmp = 0;
+            if (create_exclusive_direct(path, data, len, mode, res) != CM_OK) goto out;
+        } else {
+            fail_errno(res, err, "create", path);
+            goto out;
+        }
+    }
+    if (have_tmp) {
+        unlink(tmp);
+        have_tmp = 0;
+    }
+    if ((err = fsync_dir(dir)) != 0) {
+        fail_errno(res, err, "fsync directory of", path);
+        goto out;
+    }
+    rc = CM_OK;
+out:
+    if (have_tmp) unlink(tmp);
+    return rc;
+}
+
+int cm_fileio_replace_if_unchanged(const char *path, const void *expected, size_t expected_len,
+                                   const void *data, size_t len, mode_t mode,
+                                   struct cm_result *res)
+{
+    char dir[PATH_MAX], aside[PATH_MAX];
+    const char *base = NULL;
+    char *seen = NULL;
+    size_t seen_len = 0;
+    int have_aside = 0, moved = 0, rc = CM_ERR;
+    struct cm_result rres;
+
+    if (split_path("replace", path, dir, &base, res) != CM_OK) goto out;
+    if (side_name(dir, base, "stale", aside, res) != CM_OK) goto out;
+    /* rename is atomic: of several instances taking over the same stale file,
+     * exactly one moves it; the others get ENOENT. */
+    if (rename(path, aside) != 0) {
+        fail_errno(res, errno, "replace", path);
+        goto out;
+    }
+    have_aside = 1;
+    moved = 1;
+    if (cm_fileio_read_file(aside, expected_len + 1, &seen, &seen_len, &rres) != CM_OK ||
+        seen_len != expected_len || memcmp(seen, expected, expected_len) != 0) {
+        /* Not the file we judged: another instance replaced it between our
+         * read and the rename.  Put it back; link fails if a third one
+         * created the path meanwhile, and then that one wins. */
+        if (link(aside, path) != 0 && link_unsupported(errno) && rename(aside, path) == 0)
+            have_aside = 0;
+        cm_fail(res, "changed", "replace %s: the file changed since it was read", path);
+        goto out;
+    }
+    if (unlink(aside) != 0) {
+        fail_errno(res, errno, "remove", aside);
+        goto out;
+    }
+    have_aside = 0;
+    if (cm_fileio_create_exclusive(path, data, len, mode, res) != CM_OK) goto out;
+    rc = CM_OK;
+out:
+    if (have_aside) unlink(aside);
+    /* Best effort: the failure is what the caller needs to hear about. */
+    if (rc != CM_OK && moved) (void)fsync_dir(dir);
+    free(seen); seen = NULL;
+    return rc;
+}
+
+int cm_fileio_mkdir_p(const char *path, mode_t mode, struct cm_result *res)
+{
+    char buf[PATH_MAX];
+    size_t len = strlen(path), i;
+    struct stat st;
+    int err;
+
+    if (len == 0) return cm_fail(res, "EINVAL", "mkdir: empty path");
+    if (len >= PATH_MAX) return fail_errno(res, ENAMETOOLONG, "mkdir", path);
+    memcpy(buf, path, len + 1);
+    while (len > 1 && buf[len - 1] == '/') buf[--len] = '\0';
+    for (i = 1; i <= len; i++) {
+        char saved;
+        if (i < len && buf[i] != '/') continue;
+        if (buf[i - 1] == '/') continue; /* "a//b" */
+        saved = buf[i];
+        buf[i] = '\0';
+        if (mkdir(buf, mode) == 0) {
+            char *slash;
+            /* mkdir applied the umask; chmod makes it exactly mode. */
+            if (chmod(buf, mode) != 0) return fail_errno(res, errno, "chmod", buf);
+            /* Make the new entry durable in its parent. */
+            slash = strrchr(buf, '/');
+            if (slash && slash != buf) {
+                *slash = '\0';
+                err = fsync_dir(buf);
+                *slash = '/';
+            } else {
+                err = fsync_dir(slash ? "/" : ".");
+            }
+            if (err != 0) return fail_errno(res, err, "fsync directory of", buf);
+        } else if (errno == EEXIST) {
+            if (stat(buf, &st) != 0) return fail_errno(res, errno, "mkdir", buf);
+            if (!S_ISDIR(st.st_mode)) return fail_errno(res, ENOTDIR, "mkdir", buf);
+        } else {
+            return fail_errno(res, errno, "mkdir", buf);
+        }
+        buf[i] = saved;
+    }
+    return CM_OK;
+}
+
+int cm_fileio_stat(const char *path, struct cm_file_stat *out, struct cm_result *res)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) return fail_errno(res, errno, "stat", path);
+    out->type = S_ISREG(st.st_mode)   ? CM_FILE_REGULAR
+                : S_ISDIR(st.st_mode) ? CM_FILE_DIRECTORY
+                                      : CM_FILE_OTHER;
+    out->size = (long long)st.st_size;
+    out->modified = (double)st.st_mtim.tv_sec + (double)st.st_mtim.tv_nsec / 1e9;
+    out->perms = (unsigned int)(st.st_mode & 07777);
+    return CM_OK;
+}
+
+int cm_fileio_remove(const char *path, struct cm_result *res)
+{
+    char dir[PATH_MAX];
+    const char *base = NULL;
+    int err;
+    if (split_path("remove", path, dir, &base, res) != CM_OK) return CM_ERR;
+    if (unlink(path) != 0) return fail_errno(res, errno, "remove", path);
+    if ((err = fsync_dir(dir)) != 0) return fail_errno(res, err, "fsync directory of", path);
+    return CM_OK;
+}
+
+int cm_fileio_rmdir(const char *path, struct cm_result *res)
+{
+    if (rmdir(path) != 0) return fail_errno(res, errno, "rmdir", path);
+    return CM_OK;
+}
+
+void cm_fileio_hostname(char *out, size_t size)
+{
+    if (size == 0) return;
+    if (gethostname(out, size) != 0) {
+        snprintf(out, size, "unknown");
+        return;
+    }
+    out[size - 1] = '\0';
+}

@@ -1,0 +1,101 @@
+/* fileio.h - crash-safe file primitives for the storage backends.
+ *
+ * Every write that replaces data goes through cm_fileio_write_atomic: a temp
+ * file in the same directory, written in full, fsynced, renamed over the
+ * target, then the directory fsynced.  A crash at any point leaves either the
+ * old file or the new one, never a mix.  Lock files are made with
+ * cm_fileio_create_exclusive, which never shows a half-written file either.
+ *
+ * Failures fill struct cm_result with message "<op> <path>: <strerror>" and
+ * code = the errno name ("ENOENT", "EACCES", "EEXIST", ...), or "toobig" for a
+ * file over the caller's read bound.
+ */
+#ifndef CM_FILEIO_H
+#define CM_FILEIO_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "result.h"
+
+/* Default bound for cm_fileio_read_file callers that have no better one. */
+#define CM_FILEIO_READ_MAX_DEFAULT (1024 * 1024)
+
+/* Test-only fault point: when not NULL, called by cm_fileio_write_atomic with
+ * stage "before_rename" after the temp file is written and fsynced and right
+ * before it is renamed over path (tmp_path is the temp file).  Tests set it in
+ * a forked child that _exit()s there to simulate a crash; production code
+ * never sets it. */
+extern void (*cm_fileio_test_hook)(const char *stage, const char *path, const char *tmp_path);
+
+/* The symbolic name of an errno value ("ENOENT"); "errno<N>" when unknown.
+ * Returns a static string. */
+const char *cm_errno_name(int err);
+
+/* Atomically replace (or create) path with len bytes of data and permission
+ * bits mode (e.g. 0600): the temp file is opened O_EXCL with mode and fchmod'ed
+ * to it, so the umask cannot widen or narrow it and the data is never readable
+ * with other permissions.  The parent directory must exist.  On failure the
+ * temp file is removed and any old file at path is untouched; returns CM_ERR. */
+int cm_fileio_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
+                           struct cm_result *res);
+
+/* Read a whole regular file of at most max bytes.  On success *out is a
+ * malloc'ed buffer the caller frees (NUL-terminated for convenience, the NUL
+ * not counted in *out_len).  Fails with code "toobig" when the file is larger
+ * than max, "EISDIR" for a directory or other non-regular file, or the errno
+ * name; *out is then NULL. */
+int cm_fileio_read_file(const char *path, size_t max, char **out, size_t *out_len,
+                        struct cm_result *res);
+
+/* Create path holding data with permission bits mode, failing with code
+ * "EEXIST" if anything already exists there.  The content is written to a
+ * temp file first and link()ed into place, so no reader ever sees the file
+ * empty or half-written (a lock file that is readable is complete); on file
+ * systems without hard links it falls back to O_CREAT|O_EXCL.  The directory
+ * is fsynced.  Returns CM_ERR on failure, leaving nothing behind. */
+int cm_fileio_create_exclusive(const char *path, const void *data, size_t len, mode_t mode,
+                               struct cm_result *res);
+
+/* Take a stale file away only if it still holds exactly `expected`: path is
+ * renamed aside (atomic; of several racing callers only one gets it), the
+ * moved file is compared with expected, and if it matches it is deleted and
+ * data is created exclusively at path.  If it does not match (another
+ * instance replaced it meanwhile) it is linked back and the call fails with
+ * code "changed".  Code "ENOENT": nothing was there any more; "EEXIST":
+ * after removal another caller created the file first.  This is the
+ * compare-and-swap the lock take-over needs: a plain remove + create lets
+ * two takers remove each other's fresh locks. */
+int cm_fileio_replace_if_unchanged(const char *path, const void *expected, size_t expected_len,
+                                   const void *data, size_t len, mode_t mode,
+                                   struct cm_result *res);
+
+/* Create directory path and any missing parents; each directory created gets
+ * exactly mode (chmod'ed, so the umask cannot change it).  Existing
+ * directories are left as they are.  Fails with "ENOTDIR" if a component is
+ * not a directory. */
+int cm_fileio_mkdir_p(const char *path, mode_t mode, struct cm_result *res);
+
+enum cm_file_type { CM_FILE_REGULAR, CM_FILE_DIRECTORY, CM_FILE_OTHER };
+
+struct cm_file_stat {
+    enum cm_file_type type;
+    long long size;      /* bytes */
+    double modified;     /* Unix seconds, with the file system's precision */
+    unsigned int perms;  /* permission bits, e.g. 0600 */
+};
+
+/* stat(2) path (following symbolic links) into *st. */
+int cm_fileio_stat(const char *path, struct cm_file_stat *st, struct cm_result *res);
+
+/* Remove the file path (not a directory) and fsync its directory, so a
+ * released lock stays released after a crash. */
+int cm_fileio_remove(const char *path, struct cm_result *res);
+
+/* Remove the empty directory path. */
+int cm_fileio_rmdir(const char *path, struct cm_result *res);
+
+/* The host name (gethostname), truncated to fit; "unknown" if it fails. */
+void cm_fileio_hostname(char *out, size_t size);
+
+#endif

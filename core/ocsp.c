@@ -1,0 +1,294 @@
+/* ocsp.c - building and checking OCSP responses on OpenSSL. */
+#include "ocsp.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/err.h>
+#include <openssl/ocsp.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
+
+#include "x509.h"
+#include "x509_ssl.h"
+
+static const char *const status_names[] = {"good", "revoked", "unknown"};
+
+const char *cm_ocsp_status_name(enum cm_ocsp_cert_status s)
+{
+    return (unsigned)s < 3 ? status_names[s] : "unknown";
+}
+
+int cm_ocsp_status_parse(const char *name)
+{
+    int i;
+    for (i = 0; name && i < 3; i++)
+        if (strcmp(name, status_names[i]) == 0) return i;
+    return -1;
+}
+
+/* RFC 5280 5.3.1 CRLReason; 7 is not used. */
+static const char *const reason_names[] = {
+    "unspecified",  "keyCompromise",        "cACompromise",  "affiliationChanged",
+    "superseded",   "cessationOfOperation", "certificateHold", NULL,
+    "removeFromCRL", "privilegeWithdrawn",  "aACompromise",
+};
+#define REASON_COUNT (int)(sizeof reason_names / sizeof reason_names[0])
+
+const char *cm_ocsp_reason_name(int reason)
+{
+    return reason >= 0 && reason < REASON_COUNT ? reason_names[reason] : NULL;
+}
+
+int cm_ocsp_reason_parse(const char *name)
+{
+    int i;
+    for (i = 0; name && i < REASON_COUNT; i++)
+        if (reason_names[i] && strcmp(name, reason_names[i]) == 0) return i;
+    return -1;
+}
+
+/* RFC 6960 OCSPResponseStatus names, for the "ocsp:<status>" codes. */
+static const char *response_status_name(int st)
+{
+    switch (st) {
+    case OCSP_RESPONSE_STATUS_MALFORMEDREQUEST: return "malformedRequest";
+    case OCSP_RESPONSE_STATUS_INTERNALERROR: return "internalError";
+    case OCSP_RESPONSE_STATUS_TRYLATER: return "tryLater";
+    case OCSP_RESPONSE_STATUS_SIGREQUIRED: return "sigRequired";
+    case OCSP_RESPONSE_STATUS_UNAUTHORIZED: return "unauthorized";
+    default: return "unknownStatus";
+    }
+}
+
+static ASN1_GENERALIZEDTIME *gtime(int64_t t)
+{
+    return ASN1_GENERALIZEDTIME_set(NULL, (time_t)t);
+}
+
+int cm_ocsp_response_build(const struct cm_ocsp_build_opts *o, unsigned char **der,
+                           size_t *der_len, struct cm_result *res)
+{
+    X509 *issuer = NULL, *cert = NULL, *rcert = NULL;
+    EVP_PKEY *key = NULL;
+    OCSP_CERTID *id = NULL;
+    OCSP_BASICRESP *bs = NULL;
+    OCSP_RESPONSE *resp = NULL;
+    ASN1_GENERALIZEDTIME *thisupd = NULL, *nextupd = NULL, *revtime = NULL;
+    ASN1_GENERALIZEDTIME *produced;
+    unsigned char *buf = NULL;
+    int n, ret = CM_ERR, delegated;
+
+    *der = NULL;
+    *der_len = 0;
+    if (!o) return cm_fail(res, "invalid", "no OCSP build options");
+    delegated = o->responder_cert != NULL;
+    if ((unsigned)o->status > CM_OCSP_UNKNOWN)
+        return cm_fail(res, "invalid", "OCSP status must be good, revoked or unknown");
+    if (o->this_update <= 0) return cm_fail(res, "invalid", "OCSP this_update is required");
+    if (o->next_update && o->next_update < o->this_update)
+        return cm_fail(res, "invalid", "OCSP next_update is before this_update");
+    if (o->reason < -1 || o->reason >= REASON_COUNT || o->reason == 7)
+        return cm_fail(res, "invalid", "OCSP revocation reason %d is not a CRLReason", o->reason);
+    if (delegated ? !o->responder_key : !o->issuer_key)
+        return cm_fail(res, "invalid", "OCSP signing needs the %s key",
+                       delegated ? "responder" : "issuer");
+
+    if (!(issuer = cm_ssl_load_cert(o->issuer_cert, o->issuer_cert_len, "issuer certificate", res)))
+        goto out;
+    if (!(cert = cm_ssl_load_cert(o->cert, o->cert_len, "certificate", res))) goto out;
+    if (delegated) {
+        if (!(rcert = cm_ssl_load_cert(o->responder_cert, o->responder_cert_len,
+                                       "responder certificate", res)))
+            goto out;
+        if (!(key = cm_ssl_load_private_key(o->responder_key, o->responder_key_len,
+                                            "responder key", res)))
+            goto out;
+    } else if (!(key = cm_ssl_load_private_key(o->issuer_key, o->issuer_key_len, "issuer key",
+                                               res))) {
+        goto out;
+    }
+    if (EVP_PKEY_eq(X509_get0_pubkey(delegated ? rcert : issuer), key) != 1) {
+        ERR_clear_error();
+        ret = cm_fail(res, "mismatch", "the %s key does not belong to its certificate",
+                      delegated ? "responder" : "issuer");
+        goto out;
+    }
+
+    /* SHA-1 CertIDs: what RFC 5019 responders and clients use. */
+    if (!(id = OCSP_cert_to_id(EVP_sha1(), cert, issuer))) goto crypto;
+    if (!(bs = OCSP_BASICRESP_new())) goto crypto;
+    if (!(thisupd = gtime(o->this_update))) goto crypto;
+    if (o->next_update && !(nextupd = gtime(o->next_update))) goto crypto;
+    if (o->status == CM_OCSP_REVOKED &&
+        !(revtime = gtime(o->revoked_at ? o->revoked_at : o->this_update)))
+        goto crypto;
+    if (!OCSP_basic_add1_status(bs, id,
+                                o->status == CM_OCSP_GOOD      ? V_OCSP_CERTSTATUS_GOOD
+                                : o->status == CM_OCSP_REVOKED ? V_OCSP_CERTSTATUS_REVOKED
+                                                               : V_OCSP_CERTSTATUS_UNKNOWN,
+                                o->status == CM_OCSP_REVOKED ? o->reason : -1, revtime, thisupd,
+                                nextupd))
+        goto crypto;
+    /* producedAt from opts, not the wall clock (OCSP_NOTIME below): a test on
+     * a fake clock gets a response consistent with its own time.  The getter
+     * returns the response's own field, so setting it in place is sound. */
+    produced = (ASN1_GENERALIZEDTIME *)OCSP_resp_get0_produced_at(bs);
+    if (!produced ||
+        !ASN1_GENERALIZEDTIME_set(produced, (time_t)(o->produced_at ? o->produced_at
+                                                                     : o->this_update)))
+        goto crypto;
+    /* A delegated responder ships its certificate; the issuer need not. */
+    if (OCSP_basic_sign(bs, delegated ? rcert : issuer, key, EVP_sha256(), NULL,
+                        OCSP_NOTIME | (delegated ? 0 : OCSP_NOCERTS)) != 1)
+        goto crypto;
+    if (!(resp = OCSP_response_create(OCSP_RESPONSE_STATUS_SUCCESSFUL, bs))) goto crypto;
+    if ((n = i2d_OCSP_RESPONSE(resp, &buf)) <= 0) goto crypto;
+    if (!(*der = malloc((size_t)n))) {
+        ret = cm_fail(res, "ENOMEM", "out of memory");
+        goto out;
+    }
+    memcpy(*der, buf, (size_t)n);
+    *der_len = (size_t)n;
+    ret = CM_OK;
+    goto out;
+crypto:
+    ret = cm_fail_ssl(res, "crypto", "building the OCSP response failed");
+out:
+    OPENSSL_free(buf); buf = NULL;
+    OCSP_RESPONSE_free(resp); resp = NULL;
+    ASN1_GENERALIZEDTIME_free(thisupd); thisupd = NULL;
+    ASN1_GENERALIZEDTIME_free(nextupd); nextupd = NULL;
+    ASN1_GENERALIZEDTIME_free(revtime); revtime = NULL;
+    OCSP_BASICRESP_free(bs); bs = NULL;
+    OCSP_CERTID_free(id); id = NULL;
+    EVP_PKEY_free(key); key = NULL;
+    X509_free(rcert); rcert = NULL;
+    X509_free(cert); cert = NULL;
+    X509_free(issuer); issuer = NULL;
+    return ret;
+}
+
+/* The SingleResponse about cert, under whatever hash its CertID uses. */
+static OCSP_SINGLERESP *find_single(OCSP_BASICRESP *bs, X509 *cert, X509 *issuer)
+{
+    int i, n = OCSP_resp_count(bs);
+    for (i = 0; i < n; i++) {
+        OCSP_SINGLERESP *single = OCSP_resp_get0(bs, i);
+        const OCSP_CERTID *cid = single ? OCSP_SINGLERESP_get0_id(single) : NULL;
+        ASN1_OBJECT *md_obj = NULL;
+        const EVP_MD *md;
+        OCSP_CERTID *ours;
+        int same;
+        if (!cid || !OCSP_id_get0_info(NULL, &md_obj, NULL, NULL, (OCSP_CERTID *)cid)) continue;
+        if (!(md = EVP_get_digestbyobj(md_obj))) continue;
+        if (!(ours = OCSP_cert_to_id(md, cert, issuer))) continue;
+        same = OCSP_id_cmp(ours, cid) == 0;
+        OCSP_CERTID_free(ours); ours = NULL;
+        if (same) return single;
+    }
+    return NULL;
+}
+
+int cm_ocsp_response_parse(const unsigned char *der, size_t der_len, const char *cert_data,
+                           size_t cert_len, const char *issuer_data, size_t issuer_len,
+                           int64_t now, struct cm_ocsp_info *out, struct cm_result *res)
+{
+    OCSP_RESPONSE *resp = NULL;
+    OCSP_BASICRESP *bs = NULL;
+    X509 *cert = NULL, *issuer = NULL;
+    X509_STORE *store = NULL;
+    STACK_OF(X509) *certs = NULL;
+    OCSP_SINGLERESP *single;
+    ASN1_GENERALIZEDTIME *revtime = NULL, *thisupd = NULL, *nextupd = NULL;
+    X509_VERIFY_PARAM *param;
+    const unsigned char *p = der;
+    struct cm_ocsp_info info;
+    int st, reason = -1, ret = CM_ERR;
+
+    memset(&info, 0, sizeof info);
+    memset(out, 0, sizeof *out);
+    if (!der || der_len == 0) return cm_fail(res, "parse", "empty OCSP response");
+    if (der_len > CM_OCSP_MAX_INPUT)
+        return cm_fail(res, "toobig", "OCSP response is %zu bytes, more than the %d allowed",
+                       der_len, CM_OCSP_MAX_INPUT);
+    resp = d2i_OCSP_RESPONSE(NULL, &p, (long)der_len);
+    if (!resp) {
+        ret = cm_fail_ssl(res, "parse", "not a DER OCSP response");
+        goto out;
+    }
+    if (p != der + der_len) {
+        ret = cm_fail(res, "parse", "OCSP response has %zu bytes of trailing data",
+                      (size_t)(der + der_len - p));
+        goto out;
+    }
+    st = OCSP_response_status(resp);
+    if (st != OCSP_RESPONSE_STATUS_SUCCESSFUL) {
+        char code[32];
+        snprintf(code, sizeof code, "ocsp:%s", response_status_name(st));
+        ret = cm_fail(res, code, "OCSP responder answered %s", response_status_name(st));
+        goto out;
+    }
+    if (!(bs = OCSP_response_get1_basic(resp))) {
+        ret = cm_fail_ssl(res, "parse", "OCSP response is not a basic response");
+        goto out;
+    }
+    if (!(cert = cm_ssl_load_cert(cert_data, cert_len, "certificate", res))) goto out;
+    if (!(issuer = cm_ssl_load_cert(issuer_data, issuer_len, "issuer certificate", res)))
+        goto out;
+
+    /* Trust exactly the issuer (often an intermediate: PARTIAL_CHAIN).  No
+     * OCSP_NOCHECKS: OpenSSL then accepts a signer only if it is the issuer
+     * named by the CertIDs, or a responder that issuer signed with the
+     * OCSPSigning EKU.  OCSP_NOEXPLICIT: never fall back to "anything under
+     * a self-signed root may answer", which a root issuer would allow. */
+    if (!(store = X509_STORE_new()) || X509_STORE_add_cert(store, issuer) != 1) goto crypto;
+    param = X509_STORE_get0_param(store);
+    if (X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_PARTIAL_CHAIN |
+                                               (now ? 0 : X509_V_FLAG_NO_CHECK_TIME)) != 1)
+        goto crypto;
+    if (now) X509_VERIFY_PARAM_set_time(param, (time_t)now);
+    if (!(certs = sk_X509_new_null()) || !sk_X509_push(certs, issuer)) goto crypto;
+    if (OCSP_basic_verify(bs, certs, store, OCSP_NOEXPLICIT) != 1) {
+        ret = cm_fail_ssl(res, "verify",
+                          "OCSP response is not signed by the issuer or a responder it delegated to");
+        goto out;
+    }
+    if (!(single = find_single(bs, cert, issuer))) {
+        ERR_clear_error();
+        ret = cm_fail(res, "mismatch", "OCSP response is not about this certificate");
+        goto out;
+    }
+    st = OCSP_single_get0_status(single, &reason, &revtime, &thisupd, &nextupd);
+    if (st < 0 || !thisupd) {
+        ret = cm_fail_ssl(res, "parse", "OCSP response has no certificate status");
+        goto out;
+    }
+    info.status = st == V_OCSP_CERTSTATUS_GOOD      ? CM_OCSP_GOOD
+                  : st == V_OCSP_CERTSTATUS_REVOKED ? CM_OCSP_REVOKED
+                                                    : CM_OCSP_UNKNOWN;
+    info.reason = st == V_OCSP_CERTSTATUS_REVOKED ? reason : -1;
+    if (cm_ssl_time_unix(thisupd, &info.this_update) != CM_OK ||
+        (nextupd && cm_ssl_time_unix(nextupd, &info.next_update) != CM_OK) ||
+        (revtime && cm_ssl_time_unix(revtime, &info.revoked_at) != CM_OK) ||
+        cm_ssl_time_unix(OCSP_resp_get0_produced_at(bs), &info.produced_at) != CM_OK) {
+        ret = cm_fail_ssl(res, "parse", "OCSP response has a malformed time");
+        goto out;
+    }
+    ERR_clear_error();
+    *out = info;
+    ret = CM_OK;
+    goto out;
+crypto:
+    ret = cm_fail_ssl(res, "crypto", "checking the OCSP response failed");
+out:
+    sk_X509_free(certs); certs = NULL; /* borrowed issuer: not popped */
+    X509_STORE_free(store); store = NULL;
+    X509_free(issuer); issuer = NULL;
+    X509_free(cert); cert = NULL;
+    OCSP_BASICRESP_free(bs); bs = NULL;
+    OCSP_RESPONSE_free(resp); resp = NULL;
+    return ret;
+}

@@ -1,0 +1,82 @@
+/* ocsp.h - building and checking OCSP responses (RFC 6960), no Lua.
+ *
+ * Building is for the internal/test CAs (testing.ca:ocsp).  Parsing is what
+ * the OCSP pass runs on every response it fetches or loads from storage: the
+ * response is untrusted until its signature verifies against the issuer we
+ * already hold (directly, or through a delegated responder certificate that
+ * the issuer signed and that carries the OCSPSigning EKU) and its CertID
+ * names our certificate.  Freshness (thisUpdate/nextUpdate against now) is a
+ * policy decision and left to the caller: the times are returned.
+ *
+ * Certificate inputs are PEM (first certificate used) or DER, with lengths.
+ */
+#ifndef CM_OCSP_H
+#define CM_OCSP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "result.h"
+
+/* Upper bound on a response we parse (real ones are 1-4 KiB). */
+#define CM_OCSP_MAX_INPUT (64 * 1024)
+
+enum cm_ocsp_cert_status { CM_OCSP_GOOD = 0, CM_OCSP_REVOKED, CM_OCSP_UNKNOWN };
+
+/* Options of cm_ocsp_response_build; pointers borrowed for the call. */
+struct cm_ocsp_build_opts {
+    const char *issuer_cert; size_t issuer_cert_len; /* CA that issued cert */
+    const char *issuer_key;  size_t issuer_key_len;  /* its private key PEM (signs when no responder) */
+    const char *cert;        size_t cert_len;        /* the certificate the response is about */
+    const char *responder_cert; size_t responder_cert_len; /* optional delegated responder ... */
+    const char *responder_key;  size_t responder_key_len;  /* ... and its key: sign with these */
+    enum cm_ocsp_cert_status status;
+    int64_t this_update;
+    int64_t next_update;  /* 0: none (RFC 6960: newer info always available) */
+    int64_t produced_at;  /* 0: this_update */
+    int64_t revoked_at;   /* revoked only; 0: this_update */
+    int reason;           /* revoked only: CRLReason 0-10, or -1 for none */
+};
+
+/* Build a signed OCSPResponse (status successful, BasicOCSPResponse, SHA-1
+ * CertID as responders use, SHA-256 signature, responder ID by name) for one
+ * certificate.  It reads no clock: every time comes from opts.  *der
+ * (*der_len bytes) is malloc'd for the caller.  Fails with "invalid"
+ * (options), "parse" (a certificate or key unreadable), "mismatch" (signing
+ * key is not the signing certificate's), "crypto". */
+int cm_ocsp_response_build(const struct cm_ocsp_build_opts *opts, unsigned char **der,
+                           size_t *der_len, struct cm_result *res);
+
+/* What a verified response says about one certificate. */
+struct cm_ocsp_info {
+    enum cm_ocsp_cert_status status;
+    int64_t this_update;
+    int64_t next_update;   /* 0 when the response has none */
+    int64_t produced_at;
+    int64_t revoked_at;    /* 0 unless revoked */
+    int reason;            /* CRLReason when revoked and given, else -1 */
+};
+
+/* Parse an OCSPResponse (DER) and check it is a successful response, signed
+ * by the issuer or by a responder the issuer delegated to (OCSPSigning EKU),
+ * with a SingleResponse for cert under any CertID hash.  `now` (Unix seconds)
+ * is the time at which a delegated responder certificate must be valid; 0
+ * skips that time check.  Fills *out.  Fails with "toobig", "parse" (not an
+ * OCSP response, or cert/issuer unreadable), "ocsp:<responseStatus>" (e.g.
+ * "ocsp:tryLater": the responder answered but with no response),
+ * "verify" (signature or responder not trusted), "mismatch" (the response is
+ * not about cert). */
+int cm_ocsp_response_parse(const unsigned char *der, size_t der_len, const char *cert,
+                           size_t cert_len, const char *issuer, size_t issuer_len, int64_t now,
+                           struct cm_ocsp_info *out, struct cm_result *res);
+
+/* "good", "revoked", "unknown"; cm_ocsp_status_parse returns -1 for others. */
+const char *cm_ocsp_status_name(enum cm_ocsp_cert_status s);
+int cm_ocsp_status_parse(const char *name);
+
+/* RFC 5280 CRLReason names ("keyCompromise", ...) for 0-10 (7 is unused:
+ * NULL); cm_ocsp_reason_parse returns -1 for an unknown name. */
+const char *cm_ocsp_reason_name(int reason);
+int cm_ocsp_reason_parse(const char *name);
+
+#endif

@@ -1,0 +1,1512 @@
+/* x509.c - certificates, keys and CSRs on OpenSSL.
+ *
+ * The chain parser is on the cache's load path (100k certificates at start,
+ * 30 us each at most), so it scans PEM itself (no BIO, no PEM_read_bio_X509
+ * with its header and password handling), decodes base64 straight into the
+ * buffers the facts keep, and runs one d2i per certificate -- but not
+ * d2i_X509: OpenSSL 3.0 decodes the public key through its provider decoders
+ * there, about 100 us a certificate.  Our own ASN.1 template (below) is
+ * X.509's with the key left as an opaque SEQUENCE, and takes a few us.
+ */
+#include "x509.h"
+#include "x509_ssl.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/asn1.h>
+#include <openssl/asn1t.h>
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+/* Certificates in one chain: real chains have 1-4; anything past this is an
+ * attack or a mistake (a whole CA bundle where a chain belongs). */
+#define MAX_CHAIN 16
+
+/* ------------------------------------------------------------------------ */
+/* small helpers                                                            */
+
+static char *dup_mem(const void *p, size_t n)
+{
+    char *s = malloc(n + 1);
+    if (!s) return NULL;
+    if (n) memcpy(s, p, n);
+    s[n] = '\0';
+    return s;
+}
+
+static int strlist_push_n(struct cm_strlist *l, const char *s, size_t n)
+{
+    char **items;
+    char *copy = dup_mem(s, n);
+    if (!copy) return CM_ERR;
+    items = realloc(l->items, (l->count + 1) * sizeof *items);
+    if (!items) {
+        free(copy); copy = NULL;
+        return CM_ERR;
+    }
+    l->items = items;
+    l->items[l->count++] = copy;
+    return CM_OK;
+}
+
+void cm_strlist_free(struct cm_strlist *l)
+{
+    size_t i;
+    if (!l) return;
+    for (i = 0; i < l->count; i++) {
+        free(l->items[i]); l->items[i] = NULL;
+    }
+    free(l->items); l->items = NULL;
+    l->count = 0;
+}
+
+/* Text from a certificate (a DNS name, a URI) is attacker-chosen: keep only
+ * printable ASCII without spaces, so nothing downstream (logs, paths, URLs)
+ * meets a NUL, a newline or an escape sequence. */
+static int printable_ascii(const unsigned char *p, size_t n)
+{
+    size_t i;
+    if (n == 0) return 0;
+    for (i = 0; i < n; i++)
+        if (p[i] <= 0x20 || p[i] >= 0x7f) return 0;
+    return 1;
+}
+
+static void hex_lower(const unsigned char *p, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    size_t i;
+    for (i = 0; i < n; i++) {
+        out[2 * i] = digits[p[i] >> 4];
+        out[2 * i + 1] = digits[p[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+/* Lower-case hex of an INTEGER's big-endian magnitude, two digits a byte (as
+ * `openssl x509 -serial` prints it), "-" first when negative, "00" for zero. */
+static char *integer_hex(const ASN1_INTEGER *ai)
+{
+    const unsigned char *p = ASN1_STRING_get0_data(ai);
+    int n = ASN1_STRING_length(ai);
+    int neg = ASN1_STRING_type(ai) == V_ASN1_NEG_INTEGER;
+    char *s;
+    if (n < 0) return NULL;
+    while (n > 1 && p[0] == 0) { p++; n--; }
+    s = malloc((size_t)n * 2 + 4);
+    if (!s) return NULL;
+    if (n == 0) {
+        strcpy(s, "00");
+        return s;
+    }
+    if (neg) s[0] = '-';
+    hex_lower(p, (size_t)n, s + (neg ? 1 : 0));
+    return s;
+}
+
+int cm_ssl_time_unix(const ASN1_TIME *t, int64_t *out)
+{
+    struct tm tm;
+    time_t u;
+    memset(&tm, 0, sizeof tm);
+    if (!t || ASN1_TIME_to_tm(t, &tm) != 1) return CM_ERR;
+    u = timegm(&tm);
+    if (u == (time_t)-1 && !(tm.tm_year == 69 && tm.tm_mon == 11 && tm.tm_mday == 31))
+        return CM_ERR;
+    *out = (int64_t)u;
+    return CM_OK;
+}
+
+/* X509_NAME in RFC 2253 text, malloc'd. One mem BIO serves both names. */
+static char *name_rfc2253(BIO *bio, const X509_NAME *name)
+{
+    char *data = NULL;
+    long n;
+    if (BIO_reset(bio) <= 0) return NULL;
+    if (X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253) < 0) return NULL;
+    n = BIO_get_mem_data(bio, &data);
+    if (n < 0) return NULL;
+    return dup_mem(data ? data : "", (size_t)n);
+}
+
+/* ------------------------------------------------------------------------ */
+/* a lean Certificate template                                              */
+
+/* RFC 5280 Certificate, field for field as OpenSSL's X509_CINF, except that
+ * subjectPublicKeyInfo stays an undecoded SEQUENCE.  The ASN.1 template
+ * macros need typedef names, hence the typedefs (our only ones). */
+typedef struct {
+    ASN1_INTEGER *version;
+    ASN1_INTEGER *serial;
+    X509_ALGOR *signature;
+    X509_NAME *issuer;
+    X509_VAL *validity;
+    X509_NAME *subject;
+    ASN1_STRING *key;
+    ASN1_BIT_STRING *issuer_uid;
+    ASN1_BIT_STRING *subject_uid;
+    STACK_OF(X509_EXTENSION) *extensions;
+} CM_TBS;
+
+ASN1_SEQUENCE(CM_TBS) = {
+    ASN1_EXP_OPT(CM_TBS, version, ASN1_INTEGER, 0),
+    ASN1_SIMPLE(CM_TBS, serial, ASN1_INTEGER),
+    ASN1_SIMPLE(CM_TBS, signature, X509_ALGOR),
+    ASN1_SIMPLE(CM_TBS, issuer, X509_NAME),
+    ASN1_SIMPLE(CM_TBS, validity, X509_VAL),
+    ASN1_SIMPLE(CM_TBS, subject, X509_NAME),
+    ASN1_SIMPLE(CM_TBS, key, ASN1_SEQUENCE),
+    ASN1_IMP_OPT(CM_TBS, issuer_uid, ASN1_BIT_STRING, 1),
+    ASN1_IMP_OPT(CM_TBS, subject_uid, ASN1_BIT_STRING, 2),
+    ASN1_EXP_SEQUENCE_OF_OPT(CM_TBS, extensions, X509_EXTENSION, 3),
+} static_ASN1_SEQUENCE_END(CM_TBS)
+
+typedef struct {
+    CM_TBS *tbs;
+    X509_ALGOR *sig_alg;
+    ASN1_BIT_STRING *sig;
+} CM_CERT;
+
+ASN1_SEQUENCE(CM_CERT) = {
+    ASN1_SIMPLE(CM_CERT, tbs, CM_TBS),
+    ASN1_SIMPLE(CM_CERT, sig_alg, X509_ALGOR),
+    ASN1_SIMPLE(CM_CERT, sig, ASN1_BIT_STRING),
+} static_ASN1_SEQUENCE_END(CM_CERT)
+
+/* The rest of a chain is only stored and handed on, never read field by
+ * field, so its certificates are checked for shape (every TBSCertificate field
+ * present with the right tag, lengths consistent) but their names and
+ * extensions are not decoded: that halves the cost of a two-certificate chain.
+ * Whoever verifies the chain (a TLS peer, X509_verify_cert) decodes it fully. */
+typedef struct {
+    ASN1_INTEGER *version;
+    ASN1_INTEGER *serial;
+    X509_ALGOR *signature;
+    ASN1_STRING *issuer;
+    X509_VAL *validity;
+    ASN1_STRING *subject;
+    ASN1_STRING *key;
+    ASN1_BIT_STRING *issuer_uid;
+    ASN1_BIT_STRING *subject_uid;
+    ASN1_STRING *extensions;
+} CM_SHALLOW_TBS;
+
+ASN1_SEQUENCE(CM_SHALLOW_TBS) = {
+    ASN1_EXP_OPT(CM_SHALLOW_TBS, version, ASN1_INTEGER, 0),
+    ASN1_SIMPLE(CM_SHALLOW_TBS, serial, ASN1_INTEGER),
+    ASN1_SIMPLE(CM_SHALLOW_TBS, signature, X509_ALGOR),
+    ASN1_SIMPLE(CM_SHALLOW_TBS, issuer, ASN1_SEQUENCE),
+    ASN1_SIMPLE(CM_SHALLOW_TBS, validity, X509_VAL),
+    ASN1_SIMPLE(CM_SHALLOW_TBS, subject, ASN1_SEQUENCE),
+    ASN1_SIMPLE(CM_SHALLOW_TBS, key, ASN1_SEQUENCE),
+    ASN1_IMP_OPT(CM_SHALLOW_TBS, issuer_uid, ASN1_BIT_STRING, 1),
+    ASN1_IMP_OPT(CM_SHALLOW_TBS, subject_uid, ASN1_BIT_STRING, 2),
+    ASN1_EXP_OPT(CM_SHALLOW_TBS, extensions, ASN1_SEQUENCE, 3),
+} static_ASN1_SEQUENCE_END(CM_SHALLOW_TBS)
+
+typedef struct {
+    CM_SHALLOW_TBS *tbs;
+    X509_ALGOR *sig_alg;
+    ASN1_BIT_STRING *sig;
+} CM_SHALLOW_CERT;
+
+ASN1_SEQUENCE(CM_SHALLOW_CERT) = {
+    ASN1_SIMPLE(CM_SHALLOW_CERT, tbs, CM_SHALLOW_TBS),
+    ASN1_SIMPLE(CM_SHALLOW_CERT, sig_alg, X509_ALGOR),
+    ASN1_SIMPLE(CM_SHALLOW_CERT, sig, ASN1_BIT_STRING),
+} static_ASN1_SEQUENCE_END(CM_SHALLOW_CERT)
+
+static void cert_free(CM_CERT *c)
+{
+    ASN1_item_free((ASN1_VALUE *)c, ASN1_ITEM_rptr(CM_CERT));
+}
+
+/* Check that der[0..len) starts with a certificate of the right shape; *used
+ * says how many bytes it takes.  CM_ERR leaves OpenSSL's reason queued. */
+static int check_shallow(const unsigned char *der, size_t len, size_t *used)
+{
+    const unsigned char *p = der;
+    ASN1_VALUE *v;
+    if (len == 0 || len > LONG_MAX) return CM_ERR;
+    v = ASN1_item_d2i(NULL, &p, (long)len, ASN1_ITEM_rptr(CM_SHALLOW_CERT));
+    if (!v) return CM_ERR;
+    ASN1_item_free(v, ASN1_ITEM_rptr(CM_SHALLOW_CERT));
+    *used = (size_t)(p - der);
+    return CM_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* facts from one decoded certificate                                       */
+
+static int add_general_name_text(struct cm_strlist *l, const GENERAL_NAME *gn, int type)
+{
+    const ASN1_STRING *s;
+    if (gn->type != type) return CM_OK;
+    s = type == GEN_DNS ? gn->d.dNSName : gn->d.uniformResourceIdentifier;
+    if (!printable_ascii(ASN1_STRING_get0_data(s), (size_t)ASN1_STRING_length(s)))
+        return CM_OK; /* unusable name: skip it rather than refuse the certificate */
+    return strlist_push_n(l, (const char *)ASN1_STRING_get0_data(s),
+                          (size_t)ASN1_STRING_length(s));
+}
+
+static int add_ip(struct cm_strlist *l, const GENERAL_NAME *gn)
+{
+    char text[INET6_ADDRSTRLEN];
+    const ASN1_OCTET_STRING *ip;
+    int af;
+    if (gn->type != GEN_IPADD) return CM_OK;
+    ip = gn->d.iPAddress;
+    if (ASN1_STRING_length(ip) == 4) af = AF_INET;
+    else if (ASN1_STRING_length(ip) == 16) af = AF_INET6;
+    else return CM_OK; /* a name constraint's address/mask pair: not a name */
+    if (!inet_ntop(af, ASN1_STRING_get0_data(ip), text, sizeof text)) return CM_OK;
+    return strlist_push_n(l, text, strlen(text));
+}
+
+/* DNS SANs, then IP SANs, else the subject's last CN (as Go's crypto/x509). */
+static int names_from(const STACK_OF(X509_EXTENSION) *exts, const X509_NAME *subject,
+                      struct cm_strlist *names)
+{
+    GENERAL_NAMES *gens = NULL;
+    const X509_NAME *subj;
+    int i, n, ret = CM_ERR, idx, last = -1;
+
+    gens = X509V3_get_d2i(exts, NID_subject_alt_name, NULL, NULL);
+    if (gens) {
+        n = sk_GENERAL_NAME_num(gens);
+        for (i = 0; i < n; i++)
+            if (add_general_name_text(names, sk_GENERAL_NAME_value(gens, i), GEN_DNS) != CM_OK)
+                goto out;
+        for (i = 0; i < n; i++)
+            if (add_ip(names, sk_GENERAL_NAME_value(gens, i)) != CM_OK) goto out;
+    }
+    if (names->count == 0) {
+        subj = subject;
+        for (idx = -1; (idx = X509_NAME_get_index_by_NID(subj, NID_commonName, idx)) >= 0;)
+            last = idx;
+        if (last >= 0) {
+            unsigned char *utf8 = NULL;
+            X509_NAME_ENTRY *e = X509_NAME_get_entry(subj, last);
+            int len = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(e));
+            int rc = CM_OK;
+            if (len > 0 && printable_ascii(utf8, (size_t)len))
+                rc = strlist_push_n(names, (const char *)utf8, (size_t)len);
+            OPENSSL_free(utf8);
+            if (rc != CM_OK) goto out;
+        }
+    }
+    ret = CM_OK;
+out:
+    GENERAL_NAMES_free(gens); gens = NULL;
+    return ret;
+}
+
+static int urls_from_cert(const CM_TBS *tbs, struct cm_cert_facts *f)
+{
+    AUTHORITY_INFO_ACCESS *aia = NULL;
+    CRL_DIST_POINTS *cdp = NULL;
+    int i, j, ret = CM_ERR;
+
+    aia = X509V3_get_d2i(tbs->extensions, NID_info_access, NULL, NULL);
+    for (i = 0; aia && i < sk_ACCESS_DESCRIPTION_num(aia); i++) {
+        ACCESS_DESCRIPTION *ad = sk_ACCESS_DESCRIPTION_value(aia, i);
+        if (OBJ_obj2nid(ad->method) != NID_ad_OCSP) continue;
+        if (add_general_name_text(&f->ocsp_urls, ad->location, GEN_URI) != CM_OK) goto out;
+    }
+    cdp = X509V3_get_d2i(tbs->extensions, NID_crl_distribution_points, NULL, NULL);
+    for (i = 0; cdp && i < sk_DIST_POINT_num(cdp); i++) {
+        DIST_POINT *dp = sk_DIST_POINT_value(cdp, i);
+        if (!dp->distpoint || dp->distpoint->type != 0) continue; /* fullName only */
+        for (j = 0; j < sk_GENERAL_NAME_num(dp->distpoint->name.fullname); j++)
+            if (add_general_name_text(&f->crl_urls,
+                                      sk_GENERAL_NAME_value(dp->distpoint->name.fullname, j),
+                                      GEN_URI) != CM_OK)
+                goto out;
+    }
+    ret = CM_OK;
+out:
+    AUTHORITY_INFO_ACCESS_free(aia); aia = NULL;
+    CRL_DIST_POINTS_free(cdp); cdp = NULL;
+    return ret;
+}
+
+/* Fill everything but der/chain_der from the decoded leaf. */
+static int facts_from_leaf(const CM_TBS *tbs, struct cm_cert_facts *f, struct cm_result *res)
+{
+    BASIC_CONSTRAINTS *bc = NULL;
+    BIO *bio = NULL;
+    int ret = CM_ERR;
+
+    if (cm_ssl_time_unix(tbs->validity->notBefore, &f->not_before) != CM_OK ||
+        cm_ssl_time_unix(tbs->validity->notAfter, &f->not_after) != CM_OK) {
+        ret = cm_fail_ssl(res, "parse", "certificate has an invalid validity time");
+        goto out;
+    }
+    if (!(f->serial_hex = integer_hex(tbs->serial))) goto oom;
+    if (!(bio = BIO_new(BIO_s_mem()))) goto oom;
+    if (!(f->issuer = name_rfc2253(bio, tbs->issuer))) goto oom;
+    if (!(f->subject = name_rfc2253(bio, tbs->subject))) goto oom;
+    if (names_from(tbs->extensions, tbs->subject, &f->names) != CM_OK) goto oom;
+    if (urls_from_cert(tbs, f) != CM_OK) goto oom;
+    bc = X509V3_get_d2i(tbs->extensions, NID_basic_constraints, NULL, NULL);
+    f->is_ca = bc && bc->ca;
+    /* A malformed optional extension makes X509V3_get_d2i return NULL and
+     * queue an error; we treat it as absent, so do not leak it to the next
+     * caller's cm_fail_ssl. */
+    ERR_clear_error();
+    ret = CM_OK;
+    goto out;
+oom:
+    ret = cm_fail_ssl(res, "ENOMEM", "reading certificate facts failed (out of memory)");
+out:
+    BASIC_CONSTRAINTS_free(bc); bc = NULL;
+    BIO_free(bio); bio = NULL;
+    return ret;
+}
+
+static int sha256(const unsigned char *p, size_t n, unsigned char out[32])
+{
+    unsigned int len = 0;
+    if (EVP_Digest(p, n, out, &len, EVP_sha256(), NULL) != 1 || len != 32) return CM_ERR;
+    return CM_OK;
+}
+
+/* Decode the first certificate in der[0..len); *used says how many bytes it
+ * took.  Returns it or NULL (OpenSSL's error queue says why). */
+static CM_CERT *decode_one(const unsigned char *der, size_t len, size_t *used)
+{
+    const unsigned char *p = der;
+    CM_CERT *c;
+    if (len == 0 || len > LONG_MAX) return NULL;
+    c = (CM_CERT *)ASN1_item_d2i(NULL, &p, (long)len, ASN1_ITEM_rptr(CM_CERT));
+    if (!c) return NULL;
+    *used = (size_t)(p - der);
+    return c;
+}
+
+/* Hash and facts of the leaf, once f->der is in place. */
+static int finish_facts(const CM_CERT *leaf, struct cm_cert_facts *f, struct cm_result *res)
+{
+    if (sha256(f->der, f->der_len, f->sha256) != CM_OK)
+        return cm_fail_ssl(res, "crypto", "SHA-256 of the certificate failed");
+    return facts_from_leaf(leaf->tbs, f, res);
+}
+
+void cm_cert_facts_free(struct cm_cert_facts *f)
+{
+    if (!f) return;
+    cm_strlist_free(&f->names);
+    cm_strlist_free(&f->ocsp_urls);
+    cm_strlist_free(&f->crl_urls);
+    free(f->serial_hex); f->serial_hex = NULL;
+    free(f->issuer); f->issuer = NULL;
+    free(f->subject); f->subject = NULL;
+    free(f->der); f->der = NULL;
+    free(f->chain_der); f->chain_der = NULL;
+    memset(f, 0, sizeof *f);
+}
+
+/* ------------------------------------------------------------------------ */
+/* DER chain                                                                */
+
+int cm_x509_parse_der_chain(const unsigned char *der, size_t len,
+                            struct cm_cert_facts *out, struct cm_result *res)
+{
+    struct cm_cert_facts f;
+    CM_CERT *leaf = NULL;
+    size_t leaf_len = 0, used = 0, off, n;
+    int ret = CM_ERR;
+
+    memset(&f, 0, sizeof f);
+    if (!out) return cm_fail(res, "invalid", "cm_x509_parse_der_chain: no output");
+    memset(out, 0, sizeof *out);
+    if (!der || len == 0) return cm_fail(res, "parse", "empty certificate data");
+    if (len > CM_X509_MAX_INPUT)
+        return cm_fail(res, "toobig", "certificate data is %zu bytes, more than the %d allowed",
+                       len, CM_X509_MAX_INPUT);
+    if (!(leaf = decode_one(der, len, &leaf_len))) {
+        ret = cm_fail_ssl(res, "parse", "certificate 1 in chain is not valid DER");
+        goto out;
+    }
+    for (off = leaf_len, n = 1; off < len; off += used) {
+        if (++n > MAX_CHAIN) {
+            ret = cm_fail(res, "parse", "chain has more than %d certificates", MAX_CHAIN);
+            goto out;
+        }
+        if (check_shallow(der + off, len - off, &used) != CM_OK) {
+            ret = cm_fail_ssl(res, "parse", "certificate %zu in chain is not valid DER", n);
+            goto out;
+        }
+    }
+    if (!(f.der = malloc(leaf_len))) goto oom;
+    memcpy(f.der, der, leaf_len);
+    f.der_len = leaf_len;
+    if (len > leaf_len) {
+        if (!(f.chain_der = malloc(len - leaf_len))) goto oom;
+        memcpy(f.chain_der, der + leaf_len, len - leaf_len);
+        f.chain_der_len = len - leaf_len;
+    }
+    f.chain_count = n - 1;
+    if (finish_facts(leaf, &f, res) != CM_OK) goto out;
+    *out = f;
+    memset(&f, 0, sizeof f);
+    ret = CM_OK;
+    goto out;
+oom:
+    ret = cm_fail(res, "ENOMEM", "out of memory copying certificate data");
+out:
+    cert_free(leaf); leaf = NULL;
+    cm_cert_facts_free(&f);
+    return ret;
+}
+
+/* ------------------------------------------------------------------------ */
+/* PEM chain                                                                */
+
+/* One PEM block's base64 body, located in the input. */
+struct pem_span {
+    const char *body;
+    size_t len;
+};
+
+enum { B64_BAD = -1, B64_SPACE = -2, B64_PAD = -3 };
+
+/* base64 value of each byte; B64_BAD, B64_SPACE (skipped) or B64_PAD. */
+static const signed char b64_table[256] = {
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -2, -2, -1, -1, -2, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -2, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 62, -1, -1, -1, 63,
+    52, 53, 54, 55, 56, 57, 58, 59, 60, 61, -1, -1, -1, -3, -1, -1,
+    -1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
+    15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, -1, -1, -1, -1, -1,
+    -1, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
+    41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+};
+
+/* Strict base64 (RFC 7468 "lax" only in allowing whitespace anywhere):
+ * appends to out and returns the number of bytes written, or -1. */
+static long b64_decode(const char *s, size_t n, unsigned char *out)
+{
+    uint32_t acc = 0;
+    int q = 0, pad = 0;
+    size_t i, o = 0;
+    for (i = 0; i < n; i++) {
+        int v = b64_table[(unsigned char)s[i]];
+        if (v == B64_SPACE) continue;
+        if (v == B64_PAD) {
+            pad++;
+            continue;
+        }
+        if (v < 0 || pad) return -1;
+        acc = (acc << 6) | (uint32_t)v;
+        if (++q == 4) {
+            out[o++] = (unsigned char)(acc >> 16);
+            out[o++] = (unsigned char)(acc >> 8);
+            out[o++] = (unsigned char)acc;
+            q = 0;
+            acc = 0;
+        }
+    }
+    if (q == 0 && pad == 0) return (long)o;
+    if (q == 2 && pad == 2) {
+        out[o++] = (unsigned char)(acc >> 4);
+        return (long)o;
+    }
+    if (q == 3 && pad == 1) {
+        out[o++] = (unsigned char)(acc >> 10);
+        out[o++] = (unsigned char)(acc >> 2);
+        return (long)o;
+    }
+    return -1;
+}
+
+#define PEM_BEGIN "-----BEGIN "
+#define PEM_END "-----END "
+#define PEM_DASHES "-----"
+
+/* Find every PEM block; text outside blocks is ignored (RFC 7468 allows
+ * explanatory text), but every block must be a certificate. */
+static int pem_scan(const char *pem, size_t len, struct pem_span *spans, size_t *count,
+                    struct cm_result *res)
+{
+    const char *p = pem, *end = pem + len;
+    size_t n = 0;
+
+    for (;;) {
+        const char *begin, *label, *label_end, *body, *stop, *q;
+        size_t label_len;
+        char endline[96];
+        int m;
+
+        begin = memmem(p, (size_t)(end - p), PEM_BEGIN, sizeof PEM_BEGIN - 1);
+        if (!begin) break;
+        label = begin + sizeof PEM_BEGIN - 1;
+        label_end = memmem(label, (size_t)(end - label), PEM_DASHES, sizeof PEM_DASHES - 1);
+        q = memchr(label, '\n', (size_t)(end - label));
+        if (!label_end || (q && q < label_end))
+            return cm_fail(res, "parse", "PEM block %zu has a malformed BEGIN line", n + 1);
+        label_len = (size_t)(label_end - label);
+        if (!((label_len == 11 && memcmp(label, "CERTIFICATE", 11) == 0) ||
+              (label_len == 16 && memcmp(label, "X509 CERTIFICATE", 16) == 0)))
+            return cm_fail(res, "parse", "PEM block %zu is \"%.*s\", not a CERTIFICATE", n + 1,
+                           (int)(label_len > 40 ? 40 : label_len), label);
+        body = label_end + sizeof PEM_DASHES - 1;
+        m = snprintf(endline, sizeof endline, PEM_END "%.*s" PEM_DASHES, (int)label_len, label);
+        if (m < 0 || (size_t)m >= sizeof endline)
+            return cm_fail(res, "parse", "PEM block %zu has a malformed BEGIN line", n + 1);
+        stop = memmem(body, (size_t)(end - body), endline, (size_t)m);
+        /* A BEGIN before our END means this block was cut short. */
+        q = memmem(body, (size_t)(end - body), PEM_BEGIN, sizeof PEM_BEGIN - 1);
+        if (!stop || (q && q < stop))
+            return cm_fail(res, "parse", "truncated PEM: missing END line for certificate %zu",
+                           n + 1);
+        if (n == MAX_CHAIN)
+            return cm_fail(res, "parse", "chain has more than %d certificates", MAX_CHAIN);
+        spans[n].body = body;
+        spans[n].len = (size_t)(stop - body);
+        n++;
+        p = stop + m;
+    }
+    if (n == 0) {
+        size_t i;
+        for (i = 0; i < len && isspace((unsigned char)pem[i]); i++) {}
+        if (i == len) return cm_fail(res, "parse", "no PEM certificate found: input is empty");
+        return cm_fail(res, "parse", "no PEM certificate found");
+    }
+    *count = n;
+    return CM_OK;
+}
+
+/* Decode span i into buf and check it is exactly one certificate: fully
+ * decoded into *leaf when leaf is not NULL, else checked for shape only.
+ * *der_len gets its DER length.  CM_ERR with res filled on failure. */
+static int pem_decode_cert(const struct pem_span *span, size_t i, unsigned char *buf,
+                           size_t *der_len, CM_CERT **leaf, struct cm_result *res)
+{
+    long n = b64_decode(span->body, span->len, buf);
+    size_t used = 0;
+    int ok;
+    if (n <= 0) return cm_fail(res, "parse", "certificate %zu in chain is not valid base64", i + 1);
+    if (leaf) ok = (*leaf = decode_one(buf, (size_t)n, &used)) != NULL;
+    else ok = check_shallow(buf, (size_t)n, &used) == CM_OK;
+    if (!ok) return cm_fail_ssl(res, "parse", "certificate %zu in chain is not valid DER", i + 1);
+    if (used != (size_t)n)
+        return cm_fail(res, "parse", "certificate %zu in chain has %zu bytes of trailing data",
+                       i + 1, (size_t)n - used);
+    *der_len = used;
+    return CM_OK;
+}
+
+int cm_x509_parse_chain(const char *pem, size_t len, struct cm_cert_facts *out,
+                        struct cm_result *res)
+{
+    struct pem_span spans[MAX_CHAIN];
+    struct cm_cert_facts f;
+    CM_CERT *leaf = NULL;
+    size_t count = 0, i, chain_cap = 0, der_len = 0;
+    int ret = CM_ERR;
+
+    memset(&f, 0, sizeof f);
+    if (!out) return cm_fail(res, "invalid", "cm_x509_parse_chain: no output");
+    memset(out, 0, sizeof *out);
+    if (!pem || len == 0) return cm_fail(res, "parse", "no PEM certificate found: input is empty");
+    if (len > CM_X509_MAX_INPUT)
+        return cm_fail(res, "toobig", "PEM data is %zu bytes, more than the %d allowed", len,
+                       CM_X509_MAX_INPUT);
+    if (pem_scan(pem, len, spans, &count, res) != CM_OK) goto out;
+
+    /* base64 never decodes to more than 3/4 of its length */
+    if (!(f.der = malloc(spans[0].len / 4 * 3 + 3))) goto oom;
+    for (i = 1; i < count; i++) chain_cap += spans[i].len / 4 * 3 + 3;
+    if (chain_cap && !(f.chain_der = malloc(chain_cap))) goto oom;
+
+    if (pem_decode_cert(&spans[0], 0, f.der, &f.der_len, &leaf, res) != CM_OK) goto out;
+    for (i = 1; i < count; i++) {
+        if (pem_decode_cert(&spans[i], i, f.chain_der + f.chain_der_len, &der_len, NULL, res) !=
+            CM_OK)
+            goto out;
+        f.chain_der_len += der_len;
+    }
+    f.chain_count = count - 1;
+    if (finish_facts(leaf, &f, res) != CM_OK) goto out;
+    *out = f;
+    memset(&f, 0, sizeof f);
+    ret = CM_OK;
+    goto out;
+oom:
+    ret = cm_fail(res, "ENOMEM", "out of memory decoding PEM");
+out:
+    cert_free(leaf); leaf = NULL;
+    cm_cert_facts_free(&f);
+    return ret;
+}
+
+/* ------------------------------------------------------------------------ */
+/* DER to PEM                                                               */
+
+int cm_x509_der_next(const unsigned char *der, size_t len, size_t *elem_len,
+                     struct cm_result *res)
+{
+    const unsigned char *p = der;
+    long body = 0;
+    int tag = 0, cls = 0, rc;
+    if (!der || len == 0) return cm_fail(res, "parse", "empty DER element");
+    if (len > LONG_MAX) return cm_fail(res, "toobig", "DER data too large");
+    rc = ASN1_get_object(&p, &body, &tag, &cls, (long)len);
+    /* 0x80: error or length past the end; 0x01: indefinite length (BER). */
+    if ((rc & 0x80) || (rc & 0x01) || body < 0) {
+        ERR_clear_error();
+        return cm_fail(res, "parse", "malformed DER element header");
+    }
+    *elem_len = (size_t)(p - der) + (size_t)body;
+    if (*elem_len > len) return cm_fail(res, "parse", "DER element runs past the data");
+    return CM_OK;
+}
+
+#define PEM_CERT_BEGIN "-----BEGIN CERTIFICATE-----\n"
+#define PEM_CERT_END "-----END CERTIFICATE-----\n"
+
+/* Base64 of p[0..n) in 64-column lines, each ending in \n; returns bytes written. */
+static size_t b64_encode_lines(const unsigned char *p, size_t n, char *out)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t i, o = 0, col = 0;
+    for (i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        size_t rest = n - i;
+        if (rest > 1) v |= (uint32_t)p[i + 1] << 8;
+        if (rest > 2) v |= p[i + 2];
+        out[o++] = alphabet[(v >> 18) & 63];
+        out[o++] = alphabet[(v >> 12) & 63];
+        out[o++] = rest > 1 ? alphabet[(v >> 6) & 63] : '=';
+        out[o++] = rest > 2 ? alphabet[v & 63] : '=';
+        col += 4;
+        if (col == 64) {
+            out[o++] = '\n';
+            col = 0;
+        }
+    }
+    if (col) out[o++] = '\n';
+    return o;
+}
+
+static size_t pem_block_size(size_t der_len)
+{
+    size_t b64 = (der_len + 2) / 3 * 4;
+    return sizeof PEM_CERT_BEGIN - 1 + b64 + (b64 + 63) / 64 + sizeof PEM_CERT_END - 1;
+}
+
+int cm_x509_chain_pem(const unsigned char *leaf, size_t leaf_len, const unsigned char *chain,
+                      size_t chain_len, char **pem, size_t *pem_len, struct cm_result *res)
+{
+    size_t lens[MAX_CHAIN + 1];
+    const unsigned char *starts[MAX_CHAIN + 1];
+    size_t n = 0, off, total = 1, o = 0, i;
+    char *buf = NULL;
+
+    *pem = NULL;
+    if (pem_len) *pem_len = 0;
+    if (!leaf || leaf_len == 0) return cm_fail(res, "parse", "no leaf certificate DER");
+    if (leaf_len > CM_X509_MAX_INPUT || chain_len > CM_X509_MAX_INPUT - leaf_len)
+        return cm_fail(res, "toobig", "certificate DER larger than %d bytes", CM_X509_MAX_INPUT);
+    if (cm_x509_der_next(leaf, leaf_len, &lens[0], res) != CM_OK) return CM_ERR;
+    if (lens[0] != leaf_len)
+        return cm_fail(res, "parse", "leaf DER has %zu bytes of trailing data", leaf_len - lens[0]);
+    starts[n++] = leaf;
+    for (off = 0; chain && off < chain_len; off += lens[n - 1]) {
+        if (n == MAX_CHAIN + 1)
+            return cm_fail(res, "parse", "chain has more than %d certificates", MAX_CHAIN);
+        if (cm_x509_der_next(chain + off, chain_len - off, &lens[n], res) != CM_OK) return CM_ERR;
+        starts[n++] = chain + off;
+    }
+    for (i = 0; i < n; i++) total += pem_block_size(lens[i]);
+    if (!(buf = malloc(total))) return cm_fail(res, "ENOMEM", "out of memory building PEM");
+    for (i = 0; i < n; i++) {
+        memcpy(buf + o, PEM_CERT_BEGIN, sizeof PEM_CERT_BEGIN - 1);
+        o += sizeof PEM_CERT_BEGIN - 1;
+        o += b64_encode_lines(starts[i], lens[i], buf + o);
+        memcpy(buf + o, PEM_CERT_END, sizeof PEM_CERT_END - 1);
+        o += sizeof PEM_CERT_END - 1;
+    }
+    buf[o] = '\0';
+    *pem = buf;
+    if (pem_len) *pem_len = o;
+    return CM_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* OpenSSL-typed loaders (x509_ssl.h)                                       */
+
+char *cm_ssl_bio_string(BIO *bio, size_t *len)
+{
+    char *data = NULL;
+    long n = BIO_get_mem_data(bio, &data);
+    if (n < 0) return NULL;
+    if (len) *len = (size_t)n;
+    return dup_mem(data ? data : "", (size_t)n);
+}
+
+/* Never prompt on the terminal for an encrypted key: a daemon has none. */
+static int no_password(char *buf, int size, int rwflag, void *u)
+{
+    (void)buf; (void)size; (void)rwflag; (void)u;
+    return -1;
+}
+
+static int looks_like_pem(const char *data, size_t len)
+{
+    return memmem(data, len, PEM_BEGIN, sizeof PEM_BEGIN - 1) != NULL;
+}
+
+X509 *cm_ssl_load_cert(const char *data, size_t len, const char *what, struct cm_result *res)
+{
+    struct pem_span spans[MAX_CHAIN];
+    const unsigned char *p;
+    unsigned char *der = NULL;
+    size_t count = 0;
+    long n;
+    X509 *x = NULL;
+
+    if (!data || len == 0) {
+        cm_fail(res, "parse", "%s: empty", what);
+        return NULL;
+    }
+    if (len > CM_X509_MAX_INPUT) {
+        cm_fail(res, "toobig", "%s: %zu bytes, more than the %d allowed", what, len,
+                CM_X509_MAX_INPUT);
+        return NULL;
+    }
+    if (!looks_like_pem(data, len)) {
+        p = (const unsigned char *)data;
+        if (!(x = d2i_X509(NULL, &p, (long)len)))
+            cm_fail_ssl(res, "parse", "%s: not a PEM or DER certificate", what);
+        return x;
+    }
+    if (pem_scan(data, len, spans, &count, res) != CM_OK) {
+        char msg[sizeof res->message];
+        if (res) {
+            snprintf(msg, sizeof msg, "%s", res->message);
+            cm_fail(res, "parse", "%s: %s", what, msg);
+        }
+        return NULL;
+    }
+    if (!(der = malloc(spans[0].len / 4 * 3 + 3))) {
+        cm_fail(res, "ENOMEM", "%s: out of memory", what);
+        return NULL;
+    }
+    n = b64_decode(spans[0].body, spans[0].len, der);
+    p = der;
+    if (n <= 0) cm_fail(res, "parse", "%s: invalid base64", what);
+    else if (!(x = d2i_X509(NULL, &p, n)))
+        cm_fail_ssl(res, "parse", "%s: not valid DER", what);
+    free(der); der = NULL;
+    return x;
+}
+
+EVP_PKEY *cm_ssl_load_private_key(const char *pem, size_t len, const char *what,
+                                  struct cm_result *res)
+{
+    BIO *bio = NULL;
+    EVP_PKEY *pkey = NULL;
+    if (!pem || len == 0) {
+        cm_fail(res, "parse", "%s: empty", what);
+        return NULL;
+    }
+    if (len > CM_X509_MAX_INPUT) {
+        cm_fail(res, "toobig", "%s: %zu bytes, more than the %d allowed", what, len,
+                CM_X509_MAX_INPUT);
+        return NULL;
+    }
+    if (!(bio = BIO_new_mem_buf(pem, (int)len))) {
+        cm_fail_ssl(res, "ENOMEM", "%s: out of memory", what);
+        return NULL;
+    }
+    if (!(pkey = PEM_read_bio_PrivateKey(bio, NULL, no_password, NULL)))
+        cm_fail_ssl(res, "parse", "%s: not a PEM private key (or an encrypted one)", what);
+    BIO_free(bio); bio = NULL;
+    return pkey;
+}
+
+EVP_PKEY *cm_ssl_load_public_key(const char *pem, size_t len, const char *what,
+                                 struct cm_result *res)
+{
+    static const char pub[] = "-----BEGIN PUBLIC KEY-----";
+    BIO *bio = NULL;
+    EVP_PKEY *pkey = NULL;
+    if (!pem || len == 0 || len > CM_X509_MAX_INPUT || !memmem(pem, len, pub, sizeof pub - 1))
+        return cm_ssl_load_private_key(pem, len, what, res);
+    if (!(bio = BIO_new_mem_buf(pem, (int)len))) {
+        cm_fail_ssl(res, "ENOMEM", "%s: out of memory", what);
+        return NULL;
+    }
+    if (!(pkey = PEM_read_bio_PUBKEY(bio, NULL, no_password, NULL)))
+        cm_fail_ssl(res, "parse", "%s: not a PEM public key", what);
+    BIO_free(bio); bio = NULL;
+    return pkey;
+}
+
+/* ------------------------------------------------------------------------ */
+/* keys                                                                     */
+
+static char *private_key_pem(EVP_PKEY *pkey)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *s = NULL;
+    if (bio && PEM_write_bio_PrivateKey(bio, pkey, NULL, NULL, 0, NULL, NULL) == 1)
+        s = cm_ssl_bio_string(bio, NULL);
+    BIO_free(bio); bio = NULL;
+    return s;
+}
+
+static char *public_key_pem(EVP_PKEY *pkey)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *s = NULL;
+    if (bio && PEM_write_bio_PUBKEY(bio, pkey) == 1) s = cm_ssl_bio_string(bio, NULL);
+    BIO_free(bio); bio = NULL;
+    return s;
+}
+
+int cm_key_generate(const char *type, char **pem, struct cm_result *res)
+{
+    EVP_PKEY *pkey = NULL;
+    int ret = CM_ERR;
+
+    *pem = NULL;
+    if (!type || !*type || strcmp(type, "p256") == 0)
+        pkey = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    else if (strcmp(type, "p384") == 0)
+        pkey = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-384");
+    else if (strcmp(type, "rsa2048") == 0)
+        pkey = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    else if (strcmp(type, "rsa4096") == 0)
+        pkey = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)4096);
+    else
+        return cm_fail(res, "invalid",
+                       "unknown key type \"%.40s\" (want p256, p384, rsa2048 or rsa4096)", type);
+    if (!pkey) {
+        ret = cm_fail_ssl(res, "crypto", "generating a %s key failed", type ? type : "p256");
+        goto out;
+    }
+    if (!(*pem = private_key_pem(pkey))) {
+        ret = cm_fail_ssl(res, "crypto", "writing the new key as PEM failed");
+        goto out;
+    }
+    ret = CM_OK;
+out:
+    EVP_PKEY_free(pkey); pkey = NULL;
+    return ret;
+}
+
+int cm_key_matches_cert(const char *cert, size_t cert_len, const char *key_pem, size_t key_len,
+                        struct cm_result *res)
+{
+    X509 *x = NULL;
+    EVP_PKEY *key = NULL;
+    EVP_PKEY *pub;
+    int ret = CM_ERR;
+
+    if (!(x = cm_ssl_load_cert(cert, cert_len, "certificate", res))) goto out;
+    if (!(key = cm_ssl_load_private_key(key_pem, key_len, "private key", res))) goto out;
+    if (!(pub = X509_get0_pubkey(x))) {
+        ret = cm_fail_ssl(res, "parse", "certificate: unreadable public key");
+        goto out;
+    }
+    /* 1: same key; 0: different; -1/-2: different types, also a mismatch. */
+    if (EVP_PKEY_eq(pub, key) != 1) {
+        ERR_clear_error();
+        ret = cm_fail(res, "mismatch", "private key does not belong to the certificate");
+        goto out;
+    }
+    ret = CM_OK;
+out:
+    X509_free(x); x = NULL;
+    EVP_PKEY_free(key); key = NULL;
+    return ret;
+}
+
+int cm_key_public_pem(const char *key_pem, size_t key_len, char **pub_pem,
+                      struct cm_result *res)
+{
+    EVP_PKEY *key = NULL;
+    int ret = CM_ERR;
+    *pub_pem = NULL;
+    if (!(key = cm_ssl_load_public_key(key_pem, key_len, "key", res))) goto out;
+    if (!(*pub_pem = public_key_pem(key))) {
+        ret = cm_fail_ssl(res, "crypto", "writing the public key as PEM failed");
+        goto out;
+    }
+    ret = CM_OK;
+out:
+    EVP_PKEY_free(key); key = NULL;
+    return ret;
+}
+
+/* ------------------------------------------------------------------------ */
+/* names into certificates and CSRs                                         */
+
+/* A GENERAL_NAME for a DNS name or an IP literal. */
+static GENERAL_NAME *general_name_for(const char *name, int type, struct cm_result *res)
+{
+    unsigned char ip[16];
+    GENERAL_NAME *gn = NULL;
+    ASN1_STRING *s = NULL;
+    int iplen = 0;
+
+    if (!name || !printable_ascii((const unsigned char *)name, strlen(name)) ||
+        strlen(name) > 2048) {
+        cm_fail(res, "invalid", "\"%.80s\" is not a usable name or URL (printable ASCII only)",
+                name ? name : "(null)");
+        return NULL;
+    }
+    if (type == GEN_DNS && inet_pton(AF_INET, name, ip) == 1) iplen = 4;
+    else if (type == GEN_DNS && inet_pton(AF_INET6, name, ip) == 1) iplen = 16;
+    if (!(gn = GENERAL_NAME_new())) goto oom;
+    if (iplen) {
+        if (!(s = ASN1_OCTET_STRING_new()) || ASN1_OCTET_STRING_set(s, ip, iplen) != 1) goto oom;
+        GENERAL_NAME_set0_value(gn, GEN_IPADD, s);
+    } else {
+        if (!(s = ASN1_IA5STRING_new()) || ASN1_STRING_set(s, name, -1) != 1) goto oom;
+        GENERAL_NAME_set0_value(gn, type, s);
+    }
+    return gn;
+oom:
+    ASN1_STRING_free(s); s = NULL;
+    GENERAL_NAME_free(gn); gn = NULL;
+    cm_fail_ssl(res, "ENOMEM", "out of memory building a name");
+    return NULL;
+}
+
+static GENERAL_NAMES *general_names_for(const char *const *names, size_t n, int type,
+                                        struct cm_result *res)
+{
+    GENERAL_NAMES *gens = sk_GENERAL_NAME_new_null();
+    GENERAL_NAME *gn = NULL;
+    size_t i;
+    if (!gens) {
+        cm_fail_ssl(res, "ENOMEM", "out of memory building names");
+        return NULL;
+    }
+    for (i = 0; i < n; i++) {
+        if (!(gn = general_name_for(names[i], type, res))) goto fail;
+        if (!sk_GENERAL_NAME_push(gens, gn)) {
+            GENERAL_NAME_free(gn); gn = NULL;
+            cm_fail_ssl(res, "ENOMEM", "out of memory building names");
+            goto fail;
+        }
+    }
+    return gens;
+fail:
+    GENERAL_NAMES_free(gens); gens = NULL;
+    return NULL;
+}
+
+#define CN_MAX 64 /* RFC 5280 ub-common-name */
+
+static int add_cn(X509_NAME *name, const char *cn, struct cm_result *res)
+{
+    if (X509_NAME_add_entry_by_NID(name, NID_commonName, MBSTRING_UTF8,
+                                   (const unsigned char *)cn, -1, -1, 0) != 1)
+        return cm_fail_ssl(res, "invalid", "cannot use \"%.80s\" as a common name", cn);
+    return CM_OK;
+}
+
+/* Last CN of a name as UTF-8, malloc'd; NULL when there is none. */
+static char *last_cn(const X509_NAME *name)
+{
+    int idx = -1, last = -1, len;
+    unsigned char *utf8 = NULL;
+    char *s = NULL;
+    while ((idx = X509_NAME_get_index_by_NID(name, NID_commonName, idx)) >= 0) last = idx;
+    if (last < 0) return NULL;
+    len = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, last)));
+    if (len >= 0) s = dup_mem(utf8, (size_t)len);
+    OPENSSL_free(utf8);
+    return s;
+}
+
+/* ------------------------------------------------------------------------ */
+/* CSRs                                                                     */
+
+int cm_csr_create(const char *key_pem, size_t key_len, const char *const *names, size_t n,
+                  char **csr_pem, unsigned char **csr_der, size_t *der_len,
+                  struct cm_result *res)
+{
+    EVP_PKEY *key = NULL;
+    X509_REQ *req = NULL;
+    GENERAL_NAMES *san = NULL;
+    STACK_OF(X509_EXTENSION) *exts = NULL;
+    X509_EXTENSION *ext = NULL;
+    BIO *bio = NULL;
+    unsigned char *der = NULL;
+    int der_n, with_cn, ret = CM_ERR;
+
+    if (csr_pem) *csr_pem = NULL;
+    if (csr_der) *csr_der = NULL;
+    if (der_len) *der_len = 0;
+    if (!names || n == 0) return cm_fail(res, "invalid", "a CSR needs at least one name");
+    if (!(key = cm_ssl_load_private_key(key_pem, key_len, "CSR key", res))) goto out;
+    if (!(san = general_names_for(names, n, GEN_DNS, res))) goto out;
+    if (!(req = X509_REQ_new()) || X509_REQ_set_version(req, X509_REQ_VERSION_1) != 1 ||
+        X509_REQ_set_pubkey(req, key) != 1)
+        goto crypto;
+    with_cn = strlen(names[0]) <= CN_MAX;
+    if (with_cn && add_cn(X509_REQ_get_subject_name(req), names[0], res) != CM_OK) goto out;
+    /* RFC 5280 4.2.1.6: SAN is critical when the subject is empty. */
+    if (!(ext = X509V3_EXT_i2d(NID_subject_alt_name, !with_cn, san))) goto crypto;
+    if (!(exts = sk_X509_EXTENSION_new_null()) || !sk_X509_EXTENSION_push(exts, ext)) goto crypto;
+    ext = NULL; /* owned by exts now */
+    if (X509_REQ_add_extensions(req, exts) != 1) goto crypto;
+    if (X509_REQ_sign(req, key, EVP_sha256()) <= 0) goto crypto;
+    if (csr_der) {
+        if ((der_n = i2d_X509_REQ(req, &der)) <= 0) goto crypto;
+        *csr_der = malloc((size_t)der_n);
+        if (!*csr_der) goto crypto;
+        memcpy(*csr_der, der, (size_t)der_n);
+        if (der_len) *der_len = (size_t)der_n;
+    }
+    if (csr_pem) {
+        if (!(bio = BIO_new(BIO_s_mem())) || PEM_write_bio_X509_REQ(bio, req) != 1 ||
+            !(*csr_pem = cm_ssl_bio_string(bio, NULL)))
+            goto crypto;
+    }
+    ret = CM_OK;
+    goto out;
+crypto:
+    ret = cm_fail_ssl(res, "crypto", "building the CSR failed");
+    if (csr_der) {
+        free(*csr_der); *csr_der = NULL;
+    }
+out:
+    OPENSSL_free(der); der = NULL;
+    BIO_free(bio); bio = NULL;
+    X509_EXTENSION_free(ext); ext = NULL;
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free); exts = NULL;
+    GENERAL_NAMES_free(san); san = NULL;
+    X509_REQ_free(req); req = NULL;
+    EVP_PKEY_free(key); key = NULL;
+    return ret;
+}
+
+/* A CSR from PEM or DER with its self-signature verified; caller frees. */
+static X509_REQ *load_csr(const unsigned char *data, size_t len, struct cm_result *res)
+{
+    BIO *bio = NULL;
+    X509_REQ *req = NULL;
+    EVP_PKEY *key;
+    const unsigned char *p = data;
+
+    if (!data || len == 0) {
+        cm_fail(res, "parse", "CSR: empty");
+        return NULL;
+    }
+    if (len > CM_X509_MAX_INPUT) {
+        cm_fail(res, "toobig", "CSR: %zu bytes, more than the %d allowed", len,
+                CM_X509_MAX_INPUT);
+        return NULL;
+    }
+    if (looks_like_pem((const char *)data, len)) {
+        if (!(bio = BIO_new_mem_buf(data, (int)len))) {
+            cm_fail_ssl(res, "ENOMEM", "CSR: out of memory");
+            return NULL;
+        }
+        req = PEM_read_bio_X509_REQ(bio, NULL, no_password, NULL);
+        BIO_free(bio); bio = NULL;
+        if (!req) {
+            cm_fail_ssl(res, "parse", "CSR: no valid PEM CERTIFICATE REQUEST found");
+            return NULL;
+        }
+    } else {
+        req = d2i_X509_REQ(NULL, &p, (long)len);
+        if (!req || p != data + len) {
+            X509_REQ_free(req); req = NULL;
+            cm_fail_ssl(res, "parse", "CSR: not valid PEM or DER");
+            return NULL;
+        }
+    }
+    if (!(key = X509_REQ_get0_pubkey(req))) {
+        X509_REQ_free(req); req = NULL;
+        cm_fail_ssl(res, "parse", "CSR: unreadable public key");
+        return NULL;
+    }
+    if (X509_REQ_verify(req, key) != 1) {
+        X509_REQ_free(req); req = NULL;
+        cm_fail_ssl(res, "verify", "CSR: signature does not verify (tampered or corrupt)");
+        return NULL;
+    }
+    return req;
+}
+
+static int csr_names(X509_REQ *req, struct cm_strlist *names, struct cm_result *res)
+{
+    STACK_OF(X509_EXTENSION) *exts = X509_REQ_get_extensions(req);
+    int rc = names_from(exts, X509_REQ_get_subject_name(req), names);
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free); exts = NULL;
+    ERR_clear_error(); /* absent or malformed optional extensions read as absent */
+    if (rc != CM_OK) return cm_fail(res, "ENOMEM", "out of memory reading CSR names");
+    return CM_OK;
+}
+
+void cm_csr_info_free(struct cm_csr_info *info)
+{
+    if (!info) return;
+    cm_strlist_free(&info->names);
+    free(info->cn); info->cn = NULL;
+    free(info->public_key_pem); info->public_key_pem = NULL;
+}
+
+int cm_csr_parse(const unsigned char *data, size_t len, struct cm_csr_info *out,
+                 struct cm_result *res)
+{
+    struct cm_csr_info info;
+    X509_REQ *req = NULL;
+    int ret = CM_ERR;
+
+    memset(&info, 0, sizeof info);
+    memset(out, 0, sizeof *out);
+    if (!(req = load_csr(data, len, res))) goto out;
+    if (csr_names(req, &info.names, res) != CM_OK) goto out;
+    info.cn = last_cn(X509_REQ_get_subject_name(req));
+    if (!(info.public_key_pem = public_key_pem(X509_REQ_get0_pubkey(req)))) {
+        ret = cm_fail_ssl(res, "crypto", "CSR: writing its public key failed");
+        goto out;
+    }
+    *out = info;
+    memset(&info, 0, sizeof info);
+    ret = CM_OK;
+out:
+    cm_csr_info_free(&info);
+    X509_REQ_free(req); req = NULL;
+    return ret;
+}
+
+/* ------------------------------------------------------------------------ */
+/* issuing                                                                  */
+
+#define SERIAL_MAX_HEX 40 /* RFC 5280: at most 20 octets */
+
+static ASN1_INTEGER *serial_for(const char *hex, struct cm_result *res)
+{
+    BIGNUM *bn = NULL;
+    ASN1_INTEGER *ai = NULL;
+    size_t i, n;
+
+    if (!(bn = BN_new())) goto crypto;
+    if (hex) {
+        n = strlen(hex);
+        for (i = 0; i < n && isxdigit((unsigned char)hex[i]); i++) {}
+        if (n == 0 || i != n || n > SERIAL_MAX_HEX) {
+            cm_fail(res, "invalid", "serial \"%.60s\" is not 1-%d hex digits", hex,
+                    SERIAL_MAX_HEX);
+            goto out;
+        }
+        if (BN_hex2bn(&bn, hex) != (int)n) goto crypto;
+        if (BN_is_zero(bn)) {
+            cm_fail(res, "invalid", "serial must be positive, not zero");
+            goto out;
+        }
+    } else if (BN_rand(bn, 128, BN_RAND_TOP_ONE, BN_RAND_BOTTOM_ANY) != 1) {
+        /* TOP_ONE: always 128 bits, so every default serial has one length */
+        goto crypto;
+    }
+    if (!(ai = BN_to_ASN1_INTEGER(bn, NULL))) goto crypto;
+    goto out;
+crypto:
+    cm_fail_ssl(res, "crypto", "making the serial number failed");
+out:
+    BN_free(bn); bn = NULL;
+    return ai;
+}
+
+/* Add extension nid with value v (an OpenSSL object of the extension's
+ * type); CM_ERR with res filled. */
+static int add_ext(X509 *x, int nid, void *v, int crit, struct cm_result *res)
+{
+    if (!v || X509_add1_ext_i2d(x, nid, v, crit, X509V3_ADD_DEFAULT) != 1)
+        return cm_fail_ssl(res, "crypto", "adding the %s extension failed", OBJ_nid2sn(nid));
+    return CM_OK;
+}
+
+static int add_key_ids(X509 *x, X509 *issuer, struct cm_result *res)
+{
+    unsigned char md[EVP_MAX_MD_SIZE], imd[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0, imdlen = 0;
+    ASN1_OCTET_STRING *ski = NULL;
+    AUTHORITY_KEYID *akid = NULL;
+    const ASN1_OCTET_STRING *issuer_ski;
+    int ret = CM_ERR;
+
+    /* RFC 5280 4.2.1.2 method 1: SHA-1 of the subjectPublicKey bits. */
+    if (X509_pubkey_digest(x, EVP_sha1(), md, &mdlen) != 1) goto crypto;
+    if (!(ski = ASN1_OCTET_STRING_new()) || ASN1_OCTET_STRING_set(ski, md, (int)mdlen) != 1)
+        goto crypto;
+    if (add_ext(x, NID_subject_key_identifier, ski, 0, res) != CM_OK) goto out;
+    if (!(akid = AUTHORITY_KEYID_new())) goto crypto;
+    issuer_ski = issuer ? X509_get0_subject_key_id(issuer) : ski;
+    if (issuer_ski) {
+        if (!(akid->keyid = ASN1_OCTET_STRING_dup(issuer_ski))) goto crypto;
+    } else {
+        if (X509_pubkey_digest(issuer, EVP_sha1(), imd, &imdlen) != 1) goto crypto;
+        if (!(akid->keyid = ASN1_OCTET_STRING_new()) ||
+            ASN1_OCTET_STRING_set(akid->keyid, imd, (int)imdlen) != 1)
+            goto crypto;
+    }
+    if (add_ext(x, NID_authority_key_identifier, akid, 0, res) != CM_OK) goto out;
+    ret = CM_OK;
+    goto out;
+crypto:
+    ret = cm_fail_ssl(res, "crypto", "computing key identifiers failed");
+out:
+    ASN1_OCTET_STRING_free(ski); ski = NULL;
+    AUTHORITY_KEYID_free(akid); akid = NULL;
+    return ret;
+}
+
+static int add_usage(X509 *x, const struct cm_issue_opts *o, EVP_PKEY *subject_key,
+                     struct cm_result *res)
+{
+    BASIC_CONSTRAINTS *bc = NULL;
+    ASN1_BIT_STRING *ku = NULL;
+    EXTENDED_KEY_USAGE *eku = NULL;
+    ASN1_NULL *nocheck = NULL;
+    int ret = CM_ERR, ok = 1;
+
+    if (!(bc = BASIC_CONSTRAINTS_new())) goto crypto;
+    bc->ca = o->is_ca ? 0xff : 0;
+    if (o->is_ca && o->path_len >= 0) {
+        if (!(bc->pathlen = ASN1_INTEGER_new()) || ASN1_INTEGER_set(bc->pathlen, o->path_len) != 1)
+            goto crypto;
+    }
+    if (add_ext(x, NID_basic_constraints, bc, 1, res) != CM_OK) goto out;
+
+    /* KeyUsage bits: digitalSignature 0, keyEncipherment 2, keyCertSign 5, cRLSign 6 */
+    if (!(ku = ASN1_BIT_STRING_new())) goto crypto;
+    if (o->is_ca) {
+        ok &= ASN1_BIT_STRING_set_bit(ku, 5, 1);
+        ok &= ASN1_BIT_STRING_set_bit(ku, 6, 1);
+    } else {
+        ok &= ASN1_BIT_STRING_set_bit(ku, 0, 1);
+        if (EVP_PKEY_get_base_id(subject_key) == EVP_PKEY_RSA)
+            ok &= ASN1_BIT_STRING_set_bit(ku, 2, 1);
+    }
+    if (!ok) goto crypto;
+    if (add_ext(x, NID_key_usage, ku, 1, res) != CM_OK) goto out;
+
+    if (!o->is_ca) {
+        if (!(eku = sk_ASN1_OBJECT_new_null())) goto crypto;
+        if (o->ocsp_signing) {
+            ok &= sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(NID_OCSP_sign)) > 0;
+        } else {
+            ok &= sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(NID_server_auth)) > 0;
+            ok &= sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(NID_client_auth)) > 0;
+        }
+        if (!ok) goto crypto;
+        if (add_ext(x, NID_ext_key_usage, eku, 0, res) != CM_OK) goto out;
+        /* RFC 6960 4.2.2.2.1: clients need not check a responder's revocation */
+        if (o->ocsp_signing) {
+            if (!(nocheck = ASN1_NULL_new())) goto crypto;
+            if (add_ext(x, NID_id_pkix_OCSP_noCheck, nocheck, 0, res) != CM_OK) goto out;
+        }
+    }
+    ret = CM_OK;
+    goto out;
+crypto:
+    ret = cm_fail_ssl(res, "crypto", "building usage extensions failed");
+out:
+    BASIC_CONSTRAINTS_free(bc); bc = NULL;
+    ASN1_BIT_STRING_free(ku); ku = NULL;
+    /* OBJ_nid2obj objects are static: sk_ASN1_OBJECT_free is enough */
+    sk_ASN1_OBJECT_free(eku); eku = NULL;
+    ASN1_NULL_free(nocheck); nocheck = NULL;
+    return ret;
+}
+
+static int add_urls(X509 *x, const struct cm_issue_opts *o, struct cm_result *res)
+{
+    AUTHORITY_INFO_ACCESS *aia = NULL;
+    ACCESS_DESCRIPTION *ad = NULL;
+    CRL_DIST_POINTS *cdp = NULL;
+    DIST_POINT *dp = NULL;
+    GENERAL_NAME *gn = NULL;
+    int ret = CM_ERR;
+
+    if (o->ocsp_url) {
+        if (!(gn = general_name_for(o->ocsp_url, GEN_URI, res))) goto out;
+        if (!(aia = sk_ACCESS_DESCRIPTION_new_null()) || !(ad = ACCESS_DESCRIPTION_new()))
+            goto crypto;
+        ASN1_OBJECT_free(ad->method);
+        ad->method = OBJ_nid2obj(NID_ad_OCSP);
+        GENERAL_NAME_free(ad->location);
+        ad->location = gn;
+        gn = NULL;
+        if (!sk_ACCESS_DESCRIPTION_push(aia, ad)) goto crypto;
+        ad = NULL;
+        if (add_ext(x, NID_info_access, aia, 0, res) != CM_OK) goto out;
+    }
+    if (o->crl_url) {
+        if (!(cdp = sk_DIST_POINT_new_null()) || !(dp = DIST_POINT_new()) ||
+            !(dp->distpoint = DIST_POINT_NAME_new()))
+            goto crypto;
+        dp->distpoint->type = 0; /* fullName */
+        if (!(dp->distpoint->name.fullname = general_names_for(&o->crl_url, 1, GEN_URI, res)))
+            goto out;
+        if (!sk_DIST_POINT_push(cdp, dp)) goto crypto;
+        dp = NULL;
+        if (add_ext(x, NID_crl_distribution_points, cdp, 0, res) != CM_OK) goto out;
+    }
+    ret = CM_OK;
+    goto out;
+crypto:
+    ret = cm_fail_ssl(res, "crypto", "building AIA/CDP extensions failed");
+out:
+    GENERAL_NAME_free(gn); gn = NULL;
+    ACCESS_DESCRIPTION_free(ad); ad = NULL;
+    AUTHORITY_INFO_ACCESS_free(aia); aia = NULL;
+    DIST_POINT_free(dp); dp = NULL;
+    CRL_DIST_POINTS_free(cdp); cdp = NULL;
+    return ret;
+}
+
+int cm_cert_issue(const struct cm_issue_opts *o, char **cert_pem, char **serial_hex,
+                  struct cm_result *res)
+{
+    EVP_PKEY *issuer_key = NULL, *subject_key = NULL;
+    X509 *issuer = NULL, *x = NULL;
+    X509_REQ *req = NULL;
+    X509_NAME *subject = NULL;
+    ASN1_INTEGER *serial = NULL;
+    GENERAL_NAMES *san = NULL;
+    BIO *bio = NULL;
+    struct cm_strlist csr_names_list = {NULL, 0};
+    const char *const *names;
+    size_t names_count;
+    const char *cn;
+    int ret = CM_ERR;
+
+    *cert_pem = NULL;
+    if (serial_hex) *serial_hex = NULL;
+    if (!o || !o->issuer_key) return cm_fail(res, "invalid", "issuing needs an issuer key");
+    if (o->not_after <= o->not_before)
+        return cm_fail(res, "invalid", "not_after must be later than not_before");
+    if (o->subject_key && o->csr)
+        return cm_fail(res, "invalid", "give a subject key or a CSR, not both");
+
+    if (!(issuer_key = cm_ssl_load_private_key(o->issuer_key, strlen(o->issuer_key),
+                                               "issuer key", res)))
+        goto out;
+    if (o->issuer_cert) {
+        if (!(issuer = cm_ssl_load_cert(o->issuer_cert, strlen(o->issuer_cert),
+                                        "issuer certificate", res)))
+            goto out;
+        if (EVP_PKEY_eq(X509_get0_pubkey(issuer), issuer_key) != 1) {
+            ERR_clear_error();
+            ret = cm_fail(res, "mismatch", "issuer key does not belong to the issuer certificate");
+            goto out;
+        }
+    }
+    if (o->csr) {
+        if (!(req = load_csr((const unsigned char *)o->csr, o->csr_len, res))) goto out;
+        if (!(subject_key = X509_REQ_get_pubkey(req))) goto crypto;
+    } else if (o->subject_key) {
+        if (!(subject_key = cm_ssl_load_public_key(o->subject_key, strlen(o->subject_key),
+                                                   "subject key", res)))
+            goto out;
+    } else if (!o->issuer_cert) {
+        if (EVP_PKEY_up_ref(issuer_key) != 1) goto crypto;
+        subject_key = issuer_key;
+    } else {
+        ret = cm_fail(res, "invalid", "issuing needs a subject key or a CSR");
+        goto out;
+    }
+    if (!o->issuer_cert && EVP_PKEY_eq(subject_key, issuer_key) != 1) {
+        ERR_clear_error();
+        ret = cm_fail(res, "invalid", "a self-signed certificate's subject key must be the issuer key");
+        goto out;
+    }
+
+    names = o->names;
+    names_count = o->names ? o->names_count : 0;
+    if (!o->names && req) {
+        if (csr_names(req, &csr_names_list, res) != CM_OK) goto out;
+        names = (const char *const *)csr_names_list.items;
+        names_count = csr_names_list.count;
+    }
+    cn = o->cn ? o->cn : names_count && strlen(names[0]) <= CN_MAX ? names[0] : NULL;
+    if (!cn && names_count == 0) {
+        ret = cm_fail(res, "invalid", "a certificate needs names or a cn");
+        goto out;
+    }
+    if (cn && strlen(cn) > CN_MAX) {
+        ret = cm_fail(res, "invalid", "cn is longer than %d bytes", CN_MAX);
+        goto out;
+    }
+
+    if (!(serial = serial_for(o->serial_hex, res))) goto out;
+    if (!(x = X509_new()) || X509_set_version(x, X509_VERSION_3) != 1 ||
+        X509_set_serialNumber(x, serial) != 1)
+        goto crypto;
+    if (!(subject = X509_NAME_new())) goto crypto;
+    if (cn && add_cn(subject, cn, res) != CM_OK) goto out;
+    if (X509_set_subject_name(x, subject) != 1 ||
+        X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : subject) != 1)
+        goto crypto;
+    if (!ASN1_TIME_set(X509_getm_notBefore(x), (time_t)o->not_before) ||
+        !ASN1_TIME_set(X509_getm_notAfter(x), (time_t)o->not_after))
+        goto crypto;
+    if (X509_set_pubkey(x, subject_key) != 1) goto crypto;
+
+    if (add_usage(x, o, subject_key, res) != CM_OK) goto out;
+    if (add_key_ids(x, issuer, res) != CM_OK) goto out;
+    if (names_count) {
+        if (!(san = general_names_for(names, names_count, GEN_DNS, res))) goto out;
+        /* RFC 5280 4.2.1.6: SAN is critical when the subject is empty. */
+        if (add_ext(x, NID_subject_alt_name, san, cn == NULL, res) != CM_OK) goto out;
+    }
+    if (add_urls(x, o, res) != CM_OK) goto out;
+
+    if (X509_sign(x, issuer_key, EVP_sha256()) <= 0) goto crypto;
+    if (!(bio = BIO_new(BIO_s_mem())) || PEM_write_bio_X509(bio, x) != 1 ||
+        !(*cert_pem = cm_ssl_bio_string(bio, NULL)))
+        goto crypto;
+    if (serial_hex && !(*serial_hex = integer_hex(X509_get0_serialNumber(x)))) {
+        free(*cert_pem); *cert_pem = NULL;
+        goto crypto;
+    }
+    ret = CM_OK;
+    goto out;
+crypto:
+    ret = cm_fail_ssl(res, "crypto", "issuing the certificate failed");
+out:
+    BIO_free(bio); bio = NULL;
+    GENERAL_NAMES_free(san); san = NULL;
+    X509_NAME_free(subject); subject = NULL;
+    ASN1_INTEGER_free(serial); serial = NULL;
+    X509_free(x); x = NULL;
+    cm_strlist_free(&csr_names_list);
+    X509_REQ_free(req); req = NULL;
+    EVP_PKEY_free(subject_key); subject_key = NULL;
+    X509_free(issuer); issuer = NULL;
+    EVP_PKEY_free(issuer_key); issuer_key = NULL;
+    return ret;
+}

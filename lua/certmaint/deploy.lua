@@ -1,0 +1,100 @@
+--- Deploying certificates where servers read them, then reloading the server.
+--
+--   on_renewed = certmaint.deploy.files {
+--     dir = "/etc/nginx/certs",              -- <dir>/<name>/fullchain.pem, privkey.pem
+--     reload = { "systemctl", "reload", "nginx" },
+--   }
+--
+--   on_renewed = certmaint.deploy.files {
+--     dir = "/etc/haproxy/certs", layout = "haproxy",  -- <dir>/<name>.pem = chain + key
+--     reload = { "systemctl", "reload", "haproxy" },
+--   }
+--
+-- Every file is written atomically (temp, fsync, rename), keys 0600. The reload
+-- command runs through certmaint.exec, so it never blocks the loop; renewals
+-- that finish while a reload runs are folded into one more reload after it.
+local core = require "certmaint.core"
+local options = require "certmaint.options"
+
+local M = {}
+
+local LAYOUTS = {
+  -- nginx, Apache, Postfix, ...: separate chain and key, certbot's names
+  split = function(dir, name, cert)
+    return {
+      { dir .. "/" .. name .. "/fullchain.pem", cert.pem, "0644" },
+      { dir .. "/" .. name .. "/privkey.pem", cert.key_pem, "0600" },
+    }
+  end,
+  -- HAProxy: one file with the chain then the key (crt-list / crt dir)
+  haproxy = function(dir, name, cert)
+    return { { dir .. "/" .. name .. ".pem", cert.pem .. cert.key_pem, "0600" } }
+  end,
+}
+
+local SCHEMA = {
+  dir = { type = "string", required = true },
+  layout = { type = "string", default = "split",
+    check = function(v) return LAYOUTS[v] ~= nil, "must be \"split\" or \"haproxy\"" end },
+  reload = { type = "table" },             -- argv, e.g. { "nginx", "-s", "reload" }
+  reload_timeout = { type = "duration", default = "60s" },
+  dir_mode = { type = "string", default = "0755" },
+}
+
+local function safe_name(name)
+  return (name:gsub("^%*", "wildcard_"))
+end
+
+--- deploy.files(opts) -> an on_renewed(cert) function.
+function M.files(opts)
+  local o = options.check(opts, SCHEMA, "certmaint.deploy.files", 2)
+  if o.reload then
+    for i, a in ipairs(o.reload) do
+      if type(a) ~= "string" then
+        error("certmaint.deploy.files: reload[" .. i .. "] must be a string", 2)
+      end
+    end
+  end
+  local reloading, again = false, false
+
+  local function reload()
+    if not o.reload then return true end
+    if reloading then again = true return true end
+    reloading = true
+    local res, err, code
+    repeat
+      again = false
+      res, err, code = require("certmaint.loop").exec(o.reload, { timeout = o.reload_timeout })
+      if not res then
+        core.log("error", "deploy_reload_failed", { command = table.concat(o.reload, " "), error = err, code = code })
+      elseif res.status ~= 0 then
+        err = "exit status " .. tostring(res.status or ("signal " .. tostring(res.signal)))
+        core.log("error", "deploy_reload_failed", { command = table.concat(o.reload, " "), error = err,
+          stderr = res.stderr })
+        res = nil
+      else
+        core.log("info", "deploy_reloaded", { command = table.concat(o.reload, " ") })
+      end
+    until not again
+    reloading = false
+    if not res then error("reload command failed: " .. tostring(err), 0) end
+    return true
+  end
+
+  return function(cert)
+    if not cert.key_pem then error("deploy: the certificate comes without its key", 0) end
+    local name = safe_name(cert.names[1])
+    for _, f in ipairs(LAYOUTS[o.layout](o.dir, name, cert)) do
+      local path, data, mode = f[1], f[2], f[3]
+      local parent = path:match("^(.*)/[^/]*$")
+      local ok, err = core.mkdir_p(parent, o.dir_mode)
+      if not ok then error("deploy: " .. err, 0) end
+      ok, err = core.write_atomic(path, data, mode)
+      if not ok then error("deploy: " .. err, 0) end
+      core.log("info", "deployed", { name = cert.names[1], path = path })
+    end
+    return reload()
+  end
+end
+
+return M

@@ -1,0 +1,607 @@
+--- certmaint.policy: validate a policy table and apply its defaults.
+--
+--   local P = require("certmaint.policy")(spec [, level])
+--
+-- returns a NEW table (the spec is not modified) with every field checked and
+-- defaulted, durations in seconds, certificate names normalised, and
+-- `P.source = "file:line"` of the certmaint.policy { ... } call; or raises an
+-- error whose message starts with that file:line and names the field:
+--
+--   policy.lua:3: policy field "renew_windwo" is unknown (did you mean "renewal_window_ratio"?)
+--   policy.lua:3: policy field "renew_check_interval": bad duration "10 minutes" (use seconds or "90s", "10m", "1h", "7d")
+--   policy.lua:3: policy field "certificates[2][1]": "exa_mple.com" is not a valid DNS name: ...
+--
+-- `level` says which stack frame made the call, as for error(): 1 is this
+-- function, 2 (the default) its caller; certmaint.policy passes 3.
+--
+-- Where the call is: `return certmaint.policy { ... }` is a tail call, so the
+-- policy file's own frame is gone from the stack when we run. Loaders therefore
+-- run the chunk through policy.loading(path, fn) (policy.load does), which lets
+-- us name the file and find the line of the call in its text. A loader that
+-- does not (it runs `pcall(chunk)` itself) is recognised by the one file chunk
+-- in its locals; failing that we report the nearest frame the stack still has.
+--
+-- The schema is the table M.FIELDS: a new policy field is one line there.
+local core = require "certmaint.core"
+local duration = require "certmaint.duration"
+
+local M = {}
+
+M.KEY_TYPES = { "p256", "p384", "rsa2048", "rsa4096" }
+M.LOG_FORMATS = { "text", "json" }
+M.LOG_LEVELS = { "debug", "info", "warn", "error" }
+M.STORAGE_METHODS = { "load", "store", "delete", "exists", "list", "stat", "lock", "unlock" }
+M.ISSUER_METHODS = { "issue" }
+M.MAX_CONCURRENCY = 1000
+M.MAX_NAMES = 100 -- SANs per certificate (Let's Encrypt's limit)
+
+local POLICY_MT = { __name = "certmaint.policy" }
+
+----------------------------------------------------------------------------
+-- Errors
+
+-- A field error is a table until the top level turns it into the message, so
+-- checkers stay independent of where the policy came from.
+local FieldError = {}
+FieldError.__index = FieldError
+
+local function field_error(path, msg)
+  return setmetatable({ path = path, msg = msg }, FieldError)
+end
+
+local function describe(v)
+  local t = type(v)
+  if t == "string" then
+    if #v > 60 then v = v:sub(1, 60) .. "..." end
+    return string.format("string %q", v)
+  elseif t == "number" or t == "boolean" then
+    return t .. " " .. tostring(v)
+  end
+  return t
+end
+
+local function quoted_list(list)
+  local out = {}
+  for i, v in ipairs(list) do out[i] = string.format("%q", v) end
+  return table.concat(out, ", ")
+end
+
+----------------------------------------------------------------------------
+-- "did you mean": restricted Damerau-Levenshtein (optimal string alignment)
+-- distance, also against prefixes of the candidate, so "renew_windwo" finds
+-- "renewal_window_ratio" (3 edits from "renewal_window") while "foo" finds nothing.
+
+local function osa_row_distance(a, b)
+  -- returns d where d[j] = distance(a, b:sub(1, j)) for j = 0..#b
+  local la, lb = #a, #b
+  local prev2, prev, cur = nil, {}, nil
+  for j = 0, lb do prev[j] = j end
+  for i = 1, la do
+    cur = { [0] = i }
+    local ai = a:byte(i)
+    for j = 1, lb do
+      local cost = (ai == b:byte(j)) and 0 or 1
+      local v = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+      if i > 1 and j > 1 and ai == b:byte(j - 1) and a:byte(i - 1) == b:byte(j) then
+        v = math.min(v, prev2[j - 2] + 1)
+      end
+      cur[j] = v
+    end
+    prev2, prev = prev, cur
+  end
+  return prev
+end
+
+--- The closest of `candidates` to the unknown key `word`, or nil.
+function M.suggest(word, candidates)
+  if type(word) ~= "string" or word == "" then return nil end
+  local lw = word:lower()
+  local best, best_d, best_full
+  for _, c in ipairs(candidates) do
+    local row = osa_row_distance(lw, c)
+    local full = row[#c]
+    local d = full
+    -- a prefix at least as long as the word (less a little) may match better
+    for j = math.max(1, #lw - 2), #c do
+      if row[j] < d then d = row[j] end
+    end
+    if not best or d < best_d or (d == best_d and full < best_full) then
+      best, best_d, best_full = c, d, full
+    end
+  end
+  if best and best_d <= math.max(2, #lw // 3) then return best end
+  return nil
+end
+
+local function keys_of(t)
+  local out = {}
+  for k in pairs(t) do out[#out + 1] = k end
+  table.sort(out)
+  return out
+end
+
+local function unknown_key(path, k, known_names)
+  if type(k) ~= "string" then
+    return field_error(path, string.format("has an unexpected positional value [%s] (fields are named: name = value)",
+      tostring(k)))
+  end
+  local full = path and (path .. "." .. k) or k
+  local hint = M.suggest(k, known_names)
+  if hint then
+    return field_error(full, string.format("is unknown (did you mean %q?)", hint))
+  end
+  return field_error(full, "is unknown (known: " .. table.concat(known_names, ", ") .. ")")
+end
+
+----------------------------------------------------------------------------
+-- Kinds: check(value, field, path, ctx) -> normalised value | nil, FieldError
+
+local KINDS = {}
+
+local function callable(v)
+  if type(v) == "function" then return true end
+  local mt = getmetatable(v)
+  return type(mt) == "table" and mt.__call ~= nil
+end
+
+function KINDS.duration(v, field, path)
+  local secs, err = duration.parse(v)
+  if not secs then return nil, field_error(path, err) end
+  if field.min and secs < field.min then
+    return nil, field_error(path, string.format("%s is too short (at least %s)",
+      duration.format(secs), duration.format(field.min)))
+  end
+  return secs
+end
+
+function KINDS.boolean(v, _, path)
+  if type(v) ~= "boolean" then
+    return nil, field_error(path, "expected true or false, got " .. describe(v))
+  end
+  return v
+end
+
+function KINDS.integer(v, field, path)
+  local n = type(v) == "number" and math.tointeger(v)
+  local lo, hi = field.min or -math.huge, field.max or math.huge
+  if not n or n < lo or n > hi then
+    local range = field.max and string.format("from %d to %d", lo, hi) or string.format("at least %d", lo)
+    return nil, field_error(path, string.format("expected an integer %s, got %s", range, describe(v)))
+  end
+  return n
+end
+
+function KINDS.ratio(v, _, path)
+  if type(v) ~= "number" or not (v > 0 and v < 1) then
+    return nil, field_error(path, "expected a number between 0 and 1 (exclusive), e.g. 1/3, got " .. describe(v))
+  end
+  return v
+end
+
+function KINDS.enum(v, field, path)
+  if type(v) == "string" then
+    for _, ok in ipairs(field.values) do
+      if v == ok then return v end
+    end
+    local hint = M.suggest(v, field.values)
+    return nil, field_error(path, string.format("%s is not one of %s%s", string.format("%q", v),
+      quoted_list(field.values), hint and string.format(" (did you mean %q?)", hint) or ""))
+  end
+  return nil, field_error(path, "expected one of " .. quoted_list(field.values) .. ", got " .. describe(v))
+end
+
+function KINDS.hook(v, _, path)
+  if not callable(v) then
+    return nil, field_error(path, "expected a function, got " .. describe(v))
+  end
+  return v
+end
+
+-- An object with methods (storage, issuer): kept as is, not copied.
+function KINDS.object(v, field, path)
+  local tv = type(v)
+  if tv ~= "table" and tv ~= "userdata" then
+    return nil, field_error(path, string.format("expected %s object (with methods %s), got %s",
+      field.what, table.concat(field.methods, ", "), describe(v)))
+  end
+  for _, m in ipairs(field.methods) do
+    local ok, f = pcall(function() return v[m] end)
+    if not ok or not callable(f) then
+      return nil, field_error(path, string.format("%s object has no method %q (it needs %s)",
+        field.what, m, table.concat(field.methods, ", ")))
+    end
+  end
+  return v
+end
+
+local function check_record(v, fields, path, ctx)
+  if type(v) ~= "table" then
+    return nil, field_error(path, "expected a table, got " .. describe(v))
+  end
+  local names = keys_of(fields)
+  for k in pairs(v) do
+    if type(k) ~= "string" or not fields[k] then return nil, unknown_key(path, k, names) end
+  end
+  local out = {}
+  for _, k in ipairs(names) do
+    local field = fields[k]
+    local sub = path and (path .. "." .. k) or k
+    local val = v[k]
+    if val == nil then
+      if field.required then
+        return nil, field_error(sub, "is required" .. (field.hint and (" (" .. field.hint .. ")") or ""))
+      end
+      val = field.default
+      if type(val) == "function" then val = val() end
+    end
+    if val ~= nil then
+      local res, err = KINDS[field.kind](val, field, sub, ctx)
+      if err then return nil, err end
+      out[k] = res
+    end
+  end
+  return out
+end
+
+function KINDS.record(v, field, path, ctx)
+  return check_record(v, field.fields, path, ctx)
+end
+
+-- certificates: { "a.example", { "b.example", "www.b.example" },
+--                 { names = { ... }, key_type = "p384", on_demand = true } }
+local ENTRY_FIELDS = {
+  names = true, key_type = true, on_demand = true,
+}
+local ENTRY_FIELD_NAMES = keys_of(ENTRY_FIELDS)
+
+local function normalize_name(name, path)
+  if type(name) ~= "string" then
+    return nil, field_error(path, "expected a DNS name (string), got " .. describe(name))
+  end
+  local normalize = core.name_normalize
+  if not normalize then
+    error("certmaint.core has no name_normalize (core built without the name unit?)", 0)
+  end
+  local norm, err = normalize(name)
+  if not norm then
+    -- the core names the input itself; we already do
+    local why = tostring(err):gsub('^name %b"": ', "")
+    return nil, field_error(path, string.format("%q is not a valid DNS name: %s", name, why))
+  end
+  return norm
+end
+
+local function check_names(list, path, entry_path)
+  if type(list) ~= "table" then
+    return nil, field_error(path, "expected a list of names, got " .. describe(list))
+  end
+  local n = #list
+  for k in pairs(list) do
+    if math.type(k) ~= "integer" or k < 1 or k > n then
+      return nil, field_error(path, string.format("expected a list of names, found key %s", describe(k)))
+    end
+  end
+  if n == 0 then
+    return nil, field_error(entry_path, "has no names (a certificate needs at least one)")
+  end
+  local names, seen = {}, {}
+  for i = 1, n do
+    local norm, err = normalize_name(list[i], string.format("%s[%d]", path, i))
+    if err then return nil, err end
+    if not seen[norm] then
+      seen[norm] = true
+      names[#names + 1] = norm
+    end
+  end
+  if #names > M.MAX_NAMES then
+    return nil, field_error(entry_path, string.format("has %d names, more than %d", #names, M.MAX_NAMES))
+  end
+  return names
+end
+
+local function check_entry(entry, path, ctx)
+  if type(entry) == "string" then
+    local norm, err = normalize_name(entry, path)
+    if err then return nil, err end
+    return { names = { norm } }
+  end
+  if type(entry) ~= "table" then
+    return nil, field_error(path, "expected a name, a list of names or { names = {...} }, got " .. describe(entry))
+  end
+  if entry.names == nil then
+    -- a plain list of names
+    local names, err = check_names(entry, path, path)
+    if err then return nil, err end
+    return { names = names }
+  end
+  for k in pairs(entry) do
+    if not ENTRY_FIELDS[k] then return nil, unknown_key(path, k, ENTRY_FIELD_NAMES) end
+  end
+  local names, err = check_names(entry.names, path .. ".names", path)
+  if err then return nil, err end
+  local out = { names = names }
+  if entry.key_type ~= nil then
+    out.key_type, err = KINDS.enum(entry.key_type, { values = M.KEY_TYPES }, path .. ".key_type")
+    if err then return nil, err end
+  end
+  if entry.on_demand ~= nil then
+    out.on_demand, err = KINDS.boolean(entry.on_demand, nil, path .. ".on_demand")
+    if err then return nil, err end
+  end
+  return out
+end
+
+function KINDS.certificates(v, _, path, ctx)
+  if type(v) ~= "table" then
+    return nil, field_error(path, "expected a list of certificates, e.g. { \"example.com\" }, got " .. describe(v))
+  end
+  local n = #v
+  for k in pairs(v) do
+    if math.type(k) ~= "integer" or k < 1 or k > n then
+      return nil, field_error(path, string.format("expected a list of certificates, found key %s", describe(k)))
+    end
+  end
+  local out, owner = {}, {}
+  for i = 1, n do
+    local ipath = string.format("%s[%d]", path, i)
+    local entry, err = check_entry(v[i], ipath, ctx)
+    if err then return nil, err end
+    for _, name in ipairs(entry.names) do
+      if owner[name] then
+        return nil, field_error(ipath, string.format("name %q is also in %s[%d] (a name belongs to one certificate)",
+          name, path, owner[name]))
+      end
+      owner[name] = i
+    end
+    entry.key_type = entry.key_type or ctx.key_type
+    entry.on_demand = entry.on_demand or false
+    out[i] = entry
+  end
+  return out
+end
+
+----------------------------------------------------------------------------
+-- The schema (DESIGN.md "The policy file"; these names are the public contract)
+
+M.FIELDS = {
+  storage              = { kind = "object", what = "a storage", methods = M.STORAGE_METHODS },
+  issuer               = { kind = "object", what = "an issuer", methods = M.ISSUER_METHODS },
+  certificates         = { kind = "certificates", required = true,
+                           hint = 'the certificates to manage, e.g. certificates = { "example.com" }' },
+  renew_check_interval = { kind = "duration", default = "10m", min = 1 },
+  ocsp_check_interval  = { kind = "duration", default = "1h", min = 1 },
+  clean_interval       = { kind = "duration", default = "24h", min = 1 },
+  renewal_window_ratio = { kind = "ratio" }, -- nil: 1/3, or 1/2 for lifetimes < 10 days (certmaint.renewal)
+  clean                = { kind = "record", default = function() return {} end, fields = {
+    ocsp_staples              = { kind = "boolean", default = true },
+    expired_certs             = { kind = "boolean", default = true },
+    expired_cert_grace_period = { kind = "duration", default = "24h" },
+  } },
+  key_type             = { kind = "enum", values = M.KEY_TYPES, default = "p256" },
+  concurrency          = { kind = "integer", min = 1, max = M.MAX_CONCURRENCY, default = 8 },
+  log                  = { kind = "record", default = function() return {} end, fields = {
+    format = { kind = "enum", values = M.LOG_FORMATS, default = "text" },
+    level  = { kind = "enum", values = M.LOG_LEVELS, default = "info" },
+  } },
+  -- decisions
+  needs_renewal        = { kind = "hook" }, -- (cert, now) -> bool
+  on_revoked           = { kind = "hook" }, -- (cert, ocsp) -> "renew" | "remove" | "keep"
+  allow_name           = { kind = "hook" }, -- (name) -> bool: may this name be managed at run time
+  -- events
+  on_tick              = { kind = "hook" }, -- (tick)
+  on_renewed           = { kind = "hook" }, -- (cert)
+  on_error             = { kind = "hook" }, -- (err)
+  on_start             = { kind = "hook" }, -- (engine)
+}
+
+-- Fields checked before the others because other checks use them.
+local FIRST = { key_type = true }
+
+----------------------------------------------------------------------------
+-- Where the call came from
+
+local loading = {} -- stack of { path = "..." } pushed by M.loading
+
+local function frame_path(info)
+  if info.source:sub(1, 1) == "@" then return info.source:sub(2) end
+  return info.short_src
+end
+
+-- Strip Lua comments, keeping line breaks, so a commented-out example does not
+-- count as the call.
+local function strip_comments(src)
+  src = src:gsub("%-%-%[(=*)%[.-%]%1%]", function(body) return (body:gsub("[^\n]", "")) end)
+  src = src:gsub("%-%-[^\n]*", "")
+  return src
+end
+
+-- The line of the certmaint.policy call in the file's text, or nil.
+local function find_call_line(path)
+  local f = io.open(path, "r")
+  if not f then return nil end
+  local src = f:read("a")
+  f:close()
+  if not src then return nil end
+  local first, returned
+  local n = 0
+  for line in (strip_comments(src) .. "\n"):gmatch("([^\n]*)\n") do
+    n = n + 1
+    if line:find("policy%s*[{(]") then
+      first = first or n
+      if not returned and line:find("return%s") then returned = n end
+    end
+  end
+  return returned or first
+end
+
+-- The file of the one main chunk (a function made by load/loadfile from a
+-- file) held in the locals of the frame at `level` (counted from our caller),
+-- or nil when there is none or more than one.
+local function chunk_local(level)
+  local found
+  for i = 1, 250 do
+    local name, v = debug.getlocal(level + 1, i)
+    if not name then break end
+    if type(v) == "function" then
+      local fi = debug.getinfo(v, "S")
+      if fi.what == "main" and fi.source:sub(1, 1) == "@" then
+        local path = fi.source:sub(2)
+        if found and found ~= path then return nil end
+        found = path
+      end
+    end
+  end
+  return found
+end
+
+local function locate(level)
+  -- level counts from the public entry point (1); we are one deeper.
+  local target = level + 1
+  local entry = debug.getinfo(2, "t") -- the entry point's own frame
+  -- a wrapper that tail-called us (certmaint.policy does) has left the stack
+  if entry and entry.istailcall and level > 2 then target = target - 1 end
+  local info = debug.getinfo(target, "Sl")
+  -- a C caller (pcall) has no file:line; the Lua code that called it has
+  while info and info.what == "C" do
+    target = target + 1
+    info = debug.getinfo(target, "Sl")
+  end
+  local ctx = loading[#loading]
+  if ctx then
+    if info and frame_path(info) == ctx.path and info.currentline > 0 then
+      return ctx.path .. ":" .. info.currentline
+    end
+    -- the policy file tail-called us: its frame is gone; read its text
+    local line = find_call_line(ctx.path)
+    return line and (ctx.path .. ":" .. line) or ctx.path
+  end
+  if info and entry and entry.istailcall and info.what ~= "main" then
+    -- A loader function that ran a policy chunk without policy.loading, and
+    -- the chunk tail-called us: the loader's frame is all that is left. If
+    -- it holds exactly one file chunk in its locals, that chunk is the policy.
+    local path = chunk_local(target)
+    if path then
+      local line = find_call_line(path)
+      return line and (path .. ":" .. line) or path
+    end
+  end
+  if info and info.currentline and info.currentline > 0 then
+    return frame_path(info) .. ":" .. info.currentline
+  end
+  if info then return frame_path(info) end
+  return "?"
+end
+
+----------------------------------------------------------------------------
+-- API
+
+local function raise(source, err)
+  local msg
+  if err.path then
+    msg = string.format("policy field %q %s", err.path, err.msg)
+    if not err.msg:find("^is ") and not err.msg:find("^has ") then
+      msg = string.format("policy field %q: %s", err.path, err.msg)
+    end
+  else
+    msg = "policy " .. err.msg
+  end
+  error(source .. ": " .. msg, 0)
+end
+
+local function validate(spec, source)
+  if type(spec) ~= "table" then
+    error(source .. ": certmaint.policy expects a table { certificates = ..., ... }, got " .. describe(spec), 0)
+  end
+  local names = keys_of(M.FIELDS)
+  for k in pairs(spec) do
+    if type(k) ~= "string" or not M.FIELDS[k] then raise(source, unknown_key(nil, k, names)) end
+  end
+  local P = {}
+  local ctx = {}
+  local order = {}
+  for _, k in ipairs(names) do
+    if FIRST[k] then table.insert(order, 1, k) else order[#order + 1] = k end
+  end
+  for _, k in ipairs(order) do
+    local field = M.FIELDS[k]
+    local v = spec[k]
+    if v == nil then
+      if field.required then
+        raise(source, field_error(k, "is required" .. (field.hint and (" (" .. field.hint .. ")") or "")))
+      end
+      v = field.default
+      if type(v) == "function" then v = v() end
+    end
+    if v ~= nil then
+      local res, err = KINDS[field.kind](v, field, k, ctx)
+      if err then raise(source, err) end
+      P[k] = res
+      if k == "key_type" then ctx.key_type = res end
+    end
+  end
+  P.source = source
+  return setmetatable(P, POLICY_MT)
+end
+
+--- Is v a table made by this module?
+function M.is_policy(v)
+  return type(v) == "table" and getmetatable(v) == POLICY_MT
+end
+
+--- Run fn(...) while the policy file at `path` is being loaded, so that a
+-- certmaint.policy call made by it (even as `return certmaint.policy {...}`,
+-- a tail call) is reported at the right file:line. Returns what fn returns;
+-- errors propagate.
+function M.loading(path, fn, ...)
+  if type(path) ~= "string" then error("policy.loading: path must be a string", 2) end
+  loading[#loading + 1] = { path = path }
+  local depth = #loading
+  local res = table.pack(pcall(fn, ...))
+  -- pop ours (and anything a failed nested load left behind)
+  for i = #loading, depth, -1 do loading[i] = nil end
+  if not res[1] then error(res[2], 0) end
+  return table.unpack(res, 2, res.n)
+end
+
+--- Load a policy file: compile it as text with `env` (default: the normal
+-- globals), run it, and return the validated policy, or nil, message, code
+-- ("load" when the file cannot be read or compiled, "policy" when running it
+-- or validating it fails). Every message names the file (and line).
+-- A file may also return a plain table; it is validated here.
+function M.load(path, env)
+  local f, oerr = io.open(path, "r")
+  if not f then return nil, "cannot open policy " .. tostring(oerr), "load" end
+  local src = f:read("a")
+  f:close()
+  local chunk, err = load(src, "@" .. path, "t", env or _ENV)
+  if not chunk then return nil, err, "load" end
+  local ok, res = pcall(M.loading, path, chunk)
+  if not ok then return nil, tostring(res), "policy" end
+  if M.is_policy(res) then return res end
+  if type(res) == "table" then
+    local vok, P = pcall(M.loading, path, validate, res, path)
+    if not vok then return nil, tostring(P), "policy" end
+    return P
+  end
+  return nil, path .. ": the policy file must return certmaint.policy { ... } (it returned " .. type(res) .. ")", "policy"
+end
+
+--- A resolved view of the renewal options for certmaint.renewal.
+function M.renewal_opts(P)
+  return {
+    ratio = P.renewal_window_ratio,
+    explicit_ratio = P.renewal_window_ratio ~= nil,
+    check_interval = P.renew_check_interval,
+  }
+end
+
+return setmetatable(M, {
+  __call = function(_, spec, level)
+    if level ~= nil and (math.type(level) ~= "integer" or level < 1) then
+      error("certmaint.policy: level must be a positive integer", 2)
+    end
+    local source = locate(level or 2)
+    if M.is_policy(spec) then return spec end
+    return validate(spec, source)
+  end,
+})

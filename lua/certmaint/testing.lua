@@ -1,0 +1,225 @@
+--- certmaint.testing: what a policy author's busted specs need.
+--
+--   local testing = require "certmaint.testing"
+--   local clock = testing.clock(1767225600)
+--   local ca = testing.ca()
+--   local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+--   local e = testing.engine(policy, { clock = clock })
+--   clock:advance(25 * 86400); e:tick("renew")
+--   assert.equal(2, issuer.issued)
+--
+-- Everything runs in-process on the real core with a fake clock: no network,
+-- no sleeping, a certificate's whole life in milliseconds.
+local core = require "certmaint.core"
+local loop = require "certmaint.loop"
+local duration = require "certmaint.duration"
+local options = require "certmaint.options"
+
+local M = {}
+
+M.EPOCH = 1767225600 -- 2026-01-01T00:00:00Z, a default start for clocks
+
+-- clock ---------------------------------------------------------------------
+
+local Clock = {}
+Clock.__index = Clock
+
+--- testing.clock(t0): fake the process clock at t0 (default testing.EPOCH).
+function M.clock(t0)
+  core.clock_set(t0 or M.EPOCH)
+  return setmetatable({}, Clock)
+end
+
+function Clock:now() return core.now() end
+
+--- Move forward `seconds` (a number or a duration string like "7d").
+function Clock:advance(seconds)
+  local s = assert(duration.parse(seconds, "advance"))
+  return core.clock_advance(s)
+end
+
+function Clock:set(t)
+  if t < core.now() then core.clock_set(t) else core.clock_advance(t - core.now()) end
+  return core.now()
+end
+
+--- Back to the wall clock.
+function Clock:restore() core.clock_set(nil) end
+
+-- a local CA ----------------------------------------------------------------
+
+local CA = {}
+CA.__index = CA
+
+--- testing.ca{key_type=, name=}: a root that issues leaves and OCSP responses.
+function M.ca(opts)
+  opts = options.check(opts, {
+    key_type = { type = "string", default = "p256" },
+    name = { type = "string", default = "certmaint Testing CA" },
+  }, "testing.ca", 2)
+  local now = core.now()
+  local key = assert(core.key_generate(opts.key_type))
+  local pem = assert(core.cert_issue {
+    subject_key = key, issuer_key = key, cn = opts.name, is_ca = true, path_len = 0,
+    not_before = now - 86400, not_after = now + 100 * 365 * 86400,
+  })
+  return setmetatable({ cert_pem = pem, key_pem = key, revoked = {}, issued = {} }, CA)
+end
+
+--- ca:issue{names=, not_before=, not_after=, ocsp_url=, key_type=, csr=} -> {cert_pem, key_pem, serial}
+-- cert_pem is the leaf followed by the CA certificate.
+function CA:issue(o)
+  assert(type(o) == "table" and type(o.names) == "table", "ca:issue needs { names = {...} }")
+  local now = core.now()
+  local key = o.csr and nil or assert(core.key_generate(o.key_type or "p256"))
+  local leaf, serial = core.cert_issue {
+    subject_key = key, csr = o.csr, names = o.names, cn = o.names[1],
+    not_before = o.not_before or now, not_after = o.not_after or (now + 90 * 86400),
+    issuer_cert = self.cert_pem, issuer_key = self.key_pem, ocsp_url = o.ocsp_url,
+  }
+  assert(leaf, serial)
+  self.issued[serial] = leaf
+  return { cert_pem = leaf .. self.cert_pem, key_pem = key, serial = serial }
+end
+
+--- ca:ocsp(cert_pem, {status=, this_update=, next_update=}) -> DER response signed by the CA.
+function CA:ocsp(cert_pem, o)
+  o = o or {}
+  local now = core.now()
+  local facts = assert(core.cert_parse(cert_pem))
+  local status = o.status or (self.revoked[facts.serial] and "revoked" or "good")
+  return assert(core.ocsp_response_build {
+    issuer_cert = self.cert_pem, issuer_key = self.key_pem, cert = cert_pem, status = status,
+    this_update = o.this_update or now, next_update = o.next_update or (now + 7 * 86400),
+    revoked_at = o.revoked_at or (status == "revoked" and (self.revoked[facts.serial] or now)) or nil,
+    reason = o.reason,
+  })
+end
+
+--- ca:revoke(serial): later OCSP answers for that serial say "revoked".
+function CA:revoke(serial)
+  self.revoked[serial] = core.now()
+end
+
+-- an issuer that counts and can fail ---------------------------------------
+
+local Issuer = {}
+Issuer.__index = Issuer
+
+--- testing.issuer{ca=, lifetime="90d", fail=N, final=bool}: issues from `ca`,
+-- counts successes in .issued and calls in .calls, fails its first N calls.
+function M.issuer(opts)
+  local self = options.check(opts, {
+    ca = { type = "table" },
+    lifetime = { type = "duration", default = "90d" },
+    fail = { type = "number", default = 0 },
+    final = { type = "boolean", default = false },
+    ocsp_url = { type = "string" },
+    name = { type = "string", default = "testing" },
+  }, "testing.issuer", 2)
+  self.ca = self.ca or M.ca()
+  self.issued, self.calls = 0, 0
+  self.requests = {}
+  return setmetatable(self, Issuer)
+end
+
+function Issuer:storage_key() return self.name end
+function Issuer:describe() return "testing issuer" end
+
+function Issuer:issue(req, ctx)
+  self.calls = self.calls + 1
+  self.requests[#self.requests + 1] = req.names
+  if self.calls <= self.fail then
+    return nil, { message = "testing issuer: planned failure " .. self.calls .. " of " .. self.fail,
+      final = self.final }, "planned"
+  end
+  local now = ctx and ctx.now or core.now()
+  local leaf, serial = core.cert_issue {
+    csr = req.csr_pem, names = req.names, cn = req.names[1],
+    not_before = now, not_after = now + self.lifetime,
+    issuer_cert = self.ca.cert_pem, issuer_key = self.ca.key_pem, ocsp_url = self.ocsp_url,
+  }
+  if not leaf then return nil, serial, "issue" end
+  self.issued = self.issued + 1
+  return { chain_pem = leaf .. self.ca.cert_pem, serial = serial }
+end
+
+-- an engine driven by hand ---------------------------------------------------
+
+local TestEngine = {}
+TestEngine.__index = function(t, k)
+  local v = TestEngine[k]
+  if v ~= nil then return v end
+  -- fall through to the engine (status_rows, plan, ...), bound to it
+  local ev = t.engine[k]
+  if type(ev) == "function" then
+    return function(first, ...)
+      if first == t then return ev(t.engine, ...) end
+      return ev(first, ...)
+    end
+  end
+  return ev
+end
+
+local function run_task(fn, ...)
+  local task = loop.spawn(fn, ...)
+  loop.run_until_idle()
+  if not task.done then error("testing: task did not finish (is it waiting on something?)", 3) end
+  if not task.ok then error(task.error, 3) end
+  return table.unpack(task.results or {})
+end
+
+--- testing.engine(policy, {clock=, storage=, issuer=, start=true}): an engine on
+-- the fake clock with memory storage unless the policy names one. It starts
+-- (loads and obtains) at once unless start=false.
+function M.engine(policy, opts)
+  opts = opts or {}
+  if not core.clock_is_fake() then core.clock_set(M.EPOCH) end
+  local storage = opts.storage or policy.storage or require("certmaint.storage.memory").new()
+  local e = require("certmaint.engine").new(policy, { storage = storage, issuer = opts.issuer })
+  local self = setmetatable({ engine = e, storage = storage, clock = opts.clock }, TestEngine)
+  if opts.start ~= false then self:start() end
+  return self
+end
+
+function TestEngine:start() return run_task(self.engine.start, self.engine) end
+
+--- Run one pass ("renew" | "clean" | "ocsp") and the jobs it queued; returns the tick.
+function TestEngine:tick(kind) return run_task(self.engine.tick, self.engine, kind) end
+
+--- Run the loop until nothing is runnable (jobs waiting to retry do not count).
+function TestEngine:wait() loop.run_until_idle() end
+
+--- The cached certificates (tables with names, not_after, pem, ...).
+function TestEngine:cache() return self.engine:certificates() end
+
+--- The certificate serving `name` right now, or nil.
+function TestEngine:cert(name)
+  local id = self.engine.cache:lookup(name)
+  return id and self.engine.cache:get(id)
+end
+
+function TestEngine:manage(names, o)
+  local res = table.pack(run_task(self.engine.manage, self.engine, names, o))
+  loop.run_until_idle()
+  return table.unpack(res, 1, res.n)
+end
+
+--- Forget everything a spec changed in the process: loop, clock, log capture.
+function M.reset()
+  loop.reset()
+  core.clock_set(nil)
+  core.log_config { capture = false }
+  core.log_take()
+end
+
+--- Capture log lines (they still print); returns a function that yields them.
+function M.capture_logs()
+  core.log_take()
+  core.log_config { capture = true }
+  return function() return core.log_take() end
+end
+
+M.memory = function(o) return require("certmaint.storage.memory").new(o) end
+
+return M

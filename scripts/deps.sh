@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs whatever certmaint needs that this Debian 12 machine lacks; quiet when
+# everything is there. Idempotent. Used by the README's commands and by .ci/run.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake pkg-config   # C11 toolchain and the build
+  lua5.4 liblua5.4-dev               # the embedded language and the stock interpreter for specs
+  libssl-dev openssl                 # X.509, keys, CSRs, OCSP; the openssl CLI for fixtures
+  libcurl4-openssl-dev               # HTTP client (ACME, OCSP, etcd) on one multi handle
+  libjansson-dev                     # JSON for C (ACME, etcd, status --json)
+  libidn2-dev                        # IDN U-labels to A-labels when names become keys
+  lua-filesystem                     # the file storage backend walks directories with lfs
+  lua-busted                         # policy and Lua specs
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "deps: installing ${missing[*]}" >&2
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,404 @@
+-- The maintenance routine (DESIGN.md "Behaviour to keep"), driven only through
+-- certmaint.testing: a fake clock, memory storage, a counting issuer.
+local certmaint = require "certmaint"
+local testing = require "certmaint.testing"
+local core = require "certmaint.core"
+local keys = require "certmaint.keys"
+
+local DAY = 86400
+
+local function grep(lines, pattern)
+  local n = 0
+  for _, l in ipairs(lines) do if l:find(pattern) then n = n + 1 end end
+  return n
+end
+
+describe("engine", function()
+  local clock, ca, logs
+
+  before_each(function()
+    clock = testing.clock(testing.EPOCH)
+    ca = testing.ca()
+    logs = testing.capture_logs()
+  end)
+
+  after_each(function()
+    testing.reset()
+  end)
+
+  local function policy(fields)
+    fields.certificates = fields.certificates or { "example.com" }
+    return certmaint.policy(fields)
+  end
+
+  describe("start-up", function()
+    it("obtains every certificate the policy names that storage lacks", function()
+      local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+      local e = testing.engine(policy { issuer = issuer,
+        certificates = { "example.com", { "www.example.org", "example.org" } } })
+      assert.equal(2, issuer.issued)
+      assert.equal(2, #e:cache())
+      local c = e:cert("example.org")
+      assert.same({ "www.example.org", "example.org" }, c.names)
+      assert.is_true(c.managed)
+    end)
+
+    it("loads what storage already has instead of obtaining again", function()
+      local storage = testing.memory()
+      local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+      testing.engine(policy { issuer = issuer, storage = storage })
+      local e2 = testing.engine(policy { issuer = issuer, storage = storage })
+      assert.equal(1, issuer.issued)
+      assert.equal(1, #e2:cache())
+    end)
+
+    it("re-obtains a certificate whose names no longer match the policy", function()
+      local storage = testing.memory()
+      local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+      testing.engine(policy { issuer = issuer, storage = storage, certificates = { { "example.com" } } })
+      local e2 = testing.engine(policy { issuer = issuer, storage = storage,
+        certificates = { { "example.com", "www.example.com" } } })
+      assert.equal(2, issuer.issued)
+      assert.same({ "example.com", "www.example.com" }, e2:cert("www.example.com").names)
+    end)
+
+    it("does not manage storage entries the policy does not name", function()
+      local storage = testing.memory()
+      local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+      testing.engine(policy { issuer = issuer, storage = storage, certificates = { "old.example.com" } })
+      local e2 = testing.engine(policy { issuer = issuer, storage = storage })
+      assert.is_nil(e2:cert("old.example.com"))
+      clock:advance("29d")
+      e2:tick("renew")
+      assert.equal(3, issuer.calls) -- old once, example.com twice; never old again
+      assert.equal("example.com", issuer.requests[3][1])
+    end)
+
+    it("repairs a crash between promotion steps from the staging copy", function()
+      local storage = testing.memory()
+      local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+      local e1 = testing.engine(policy { issuer = issuer, storage = storage })
+      local first = e1:cert("example.com")
+      -- simulate: the new set is staged, the new key promoted, then a crash
+      local p = e1.engine:paths("example.com")
+      local leaf = ca:issue { names = { "example.com" }, not_after = clock:now() + 30 * DAY }
+      assert(storage:store(p.staged_key, leaf.key_pem))
+      assert(storage:store(p.staged_crt, leaf.cert_pem))
+      assert(storage:store(p.staged_meta, "{}"))
+      assert(storage:store(p.key, leaf.key_pem))
+      local e2 = testing.engine(policy { issuer = issuer, storage = storage })
+      local c = e2:cert("example.com")
+      assert.equal(leaf.serial, c.serial)
+      assert.not_equal(first.serial, c.serial)
+      assert.equal(1, issuer.issued)
+      assert.is_nil(storage:load(p.staged_crt))
+      assert.equal(1, grep(logs(), "event=repaired_from_staging"))
+    end)
+  end)
+
+  describe("renew pass", function()
+    it("renews a managed certificate once it enters the last third of its life", function()
+      local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+      local e = testing.engine(policy { issuer = issuer })
+      local first = e:cert("example.com")
+      clock:advance(19 * DAY)
+      local tick = e:tick("renew")
+      assert.equal(0, tick.renewed)
+      assert.equal(first.serial, e:cert("example.com").serial)
+      clock:advance(2 * DAY)
+      tick = e:tick("renew")
+      assert.equal(1, tick.renewed)
+      assert.equal(2, issuer.issued)
+    end)
+
+    it("reloads the new certificate into the cache after a successful renewal", function()
+      local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+      local e = testing.engine(policy { issuer = issuer })
+      local first = e:cert("example.com")
+      clock:advance(25 * DAY)
+      e:tick("renew")
+      local now = e:cert("example.com")
+      assert.not_equal(first.serial, now.serial)
+      assert.is_true(now.not_after > first.not_after)
+      assert.equal(1, #e:cache())
+    end)
+
+    it("renews only managed certificates", function()
+      local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+      local e = testing.engine(policy { issuer = issuer })
+      local stray = ca:issue { names = { "stray.example.com" }, not_after = clock:now() + 30 * DAY }
+      e.engine.cache:add(stray.cert_pem, { managed = false, renew_at = 0 })
+      clock:advance(25 * DAY)
+      local tick = e:tick("renew")
+      assert.equal(1, tick.due)
+      for _, names in ipairs(issuer.requests) do assert.equal("example.com", names[1]) end
+    end)
+
+    it("drops a due entry with no names, with a warning", function()
+      local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+      local e = testing.engine(policy { issuer = issuer })
+      local nameless = assert(core.cert_issue {
+        subject_key = assert(core.key_generate("p256")), names = {}, cn = "a subject with no host name",
+        not_before = clock:now(), not_after = clock:now() + DAY,
+        issuer_cert = ca.cert_pem, issuer_key = ca.key_pem,
+      })
+      local id = assert(e.engine.cache:add(nameless, { managed = true, renew_at = 0 }))
+      local tick = e:tick("renew")
+      assert.equal(1, tick.dropped)
+      assert.is_nil(e.engine.cache:get(id))
+      assert.equal(1, grep(logs(), "level=warn event=dropped_no_names"))
+    end)
+
+    it("reloads from storage instead of renewing when another instance already renewed", function()
+      local storage = testing.memory()
+      local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+      local a = testing.engine(policy { issuer = issuer, storage = storage })
+      local b = testing.engine(policy { issuer = issuer, storage = storage })
+      assert.equal(1, issuer.issued)
+      clock:advance(25 * DAY)
+      assert.equal(1, a:tick("renew").renewed)
+      local tick = b:tick("renew")
+      assert.equal(1, tick.reloaded)
+      assert.equal(0, tick.renewed)
+      assert.equal(2, issuer.issued)
+      assert.equal(a:cert("example.com").serial, b:cert("example.com").serial)
+    end)
+
+    it("deduplicates renewals by name", function()
+      local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+      local e = testing.engine(policy { issuer = issuer })
+      clock:advance(25 * DAY)
+      local entry = e.engine.entries["example.com"]
+      assert.is_true(e.engine:submit(entry, "renew"))
+      assert.is_false(e.engine:submit(entry, "renew"))
+      e:wait()
+      assert.equal(2, issuer.issued)
+    end)
+
+    it("keeps the old certificate in service and retries on certmagic's back-off", function()
+      local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+      local e = testing.engine(policy { issuer = issuer })
+      local first = e:cert("example.com")
+      issuer.fail = issuer.calls + 3 -- the next three calls fail
+      clock:advance(25 * DAY)
+      local tick = e:tick("renew")
+      assert.equal(1, tick.failed)
+      assert.equal(first.serial, e:cert("example.com").serial)
+      local row = e:status_rows()[1]
+      assert.equal(1, row.attempts)
+      assert.matches("planned failure", row.last_error)
+      assert.near(clock:now() + 60, row.next_attempt, 1)
+      clock:advance(60); e:wait()     -- 2nd attempt fails
+      clock:advance(120); e:wait()    -- 3rd attempt fails
+      assert.equal(first.serial, e:cert("example.com").serial)
+      clock:advance(119); e:wait()
+      assert.equal(1, issuer.issued)
+      clock:advance(1); e:wait()      -- 4th attempt succeeds
+      assert.equal(2, issuer.issued)
+      assert.not_equal(first.serial, e:cert("example.com").serial)
+      assert.is_nil(e:status_rows()[1].last_error)
+    end)
+
+    it("does not retry an error marked final", function()
+      local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+      local e = testing.engine(policy { issuer = issuer })
+      issuer.fail, issuer.final = issuer.calls + 5, true
+      clock:advance(25 * DAY)
+      e:tick("renew")
+      local calls = issuer.calls
+      clock:advance(DAY); e:wait()
+      assert.equal(calls, issuer.calls)
+    end)
+
+    it("removes an on-demand certificate from the cache when its renewal fails", function()
+      local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+      local e = testing.engine(policy { issuer = issuer })
+      assert.is_true(e:manage({ "customer.example.net" }))
+      assert.is_truthy(e:cert("customer.example.net"))
+      issuer.fail = issuer.calls + 100
+      clock:advance(25 * DAY)
+      e:tick("renew")
+      assert.is_nil(e:cert("customer.example.net"))
+      assert.is_truthy(e:cert("example.com")) -- a policy entry stays, with its old cert
+    end)
+
+    it("calls on_renewed with the chain and the key after storing", function()
+      local seen = {}
+      local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+      local e = testing.engine(policy { issuer = issuer, on_renewed = function(cert)
+        seen[#seen + 1] = cert
+      end })
+      assert.equal(1, #seen)
+      assert.equal("obtained", seen[1].event)
+      clock:advance(25 * DAY)
+      e:tick("renew")
+      assert.equal(2, #seen)
+      assert.equal("renewed", seen[2].event)
+      assert.is_true(core.key_matches(seen[2].pem, seen[2].key_pem))
+    end)
+
+    it("lets needs_renewal override the default window", function()
+      local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+      local e = testing.engine(policy { issuer = issuer, needs_renewal = function(cert, now)
+        return cert.not_after - now < 5 * DAY
+      end })
+      clock:advance(24 * DAY)
+      assert.equal(0, e:tick("renew").renewed)
+      clock:advance(2 * DAY)
+      assert.equal(1, e:tick("renew").renewed)
+    end)
+
+    it("honours renewal_window_ratio", function()
+      local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+      local e = testing.engine(policy { issuer = issuer, renewal_window_ratio = 0.5 })
+      clock:advance(14 * DAY)
+      assert.equal(0, e:tick("renew").renewed)
+      clock:advance(2 * DAY)
+      assert.equal(1, e:tick("renew").renewed)
+    end)
+
+    it("survives a needs_renewal hook that raises, and says so", function()
+      local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+      local errors = {}
+      local e = testing.engine(policy { issuer = issuer,
+        needs_renewal = function() error("policy bug") end,
+        on_error = function(err) errors[#errors + 1] = err end })
+      clock:advance(25 * DAY)
+      local tick = e:tick("renew")
+      assert.equal(0, tick.renewed)
+      assert.is_true(#errors >= 1)
+      assert.matches("policy bug", errors[1].message)
+      assert.is_true(grep(logs(), "event=hook_failed") >= 1)
+    end)
+
+    it("stops a runaway decision hook", function()
+      local hooks = require "certmaint.hooks"
+      local saved = hooks.DECISION_TIME_LIMIT
+      hooks.DECISION_TIME_LIMIT = 0.05
+      local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+      local e = testing.engine(policy { issuer = issuer, needs_renewal = function()
+        while true do pcall(function() end) end
+      end })
+      clock:advance(25 * DAY)
+      local ok, tick = pcall(e.tick, e, "renew")
+      hooks.DECISION_TIME_LIMIT = saved
+      assert.is_true(ok)
+      assert.equal(0, tick.renewed)
+      assert.is_true(grep(logs(), "exceeded its time limit") >= 1)
+    end)
+  end)
+
+  describe("on_tick", function()
+    it("gets the counts of the pass, and a raising on_tick is survived", function()
+      local ticks = {}
+      local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+      local e = testing.engine(policy { issuer = issuer, on_tick = function(t)
+        ticks[#ticks + 1] = { kind = t.kind, renewed = t.renewed, failed = t.failed, deleted = t.deleted }
+        error("on_tick always fails")
+      end })
+      clock:advance(25 * DAY)
+      e:tick("renew")
+      e:tick("clean")
+      assert.same({ kind = "renew", renewed = 1, failed = 0 }, ticks[1])
+      assert.same({ kind = "clean", deleted = 0 }, ticks[2])
+      assert.equal(2, grep(logs(), "event=hook_failed.*hook=on_tick"))
+    end)
+
+    it("can manage and drop names at run time, asking allow_name", function()
+      local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+      local customers = { "a.example.net", "bad.example.net" }
+      local e = testing.engine(policy { issuer = issuer,
+        allow_name = function(name) return not name:find("^bad") end,
+        on_tick = function(t)
+          for _, n in ipairs(customers) do t.manage(n) end
+          if #customers == 0 then t.unmanage("a.example.net") end
+        end })
+      e:tick("renew")
+      e:wait()
+      assert.is_truthy(e:cert("a.example.net"))
+      assert.is_nil(e:cert("bad.example.net"))
+      assert.equal(1, grep(logs(), "event=name_refused name=bad.example.net"))
+      customers = {}
+      e:tick("renew")
+      assert.is_nil(e:cert("a.example.net"))
+    end)
+  end)
+
+  describe("clean pass", function()
+    local function store_cert(storage, issuer_key, name, not_after)
+      local leaf = ca:issue { names = { name }, not_before = not_after - 30 * DAY, not_after = not_after }
+      assert(storage:store(keys.cert(issuer_key, name), leaf.cert_pem))
+      assert(storage:store(keys.private_key(issuer_key, name), leaf.key_pem))
+      assert(storage:store(keys.meta(issuer_key, name), "{}"))
+      return leaf
+    end
+
+    it("deletes expired certificates past the grace period, with key and metadata, then the empty folder", function()
+      local storage = testing.memory()
+      local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+      local e = testing.engine(policy { issuer = issuer, storage = storage,
+        clean = { expired_cert_grace_period = "2d" } })
+      store_cert(storage, "testing", "gone.example.com", clock:now() - 3 * DAY)
+      store_cert(storage, "testing", "recent.example.com", clock:now() - 1 * DAY)
+      local tick = e:tick("clean")
+      assert.equal(1, tick.deleted)
+      assert.is_false(storage:exists(keys.cert("testing", "gone.example.com")))
+      assert.is_false(storage:exists(keys.private_key("testing", "gone.example.com")))
+      assert.is_false(storage:exists(keys.meta("testing", "gone.example.com")))
+      assert.is_false(storage:exists(keys.site("testing", "gone.example.com")))
+      assert.is_true(storage:exists(keys.cert("testing", "recent.example.com")))
+      assert.is_true(grep(logs(), "event=clean_deleted") >= 3)
+    end)
+
+    it("never deletes a certificate the policy manages, even expired", function()
+      local storage = testing.memory()
+      local issuer = testing.issuer { ca = ca, lifetime = "30d", fail = 0 }
+      local e = testing.engine(policy { issuer = issuer, storage = storage })
+      issuer.fail = 1000
+      clock:advance(40 * DAY)
+      e:tick("renew")
+      local tick = e:tick("clean")
+      assert.equal(0, tick.deleted)
+      assert.is_true(storage:exists(keys.cert("testing", "example.com")))
+    end)
+
+    it("reports a file it cannot parse and leaves it", function()
+      local storage = testing.memory()
+      local e = testing.engine(policy { issuer = testing.issuer { ca = ca }, storage = storage })
+      assert(storage:store("certificates/testing/junk.example.com/junk.example.com.crt", "not a certificate"))
+      local tick = e:tick("clean")
+      assert.equal(1, tick.unparseable)
+      assert.is_true(storage:exists("certificates/testing/junk.example.com/junk.example.com.crt"))
+      assert.equal(1, grep(logs(), "level=warn event=clean_unparseable"))
+    end)
+
+    it("does nothing to certificates when expired_certs is off", function()
+      local storage = testing.memory()
+      local e = testing.engine(policy { issuer = testing.issuer { ca = ca }, storage = storage,
+        clean = { expired_certs = false } })
+      store_cert(storage, "testing", "gone.example.com", clock:now() - 30 * DAY)
+      assert.equal(0, e:tick("clean").deleted)
+      assert.is_true(storage:exists(keys.cert("testing", "gone.example.com")))
+    end)
+  end)
+
+  describe("plan (certmaint check)", function()
+    it("says when each certificate will be renewed and cleaned, changing nothing", function()
+      local storage = testing.memory()
+      local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+      local e = testing.engine(policy { issuer = issuer, storage = storage,
+        certificates = { "example.com", "later.example.com" } }, { start = false })
+      -- only example.com is in storage
+      testing.engine(policy { issuer = issuer, storage = storage })
+      local now = clock:now()
+      local rows = e:plan(now)
+      assert.equal("renew", rows[1].action)
+      assert.near(now + 20 * DAY, rows[1].when, 1)
+      assert.equal("obtain", rows[2].action)
+      rows = e:plan(now + 25 * DAY)
+      assert.equal("renew", rows[1].action)
+      assert.equal(now + 25 * DAY, rows[1].when)
+      assert.equal(1, issuer.issued)
+    end)
+  end)
+end)

@@ -1,0 +1,604 @@
+-- One contract, every storage backend (Kong-style): what a backend promises the
+-- engine, checked the same way against each.  File-only promises (modes,
+-- atomic writes, certmagic's lock files) follow at the end.
+local core = require "certmaint.core"
+local lfs = require "lfs"
+local keys = require "certmaint.keys"
+local helpers = require "helpers.storage_backends"
+
+local ALL_BYTES = {}
+for i = 0, 255 do ALL_BYTES[#ALL_BYTES + 1] = string.char(i) end
+ALL_BYTES = table.concat(ALL_BYTES)
+
+for _, backend in ipairs(helpers.backends) do
+  describe("storage contract [" .. backend.name .. "]", function()
+    local a, b, cleanup
+
+    before_each(function()
+      local pair
+      pair, cleanup = backend.make()
+      a, b = pair[1], pair[2]
+      core.log_config { capture = true }
+      core.log_take()
+    end)
+
+    after_each(function()
+      core.log_config { capture = false }
+      core.log_take()
+      core.clock_set(nil)
+      cleanup()
+    end)
+
+    local function logged(event)
+      local n = 0
+      for _, line in ipairs(core.log_take()) do
+        if line:find("event=" .. event .. " ", 1, true) then n = n + 1 end
+      end
+      return n
+    end
+
+    it("has every method", function()
+      for _, m in ipairs { "load", "store", "delete", "exists", "list", "stat", "lock",
+        "unlock", "refresh_locks", "describe" } do
+        assert.is_function(a[m], m)
+      end
+      assert.is_string(a:describe())
+    end)
+
+    describe("store and load", function()
+      it("round-trips text and binary data", function()
+        assert.is_true(a:store("certificates/x/x.crt", "PEM DATA\n"))
+        assert.equal("PEM DATA\n", a:load("certificates/x/x.crt"))
+        assert.is_true(a:store("bin/all", ALL_BYTES .. "\0\0" .. ALL_BYTES))
+        assert.equal(ALL_BYTES .. "\0\0" .. ALL_BYTES, a:load("bin/all"))
+        assert.is_true(a:store("empty", ""))
+        assert.equal("", a:load("empty"))
+      end)
+
+      it("is seen by the other instance", function()
+        assert.is_true(a:store("shared/one", "1"))
+        assert.equal("1", b:load("shared/one"))
+      end)
+
+      it("overwrites", function()
+        assert.is_true(a:store("k/v", "first, and longer"))
+        assert.is_true(a:store("k/v", "second"))
+        assert.equal("second", a:load("k/v"))
+        assert.equal("second", b:load("k/v"))
+      end)
+
+      it("handles deeply nested keys", function()
+        local key = "a/b/c/d/e/f/g/h.json"
+        assert.is_true(a:store(key, "{}"))
+        assert.equal("{}", a:load(key))
+        assert.is_true(a:exists("a/b/c"))
+      end)
+
+      it("returns nil, message, ENOENT for a missing key", function()
+        local v, err, code = a:load("certificates/none/none.crt")
+        assert.is_nil(v)
+        assert.equal("ENOENT", code)
+        assert.matches("none/none.crt", err, 1, true)
+      end)
+
+      it("refuses to load a directory (EISDIR)", function()
+        a:store("dir/file", "x")
+        local v, _, code = a:load("dir")
+        assert.is_nil(v)
+        assert.equal("EISDIR", code)
+      end)
+
+      it("cannot store below a file (ENOTDIR) or over a directory (EISDIR)", function()
+        assert.is_true(a:store("f", "file"))
+        local ok, _, code = a:store("f/below", "x")
+        assert.is_nil(ok)
+        assert.equal("ENOTDIR", code)
+        assert.is_true(a:store("d/inner", "x"))
+        ok, _, code = a:store("d", "x")
+        assert.is_nil(ok)
+        assert.equal("EISDIR", code)
+        assert.equal("file", a:load("f"))
+        assert.equal("x", a:load("d/inner"))
+      end)
+
+      it("raises on malformed keys and values", function()
+        for _, bad in ipairs { "", "/abs", "trailing/", "a//b", "a/./b", "a/../b", "..",
+          "nul\0byte", "back\\slash" } do
+          assert.has_error(function() a:store(bad, "x") end)
+          assert.has_error(function() a:load(bad) end)
+        end
+        assert.has_error(function() a:store("k", 42) end)
+        assert.has_error(function() a:store("k", "v", { mdoe = "0600" }) end)
+        assert.has_error(function() a:store("k", "v", { mode = "rw" }) end)
+        assert.has_error(function() a:store("x/site.key", "v", { mode = "0644" }) end)
+      end)
+    end)
+
+    describe("delete and exists", function()
+      it("deletes a key", function()
+        a:store("certificates/i/n/n.crt", "c")
+        assert.is_true(a:exists("certificates/i/n/n.crt"))
+        assert.is_true(a:delete("certificates/i/n/n.crt"))
+        assert.is_false(a:exists("certificates/i/n/n.crt"))
+        local _, _, code = a:load("certificates/i/n/n.crt")
+        assert.equal("ENOENT", code)
+      end)
+
+      it("treats deleting a missing key as done", function()
+        assert.is_true(a:delete("never/was"))
+      end)
+
+      it("deletes a directory with everything below it", function()
+        a:store("site/a.crt", "1")
+        a:store("site/a.key", "2")
+        a:store("site/sub/deeper", "3")
+        a:store("other", "4")
+        assert.is_true(a:delete("site"))
+        assert.is_false(a:exists("site"))
+        assert.is_false(a:exists("site/sub/deeper"))
+        assert.equal("4", a:load("other"))
+      end)
+
+      it("says directories (prefixes of keys) exist", function()
+        a:store("p/q/r", "x")
+        assert.is_true(a:exists("p"))
+        assert.is_true(a:exists("p/q"))
+        assert.is_true(a:exists(""))
+        assert.is_false(a:exists("p/q/r/s"))
+        assert.is_false(a:exists("p/qq"))
+      end)
+    end)
+
+    describe("list", function()
+      before_each(function()
+        a:store("certificates/ca/a.example/a.example.crt", "1")
+        a:store("certificates/ca/a.example/a.example.key", "2")
+        a:store("certificates/ca/b.example/b.example.crt", "3")
+        a:store("certificates/other/c.example/c.example.json", "4")
+        a:store("ocsp/a.example-1234", "5")
+      end)
+
+      it("lists immediate children, files and directories", function()
+        assert.same({ "certificates/ca", "certificates/other" }, a:list("certificates", false))
+        assert.same({ "certificates/ca/a.example/a.example.crt",
+          "certificates/ca/a.example/a.example.key" },
+          a:list("certificates/ca/a.example", false))
+        assert.same({ "certificates", "ocsp" }, a:list("", false))
+      end)
+
+      it("lists every file below a prefix when recursive", function()
+        assert.same({
+          "certificates/ca/a.example/a.example.crt",
+          "certificates/ca/a.example/a.example.key",
+          "certificates/ca/b.example/b.example.crt",
+          "certificates/other/c.example/c.example.json",
+        }, a:list("certificates", true))
+        assert.same({ "certificates/ca/b.example/b.example.crt" },
+          a:list("certificates/ca/b.example", true))
+        assert.equal(5, #a:list("", true))
+      end)
+
+      it("does not match partial components", function()
+        a:store("certificates/ca2/z/z.crt", "x")
+        assert.same({ "certificates/ca/b.example/b.example.crt" }, a:list("certificates/ca/b.example", true))
+        assert.equal(3, #a:list("certificates/ca", true))
+      end)
+
+      it("fails for a missing prefix (ENOENT) and a file (ENOTDIR)", function()
+        local l, err, code = a:list("nothing/here", true)
+        assert.is_nil(l)
+        assert.is_string(err)
+        assert.equal("ENOENT", code)
+        l, _, code = a:list("ocsp/a.example-1234", false)
+        assert.is_nil(l)
+        assert.equal("ENOTDIR", code)
+      end)
+
+      it("forgets deleted keys", function()
+        a:delete("certificates/ca/b.example")
+        assert.same({ "certificates/ca/a.example" }, a:list("certificates/ca", false))
+      end)
+    end)
+
+    describe("stat", function()
+      it("describes a file", function()
+        local before = core.now()
+        a:store("s/file.json", "12345")
+        local st = assert(a:stat("s/file.json"))
+        assert.equal("s/file.json", st.key)
+        assert.equal(5, st.size)
+        assert.is_true(st.terminal)
+        assert.is_true(st.modified >= before - 2 and st.modified <= core.now() + 2)
+      end)
+
+      it("describes a directory", function()
+        a:store("s/d/file", "x")
+        local st = assert(a:stat("s/d"))
+        assert.equal("s/d", st.key)
+        assert.is_false(st.terminal)
+      end)
+
+      it("fails with ENOENT for a missing key", function()
+        local st, err, code = a:stat("no/such")
+        assert.is_nil(st)
+        assert.is_string(err)
+        assert.equal("ENOENT", code)
+      end)
+    end)
+
+    describe("locks", function()
+      local NAME = "issue_cert_example.com"
+
+      it("are exclusive across instances", function()
+        assert.is_true(a:lock(NAME))
+        local ok, err, code = b:lock(NAME)
+        assert.is_nil(ok)
+        assert.equal("locked", code)
+        assert.matches("lock " .. NAME .. " is held by " .. a.owner, err, 1, true)
+        -- other names are independent
+        assert.is_true(b:lock("issue_cert_other.example"))
+        assert.is_true(b:unlock("issue_cert_other.example"))
+      end)
+
+      it("are not re-entrant within one instance", function()
+        assert.is_true(a:lock(NAME))
+        local ok, err, code = a:lock(NAME)
+        assert.is_nil(ok)
+        assert.equal("locked", code)
+        assert.matches("this instance", err, 1, true)
+      end)
+
+      it("are released by unlock", function()
+        assert.is_true(a:lock(NAME))
+        assert.is_true(a:unlock(NAME))
+        assert.is_true(b:lock(NAME))
+        assert.is_true(b:unlock(NAME))
+        assert.is_true(a:lock(NAME))
+      end)
+
+      it("cannot be released by an instance that does not hold them", function()
+        assert.is_true(a:lock(NAME))
+        local ok, err, code = b:unlock(NAME)
+        assert.is_nil(ok)
+        assert.equal("notheld", code)
+        assert.matches(a.owner, err, 1, true)
+        local _, _, c2 = b:lock(NAME)
+        assert.equal("locked", c2)
+        ok, _, code = b:unlock("issue_cert_never.example")
+        assert.is_nil(ok)
+        assert.equal("notheld", code)
+      end)
+
+      it("accept keys.lock() keys as names for the same lock", function()
+        assert.is_true(a:lock(keys.lock("example.com")))
+        local _, _, code = b:lock("issue_cert_example.com")
+        assert.equal("locked", code)
+        assert.is_true(a:unlock("issue_cert_example.com"))
+        assert.is_true(b:lock(keys.lock_name("Example.COM.")))
+      end)
+
+      it("map wildcard names as certmagic does", function()
+        assert.is_true(a:lock("issue_cert_*.example.com"))
+        local _, _, code = b:lock(keys.lock_name("*.example.com"))
+        assert.equal("locked", code)
+      end)
+
+      it("stale ones are taken over", function()
+        core.clock_set(1700000000)
+        assert.is_true(a:lock(NAME))
+        core.clock_advance(9)
+        local _, _, code = b:lock(NAME)
+        assert.equal("locked", code) -- 9 s without heartbeat: still fresh
+        core.clock_advance(2)
+        assert.is_true(b:lock(NAME)) -- 11 s: stale, taken over
+        assert.equal(1, logged("lock_taken_over"))
+        -- the old holder learns it lost the lock and cannot release it
+        local refreshed, lost = a:refresh_locks()
+        assert.equal(0, refreshed)
+        assert.same({ NAME }, lost)
+        assert.equal(1, logged("lock_lost"))
+        local ok, _, c2 = a:unlock(NAME)
+        assert.is_nil(ok)
+        assert.equal("notheld", c2)
+        _, _, code = a:lock(NAME)
+        assert.equal("locked", code)
+        assert.is_true(b:unlock(NAME))
+      end)
+
+      it("are kept fresh by refresh_locks", function()
+        core.clock_set(1700000000)
+        assert.is_true(a:lock(NAME))
+        assert.is_true(a:lock("issue_cert_second.example"))
+        for _ = 1, 6 do
+          core.clock_advance(5)
+          local refreshed, lost = a:refresh_locks()
+          assert.equal(2, refreshed)
+          assert.same({}, lost)
+          local _, _, code = b:lock(NAME)
+          assert.equal("locked", code)
+        end
+        -- the heartbeat stops (a crash): stale after 10 s
+        core.clock_advance(11)
+        assert.is_true(b:lock(NAME))
+      end)
+
+      it("drop released locks from the heartbeat", function()
+        assert.is_true(a:lock(NAME))
+        assert.is_true(a:unlock(NAME))
+        local refreshed, lost = a:refresh_locks()
+        assert.equal(0, refreshed)
+        assert.same({}, lost)
+      end)
+
+      it("wait for a busy lock inside a loop task", function()
+        core.clock_set(1700000000)
+        assert.is_true(a:lock(NAME))
+        local sleeps, ok, err = helpers.in_fake_task(function(n)
+          if n == 3 then assert.is_true(a:unlock(NAME)) end
+        end, function() return b:lock(NAME) end)
+        assert.is_nil(err)
+        assert.is_true(ok)
+        assert.equal(3, sleeps)
+      end)
+
+      it("give up after the timeout inside a loop task", function()
+        core.clock_set(1700000000)
+        assert.is_true(a:lock(NAME))
+        local sleeps, ok, err, code = helpers.in_fake_task(function()
+          a:refresh_locks() -- the holder stays alive meanwhile
+        end, function() return b:lock(NAME, { timeout = 3.5 }) end)
+        assert.is_nil(ok)
+        assert.equal("timeout", code)
+        assert.matches(a.owner, err, 1, true)
+        assert.equal(4, sleeps) -- 1 + 1 + 1 + 0.5 seconds
+        assert.equal(1700000003.5, core.now())
+      end)
+
+      it("wait for a busy lock in a real loop task, other tasks running meanwhile", function()
+        local ok_loop, loop = pcall(require, "certmaint.loop")
+        if not ok_loop then
+          pending("certmaint.loop is not available: " .. tostring(loop))
+          return
+        end
+        b.poll_interval = 0.02
+        assert.is_true(a:lock(NAME))
+        local waiter = loop.spawn(function() return b:lock(NAME, { timeout = 5 }) end)
+        local releaser = loop.spawn(function()
+          loop.sleep(0.1)
+          return a:unlock(NAME)
+        end)
+        local finished = loop.run_until(function() return waiter.done and releaser.done end,
+          { timeout = 5 })
+        loop.reset()
+        assert.is_true(finished)
+        assert.is_true(waiter.ok, waiter.error)
+        assert.is_true(waiter.results[1])
+        assert.is_true(releaser.results[1])
+        local _, _, code = a:lock(NAME)
+        assert.equal("locked", code)
+      end)
+
+      it("check their options", function()
+        assert.has_error(function() a:lock(NAME, { timout = 1 }) end)
+        assert.has_error(function() a:lock(NAME, { timeout = -1 }) end)
+        assert.has_error(function() a:lock("") end)
+        assert.has_error(function() a:lock(nil) end)
+      end)
+    end)
+  end)
+end
+
+describe("file storage", function()
+  local file = require "certmaint.storage.file"
+  local dir, s
+
+  local function perms(rel)
+    return lfs.attributes(dir .. "/" .. rel, "permissions")
+  end
+
+  before_each(function()
+    dir = helpers.tmpdir()
+    s = file.new { root = dir }
+  end)
+
+  after_each(function()
+    core.clock_set(nil)
+    helpers.rm_rf(dir)
+  end)
+
+  it("uses certmagic's layout on disk", function()
+    local issuer = keys.issuer_key("https://127.0.0.1:14000/dir")
+    assert.is_true(s:store(keys.cert(issuer, "*.Example.com"), "CERT"))
+    local f = assert(io.open(dir .. "/certificates/127.0.0.1-14000-dir/wildcard_.example.com/"
+      .. "wildcard_.example.com.crt", "rb"))
+    assert.equal("CERT", f:read("a"))
+    f:close()
+  end)
+
+  it("writes private keys 0600 and directories 0700", function()
+    local issuer = "acme-v02.api.letsencrypt.org-directory"
+    assert.is_true(s:store(keys.private_key(issuer, "example.com"), "KEY"))
+    assert.is_true(s:store(keys.cert(issuer, "example.com"), "CERT"))
+    local acct = keys.acme_account(issuer, "ops@example.com")
+    assert.is_true(s:store(acct.private_key, "ACCOUNT KEY"))
+    assert.is_true(s:store(acct.registration, "{}"))
+    assert.equal("rw-------", perms("certificates/" .. issuer .. "/example.com/example.com.key"))
+    assert.equal("rw-------", perms(acct.private_key))
+    for _, d in ipairs { "certificates", "certificates/" .. issuer,
+      "certificates/" .. issuer .. "/example.com", "acme", acct.prefix } do
+      assert.equal("rwx------", perms(d), d)
+    end
+  end)
+
+  it("keeps private keys 0600 whatever file_mode says", function()
+    local wide = file.new { root = dir, file_mode = "0644" }
+    assert.is_true(wide:store("certificates/i/n/n.crt", "CERT"))
+    assert.is_true(wide:store("certificates/i/n/n.key", "KEY"))
+    assert.is_true(wide:store("acme/i/users/me/me.key", "KEY"))
+    assert.is_true(wide:store("acme/i/users/me/private_key.pem", "KEY"))
+    assert.equal("rw-r--r--", perms("certificates/i/n/n.crt"))
+    assert.equal("rw-------", perms("certificates/i/n/n.key"))
+    assert.equal("rw-------", perms("acme/i/users/me/me.key"))
+    assert.equal("rw-------", perms("acme/i/users/me/private_key.pem"))
+    assert.is_true(s:store("ocsp/x-1", "STAPLE", { mode = "0640" }))
+    assert.equal("rw-r-----", perms("ocsp/x-1"))
+  end)
+
+  it("leaves no temp files behind", function()
+    for i = 1, 20 do
+      assert.is_true(s:store("certificates/i/n/n.crt", ("v"):rep(i * 100)))
+      assert.is_true(s:store("certificates/i/n/n.key", tostring(i)))
+    end
+    assert.is_true(s:lock("issue_cert_n"))
+    assert.is_true(s:refresh_locks() == 1)
+    assert.is_true(s:unlock("issue_cert_n"))
+    for _, rel in ipairs(helpers.walk(dir)) do
+      assert.is_nil(rel:match("%.tmp%-"), rel)
+      assert.is_nil(rel:match("%.stale%-"), rel)
+    end
+    assert.same({ "certificates", "certificates/i", "certificates/i/n",
+      "certificates/i/n/n.crt", "certificates/i/n/n.key", "locks" }, helpers.walk(dir))
+  end)
+
+  it("hides temp files a crash left behind from list", function()
+    assert.is_true(s:store("site/a.crt", "A"))
+    local f = assert(io.open(dir .. "/site/.a.crt.tmp-0123456789abcdef", "wb"))
+    f:write("half")
+    f:close()
+    assert.same({ "site/a.crt" }, s:list("site", false))
+    assert.same({ "site/a.crt" }, s:list("", true))
+  end)
+
+  it("keeps the old file when a write fails", function()
+    assert.is_true(s:store("site/a.crt", "OLD"))
+    if not helpers.make_readonly(dir .. "/site") then
+      pending("cannot make a directory read-only on this system")
+      return
+    end
+    local ok, err, code = s:store("site/a.crt", "NEW")
+    helpers.make_writable(dir .. "/site")
+    assert.is_nil(ok)
+    assert.is_string(err)
+    assert.is_true(code == "EACCES" or code == "EPERM", code)
+    assert.equal("OLD", s:load("site/a.crt"))
+    assert.same({ "site/a.crt" }, helpers.walk(dir .. "/site", "site"))
+  end)
+
+  it("bounds reads", function()
+    local small = file.new { root = dir, max_bytes = 10 }
+    assert.is_true(small:store("big", ("x"):rep(11)))
+    local v, _, code = small:load("big")
+    assert.is_nil(v)
+    assert.equal("toobig", code)
+    assert.is_true(small:store("ok", ("x"):rep(10)))
+    assert.equal(("x"):rep(10), small:load("ok"))
+  end)
+
+  it("checks its options", function()
+    assert.has_error(function() file.new {} end)
+    assert.has_error(function() file.new { root = "" } end)
+    assert.has_error(function() file.new { root = dir, rooot = dir } end)
+    assert.has_error(function() file.new { root = dir, file_mode = "644x" } end)
+    local f = file.new { root = dir .. "/", stale_after = "30s", poll_interval = 0.1 }
+    assert.equal(dir, f.root)
+    assert.equal(30, f.stale_after)
+    assert.equal("file:" .. dir, f:describe())
+  end)
+
+  describe("lock files", function()
+    local common = require "certmaint.storage.common"
+    local LOCK = "locks/issue_cert_example.com.lock"
+
+    local function read(rel)
+      local f = assert(io.open(dir .. "/" .. rel, "rb"))
+      local text = f:read("a")
+      f:close()
+      return text
+    end
+
+    local function write(rel, text)
+      local f = assert(io.open(dir .. "/" .. rel, "wb"))
+      f:write(text)
+      f:close()
+    end
+
+    it("are certmagic's: locks/<name>.lock with RFC 3339 created/updated", function()
+      core.clock_set(1700000000.25)
+      assert.is_true(s:lock("issue_cert_example.com"))
+      local rec = assert(core.json_decode(read(LOCK)))
+      assert.equal("2023-11-14T22:13:20.25Z", rec.created)
+      assert.equal("2023-11-14T22:13:20.25Z", rec.updated)
+      assert.equal(s.owner, rec.owner)
+      assert.matches("^[^:]+:%d+:%x+$", rec.owner)
+      core.clock_advance(5)
+      s:refresh_locks()
+      rec = assert(core.json_decode(read(LOCK)))
+      assert.equal("2023-11-14T22:13:20.25Z", rec.created)
+      assert.equal("2023-11-14T22:13:25.25Z", rec.updated)
+      assert.is_true(s:unlock("issue_cert_example.com"))
+      assert.is_nil(io.open(dir .. "/" .. LOCK))
+    end)
+
+    it("from Caddy are honoured and taken over when stale", function()
+      core.clock_set(common.parse_time("2024-03-01T12:00:00Z"))
+      assert(core.mkdir_p(dir .. "/locks", "0700"))
+      -- as Caddy writes it: local time with an offset, no owner, a newline
+      write(LOCK, '{"created":"2024-03-01T12:59:55.123456789+01:00",'
+        .. '"updated":"2024-03-01T12:59:55.123456789+01:00"}\n')
+      local ok, err, code = s:lock("issue_cert_example.com")
+      assert.is_nil(ok)
+      assert.equal("locked", code)
+      assert.matches("held by unknown", err, 1, true)
+      core.clock_advance(6) -- 11 s after Caddy's last update
+      assert.is_true(s:lock("issue_cert_example.com"))
+      assert.equal(s.owner, core.json_decode(read(LOCK)).owner)
+    end)
+
+    it("that stay unreadable become stale", function()
+      core.clock_set(1700000000)
+      assert(core.mkdir_p(dir .. "/locks", "0700"))
+      write(LOCK, "")
+      local _, _, code = s:lock("issue_cert_example.com")
+      assert.equal("locked", code) -- maybe being written right now
+      core.clock_advance(11)
+      assert.is_true(s:lock("issue_cert_example.com"))
+    end)
+
+    it("are taken over by one of two instances only", function()
+      core.clock_set(1700000000)
+      local a = file.new { root = dir }
+      local b = file.new { root = dir }
+      assert.is_true(s:lock("issue_cert_example.com"))
+      core.clock_advance(20)
+      local stale = read(LOCK)
+      -- a takes over the stale lock; b then tries to take over the stale lock
+      -- it read before a did: its compare-and-swap must fail
+      assert.is_true(a:lock("issue_cert_example.com"))
+      local ok, _, code = core.replace_if_unchanged(dir .. "/" .. LOCK, stale,
+        common.encode_lock(b.owner, core.now(), core.now()), "0644")
+      assert.is_nil(ok)
+      assert.equal("changed", code)
+      assert.equal(a.owner, core.json_decode(read(LOCK)).owner)
+      local _, _, c2 = b:lock("issue_cert_example.com")
+      assert.equal("locked", c2)
+    end)
+  end)
+end)
+
+describe("memory storage", function()
+  local memory = require "certmaint.storage.memory"
+
+  it("keeps instances apart unless shared", function()
+    local a, b = memory.new(), memory.new()
+    a:store("k", "a")
+    assert.is_false(b:exists("k"))
+    assert.is_true(a:lock("x"))
+    assert.is_true(b:lock("x"))
+    assert.matches("^memory:%d+$", a:describe())
+  end)
+
+  it("checks its options", function()
+    assert.has_error(function() memory.new { share = {} } end)
+    assert.has_error(function() memory.new { stale = 1 } end)
+  end)
+end)

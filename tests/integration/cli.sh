@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The command line: exit codes, errors naming file:line, once/status/check/renew/clean.
+source "$(dirname "$0")/lib.bash"
+
+out=$WORK/out; err=$WORK/err
+run() { set +e; "$BIN" "$@" >"$out" 2>"$err"; rc=$?; set -e; }
+
+run --help;                check "--help exits 0" test $rc -eq 0
+check "--help lists every command" bash -c "grep -q 'run POLICY' $out && grep -q 'check POLICY' $out && grep -q 'clean POLICY' $out"
+run status --help;         check "status --help exits 0 and explains --json" bash -c "[ $rc -eq 0 ] && grep -q -- --json $out"
+run bogus;                 check "unknown command exits 2" test $rc -eq 2
+run check;                 check "missing POLICY exits 2" test $rc -eq 2
+run check "$WORK/nope.lua"; check "unreadable policy exits 2" test $rc -eq 2
+
+run check "$POL/err_field.lua"
+check "wrong field: exit 2" test $rc -eq 2
+check "wrong field: names the field and file:line" grep -q 'err_field.lua:2:.*renew_windwo' "$err"
+run check "$POL/err_syntax.lua"
+check "syntax error: exit 2 with file:line" bash -c "[ $rc -eq 2 ] && grep -q 'err_syntax.lua:4:' $err"
+run check "$POL/err_global.lua"
+check "undefined global: exit 2 naming it" bash -c "[ $rc -eq 2 ] && grep -q \"err_global.lua:3:.*hostname\" $err"
+
+run check "$POL/ok_basic.lua"
+check "check on a fresh store: exit 0, plans to obtain both" bash -c "[ $rc -eq 0 ] && [ \$(grep -c ' obtain ' $out) -eq 2 ]"
+check "check changed nothing" test ! -e "$CERTMAINT_DATA/certificates"
+
+run once "$POL/ok_basic.lua"
+check "once obtains both certificates" bash -c "[ $rc -eq 0 ] && grep -q 'obtained 2' $out"
+crt=$CERTMAINT_DATA/certificates/local/example.test/example.test.crt
+key=$CERTMAINT_DATA/certificates/local/example.test/example.test.key
+check "certificate stored in Caddy's layout" test -s "$crt"
+check "private key is 0600" test "$(stat -c %a "$key")" = 600
+check "site folder is 0700" test "$(stat -c %a "$(dirname "$key")")" = 700
+check "CA key is 0600" test "$(stat -c %a "$CERTMAINT_DATA/pki/authorities/local/intermediate.key")" = 600
+check "stored chain verifies against the local root" \
+  openssl verify -CAfile "$CERTMAINT_DATA/pki/authorities/local/root.crt" -untrusted "$crt" "$crt"
+
+run once "$POL/ok_basic.lua"
+check "a second once obtains nothing" bash -c "[ $rc -eq 0 ] && grep -q 'obtained 0' $out"
+
+run status "$POL/ok_basic.lua" --json
+check "status --json exits 0" test $rc -eq 0
+check "status --json: two certificates, not due, names and RFC 3339 times" \
+  test "$(json_eval "$out" '#v .. " " .. tostring(v[1].renewal_due) .. " " .. v[2].names[2] .. " " .. v[1].not_after:match("^%d+%-%d+%-%d+T%d+:%d+:%d+Z$")')" \
+       = "2 false api.example.test $(json_eval "$out" 'v[1].not_after')"
+run status "$POL/ok_basic.lua"
+check "status table has a row per certificate" test "$(grep -c 'example.test' "$out")" -eq 2
+
+run check "$POL/ok_basic.lua" --at +50m
+check "check --at +50m: both due for renewal" test "$(grep -c ' renew  *now ' "$out")" -eq 2
+run check "$POL/ok_basic.lua" --at 1999-13-01
+check "check --at with a bad date exits 2" test $rc -eq 2
+
+serial_before=$(openssl x509 -in "$crt" -noout -serial)
+run renew "$POL/ok_basic.lua" example.test
+check "renew when not due renews nothing" bash -c "[ $rc -eq 0 ] && grep -q 'not due' $out"
+run renew "$POL/ok_basic.lua" example.test --force
+check "renew --force renews" bash -c "[ $rc -eq 0 ] && grep -q 'renewed' $out"
+check "the stored certificate changed" test "$(openssl x509 -in "$crt" -noout -serial)" != "$serial_before"
+run renew "$POL/ok_basic.lua" unknown.test
+check "renew of an unmanaged name exits 2" test $rc -eq 2
+
+# clean: an expired certificate nobody manages goes, with its key and folder
+d=$CERTMAINT_DATA/certificates/local/old.test
+mkdir -p "$d"
+lua5.4 -e "
+  local core = require 'certmaint.core'
+  local key = assert(core.key_generate('p256'))
+  local pem = assert(core.cert_issue { subject_key = key, issuer_key = key, names = { 'old.test' },
+    cn = 'old.test', not_before = 1577836800, not_after = 1577923200 })
+  assert(core.write_atomic('$d/old.test.crt', pem, '0644'))
+  assert(core.write_atomic('$d/old.test.key', key, '0600'))"
+echo 'not a certificate' > "$d/junk.crt"
+run clean "$POL/ok_basic.lua"
+check "clean deletes the expired certificate and keeps the unparseable file" \
+  bash -c "[ $rc -eq 0 ] && grep -q 'deleted 1' $out && grep -q 'unparseable 1' $out"
+check "expired certificate's key is gone" test ! -e "$d/old.test.key"
+check "the unparseable file is still there" test -e "$d/junk.crt"
+check "managed certificates are untouched" test -s "$crt"
+finish

@@ -1,0 +1,4 @@
+local certmaint = require "certmaint"
+return certmaint.policy {
+  certificates = { hostname },
+}
