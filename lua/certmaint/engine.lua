@@ -382,7 +382,7 @@ function Engine:notify_renewed(e, cert, event)
 end
 
 -- Retry state lives in storage so `certmaint status` in another process sees it.
-function Engine:state_key(e) return "certmaint/state/" .. keys.name_key(e.primary) .. ".json" end
+function Engine:state_key(e) return keys.state(e.primary) end
 
 function Engine:save_state(e)
   local st = self.jobs:status("renew:" .. e.primary)

@@ -28,6 +28,7 @@ M.OCSP_PREFIX = "ocsp"
 M.ACME_PREFIX = "acme"
 M.LOCKS_PREFIX = "locks"
 M.STAGING_PREFIX = "staging"
+M.STATE_PREFIX = "certmaint/state"
 --- certmagic's lock name prefix for obtaining or renewing a certificate.
 M.ISSUE_LOCK_PREFIX = "issue_cert_"
 
@@ -233,6 +234,13 @@ end
 -- certificate for name (storage:lock() also accepts this key as the name).
 function M.lock(name)
   return M.lock_file(M.lock_name(name))
+end
+
+--- keys.state(name) -> "certmaint/state/<namekey>.json": the renewal retry
+-- state of name's certificate (attempts, last error, next attempt), kept in
+-- storage so `certmaint status` in another process sees it.  Caddy ignores it.
+function M.state(name)
+  return M.STATE_PREFIX .. "/" .. M.name_key(name) .. ".json"
 end
 
 local EMPTY_EMAIL = "default" -- certmagic's folder for accounts without e-mail

@@ -77,4 +77,15 @@ check "clean deletes the expired certificate and keeps the unparseable file" \
 check "expired certificate's key is gone" test ! -e "$d/old.test.key"
 check "the unparseable file is still there" test -e "$d/junk.crt"
 check "managed certificates are untouched" test -s "$crt"
+# --log-format json: every log line is one JSON object with ts, level, event
+run --log-format json once "$POL/ok_basic.lua"
+grep '^{' "$err" | head -1 > "$WORK/line.json" || true
+check "--log-format json writes JSON objects with a stable event name" \
+  test "$(json_eval "$WORK/line.json" 'v.level .. " " .. type(v.event) .. " " .. type(v.ts)')" = "info string string"
+check "--log-format json: no text lines" bash -c "! grep -v '^{' $err | grep -q ."
+
+# the accounting allocator: a state that may not grow is refused cleanly, not crashed
+set +e; CERTMAINT_LUA_MEMORY_MAX=100000 "$BIN" check "$POL/ok_basic.lua" >"$out" 2>"$err"; rc=$?; set -e
+check "a Lua memory cap that is too small fails with a message, exit 1" \
+  bash -c "[ $rc -eq 1 ] && grep -q 'not enough memory' $err"
 finish
