@@ -436,8 +436,7 @@ end
 -- Runs inside a loop task; waits for the first attempt of each obtain.
 function Engine:start()
   local tick = { kind = "start", obtained = 0, loaded = 0, failed = 0, renewed = 0 }
-  local collector = { waiting = {}, outstanding = 0, tick = tick }
-  self.collectors[#self.collectors + 1] = collector
+  local collector = self:open_collector(tick)
   for _, r in ipairs(self:load_all()) do
     if r.state == "ok" then
       tick.loaded = tick.loaded + 1
@@ -447,15 +446,31 @@ function Engine:start()
       self:submit(r.entry, "obtain", collector)
     end
   end
-  wait_until(function() return collector.outstanding == 0 end)
-  self:close_collector(collector)
+  self:finish_collector(collector)
   tick.obtained = tick.renewed or 0
   tick.renewed = nil
   self.started = true
   return tick
 end
 
-function Engine:close_collector(c)
+function Engine:open_collector(tick)
+  local c = { waiting = {}, outstanding = 0, tick = tick }
+  self.collectors[#self.collectors + 1] = c
+  return c
+end
+
+--- Wait for the first attempt of every job collector c queued. A job that is
+-- no longer queued or running without having reported (its task died: a bug)
+-- is not waited for, so a pass can never hang on it.
+function Engine:finish_collector(c)
+  wait_until(function()
+    if c.outstanding == 0 then return true end
+    for job in pairs(c.waiting) do
+      local st = self.jobs:status(job)
+      if st and (st.state == "queued" or st.state == "running") then return false end
+    end
+    return true
+  end)
   for i, x in ipairs(self.collectors) do
     if x == c then table.remove(self.collectors, i) break end
   end
@@ -465,8 +480,7 @@ end
 function Engine:renew_pass()
   local now = core.now()
   local tick = { kind = "renew", at = now, due = 0, queued = 0, renewed = 0, reloaded = 0, failed = 0, dropped = 0 }
-  local collector = { waiting = {}, outstanding = 0, tick = tick }
-  self.collectors[#self.collectors + 1] = collector
+  local collector = self:open_collector(tick)
   local ids
   if self.policy.needs_renewal then
     ids = {}
@@ -491,8 +505,7 @@ function Engine:renew_pass()
     end
   end
   -- entries still without a certificate (obtain failed at start-up) are retried by their job
-  wait_until(function() return collector.outstanding == 0 end)
-  self:close_collector(collector)
+  self:finish_collector(collector)
   return tick
 end
 

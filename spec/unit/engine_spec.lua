@@ -210,6 +210,22 @@ describe("engine", function()
       assert.equal(calls, issuer.calls)
     end)
 
+    it("does not retry a renewal whose reload into the cache failed", function()
+      local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+      local e = testing.engine(policy { issuer = issuer })
+      local real_put = e.engine.cache_put
+      e.engine.cache_put = function() return nil, "injected reload failure", "parse" end
+      clock:advance(25 * DAY)
+      local tick = e:tick("renew")
+      assert.equal(1, tick.failed)
+      assert.equal(2, issuer.issued)              -- the renewal itself happened and was stored
+      local calls = issuer.calls
+      clock:advance(DAY); e:wait()                -- no back-off retry of that job
+      assert.equal(calls, issuer.calls)
+      assert.equal(1, grep(logs(), "level=error event=reload_failed"))
+      e.engine.cache_put = real_put
+    end)
+
     it("removes an on-demand certificate from the cache when its renewal fails", function()
       local issuer = testing.issuer { ca = ca, lifetime = "30d" }
       local e = testing.engine(policy { issuer = issuer })

@@ -63,7 +63,7 @@ check "renew of an unmanaged name exits 2" test $rc -eq 2
 # clean: an expired certificate nobody manages goes, with its key and folder
 d=$CERTMAINT_DATA/certificates/local/old.test
 mkdir -p "$d"
-lua5.4 -e "
+lua54 -e "
   local core = require 'certmaint.core'
   local key = assert(core.key_generate('p256'))
   local pem = assert(core.cert_issue { subject_key = key, issuer_key = key, names = { 'old.test' },

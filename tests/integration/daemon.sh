@@ -15,7 +15,7 @@ count() { grep -c "$1" "$log" || true; }
 check "obtains both certificates" wait_for 20 bash -c "[ \$(grep -c 'event=obtained' $log) -ge 2 ]"
 check "renews each certificate at least twice within 30 s" \
   wait_for 30 bash -c "[ \$(grep -c 'event=renewed' $log) -ge 4 ]"
-expired=$(lua5.4 -e "
+expired=$(lua54 -e "
   local core = require 'certmaint.core'
   local n = 0
   for _, f in ipairs { 'example.test', 'www.example.test' } do
