@@ -4,14 +4,8 @@
 -- loads with `crt /etc/haproxy/certmaint/`; then a reload run without blocking.
 local certmaint = require "certmaint"
 
-local function words(s)
-  local out = {}
-  for w in s:gmatch("%S+") do out[#out + 1] = w end
-  return out
-end
-
 local DEPLOY_DIR = os.getenv("CERTMAINT_HAPROXY_DIR") or "/etc/haproxy/certmaint"
-local RELOAD = words(os.getenv("CERTMAINT_RELOAD") or "systemctl reload haproxy")
+local RELOAD = os.getenv("CERTMAINT_RELOAD") or "systemctl reload haproxy" -- split on spaces; no shell
 
 return certmaint.policy {
   storage = certmaint.storage.file { root = os.getenv("CERTMAINT_DATA") or "/var/lib/certmaint" },

@@ -6,14 +6,8 @@
 --   ssl_certificate_key /etc/nginx/certmaint/example.com/privkey.pem;
 local certmaint = require "certmaint"
 
-local function words(s)
-  local out = {}
-  for w in s:gmatch("%S+") do out[#out + 1] = w end
-  return out
-end
-
 local DEPLOY_DIR = os.getenv("CERTMAINT_NGINX_DIR") or "/etc/nginx/certmaint"
-local RELOAD = words(os.getenv("CERTMAINT_RELOAD") or "nginx -s reload")
+local RELOAD = os.getenv("CERTMAINT_RELOAD") or "nginx -s reload" -- split on spaces; no shell
 
 return certmaint.policy {
   storage = certmaint.storage.file { root = os.getenv("CERTMAINT_DATA") or "/var/lib/certmaint" },

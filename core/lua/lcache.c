@@ -79,16 +79,6 @@ static void push_time(lua_State *L, double t)
         lua_pushnumber(L, t);
 }
 
-static void push_list(lua_State *L, const struct cm_strlist *l)
-{
-    size_t i;
-    lua_createtable(L, (int)l->count, 0);
-    for (i = 0; i < l->count; i++) {
-        lua_pushstring(L, l->items[i]);
-        lua_rawseti(L, -2, (lua_Integer)i + 1);
-    }
-}
-
 /* Push the ids of g->ids[0..n) as an array, then free them. */
 static int push_ids(lua_State *L, struct guard *g, size_t n)
 {
@@ -231,7 +221,7 @@ static int l_get(lua_State *L)
     lua_createtable(L, 0, 20);
     push_id(L, &ct->id);
     lua_setfield(L, -2, "id");
-    push_list(L, &ct->names);
+    cm_lua_push_strlist(L, &ct->names);
     lua_setfield(L, -2, "names");
     lua_pushboolean(L, (ct->flags & CM_CACHE_MANAGED) != 0);
     lua_setfield(L, -2, "managed");
@@ -249,9 +239,9 @@ static int l_get(lua_State *L)
     lua_setfield(L, -2, "not_after");
     lua_pushlstring(L, g->pem, pem_len);
     lua_setfield(L, -2, "pem");
-    push_list(L, &ct->ocsp_urls);
+    cm_lua_push_strlist(L, &ct->ocsp_urls);
     lua_setfield(L, -2, "ocsp_urls");
-    push_list(L, &ct->crl_urls);
+    cm_lua_push_strlist(L, &ct->crl_urls);
     lua_setfield(L, -2, "crl_urls");
     push_time(L, ct->renew_at);
     lua_setfield(L, -2, "renew_at");

@@ -2,6 +2,9 @@
 #include "lcore.h"
 
 #include <stdarg.h>
+
+#include "../x509.h"
+#include <stdint.h>
 #include <stdio.h>
 
 int cm_lua_fail(lua_State *L, const struct cm_result *res)
@@ -23,6 +26,16 @@ int cm_lua_failf(lua_State *L, const char *code, const char *fmt, ...)
     lua_pushstring(L, msg);
     lua_pushstring(L, code);
     return 3;
+}
+
+void cm_lua_push_strlist(lua_State *L, const struct cm_strlist *list)
+{
+    size_t i;
+    lua_createtable(L, list->count > INT32_MAX ? 0 : (int)list->count, 0);
+    for (i = 0; i < list->count; i++) {
+        lua_pushstring(L, list->items[i]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
 }
 
 int luaopen_certmaint_core(lua_State *L)

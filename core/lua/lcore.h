@@ -28,6 +28,10 @@ int cm_lua_fail(lua_State *L, const struct cm_result *res);
 /* Push nil, message, code built from a code and a message; returns 3. */
 int cm_lua_failf(lua_State *L, const char *code, const char *fmt, ...);
 
+/* Push a string list as a Lua array (names, URLs). */
+struct cm_strlist;
+void cm_lua_push_strlist(lua_State *L, const struct cm_strlist *list);
+
 int luaopen_certmaint_core(lua_State *L);
 
 #endif

@@ -141,16 +141,6 @@ static size_t names_array(lua_State *L, int idx, const char *fn, struct box *b)
     return (size_t)n;
 }
 
-static void push_list(lua_State *L, const struct cm_strlist *l)
-{
-    size_t i;
-    lua_createtable(L, (int)l->count, 0);
-    for (i = 0; i < l->count; i++) {
-        lua_pushstring(L, l->items[i]);
-        lua_rawseti(L, -2, (lua_Integer)i + 1);
-    }
-}
-
 static void push_facts(lua_State *L, const struct cm_cert_facts *f)
 {
     static const char digits[] = "0123456789abcdef";
@@ -166,7 +156,7 @@ static void push_facts(lua_State *L, const struct cm_cert_facts *f)
     lua_createtable(L, 0, 12);
     lua_pushstring(L, hex);
     lua_setfield(L, -2, "hash");
-    push_list(L, &f->names);
+    cm_lua_push_strlist(L, &f->names);
     lua_setfield(L, -2, "names");
     lua_pushstring(L, f->serial_hex);
     lua_setfield(L, -2, "serial");
@@ -178,9 +168,9 @@ static void push_facts(lua_State *L, const struct cm_cert_facts *f)
     lua_setfield(L, -2, "not_before");
     lua_pushinteger(L, (lua_Integer)f->not_after);
     lua_setfield(L, -2, "not_after");
-    push_list(L, &f->ocsp_urls);
+    cm_lua_push_strlist(L, &f->ocsp_urls);
     lua_setfield(L, -2, "ocsp_urls");
-    push_list(L, &f->crl_urls);
+    cm_lua_push_strlist(L, &f->crl_urls);
     lua_setfield(L, -2, "crl_urls");
     lua_pushboolean(L, f->is_ca);
     lua_setfield(L, -2, "is_ca");
@@ -322,7 +312,7 @@ static int l_csr_parse(lua_State *L)
     if (cm_csr_parse((const unsigned char *)data, len, &b->csr, &res) != CM_OK)
         return cm_lua_fail(L, &res);
     lua_createtable(L, 0, 3);
-    push_list(L, &b->csr.names);
+    cm_lua_push_strlist(L, &b->csr.names);
     lua_setfield(L, -2, "names");
     if (b->csr.cn) {
         lua_pushstring(L, b->csr.cn);

@@ -2,7 +2,7 @@
 --
 --   on_renewed = certmaint.deploy.files {
 --     dir = "/etc/nginx/certs",              -- <dir>/<name>/fullchain.pem, privkey.pem
---     reload = { "systemctl", "reload", "nginx" },
+--     reload = { "systemctl", "reload", "nginx" },  -- or "systemctl reload nginx"
 --   }
 --
 --   on_renewed = certmaint.deploy.files {
@@ -36,7 +36,7 @@ local SCHEMA = {
   dir = { type = "string", required = true },
   layout = { type = "string", default = "split",
     check = function(v) return LAYOUTS[v] ~= nil, "must be \"split\" or \"haproxy\"" end },
-  reload = { type = "table" },             -- argv, e.g. { "nginx", "-s", "reload" }
+  reload = { type = "any" },               -- argv { "nginx", "-s", "reload" } or "nginx -s reload"
   reload_timeout = { type = "duration", default = "60s" },
   dir_mode = { type = "string", default = "0755" },
 }
@@ -48,7 +48,17 @@ end
 --- deploy.files(opts) -> an on_renewed(cert) function.
 function M.files(opts)
   local o = options.check(opts, SCHEMA, "certmaint.deploy.files", 2)
+  if type(o.reload) == "string" then
+    -- split on white space; no shell, no quoting: use an argv table for more
+    local argv = {}
+    for w in o.reload:gmatch("%S+") do argv[#argv + 1] = w end
+    o.reload = argv
+  end
+  if o.reload ~= nil and type(o.reload) ~= "table" then
+    error(options.where(2) .. "certmaint.deploy.files: reload must be an argv table or a command string", 0)
+  end
   if o.reload then
+    if #o.reload == 0 then error(options.where(2) .. "certmaint.deploy.files: reload is empty", 0) end
     for i, a in ipairs(o.reload) do
       if type(a) ~= "string" then
         error("certmaint.deploy.files: reload[" .. i .. "] must be a string", 2)
