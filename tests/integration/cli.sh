@@ -77,6 +77,15 @@ check "clean deletes the expired certificate and keeps the unparseable file" \
 check "expired certificate's key is gone" test ! -e "$d/old.test.key"
 check "the unparseable file is still there" test -e "$d/junk.crt"
 check "managed certificates are untouched" test -s "$crt"
+# a failing issuer: once exits 1, and status shows the error and when it retries
+run once "$POL/err_issuer_down.lua"
+check "once with a failing issuer exits 1, saying why" bash -c "[ $rc -eq 1 ] && grep -q 'CA is unreachable' $err"
+run status "$POL/err_issuer_down.lua" --json
+check "status --json shows the last error, the attempt and the retry time" \
+  test "$(json_eval "$out" 'v[1].last_error:match("unreachable") .. " " .. v[1].attempts .. " " .. type(v[1].next_attempt)')" = "unreachable 1 string"
+run status "$POL/err_issuer_down.lua"
+check "status table shows the retry" grep -q 'unreachable.*attempt 1, retry ' "$out"
+
 # --log-format json: every log line is one JSON object with ts, level, event
 run --log-format json once "$POL/ok_basic.lua"
 grep '^{' "$err" | head -1 > "$WORK/line.json" || true
