@@ -282,9 +282,24 @@ function Engine:obtain(e)
   return res.chain_pem, facts
 end
 
+--- Keep this instance's storage locks fresh (every LOCK_HEARTBEAT seconds)
+-- while it runs, so no other instance takes them for stale. Started by the
+-- first lock, in the daemon and in one-shot commands alike.
+function Engine:ensure_heartbeat()
+  if self.heartbeat or not self.storage.refresh_locks then return end
+  self.heartbeat = loop.spawn_named("lock_heartbeat", function()
+    while not self.stopping do
+      loop.sleep(M.LOCK_HEARTBEAT)
+      local ok, err = pcall(self.storage.refresh_locks, self.storage)
+      if not ok then log("error", "lock_heartbeat_failed", { error = err }) end
+    end
+  end)
+end
+
 --- One attempt at renewing (or obtaining) e. Returns "renewed"|"reloaded"|"obtained", cert or nil, err, code.
 function Engine:renew_once(e, reason)
   local name = keys.lock_name(e.primary)
+  self:ensure_heartbeat()
   local locked, err, code = self.storage:lock(name)
   if not locked then return nil, err, code end
   -- pcall: a raising issuer or storage must not leave the lock held (locks
@@ -300,7 +315,6 @@ function Engine:renew_once(e, reason)
          and not self:needs_renewal(stored, core.now()) then
         local c, lerr, lcode = self:cache_put(e, pem)
         if not c then return nil, lerr, lcode end
-        log("info", "reloaded", { name = e.primary, serial = c.serial, not_after = iso(c.not_after) })
         return "reloaded", c
       end
     end
@@ -738,14 +752,6 @@ function Engine:run()
   end
   ticker("renew", "renew_check_interval")
   ticker("clean", "clean_interval")
-  if self.storage.refresh_locks then
-    loop.spawn(function()
-      while not self.stopping do
-        loop.sleep(M.LOCK_HEARTBEAT)
-        pcall(self.storage.refresh_locks, self.storage)
-      end
-    end)
-  end
   log("info", "running", { certificates = #self.order, storage = self.storage.describe and self.storage:describe() or "?",
     issuer = self.issuer:describe() })
   loop.run_until(function() return self.stopping end)

@@ -391,7 +391,6 @@ M.FIELDS = {
   on_tick              = { kind = "hook" }, -- (tick)
   on_renewed           = { kind = "hook" }, -- (cert)
   on_error             = { kind = "hook" }, -- (err)
-  on_start             = { kind = "hook" }, -- (engine)
 }
 
 -- Fields checked before the others because other checks use them.

@@ -153,7 +153,7 @@ describe("engine", function()
       local storage = testing.memory()
       local issuer = testing.issuer { ca = ca, lifetime = "30d" }
       local a = testing.engine(policy { issuer = issuer, storage = storage })
-      local b = testing.engine(policy { issuer = issuer, storage = storage })
+      local b = testing.engine(policy { issuer = issuer, storage = testing.memory { share = storage } })
       assert.equal(1, issuer.issued)
       clock:advance(25 * DAY)
       assert.equal(1, a:tick("renew").renewed)
@@ -162,6 +162,50 @@ describe("engine", function()
       assert.equal(0, tick.renewed)
       assert.equal(2, issuer.issued)
       assert.equal(a:cert("example.com").serial, b:cert("example.com").serial)
+    end)
+
+    -- an issuer whose renewals take `seconds` of (fake) time
+    local function slow_issuer(seconds)
+      local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+      local issue = issuer.issue
+      function issuer:issue(req, ctx)
+        if self.calls >= 1 then require("certmaint.loop").sleep(seconds) end
+        return issue(self, req, ctx)
+      end
+      return issuer
+    end
+
+    it("never issues twice when two instances renew the same name at once", function()
+      local loop = require "certmaint.loop"
+      local storage = testing.memory()
+      local issuer = slow_issuer(30)
+      local a = testing.engine(policy { issuer = issuer, storage = storage })
+      local b = testing.engine(policy { issuer = issuer, storage = testing.memory { share = storage } })
+      clock:advance(25 * DAY)
+      assert.is_true(a.engine:submit(a.engine.entries["example.com"], "renew"))
+      assert.is_true(b.engine:submit(b.engine.entries["example.com"], "renew"))
+      for _ = 1, 20 do clock:advance(5); loop.run_until_idle() end
+      assert.equal(2, issuer.issued)           -- the first certificate and one renewal
+      assert.equal(a:cert("example.com").serial, b:cert("example.com").serial)
+      assert.equal(1, grep(logs(), "event=reloaded"))
+    end)
+
+    it("keeps its lock fresh during a slow renewal, so no other instance takes it over", function()
+      local loop = require "certmaint.loop"
+      local storage = testing.memory()
+      local a = testing.engine(policy { issuer = slow_issuer(60), storage = storage })
+      local other = testing.memory { share = storage }
+      clock:advance(25 * DAY)
+      a.engine:submit(a.engine.entries["example.com"], "renew")
+      loop.run_until_idle()
+      for _ = 1, 10 do -- 50 s, five times the 10 s staleness
+        clock:advance(5); loop.run_until_idle()
+        local ok, _, code = other:lock(keys.lock_name("example.com"))
+        assert.is_nil(ok)
+        assert.equal("locked", code)
+      end
+      for _ = 1, 4 do clock:advance(5); loop.run_until_idle() end
+      assert.is_true(other:lock(keys.lock_name("example.com"))) -- released after the renewal
     end)
 
     it("deduplicates renewals by name", function()

@@ -49,7 +49,7 @@ describe("certmaint.policy", function()
       assert.equal("integer", math.type(P.concurrency))
       assert.same({ format = "text", level = "info" }, P.log)
       for _, k in ipairs { "storage", "issuer", "needs_renewal", "on_revoked", "allow_name",
-                           "on_tick", "on_renewed", "on_error", "on_start" } do
+                           "on_tick", "on_renewed", "on_error" } do
         assert.is_nil(P[k], k)
       end
     end)
@@ -82,7 +82,7 @@ describe("certmaint.policy", function()
       assert.equal("p384", P.key_type)
       assert.equal(3, P.concurrency)
       assert.same({ format = "json", level = "debug" }, P.log)
-      for _, k in ipairs { "needs_renewal", "on_revoked", "allow_name", "on_tick", "on_renewed", "on_error", "on_start" } do
+      for _, k in ipairs { "needs_renewal", "on_revoked", "allow_name", "on_tick", "on_renewed", "on_error" } do
         assert.equal("function", type(P[k]), k)
       end
       assert.equal("function", type(P.storage.lock))
@@ -267,7 +267,6 @@ describe("certmaint.policy", function()
       { "on_tick", 1, "expected a function, got number 1" },
       { "on_renewed", "deploy", 'expected a function, got string "deploy"' },
       { "on_error", false, "expected a function, got boolean false" },
-      { "on_start", {}, "expected a function, got table" },
     }
     for _, case in ipairs(bad) do
       local field, value, msg = case[1], case[2], case[3]
