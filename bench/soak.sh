@@ -14,7 +14,7 @@ pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 rss() { awk '/VmRSS/ {print $2}' /proc/$pid/status; }
 expired=0
-echo "t_seconds rss_kib renewed"
+echo "t_seconds rss_kib lua_kib renewed"
 for ((t = 0; t <= seconds; t += 30)); do
   [ $t -gt 0 ] && sleep 30
   # any stored certificate past its notAfter?
@@ -22,7 +22,8 @@ for ((t = 0; t <= seconds; t += 30)); do
     [ -e "$crt" ] || continue
     openssl x509 -in "$crt" -noout -checkend 0 >/dev/null || expired=$((expired + 1))
   done
-  echo "$t $(rss) $(grep -c 'event=renewed' "$data.log" || true)"
+  lua_kib=$(grep 'event=tick' "$data.log" | tail -1 | grep -o 'lua_kib=[0-9]*' | cut -d= -f2 || true)
+  echo "$t $(rss) ${lua_kib:--} $(grep -c 'event=renewed' "$data.log" || true)"
 done
 kill -TERM $pid; wait $pid || true; trap - EXIT
 echo "renewals=$(grep -c 'event=renewed' "$data.log") errors=$(grep -c 'level=error' "$data.log" || true) expired_seen=$expired"

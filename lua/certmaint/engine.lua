@@ -626,6 +626,8 @@ function Engine:tick(kind)
   elseif kind == "clean" then tick = self:clean_pass()
   elseif kind == "ocsp" then tick = { kind = "ocsp", at = core.now(), refreshed = 0 }
   else error("unknown tick kind " .. tostring(kind), 2) end
+  tick.lua_kib = math.floor(collectgarbage("count")) -- the Lua heap, so a leak shows in the log
+  tick.cached = self.cache:count()
   log("info", "tick", tick)
   if self.policy.on_tick then
     tick.manage = function(names, o) return self:manage(names, o) end

@@ -9,6 +9,7 @@
 -- a third of its life is left, so it always outlives the leaves it signs.
 local core = require "certmaint.core"
 local options = require "certmaint.options"
+local duration = require "certmaint.duration"
 
 local M = {}
 local Internal = {}
@@ -41,7 +42,7 @@ function Internal:storage_key()
 end
 
 function Internal:describe()
-  return "internal CA \"" .. self.name .. "\" (leaf lifetime " .. self.lifetime .. "s)"
+  return "internal CA \"" .. self.name .. "\" (leaf lifetime " .. duration.format(self.lifetime) .. ")"
 end
 
 local function ca_keys(name)
