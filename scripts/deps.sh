@@ -12,6 +12,7 @@ PACKAGES=(
   libidn2-dev                        # IDN U-labels to A-labels when names become keys
   lua-filesystem                     # the file storage backend walks directories with lfs
   lua-busted                         # policy and Lua specs
+  e2fsprogs                          # chattr: a storage spec makes a folder immutable (root)
 )
 
 missing=()

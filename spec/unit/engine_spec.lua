@@ -94,6 +94,17 @@ describe("engine", function()
       assert.is_nil(storage:load(p.staged_crt))
       assert.equal(1, grep(logs(), "event=repaired_from_staging"))
     end)
+
+    it("refuses a stored certificate whose private key is gone, and obtains a new one", function()
+      local storage = testing.memory()
+      local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+      local e1 = testing.engine(policy { issuer = issuer, storage = storage })
+      assert(storage:delete(e1.engine:paths("example.com").key))
+      local e2 = testing.engine(policy { issuer = issuer, storage = storage })
+      assert.equal(2, issuer.issued)
+      assert.is_truthy(storage:load(e2.engine:paths("example.com").key))
+      assert.is_true(core.key_matches(e2:cert("example.com").pem, storage:load(e2.engine:paths("example.com").key)))
+    end)
   end)
 
   describe("renew pass", function()
