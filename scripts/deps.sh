@@ -13,6 +13,7 @@ PACKAGES=(
   lua-filesystem                     # the file storage backend walks directories with lfs
   lua-busted                         # policy and Lua specs
   e2fsprogs                          # chattr: a storage spec makes a folder immutable (root)
+  caddy curl                         # interop test: Caddy and certmaint share one storage tree
 )
 
 missing=()
