@@ -192,6 +192,87 @@ static OCSP_SINGLERESP *find_single(OCSP_BASICRESP *bs, X509 *cert, X509 *issuer
     return NULL;
 }
 
+/* Decode a successful OCSPResponse and its BasicOCSPResponse (both owned by
+ * the caller on success). */
+static int decode_basic(const unsigned char *der, size_t der_len, OCSP_RESPONSE **resp_out,
+                        OCSP_BASICRESP **bs_out, struct cm_result *res)
+{
+    OCSP_RESPONSE *resp = NULL;
+    const unsigned char *p = der;
+    int st;
+
+    *resp_out = NULL;
+    *bs_out = NULL;
+    if (!der || der_len == 0) return cm_fail(res, "parse", "empty OCSP response");
+    if (der_len > CM_OCSP_MAX_INPUT)
+        return cm_fail(res, "toobig", "OCSP response is %zu bytes, more than the %d allowed",
+                       der_len, CM_OCSP_MAX_INPUT);
+    resp = d2i_OCSP_RESPONSE(NULL, &p, (long)der_len);
+    if (!resp) return cm_fail_ssl(res, "parse", "not a DER OCSP response");
+    if (p != der + der_len) {
+        OCSP_RESPONSE_free(resp); resp = NULL;
+        return cm_fail(res, "parse", "OCSP response has %zu bytes of trailing data",
+                       (size_t)(der + der_len - p));
+    }
+    st = OCSP_response_status(resp);
+    if (st != OCSP_RESPONSE_STATUS_SUCCESSFUL) {
+        char code[32];
+        snprintf(code, sizeof code, "ocsp:%s", response_status_name(st));
+        OCSP_RESPONSE_free(resp); resp = NULL;
+        return cm_fail(res, code, "OCSP responder answered %s", response_status_name(st));
+    }
+    if (!(*bs_out = OCSP_response_get1_basic(resp))) {
+        OCSP_RESPONSE_free(resp); resp = NULL;
+        return cm_fail_ssl(res, "parse", "OCSP response is not a basic response");
+    }
+    *resp_out = resp;
+    return CM_OK;
+}
+
+/* What one SingleResponse says, into *info. */
+static int single_info(OCSP_BASICRESP *bs, OCSP_SINGLERESP *single, struct cm_ocsp_info *info,
+                       struct cm_result *res)
+{
+    ASN1_GENERALIZEDTIME *revtime = NULL, *thisupd = NULL, *nextupd = NULL;
+    int reason = -1;
+    int st = OCSP_single_get0_status(single, &reason, &revtime, &thisupd, &nextupd);
+
+    memset(info, 0, sizeof *info);
+    if (st < 0 || !thisupd) return cm_fail_ssl(res, "parse", "OCSP response has no certificate status");
+    info->status = st == V_OCSP_CERTSTATUS_GOOD      ? CM_OCSP_GOOD
+                   : st == V_OCSP_CERTSTATUS_REVOKED ? CM_OCSP_REVOKED
+                                                     : CM_OCSP_UNKNOWN;
+    info->reason = st == V_OCSP_CERTSTATUS_REVOKED ? reason : -1;
+    if (cm_ssl_time_unix(thisupd, &info->this_update) != CM_OK ||
+        (nextupd && cm_ssl_time_unix(nextupd, &info->next_update) != CM_OK) ||
+        (revtime && cm_ssl_time_unix(revtime, &info->revoked_at) != CM_OK) ||
+        cm_ssl_time_unix(OCSP_resp_get0_produced_at(bs), &info->produced_at) != CM_OK)
+        return cm_fail_ssl(res, "parse", "OCSP response has a malformed time");
+    return CM_OK;
+}
+
+int cm_ocsp_response_peek(const unsigned char *der, size_t der_len, struct cm_ocsp_info *out,
+                          struct cm_result *res)
+{
+    OCSP_RESPONSE *resp = NULL;
+    OCSP_BASICRESP *bs = NULL;
+    OCSP_SINGLERESP *single;
+    int ret = CM_ERR;
+
+    memset(out, 0, sizeof *out);
+    if (decode_basic(der, der_len, &resp, &bs, res) != CM_OK) goto out;
+    if (OCSP_resp_count(bs) < 1 || !(single = OCSP_resp_get0(bs, 0))) {
+        ret = cm_fail(res, "parse", "OCSP response holds no certificate status");
+        goto out;
+    }
+    ret = single_info(bs, single, out, res);
+out:
+    ERR_clear_error();
+    OCSP_BASICRESP_free(bs); bs = NULL;
+    OCSP_RESPONSE_free(resp); resp = NULL;
+    return ret;
+}
+
 int cm_ocsp_response_parse(const unsigned char *der, size_t der_len, const char *cert_data,
                            size_t cert_len, const char *issuer_data, size_t issuer_len,
                            int64_t now, struct cm_ocsp_info *out, struct cm_result *res)
@@ -202,39 +283,13 @@ int cm_ocsp_response_parse(const unsigned char *der, size_t der_len, const char 
     X509_STORE *store = NULL;
     STACK_OF(X509) *certs = NULL;
     OCSP_SINGLERESP *single;
-    ASN1_GENERALIZEDTIME *revtime = NULL, *thisupd = NULL, *nextupd = NULL;
     X509_VERIFY_PARAM *param;
-    const unsigned char *p = der;
     struct cm_ocsp_info info;
-    int st, reason = -1, ret = CM_ERR;
+    int ret = CM_ERR;
 
     memset(&info, 0, sizeof info);
     memset(out, 0, sizeof *out);
-    if (!der || der_len == 0) return cm_fail(res, "parse", "empty OCSP response");
-    if (der_len > CM_OCSP_MAX_INPUT)
-        return cm_fail(res, "toobig", "OCSP response is %zu bytes, more than the %d allowed",
-                       der_len, CM_OCSP_MAX_INPUT);
-    resp = d2i_OCSP_RESPONSE(NULL, &p, (long)der_len);
-    if (!resp) {
-        ret = cm_fail_ssl(res, "parse", "not a DER OCSP response");
-        goto out;
-    }
-    if (p != der + der_len) {
-        ret = cm_fail(res, "parse", "OCSP response has %zu bytes of trailing data",
-                      (size_t)(der + der_len - p));
-        goto out;
-    }
-    st = OCSP_response_status(resp);
-    if (st != OCSP_RESPONSE_STATUS_SUCCESSFUL) {
-        char code[32];
-        snprintf(code, sizeof code, "ocsp:%s", response_status_name(st));
-        ret = cm_fail(res, code, "OCSP responder answered %s", response_status_name(st));
-        goto out;
-    }
-    if (!(bs = OCSP_response_get1_basic(resp))) {
-        ret = cm_fail_ssl(res, "parse", "OCSP response is not a basic response");
-        goto out;
-    }
+    if (decode_basic(der, der_len, &resp, &bs, res) != CM_OK) goto out;
     if (!(cert = cm_ssl_load_cert(cert_data, cert_len, "certificate", res))) goto out;
     if (!(issuer = cm_ssl_load_cert(issuer_data, issuer_len, "issuer certificate", res)))
         goto out;
@@ -261,22 +316,7 @@ int cm_ocsp_response_parse(const unsigned char *der, size_t der_len, const char 
         ret = cm_fail(res, "mismatch", "OCSP response is not about this certificate");
         goto out;
     }
-    st = OCSP_single_get0_status(single, &reason, &revtime, &thisupd, &nextupd);
-    if (st < 0 || !thisupd) {
-        ret = cm_fail_ssl(res, "parse", "OCSP response has no certificate status");
-        goto out;
-    }
-    info.status = st == V_OCSP_CERTSTATUS_GOOD      ? CM_OCSP_GOOD
-                  : st == V_OCSP_CERTSTATUS_REVOKED ? CM_OCSP_REVOKED
-                                                    : CM_OCSP_UNKNOWN;
-    info.reason = st == V_OCSP_CERTSTATUS_REVOKED ? reason : -1;
-    if (cm_ssl_time_unix(thisupd, &info.this_update) != CM_OK ||
-        (nextupd && cm_ssl_time_unix(nextupd, &info.next_update) != CM_OK) ||
-        (revtime && cm_ssl_time_unix(revtime, &info.revoked_at) != CM_OK) ||
-        cm_ssl_time_unix(OCSP_resp_get0_produced_at(bs), &info.produced_at) != CM_OK) {
-        ret = cm_fail_ssl(res, "parse", "OCSP response has a malformed time");
-        goto out;
-    }
+    if (single_info(bs, single, &info, res) != CM_OK) goto out;
     ERR_clear_error();
     *out = info;
     ret = CM_OK;

@@ -70,6 +70,13 @@ int cm_ocsp_response_parse(const unsigned char *der, size_t der_len, const char 
                            size_t cert_len, const char *issuer, size_t issuer_len, int64_t now,
                            struct cm_ocsp_info *out, struct cm_result *res);
 
+/* Read what a successful OCSPResponse says (its first SingleResponse)
+ * WITHOUT verifying its signature or whom it is about: for deciding whether a
+ * stored staple is stale or unparseable (the clean pass), never for trusting
+ * it.  Fails with "toobig", "parse", "ocsp:<responseStatus>". */
+int cm_ocsp_response_peek(const unsigned char *der, size_t der_len, struct cm_ocsp_info *out,
+                          struct cm_result *res);
+
 /* "good", "revoked", "unknown"; cm_ocsp_status_parse returns -1 for others. */
 const char *cm_ocsp_status_name(enum cm_ocsp_cert_status s);
 int cm_ocsp_status_parse(const char *name);

@@ -438,6 +438,29 @@ static int l_ocsp_response_build(lua_State *L)
     return 1;
 }
 
+static void push_ocsp_info(lua_State *L, const struct cm_ocsp_info *info)
+{
+    lua_createtable(L, 0, 6);
+    lua_pushstring(L, cm_ocsp_status_name(info->status));
+    lua_setfield(L, -2, "status");
+    lua_pushinteger(L, (lua_Integer)info->this_update);
+    lua_setfield(L, -2, "this_update");
+    if (info->next_update) {
+        lua_pushinteger(L, (lua_Integer)info->next_update);
+        lua_setfield(L, -2, "next_update");
+    }
+    lua_pushinteger(L, (lua_Integer)info->produced_at);
+    lua_setfield(L, -2, "produced_at");
+    if (info->status == CM_OCSP_REVOKED) {
+        lua_pushinteger(L, (lua_Integer)info->revoked_at);
+        lua_setfield(L, -2, "revoked_at");
+        if (cm_ocsp_reason_name(info->reason)) {
+            lua_pushstring(L, cm_ocsp_reason_name(info->reason));
+            lua_setfield(L, -2, "reason");
+        }
+    }
+}
+
 /* core.ocsp_response_parse(der, cert, issuer [, now]) -> info | nil, err, code */
 static int l_ocsp_response_parse(lua_State *L)
 {
@@ -452,25 +475,22 @@ static int l_ocsp_response_parse(lua_State *L)
     if (cm_ocsp_response_parse((const unsigned char *)der, dl, cert, cl, issuer, il, now, &info,
                                &res) != CM_OK)
         return cm_lua_fail(L, &res);
-    lua_createtable(L, 0, 6);
-    lua_pushstring(L, cm_ocsp_status_name(info.status));
-    lua_setfield(L, -2, "status");
-    lua_pushinteger(L, (lua_Integer)info.this_update);
-    lua_setfield(L, -2, "this_update");
-    if (info.next_update) {
-        lua_pushinteger(L, (lua_Integer)info.next_update);
-        lua_setfield(L, -2, "next_update");
-    }
-    lua_pushinteger(L, (lua_Integer)info.produced_at);
-    lua_setfield(L, -2, "produced_at");
-    if (info.status == CM_OCSP_REVOKED) {
-        lua_pushinteger(L, (lua_Integer)info.revoked_at);
-        lua_setfield(L, -2, "revoked_at");
-        if (cm_ocsp_reason_name(info.reason)) {
-            lua_pushstring(L, cm_ocsp_reason_name(info.reason));
-            lua_setfield(L, -2, "reason");
-        }
-    }
+    push_ocsp_info(L, &info);
+    return 1;
+}
+
+/* core.ocsp_response_peek(der) -> info | nil, err, code: what a response says,
+ * NOT verified (cleaning decisions only). */
+static int l_ocsp_response_peek(lua_State *L)
+{
+    size_t dl;
+    const char *der = luaL_checklstring(L, 1, &dl);
+    struct cm_ocsp_info info;
+    struct cm_result res;
+
+    if (cm_ocsp_response_peek((const unsigned char *)der, dl, &info, &res) != CM_OK)
+        return cm_lua_fail(L, &res);
+    push_ocsp_info(L, &info);
     return 1;
 }
 
@@ -488,6 +508,7 @@ int cm_lua_open_x509(lua_State *L)
         {"cert_issue", l_cert_issue},
         {"ocsp_response_build", l_ocsp_response_build},
         {"ocsp_response_parse", l_ocsp_response_parse},
+        {"ocsp_response_peek", l_ocsp_response_peek},
         {NULL, NULL},
     };
     if (luaL_newmetatable(L, BOX_MT)) {

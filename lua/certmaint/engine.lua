@@ -531,12 +531,38 @@ end
 
 local function dirname(key) return key:match("^(.*)/[^/]*$") end
 
+--- Staples that cannot be parsed, or whose nextUpdate has passed (none given
+-- counts as passed, as in certmagic), are deleted: a fresh one is fetched.
+function Engine:clean_staples(now, tick)
+  for _, k in ipairs(self.storage:list(keys.OCSP_PREFIX, true) or {}) do
+    local der = self.storage:load(k)
+    local info, err = nil, "cannot be read"
+    if der then info, err = core.ocsp_response_peek(der) end
+    local why
+    if not info then
+      why = "unparseable: " .. tostring(err)
+    elseif not info.next_update or info.next_update <= now then
+      why = "stale: next update " .. (info.next_update and iso(info.next_update) or "not given")
+    end
+    if why then
+      local ok, derr = self.storage:delete(k)
+      if ok then
+        tick.staples_deleted = tick.staples_deleted + 1
+        log("info", "clean_deleted", { key = k, what = "OCSP staple", why = why })
+      else
+        log("error", "clean_delete_failed", { key = k, error = derr })
+      end
+    end
+  end
+end
+
 --- The clean pass: expired certificates past the grace period, then empty
 -- site folders. Never deletes what the policy manages, nor what it cannot parse.
 function Engine:clean_pass()
   local now = core.now()
   local cfg = self.policy.clean or {}
-  local tick = { kind = "clean", at = now, deleted = 0, kept = 0, unparseable = 0 }
+  local tick = { kind = "clean", at = now, deleted = 0, kept = 0, unparseable = 0, staples_deleted = 0 }
+  if cfg.ocsp_staples ~= false then self:clean_staples(now, tick) end
   if cfg.expired_certs == false then return tick end
   local grace = cfg.expired_cert_grace_period or 86400
   local managed_paths = {}

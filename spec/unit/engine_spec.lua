@@ -443,6 +443,35 @@ describe("engine", function()
       assert.equal(1, grep(logs(), "level=warn event=clean_unparseable"))
     end)
 
+    it("deletes OCSP staples that are stale or unparseable, keeping fresh ones", function()
+      local storage = testing.memory()
+      local e = testing.engine(policy { issuer = testing.issuer { ca = ca }, storage = storage })
+      local leaf = ca:issue { names = { "example.com" } }
+      local now = clock:now()
+      assert(storage:store(keys.ocsp("fresh.example.com", "aa11"),
+        ca:ocsp(leaf.cert_pem, { this_update = now - 3600, next_update = now + DAY })))
+      assert(storage:store(keys.ocsp("stale.example.com", "bb22"),
+        ca:ocsp(leaf.cert_pem, { this_update = now - 2 * DAY, next_update = now - DAY })))
+      assert(storage:store(keys.ocsp("junk.example.com", "cc33"), "not DER at all"))
+      local tick = e:tick("clean")
+      assert.equal(2, tick.staples_deleted)
+      assert.is_true(storage:exists(keys.ocsp("fresh.example.com", "aa11")))
+      assert.is_false(storage:exists(keys.ocsp("stale.example.com", "bb22")))
+      assert.is_false(storage:exists(keys.ocsp("junk.example.com", "cc33")))
+      local lines = logs()
+      assert.equal(1, grep(lines, "event=clean_deleted.*why=\"stale"))
+      assert.equal(1, grep(lines, "event=clean_deleted.*why=\"unparseable"))
+    end)
+
+    it("leaves staples alone when ocsp_staples is off", function()
+      local storage = testing.memory()
+      local e = testing.engine(policy { issuer = testing.issuer { ca = ca }, storage = storage,
+        clean = { ocsp_staples = false } })
+      assert(storage:store(keys.ocsp("junk.example.com", "cc33"), "not DER at all"))
+      assert.equal(0, e:tick("clean").staples_deleted)
+      assert.is_true(storage:exists(keys.ocsp("junk.example.com", "cc33")))
+    end)
+
     it("does nothing to certificates when expired_certs is off", function()
       local storage = testing.memory()
       local e = testing.engine(policy { issuer = testing.issuer { ca = ca }, storage = storage,

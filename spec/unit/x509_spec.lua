@@ -357,3 +357,36 @@ describe("OCSP responses", function()
     end)
   end)
 end)
+
+describe("core.ocsp_response_peek", function()
+  local core = require "certmaint.core"
+
+  it("reads status and times without verifying (for cleaning decisions)", function()
+    local key = assert(core.key_generate("p256"))
+    local ca = assert(core.cert_issue { subject_key = key, issuer_key = key, cn = "peek CA", is_ca = true,
+      not_before = 1000, not_after = 10 ^ 9 * 3 })
+    local leaf = assert(core.cert_issue { subject_key = assert(core.key_generate("p256")), names = { "a.test" },
+      not_before = 1000, not_after = 10 ^ 9 * 2, issuer_cert = ca, issuer_key = key })
+    local der = assert(core.ocsp_response_build { issuer_cert = ca, issuer_key = key, cert = leaf,
+      status = "revoked", this_update = 5000, next_update = 9000, revoked_at = 4000 })
+    local info = assert(core.ocsp_response_peek(der))
+    assert.equal("revoked", info.status)
+    assert.equal(5000, info.this_update)
+    assert.equal(9000, info.next_update)
+    assert.equal(4000, info.revoked_at)
+  end)
+
+  it("refuses garbage, truncation and trailing bytes with code parse", function()
+    local key = assert(core.key_generate("p256"))
+    local ca = assert(core.cert_issue { subject_key = key, issuer_key = key, cn = "peek CA", is_ca = true,
+      not_before = 1000, not_after = 10 ^ 9 * 3 })
+    local der = assert(core.ocsp_response_build { issuer_cert = ca, issuer_key = key, cert = ca,
+      status = "good", this_update = 5000, next_update = 9000 })
+    for _, bad in ipairs { "", "garbage", der:sub(1, #der - 1), der .. "x" } do
+      local info, err, code = core.ocsp_response_peek(bad)
+      assert.is_nil(info)
+      assert.is_string(err)
+      assert.equal("parse", code)
+    end
+  end)
+end)
