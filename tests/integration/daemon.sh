@@ -47,6 +47,21 @@ check "SIGTERM: no lock left behind" bash -c "[ -z \"\$(ls -A $CERTMAINT_DATA/lo
 check "no error lines in the whole run (besides the planned reload failure)" \
   bash -c "[ \$(grep 'level=error' $log | grep -vc 'event=policy_reload_failed') -eq 0 ]"
 
+# SIGTERM while a certificate is being obtained: the job finishes, then exit
+log3=$WORK/slow.log
+rm -rf "$CERTMAINT_DATA"
+"$BIN" run "$POL/ok_slow_issuer.lua" 2>"$log3" &
+pid3=$!; PIDS+=("$pid3")
+check "slow issuer: issuance under way" wait_for 10 grep -q 'event=slow_issue_started' "$log3"
+kill -TERM "$pid3"
+set +e; wait "$pid3"; rc=$?; set -e
+check "SIGTERM mid-issuance: exit status 0" test "$rc" -eq 0
+check "SIGTERM mid-issuance: the in-flight certificate was finished and stored before the stop" \
+  bash -c "grep -n 'event=obtained' $log3 | head -1 | cut -d: -f1 | { read a; b=\$(grep -n 'event=stopped' $log3 | cut -d: -f1); [ -n \"\$a\" ] && [ \"\$a\" -lt \"\$b\" ]; }"
+check "SIGTERM mid-issuance: key and certificate stored and matching" \
+  bash -c "[ \"\$(openssl x509 -in $CERTMAINT_DATA/certificates/local/slow.test/slow.test.crt -noout -pubkey)\" = \"\$(openssl pkey -in $CERTMAINT_DATA/certificates/local/slow.test/slow.test.key -pubout)\" ]"
+check "SIGTERM mid-issuance: lock released" bash -c "[ -z \"\$(ls -A $CERTMAINT_DATA/locks 2>/dev/null)\" ]"
+
 # a policy whose hooks raise on every call
 log2=$WORK/raise.log
 "$BIN" run "$POL/ok_raising_hooks.lua" 2>"$log2" &
