@@ -100,6 +100,32 @@ static int write_all(int fd, const unsigned char *p, size_t len)
 /* Make a fresh, unique name ".<base prefix>.<tag>-<16 hex>" in dir.  The base
  * is cut to 64 bytes so the name fits NAME_MAX whatever the target's length;
  * the leading dot and the tag let listings recognise (and skip) these. */
+/* Give the open file exactly `mode` (open() applied the umask), write all of
+ * data, fsync, close.  *fd is closed and set to -1 whatever happens. */
+static int fill_and_close(int *fd, const void *data, size_t len, mode_t mode, const char *path,
+                          struct cm_result *res)
+{
+    int err, rc = CM_ERR;
+    if (fchmod(*fd, mode) != 0) {
+        fail_errno(res, errno, "chmod", path);
+        goto out;
+    }
+    if ((err = write_all(*fd, data, len)) != 0) {
+        fail_errno(res, err, "write", path);
+        goto out;
+    }
+    if (fsync(*fd) != 0) {
+        fail_errno(res, errno, "fsync", path);
+        goto out;
+    }
+    rc = CM_OK;
+out:
+    err = close(*fd);
+    *fd = -1;
+    if (rc == CM_OK && err != 0) return fail_errno(res, errno, "close", path);
+    return rc;
+}
+
 static int side_name(const char *dir, const char *base, const char *tag, char out[PATH_MAX],
                      struct cm_result *res)
 {
@@ -119,7 +145,7 @@ static int write_temp(const char *op, const char *path, const char *dir, const c
                       const void *data, size_t len, mode_t mode, char tmp[PATH_MAX],
                       struct cm_result *res)
 {
-    int fd = -1, tries, err, made = 0, rc = CM_ERR;
+    int fd = -1, tries, made = 0, rc = CM_ERR;
 
     for (tries = 0; tries < 8; tries++) {
         if (side_name(dir, base, "tmp", tmp, res) != CM_OK) goto out;
@@ -131,26 +157,7 @@ static int write_temp(const char *op, const char *path, const char *dir, const c
         goto out;
     }
     made = 1;
-    /* open() applied the umask; fchmod makes the bits exactly what was asked. */
-    if (fchmod(fd, mode) != 0) {
-        fail_errno(res, errno, "chmod", path);
-        goto out;
-    }
-    if ((err = write_all(fd, data, len)) != 0) {
-        fail_errno(res, err, "write", path);
-        goto out;
-    }
-    if (fsync(fd) != 0) {
-        fail_errno(res, errno, "fsync", path);
-        goto out;
-    }
-    err = close(fd);
-    fd = -1;
-    if (err != 0) {
-        fail_errno(res, errno, "close", path);
-        goto out;
-    }
-    rc = CM_OK;
+    rc = fill_and_close(&fd, data, len, mode, path, res);
 out:
     if (fd >= 0) close(fd);
     if (rc != CM_OK && made) unlink(tmp);
@@ -267,32 +274,14 @@ out:
 static int create_exclusive_direct(const char *path, const void *data, size_t len, mode_t mode,
                                    struct cm_result *res)
 {
-    int fd = -1, err, made = 0, rc = CM_ERR;
+    int fd = -1, made = 0, rc = CM_ERR;
     fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
     if (fd < 0) {
         fail_errno(res, errno, "create", path);
         goto out;
     }
     made = 1;
-    if (fchmod(fd, mode) != 0) {
-        fail_errno(res, errno, "chmod", path);
-        goto out;
-    }
-    if ((err = write_all(fd, data, len)) != 0) {
-        fail_errno(res, err, "write", path);
-        goto out;
-    }
-    if (fsync(fd) != 0) {
-        fail_errno(res, errno, "fsync", path);
-        goto out;
-    }
-    err = close(fd);
-    fd = -1;
-    if (err != 0) {
-        fail_errno(res, errno, "close", path);
-        goto out;
-    }
-    rc = CM_OK;
+    rc = fill_and_close(&fd, data, len, mode, path, res);
 out:
     if (fd >= 0) close(fd);
     if (rc != CM_OK && made) unlink(path);
