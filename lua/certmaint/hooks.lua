@@ -6,12 +6,13 @@
 -- approach). Once the deadline passes the watchdog fires on every line, so a
 -- policy's own pcall cannot swallow the error and keep looping.
 -- Event hooks (on_tick, on_renewed, on_error) may yield (deploy commands run
--- through certmaint.exec), so they get no watchdog.
+-- through certmaint.exec), so their watchdog counts instructions instead.
 local core = require "certmaint.core"
 
 local M = {}
 
 M.DECISION_TIME_LIMIT = 2 -- seconds of real time for one decision hook call
+M.EVENT_INSTRUCTION_LIMIT = 2000000000 -- Lua instructions for one event hook call (seconds of CPU)
 local COUNT = 100000
 local OWN_SOURCE = debug.getinfo(1, "S").source
 
@@ -50,25 +51,24 @@ function M.new(policy)
   return setmetatable({ policy = policy, errors = 0 }, Runner)
 end
 
---- Call a decision hook with the watchdog. Returns true, results... or false, err.
-function Runner:decide(name, fn, ...)
-  local deadline = core.monotonic() + M.DECISION_TIME_LIMIT
+-- Run fn under a watchdog: over_limit() is asked every COUNT instructions;
+-- once it says yes, every following line raises, so a pcall in the policy
+-- cannot swallow the error and keep looping. The watchdog never fires in this
+-- file's own frames: between xpcall's return and the restore there is a line
+-- event, and raising there would escape the protection.
+local function guarded(self, name, over_limit, why, fn, ...)
   local co = coroutine.running()
   local old_hook, old_mask, old_count = debug.gethook(co)
-  -- The watchdog never fires in this file's own frames: between xpcall's
-  -- return and the restore below there is a line event, and raising there
-  -- would escape the protection.
   local function in_runner()
     local info = debug.getinfo(3, "S")
     return info and info.source == OWN_SOURCE
   end
   debug.sethook(co, function()
-    if core.monotonic() > deadline and not in_runner() then
-      -- fire on every line from now on: a pcall in the policy cannot outlast us
+    if not in_runner() and over_limit() then
       debug.sethook(co, function()
-        if not in_runner() then error("hook " .. name .. " exceeded its time limit", 2) end
+        if not in_runner() then error("hook " .. name .. " " .. why, 2) end
       end, "l")
-      error("hook " .. name .. " exceeded its time limit of " .. M.DECISION_TIME_LIMIT .. "s", 2)
+      error("hook " .. name .. " " .. why, 2)
     end
   end, "", COUNT)
   local res = table.pack(xpcall(fn, traceback, ...))
@@ -80,14 +80,25 @@ function Runner:decide(name, fn, ...)
   return table.unpack(res, 1, res.n)
 end
 
---- Call an event hook (may yield). Returns true, results... or false, err.
+--- Call a decision hook (pure, quick, never yields) under a wall-clock limit.
+-- Returns true, results... or false, err.
+function Runner:decide(name, fn, ...)
+  local deadline = core.monotonic() + M.DECISION_TIME_LIMIT
+  return guarded(self, name, function() return core.monotonic() > deadline end,
+    "exceeded its time limit of " .. M.DECISION_TIME_LIMIT .. "s", fn, ...)
+end
+
+--- Call an event hook. It may yield (deploy commands run through
+-- certmaint.exec), so its limit counts instructions, not seconds: time spent
+-- waiting does not count, a loop that never yields is stopped.
+-- Returns true, results... or false, err.
 function Runner:notify(name, fn, ...)
-  local res = table.pack(xpcall(fn, traceback, ...))
-  if not res[1] then
-    failed(self, name, res[2])
-    return false, first_line(res[2])
-  end
-  return table.unpack(res, 1, res.n)
+  local batches = 0
+  local allowed = M.EVENT_INSTRUCTION_LIMIT // COUNT
+  return guarded(self, name, function()
+    batches = batches + 1
+    return batches > allowed
+  end, "exceeded its limit of " .. M.EVENT_INSTRUCTION_LIMIT .. " instructions", fn, ...)
 end
 
 return M

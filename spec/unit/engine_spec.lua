@@ -360,6 +360,37 @@ describe("engine", function()
   end)
 
   describe("on_tick", function()
+    it("stops an event hook that loops without yielding, and the pass goes on", function()
+      local hooks = require "certmaint.hooks"
+      local saved = hooks.EVENT_INSTRUCTION_LIMIT
+      hooks.EVENT_INSTRUCTION_LIMIT = 5000000
+      local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+      local e = testing.engine(policy { issuer = issuer, on_tick = function()
+        while true do pcall(function() end) end
+      end })
+      clock:advance(25 * DAY)
+      local ok, tick = pcall(e.tick, e, "renew")
+      hooks.EVENT_INSTRUCTION_LIMIT = saved
+      assert.is_true(ok)
+      assert.equal(1, tick.renewed)
+      assert.equal(1, grep(logs(), "event=hook_failed.*exceeded its limit of 5000000 instructions.*hook=on_tick"))
+    end)
+
+    it("lets an event hook wait for a command as long as it takes", function()
+      local hooks = require "certmaint.hooks"
+      local saved = hooks.EVENT_INSTRUCTION_LIMIT
+      hooks.EVENT_INSTRUCTION_LIMIT = 5000000
+      local ran
+      local e = testing.engine(policy { issuer = testing.issuer { ca = ca }, on_tick = function()
+        local res = certmaint.exec({ "sh", "-c", "sleep 0.3; echo done" })
+        ran = res and res.stdout
+      end })
+      local tick = e:tick("clean")
+      hooks.EVENT_INSTRUCTION_LIMIT = saved
+      assert.equal("clean", tick.kind)
+      assert.equal("done\n", ran)
+    end)
+
     it("gets the counts of the pass, and a raising on_tick is survived", function()
       local ticks = {}
       local issuer = testing.issuer { ca = ca, lifetime = "30d" }
