@@ -231,7 +231,8 @@ function commands.status(engine, args)
     out[#out + 1] = {
       table.concat(r.names, ","), r.issuer and (r.issuer:match("CN=([^,]+)") or r.issuer) or "-",
       r.not_after and M.iso(r.not_after) or "-", r.not_after and left(r.not_after - now) or "-",
-      r.renewal_due and "now" or ((r.renewal_at and r.renewal_at ~= math.huge) and M.iso(r.renewal_at) or "never"),
+      (not r.not_after and "obtain") or (r.renewal_due and "now")
+        or ((r.renewal_at and r.renewal_at ~= math.huge) and M.iso(r.renewal_at) or "never"),
       staple, err,
     }
   end
