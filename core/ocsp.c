@@ -242,7 +242,9 @@ static int single_info(OCSP_BASICRESP *bs, OCSP_SINGLERESP *single, struct cm_oc
     info->status = st == V_OCSP_CERTSTATUS_GOOD      ? CM_OCSP_GOOD
                    : st == V_OCSP_CERTSTATUS_REVOKED ? CM_OCSP_REVOKED
                                                      : CM_OCSP_UNKNOWN;
-    info->reason = st == V_OCSP_CERTSTATUS_REVOKED ? reason : -1;
+    /* The ENUMERATED is the responder's: anything outside RFC 5280's 0-10
+     * is no CRLReason, and callers are promised one or -1 (ocsp.h). */
+    info->reason = st == V_OCSP_CERTSTATUS_REVOKED && reason >= 0 && reason <= 10 ? reason : -1;
     if (cm_ssl_time_unix(thisupd, &info->this_update) != CM_OK ||
         (nextupd && cm_ssl_time_unix(nextupd, &info->next_update) != CM_OK) ||
         (revtime && cm_ssl_time_unix(revtime, &info->revoked_at) != CM_OK) ||
@@ -257,15 +259,19 @@ int cm_ocsp_response_peek(const unsigned char *der, size_t der_len, struct cm_oc
     OCSP_RESPONSE *resp = NULL;
     OCSP_BASICRESP *bs = NULL;
     OCSP_SINGLERESP *single;
+    struct cm_ocsp_info info;
     int ret = CM_ERR;
 
+    memset(&info, 0, sizeof info);
     memset(out, 0, sizeof *out);
     if (decode_basic(der, der_len, &resp, &bs, res) != CM_OK) goto out;
     if (OCSP_resp_count(bs) < 1 || !(single = OCSP_resp_get0(bs, 0))) {
         ret = cm_fail(res, "parse", "OCSP response holds no certificate status");
         goto out;
     }
-    ret = single_info(bs, single, out, res);
+    /* Into a local first: single_info stops half-way on a malformed time,
+     * and *out stays zeroed on failure, as with cm_ocsp_response_parse. */
+    if ((ret = single_info(bs, single, &info, res)) == CM_OK) *out = info;
 out:
     ERR_clear_error();
     OCSP_BASICRESP_free(bs); bs = NULL;

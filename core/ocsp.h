@@ -73,7 +73,8 @@ int cm_ocsp_response_parse(const unsigned char *der, size_t der_len, const char 
 /* Read what a successful OCSPResponse says (its first SingleResponse)
  * WITHOUT verifying its signature or whom it is about: for deciding whether a
  * stored staple is stale or unparseable (the clean pass), never for trusting
- * it.  Fails with "toobig", "parse", "ocsp:<responseStatus>". */
+ * it.  Fails with "toobig", "parse", "ocsp:<responseStatus>"; *out is then
+ * zeroed. */
 int cm_ocsp_response_peek(const unsigned char *der, size_t der_len, struct cm_ocsp_info *out,
                           struct cm_result *res);
 

@@ -1,0 +1,93 @@
+/* fuzz_ocsp.c - OCSP responses are fetched from responders and loaded from
+ * storage: untrusted bytes.  Each input goes through cm_ocsp_response_peek
+ * and through cm_ocsp_response_parse against a fixed certificate and issuer
+ * (tests/fixtures/x509/ok_leaf.pem under ok_intermediate.pem), at time 0
+ * (no responder time check) and at a fixed time.
+ *
+ * Properties (ocsp.h): a result is an enum value, a CRLReason or -1, and
+ * revoked_at is 0 unless revoked; a failure has a code and zeroes *out. */
+#include <string.h>
+
+#include "fuzz.h"
+#include "ocsp.h"
+
+#ifndef CM_FUZZ_FIXTURES
+#error "CM_FUZZ_FIXTURES must name tests/fixtures/x509"
+#endif
+
+struct blob {
+    char *data;
+    size_t len;
+};
+
+/* Read a fixture once; the harness keeps it for the life of the process. */
+static void load(const char *name, struct blob *b)
+{
+    char path[1024];
+    FILE *f = NULL;
+    long n;
+
+    if (b->data) return;
+    snprintf(path, sizeof path, "%s/%s", CM_FUZZ_FIXTURES, name);
+    if (!(f = fopen(path, "rb")) || fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) <= 0 ||
+        fseek(f, 0, SEEK_SET) != 0 || !(b->data = malloc((size_t)n)) ||
+        fread(b->data, 1, (size_t)n, f) != (size_t)n) {
+        fprintf(stderr, "fuzz_ocsp: cannot read %s\n", path);
+        abort();
+    }
+    b->len = (size_t)n;
+    fclose(f);
+}
+
+static int is_zero(const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (b[i]) return 0;
+    return 1;
+}
+
+static void check_info(int rc, const struct cm_ocsp_info *info, const struct cm_result *res)
+{
+    if (rc != CM_OK) {
+        FUZZ_CHECK(rc == CM_ERR && res->code[0] != '\0');
+        FUZZ_CHECK(memchr(res->message, '\0', sizeof res->message) != NULL);
+        FUZZ_CHECK(is_zero(info, sizeof *info));
+        return;
+    }
+    FUZZ_CHECK(info->status == CM_OCSP_GOOD || info->status == CM_OCSP_REVOKED ||
+               info->status == CM_OCSP_UNKNOWN);
+    FUZZ_CHECK(cm_ocsp_status_name(info->status) != NULL);
+    FUZZ_CHECK(info->reason >= -1 && info->reason <= 10);
+    FUZZ_CHECK(info->status == CM_OCSP_REVOKED || (info->revoked_at == 0 && info->reason == -1));
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static struct blob leaf, issuer;
+    struct cm_ocsp_info info;
+    struct cm_result res;
+    int rc;
+
+    load("ok_leaf.pem", &leaf);
+    load("ok_intermediate.pem", &issuer);
+
+    memset(&info, 0x5a, sizeof info);
+    cm_result_clear(&res);
+    rc = cm_ocsp_response_peek(data, size, &info, &res);
+    check_info(rc, &info, &res);
+
+    memset(&info, 0x5a, sizeof info);
+    cm_result_clear(&res);
+    rc = cm_ocsp_response_parse(data, size, leaf.data, leaf.len, issuer.data, issuer.len, 0,
+                                &info, &res);
+    check_info(rc, &info, &res);
+
+    memset(&info, 0x5a, sizeof info);
+    cm_result_clear(&res);
+    rc = cm_ocsp_response_parse(data, size, leaf.data, leaf.len, issuer.data, issuer.len,
+                                1767225600 /* 2026-01-01 */, &info, &res);
+    check_info(rc, &info, &res);
+    return 0;
+}
