@@ -23,7 +23,13 @@ describe("engine", function()
   end)
 
   after_each(function()
+    -- nothing left in flight: sleeping tasks (retries, the lock heartbeat) are
+    -- legitimate and cleared by reset, transfers and commands are not
+    local pending = core.loop_pending()
     testing.reset()
+    assert.equal(0, pending.http)
+    assert.equal(0, pending.exec)
+    assert.same({ timers = 0, http = 0, exec = 0, servers = 0 }, core.loop_pending())
   end)
 
   local function policy(fields)
