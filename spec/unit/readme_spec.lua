@@ -9,5 +9,5 @@ local example = readme:match('```lua\n(local certmaint = require "certmaint"\nlo
 assert(example, "README.md lost its busted example")
 
 local chunk = assert(load(example, "@README.md (busted example)", "t",
-  setmetatable({}, { __index = _G })))
+  setmetatable({}, { __index = _ENV })))
 chunk()
