@@ -179,7 +179,7 @@ local function status_rows_json(rows, now)
   return out
 end
 
-M.iso = function(t) return os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t)) end
+M.iso = function(t) return require("certmaint.engine").iso(t) end
 
 local commands = {}
 

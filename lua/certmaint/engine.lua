@@ -47,7 +47,7 @@ end
 --- Yield the current task until pred() holds (other tasks run meanwhile).
 local function wait_until(pred)
   while not pred() do
-    loop.sleep(core.clock_is_fake() and 0 or 0.02)
+    if core.clock_is_fake() then loop.yield() else loop.sleep(0.02) end
   end
 end
 
@@ -63,7 +63,6 @@ function M.new(policy, opts)
   self.order = {}           -- primaries in policy order
   self.by_id = {}           -- cache id -> entry
   self.collectors = {}      -- open pass collectors (see collect)
-  self.state_dirty = {}
   self:apply_policy(policy)
   self.jobs = jobs.new {
     concurrency = policy.concurrency or 8,

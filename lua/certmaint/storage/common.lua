@@ -247,4 +247,16 @@ function M.acquire(name, opts, poll_interval, try)
   end
 end
 
+--- backend:lock(name [, opts]) for any backend with try_lock(name, lk),
+-- poll_interval and held: wait as M.acquire does, then remember the lock so
+-- refresh_locks keeps it fresh. Both backends' lock() is this.
+function M.lock(backend, name, opts)
+  local lk = M.lock_key(name, 3)
+  opts = M.lock_options(opts, 3)
+  local ok, err, code = M.acquire(name, opts, backend.poll_interval,
+    function() return backend:try_lock(name, lk) end)
+  if ok then backend.held[lk] = name end
+  return ok, err, code
+end
+
 return M

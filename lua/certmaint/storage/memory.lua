@@ -170,11 +170,7 @@ end
 
 --- lock(name [, {timeout = seconds}]) -> true | nil, err, "locked"|"timeout"
 function Memory:lock(name, opts)
-  local lk = common.lock_key(name, 2)
-  opts = common.lock_options(opts, 2)
-  local ok, err, code = common.acquire(name, opts, self.poll_interval,
-    function() return self:try_lock(name, lk) end)
-  if ok then self.held[lk] = name end
+  local ok, err, code = common.lock(self, name, opts) -- not a tail call: error levels count this frame
   return ok, err, code
 end
 
