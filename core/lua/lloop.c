@@ -13,10 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../http.h"
-#include "../httpd.h"
-#include "../loop.h"
-#include "../proc.h"
+#include "../loop/http.h"
+#include "../loop/httpd.h"
+#include "../loop/loop.h"
+#include "../loop/proc.h"
 
 #define SENTINEL_KEY "certmaint.loop.sentinel"
 #define EVENTS_MT "certmaint.loop.events"

@@ -13,10 +13,10 @@
 
 #include "check.h"
 #include "clock.h"
-#include "http.h"
-#include "httpd.h"
-#include "loop.h"
-#include "proc.h"
+#include "loop/http.h"
+#include "loop/httpd.h"
+#include "loop/loop.h"
+#include "loop/proc.h"
 
 static struct cm_loop *loop;
 static struct cm_event *stash; /* events taken from the loop, not yet claimed */

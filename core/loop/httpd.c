@@ -1,0 +1,720 @@
+/* httpd.c - the in-loop HTTP server for challenge files.
+ *
+ * One state machine a connection: READ (collect one request head, bounded),
+ * WRITE (send the whole answer), then READ again (keep-alive) or close.  Each
+ * connection has one monotonic deadline, re-armed after each answer; a
+ * client that is too slow, or sends too much, or sends garbage, loses its
+ * connection and nothing else.
+ */
+#include "httpd.h"
+#include "loop_impl.h"
+
+#include <errno.h>
+#include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "clock.h"
+
+#define ACCEPT_BATCH 64
+#define MAX_CONTENT_TYPE 128
+
+struct route {
+    char *path;
+    char *body;
+    size_t len;
+    char *ctype;
+    struct route *next;
+};
+
+struct conn;
+
+struct server {
+    uint64_t id;
+    int fd;
+    int port;
+    struct cm_watch *w;
+    struct cm_itimer retry;     /* re-enable accept after EMFILE */
+    struct route **buckets;
+    size_t nbuckets;
+    struct conn *conns;
+    size_t max_conns;
+    double timeout;
+    struct cm_httpd_stats stats;
+    struct server *prev, *next;
+};
+
+struct conn {
+    struct server *srv;
+    int fd;
+    struct cm_watch *w;
+    struct cm_itimer timer;
+    char in[CM_HTTPD_MAX_REQUEST];
+    size_t in_len;
+    char *out;
+    size_t out_len, out_off;
+    int writing;
+    int close_after;
+    int eof;                    /* the peer shut down its side */
+    struct conn *prev, *next;
+};
+
+struct cm_httpd_state {
+    struct server *list;
+    size_t count;
+};
+
+static struct cm_httpd_state *state(struct cm_loop *loop) { return *cm_loop_httpd_slot(loop); }
+
+void cm_httpd_opts_init(struct cm_httpd_opts *opts)
+{
+    memset(opts, 0, sizeof *opts);
+    opts->timeout = 10;
+    opts->max_connections = 1024;
+}
+
+size_t cm_httpd_count(struct cm_loop *loop) { return state(loop) ? state(loop)->count : 0; }
+
+int cm_httpd_init(struct cm_loop *loop, struct cm_result *res)
+{
+    struct cm_httpd_state *st = calloc(1, sizeof *st);
+    if (!st) return cm_fail(res, "ENOMEM", "out of memory");
+    *cm_loop_httpd_slot(loop) = st;
+    return CM_OK;
+}
+
+/* --- routes ---------------------------------------------------------------- */
+
+static size_t path_hash(const char *p, size_t n)
+{
+    size_t h = 1469598103934665603ULL & SIZE_MAX, i;
+    for (i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 1099511628211ULL & SIZE_MAX;
+    }
+    return h;
+}
+
+static struct route **route_slot(struct server *s, const char *path, size_t n)
+{
+    struct route **r;
+    if (!s->nbuckets) return NULL;
+    r = &s->buckets[path_hash(path, n) & (s->nbuckets - 1)];
+    while (*r && !(strlen((*r)->path) == n && memcmp((*r)->path, path, n) == 0)) r = &(*r)->next;
+    return r;
+}
+
+static void route_free(struct route *r)
+{
+    free(r->path); r->path = NULL;
+    free(r->body); r->body = NULL;
+    free(r->ctype); r->ctype = NULL;
+    free(r);
+}
+
+static int routes_grow(struct server *s)
+{
+    size_t cap = s->nbuckets ? s->nbuckets * 2 : 64, i;
+    struct route **fresh = calloc(cap, sizeof *fresh);
+    if (!fresh) return CM_ERR;
+    for (i = 0; i < s->nbuckets; i++) {
+        struct route *r = s->buckets[i];
+        while (r) {
+            struct route *next = r->next;
+            size_t b = path_hash(r->path, strlen(r->path)) & (cap - 1);
+            r->next = fresh[b];
+            fresh[b] = r;
+            r = next;
+        }
+    }
+    free(s->buckets);
+    s->buckets = fresh;
+    s->nbuckets = cap;
+    return CM_OK;
+}
+
+static int valid_path(const char *p)
+{
+    size_t i, n = strlen(p);
+    if (n == 0 || n > CM_HTTPD_MAX_PATH || p[0] != '/') return 0;
+    for (i = 0; i < n; i++)
+        if ((unsigned char)p[i] <= 0x20 || p[i] == 0x7f || p[i] == '?' || p[i] == '#') return 0;
+    return 1;
+}
+
+int cm_httpd_set(struct cm_loop *loop, uint64_t id, const char *path, const char *body,
+                 size_t len, const char *content_type, struct cm_result *res)
+{
+    struct server *s = cm_loop_id_get(loop, id, CM_ID_SERVER);
+    struct route *r = NULL, **slot;
+    const char *ct = content_type ? content_type : "text/plain";
+    size_t i;
+    if (!s) return cm_fail(res, "ENOENT", "no HTTP server %llu", (unsigned long long)id);
+    if (!valid_path(path))
+        return cm_fail(res, "invalid", "bad path \"%.60s\" (want /..., at most %d bytes, no query)", path,
+                       CM_HTTPD_MAX_PATH);
+    if (len > CM_HTTPD_MAX_BODY)
+        return cm_fail(res, "invalid", "body of %zu bytes is larger than %zu", len, CM_HTTPD_MAX_BODY);
+    if (strlen(ct) == 0 || strlen(ct) > MAX_CONTENT_TYPE)
+        return cm_fail(res, "invalid", "bad content type");
+    for (i = 0; ct[i]; i++)
+        if ((unsigned char)ct[i] < 0x20 || ct[i] == 0x7f) return cm_fail(res, "invalid", "bad content type");
+    slot = route_slot(s, path, strlen(path));
+    if (slot && *slot) {
+        char *nb = malloc(len + 1), *nc = strdup(ct);
+        r = *slot;
+        if (!nb || !nc) {
+            free(nb);
+            free(nc);
+            return cm_fail(res, "ENOMEM", "out of memory");
+        }
+        if (len) memcpy(nb, body, len);
+        free(r->body);
+        free(r->ctype);
+        r->body = nb;
+        r->ctype = nc;
+        r->len = len;
+        return CM_OK;
+    }
+    if (s->stats.paths >= CM_HTTPD_MAX_PATHS)
+        return cm_fail(res, "invalid", "server already serves %d paths", CM_HTTPD_MAX_PATHS);
+    if (s->stats.paths + 1 > s->nbuckets && routes_grow(s) != CM_OK)
+        return cm_fail(res, "ENOMEM", "out of memory");
+    r = calloc(1, sizeof *r);
+    if (!r) return cm_fail(res, "ENOMEM", "out of memory");
+    r->path = strdup(path);
+    r->body = malloc(len + 1);
+    r->ctype = strdup(ct);
+    if (!r->path || !r->body || !r->ctype) {
+        route_free(r);
+        return cm_fail(res, "ENOMEM", "out of memory");
+    }
+    if (len) memcpy(r->body, body, len);
+    r->len = len;
+    slot = route_slot(s, path, strlen(path));
+    *slot = r;
+    s->stats.paths++;
+    return CM_OK;
+}
+
+int cm_httpd_unset(struct cm_loop *loop, uint64_t id, const char *path)
+{
+    struct server *s = cm_loop_id_get(loop, id, CM_ID_SERVER);
+    struct route **slot, *r;
+    if (!s || !path) return 0;
+    slot = route_slot(s, path, strlen(path));
+    if (!slot || !*slot) return 0;
+    r = *slot;
+    *slot = r->next;
+    route_free(r);
+    s->stats.paths--;
+    return 1;
+}
+
+/* --- connections ------------------------------------------------------------ */
+
+static void conn_close(struct cm_loop *loop, struct conn *c)
+{
+    struct server *s = c->srv;
+    cm_loop_itimer_stop(loop, &c->timer);
+    cm_loop_watch_del(loop, c->w); c->w = NULL;
+    if (c->fd >= 0) { close(c->fd); c->fd = -1; }
+    if (c->prev) c->prev->next = c->next;
+    else s->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    s->stats.connections--;
+    free(c->out); c->out = NULL;
+    free(c);
+}
+
+static void conn_timeout(struct cm_loop *loop, struct cm_itimer *t)
+{
+    struct conn *c = (struct conn *)(void *)((char *)t - offsetof(struct conn, timer));
+    c->srv->stats.timeouts++;
+    conn_close(loop, c);
+}
+
+/* Find the end of the head ("\r\n\r\n" or a bare "\n\n"); 0 when incomplete. */
+static size_t head_end(const char *p, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        if (p[i] != '\n') continue;
+        if (i + 1 < n && p[i + 1] == '\n') return i + 2;
+        if (i + 2 < n && p[i + 1] == '\r' && p[i + 2] == '\n') return i + 3;
+    }
+    return 0;
+}
+
+static int set_out(struct conn *c, int code, const char *reason, const char *ctype,
+                   const char *body, size_t len, int head_only, const char *extra)
+{
+    char hdr[512];
+    int n = snprintf(hdr, sizeof hdr,
+                     "HTTP/1.1 %d %s\r\nServer: certmaint\r\nContent-Type: %s\r\n"
+                     "Content-Length: %zu\r\n%sConnection: %s\r\n\r\n",
+                     code, reason, ctype, len, extra ? extra : "", c->close_after ? "close" : "keep-alive");
+    size_t blen = head_only ? 0 : len;
+    if (n < 0 || (size_t)n >= sizeof hdr) return CM_ERR;
+    free(c->out);
+    c->out = malloc((size_t)n + blen);
+    if (!c->out) return CM_ERR;
+    memcpy(c->out, hdr, (size_t)n);
+    if (blen) memcpy(c->out + n, body, blen);
+    c->out_len = (size_t)n + blen;
+    c->out_off = 0;
+    return CM_OK;
+}
+
+static int simple(struct conn *c, int code, const char *reason, int head_only)
+{
+    char body[64];
+    int n = snprintf(body, sizeof body, "%d %s\n", code, reason);
+    return set_out(c, code, reason, "text/plain", body, (size_t)n, head_only,
+                   code == 405 ? "Allow: GET, HEAD\r\n" : NULL);
+}
+
+static int ieq(const char *a, size_t an, const char *b)
+{
+    return strlen(b) == an && strncasecmp(a, b, an) == 0;
+}
+
+static int has_token(const char *v, size_t n, const char *tok)
+{
+    size_t tl = strlen(tok), i;
+    for (i = 0; i + tl <= n; i++)
+        if (strncasecmp(v + i, tok, tl) == 0) return 1;
+    return 0;
+}
+
+/* Parse one complete head of hlen bytes at c->in and prepare the answer. */
+static int answer(struct conn *c, size_t hlen)
+{
+    struct server *s = c->srv;
+    const char *p = c->in, *end = c->in + hlen, *eol, *sp1, *sp2, *target, *q;
+    size_t mlen, tlen, vlen;
+    int http10, head_only, keep = -1, has_body = 0;
+    struct route **slot;
+
+    s->stats.requests++;
+    eol = memchr(p, '\n', hlen);
+    vlen = (size_t)(eol - p);
+    if (vlen && p[vlen - 1] == '\r') vlen--;
+    sp1 = memchr(p, ' ', vlen);
+    sp2 = sp1 ? memchr(sp1 + 1, ' ', vlen - (size_t)(sp1 + 1 - p)) : NULL;
+    if (!sp1 || !sp2) goto bad;
+    mlen = (size_t)(sp1 - p);
+    target = sp1 + 1;
+    tlen = (size_t)(sp2 - target);
+    vlen -= (size_t)(sp2 + 1 - p);
+    if (vlen != 8 || memcmp(sp2 + 1, "HTTP/1.", 7) != 0 || (sp2[8] != '0' && sp2[8] != '1')) goto bad;
+    http10 = sp2[8] == '0';
+    if (mlen == 0 || mlen > 16 || tlen == 0) goto bad;
+    {
+        size_t i;
+        for (i = 0; i < mlen; i++)
+            if (p[i] < 'A' || p[i] > 'Z') goto bad;
+    }
+    /* absolute-form (a proxy-style request): keep the path only */
+    if (tlen > 7 && strncasecmp(target, "http://", 7) == 0) {
+        const char *slash = memchr(target + 7, '/', tlen - 7);
+        if (!slash) goto bad;
+        tlen -= (size_t)(slash - target);
+        target = slash;
+    }
+    if (target[0] != '/') goto bad;
+    q = memchr(target, '?', tlen);
+    if (q) tlen = (size_t)(q - target);
+    /* headers: only what decides the connection's fate */
+    p = eol + 1;
+    while (p < end) {
+        const char *colon, *v;
+        size_t ln, nl, vl;
+        eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol) break;
+        ln = (size_t)(eol - p);
+        if (ln && p[ln - 1] == '\r') ln--;
+        if (ln == 0) break;
+        colon = memchr(p, ':', ln);
+        if (!colon || colon == p || p[0] == ' ' || p[0] == '\t') goto bad;
+        nl = (size_t)(colon - p);
+        v = colon + 1;
+        vl = ln - nl - 1;
+        if (ieq(p, nl, "connection")) {
+            if (has_token(v, vl, "close")) keep = 0;
+            else if (has_token(v, vl, "keep-alive")) keep = 1;
+        } else if (ieq(p, nl, "content-length")) {
+            size_t i;
+            for (i = 0; i < vl; i++)
+                if (v[i] >= '1' && v[i] <= '9') has_body = 1;
+        } else if (ieq(p, nl, "transfer-encoding")) {
+            has_body = 1;
+        }
+        p = eol + 1;
+    }
+    c->close_after = keep == 0 || (http10 && keep != 1) || has_body || c->eof;
+    head_only = mlen == 4 && memcmp(c->in, "HEAD", 4) == 0;
+    if (!head_only && !(mlen == 3 && memcmp(c->in, "GET", 3) == 0)) {
+        s->stats.bad++;
+        c->close_after = 1;
+        return simple(c, 405, "Method Not Allowed", 0);
+    }
+    slot = route_slot(s, target, tlen);
+    if (!slot || !*slot) {
+        s->stats.not_found++;
+        return simple(c, 404, "Not Found", head_only);
+    }
+    s->stats.ok++;
+    return set_out(c, 200, "OK", (*slot)->ctype, (*slot)->body, (*slot)->len, head_only, NULL);
+bad:
+    s->stats.bad++;
+    c->close_after = 1;
+    return simple(c, 400, "Bad Request", 0);
+}
+
+static void conn_io(struct cm_loop *loop, struct cm_watch *w, uint32_t revents);
+
+/* Send what is pending; 0 when done, 1 when waiting for EPOLLOUT, -1 when
+ * the connection was closed. */
+static int flush_out(struct cm_loop *loop, struct conn *c)
+{
+    struct cm_result res;
+    while (c->out_off < c->out_len) {
+        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+        if (n > 0) {
+            c->out_off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            c->writing = 1;
+            if (cm_loop_watch_mod(loop, c->w, EPOLLOUT, &res) != CM_OK) {
+                conn_close(loop, c);
+                return -1;
+            }
+            return 1;
+        }
+        conn_close(loop, c);
+        return -1;
+    }
+    free(c->out); c->out = NULL;
+    c->out_len = c->out_off = 0;
+    c->writing = 0;
+    if (c->close_after) {
+        conn_close(loop, c);
+        return -1;
+    }
+    if (cm_loop_watch_mod(loop, c->w, EPOLLIN | EPOLLRDHUP, &res) != CM_OK ||
+        cm_loop_itimer_set(loop, &c->timer, cm_clock_monotonic() + c->srv->timeout, &res) != CM_OK) {
+        conn_close(loop, c);
+        return -1;
+    }
+    return 0;
+}
+
+/* Answer every complete request in the buffer (pipelining), one at a time.
+ * Returns -1 when the connection was closed. */
+static int process(struct cm_loop *loop, struct conn *c)
+{
+    for (;;) {
+        size_t hlen = head_end(c->in, c->in_len);
+        int r;
+        if (!hlen) {
+            if (c->in_len == sizeof c->in) {
+                c->srv->stats.requests++;
+                c->srv->stats.bad++;
+                c->close_after = 1;
+                c->in_len = 0;
+                if (simple(c, 431, "Request Header Fields Too Large", 0) != CM_OK) {
+                    conn_close(loop, c);
+                    return -1;
+                }
+                return flush_out(loop, c) < 0 ? -1 : 0;
+            }
+            if (c->eof) { /* half a request and no more coming */
+                conn_close(loop, c);
+                return -1;
+            }
+            return 0;
+        }
+        if (answer(c, hlen) != CM_OK) {
+            conn_close(loop, c);
+            return -1;
+        }
+        memmove(c->in, c->in + hlen, c->in_len - hlen);
+        c->in_len -= hlen;
+        r = flush_out(loop, c);
+        if (r != 0) return r < 0 ? -1 : 0; /* closed, or waiting to write */
+    }
+}
+
+static void conn_io(struct cm_loop *loop, struct cm_watch *w, uint32_t revents)
+{
+    struct conn *c = w->owner;
+    if (c->writing) {
+        if (revents & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
+            if (flush_out(loop, c) == 0) (void)process(loop, c);
+        }
+        return;
+    }
+    while (!c->eof && c->in_len < sizeof c->in) {
+        ssize_t n = recv(c->fd, c->in + c->in_len, sizeof c->in - c->in_len, 0);
+        if (n > 0) {
+            c->in_len += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        if (n < 0) { /* reset: nobody to answer */
+            conn_close(loop, c);
+            return;
+        }
+        /* EOF: answer what is complete (a client may shut down its write
+         * side after the request), then close */
+        c->eof = 1;
+        if (cm_loop_watch_mod(loop, c->w, 0, NULL) != CM_OK) {
+            conn_close(loop, c);
+            return;
+        }
+    }
+    (void)process(loop, c);
+}
+
+static void server_pause_end(struct cm_loop *loop, struct cm_itimer *t)
+{
+    struct server *s = (struct server *)(void *)((char *)t - offsetof(struct server, retry));
+    struct cm_result res;
+    if (cm_loop_watch_mod(loop, s->w, EPOLLIN, &res) != CM_OK)
+        (void)cm_loop_itimer_set(loop, &s->retry, cm_clock_monotonic() + 0.1, &res);
+}
+
+static void server_io(struct cm_loop *loop, struct cm_watch *w, uint32_t revents)
+{
+    struct server *s = w->owner;
+    struct cm_result res;
+    int i;
+    (void)revents;
+    for (i = 0; i < ACCEPT_BATCH; i++) {
+        struct conn *c;
+        int fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* out of fds: stop accepting for a moment instead of spinning */
+                if (cm_loop_watch_mod(loop, s->w, 0, &res) == CM_OK)
+                    (void)cm_loop_itimer_set(loop, &s->retry, cm_clock_monotonic() + 0.1, &res);
+            }
+            return; /* EAGAIN: all accepted */
+        }
+        if (s->stats.connections >= s->max_conns) {
+            s->stats.rejected++;
+            close(fd);
+            continue;
+        }
+        c = calloc(1, sizeof *c);
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        c->srv = s;
+        c->fd = fd;
+        c->timer.fire = conn_timeout;
+        c->w = cm_loop_watch_add(loop, fd, EPOLLIN | EPOLLRDHUP, conn_io, c, &res);
+        if (!c->w || cm_loop_itimer_set(loop, &c->timer, cm_clock_monotonic() + s->timeout, &res) != CM_OK) {
+            cm_loop_watch_del(loop, c->w);
+            close(fd);
+            free(c);
+            continue;
+        }
+        c->next = s->conns;
+        if (s->conns) s->conns->prev = c;
+        s->conns = c;
+        s->stats.connections++;
+        s->stats.accepted++;
+    }
+}
+
+/* --- servers ------------------------------------------------------------------ */
+
+static const char *errno_code(int e)
+{
+    switch (e) {
+    case EADDRINUSE: return "EADDRINUSE";
+    case EACCES: return "EACCES";
+    case EADDRNOTAVAIL: return "EADDRNOTAVAIL";
+    case EMFILE: return "EMFILE";
+    case ENFILE: return "ENFILE";
+    case ENOMEM: return "ENOMEM";
+    default: return "listen";
+    }
+}
+
+/* Split "host:port" / "[v6]:port" / ":port" into host and port text. */
+static int split_listen(const char *listen, char *host, size_t hsz, char *port, size_t psz)
+{
+    const char *colon, *h = listen;
+    size_t hl;
+    if (listen[0] == '[') {
+        const char *close_br = strchr(listen, ']');
+        if (!close_br || close_br[1] != ':') return CM_ERR;
+        h = listen + 1;
+        hl = (size_t)(close_br - h);
+        colon = close_br + 1;
+    } else {
+        colon = strrchr(listen, ':');
+        if (!colon) return CM_ERR;
+        hl = (size_t)(colon - listen);
+        if (memchr(listen, ':', hl)) return CM_ERR; /* bare IPv6 needs brackets */
+    }
+    if (hl >= hsz || strlen(colon + 1) >= psz || !colon[1]) return CM_ERR;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    strcpy(port, colon + 1);
+    if (strspn(port, "0123456789") != strlen(port) || atol(port) > 65535) return CM_ERR;
+    if (strcmp(host, "localhost") == 0) strcpy(host, "127.0.0.1");
+    if (host[0] == '\0' || strcmp(host, "*") == 0) strcpy(host, "0.0.0.0");
+    return CM_OK;
+}
+
+int cm_httpd_serve(struct cm_loop *loop, const struct cm_httpd_opts *opts, uint64_t *id,
+                   int *port, struct cm_result *res)
+{
+    struct cm_httpd_state *st = state(loop);
+    struct server *s = NULL;
+    struct addrinfo hints, *ai = NULL;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char host[64], portbuf[8];
+    int fd = -1, one = 1, rc = CM_ERR, gai, e;
+
+    if (!opts->listen || split_listen(opts->listen, host, sizeof host, portbuf, sizeof portbuf) != CM_OK)
+        return cm_fail(res, "invalid", "bad listen address \"%.80s\" (want HOST:PORT)",
+                       opts->listen ? opts->listen : "");
+    if (!isfinite(opts->timeout) || opts->timeout <= 0 || opts->timeout > 3600)
+        return cm_fail(res, "invalid", "server timeout must be > 0 and at most 3600 seconds");
+    if (opts->max_connections == 0 || opts->max_connections > 65536)
+        return cm_fail(res, "invalid", "max_connections must be between 1 and 65536");
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
+    if ((gai = getaddrinfo(host, portbuf, &hints, &ai)) != 0 || !ai)
+        return cm_fail(res, "invalid", "bad listen address \"%.80s\": %s", opts->listen,
+                       gai ? gai_strerror(gai) : "no address");
+    fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        e = errno;
+        cm_fail(res, errno_code(e), "socket: %s", strerror(e));
+        goto out;
+    }
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 511) != 0 ||
+        getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) {
+        e = errno;
+        cm_fail(res, errno_code(e), "cannot listen on %s: %s", opts->listen, strerror(e));
+        goto out;
+    }
+    s = calloc(1, sizeof *s);
+    if (!s) {
+        cm_fail(res, "ENOMEM", "out of memory");
+        goto out;
+    }
+    s->fd = fd;
+    s->port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+                                       : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    s->timeout = opts->timeout;
+    s->max_conns = opts->max_connections;
+    s->retry.fire = server_pause_end;
+    s->id = cm_loop_new_id(loop);
+    if (routes_grow(s) != CM_OK) {
+        cm_fail(res, "ENOMEM", "out of memory");
+        goto out;
+    }
+    s->w = cm_loop_watch_add(loop, fd, EPOLLIN, server_io, s, res);
+    if (!s->w) goto out;
+    if (cm_loop_id_put(loop, s->id, CM_ID_SERVER, s, res) != CM_OK) {
+        cm_loop_watch_del(loop, s->w); s->w = NULL;
+        goto out;
+    }
+    s->next = st->list;
+    if (st->list) st->list->prev = s;
+    st->list = s;
+    st->count++;
+    *id = s->id;
+    *port = s->port;
+    s = NULL;
+    fd = -1;
+    rc = CM_OK;
+out:
+    if (s) {
+        free(s->buckets); s->buckets = NULL;
+        free(s);
+    }
+    if (fd >= 0) close(fd);
+    if (ai) freeaddrinfo(ai);
+    return rc;
+}
+
+static void server_free(struct cm_loop *loop, struct server *s)
+{
+    struct cm_httpd_state *st = state(loop);
+    size_t i;
+    while (s->conns) conn_close(loop, s->conns);
+    cm_loop_itimer_stop(loop, &s->retry);
+    cm_loop_watch_del(loop, s->w); s->w = NULL;
+    if (s->fd >= 0) { close(s->fd); s->fd = -1; }
+    for (i = 0; i < s->nbuckets; i++) {
+        while (s->buckets[i]) {
+            struct route *r = s->buckets[i];
+            s->buckets[i] = r->next;
+            route_free(r);
+        }
+    }
+    free(s->buckets); s->buckets = NULL;
+    if (s->prev) s->prev->next = s->next;
+    else st->list = s->next;
+    if (s->next) s->next->prev = s->prev;
+    st->count--;
+    cm_loop_id_del(loop, s->id);
+    free(s);
+}
+
+int cm_httpd_close(struct cm_loop *loop, uint64_t id)
+{
+    struct server *s = cm_loop_id_get(loop, id, CM_ID_SERVER);
+    if (!s) return 0;
+    server_free(loop, s);
+    return 1;
+}
+
+int cm_httpd_stats(struct cm_loop *loop, uint64_t id, struct cm_httpd_stats *out,
+                   struct cm_result *res)
+{
+    struct server *s = cm_loop_id_get(loop, id, CM_ID_SERVER);
+    if (!s) return cm_fail(res, "ENOENT", "no HTTP server %llu", (unsigned long long)id);
+    *out = s->stats;
+    return CM_OK;
+}
+
+void cm_httpd_reset(struct cm_loop *loop)
+{
+    struct cm_httpd_state *st = state(loop);
+    if (!st) return;
+    while (st->list) server_free(loop, st->list);
+}
+
+void cm_httpd_destroy(struct cm_loop *loop)
+{
+    struct cm_httpd_state *st = state(loop);
+    if (!st) return;
+    cm_httpd_reset(loop);
+    free(st);
+    *cm_loop_httpd_slot(loop) = NULL;
+}

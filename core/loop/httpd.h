@@ -1,0 +1,66 @@
+/* httpd.h - a tiny HTTP/1.x server that lives inside the loop.
+ *
+ * It answers GET and HEAD for exact paths from a table held in C (the ACME
+ * http-01 challenges, /.well-known/acme-challenge/TOKEN), 404 for any other
+ * path and 405 for any other method, entirely in C: no event reaches the
+ * host.  Built to shrug off slow or garbage clients: non-blocking accept,
+ * request heads bounded to CM_HTTPD_MAX_REQUEST bytes, one deadline per
+ * connection (a slow-loris holds a slot for `timeout` seconds at most), a
+ * connection cap, request bodies never read (such connections are closed
+ * after the answer), keep-alive and pipelining for well-behaved clients.
+ */
+#ifndef CM_HTTPD_H
+#define CM_HTTPD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "loop.h"
+#include "result.h"
+
+#define CM_HTTPD_MAX_REQUEST 8192          /* request line + headers */
+#define CM_HTTPD_MAX_PATH 2048
+#define CM_HTTPD_MAX_BODY ((size_t)1024 * 1024)
+#define CM_HTTPD_MAX_PATHS 100000
+
+struct cm_httpd_opts {
+    const char *listen;        /* "127.0.0.1:0", "[::1]:5002", ":5002" (all IPv4) */
+    double timeout;            /* seconds a connection may take per request, idle included (default 10) */
+    size_t max_connections;    /* open connections per server (default 1024); more are closed at once */
+};
+
+/* What a server has done (for tests and status). */
+struct cm_httpd_stats {
+    size_t connections;        /* open now */
+    size_t paths;              /* paths served */
+    uint64_t accepted, rejected, timeouts;
+    uint64_t requests, ok, not_found, bad;
+};
+
+/* Fill opts with the defaults (listen NULL). */
+void cm_httpd_opts_init(struct cm_httpd_opts *opts);
+
+/* Bind and listen; *id is the server's id and *port the bound port (useful
+ * with port 0).  CM_ERR with res "invalid" (bad address), "EADDRINUSE",
+ * "EACCES" or another errno name. */
+int cm_httpd_serve(struct cm_loop *loop, const struct cm_httpd_opts *opts, uint64_t *id,
+                   int *port, struct cm_result *res);
+
+/* Serve body (copied, len bytes) at the exact path (which starts with "/";
+ * a query string in a request is ignored when matching).  content_type NULL
+ * means "text/plain".  Replaces an existing entry.  CM_ERR: "ENOENT" (no
+ * such server), "invalid" (path, size or content type), "ENOMEM". */
+int cm_httpd_set(struct cm_loop *loop, uint64_t id, const char *path, const char *body,
+                 size_t len, const char *content_type, struct cm_result *res);
+
+/* Stop serving path; returns 1 if it was served, 0 otherwise. */
+int cm_httpd_unset(struct cm_loop *loop, uint64_t id, const char *path);
+
+/* Close the server and all its connections; 1 if it existed. */
+int cm_httpd_close(struct cm_loop *loop, uint64_t id);
+
+/* Fill *st; CM_ERR ("ENOENT") when there is no such server. */
+int cm_httpd_stats(struct cm_loop *loop, uint64_t id, struct cm_httpd_stats *st,
+                   struct cm_result *res);
+
+#endif
