@@ -1,6 +1,7 @@
 --- certmaint.policy: validate a policy table and apply its defaults.
 --
 --   local P = require("certmaint.policy")(spec [, level])
+--   local P = require("certmaint.policy").validate(spec, "file:line")
 --
 -- returns a NEW table (the spec is not modified) with every field checked and
 -- defaulted, durations in seconds, certificate names normalised, and
@@ -12,18 +13,21 @@
 --   policy.lua:3: policy field "certificates[2][1]": "exa_mple.com" is not a valid DNS name: ...
 --
 -- `level` says which stack frame made the call, as for error(): 1 is this
--- function, 2 (the default) its caller; certmaint.policy passes 3.
+-- function, 2 (the default) its caller.
 --
--- Where the call is: `return certmaint.policy { ... }` is a tail call, so the
--- policy file's own frame is gone from the stack when we run. Loaders therefore
--- run the chunk through policy.loading(path, fn) (policy.load does), which lets
--- us name the file and find the line of the call in its text. A loader that
--- does not (it runs `pcall(chunk)` itself) is recognised by the one file chunk
--- in its locals; failing that we report the nearest frame the stack still has.
+-- Where the call is: a policy file says `return certmaint.policy { ... }`, a
+-- tail call, so the file's frame is gone from the stack by the time any
+-- function it calls runs. certmaint (init.lua) therefore serves `policy`
+-- through __index: the field is read while the file's frame is still live, so
+-- __index notes its file:line and hands back a function that validates at that
+-- place. Calling this module directly in a tail position (`return
+-- require("certmaint.policy") { ... }`) cannot know the line: use certmaint.policy.
 --
 -- The schema is the table M.FIELDS: a new policy field is one line there.
 local core = require "certmaint.core"
 local duration = require "certmaint.duration"
+local options = require "certmaint.options"
+local issuer = require "certmaint.issuer"
 
 local M = {}
 
@@ -31,7 +35,7 @@ M.KEY_TYPES = { "p256", "p384", "rsa2048", "rsa4096" }
 M.LOG_FORMATS = { "text", "json" }
 M.LOG_LEVELS = { "debug", "info", "warn", "error" }
 M.STORAGE_METHODS = { "load", "store", "delete", "exists", "list", "stat", "lock", "unlock" }
-M.ISSUER_METHODS = { "issue" }
+M.ISSUER_METHODS = issuer.REQUIRED -- and the optional ones: certmaint.issuer.check
 M.MAX_CONCURRENCY = 1000
 M.MAX_NAMES = 100 -- SANs per certificate (Let's Encrypt's limit)
 
@@ -66,67 +70,20 @@ local function quoted_list(list)
   return table.concat(out, ", ")
 end
 
-----------------------------------------------------------------------------
--- "did you mean": restricted Damerau-Levenshtein (optimal string alignment)
--- distance, also against prefixes of the candidate, so "renew_windwo" finds
--- "renewal_window_ratio" (3 edits from "renewal_window") while "foo" finds nothing.
+--- The closest of `candidates` to the unknown key `word`, or nil (certmaint.options).
+M.suggest = options.suggest
 
-local function osa_row_distance(a, b)
-  -- returns d where d[j] = distance(a, b:sub(1, j)) for j = 0..#b
-  local la, lb = #a, #b
-  local prev2, prev, cur = nil, {}, nil
-  for j = 0, lb do prev[j] = j end
-  for i = 1, la do
-    cur = { [0] = i }
-    local ai = a:byte(i)
-    for j = 1, lb do
-      local cost = (ai == b:byte(j)) and 0 or 1
-      local v = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-      if i > 1 and j > 1 and ai == b:byte(j - 1) and a:byte(i - 1) == b:byte(j) then
-        v = math.min(v, prev2[j - 2] + 1)
-      end
-      cur[j] = v
-    end
-    prev2, prev = prev, cur
-  end
-  return prev
-end
+local keys_of = options.names
 
---- The closest of `candidates` to the unknown key `word`, or nil.
-function M.suggest(word, candidates)
-  if type(word) ~= "string" or word == "" then return nil end
-  local lw = word:lower()
-  local best, best_d, best_full
-  for _, c in ipairs(candidates) do
-    local row = osa_row_distance(lw, c)
-    local full = row[#c]
-    local d = full
-    -- a prefix at least as long as the word (less a little) may match better
-    for j = math.max(1, #lw - 2), #c do
-      if row[j] < d then d = row[j] end
-    end
-    if not best or d < best_d or (d == best_d and full < best_full) then
-      best, best_d, best_full = c, d, full
-    end
-  end
-  if best and best_d <= math.max(2, #lw // 3) then return best end
-  return nil
-end
-
-local function keys_of(t)
-  local out = {}
-  for k in pairs(t) do out[#out + 1] = k end
-  table.sort(out)
-  return out
-end
-
-local function unknown_key(path, k, known_names)
+-- The first key of `t` not in `fields` as a FieldError, or nil.
+local function unknown_key(t, path, fields)
+  local k, hint, known_names = options.unknown(t, fields)
+  if k == nil then return nil end
   if type(k) ~= "string" then
     return field_error(path, string.format("has an unexpected positional value [%s] (fields are named: name = value)",
       tostring(k)))
   end
   local full = path and (path .. "." .. k) or k
-  local hint = M.suggest(k, known_names)
   if hint then
     return field_error(full, string.format("is unknown (did you mean %q?)", hint))
   end
@@ -138,11 +95,7 @@ end
 
 local KINDS = {}
 
-local function callable(v)
-  if type(v) == "function" then return true end
-  local mt = getmetatable(v)
-  return type(mt) == "table" and mt.__call ~= nil
-end
+local callable = options.callable
 
 function KINDS.duration(v, field, path)
   local secs, err = duration.parse(v)
@@ -214,14 +167,21 @@ function KINDS.object(v, field, path)
   return v
 end
 
+-- The issuer: everything the engine and CLI call on it (certmaint.issuer.check).
+function KINDS.issuer(v, _, path)
+  local ok, why, method = issuer.check(v)
+  if ok then return v end
+  if not method then why = "expected an issuer object (with methods issue), got " .. describe(v) end
+  return nil, field_error(path, why)
+end
+
 local function check_record(v, fields, path, ctx)
   if type(v) ~= "table" then
     return nil, field_error(path, "expected a table, got " .. describe(v))
   end
+  local bad = unknown_key(v, path, fields)
+  if bad then return nil, bad end
   local names = keys_of(fields)
-  for k in pairs(v) do
-    if type(k) ~= "string" or not fields[k] then return nil, unknown_key(path, k, names) end
-  end
   local out = {}
   for _, k in ipairs(names) do
     local field = fields[k]
@@ -252,7 +212,6 @@ end
 local ENTRY_FIELDS = {
   names = true, key_type = true, on_demand = true,
 }
-local ENTRY_FIELD_NAMES = keys_of(ENTRY_FIELDS)
 
 local function normalize_name(name, path)
   if type(name) ~= "string" then
@@ -314,9 +273,8 @@ local function check_entry(entry, path, ctx)
     if err then return nil, err end
     return { names = names }
   end
-  for k in pairs(entry) do
-    if not ENTRY_FIELDS[k] then return nil, unknown_key(path, k, ENTRY_FIELD_NAMES) end
-  end
+  local bad = unknown_key(entry, path, ENTRY_FIELDS)
+  if bad then return nil, bad end
   local names, err = check_names(entry.names, path .. ".names", path)
   if err then return nil, err end
   local out = { names = names }
@@ -365,7 +323,7 @@ end
 
 M.FIELDS = {
   storage              = { kind = "object", what = "a storage", methods = M.STORAGE_METHODS },
-  issuer               = { kind = "object", what = "an issuer", methods = M.ISSUER_METHODS },
+  issuer               = { kind = "issuer" }, -- issue; optional revoke, storage_key, describe
   certificates         = { kind = "certificates", required = true,
                            hint = 'the certificates to manage, e.g. certificates = { "example.com" }' },
   renew_check_interval = { kind = "duration", default = "10m", min = 1 },
@@ -399,96 +357,23 @@ local FIRST = { key_type = true }
 ----------------------------------------------------------------------------
 -- Where the call came from
 
-local loading = {} -- stack of { path = "..." } pushed by M.loading
-
 local function frame_path(info)
   if info.source:sub(1, 1) == "@" then return info.source:sub(2) end
   return info.short_src
 end
 
--- Strip Lua comments, keeping line breaks, so a commented-out example does not
--- count as the call.
-local function strip_comments(src)
-  src = src:gsub("%-%-%[(=*)%[.-%]%1%]", function(body) return (body:gsub("[^\n]", "")) end)
-  src = src:gsub("%-%-[^\n]*", "")
-  return src
-end
-
--- The line of the certmaint.policy call in the file's text, or nil.
-local function find_call_line(path)
-  local f = io.open(path, "r")
-  if not f then return nil end
-  local src = f:read("a")
-  f:close()
-  if not src then return nil end
-  local first, returned
-  local n = 0
-  for line in (strip_comments(src) .. "\n"):gmatch("([^\n]*)\n") do
-    n = n + 1
-    if line:find("policy%s*[{(]") then
-      first = first or n
-      if not returned and line:find("return%s") then returned = n end
-    end
-  end
-  return returned or first
-end
-
--- The file of the one main chunk (a function made by load/loadfile from a
--- file) held in the locals of the frame at `level` (counted from our caller),
--- or nil when there is none or more than one.
-local function chunk_local(level)
-  local found
-  for i = 1, 250 do
-    local name, v = debug.getlocal(level + 1, i)
-    if not name then break end
-    if type(v) == "function" then
-      local fi = debug.getinfo(v, "S")
-      if fi.what == "main" and fi.source:sub(1, 1) == "@" then
-        local path = fi.source:sub(2)
-        if found and found ~= path then return nil end
-        found = path
-      end
-    end
-  end
-  return found
-end
-
-local function locate(level)
-  -- level counts from the public entry point (1); we are one deeper.
-  local target = level + 1
-  local entry = debug.getinfo(2, "t") -- the entry point's own frame
-  -- a wrapper that tail-called us (certmaint.policy does) has left the stack
-  if entry and entry.istailcall and level > 2 then target = target - 1 end
-  local info = debug.getinfo(target, "Sl")
-  -- a C caller (pcall) has no file:line; the Lua code that called it has
+--- "file:line" of the Lua frame at `level` (as for error(): 1 is the function
+-- calling where, 2 its caller), C frames (pcall) skipped; "?" when there is none.
+function M.where(level)
+  level = (level or 1) + 1
+  local info = debug.getinfo(level, "Sl")
   while info and info.what == "C" do
-    target = target + 1
-    info = debug.getinfo(target, "Sl")
+    level = level + 1
+    info = debug.getinfo(level, "Sl")
   end
-  local ctx = loading[#loading]
-  if ctx then
-    if info and frame_path(info) == ctx.path and info.currentline > 0 then
-      return ctx.path .. ":" .. info.currentline
-    end
-    -- the policy file tail-called us: its frame is gone; read its text
-    local line = find_call_line(ctx.path)
-    return line and (ctx.path .. ":" .. line) or ctx.path
-  end
-  if info and entry and entry.istailcall and info.what ~= "main" then
-    -- A loader function that ran a policy chunk without policy.loading, and
-    -- the chunk tail-called us: the loader's frame is all that is left. If
-    -- it holds exactly one file chunk in its locals, that chunk is the policy.
-    local path = chunk_local(target)
-    if path then
-      local line = find_call_line(path)
-      return line and (path .. ":" .. line) or path
-    end
-  end
-  if info and info.currentline and info.currentline > 0 then
-    return frame_path(info) .. ":" .. info.currentline
-  end
-  if info then return frame_path(info) end
-  return "?"
+  if not info then return "?" end
+  if info.currentline > 0 then return frame_path(info) .. ":" .. info.currentline end
+  return frame_path(info)
 end
 
 ----------------------------------------------------------------------------
@@ -511,10 +396,9 @@ local function validate(spec, source)
   if type(spec) ~= "table" then
     error(source .. ": certmaint.policy expects a table { certificates = ..., ... }, got " .. describe(spec), 0)
   end
+  local bad = unknown_key(spec, nil, M.FIELDS)
+  if bad then raise(source, bad) end
   local names = keys_of(M.FIELDS)
-  for k in pairs(spec) do
-    if type(k) ~= "string" or not M.FIELDS[k] then raise(source, unknown_key(nil, k, names)) end
-  end
   local P = {}
   local ctx = {}
   local order = {}
@@ -542,28 +426,21 @@ local function validate(spec, source)
   return setmetatable(P, POLICY_MT)
 end
 
+--- Validate `spec` as made at `source` ("file:line", used in errors and as
+-- P.source). An already validated policy is returned as it is.
+function M.validate(spec, source)
+  if type(source) ~= "string" then error("policy.validate: source must be a string", 2) end
+  if M.is_policy(spec) then return spec end
+  return validate(spec, source)
+end
+
 --- Is v a table made by this module?
 function M.is_policy(v)
   return type(v) == "table" and getmetatable(v) == POLICY_MT
 end
 
---- Run fn(...) while the policy file at `path` is being loaded, so that a
--- certmaint.policy call made by it (even as `return certmaint.policy {...}`,
--- a tail call) is reported at the right file:line. Returns what fn returns;
--- errors propagate.
-function M.loading(path, fn, ...)
-  if type(path) ~= "string" then error("policy.loading: path must be a string", 2) end
-  loading[#loading + 1] = { path = path }
-  local depth = #loading
-  local res = table.pack(pcall(fn, ...))
-  -- pop ours (and anything a failed nested load left behind)
-  for i = #loading, depth, -1 do loading[i] = nil end
-  if not res[1] then error(res[2], 0) end
-  return table.unpack(res, 2, res.n)
-end
-
 --- Load a policy file: compile it as text with `env` (default: the normal
--- globals), run it, and return the validated policy, or nil, message, code
+-- globals; a daemon loads policies through certmaint.sandbox instead), run it, and return the validated policy, or nil, message, code
 -- ("load" when the file cannot be read or compiled, "policy" when running it
 -- or validating it fails). Every message names the file (and line).
 -- A file may also return a plain table; it is validated here.
@@ -574,11 +451,11 @@ function M.load(path, env)
   f:close()
   local chunk, err = load(src, "@" .. path, "t", env or _ENV)
   if not chunk then return nil, err, "load" end
-  local ok, res = pcall(M.loading, path, chunk)
+  local ok, res = pcall(chunk)
   if not ok then return nil, tostring(res), "policy" end
   if M.is_policy(res) then return res end
   if type(res) == "table" then
-    local vok, P = pcall(M.loading, path, validate, res, path)
+    local vok, P = pcall(validate, res, path)
     if not vok then return nil, tostring(P), "policy" end
     return P
   end
@@ -599,7 +476,11 @@ return setmetatable(M, {
     if level ~= nil and (math.type(level) ~= "integer" or level < 1) then
       error("certmaint.policy: level must be a positive integer", 2)
     end
-    local source = locate(level or 2)
+    level = level or 2
+    -- a wrapper that tail-called us (level 3: "my caller's caller") has left
+    -- the stack, so its caller is one frame nearer
+    if level > 2 and debug.getinfo(1, "t").istailcall then level = level - 1 end
+    local source = M.where(level)
     if M.is_policy(spec) then return spec end
     return validate(spec, source)
   end,

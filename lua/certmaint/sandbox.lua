@@ -3,9 +3,25 @@
 -- Policies are the operator's own code, trusted like a config file; the
 -- environment is there to catch mistakes: a strict global table (a typo'd
 -- global raises instead of reading nil), text chunks only, `require` limited to
--- certmaint's modules, lfs and the operator's own modules next to the policy,
--- and no os.execute / io.popen (they would block the loop: use certmaint.exec).
+-- certmaint's public modules, lfs and the operator's own modules next to the
+-- policy, and no os.execute / io.popen (they would block the loop: use
+-- certmaint.exec).
+--
+-- certmaint's private modules are refused by name: the C module certmaint.core
+-- (whose test levers clock_set, loop_reset, ... would let a policy move the
+-- daemon's clock or drop its loop), the scheduler, the engine, the job queue,
+-- certmaint.testing and the loaders themselves. The public ones are what
+-- `require "certmaint"` offers (init.lua), and nothing there leads to the core.
 local M = {}
+
+-- What a policy may require: these modules, and the families below.
+M.PUBLIC = {
+  ["certmaint"] = true, ["certmaint.duration"] = true, ["certmaint.renewal"] = true,
+  ["certmaint.keys"] = true, ["certmaint.options"] = true, ["certmaint.deploy"] = true,
+  ["certmaint.storage"] = true, ["certmaint.issuer"] = true,
+}
+M.PUBLIC_FAMILIES = { "certmaint.storage.", "certmaint.issuer." } -- backends and issuers
+M.PRIVATE = { ["certmaint.storage.common"] = true } -- backends' shared code
 
 local ALLOWED_GLOBALS = {
   "assert", "error", "ipairs", "next", "pairs", "pcall", "print", "rawequal", "rawget",
@@ -20,9 +36,15 @@ local function copy(t)
   return out
 end
 
-local function allowed_module(name)
-  return name == "certmaint" or name:match("^certmaint%.") or name == "lfs"
-    or name == "string" or name == "table" or name == "math" or name == "utf8"
+local OTHER_MODULES = { lfs = true, string = true, table = true, math = true, utf8 = true }
+
+local function public_module(name)
+  if M.PRIVATE[name] then return false end
+  if M.PUBLIC[name] then return true end
+  for _, prefix in ipairs(M.PUBLIC_FAMILIES) do
+    if name:sub(1, #prefix) == prefix then return true end
+  end
+  return false
 end
 
 local function unavailable(what)
@@ -46,7 +68,12 @@ function M.environment(path, opts)
   local dir = path:match("^(.*)/[^/]*$") or "."
   env.require = function(name)
     if type(name) ~= "string" then error("require: module name must be a string", 2) end
-    if allowed_module(name) then return require(name) end
+    if OTHER_MODULES[name] then return require(name) end
+    if name == "certmaint" or name:sub(1, 10) == "certmaint." then
+      if public_module(name) then return require(name) end
+      error("require: module '" .. name .. "' is private to certmaint and not available in a policy "
+        .. "(use require \"certmaint\": certmaint.policy, .storage, .issuer, .deploy, .exec, .log, ...)", 2)
+    end
     -- the operator's own helper modules, next to the policy file
     local file = dir .. "/" .. name:gsub("%.", "/") .. ".lua"
     local fn, err = loadfile(file, "t", env)
@@ -80,9 +107,9 @@ function M.load_policy(path, opts)
   local env = M.environment(path, opts)
   local chunk, err = load(src, "@" .. path, "t", env)
   if not chunk then return nil, err end
-  -- policy.loading knows the file, so `return certmaint.policy {...}` (a tail
-  -- call that drops the file's frame) still gets errors naming file:line
-  local ok, res = pcall(require("certmaint.policy").loading, path, chunk)
+  -- `return certmaint.policy {...}` drops the file's frame (a tail call), but
+  -- certmaint.policy notes its file:line before the call (see init.lua)
+  local ok, res = pcall(chunk)
   if not ok then return nil, tostring(res) end
   if not require("certmaint.policy").is_policy(res) then
     return nil, path .. ": the policy file must return certmaint.policy { ... } (it returned " .. type(res) .. ")"

@@ -78,4 +78,71 @@ describe("sandbox.load_policy", function()
     assert(sandbox.load_policy(p1))
     assert.is_nil(string.evil)
   end)
+
+  it("refuses certmaint.core to a policy, with a clear message at the line", function()
+    local path = write_policy('local c = require "certmaint"\nlocal core = require "certmaint.core"\n'
+      .. 'core.clock_set(0)\nreturn c.policy { certificates = { "a.test" } }\n')
+    local p, err = sandbox.load_policy(path)
+    assert.is_nil(p)
+    assert.matches("policy.lua:2: require: module 'certmaint.core' is private to certmaint and not available "
+      .. "in a policy (use require \"certmaint\"", err, 1, true)
+  end)
+
+  it("refuses the other private modules and allows the public ones", function()
+    for _, name in ipairs { "certmaint.core", "certmaint.testing", "certmaint.loop", "certmaint.engine",
+                            "certmaint.jobs", "certmaint.cli", "certmaint.hooks", "certmaint.sandbox",
+                            "certmaint.policy", "certmaint.storage.common", "certmaint.nonesuch" } do
+      local path = write_policy('require "' .. name .. '"\n')
+      local p, err = sandbox.load_policy(path)
+      assert.is_nil(p, name)
+      assert.matches("module '" .. name .. "' is private to certmaint", err, 1, true)
+    end
+    local path = write_policy([[
+local c = require "certmaint"
+local mods = {}
+for _, name in ipairs { "certmaint.duration", "certmaint.renewal", "certmaint.keys", "certmaint.options",
+                        "certmaint.deploy", "certmaint.storage", "certmaint.storage.file",
+                        "certmaint.storage.memory", "certmaint.issuer", "certmaint.issuer.internal" } do
+  mods[#mods + 1] = assert(require(name), name)
+end
+return c.policy { certificates = { "a.test" }, issuer = require("certmaint.issuer.internal").new {} }
+]])
+    assert(sandbox.load_policy(path))
+  end)
+
+  it("shows no way to the core through require \"certmaint\"", function()
+    local core = require "certmaint.core" -- loaded in this process, as in the daemon
+    local LEVERS = { clock_set = true, clock_advance = true, loop_reset = true, log_config = true,
+                     log_take = true, step = true }
+    local seen
+    local path = write_policy([[
+local c = require "certmaint"
+os.getenv("SEE")(c)
+return c.policy { certificates = { "a.test" } }
+]])
+    assert(sandbox.load_policy(path, { getenv = function(k)
+      if k == "SEE" then return function(t) seen = t end end
+    end }))
+    assert.is_table(seen)
+    for _, name in ipairs { "core", "loop", "testing", "engine", "jobs", "cli", "hooks", "sandbox" } do
+      assert.is_nil(seen[name], name)
+    end
+    -- every public field, one level down: not the core, nor one of its levers
+    local levers = {}
+    for k in pairs(LEVERS) do levers[core[k]] = k end
+    local function scan(t, where, depth)
+      for k, v in pairs(t) do
+        assert.are_not.equal(core, v, where .. "." .. tostring(k))
+        assert.is_nil(levers[v], where .. "." .. tostring(k) .. " is core." .. tostring(levers[v]))
+        if type(v) == "table" and depth > 0 then scan(v, where .. "." .. tostring(k), depth - 1) end
+      end
+    end
+    for _, name in ipairs { "duration", "renewal", "keys", "storage", "issuer", "deploy" } do
+      assert.is_table(seen[name], name)
+    end
+    scan(seen, "certmaint", 2)
+    assert.is_function(seen.policy)
+    assert.is_function(seen.exec)
+    assert.is_function(seen.log)
+  end)
 end)
