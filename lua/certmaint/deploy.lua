@@ -32,13 +32,31 @@ local LAYOUTS = {
   end,
 }
 
+-- reload: an argv table of strings, or one command string split on white space
+local function check_reload(v)
+  if type(v) == "string" then
+    if not v:find("%S") then return false, "is empty" end
+    return true
+  end
+  if type(v) ~= "table" then return false, "must be an argv table or a command string, not " .. type(v) end
+  if #v == 0 then return false, "is empty" end
+  for k, a in pairs(v) do
+    if math.type(k) ~= "integer" or k < 1 or k > #v then
+      return false, "must be a list of strings (argv), found key " .. tostring(k)
+    end
+    if type(a) ~= "string" then return false, string.format("[%d] must be a string, not %s", k, type(a)) end
+  end
+  return true
+end
+
 local SCHEMA = {
   dir = { type = "string", required = true },
   layout = { type = "string", default = "split",
     check = function(v) return LAYOUTS[v] ~= nil, "must be \"split\" or \"haproxy\"" end },
-  reload = { type = "any" },               -- argv { "nginx", "-s", "reload" } or "nginx -s reload"
+  reload = { type = "any", check = check_reload }, -- { "nginx", "-s", "reload" } or "nginx -s reload"
   reload_timeout = { type = "duration", default = "60s" },
-  dir_mode = { type = "string", default = "0755" },
+  dir_mode = { type = "string", default = "0755",
+    check = function(v) return v:match("^0?[0-7][0-7][0-7]$") ~= nil, "must be an octal string like \"0755\"" end },
 }
 
 local function safe_name(name)
@@ -53,24 +71,12 @@ function M.files(opts)
     local argv = {}
     for w in o.reload:gmatch("%S+") do argv[#argv + 1] = w end
     o.reload = argv
-  end
-  if o.reload ~= nil and type(o.reload) ~= "table" then
-    error(options.where(2) .. "certmaint.deploy.files: reload must be an argv table or a command string", 0)
-  end
-  if o.reload then
-    if #o.reload == 0 then error(options.where(2) .. "certmaint.deploy.files: reload is empty", 0) end
-    for i, a in ipairs(o.reload) do
-      if type(a) ~= "string" then
-        error("certmaint.deploy.files: reload[" .. i .. "] must be a string", 2)
-      end
-    end
+  elseif o.reload then
+    o.reload = table.move(o.reload, 1, #o.reload, 1, {}) -- the caller's table may change later
   end
   local reloading, again = false, false
 
-  local function reload()
-    if not o.reload then return true end
-    if reloading then again = true return true end
-    reloading = true
+  local function run_reloads()
     local res, err, code
     repeat
       again = false
@@ -78,7 +84,7 @@ function M.files(opts)
       if not res then
         core.log("error", "deploy_reload_failed", { command = table.concat(o.reload, " "), error = err, code = code })
       elseif res.status ~= 0 then
-        err = "exit status " .. tostring(res.status or ("signal " .. tostring(res.signal)))
+        err = res.status and ("exit status " .. tostring(res.status)) or ("signal " .. tostring(res.signal))
         core.log("error", "deploy_reload_failed", { command = table.concat(o.reload, " "), error = err,
           stderr = res.stderr })
         res = nil
@@ -86,7 +92,18 @@ function M.files(opts)
         core.log("info", "deploy_reloaded", { command = table.concat(o.reload, " ") })
       end
     until not again
+    return res, err
+  end
+
+  local function reload()
+    if not o.reload then return true end
+    if reloading then again = true return true end
+    reloading = true
+    -- whatever happens (exec may raise outside a loop task), the next
+    -- renewal must be able to reload again
+    local ok, res, err = pcall(run_reloads)
     reloading = false
+    if not ok then error(res, 0) end
     if not res then error("reload command failed: " .. tostring(err), 0) end
     return true
   end

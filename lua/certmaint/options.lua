@@ -149,10 +149,12 @@ local function has_type(v, t)
 end
 
 --- Check `opts` against `schema` (see the top of this file); `what` names the
--- constructor in messages; `level` is the caller as for error() (2, the
--- default, is the function calling options.check). Returns the checked copy.
+-- constructor in messages; `level` is where to blame, as error()'s level in
+-- the function calling options.check: 2 (the default) is that function's
+-- caller. Frames of certmaint's own modules are skipped (see where).
+-- Returns the checked copy.
 function M.check(opts, schema, what, level)
-  level = (level or 2) + 1
+  level = (level or 2) + 2 -- + check itself + fail
   local function fail(msg) error(where(level) .. what .. ": " .. msg, 0) end
   if opts == nil then opts = {} end
   if type(opts) ~= "table" then fail("options must be a table, not " .. type(opts)) end

@@ -12,6 +12,8 @@
 -- daemon's clock or drop its loop), the scheduler, the engine, the job queue,
 -- certmaint.testing and the loaders themselves. The public ones are what
 -- `require "certmaint"` offers (init.lua), and nothing there leads to the core.
+local options = require "certmaint.options"
+
 local M = {}
 
 -- What a policy may require: these modules, and the families below.
@@ -54,10 +56,12 @@ local function unavailable(what)
   return what .. " is not available in a policy"
 end
 
+local OPTIONS = { getenv = { type = "function" } }
+
 --- Build the environment for the policy at `path`. opts.getenv replaces
 -- os.getenv (specs run a shipped policy with the settings they choose).
 function M.environment(path, opts)
-  opts = opts or {}
+  opts = options.check(opts, OPTIONS, "sandbox.environment")
   local env = {}
   for _, k in ipairs(ALLOWED_GLOBALS) do env[k] = _G[k] end
   for _, k in ipairs(ALLOWED_LIBS) do env[k] = copy(_G[k]) end
@@ -100,6 +104,7 @@ end
 -- The error names the file and line (syntax errors, runtime errors, fields).
 -- opts: see M.environment.
 function M.load_policy(path, opts)
+  opts = options.check(opts, OPTIONS, "sandbox.load_policy")
   local f, oerr = io.open(path, "r")
   if not f then return nil, "cannot open policy " .. tostring(oerr) end
   local src = f:read("a")

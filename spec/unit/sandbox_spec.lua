@@ -79,6 +79,12 @@ describe("sandbox.load_policy", function()
     assert.is_nil(string.evil)
   end)
 
+  it("refuses unknown options in the one wording", function()
+    local path = write_policy('return nil\n')
+    assert.error_matches(function() sandbox.load_policy(path, { getnev = os.getenv }) end,
+      'sandbox.load_policy: unknown option "getnev" (did you mean "getenv"? known: getenv)', 1, true)
+  end)
+
   it("refuses certmaint.core to a policy, with a clear message at the line", function()
     local path = write_policy('local c = require "certmaint"\nlocal core = require "certmaint.core"\n'
       .. 'core.clock_set(0)\nreturn c.policy { certificates = { "a.test" } }\n')
