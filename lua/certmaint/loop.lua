@@ -21,6 +21,11 @@
 --   at the next loop.step.  A task that raises never propagates: it is logged
 --   (`task_failed`, with debug.traceback of the task's coroutine), counted in
 --   loop.stats().failed, and its to-be-closed variables are closed.
+--   loop.cancel(task) -> true if the task was alive: what it waits on is
+--   cancelled (timer, transfer, child; a signal or condition wait dropped),
+--   its coroutine is closed (pending __close handlers run, now, in the
+--   caller), and task.done = true, task.ok = false, task.error = "cancelled".
+--   false for a finished task; a task cannot cancel itself (raises).
 --
 -- Waiting (only inside a task; elsewhere they raise "loop.X must be called
 -- from a loop task (loop.spawn)"; all work inside pcall, as Lua 5.4 yields
@@ -33,31 +38,60 @@
 --                                    | nil, err, code [, partial result]
 --   loop.wait_signal()            -> signal name ("TERM", ...)
 --   loop.yield()                  let the other runnable tasks run first
+--   c:wait([timeout])             on a condition c = loop.cond(): true when
+--                                 notified, false once `timeout` seconds of
+--                                 core.now() time passed (as loop.sleep)
 -- req and opts are core.http_request / core.exec's.  Their `timeout` is also
 -- enforced here, on real time, even if libcurl or the child would not honour
 -- it: the transfer or child is cancelled and the call returns
 -- nil, "timed out after Ns", "timeout".
 --
+-- Conditions and timers (from anywhere, inside a task or not)
+--   loop.cond() -> c              c:notify() wakes the longest waiter,
+--                                 c:notify_all() every waiter; both return how
+--                                 many they woke.  c:waiters() -> count.  A
+--                                 notify with no waiter is not remembered.
+--   loop.at(time, fn) -> timer    fn(timer) is called (protected, at the loop
+--                                 top, not in a task: it must not wait) once
+--                                 core.now() >= time.  timer:cancel() -> true
+--                                 if it was still pending; timer.pending.
+--
 -- Driving (never from inside a task):
 --   loop.step(timeout)            one iteration: wait at most timeout seconds
---                                 (0 when a task is runnable), dispatch, resume
---   loop.run_until(pred, {timeout=}) steps until pred() is true; with
---                                 opts.timeout (real seconds) returns false
---                                 when it passes
+--                                 (negative: until something happens; 0 when
+--                                 a task is runnable), dispatch, resume
+--   loop.run_until(pred, {timeout=}) steps until pred() is true -> true.
+--                                 When no task is runnable it blocks in
+--                                 core.step until the next timer, event or
+--                                 signal (no periodic wake-up): pred is
+--                                 re-checked only after a task ran or an event
+--                                 arrived, so pred must depend only on what
+--                                 tasks and events change — bound waits on
+--                                 wall or monotonic time with opts.timeout
+--                                 (real seconds) -> false, "timeout".  When
+--                                 nothing at all can arrive (no task runnable,
+--                                 no http/exec, no signal waiter or handler,
+--                                 and no timer that can fire by itself: with a
+--                                 fake clock only a test moves time) it
+--                                 returns false, "stalled" instead of hanging
+--                                 (with the real clock and an opts.timeout it
+--                                 waits the timeout out first).
 --   loop.run_until_idle({timeout=}) steps until no task is runnable and none
 --                                 waits on http/exec; tasks sleeping on timers
---                                 not yet due count as idle.  It never moves a
---                                 fake clock.
---   loop.run() / loop.stop()      step until stop() is called
+--                                 not yet due (and condition waiters) count as
+--                                 idle.  It never moves a fake clock.
+--   loop.run() / loop.stop()      run_until stop() is called (or stalled)
 --   loop.on_signal(fn [, names])  fn(name) is called (protected) on each
 --                                 signal event; names, if given, are passed to
 --                                 core.signal_watch.  Returns a function that
 --                                 removes fn.
---   loop.in_task(), loop.stats() -> {tasks=, running=, failed=, sleeping=,
---                                 waiting_io=, waiting_signal=, completed=}
---   loop.reset()                  drop every task (closing their coroutines),
---                                 cancel timers/transfers/children/servers,
---                                 forget signal handlers: spec isolation.
+--   loop.in_task(), loop.stats() -> {tasks=, running=, failed=, completed=,
+--                                 cancelled=, sleeping=, waiting_io=,
+--                                 waiting_signal=, waiting_cond=, timers=}
+--   loop.reset()                  drop every task (closing their coroutines)
+--                                 and loop.at timer, cancel timers/transfers/
+--                                 children/servers, forget signal handlers:
+--                                 spec isolation.
 local core = require "certmaint.core"
 
 local M = {}
@@ -65,20 +99,30 @@ local M = {}
 -- The deadline enforced here sits this far behind the C/libcurl timeout, so
 -- the more precise inner error normally wins; both say "timeout".
 local DEADLINE_SLACK = 0.5
-local MAX_BLOCK = 0.25            -- run_until re-checks pred at least this often
 local HTTP_TIMEOUT = 30           -- core.http_request's default
 local EXEC_TIMEOUT, EXEC_GRACE = 120, 2 -- core.exec's defaults
 
 local TOKEN = setmetatable({}, { __name = "certmaint.loop.wait" })
 
+local Timer = {}                  -- loop.at timers
+Timer.__index = Timer
+Timer.__name = "certmaint.loop.timer"
+
+local Cond = {}
+Cond.__index = Cond
+Cond.__name = "certmaint.loop.cond"
+
 local tasks = {}                  -- task -> true, while alive
 local ntasks = 0
 local runq = {}                   -- { task = , args = packed } to resume, FIFO
-local waiting = {}                -- event id -> task
+local waiting = {}                -- event id -> task, or a Timer
+local ntimers = 0                 -- pending loop.at timers
 local signal_waiters = {}
 local signal_handlers = {}
-local nwait = { sleep = 0, http = 0, exec = 0, signal = 0 }
-local counters = { failed = 0, completed = 0 }
+local function new_nwait() return { sleep = 0, http = 0, exec = 0, signal = 0, cond = 0 } end
+local nwait = new_nwait()
+local function new_counters() return { failed = 0, completed = 0, cancelled = 0 } end
+local counters = new_counters()
 local current = nil               -- the task being resumed
 local in_step = false
 local stop_requested = false
@@ -96,10 +140,14 @@ local function error_text(err)
   return "(error object is a " .. type(err) .. " value)"
 end
 
-local function finish(task, r)
+local function forget(task)
   task.done = true
   tasks[task] = nil
   ntasks = ntasks - 1
+end
+
+local function finish(task, r)
+  forget(task)
   if r[1] then
     task.ok = true
     task.results = table.pack(table.unpack(r, 2, r.n))
@@ -150,6 +198,44 @@ local function await(task, w)
   return coroutine.yield(TOKEN)
 end
 
+-- A condition waiter leaves its condition's queue (notified, timed out or
+-- cancelled); its timeout timer, if any, goes with it.
+local function cond_unlink(w)
+  local c = w.cond
+  if c.q[w.slot] then
+    c.q[w.slot] = nil
+    c.n = c.n - 1
+  end
+  if w.id then
+    core.timer_cancel(w.id)
+    waiting[w.id] = nil
+    w.id = nil
+  end
+end
+
+-- Take a task out of whatever it waits on, cancelling the C side of it.
+local function unwait(task)
+  local w = task.wait
+  if not w then return end
+  task.wait = nil
+  if nwait[w.kind] then nwait[w.kind] = nwait[w.kind] - 1 end
+  if w.kind == "sleep" then
+    core.timer_cancel(w.id)
+    waiting[w.id] = nil
+  elseif w.kind == "http" or w.kind == "exec" then
+    w.cancel(w.id)
+    waiting[w.id] = nil
+    core.timer_cancel(w.deadline)
+    waiting[w.deadline] = nil
+  elseif w.kind == "signal" then
+    for i, t in ipairs(signal_waiters) do
+      if t == task then table.remove(signal_waiters, i) break end
+    end
+  elseif w.kind == "cond" then
+    cond_unlink(w)
+  end -- "yield": M.cancel takes it out of the run queue
+end
+
 -- tasks ------------------------------------------------------------------------
 
 function M.spawn_named(name, fn, ...)
@@ -168,6 +254,33 @@ function M.spawn(fn, ...) return M.spawn_named(nil, fn, ...) end
 function M.in_task()
   local co, main = coroutine.running()
   return not main and current ~= nil and current.co == co
+end
+
+--- Cancel a live task (see the header). Returns true if it was alive.
+function M.cancel(task)
+  if type(task) ~= "table" or type(task.co) ~= "thread" then
+    error("loop.cancel: expected a task, got " .. type(task), 2)
+  end
+  if task.done then return false end
+  if task == current then error("loop.cancel: a task cannot cancel itself", 2) end
+  if task.wait == nil or task.wait.kind == "yield" then
+    -- runnable (new, woken or yielding): out of the run queue
+    for i = #runq, 1, -1 do
+      if runq[i].task == task then table.remove(runq, i) end
+    end
+  end
+  unwait(task)
+  forget(task)
+  task.ok, task.error = false, "cancelled"
+  counters.cancelled = counters.cancelled + 1
+  -- __close handlers run here; one that tries to wait gets the context error
+  local ok, err = coroutine.close(task.co)
+  if not ok then
+    task.error_value = err
+    core.log("error", "task_close_failed", { task = task.name, error = error_text(err) })
+  end
+  core.log("debug", "task_cancelled", { task = task.name })
+  return true
 end
 
 -- waiting ------------------------------------------------------------------------
@@ -228,6 +341,77 @@ function M.exec(argv, opts)
     tostring(argv[1]))
 end
 
+-- conditions ---------------------------------------------------------------------
+
+--- A condition: tasks wait on it until another party notifies it.
+function M.cond()
+  -- q: slot -> waiting task, slots handed out in order (FIFO); a waiter
+  -- that leaves early clears its slot and notify skips the hole
+  return setmetatable({ q = {}, head = 1, tail = 0, n = 0 }, Cond)
+end
+
+function Cond:wait(timeout)
+  local task = check_context("cond:wait")
+  if getmetatable(self) ~= Cond then error("loop.cond:wait: expected a condition (use c:wait)", 2) end
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout) then
+    error("loop.cond:wait: timeout must be a number of seconds", 2)
+  end
+  local w = { kind = "cond", cond = self }
+  if timeout and timeout < math.huge then
+    local id, err = core.timer(core.now() + math.max(timeout, 0))
+    if not id then error("loop.cond:wait: " .. tostring(err), 2) end
+    w.id = id
+    waiting[id] = task
+  end
+  self.tail = self.tail + 1
+  w.slot = self.tail
+  self.q[w.slot] = task
+  self.n = self.n + 1
+  return await(task, w)
+end
+
+local function notify(c, max)
+  local woke = 0
+  while woke < max and c.head <= c.tail do
+    local task = c.q[c.head]
+    c.head = c.head + 1
+    if task then
+      cond_unlink(task.wait)
+      wake(task, true)
+      woke = woke + 1
+    end
+  end
+  if c.head > c.tail then c.head, c.tail = 1, 0 end
+  return woke
+end
+
+function Cond:notify() return notify(self, 1) end
+function Cond:notify_all() return notify(self, math.huge) end
+function Cond:waiters() return self.n end
+
+-- timers -------------------------------------------------------------------------
+
+--- loop.at(time, fn) -> timer: fn(timer) at the loop top once core.now() >= time.
+function M.at(time, fn)
+  if type(time) ~= "number" or time ~= time then error("loop.at: time must be a number", 2) end
+  if type(fn) ~= "function" then error("loop.at: expected a function, got " .. type(fn), 2) end
+  local id, err = core.timer(time)
+  if not id then error("loop.at: " .. tostring(err), 2) end
+  local t = setmetatable({ at = time, fn = fn, id = id, pending = true }, Timer)
+  waiting[id] = t
+  ntimers = ntimers + 1
+  return t
+end
+
+function Timer:cancel()
+  if not self.pending then return false end
+  self.pending = false
+  ntimers = ntimers - 1
+  waiting[self.id] = nil
+  core.timer_cancel(self.id)
+  return true
+end
+
 -- dispatching events --------------------------------------------------------------
 
 local function http_result(ev)
@@ -257,15 +441,32 @@ local function on_signal_event(ev)
   end
 end
 
+local function on_timer(t)
+  t.pending = false
+  ntimers = ntimers - 1
+  local ok, err = pcall(t.fn, t)
+  if not ok then
+    counters.failed = counters.failed + 1
+    core.log("error", "timer_failed", { error = debug.traceback(error_text(err)) })
+  end
+end
+
 local function dispatch(ev)
   if ev.kind == "signal" then return on_signal_event(ev) end
   local task = waiting[ev.id]
   if not task then return end -- cancelled, or its task is gone
   waiting[ev.id] = nil
+  if getmetatable(task) == Timer then return on_timer(task) end
   local w = task.wait
   if not w or task.done then return end
   if w.kind == "sleep" then
     if w.id == ev.id then wake(task) end
+  elseif w.kind == "cond" then
+    if w.id == ev.id then
+      w.id = nil
+      cond_unlink(w)
+      wake(task, false)
+    end
   elseif w.kind == "http" or w.kind == "exec" then
     if ev.id == w.id then
       core.timer_cancel(w.deadline)
@@ -307,17 +508,39 @@ function M.step(timeout)
   return nev, nrun
 end
 
+-- Can anything arrive that a blocking core.step would return for?  I/O and
+-- signals always can; timers only with the real clock (with a fake clock
+-- their time comes only when a test moves it, which no blocked step sees).
+local function can_wake()
+  if nwait.http + nwait.exec + nwait.signal > 0 or #signal_handlers > 0 then return true end
+  local p = core.loop_pending()
+  if p.http > 0 or p.exec > 0 then return true end
+  return p.timers > 0 and not core.clock_is_fake()
+end
+
 function M.run_until(pred, opts)
   check_driver("run_until")
   local deadline = opts and opts.timeout and (core.monotonic() + opts.timeout)
+  local t = core.now()
   while not pred() do
-    local wait = MAX_BLOCK
-    if deadline then
-      local left = deadline - core.monotonic()
-      if left <= 0 then return false end
-      wait = math.min(wait, left)
+    local wait = -1
+    if #runq > 0 then
+      wait = 0
+    elseif deadline then
+      wait = deadline - core.monotonic()
+      if wait <= 0 then return false, "timeout" end
     end
-    M.step(wait)
+    if wait ~= 0 and not can_wake() and (not deadline or core.clock_is_fake()) then
+      -- nothing can arrive: fire what is already due; if nothing was, and
+      -- pred did not move the fake clock itself, nothing ever will
+      local nev, nrun = M.step(0)
+      if nev == 0 and nrun == 0 and #runq == 0 and (core.now() == t or not core.clock_is_fake()) then
+        return false, "stalled"
+      end
+    else
+      M.step(wait)
+    end
+    t = core.now()
   end
   return true
 end
@@ -333,11 +556,12 @@ function M.run_until_idle(opts)
       local nev, nrun = M.step(0)
       if nev == 0 and nrun == 0 and not busy() then return true end
     else
-      local wait = #runq > 0 and 0 or MAX_BLOCK
+      -- I/O is pending: block until it (or its deadline) reports
+      local wait = #runq > 0 and 0 or -1
       if deadline then
         local left = deadline - core.monotonic()
         if left <= 0 then return false end
-        wait = math.min(wait, left)
+        if wait < 0 then wait = left end
       end
       M.step(wait)
     end
@@ -370,9 +594,12 @@ function M.stats()
     running = #runq,
     failed = counters.failed,
     completed = counters.completed,
+    cancelled = counters.cancelled,
     sleeping = nwait.sleep,
     waiting_io = nwait.http + nwait.exec,
     waiting_signal = nwait.signal,
+    waiting_cond = nwait.cond,
+    timers = ntimers,
   }
 end
 
@@ -380,13 +607,23 @@ function M.reset()
   if M.in_task() then error("loop.reset must not be called from a loop task", 2) end
   local live = {}
   for task in pairs(tasks) do live[#live + 1] = task end
+  for _, w in pairs(waiting) do
+    if getmetatable(w) == Timer then w.pending = false end
+  end
   tasks, ntasks, runq, waiting, signal_waiters, signal_handlers = {}, 0, {}, {}, {}, {}
+  ntimers = 0
   for _, task in ipairs(live) do
+    -- a condition it waited on forgets it (the condition may outlive the reset)
+    local w = task.wait
+    if w and w.kind == "cond" and w.cond.q[w.slot] then
+      w.cond.q[w.slot] = nil
+      w.cond.n = w.cond.n - 1
+    end
     task.done, task.ok, task.error, task.wait = true, false, "cancelled by loop.reset", nil
     pcall(coroutine.close, task.co)
   end
-  nwait = { sleep = 0, http = 0, exec = 0, signal = 0 }
-  counters = { failed = 0, completed = 0 }
+  nwait = new_nwait()
+  counters = new_counters()
   stop_requested = false
   core.loop_reset()
 end

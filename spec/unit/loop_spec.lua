@@ -357,8 +357,8 @@ describe("certmaint.loop", function()
       assert.is_true(worker.done)
       assert.equal("done\n", worker.results[1].stdout)
       assert.is_false(sleeper.done)
-      assert.same({ tasks = 1, running = 0, failed = 0, completed = 1, sleeping = 1, waiting_io = 0,
-        waiting_signal = 0 }, loop.stats())
+      assert.same({ tasks = 1, running = 0, failed = 0, completed = 1, cancelled = 0, sleeping = 1,
+        waiting_io = 0, waiting_signal = 0, waiting_cond = 0, timers = 0 }, loop.stats())
       loop.reset()
       assert.is_true(sleeper.done)
       assert.is_false(sleeper.ok)
@@ -384,6 +384,114 @@ describe("certmaint.loop", function()
       loop.spawn(function() loop.sleep(0.01) loop.stop() end)
       loop.run()
       assert.equal(0, loop.stats().tasks)
+    end)
+
+    -- count the C loop's iterations while fn runs
+    local function count_steps(fn)
+      local real, n = core.step, 0
+      core.step = function(...) n = n + 1 return real(...) end
+      local ok, err = pcall(fn)
+      core.step = real
+      if not ok then error(err, 0) end
+      return n
+    end
+
+    it("sleeps until the next timer instead of waking 4 times a second", function()
+      local t = loop.spawn(function() loop.sleep(2) end)
+      local t0 = core.monotonic()
+      local steps = count_steps(function()
+        assert.is_true(loop.run_until(function() return t.done end, { timeout = 10 }))
+      end)
+      local elapsed = core.monotonic() - t0
+      assert.is_true(elapsed >= 1.95, "woke after " .. elapsed .. "s")
+      -- one step starts the task, one blocks until the timer and resumes it
+      -- (MAX_BLOCK = 0.25 took 9 and more)
+      assert.is_true(steps <= 3, steps .. " steps")
+      assert.is_true(t.ok)
+    end)
+
+    it("wakes for an event without a timer to bound it", function()
+      local t = loop.spawn(function() return loop.exec({ "/bin/sh", "-c", "sleep 0.3; echo ok" }) end)
+      local steps = count_steps(function()
+        assert.is_true(loop.run_until(function() return t.done end))
+      end)
+      assert.equal("ok\n", t.results[1].stdout)
+      -- start, then one per readiness (output, end of output, exit)
+      assert.is_true(steps <= 8, steps .. " steps")
+    end)
+
+    it("returns false, \"timeout\" on its timeout with a timer further away", function()
+      loop.spawn(function() loop.sleep(3600) end)
+      local t0 = core.monotonic()
+      local ok, why = loop.run_until(function() return false end, { timeout = 0.2 })
+      assert.is_false(ok)
+      assert.equal("timeout", why)
+      assert.is_true(core.monotonic() - t0 >= 0.19)
+      assert.is_true(core.monotonic() - t0 < 2)
+      loop.reset()
+    end)
+
+    it("returns false, \"stalled\" with a fake clock when only fake timers are left", function()
+      core.clock_set(1000)
+      local t = loop.spawn(function() loop.sleep(60) return "woke" end)
+      local t0 = core.monotonic()
+      local ok, why = loop.run_until(function() return t.done end)
+      assert.is_false(ok)
+      assert.equal("stalled", why)
+      -- with a timeout too: waiting it out could not help
+      ok, why = loop.run_until(function() return t.done end, { timeout = 30 })
+      assert.is_false(ok)
+      assert.equal("stalled", why)
+      assert.is_true(core.monotonic() - t0 < 1)
+      assert.equal(1000, core.now()) -- never moved
+      core.clock_advance(60)
+      assert.is_true(loop.run_until(function() return t.done end))
+      assert.equal("woke", t.results[1])
+    end)
+
+    it("with a fake clock, still runs a pred that moves the clock itself", function()
+      core.clock_set(1000)
+      local t = loop.spawn(function() loop.sleep(60) end)
+      loop.step(0) -- sleeping from 1000
+      local calls = 0
+      assert.is_true(loop.run_until(function()
+        calls = calls + 1
+        if not t.done then core.clock_advance(10) end
+        return t.done
+      end))
+      assert.equal(1060, core.now())
+      assert.is_true(calls <= 8, calls .. " calls")
+    end)
+
+    it("with a fake clock, blocks for real I/O", function()
+      core.clock_set(1000)
+      local t = loop.spawn(function()
+        loop.sleep(0) -- a fake-clock timer already due
+        return loop.exec({ "/bin/sh", "-c", "sleep 0.2; echo io" })
+      end)
+      assert.is_true(loop.run_until(function() return t.done end, { timeout = 10 }))
+      assert.equal("io\n", t.results[1].stdout)
+    end)
+
+    it("returns false, \"stalled\" when nothing can ever arrive", function()
+      local c = loop.cond()
+      local t = loop.spawn(function() return c:wait() end)
+      local ok, why = loop.run_until(function() return t.done end)
+      assert.is_false(ok)
+      assert.equal("stalled", why)
+      c:notify()
+      assert.is_true(loop.run_until(function() return t.done end))
+      assert.is_true(t.results[1])
+    end)
+
+    it("wakes from a signal handler when a signal arrives", function()
+      local seen
+      loop.on_signal(function(name) seen = name end, { "USR1" })
+      local killer = loop.spawn(function() loop.exec({ "kill", "-USR1", tostring(my_pid()) }) end)
+      assert.is_true(loop.run_until(function() return seen ~= nil end, { timeout = 5 }))
+      assert.is_true(loop.run_until(function() return killer.done end, { timeout = 5 }))
+      assert.equal("USR1", seen)
+      core.signal_unwatch()
     end)
   end)
 
@@ -423,6 +531,291 @@ describe("certmaint.loop", function()
       assert.same({ timers = 0, http = 0, exec = 0, servers = 0 }, core.loop_pending())
       assert.equal(0, loop.stats().tasks)
       local _ = srv
+    end)
+  end)
+
+  describe("cancel", function()
+    local function guard(log, name)
+      return setmetatable({}, { __close = function() log[#log + 1] = name end })
+    end
+
+    it("cancels what each task waits on and closes its coroutine", function()
+      local srv, base = serve()
+      local closed = {}
+      local c = loop.cond()
+      local t = {
+        sleep = loop.spawn(function() local g <close> = guard(closed, "sleep") loop.sleep(100) end),
+        exec = loop.spawn(function() local g <close> = guard(closed, "exec") loop.exec({ "sleep", "10" }) end),
+        http = loop.spawn(function()
+          local g <close> = guard(closed, "http")
+          loop.http { url = base .. "/", timeout = 10 }
+        end),
+        signal = loop.spawn(function() local g <close> = guard(closed, "signal") loop.wait_signal() end),
+        cond = loop.spawn(function() local g <close> = guard(closed, "cond") c:wait(100) end),
+        yield = loop.spawn(function() local g <close> = guard(closed, "yield") while true do loop.yield() end end),
+      }
+      loop.step(0)
+      local fresh = loop.spawn(function() error("never runs") end)
+      assert.same({ tasks = 7, running = 2, failed = 0, completed = 0, cancelled = 0, sleeping = 1,
+        waiting_io = 2, waiting_signal = 1, waiting_cond = 1, timers = 0 }, loop.stats())
+      local p = core.loop_pending()
+      assert.is_true(p.timers >= 4 and p.exec == 1 and p.http == 1)
+      for _, name in ipairs { "sleep", "exec", "http", "signal", "cond", "yield" } do
+        local task = t[name]
+        assert.is_true(loop.cancel(task), name)
+        assert.is_true(task.done)
+        assert.is_false(task.ok)
+        assert.equal("cancelled", task.error)
+        assert.equal(name, closed[#closed]) -- its __close ran, at once
+      end
+      assert.is_true(loop.cancel(fresh)) -- not started yet: it never will
+      assert.same({ timers = 0, http = 0, exec = 0, servers = 1 }, core.loop_pending())
+      assert.same({ tasks = 0, running = 0, failed = 0, completed = 0, cancelled = 7, sleeping = 0,
+        waiting_io = 0, waiting_signal = 0, waiting_cond = 0, timers = 0 }, loop.stats())
+      assert.equal(0, c:waiters())
+      loop.run_until_idle()
+      assert.equal("cancelled", fresh.error)
+      assert.equal(0, loop.stats().failed)
+      core.http_serve_close(srv)
+    end)
+
+    it("returns false for a finished or already cancelled task", function()
+      local t = loop.spawn(function() return 1 end)
+      loop.run_until_idle()
+      assert.is_false(loop.cancel(t))
+      assert.is_true(t.ok)
+      local s = loop.spawn(function() loop.sleep(10) end)
+      assert.is_true(loop.cancel(s))
+      assert.is_false(loop.cancel(s))
+      assert.equal(1, loop.stats().cancelled)
+    end)
+
+    it("works from another task, and a task cannot cancel itself", function()
+      local victim = loop.spawn(function() loop.sleep(100) end)
+      local me
+      me = loop.spawn(function()
+        local cancelled = loop.cancel(victim)
+        local ok, err = pcall(loop.cancel, me)
+        return cancelled, ok, err
+      end)
+      loop.run_until_idle()
+      assert.is_true(me.ok, me.error)
+      assert.is_true(me.results[1])
+      assert.is_false(me.results[2])
+      assert.matches("a task cannot cancel itself", me.results[3])
+      assert.equal("cancelled", victim.error)
+      assert.has_error(function() loop.cancel({}) end, "loop.cancel: expected a task, got table")
+    end)
+
+    it("logs a __close handler that fails or tries to wait, and carries on", function()
+      core.log_config { capture = true, level = "debug" }
+      local t = loop.spawn(function()
+        local g <close> = setmetatable({}, { __close = function() loop.sleep(1) end })
+        loop.sleep(100)
+      end)
+      loop.step(0)
+      assert.is_true(loop.cancel(t))
+      assert.equal("cancelled", t.error)
+      assert.matches("must be called from a loop task", tostring(t.error_value))
+      local lines = table.concat(core.log_take(), "\n")
+      assert.matches("event=task_close_failed", lines)
+      assert.matches("event=task_cancelled", lines)
+      assert.same({ timers = 0, http = 0, exec = 0, servers = 0 }, core.loop_pending())
+    end)
+
+    it("of a task waiting on a fake-clock timer leaves nothing to fire", function()
+      core.clock_set(1000)
+      local woke = false
+      local t = loop.spawn(function() loop.sleep(10) woke = true end)
+      loop.step(0)
+      loop.cancel(t)
+      core.clock_advance(20)
+      loop.run_until_idle()
+      assert.is_false(woke)
+    end)
+  end)
+
+  describe("cond", function()
+    it("notify wakes one waiter, the longest waiting first; notify_all the rest", function()
+      local c = loop.cond()
+      local order = {}
+      for i = 1, 4 do
+        loop.spawn(function() local r = c:wait() order[#order + 1] = { i, r } end)
+      end
+      loop.run_until_idle()
+      assert.equal(4, c:waiters())
+      assert.equal(4, loop.stats().waiting_cond)
+      assert.equal(1, c:notify()) -- from outside a task
+      loop.run_until_idle()
+      assert.same({ { 1, true } }, order)
+      assert.equal(3, c:notify_all())
+      assert.equal(0, c:notify())
+      loop.run_until_idle()
+      assert.same({ { 1, true }, { 2, true }, { 3, true }, { 4, true } }, order)
+      assert.equal(0, loop.stats().waiting_cond)
+      assert.equal(0, loop.stats().tasks)
+    end)
+
+    it("does not remember a notify that found no waiter", function()
+      local c = loop.cond()
+      assert.equal(0, c:notify())
+      local t = loop.spawn(function() return c:wait(0) end)
+      loop.run_until_idle()
+      assert.is_false(t.results[1])
+    end)
+
+    it("can be notified from a task", function()
+      local c = loop.cond()
+      local ready = false
+      local waiter = loop.spawn(function()
+        while not ready do c:wait() end
+        return "ready"
+      end)
+      local notifier = loop.spawn(function()
+        loop.sleep(0.01)
+        ready = true
+        return c:notify()
+      end)
+      assert.is_true(loop.run_until(function() return waiter.done end, { timeout = 5 }))
+      assert.equal("ready", waiter.results[1])
+      assert.equal(1, notifier.results[1])
+    end)
+
+    it("times out on the fake clock, and a notify beats the timeout", function()
+      core.clock_set(1000)
+      local c = loop.cond()
+      local a = loop.spawn(function() return c:wait(30) end)
+      local b = loop.spawn(function() return c:wait(60) end)
+      loop.run_until_idle()
+      assert.equal(2, core.loop_pending().timers)
+      core.clock_advance(30)
+      loop.run_until_idle()
+      assert.is_true(a.done)
+      assert.is_false(a.results[1])
+      assert.equal(1, c:waiters())
+      assert.equal(1, c:notify()) -- b, not the timed-out a
+      loop.run_until_idle()
+      assert.is_true(b.results[1])
+      assert.equal(0, core.loop_pending().timers) -- b's timeout went with it
+    end)
+
+    it("times out on the real clock", function()
+      local c = loop.cond()
+      local t = loop.spawn(function()
+        local t0 = core.monotonic()
+        return c:wait(0.05), core.monotonic() - t0
+      end)
+      assert.is_true(loop.run_until(function() return t.done end, { timeout = 5 }))
+      assert.is_false(t.results[1])
+      assert.is_true(t.results[2] >= 0.045)
+    end)
+
+    it("drops a cancelled waiter", function()
+      local c = loop.cond()
+      local a = loop.spawn(function() return c:wait(100) end)
+      local b = loop.spawn(function() return c:wait() end)
+      loop.run_until_idle()
+      assert.is_true(loop.cancel(a))
+      assert.equal(1, c:waiters())
+      assert.equal(1, c:notify())
+      loop.run_until_idle()
+      assert.is_true(b.results[1])
+      assert.same({ timers = 0, http = 0, exec = 0, servers = 0 }, core.loop_pending())
+    end)
+
+    it("keeps no trace of waits that timed out", function()
+      core.clock_set(1000)
+      local c = loop.cond()
+      local t = loop.spawn(function()
+        for _ = 1, 1000 do c:wait(1) end
+        return c:wait()
+      end)
+      for _ = 1, 1000 do
+        loop.run_until_idle()
+        core.clock_advance(1)
+      end
+      loop.run_until_idle()
+      assert.equal(1, c:waiters())
+      local slots = 0
+      for _ in pairs(c.q) do slots = slots + 1 end
+      assert.equal(1, slots)
+      c:notify_all()
+      loop.run_until_idle()
+      assert.is_true(t.results[1])
+    end)
+
+    it("works inside pcall and refuses to wait outside a task", function()
+      local c = loop.cond()
+      local t = loop.spawn(function() return pcall(c.wait, c, 5) end)
+      loop.run_until_idle()
+      c:notify()
+      loop.run_until_idle()
+      assert.same({ true, true, n = 2 }, t.results)
+      assert.has_error(function() c:wait() end, "loop.cond:wait must be called from a loop task (loop.spawn)")
+      local bad = loop.spawn(function() return pcall(c.wait, c, "soon") end)
+      loop.run_until_idle()
+      assert.is_false(bad.results[1])
+      assert.matches("timeout must be a number", bad.results[2])
+    end)
+
+    it("outlives a loop.reset", function()
+      local c = loop.cond()
+      loop.spawn(function() c:wait() end)
+      loop.run_until_idle()
+      loop.reset()
+      assert.equal(0, c:waiters())
+      assert.equal(0, c:notify())
+    end)
+  end)
+
+  describe("at", function()
+    it("calls fn at the loop top once its time comes, on the fake clock", function()
+      core.clock_set(1000)
+      local fired = {}
+      local t1 = loop.at(1010, function(t) fired[#fired + 1] = t.at end)
+      local t2 = loop.at(1005, function(t)
+        fired[#fired + 1] = t.at
+        assert(not loop.in_task())
+        loop.spawn(function() fired[#fired + 1] = "spawned" end)
+      end)
+      assert.equal(2, loop.stats().timers)
+      loop.run_until_idle()
+      assert.same({}, fired)
+      core.clock_advance(10)
+      loop.run_until_idle()
+      assert.same({ 1005, 1010, "spawned" }, fired)
+      assert.is_false(t1.pending)
+      assert.is_false(t2:cancel())
+      assert.equal(0, loop.stats().timers)
+    end)
+
+    it("can be cancelled, and a failing fn is logged and counted", function()
+      core.clock_set(1000)
+      core.log_config { capture = true }
+      local ran = false
+      local t = loop.at(1001, function() ran = true end)
+      assert.is_true(t:cancel())
+      assert.is_false(t:cancel())
+      loop.at(1001, function() error("timer bug") end)
+      core.clock_advance(5)
+      loop.run_until_idle()
+      assert.is_false(ran)
+      assert.equal(1, loop.stats().failed)
+      assert.matches("event=timer_failed", table.concat(core.log_take(), "\n"))
+    end)
+
+    it("wakes a blocked run_until on the real clock", function()
+      local fired = false
+      loop.at(core.now() + 0.05, function() fired = true end)
+      assert.is_true(loop.run_until(function() return fired end, { timeout = 5 }))
+    end)
+
+    it("is dropped by loop.reset", function()
+      local t = loop.at(core.now() + 100, function() end)
+      loop.reset()
+      assert.is_false(t.pending)
+      assert.is_false(t:cancel())
+      assert.equal(0, loop.stats().timers)
     end)
   end)
 
