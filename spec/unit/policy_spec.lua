@@ -133,7 +133,7 @@ describe("certmaint.policy", function()
         .. ': policy field "concurrency": expected an integer from 1 to 1000, got string "8"', err)
     end)
 
-    it("is the policy file's when a loader runs the chunk without policy.loading", function()
+    it("is the policy file's whatever loader runs the chunk (here one that pcalls it by hand)", function()
       -- what a loader such as certmaint.sandbox does: the chunk in a local, pcall'ed
       local function loader(path)
         local chunk = assert(loadfile(path))
@@ -180,6 +180,41 @@ describe("certmaint.policy", function()
       local line = debug.getinfo(1, "l").currentline + 1
       local P = certmaint.policy { certificates = { "example.com" } }
       assert.equal(THIS .. ":" .. line, P.source)
+    end)
+
+    it("is where certmaint.policy is written, for a tail call from any function", function()
+      local certmaint = require "certmaint"
+      local line = debug.getinfo(1, "l").currentline + 3
+      local function make(extra)
+        local spec = { certificates = { "example.com" }, concurrency = extra }
+        return certmaint.policy(spec)
+      end
+      assert.equal(THIS .. ":" .. line, make(2).source)
+      local ok, err = pcall(make, 0)
+      assert.is_false(ok)
+      assert.equal(THIS .. ":" .. line .. ': policy field "concurrency": expected an integer from 1 to 1000, got number 0', err)
+    end)
+
+    it("is the call's line when certmaint.policy was kept in a local and called as a statement", function()
+      local validate = require("certmaint").policy
+      local line = debug.getinfo(1, "l").currentline + 1
+      local P = validate { certificates = {} }
+      assert.equal(THIS .. ":" .. line, P.source)
+      line = debug.getinfo(1, "l").currentline + 1
+      local ok, err = pcall(validate, { certificates = {}, bogus = 1 })
+      assert.is_false(ok)
+      local want = THIS .. ":" .. line .. ': policy field "bogus" is unknown'
+      assert.equal(want, err:sub(1, #want))
+    end)
+
+    it("is the given source with policy.validate", function()
+      local P = policy.validate({ certificates = {} }, "somewhere.lua:7")
+      assert.equal("somewhere.lua:7", P.source)
+      assert.equal(P, policy.validate(P, "elsewhere:1"))
+      local ok, err = pcall(policy.validate, { certificates = {}, concurrency = "x" }, "somewhere.lua:7")
+      assert.is_false(ok)
+      assert.matches('^somewhere%.lua:7: policy field "concurrency"', err)
+      assert.has_error(function() policy.validate({ certificates = {} }) end, "policy.validate: source must be a string")
     end)
   end)
 
