@@ -8,9 +8,19 @@
 --
 -- This table is what a policy sees, so it offers only the public modules: the
 -- C module certmaint.core (with its test levers: clock_set, loop_reset, ...),
--- the scheduler and certmaint.testing are for certmaint's own modules and for
--- specs, which `require` them by name (certmaint.sandbox refuses them to a policy).
+-- the scheduler's controls and certmaint.testing are for certmaint's own
+-- modules and for specs, which `require` them by name (certmaint.sandbox
+-- refuses them to a policy).
 local M = {}
+
+--- certmaint.loop as a policy sees it: the calls that wait inside a loop task,
+-- for hooks and issuers written in the policy (a slow issuer sleeps, a deploy
+-- hook runs a command). What drives the daemon (run, step, stop, spawn, reset)
+-- is not here. Each call goes to the scheduler at call time.
+M.loop = {}
+for _, name in ipairs { "sleep", "yield", "exec", "http", "in_task" } do
+  M.loop[name] = function(...) return require("certmaint.loop")[name](...) end
+end
 
 local lazy = {
   duration = "certmaint.duration",

@@ -9,9 +9,11 @@
 --
 -- certmaint's private modules are refused by name: the C module certmaint.core
 -- (whose test levers clock_set, loop_reset, ... would let a policy move the
--- daemon's clock or drop its loop), the scheduler, the engine, the job queue,
--- certmaint.testing and the loaders themselves. The public ones are what
--- `require "certmaint"` offers (init.lua), and nothing there leads to the core.
+-- daemon's clock or drop its loop), the engine, the job queue, certmaint.testing
+-- and the loaders themselves; `require "certmaint.loop"` gives the scheduler's
+-- waiting calls only (certmaint.loop in init.lua), not run/step/reset. The
+-- public ones are what `require "certmaint"` offers, and nothing there leads
+-- to the core.
 local options = require "certmaint.options"
 
 local M = {}
@@ -24,6 +26,8 @@ M.PUBLIC = {
 }
 M.PUBLIC_FAMILIES = { "certmaint.storage.", "certmaint.issuer." } -- backends and issuers
 M.PRIVATE = { ["certmaint.storage.common"] = true } -- backends' shared code
+-- Modules a policy gets a view of instead: certmaint.loop's waiting calls only.
+M.VIEWS = { ["certmaint.loop"] = function() return require("certmaint").loop end }
 
 local ALLOWED_GLOBALS = {
   "assert", "error", "ipairs", "next", "pairs", "pcall", "print", "rawequal", "rawget",
@@ -75,6 +79,7 @@ function M.environment(path, opts)
     if OTHER_MODULES[name] then return require(name) end
     if name == "certmaint" or name:sub(1, 10) == "certmaint." then
       if public_module(name) then return require(name) end
+      if M.VIEWS[name] then return M.VIEWS[name]() end
       error("require: module '" .. name .. "' is private to certmaint and not available in a policy "
         .. "(use require \"certmaint\": certmaint.policy, .storage, .issuer, .deploy, .exec, .log, ...)", 2)
     end

@@ -167,7 +167,9 @@ describe("certmaint.deploy.files", function()
         tasks[2] = loop.spawn(d, cert("b.test"))
         tasks[3] = loop.spawn(d, cert("c.test"))
       end)
-      loop.run_until_idle()
+      assert.is_true(loop.run_until(function()
+        return tasks[1].done and tasks[3] ~= nil and tasks[2].done and tasks[3].done
+      end, { timeout = 10 }))
       for i = 1, 3 do
         assert.is_true(tasks[i].done and tasks[i].ok, tostring(tasks[i].error))
       end

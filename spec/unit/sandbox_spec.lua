@@ -95,7 +95,7 @@ describe("sandbox.load_policy", function()
   end)
 
   it("refuses the other private modules and allows the public ones", function()
-    for _, name in ipairs { "certmaint.core", "certmaint.testing", "certmaint.loop", "certmaint.engine",
+    for _, name in ipairs { "certmaint.core", "certmaint.testing", "certmaint.engine",
                             "certmaint.jobs", "certmaint.cli", "certmaint.hooks", "certmaint.sandbox",
                             "certmaint.policy", "certmaint.storage.common", "certmaint.nonesuch" } do
       local path = write_policy('require "' .. name .. '"\n')
@@ -116,6 +116,23 @@ return c.policy { certificates = { "a.test" }, issuer = require("certmaint.issue
     assert(sandbox.load_policy(path))
   end)
 
+  it("gives a policy certmaint.loop's waiting calls, which work in a task, and not its controls", function()
+    local loop = require "certmaint.loop"
+    local path = write_policy([[
+local c = require "certmaint"
+local loop = require "certmaint.loop"
+assert(loop == c.loop)
+assert(loop.reset == nil and loop.run == nil and loop.step == nil and loop.spawn == nil)
+local slow = { issue = function() loop.sleep(0.01) loop.yield() return "slept" end }
+return c.policy { certificates = { "a.test" }, issuer = slow }
+]])
+    local p = assert(sandbox.load_policy(path))
+    local task = loop.spawn(function() return p.issuer.issue(), loop.in_task() end)
+    assert.is_true(loop.run_until(function() return task.done end, { timeout = 5 }))
+    assert.is_true(task.done and task.ok, tostring(task.error))
+    assert.same({ "slept", true }, { table.unpack(task.results, 1, 2) })
+  end)
+
   it("shows no way to the core through require \"certmaint\"", function()
     local core = require "certmaint.core" -- loaded in this process, as in the daemon
     local LEVERS = { clock_set = true, clock_advance = true, loop_reset = true, log_config = true,
@@ -130,8 +147,12 @@ return c.policy { certificates = { "a.test" } }
       if k == "SEE" then return function(t) seen = t end end
     end }))
     assert.is_table(seen)
-    for _, name in ipairs { "core", "loop", "testing", "engine", "jobs", "cli", "hooks", "sandbox" } do
+    for _, name in ipairs { "core", "testing", "engine", "jobs", "cli", "hooks", "sandbox" } do
       assert.is_nil(seen[name], name)
+    end
+    -- the loop as a policy sees it: waiting, not driving
+    for _, name in ipairs { "reset", "run", "run_until_idle", "step", "stop", "spawn", "on_signal" } do
+      assert.is_nil(seen.loop[name], "loop." .. name)
     end
     -- every public field, one level down: not the core, nor one of its levers
     local levers = {}
