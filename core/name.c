@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "crypto.h"
+#include "encoding.h"
 
 /* The input as it may appear inside an error message: printable ASCII kept,
  * other bytes as \xNN, cut to about 80 bytes so the message stays readable. */
@@ -287,7 +288,7 @@ int cm_name_storage_key(const char *name, size_t len, char out[CM_NAME_BUF],
         /* Too long for one path component with its suffixes: hash it.  '_'
          * again keeps these apart from every host-name key. */
         if (cm_crypto_sha256(norm, strlen(norm), md, res) != CM_OK) return CM_ERR;
-        cm_crypto_hex(md, sizeof md, hex);
+        cm_hex_encode(md, sizeof md, hex);
         snprintf(out, CM_NAME_BUF, "h_%.32s", hex);
     } else {
         memcpy(out, key, klen + 1);

@@ -1,6 +1,6 @@
-/* ocsp.h - building and checking OCSP responses (RFC 6960), no Lua.
+/* ocsp.h - checking OCSP responses (RFC 6960), no Lua.
  *
- * Building is for the internal/test CAs (testing.ca:ocsp).  Parsing is what
+ * Building them is the local CA's (localca.h: testing.ca:ocsp).  Parsing is what
  * the OCSP pass runs on every response it fetches or loads from storage: the
  * response is untrusted until its signature verifies against the issuer we
  * already hold (directly, or through a delegated responder certificate that
@@ -22,30 +22,6 @@
 #define CM_OCSP_MAX_INPUT (64 * 1024)
 
 enum cm_ocsp_cert_status { CM_OCSP_GOOD = 0, CM_OCSP_REVOKED, CM_OCSP_UNKNOWN };
-
-/* Options of cm_ocsp_response_build; pointers borrowed for the call. */
-struct cm_ocsp_build_opts {
-    const char *issuer_cert; size_t issuer_cert_len; /* CA that issued cert */
-    const char *issuer_key;  size_t issuer_key_len;  /* its private key PEM (signs when no responder) */
-    const char *cert;        size_t cert_len;        /* the certificate the response is about */
-    const char *responder_cert; size_t responder_cert_len; /* optional delegated responder ... */
-    const char *responder_key;  size_t responder_key_len;  /* ... and its key: sign with these */
-    enum cm_ocsp_cert_status status;
-    int64_t this_update;
-    int64_t next_update;  /* 0: none (RFC 6960: newer info always available) */
-    int64_t produced_at;  /* 0: this_update */
-    int64_t revoked_at;   /* revoked only; 0: this_update */
-    int reason;           /* revoked only: CRLReason 0-10, or -1 for none */
-};
-
-/* Build a signed OCSPResponse (status successful, BasicOCSPResponse, SHA-1
- * CertID as responders use, SHA-256 signature, responder ID by name) for one
- * certificate.  It reads no clock: every time comes from opts.  *der
- * (*der_len bytes) is malloc'd for the caller.  Fails with "invalid"
- * (options), "parse" (a certificate or key unreadable), "mismatch" (signing
- * key is not the signing certificate's), "crypto". */
-int cm_ocsp_response_build(const struct cm_ocsp_build_opts *opts, unsigned char **der,
-                           size_t *der_len, struct cm_result *res);
 
 /* What a verified response says about one certificate. */
 struct cm_ocsp_info {

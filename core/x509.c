@@ -1,4 +1,5 @@
-/* x509.c - certificates, keys and CSRs on OpenSSL.
+/* x509.c - certificates, chains and CSRs on OpenSSL (keys: key.c; the local
+ * CA: localca.c).
  *
  * The chain parser is on the cache's load path (100k certificates at start,
  * 30 us each at most), so it scans PEM itself (no BIO, no PEM_read_bio_X509
@@ -10,6 +11,8 @@
  */
 #include "x509.h"
 #include "x509_ssl.h"
+
+#include "encoding.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -84,20 +87,9 @@ static int printable_ascii(const unsigned char *p, size_t n)
     return 1;
 }
 
-static void hex_lower(const unsigned char *p, size_t n, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    size_t i;
-    for (i = 0; i < n; i++) {
-        out[2 * i] = digits[p[i] >> 4];
-        out[2 * i + 1] = digits[p[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 /* Lower-case hex of an INTEGER's big-endian magnitude, two digits a byte (as
  * `openssl x509 -serial` prints it), "-" first when negative, "00" for zero. */
-static char *integer_hex(const ASN1_INTEGER *ai)
+char *cm_ssl_integer_hex(const ASN1_INTEGER *ai)
 {
     const unsigned char *p = ASN1_STRING_get0_data(ai);
     int n = ASN1_STRING_length(ai);
@@ -108,11 +100,11 @@ static char *integer_hex(const ASN1_INTEGER *ai)
     s = malloc((size_t)n * 2 + 4);
     if (!s) return NULL;
     if (n == 0) {
-        strcpy(s, "00");
+        memcpy(s, "00", 3);
         return s;
     }
     if (neg) s[0] = '-';
-    hex_lower(p, (size_t)n, s + (neg ? 1 : 0));
+    cm_hex_encode(p, (size_t)n, s + (neg ? 1 : 0));
     return s;
 }
 
@@ -354,7 +346,7 @@ static int facts_from_leaf(const CM_TBS *tbs, struct cm_cert_facts *f, struct cm
         ret = cm_fail_ssl(res, "parse", "certificate has an invalid validity time");
         goto out;
     }
-    if (!(f->serial_hex = integer_hex(tbs->serial))) goto oom;
+    if (!(f->serial_hex = cm_ssl_integer_hex(tbs->serial))) goto oom;
     if (!(bio = BIO_new(BIO_s_mem()))) goto oom;
     if (!(f->issuer = name_rfc2253(bio, tbs->issuer))) goto oom;
     if (!(f->subject = name_rfc2253(bio, tbs->subject))) goto oom;
@@ -481,68 +473,12 @@ struct pem_span {
     size_t len;
 };
 
-enum { B64_BAD = -1, B64_SPACE = -2, B64_PAD = -3 };
-
-/* base64 value of each byte; B64_BAD, B64_SPACE (skipped) or B64_PAD. */
-static const signed char b64_table[256] = {
-    -1, -1, -1, -1, -1, -1, -1, -1, -1, -2, -2, -1, -1, -2, -1, -1,
-    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-    -2, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 62, -1, -1, -1, 63,
-    52, 53, 54, 55, 56, 57, 58, 59, 60, 61, -1, -1, -1, -3, -1, -1,
-    -1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
-    15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, -1, -1, -1, -1, -1,
-    -1, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
-    41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, -1, -1, -1, -1, -1,
-    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-};
-
-/* Strict base64 (RFC 7468 "lax" only in allowing whitespace anywhere):
- * appends to out and returns the number of bytes written, or -1. */
-static long b64_decode(const char *s, size_t n, unsigned char *out)
-{
-    uint32_t acc = 0;
-    int q = 0, pad = 0;
-    size_t i, o = 0;
-    for (i = 0; i < n; i++) {
-        int v = b64_table[(unsigned char)s[i]];
-        if (v == B64_SPACE) continue;
-        if (v == B64_PAD) {
-            pad++;
-            continue;
-        }
-        if (v < 0 || pad) return -1;
-        acc = (acc << 6) | (uint32_t)v;
-        if (++q == 4) {
-            out[o++] = (unsigned char)(acc >> 16);
-            out[o++] = (unsigned char)(acc >> 8);
-            out[o++] = (unsigned char)acc;
-            q = 0;
-            acc = 0;
-        }
-    }
-    if (q == 0 && pad == 0) return (long)o;
-    if (q == 2 && pad == 2) {
-        out[o++] = (unsigned char)(acc >> 4);
-        return (long)o;
-    }
-    if (q == 3 && pad == 1) {
-        out[o++] = (unsigned char)(acc >> 10);
-        out[o++] = (unsigned char)(acc >> 2);
-        return (long)o;
-    }
-    return -1;
-}
-
 #define PEM_BEGIN "-----BEGIN "
 #define PEM_END "-----END "
 #define PEM_DASHES "-----"
+
+/* PEM bodies: standard alphabet, padded, whitespace anywhere (RFC 7468). */
+#define PEM_BASE64 (CM_BASE64_PAD | CM_BASE64_SPACE)
 
 /* Find every PEM block; text outside blocks is ignored (RFC 7468 allows
  * explanatory text), but every block must be a certificate. */
@@ -603,16 +539,18 @@ static int pem_scan(const char *pem, size_t len, struct pem_span *spans, size_t 
 static int pem_decode_cert(const struct pem_span *span, size_t i, unsigned char *buf,
                            size_t *der_len, CM_CERT **leaf, struct cm_result *res)
 {
-    long n = b64_decode(span->body, span->len, buf);
-    size_t used = 0;
+    size_t n = 0, used = 0;
     int ok;
-    if (n <= 0) return cm_fail(res, "parse", "certificate %zu in chain is not valid base64", i + 1);
-    if (leaf) ok = (*leaf = decode_one(buf, (size_t)n, &used)) != NULL;
-    else ok = check_shallow(buf, (size_t)n, &used) == CM_OK;
+    if (cm_base64_decode_into(span->body, span->len, PEM_BASE64, buf,
+                              cm_base64_decoded_max(span->len), &n, NULL) != CM_OK ||
+        n == 0)
+        return cm_fail(res, "parse", "certificate %zu in chain is not valid base64", i + 1);
+    if (leaf) ok = (*leaf = decode_one(buf, n, &used)) != NULL;
+    else ok = check_shallow(buf, n, &used) == CM_OK;
     if (!ok) return cm_fail_ssl(res, "parse", "certificate %zu in chain is not valid DER", i + 1);
-    if (used != (size_t)n)
+    if (used != n)
         return cm_fail(res, "parse", "certificate %zu in chain has %zu bytes of trailing data",
-                       i + 1, (size_t)n - used);
+                       i + 1, n - used);
     *der_len = used;
     return CM_OK;
 }
@@ -636,8 +574,8 @@ int cm_x509_parse_chain(const char *pem, size_t len, struct cm_cert_facts *out,
     if (pem_scan(pem, len, spans, &count, res) != CM_OK) goto out;
 
     /* base64 never decodes to more than 3/4 of its length */
-    if (!(f.der = malloc(spans[0].len / 4 * 3 + 3))) goto oom;
-    for (i = 1; i < count; i++) chain_cap += spans[i].len / 4 * 3 + 3;
+    if (!(f.der = malloc(cm_base64_decoded_max(spans[0].len)))) goto oom;
+    for (i = 1; i < count; i++) chain_cap += cm_base64_decoded_max(spans[i].len);
     if (chain_cap && !(f.chain_der = malloc(chain_cap))) goto oom;
 
     if (pem_decode_cert(&spans[0], 0, f.der, &f.der_len, &leaf, res) != CM_OK) goto out;
@@ -685,36 +623,12 @@ int cm_x509_der_next(const unsigned char *der, size_t len, size_t *elem_len,
 
 #define PEM_CERT_BEGIN "-----BEGIN CERTIFICATE-----\n"
 #define PEM_CERT_END "-----END CERTIFICATE-----\n"
-
-/* Base64 of p[0..n) in 64-column lines, each ending in \n; returns bytes written. */
-static size_t b64_encode_lines(const unsigned char *p, size_t n, char *out)
-{
-    static const char alphabet[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t i, o = 0, col = 0;
-    for (i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16;
-        size_t rest = n - i;
-        if (rest > 1) v |= (uint32_t)p[i + 1] << 8;
-        if (rest > 2) v |= p[i + 2];
-        out[o++] = alphabet[(v >> 18) & 63];
-        out[o++] = alphabet[(v >> 12) & 63];
-        out[o++] = rest > 1 ? alphabet[(v >> 6) & 63] : '=';
-        out[o++] = rest > 2 ? alphabet[v & 63] : '=';
-        col += 4;
-        if (col == 64) {
-            out[o++] = '\n';
-            col = 0;
-        }
-    }
-    if (col) out[o++] = '\n';
-    return o;
-}
+#define PEM_LINES (CM_BASE64_PAD | CM_BASE64_LINES)
 
 static size_t pem_block_size(size_t der_len)
 {
-    size_t b64 = (der_len + 2) / 3 * 4;
-    return sizeof PEM_CERT_BEGIN - 1 + b64 + (b64 + 63) / 64 + sizeof PEM_CERT_END - 1;
+    return sizeof PEM_CERT_BEGIN - 1 + cm_base64_encoded_size(der_len, PEM_LINES) +
+           sizeof PEM_CERT_END - 1;
 }
 
 int cm_x509_chain_pem(const unsigned char *leaf, size_t leaf_len, const unsigned char *chain,
@@ -745,7 +659,7 @@ int cm_x509_chain_pem(const unsigned char *leaf, size_t leaf_len, const unsigned
     for (i = 0; i < n; i++) {
         memcpy(buf + o, PEM_CERT_BEGIN, sizeof PEM_CERT_BEGIN - 1);
         o += sizeof PEM_CERT_BEGIN - 1;
-        o += b64_encode_lines(starts[i], lens[i], buf + o);
+        o += cm_base64_encode_into(starts[i], lens[i], PEM_LINES, buf + o);
         memcpy(buf + o, PEM_CERT_END, sizeof PEM_CERT_END - 1);
         o += sizeof PEM_CERT_END - 1;
     }
@@ -767,13 +681,6 @@ char *cm_ssl_bio_string(BIO *bio, size_t *len)
     return dup_mem(data ? data : "", (size_t)n);
 }
 
-/* Never prompt on the terminal for an encrypted key: a daemon has none. */
-static int no_password(char *buf, int size, int rwflag, void *u)
-{
-    (void)buf; (void)size; (void)rwflag; (void)u;
-    return -1;
-}
-
 static int looks_like_pem(const char *data, size_t len)
 {
     return memmem(data, len, PEM_BEGIN, sizeof PEM_BEGIN - 1) != NULL;
@@ -784,8 +691,7 @@ X509 *cm_ssl_load_cert(const char *data, size_t len, const char *what, struct cm
     struct pem_span spans[MAX_CHAIN];
     const unsigned char *p;
     unsigned char *der = NULL;
-    size_t count = 0;
-    long n;
+    size_t count = 0, cap, n = 0;
     X509 *x = NULL;
 
     if (!data || len == 0) {
@@ -811,163 +717,27 @@ X509 *cm_ssl_load_cert(const char *data, size_t len, const char *what, struct cm
         }
         return NULL;
     }
-    if (!(der = malloc(spans[0].len / 4 * 3 + 3))) {
+    cap = cm_base64_decoded_max(spans[0].len);
+    if (!(der = malloc(cap))) {
         cm_fail(res, "ENOMEM", "%s: out of memory", what);
         return NULL;
     }
-    n = b64_decode(spans[0].body, spans[0].len, der);
     p = der;
-    if (n <= 0) cm_fail(res, "parse", "%s: invalid base64", what);
-    else if (!(x = d2i_X509(NULL, &p, n)))
+    if (cm_base64_decode_into(spans[0].body, spans[0].len, PEM_BASE64, der, cap, &n, NULL) !=
+            CM_OK ||
+        n == 0 || n > LONG_MAX)
+        cm_fail(res, "parse", "%s: invalid base64", what);
+    else if (!(x = d2i_X509(NULL, &p, (long)n)))
         cm_fail_ssl(res, "parse", "%s: not valid DER", what);
     free(der); der = NULL;
     return x;
-}
-
-EVP_PKEY *cm_ssl_load_private_key(const char *pem, size_t len, const char *what,
-                                  struct cm_result *res)
-{
-    BIO *bio = NULL;
-    EVP_PKEY *pkey = NULL;
-    if (!pem || len == 0) {
-        cm_fail(res, "parse", "%s: empty", what);
-        return NULL;
-    }
-    if (len > CM_X509_MAX_INPUT) {
-        cm_fail(res, "toobig", "%s: %zu bytes, more than the %d allowed", what, len,
-                CM_X509_MAX_INPUT);
-        return NULL;
-    }
-    if (!(bio = BIO_new_mem_buf(pem, (int)len))) {
-        cm_fail_ssl(res, "ENOMEM", "%s: out of memory", what);
-        return NULL;
-    }
-    if (!(pkey = PEM_read_bio_PrivateKey(bio, NULL, no_password, NULL)))
-        cm_fail_ssl(res, "parse", "%s: not a PEM private key (or an encrypted one)", what);
-    BIO_free(bio); bio = NULL;
-    return pkey;
-}
-
-EVP_PKEY *cm_ssl_load_public_key(const char *pem, size_t len, const char *what,
-                                 struct cm_result *res)
-{
-    static const char pub[] = "-----BEGIN PUBLIC KEY-----";
-    BIO *bio = NULL;
-    EVP_PKEY *pkey = NULL;
-    if (!pem || len == 0 || len > CM_X509_MAX_INPUT || !memmem(pem, len, pub, sizeof pub - 1))
-        return cm_ssl_load_private_key(pem, len, what, res);
-    if (!(bio = BIO_new_mem_buf(pem, (int)len))) {
-        cm_fail_ssl(res, "ENOMEM", "%s: out of memory", what);
-        return NULL;
-    }
-    if (!(pkey = PEM_read_bio_PUBKEY(bio, NULL, no_password, NULL)))
-        cm_fail_ssl(res, "parse", "%s: not a PEM public key", what);
-    BIO_free(bio); bio = NULL;
-    return pkey;
-}
-
-/* ------------------------------------------------------------------------ */
-/* keys                                                                     */
-
-static char *private_key_pem(EVP_PKEY *pkey)
-{
-    BIO *bio = BIO_new(BIO_s_mem());
-    char *s = NULL;
-    if (bio && PEM_write_bio_PrivateKey(bio, pkey, NULL, NULL, 0, NULL, NULL) == 1)
-        s = cm_ssl_bio_string(bio, NULL);
-    BIO_free(bio); bio = NULL;
-    return s;
-}
-
-static char *public_key_pem(EVP_PKEY *pkey)
-{
-    BIO *bio = BIO_new(BIO_s_mem());
-    char *s = NULL;
-    if (bio && PEM_write_bio_PUBKEY(bio, pkey) == 1) s = cm_ssl_bio_string(bio, NULL);
-    BIO_free(bio); bio = NULL;
-    return s;
-}
-
-int cm_key_generate(const char *type, char **pem, struct cm_result *res)
-{
-    EVP_PKEY *pkey = NULL;
-    int ret = CM_ERR;
-
-    *pem = NULL;
-    if (!type || !*type || strcmp(type, "p256") == 0)
-        pkey = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-    else if (strcmp(type, "p384") == 0)
-        pkey = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-384");
-    else if (strcmp(type, "rsa2048") == 0)
-        pkey = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
-    else if (strcmp(type, "rsa4096") == 0)
-        pkey = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)4096);
-    else
-        return cm_fail(res, "invalid",
-                       "unknown key type \"%.40s\" (want p256, p384, rsa2048 or rsa4096)", type);
-    if (!pkey) {
-        ret = cm_fail_ssl(res, "crypto", "generating a %s key failed", type ? type : "p256");
-        goto out;
-    }
-    if (!(*pem = private_key_pem(pkey))) {
-        ret = cm_fail_ssl(res, "crypto", "writing the new key as PEM failed");
-        goto out;
-    }
-    ret = CM_OK;
-out:
-    EVP_PKEY_free(pkey); pkey = NULL;
-    return ret;
-}
-
-int cm_key_matches_cert(const char *cert, size_t cert_len, const char *key_pem, size_t key_len,
-                        struct cm_result *res)
-{
-    X509 *x = NULL;
-    EVP_PKEY *key = NULL;
-    EVP_PKEY *pub;
-    int ret = CM_ERR;
-
-    if (!(x = cm_ssl_load_cert(cert, cert_len, "certificate", res))) goto out;
-    if (!(key = cm_ssl_load_private_key(key_pem, key_len, "private key", res))) goto out;
-    if (!(pub = X509_get0_pubkey(x))) {
-        ret = cm_fail_ssl(res, "parse", "certificate: unreadable public key");
-        goto out;
-    }
-    /* 1: same key; 0: different; -1/-2: different types, also a mismatch. */
-    if (EVP_PKEY_eq(pub, key) != 1) {
-        ERR_clear_error();
-        ret = cm_fail(res, "mismatch", "private key does not belong to the certificate");
-        goto out;
-    }
-    ret = CM_OK;
-out:
-    X509_free(x); x = NULL;
-    EVP_PKEY_free(key); key = NULL;
-    return ret;
-}
-
-int cm_key_public_pem(const char *key_pem, size_t key_len, char **pub_pem,
-                      struct cm_result *res)
-{
-    EVP_PKEY *key = NULL;
-    int ret = CM_ERR;
-    *pub_pem = NULL;
-    if (!(key = cm_ssl_load_public_key(key_pem, key_len, "key", res))) goto out;
-    if (!(*pub_pem = public_key_pem(key))) {
-        ret = cm_fail_ssl(res, "crypto", "writing the public key as PEM failed");
-        goto out;
-    }
-    ret = CM_OK;
-out:
-    EVP_PKEY_free(key); key = NULL;
-    return ret;
 }
 
 /* ------------------------------------------------------------------------ */
 /* names into certificates and CSRs                                         */
 
 /* A GENERAL_NAME for a DNS name or an IP literal. */
-static GENERAL_NAME *general_name_for(const char *name, int type, struct cm_result *res)
+GENERAL_NAME *cm_ssl_general_name(const char *name, int type, struct cm_result *res)
 {
     unsigned char ip[16];
     GENERAL_NAME *gn = NULL;
@@ -998,7 +768,7 @@ oom:
     return NULL;
 }
 
-static GENERAL_NAMES *general_names_for(const char *const *names, size_t n, int type,
+GENERAL_NAMES *cm_ssl_general_names(const char *const *names, size_t n, int type,
                                         struct cm_result *res)
 {
     GENERAL_NAMES *gens = sk_GENERAL_NAME_new_null();
@@ -1009,7 +779,7 @@ static GENERAL_NAMES *general_names_for(const char *const *names, size_t n, int 
         return NULL;
     }
     for (i = 0; i < n; i++) {
-        if (!(gn = general_name_for(names[i], type, res))) goto fail;
+        if (!(gn = cm_ssl_general_name(names[i], type, res))) goto fail;
         if (!sk_GENERAL_NAME_push(gens, gn)) {
             GENERAL_NAME_free(gn); gn = NULL;
             cm_fail_ssl(res, "ENOMEM", "out of memory building names");
@@ -1022,9 +792,7 @@ fail:
     return NULL;
 }
 
-#define CN_MAX 64 /* RFC 5280 ub-common-name */
-
-static int add_cn(X509_NAME *name, const char *cn, struct cm_result *res)
+int cm_ssl_add_cn(X509_NAME *name, const char *cn, struct cm_result *res)
 {
     if (X509_NAME_add_entry_by_NID(name, NID_commonName, MBSTRING_UTF8,
                                    (const unsigned char *)cn, -1, -1, 0) != 1)
@@ -1067,12 +835,12 @@ int cm_csr_create(const char *key_pem, size_t key_len, const char *const *names,
     if (der_len) *der_len = 0;
     if (!names || n == 0) return cm_fail(res, "invalid", "a CSR needs at least one name");
     if (!(key = cm_ssl_load_private_key(key_pem, key_len, "CSR key", res))) goto out;
-    if (!(san = general_names_for(names, n, GEN_DNS, res))) goto out;
+    if (!(san = cm_ssl_general_names(names, n, GEN_DNS, res))) goto out;
     if (!(req = X509_REQ_new()) || X509_REQ_set_version(req, X509_REQ_VERSION_1) != 1 ||
         X509_REQ_set_pubkey(req, key) != 1)
         goto crypto;
-    with_cn = strlen(names[0]) <= CN_MAX;
-    if (with_cn && add_cn(X509_REQ_get_subject_name(req), names[0], res) != CM_OK) goto out;
+    with_cn = strlen(names[0]) <= CM_X509_CN_MAX;
+    if (with_cn && cm_ssl_add_cn(X509_REQ_get_subject_name(req), names[0], res) != CM_OK) goto out;
     /* RFC 5280 4.2.1.6: SAN is critical when the subject is empty. */
     if (!(ext = X509V3_EXT_i2d(NID_subject_alt_name, !with_cn, san))) goto crypto;
     if (!(exts = sk_X509_EXTENSION_new_null()) || !sk_X509_EXTENSION_push(exts, ext)) goto crypto;
@@ -1110,7 +878,7 @@ out:
 }
 
 /* A CSR from PEM or DER with its self-signature verified; caller frees. */
-static X509_REQ *load_csr(const unsigned char *data, size_t len, struct cm_result *res)
+X509_REQ *cm_ssl_load_csr(const unsigned char *data, size_t len, struct cm_result *res)
 {
     BIO *bio = NULL;
     X509_REQ *req = NULL;
@@ -1131,7 +899,7 @@ static X509_REQ *load_csr(const unsigned char *data, size_t len, struct cm_resul
             cm_fail_ssl(res, "ENOMEM", "CSR: out of memory");
             return NULL;
         }
-        req = PEM_read_bio_X509_REQ(bio, NULL, no_password, NULL);
+        req = PEM_read_bio_X509_REQ(bio, NULL, cm_ssl_no_password, NULL);
         BIO_free(bio); bio = NULL;
         if (!req) {
             cm_fail_ssl(res, "parse", "CSR: no valid PEM CERTIFICATE REQUEST found");
@@ -1158,7 +926,7 @@ static X509_REQ *load_csr(const unsigned char *data, size_t len, struct cm_resul
     return req;
 }
 
-static int csr_names(X509_REQ *req, struct cm_strlist *names, struct cm_result *res)
+int cm_ssl_csr_names(X509_REQ *req, struct cm_strlist *names, struct cm_result *res)
 {
     STACK_OF(X509_EXTENSION) *exts = X509_REQ_get_extensions(req);
     int rc = names_from(exts, X509_REQ_get_subject_name(req), names);
@@ -1185,10 +953,10 @@ int cm_csr_parse(const unsigned char *data, size_t len, struct cm_csr_info *out,
 
     memset(&info, 0, sizeof info);
     memset(out, 0, sizeof *out);
-    if (!(req = load_csr(data, len, res))) goto out;
-    if (csr_names(req, &info.names, res) != CM_OK) goto out;
+    if (!(req = cm_ssl_load_csr(data, len, res))) goto out;
+    if (cm_ssl_csr_names(req, &info.names, res) != CM_OK) goto out;
     info.cn = last_cn(X509_REQ_get_subject_name(req));
-    if (!(info.public_key_pem = public_key_pem(X509_REQ_get0_pubkey(req)))) {
+    if (!(info.public_key_pem = cm_ssl_public_key_pem(X509_REQ_get0_pubkey(req)))) {
         ret = cm_fail_ssl(res, "crypto", "CSR: writing its public key failed");
         goto out;
     }
@@ -1198,315 +966,5 @@ int cm_csr_parse(const unsigned char *data, size_t len, struct cm_csr_info *out,
 out:
     cm_csr_info_free(&info);
     X509_REQ_free(req); req = NULL;
-    return ret;
-}
-
-/* ------------------------------------------------------------------------ */
-/* issuing                                                                  */
-
-#define SERIAL_MAX_HEX 40 /* RFC 5280: at most 20 octets */
-
-static ASN1_INTEGER *serial_for(const char *hex, struct cm_result *res)
-{
-    BIGNUM *bn = NULL;
-    ASN1_INTEGER *ai = NULL;
-    size_t i, n;
-
-    if (!(bn = BN_new())) goto crypto;
-    if (hex) {
-        n = strlen(hex);
-        for (i = 0; i < n && isxdigit((unsigned char)hex[i]); i++) {}
-        if (n == 0 || i != n || n > SERIAL_MAX_HEX) {
-            cm_fail(res, "invalid", "serial \"%.60s\" is not 1-%d hex digits", hex,
-                    SERIAL_MAX_HEX);
-            goto out;
-        }
-        if (BN_hex2bn(&bn, hex) != (int)n) goto crypto;
-        if (BN_is_zero(bn)) {
-            cm_fail(res, "invalid", "serial must be positive, not zero");
-            goto out;
-        }
-    } else if (BN_rand(bn, 128, BN_RAND_TOP_ONE, BN_RAND_BOTTOM_ANY) != 1) {
-        /* TOP_ONE: always 128 bits, so every default serial has one length */
-        goto crypto;
-    }
-    if (!(ai = BN_to_ASN1_INTEGER(bn, NULL))) goto crypto;
-    goto out;
-crypto:
-    cm_fail_ssl(res, "crypto", "making the serial number failed");
-out:
-    BN_free(bn); bn = NULL;
-    return ai;
-}
-
-/* Add extension nid with value v (an OpenSSL object of the extension's
- * type); CM_ERR with res filled. */
-static int add_ext(X509 *x, int nid, void *v, int crit, struct cm_result *res)
-{
-    if (!v || X509_add1_ext_i2d(x, nid, v, crit, X509V3_ADD_DEFAULT) != 1)
-        return cm_fail_ssl(res, "crypto", "adding the %s extension failed", OBJ_nid2sn(nid));
-    return CM_OK;
-}
-
-static int add_key_ids(X509 *x, X509 *issuer, struct cm_result *res)
-{
-    unsigned char md[EVP_MAX_MD_SIZE], imd[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0, imdlen = 0;
-    ASN1_OCTET_STRING *ski = NULL;
-    AUTHORITY_KEYID *akid = NULL;
-    const ASN1_OCTET_STRING *issuer_ski;
-    int ret = CM_ERR;
-
-    /* RFC 5280 4.2.1.2 method 1: SHA-1 of the subjectPublicKey bits. */
-    if (X509_pubkey_digest(x, EVP_sha1(), md, &mdlen) != 1) goto crypto;
-    if (!(ski = ASN1_OCTET_STRING_new()) || ASN1_OCTET_STRING_set(ski, md, (int)mdlen) != 1)
-        goto crypto;
-    if (add_ext(x, NID_subject_key_identifier, ski, 0, res) != CM_OK) goto out;
-    if (!(akid = AUTHORITY_KEYID_new())) goto crypto;
-    issuer_ski = issuer ? X509_get0_subject_key_id(issuer) : ski;
-    if (issuer_ski) {
-        if (!(akid->keyid = ASN1_OCTET_STRING_dup(issuer_ski))) goto crypto;
-    } else {
-        if (X509_pubkey_digest(issuer, EVP_sha1(), imd, &imdlen) != 1) goto crypto;
-        if (!(akid->keyid = ASN1_OCTET_STRING_new()) ||
-            ASN1_OCTET_STRING_set(akid->keyid, imd, (int)imdlen) != 1)
-            goto crypto;
-    }
-    if (add_ext(x, NID_authority_key_identifier, akid, 0, res) != CM_OK) goto out;
-    ret = CM_OK;
-    goto out;
-crypto:
-    ret = cm_fail_ssl(res, "crypto", "computing key identifiers failed");
-out:
-    ASN1_OCTET_STRING_free(ski); ski = NULL;
-    AUTHORITY_KEYID_free(akid); akid = NULL;
-    return ret;
-}
-
-static int add_usage(X509 *x, const struct cm_issue_opts *o, EVP_PKEY *subject_key,
-                     struct cm_result *res)
-{
-    BASIC_CONSTRAINTS *bc = NULL;
-    ASN1_BIT_STRING *ku = NULL;
-    EXTENDED_KEY_USAGE *eku = NULL;
-    ASN1_NULL *nocheck = NULL;
-    int ret = CM_ERR, ok = 1;
-
-    if (!(bc = BASIC_CONSTRAINTS_new())) goto crypto;
-    bc->ca = o->is_ca ? 0xff : 0;
-    if (o->is_ca && o->path_len >= 0) {
-        if (!(bc->pathlen = ASN1_INTEGER_new()) || ASN1_INTEGER_set(bc->pathlen, o->path_len) != 1)
-            goto crypto;
-    }
-    if (add_ext(x, NID_basic_constraints, bc, 1, res) != CM_OK) goto out;
-
-    /* KeyUsage bits: digitalSignature 0, keyEncipherment 2, keyCertSign 5, cRLSign 6 */
-    if (!(ku = ASN1_BIT_STRING_new())) goto crypto;
-    if (o->is_ca) {
-        ok &= ASN1_BIT_STRING_set_bit(ku, 5, 1);
-        ok &= ASN1_BIT_STRING_set_bit(ku, 6, 1);
-    } else {
-        ok &= ASN1_BIT_STRING_set_bit(ku, 0, 1);
-        if (EVP_PKEY_get_base_id(subject_key) == EVP_PKEY_RSA)
-            ok &= ASN1_BIT_STRING_set_bit(ku, 2, 1);
-    }
-    if (!ok) goto crypto;
-    if (add_ext(x, NID_key_usage, ku, 1, res) != CM_OK) goto out;
-
-    if (!o->is_ca) {
-        if (!(eku = sk_ASN1_OBJECT_new_null())) goto crypto;
-        if (o->ocsp_signing) {
-            ok &= sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(NID_OCSP_sign)) > 0;
-        } else {
-            ok &= sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(NID_server_auth)) > 0;
-            ok &= sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(NID_client_auth)) > 0;
-        }
-        if (!ok) goto crypto;
-        if (add_ext(x, NID_ext_key_usage, eku, 0, res) != CM_OK) goto out;
-        /* RFC 6960 4.2.2.2.1: clients need not check a responder's revocation */
-        if (o->ocsp_signing) {
-            if (!(nocheck = ASN1_NULL_new())) goto crypto;
-            if (add_ext(x, NID_id_pkix_OCSP_noCheck, nocheck, 0, res) != CM_OK) goto out;
-        }
-    }
-    ret = CM_OK;
-    goto out;
-crypto:
-    ret = cm_fail_ssl(res, "crypto", "building usage extensions failed");
-out:
-    BASIC_CONSTRAINTS_free(bc); bc = NULL;
-    ASN1_BIT_STRING_free(ku); ku = NULL;
-    /* OBJ_nid2obj objects are static: sk_ASN1_OBJECT_free is enough */
-    sk_ASN1_OBJECT_free(eku); eku = NULL;
-    ASN1_NULL_free(nocheck); nocheck = NULL;
-    return ret;
-}
-
-static int add_urls(X509 *x, const struct cm_issue_opts *o, struct cm_result *res)
-{
-    AUTHORITY_INFO_ACCESS *aia = NULL;
-    ACCESS_DESCRIPTION *ad = NULL;
-    CRL_DIST_POINTS *cdp = NULL;
-    DIST_POINT *dp = NULL;
-    GENERAL_NAME *gn = NULL;
-    int ret = CM_ERR;
-
-    if (o->ocsp_url) {
-        if (!(gn = general_name_for(o->ocsp_url, GEN_URI, res))) goto out;
-        if (!(aia = sk_ACCESS_DESCRIPTION_new_null()) || !(ad = ACCESS_DESCRIPTION_new()))
-            goto crypto;
-        ASN1_OBJECT_free(ad->method);
-        ad->method = OBJ_nid2obj(NID_ad_OCSP);
-        GENERAL_NAME_free(ad->location);
-        ad->location = gn;
-        gn = NULL;
-        if (!sk_ACCESS_DESCRIPTION_push(aia, ad)) goto crypto;
-        ad = NULL;
-        if (add_ext(x, NID_info_access, aia, 0, res) != CM_OK) goto out;
-    }
-    if (o->crl_url) {
-        if (!(cdp = sk_DIST_POINT_new_null()) || !(dp = DIST_POINT_new()) ||
-            !(dp->distpoint = DIST_POINT_NAME_new()))
-            goto crypto;
-        dp->distpoint->type = 0; /* fullName */
-        if (!(dp->distpoint->name.fullname = general_names_for(&o->crl_url, 1, GEN_URI, res)))
-            goto out;
-        if (!sk_DIST_POINT_push(cdp, dp)) goto crypto;
-        dp = NULL;
-        if (add_ext(x, NID_crl_distribution_points, cdp, 0, res) != CM_OK) goto out;
-    }
-    ret = CM_OK;
-    goto out;
-crypto:
-    ret = cm_fail_ssl(res, "crypto", "building AIA/CDP extensions failed");
-out:
-    GENERAL_NAME_free(gn); gn = NULL;
-    ACCESS_DESCRIPTION_free(ad); ad = NULL;
-    AUTHORITY_INFO_ACCESS_free(aia); aia = NULL;
-    DIST_POINT_free(dp); dp = NULL;
-    CRL_DIST_POINTS_free(cdp); cdp = NULL;
-    return ret;
-}
-
-int cm_cert_issue(const struct cm_issue_opts *o, char **cert_pem, char **serial_hex,
-                  struct cm_result *res)
-{
-    EVP_PKEY *issuer_key = NULL, *subject_key = NULL;
-    X509 *issuer = NULL, *x = NULL;
-    X509_REQ *req = NULL;
-    X509_NAME *subject = NULL;
-    ASN1_INTEGER *serial = NULL;
-    GENERAL_NAMES *san = NULL;
-    BIO *bio = NULL;
-    struct cm_strlist csr_names_list = {NULL, 0};
-    const char *const *names;
-    size_t names_count;
-    const char *cn;
-    int ret = CM_ERR;
-
-    *cert_pem = NULL;
-    if (serial_hex) *serial_hex = NULL;
-    if (!o || !o->issuer_key) return cm_fail(res, "invalid", "issuing needs an issuer key");
-    if (o->not_after <= o->not_before)
-        return cm_fail(res, "invalid", "not_after must be later than not_before");
-    if (o->subject_key && o->csr)
-        return cm_fail(res, "invalid", "give a subject key or a CSR, not both");
-
-    if (!(issuer_key = cm_ssl_load_private_key(o->issuer_key, strlen(o->issuer_key),
-                                               "issuer key", res)))
-        goto out;
-    if (o->issuer_cert) {
-        if (!(issuer = cm_ssl_load_cert(o->issuer_cert, strlen(o->issuer_cert),
-                                        "issuer certificate", res)))
-            goto out;
-        if (EVP_PKEY_eq(X509_get0_pubkey(issuer), issuer_key) != 1) {
-            ERR_clear_error();
-            ret = cm_fail(res, "mismatch", "issuer key does not belong to the issuer certificate");
-            goto out;
-        }
-    }
-    if (o->csr) {
-        if (!(req = load_csr((const unsigned char *)o->csr, o->csr_len, res))) goto out;
-        if (!(subject_key = X509_REQ_get_pubkey(req))) goto crypto;
-    } else if (o->subject_key) {
-        if (!(subject_key = cm_ssl_load_public_key(o->subject_key, strlen(o->subject_key),
-                                                   "subject key", res)))
-            goto out;
-    } else if (!o->issuer_cert) {
-        if (EVP_PKEY_up_ref(issuer_key) != 1) goto crypto;
-        subject_key = issuer_key;
-    } else {
-        ret = cm_fail(res, "invalid", "issuing needs a subject key or a CSR");
-        goto out;
-    }
-    if (!o->issuer_cert && EVP_PKEY_eq(subject_key, issuer_key) != 1) {
-        ERR_clear_error();
-        ret = cm_fail(res, "invalid", "a self-signed certificate's subject key must be the issuer key");
-        goto out;
-    }
-
-    names = o->names;
-    names_count = o->names ? o->names_count : 0;
-    if (!o->names && req) {
-        if (csr_names(req, &csr_names_list, res) != CM_OK) goto out;
-        names = (const char *const *)csr_names_list.items;
-        names_count = csr_names_list.count;
-    }
-    cn = o->cn ? o->cn : names_count && strlen(names[0]) <= CN_MAX ? names[0] : NULL;
-    if (!cn && names_count == 0) {
-        ret = cm_fail(res, "invalid", "a certificate needs names or a cn");
-        goto out;
-    }
-    if (cn && strlen(cn) > CN_MAX) {
-        ret = cm_fail(res, "invalid", "cn is longer than %d bytes", CN_MAX);
-        goto out;
-    }
-
-    if (!(serial = serial_for(o->serial_hex, res))) goto out;
-    if (!(x = X509_new()) || X509_set_version(x, X509_VERSION_3) != 1 ||
-        X509_set_serialNumber(x, serial) != 1)
-        goto crypto;
-    if (!(subject = X509_NAME_new())) goto crypto;
-    if (cn && add_cn(subject, cn, res) != CM_OK) goto out;
-    if (X509_set_subject_name(x, subject) != 1 ||
-        X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : subject) != 1)
-        goto crypto;
-    if (!ASN1_TIME_set(X509_getm_notBefore(x), (time_t)o->not_before) ||
-        !ASN1_TIME_set(X509_getm_notAfter(x), (time_t)o->not_after))
-        goto crypto;
-    if (X509_set_pubkey(x, subject_key) != 1) goto crypto;
-
-    if (add_usage(x, o, subject_key, res) != CM_OK) goto out;
-    if (add_key_ids(x, issuer, res) != CM_OK) goto out;
-    if (names_count) {
-        if (!(san = general_names_for(names, names_count, GEN_DNS, res))) goto out;
-        /* RFC 5280 4.2.1.6: SAN is critical when the subject is empty. */
-        if (add_ext(x, NID_subject_alt_name, san, cn == NULL, res) != CM_OK) goto out;
-    }
-    if (add_urls(x, o, res) != CM_OK) goto out;
-
-    if (X509_sign(x, issuer_key, EVP_sha256()) <= 0) goto crypto;
-    if (!(bio = BIO_new(BIO_s_mem())) || PEM_write_bio_X509(bio, x) != 1 ||
-        !(*cert_pem = cm_ssl_bio_string(bio, NULL)))
-        goto crypto;
-    if (serial_hex && !(*serial_hex = integer_hex(X509_get0_serialNumber(x)))) {
-        free(*cert_pem); *cert_pem = NULL;
-        goto crypto;
-    }
-    ret = CM_OK;
-    goto out;
-crypto:
-    ret = cm_fail_ssl(res, "crypto", "issuing the certificate failed");
-out:
-    BIO_free(bio); bio = NULL;
-    GENERAL_NAMES_free(san); san = NULL;
-    X509_NAME_free(subject); subject = NULL;
-    ASN1_INTEGER_free(serial); serial = NULL;
-    X509_free(x); x = NULL;
-    cm_strlist_free(&csr_names_list);
-    X509_REQ_free(req); req = NULL;
-    EVP_PKEY_free(subject_key); subject_key = NULL;
-    X509_free(issuer); issuer = NULL;
-    EVP_PKEY_free(issuer_key); issuer_key = NULL;
     return ret;
 }

@@ -1,4 +1,5 @@
-/* x509.h - certificates, keys and CSRs on OpenSSL, with no Lua in sight.
+/* x509.h - certificates, chains and CSRs on OpenSSL, with no Lua in sight.
+ * Keys are in key.h, the local CA (issuing, OCSP responses) in localca.h.
  *
  * The cache keeps DER plus the facts below, never OpenSSL objects, so 100k
  * certificates stay small.  Everything parsed here comes from outside
@@ -14,6 +15,9 @@
 
 /* Upper bound on any PEM/DER input we accept (a chain is a few KiB). */
 #define CM_X509_MAX_INPUT (1024 * 1024)
+
+/* Longest subject CN we write (RFC 5280 ub-common-name). */
+#define CM_X509_CN_MAX 64
 
 struct cm_strlist {
     char **items;
@@ -69,27 +73,6 @@ int cm_x509_der_next(const unsigned char *der, size_t len, size_t *elem_len,
 int cm_x509_chain_pem(const unsigned char *leaf, size_t leaf_len, const unsigned char *chain,
                       size_t chain_len, char **pem, size_t *pem_len, struct cm_result *res);
 
-/* ---- keys ---------------------------------------------------------------
- * Key PEM inputs are bounded by CM_X509_MAX_INPUT and may be PKCS#8 or the
- * traditional "EC/RSA PRIVATE KEY" forms; an encrypted key is refused
- * ("parse"), never prompted for. */
-
-/* Generate a private key of type "p256" (type NULL or ""), "p384", "rsa2048"
- * or "rsa4096"; *pem gets it as PKCS#8 PEM, malloc'd for the caller.
- * Fails with "invalid" (unknown type) or "crypto". */
-int cm_key_generate(const char *type, char **pem, struct cm_result *res);
-
-/* CM_OK when the private key in key_pem belongs to the leaf certificate in
- * cert (PEM chain or DER, leaf first).  Fails with "mismatch" (another key),
- * "parse" (either input unreadable), "toobig". */
-int cm_key_matches_cert(const char *cert, size_t cert_len, const char *key_pem, size_t key_len,
-                        struct cm_result *res);
-
-/* The public half of a private (or public) key PEM as SubjectPublicKeyInfo
- * PEM ("PUBLIC KEY"), malloc'd into *pub_pem.  Fails with "parse", "toobig". */
-int cm_key_public_pem(const char *key_pem, size_t key_len, char **pub_pem,
-                      struct cm_result *res);
-
 /* ---- CSRs -------------------------------------------------------------- */
 
 /* Make a CSR signed (SHA-256) by the private key in key_pem for names[0..n)
@@ -119,40 +102,5 @@ int cm_csr_parse(const unsigned char *data, size_t len, struct cm_csr_info *out,
 
 /* Free what *info owns and zero it; safe on a zeroed struct. */
 void cm_csr_info_free(struct cm_csr_info *info);
-
-/* ---- issuing (internal and test CAs) ------------------------------------ */
-
-/* Input of cm_cert_issue.  Strings are NUL-terminated PEM unless a length
- * field says otherwise; all are borrowed for the call. */
-struct cm_issue_opts {
-    const char *subject_key;   /* subject key: private or public key PEM ... */
-    const char *csr;           /* ... or a CSR (PEM or DER, csr_len bytes), signature verified */
-    size_t csr_len;
-    const char *const *names;  /* SAN entries (DNS names, IP literals); NULL: the CSR's names */
-    size_t names_count;
-    const char *cn;            /* subject CN; NULL: names[0] when it fits, else none */
-    int64_t not_before, not_after;   /* Unix seconds, not_before < not_after */
-    int is_ca;                 /* CA certificate (keyCertSign|cRLSign, no EKU) */
-    int path_len;              /* CA path length constraint; < 0: none */
-    int ocsp_signing;          /* leaf for a delegated OCSP responder: EKU OCSPSigning only */
-    const char *issuer_cert;   /* issuer certificate PEM; NULL: self-signed */
-    const char *issuer_key;    /* issuer private key PEM (required) */
-    const char *ocsp_url;      /* AIA OCSP responder, optional */
-    const char *crl_url;       /* CRL distribution point, optional */
-    const char *serial_hex;    /* serial as hex, optional; default 128 random bits, positive */
-};
-
-/* Issue an X.509 v3 certificate signed (SHA-256) by the issuer key:
- * basicConstraints (critical), keyUsage (critical; CA: keyCertSign|cRLSign,
- * leaf: digitalSignature, +keyEncipherment for RSA keys), EKU serverAuth +
- * clientAuth for leaves, SKI, AKI, SAN, and AIA/CDP when URLs are given.  For
- * a self-signed certificate the subject key defaults to the issuer key and
- * must equal it.  *cert_pem and *serial_hex (lower-case, as
- * cm_cert_facts.serial_hex) are malloc'd for the caller.  Fails with
- * "invalid" (missing or inconsistent options, bad serial or name), "parse"
- * (a key, certificate or CSR unreadable), "verify" (CSR signature),
- * "mismatch" (issuer key is not the issuer certificate's), "crypto". */
-int cm_cert_issue(const struct cm_issue_opts *opts, char **cert_pem, char **serial_hex,
-                  struct cm_result *res);
 
 #endif

@@ -1,7 +1,8 @@
-/* x509_ssl.h - OpenSSL-typed helpers shared by x509.c and ocsp.c.
+/* x509_ssl.h - OpenSSL-typed helpers shared by x509.c, key.c, localca.c and
+ * ocsp.c.
  *
- * Private to the x509/ocsp unit: the rest of the core sees only x509.h and
- * ocsp.h, which hold no OpenSSL types.  Every loader bounds its input by
+ * Private to those units: the rest of the core sees only x509.h, key.h,
+ * localca.h and ocsp.h, which hold no OpenSSL types.  Every loader bounds its input by
  * CM_X509_MAX_INPUT and names `what` (e.g. "issuer certificate") in errors.
  */
 #ifndef CM_X509_SSL_H
@@ -13,12 +14,19 @@
 #include <openssl/bio.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "result.h"
+
+struct cm_strlist;
+
+/* ---- x509.c ---- */
 
 /* The first certificate of a PEM chain or of DER data (first byte 0x30).
  * Caller frees.  NULL with "parse"/"toobig" in res. */
 X509 *cm_ssl_load_cert(const char *data, size_t len, const char *what, struct cm_result *res);
+
+/* ---- key.c ---- */
 
 /* A private key from PEM (PKCS#8 or traditional); encrypted keys are refused,
  * never prompted for.  Caller frees.  NULL with "parse"/"toobig" in res. */
@@ -36,5 +44,40 @@ char *cm_ssl_bio_string(BIO *bio, size_t *len);
 /* An ASN1_TIME as Unix seconds (ASN1_TIME_to_tm + timegm); CM_ERR when it
  * is malformed. */
 int cm_ssl_time_unix(const ASN1_TIME *t, int64_t *out);
+
+/* ---- x509.c, for the local CA ---- */
+
+/* Lower-case hex of an INTEGER's magnitude ("-" first when negative, "00"
+ * for zero), malloc'd; NULL when out of memory. */
+char *cm_ssl_integer_hex(const ASN1_INTEGER *ai);
+
+/* A GENERAL_NAME for name: a DNS name (an IP literal becomes an iPAddress)
+ * when type is GEN_DNS, a URI when GEN_URI.  Name must be printable ASCII of
+ * at most 2048 bytes.  Caller frees.  NULL with "invalid"/"ENOMEM" in res. */
+GENERAL_NAME *cm_ssl_general_name(const char *name, int type, struct cm_result *res);
+
+/* GENERAL_NAMES for names[0..n), as cm_ssl_general_name.  Caller frees. */
+GENERAL_NAMES *cm_ssl_general_names(const char *const *names, size_t n, int type,
+                                    struct cm_result *res);
+
+/* Add a CN entry (UTF-8) to name; CM_ERR with "invalid" in res. */
+int cm_ssl_add_cn(X509_NAME *name, const char *cn, struct cm_result *res);
+
+/* A CSR from PEM or DER with its self-signature verified; caller frees.
+ * NULL with "parse"/"toobig"/"verify"/"ENOMEM" in res. */
+X509_REQ *cm_ssl_load_csr(const unsigned char *data, size_t len, struct cm_result *res);
+
+/* A CSR's names (SAN DNS, SAN IP, else its subject's last CN) appended to
+ * *names (the caller's); CM_ERR with "ENOMEM". */
+int cm_ssl_csr_names(X509_REQ *req, struct cm_strlist *names, struct cm_result *res);
+
+/* ---- key.c, for x509.c ---- */
+
+/* The PEM password callback that refuses: never prompt for a key's password. */
+int cm_ssl_no_password(char *buf, int size, int rwflag, void *u);
+
+/* pkey's public key as "PUBLIC KEY" PEM, malloc'd; NULL on failure
+ * (OpenSSL's queue says why). */
+char *cm_ssl_public_key_pem(const EVP_PKEY *pkey);
 
 #endif

@@ -3,6 +3,7 @@
 #include "lcore.h"
 
 #include "../crypto.h"
+#include "../encoding.h"
 
 /* Upper bound for one random_bytes call: keys and nonces need a few dozen
  * bytes; a huge n is a bug, not a request. */
@@ -27,7 +28,7 @@ static int l_sha256_hex(lua_State *L)
     char hex[2 * CM_SHA256_LEN + 1];
     struct cm_result res;
     if (cm_crypto_sha256(data, len, md, &res) != CM_OK) return cm_lua_fail(L, &res);
-    cm_crypto_hex(md, sizeof md, hex);
+    cm_hex_encode(md, sizeof md, hex);
     lua_pushstring(L, hex);
     return 1;
 }
@@ -70,7 +71,7 @@ static int push_decoded(lua_State *L,
     luaL_Buffer b;
     unsigned char *p;
     struct cm_result res;
-    p = (unsigned char *)luaL_buffinitsize(L, &b, len / 4 * 3 + 3);
+    p = (unsigned char *)luaL_buffinitsize(L, &b, cm_base64_decoded_max(len));
     if (dec(text, len, p, &out_len, &res) != CM_OK) return cm_lua_fail(L, &res);
     luaL_pushresultsize(&b, out_len);
     return 1;

@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../key.h"
+#include "../localca.h"
 #include "../ocsp.h"
 #include "../x509.h"
 

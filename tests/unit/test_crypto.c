@@ -4,6 +4,7 @@
 
 #include "check.h"
 #include "crypto.h"
+#include "encoding.h"
 
 static void test_sha256(void)
 {

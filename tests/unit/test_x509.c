@@ -13,6 +13,8 @@
 #include <openssl/x509_vfy.h>
 
 #include "check.h"
+#include "key.h"
+#include "localca.h"
 #include "ocsp.h"
 #include "x509.h"
 
