@@ -10,7 +10,8 @@
 --
 -- The model is certmagic's jobManager and doWithRetry (async.go):
 -- - Submit of a name that is already queued, running or waiting to retry is a
---   no-op (certmagic: "prevent duplicate jobs"); it returns false.
+--   no-op (certmagic: "prevent duplicate jobs"); it returns false — except
+--   for a waiting job whose retry time has come: that submit is its retry.
 -- - At most `concurrency` jobs run at once; the rest wait in FIFO order.
 --   certmagic bounds its workers the same way (maxConcurrentJobs).
 -- - A failure (returning nil/false, or raising) is retried after the next
@@ -25,6 +26,14 @@
 -- - Unlike certmagic, a job waiting between attempts gives up its concurrency
 --   slot (certmagic's worker sleeps inside doWithRetry, keeping it), so one
 --   failing CA does not stall every other renewal for hours.
+-- - A job waiting to retry is data, not a sleeping coroutine: its attempt's
+--   task ends, and it waits as a next_attempt time in the queue's heap (no
+--   coroutine, no timer of its own).  With retry = "auto" (the default) one
+--   loop.at timer per queue, armed at the earliest next_attempt, re-queues
+--   the jobs that are due.  With retry = "manual" nothing is scheduled: the
+--   owner keeps the schedule (the engine: the cache's next_attempt, honoured
+--   by the renew scan) and re-submits; a submit of a waiting job that is due
+--   is its next attempt.  q:next_wakeup() is the earliest next_attempt.
 --
 -- Every state change is logged with core.log: job_queued, job_started
 -- (debug), job_done, job_failed (attempt, retry_in, error), job_retry,
@@ -95,22 +104,77 @@ local function on_raise(e)
   return { message = msg, traceback = debug.traceback(msg, 2) }
 end
 
-local function cancel_task(task)
-  if task == nil then return end
-  if type(task) == "table" and type(task.cancel) == "function" then
-    pcall(task.cancel, task)
-  elseif type(loop.cancel) == "function" then
-    pcall(loop.cancel, task)
+----------------------------------------------------------------------------
+-- the waiting heap: a binary min-heap of jobs on (next_attempt, wseq), each
+-- job knowing its index (job.hidx) so cancel and re-submit remove it in
+-- O(log n); wseq keeps jobs due at the same time in the order they failed
+
+local function before(a, b)
+  if a.next_attempt ~= b.next_attempt then return a.next_attempt < b.next_attempt end
+  return a.wseq < b.wseq
+end
+
+local function heap_place(h, i, job)
+  h[i] = job
+  job.hidx = i
+end
+
+local function heap_up(h, i)
+  local job = h[i]
+  while i > 1 do
+    local p = i // 2
+    if not before(job, h[p]) then break end
+    heap_place(h, i, h[p])
+    i = p
+  end
+  heap_place(h, i, job)
+end
+
+local function heap_down(h, i)
+  local n, job = #h, h[i]
+  while true do
+    local c = 2 * i
+    if c > n then break end
+    if c < n and before(h[c + 1], h[c]) then c = c + 1 end
+    if not before(h[c], job) then break end
+    heap_place(h, i, h[c])
+    i = c
+  end
+  heap_place(h, i, job)
+end
+
+local function heap_push(q, job)
+  q.wseq = q.wseq + 1
+  job.wseq = q.wseq
+  local h = q.heap
+  h[#h + 1] = job
+  job.hidx = #h
+  heap_up(h, #h)
+end
+
+local function heap_remove(q, job)
+  local h, i = q.heap, job.hidx
+  if not i then return end
+  job.hidx, job.wseq = nil, nil
+  local last = h[#h]
+  h[#h] = nil
+  if last ~= job then
+    heap_place(h, i, last)
+    heap_up(h, i)
+    heap_down(h, last.hidx)
   end
 end
 
 ----------------------------------------------------------------------------
 -- construction
 
-local OPTS = { concurrency = true, retry_intervals = true, max_retry_duration = true, on_state = true }
+local OPTS = { concurrency = true, retry_intervals = true, max_retry_duration = true, on_state = true,
+  retry = true }
+local RETRY = { auto = true, manual = true }
 
 --- jobs.new{ concurrency = 8, retry_intervals = jobs.CERTMAGIC_RETRY_INTERVALS,
--- max_retry_duration = 30 * 86400, on_state = function(name, state) end }
+-- max_retry_duration = 30 * 86400, retry = "auto" | "manual",
+-- on_state = function(name, state) end }
 -- Intervals and the maximum may be numbers of seconds or duration strings.
 function M.new(opts)
   opts = opts or {}
@@ -136,7 +200,12 @@ function M.new(opts)
   if opts.on_state ~= nil and not callable(opts.on_state) then
     error("jobs.new: on_state must be a function", 2)
   end
+  local retry = opts.retry == nil and "auto" or opts.retry
+  if not RETRY[retry] then error('jobs.new: retry must be "auto" or "manual"', 2) end
   return setmetatable({
+    retry = retry,
+    heap = {}, wseq = 0,  -- waiting jobs by next_attempt
+    timer = nil,          -- "auto": the one loop.at timer, at the heap's top
     concurrency = conc,
     intervals = intervals,
     max_retry_duration = max_secs,
@@ -189,9 +258,43 @@ local function dequeue(q)
   return nil
 end
 
-local run_attempt
+local run_attempt, dispatch
 
-local function dispatch(q)
+-- The next attempt of a waiting job: back in the FIFO.
+local function requeue(q, job, fn)
+  heap_remove(q, job)
+  if fn then job.fn = fn end
+  log("info", "job_retry", { name = job.name, attempt = job.attempts + 1 })
+  enqueue(q, job)
+end
+
+local retry_due
+
+-- "auto": keep the queue's one timer at the earliest next_attempt (none
+-- when nothing waits).
+local function arm(q)
+  if q.retry ~= "auto" then return end
+  local top = q.heap[1]
+  local t = q.timer
+  if t and t.pending then
+    if top and t.at == top.next_attempt then return end
+    t:cancel()
+  end
+  q.timer = nil
+  if top then
+    q.timer = loop.at(top.next_attempt, function() retry_due(q) end)
+  end
+end
+
+-- "auto", the timer: re-queue every waiting job that is due, oldest first.
+function retry_due(q)
+  local now, h = core.now(), q.heap
+  while h[1] and h[1].next_attempt <= now do requeue(q, h[1]) end
+  arm(q)
+  dispatch(q)
+end
+
+function dispatch(q)
   while q.count.running < q.concurrency do
     local job = dequeue(q)
     if not job then return end
@@ -201,7 +304,7 @@ local function dispatch(q)
   end
 end
 
--- One attempt, inside its own loop task; a failure waits here for its retry.
+-- One attempt, inside its own loop task; the task ends with the attempt.
 function run_attempt(q, job)
   if job.cancelled then -- cancelled between dispatch and the task's start
     drop(q, job)
@@ -246,30 +349,37 @@ function run_attempt(q, job)
   job.retry_index = math.min(job.retry_index + 1, #q.intervals)
   local at = now + q.intervals[job.retry_index]
   if retry_at and retry_at > at then at = retry_at end
-  job.next_attempt = at
+  job.next_attempt, job.task = at, nil
+  -- manual: the re-submit brings the function; do not keep what it captured
+  if q.retry == "manual" then job.fn = nil end
+  heap_push(q, job)
   set_state(q, job, "waiting")
   log("warn", "job_failed", {
     name = job.name, attempt = job.attempts, error = msg, code = code, traceback = traceback,
     retry_in = duration.format(at - now),
   })
-  dispatch(q) -- our slot is free while we wait
-  loop.sleep(at - now)
-  if job.cancelled or q.jobs[job.name] ~= job then return end
-  job.task = nil
-  log("info", "job_retry", { name = job.name, attempt = job.attempts + 1 })
-  enqueue(q, job)
-  return dispatch(q)
+  arm(q)
+  return dispatch(q) -- the slot is free while it waits
 end
 
 ----------------------------------------------------------------------------
 -- API
 
 --- Queue fn under name. Returns true if queued, false if a job of that name
--- is already queued, running or waiting to retry.
+-- is already queued or running, or waiting to retry and not yet due. A job
+-- waiting whose next_attempt has come (core.now() >= next_attempt) is
+-- re-queued as its next attempt, with fn: attempts, first_attempt and its
+-- place in the back-off are kept (the way "manual" queues retry).
 function Queue:submit(name, fn)
   if type(name) ~= "string" or name == "" then error("jobs:submit: name must be a non-empty string", 2) end
   if not callable(fn) then error("jobs:submit: fn must be a function", 2) end
   local old = self.jobs[name]
+  if old and old.state == "waiting" and old.next_attempt <= core.now() then
+    requeue(self, old, fn)
+    arm(self)
+    dispatch(self)
+    return true
+  end
   if old and ACTIVE[old.state] then return false end
   local job = {
     name = name, fn = fn, state = "new", attempts = 0, retry_index = 0,
@@ -319,6 +429,12 @@ function Queue:waiting()
   return self.count.waiting
 end
 
+--- The earliest next_attempt among jobs waiting to retry, or nil.
+function Queue:next_wakeup()
+  local top = self.heap[1]
+  return top and top.next_attempt
+end
+
 --- Cancel a job: a queued or waiting one is forgotten at once; a running one
 -- finishes its attempt (it cannot be interrupted safely), is not retried and
 -- keeps its name reserved until then. Done/failed records are forgotten.
@@ -332,8 +448,11 @@ function Queue:cancel(name)
   end
   local was = job.state
   job.cancelled = true
-  if was == "waiting" then cancel_task(job.task) end
   job.task = nil
+  if was == "waiting" then
+    heap_remove(self, job)
+    arm(self)
+  end
   drop(self, job)
   if ACTIVE[was] then log("info", "job_cancelled", { name = name, state = was }) end
   return true

@@ -51,11 +51,14 @@ describe("certmaint.jobs", function()
     settle()
     local stats = loop.stats()
     -- no task raised (run_attempt must never throw), none left runnable or on I/O;
-    -- only retry sleepers of cancelled jobs remain, and reset drops those
+    -- a job waiting to retry holds no task, so after clear() none is left, nor a timer
     assert.equal(0, stats.failed)
     assert.equal(0, stats.running)
     assert.equal(0, stats.waiting_io)
     assert.equal(stats.sleeping, stats.tasks)
+    assert.equal(0, stats.tasks)
+    assert.equal(0, stats.timers)
+    assert.equal(0, core.loop_pending().timers)
     loop.reset()
     core.log_config { capture = false, level = "info" }
     core.log_take()
@@ -319,6 +322,231 @@ describe("certmaint.jobs", function()
     end)
   end)
 
+  describe("retry state is data", function()
+    it("a waiting job holds no coroutine and no timer: one timer for the queue", function()
+      q = jobs.new { concurrency = 4 }
+      for i = 1, 50 do
+        q:submit("j" .. i, function() return nil, { message = "down", retry_at = T0 + 60 + i } end)
+      end
+      settle()
+      assert.equal(50, q:waiting())
+      assert.equal(0, q:pending())
+      local stats = loop.stats()
+      assert.equal(0, stats.tasks)
+      assert.equal(0, stats.sleeping)
+      assert.equal(1, stats.timers)
+      assert.equal(1, core.loop_pending().timers)
+      assert.equal(T0 + 61, q:next_wakeup())
+      -- the timer moves with the earliest job
+      q:cancel("j1")
+      assert.equal(T0 + 62, q:next_wakeup())
+      assert.equal(1, core.loop_pending().timers)
+      advance_to(T0 + 61)
+      assert.equal(49, q:waiting())
+      advance_to(T0 + 70)
+      -- j2..j10 were due: retried (and failed again, 2 min on)
+      assert.equal(49, q:waiting())
+      assert.equal(T0 + 71, q:next_wakeup()) -- j11
+      assert.equal("waiting", q:status("j2").state)
+      assert.equal(2, q:status("j2").attempts)
+      assert.equal(T0 + 70 + 120, q:status("j2").next_attempt) -- from the end of the attempt
+      assert.equal(1, core.loop_pending().timers)
+      assert.equal(0, loop.stats().tasks)
+      q:clear()
+      assert.is_nil(q:next_wakeup())
+      assert.equal(0, core.loop_pending().timers)
+      assert.equal(0, loop.stats().timers)
+    end)
+
+    it("re-queues jobs due at the same time in the order they failed, within the bound", function()
+      q = jobs.new { concurrency = 2 }
+      local order = {}
+      for i = 1, 5 do
+        q:submit("j" .. i, function(attempt)
+          if attempt == 1 then return nil, "first" end
+          order[#order + 1] = i
+          loop.sleep(1)
+          return true
+        end)
+      end
+      settle()
+      assert.equal(5, q:waiting())
+      advance_to(T0 + 60)
+      assert.same({ 1, 2 }, order)
+      assert.equal("queued", q:status("j3").state)
+      advance_to(T0 + 61)
+      advance_to(T0 + 62)
+      assert.same({ 1, 2, 3, 4, 5 }, order)
+      advance_to(T0 + 63)
+      for i = 1, 5 do assert.equal("done", q:status("j" .. i).state) end
+    end)
+
+    it("a submit of a waiting job that is due is its next attempt (auto)", function()
+      q = jobs.new {}
+      local fns = {}
+      q:submit("j", function() fns[#fns + 1] = "old" return nil, "no" end)
+      settle()
+      core.clock_advance(60) -- due, but the timer has not been seen yet
+      assert.is_true(q:submit("j", function() fns[#fns + 1] = "new" return true end))
+      settle()
+      assert.same({ "old", "new" }, fns)
+      local st = q:status("j")
+      assert.equal("done", st.state)
+      assert.equal(2, st.attempts)
+      assert.equal(0, core.loop_pending().timers)
+    end)
+
+    describe("manual", function()
+      it("waits as data with nothing scheduled, and retries on a due submit", function()
+        q = jobs.new { retry = "manual" }
+        local times = {}
+        local function fail(attempt)
+          times[#times + 1] = core.now() - T0
+          return nil, "attempt " .. attempt .. " failed", "acme:serverInternal"
+        end
+        assert.is_true(q:submit("renew:x", fail))
+        settle()
+        local st = q:status("renew:x")
+        assert.equal("waiting", st.state)
+        assert.equal(T0 + 60, st.next_attempt)
+        assert.equal(T0 + 60, q:next_wakeup())
+        assert.equal(0, loop.stats().tasks)
+        assert.equal(0, loop.stats().timers)
+        assert.equal(0, core.loop_pending().timers)
+        -- nothing runs by itself
+        advance_to(T0 + DAY)
+        assert.same({ 0 }, times)
+        assert.equal(1, q:waiting())
+        core.clock_set(T0 + 59)
+        assert.is_false(q:submit("renew:x", fail)) -- not yet due
+        core.clock_set(T0 + 60)
+        assert.is_true(q:submit("renew:x", fail))
+        assert.equal("running", q:status("renew:x").state)
+        assert.is_false(q:submit("renew:x", fail)) -- running
+        settle()
+        st = q:status("renew:x")
+        assert.equal("waiting", st.state)
+        assert.equal(2, st.attempts)
+        assert.equal(T0, st.first_attempt)
+        -- the back-off went on: 2 min after the second failure
+        assert.equal(T0 + 60 + 120, st.next_attempt)
+        assert.equal("attempt 2 failed", st.last_error)
+        assert.same({ 0, 60 }, times)
+        local ev = names_of(events("^job_"))
+        assert.same({ "job_queued", "job_started", "job_failed", "job_retry", "job_started", "job_failed" }, ev)
+        -- a late submit is fine: the schedule counts from the end of the attempt
+        core.clock_set(T0 + 1000)
+        assert.is_true(q:submit("renew:x", function() return true end))
+        settle()
+        st = q:status("renew:x")
+        assert.equal("done", st.state)
+        assert.equal(3, st.attempts)
+        assert.is_nil(q:next_wakeup())
+      end)
+
+      it("follows the same schedule and gives up after 30 days", function()
+        q = jobs.new { retry = "manual" }
+        local n = 0
+        local function job() n = n + 1 return nil, "still down" end
+        q:submit("doomed", job)
+        settle()
+        local expect = { 60, 180, 300, 600, 1200, 2400, 3600, 5400, 7200, 10800, 21600, 43200 }
+        for _, at in ipairs(expect) do
+          assert.equal(T0 + at, q:next_wakeup())
+          core.clock_set(q:next_wakeup())
+          assert.is_true(q:submit("doomed", job))
+          settle()
+        end
+        local guard = 0
+        while q:status("doomed").state == "waiting" do
+          core.clock_set(q:next_wakeup())
+          assert.is_true(q:submit("doomed", job))
+          settle()
+          guard = guard + 1
+          assert.truthy(guard < 1000)
+        end
+        assert.equal(131, n)
+        assert.equal("failed", q:status("doomed").state)
+        assert.is_nil(q:next_wakeup())
+        assert.is_true(q:submit("doomed", function() return true end)) -- failed: a new job
+        settle()
+        assert.equal(1, q:status("doomed").attempts)
+      end)
+
+      it("does not keep the function of a waiting job", function()
+        q = jobs.new { retry = "manual" }
+        local big = setmetatable({}, { __mode = "k" })
+        do
+          local payload = {}
+          big[payload] = true
+          q:submit("j", function() local _ = payload return nil, "no" end)
+        end
+        settle()
+        collectgarbage()
+        collectgarbage()
+        assert.is_nil(next(big))
+        assert.equal("waiting", q:status("j").state)
+      end)
+
+      it("cancel and clear forget waiting jobs", function()
+        q = jobs.new { retry = "manual" }
+        q:submit("a", function() return nil, "x" end)
+        q:submit("b", function() return nil, { message = "x", retry_at = T0 + 3600 } end)
+        settle()
+        assert.equal(T0 + 60, q:next_wakeup())
+        assert.is_true(q:cancel("a"))
+        assert.equal(T0 + 3600, q:next_wakeup())
+        q:clear()
+        assert.is_nil(q:next_wakeup())
+        assert.equal(0, q:waiting())
+        core.clock_set(T0 + DAY)
+        assert.is_true(q:submit("b", function() return true end)) -- a new job
+        settle()
+        assert.equal(1, q:status("b").attempts)
+      end)
+    end)
+
+    it("next_wakeup is the earliest next_attempt, or nil", function()
+      q = jobs.new {}
+      assert.is_nil(q:next_wakeup())
+      q:submit("late", function() return nil, { message = "x", retry_at = T0 + 7200 } end)
+      q:submit("soon", function() return nil, "x" end)
+      q:submit("ok", function() return true end)
+      settle()
+      assert.equal(T0 + 60, q:next_wakeup())
+      q:cancel("soon")
+      assert.equal(T0 + 7200, q:next_wakeup())
+    end)
+
+    it("10,000 failing jobs: coroutines and timers O(concurrency), not O(N)", function()
+      for _, mode in ipairs { "auto", "manual" } do
+        q = jobs.new { concurrency = 8, retry = mode }
+        collectgarbage()
+        local heap0 = collectgarbage("count")
+        local max_tasks = 0
+        for i = 1, 10000 do
+          q:submit("renew:" .. i, function() return nil, "CA down" end)
+        end
+        while q:pending() > 0 do
+          loop.step(0)
+          max_tasks = math.max(max_tasks, loop.stats().tasks)
+        end
+        collectgarbage()
+        local kib = collectgarbage("count") - heap0
+        assert.equal(10000, q:waiting())
+        assert.is_true(max_tasks <= 8, max_tasks .. " tasks")
+        assert.equal(0, loop.stats().tasks)
+        assert.equal(mode == "auto" and 1 or 0, core.loop_pending().timers)
+        -- what is left is the jobs' records (name, counters, times, error):
+        -- about 600 bytes each, where a sleeping coroutine per job took 2.8 KB
+        assert.is_true(kib * 1024 / 10000 < 1024, ("%s: %.0f bytes a job"):format(mode, kib * 1024 / 10000))
+        q:clear()
+        q = nil
+        core.log_take()
+      end
+    end)
+  end)
+
   describe("cancel and clear", function()
     it("forgets queued and waiting jobs, lets a running one finish without retry", function()
       q = jobs.new { concurrency = 1 }
@@ -396,6 +624,7 @@ describe("certmaint.jobs", function()
       assert.has_error(function() jobs.new { retry_intervals = {} } end)
       assert.has_error(function() jobs.new { retry_intervals = { "1 minute" } } end)
       assert.has_error(function() jobs.new { on_state = 1 } end)
+      assert.has_error(function() jobs.new { retry = "sometimes" } end, 'jobs.new: retry must be "auto" or "manual"')
       q = jobs.new {}
       assert.has_error(function() q:submit(nil, function() end) end)
       assert.has_error(function() q:submit("x", "not a function") end)
