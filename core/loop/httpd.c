@@ -559,8 +559,9 @@ static const char *errno_code(int e)
 /* Split "host:port" / "[v6]:port" / ":port" into host and port text. */
 static int split_listen(const char *listen, char *host, size_t hsz, char *port, size_t psz)
 {
-    const char *colon, *h = listen;
-    size_t hl;
+    const char *colon, *h = listen, *alias = NULL;
+    size_t hl, pl;
+    int m;
     if (listen[0] == '[') {
         const char *close_br = strchr(listen, ']');
         if (!close_br || close_br[1] != ':') return CM_ERR;
@@ -573,13 +574,18 @@ static int split_listen(const char *listen, char *host, size_t hsz, char *port, 
         hl = (size_t)(colon - listen);
         if (memchr(listen, ':', hl)) return CM_ERR; /* bare IPv6 needs brackets */
     }
-    if (hl >= hsz || strlen(colon + 1) >= psz || !colon[1]) return CM_ERR;
+    pl = strlen(colon + 1);
+    if (hl >= hsz || pl >= psz || pl == 0) return CM_ERR;
     memcpy(host, h, hl);
     host[hl] = '\0';
-    strcpy(port, colon + 1);
-    if (strspn(port, "0123456789") != strlen(port) || atol(port) > 65535) return CM_ERR;
-    if (strcmp(host, "localhost") == 0) strcpy(host, "127.0.0.1");
-    if (host[0] == '\0' || strcmp(host, "*") == 0) strcpy(host, "0.0.0.0");
+    memcpy(port, colon + 1, pl + 1);
+    if (strspn(port, "0123456789") != pl || atol(port) > 65535) return CM_ERR;
+    if (strcmp(host, "localhost") == 0) alias = "127.0.0.1";
+    else if (host[0] == '\0' || strcmp(host, "*") == 0) alias = "0.0.0.0";
+    if (alias) {
+        m = snprintf(host, hsz, "%s", alias);
+        if (m < 0 || (size_t)m >= hsz) return CM_ERR;
+    }
     return CM_OK;
 }
 

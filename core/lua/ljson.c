@@ -251,22 +251,10 @@ static int fill(struct enc *e, int idx, json_t *c, int is_array)
     return CM_OK;
 }
 
-static int check_option_keys(lua_State *L, int idx)
-{
-    lua_pushnil(L);
-    while (lua_next(L, idx) != 0) {
-        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
-        if (strcmp(k, "pretty") != 0 && strcmp(k, "sort_keys") != 0)
-            return luaL_error(L, "json_encode: unknown option \"%s\" (known: pretty, sort_keys)",
-                              k);
-        lua_pop(L, 1);
-    }
-    return 0;
-}
-
 /* json_encode(value [, {pretty=false, sort_keys=true}]) -> text | nil, err, "invalid" */
 static int l_json_encode(lua_State *L)
 {
+    static const char *const keys[] = {"pretty", "sort_keys", NULL};
     struct enc e;
     struct box *b;
     size_t flags = JSON_ENCODE_ANY;
@@ -275,7 +263,7 @@ static int l_json_encode(lua_State *L)
     luaL_checkany(L, 1);
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
-        check_option_keys(L, 2);
+        cm_lua_check_options(L, 2, "core.json_encode", keys);
         if (lua_getfield(L, 2, "pretty") != LUA_TNIL) pretty = lua_toboolean(L, -1);
         lua_pop(L, 1);
         if (lua_getfield(L, 2, "sort_keys") != LUA_TNIL) sort_keys = lua_toboolean(L, -1);
@@ -285,7 +273,7 @@ static int l_json_encode(lua_State *L)
     b = new_box(L); /* index 2 */
     memset(&e, 0, sizeof e);
     e.L = L;
-    strcpy(e.path, "$");
+    memcpy(e.path, "$", 2); /* path holds 200 bytes */
     if (add_value(&e, 1, NULL, NULL, 0, &b->root) != CM_OK)
         return cm_lua_failf(L, "invalid", "%s", e.err);
     flags |= pretty ? JSON_INDENT(2) : JSON_COMPACT;

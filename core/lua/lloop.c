@@ -40,25 +40,6 @@ static uint64_t check_id(lua_State *L, int arg)
 
 static void push_id(lua_State *L, uint64_t id) { lua_pushinteger(L, (lua_Integer)id); }
 
-/* Raise on a key of t (at idx) not in allowed: a typo must fail loudly. */
-static void check_keys(lua_State *L, int idx, const char *what, const char *const *allowed)
-{
-    lua_pushnil(L);
-    while (lua_next(L, idx) != 0) {
-        const char *const *a;
-        int ok = 0;
-        if (lua_type(L, -2) == LUA_TSTRING) {
-            const char *k = lua_tostring(L, -2);
-            for (a = allowed; *a; a++)
-                if (strcmp(*a, k) == 0) ok = 1;
-            if (!ok) luaL_error(L, "%s: unknown option '%s'", what, k);
-        } else {
-            luaL_error(L, "%s: option keys must be strings", what);
-        }
-        lua_pop(L, 1);
-    }
-}
-
 static double opt_number(lua_State *L, int t, const char *key, double dflt)
 {
     double v = dflt;
@@ -203,7 +184,7 @@ static int l_http_request(lua_State *L)
     uint64_t id = 0;
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
-    check_keys(L, 1, "http_request", keys);
+    cm_lua_check_options(L, 1, "core.http_request", keys);
     cm_http_req_init(&req);
     req.url = opt_string(L, 1, "url", NULL, NULL);
     if (!req.url) return luaL_error(L, "http_request: option 'url' is required");
@@ -247,7 +228,7 @@ static int l_exec(lua_State *L)
     }
     luaL_checktype(L, 2, LUA_TTABLE);
     lua_settop(L, 2);
-    check_keys(L, 2, "exec", keys);
+    cm_lua_check_options(L, 2, "core.exec", keys);
     cm_exec_req_init(&req);
     n = luaL_len(L, 1);
     luaL_argcheck(L, n >= 1, 1, "argv must name a command");
@@ -333,7 +314,7 @@ static int l_http_serve(lua_State *L)
     int port = 0;
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
-    check_keys(L, 1, "http_serve", keys);
+    cm_lua_check_options(L, 1, "core.http_serve", keys);
     cm_httpd_opts_init(&o);
     o.listen = opt_string(L, 1, "listen", NULL, NULL);
     if (!o.listen) return luaL_error(L, "http_serve: option 'listen' is required");

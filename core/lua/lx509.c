@@ -66,24 +66,6 @@ static int opt_error(lua_State *L, const char *fn, const char *fmt, ...)
     return lua_error(L);
 }
 
-/* Refuse keys of table idx that are not in allowed (NULL-terminated). */
-static void check_keys(lua_State *L, int idx, const char *fn, const char *const *allowed)
-{
-    size_t i;
-    lua_pushnil(L);
-    while (lua_next(L, idx) != 0) {
-        const char *k;
-        int ok = 0;
-        if (lua_type(L, -2) != LUA_TSTRING)
-            opt_error(L, fn, "option keys must be strings");
-        k = lua_tostring(L, -2);
-        for (i = 0; allowed[i]; i++)
-            if (strcmp(k, allowed[i]) == 0) ok = 1;
-        if (!ok) opt_error(L, fn, "unknown option '%s'", k);
-        lua_pop(L, 1);
-    }
-}
-
 /* Field `key` of table idx as a string, or NULL when nil/absent (len may be NULL). */
 static const char *opt_string(lua_State *L, int idx, const char *fn, const char *key,
                               int required, size_t *len)
@@ -333,7 +315,7 @@ static int l_cert_issue(lua_State *L)
         "subject_key", "csr", "names", "cn", "not_before", "not_after", "is_ca", "path_len",
         "ocsp_signing", "issuer_cert", "issuer_key", "ocsp_url", "crl_url", "serial", NULL,
     };
-    static const char fn[] = "cert_issue";
+    static const char fn[] = "core.cert_issue";
     struct cm_issue_opts o;
     struct cm_result res;
     struct box *b;
@@ -341,7 +323,7 @@ static int l_cert_issue(lua_State *L)
 
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
-    check_keys(L, 1, fn, keys);
+    cm_lua_check_options(L, 1, fn, keys);
     b = box_new(L);
     memset(&o, 0, sizeof o);
     o.subject_key = opt_string(L, 1, fn, "subject_key", 0, NULL);
@@ -411,7 +393,7 @@ static int l_ocsp_response_build(lua_State *L)
         "issuer_cert", "issuer_key", "cert", "responder_cert", "responder_key", "status",
         "this_update", "next_update", "produced_at", "revoked_at", "reason", NULL,
     };
-    static const char fn[] = "ocsp_response_build";
+    static const char fn[] = "core.ocsp_response_build";
     struct cm_ocsp_build_opts o;
     struct cm_result res;
     struct box *b;
@@ -419,7 +401,7 @@ static int l_ocsp_response_build(lua_State *L)
 
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
-    check_keys(L, 1, fn, keys);
+    cm_lua_check_options(L, 1, fn, keys);
     b = box_new(L);
     memset(&o, 0, sizeof o);
     o.issuer_cert = opt_string(L, 1, fn, "issuer_cert", 1, &o.issuer_cert_len);
