@@ -102,6 +102,14 @@ describe("certmaint.issuer", function()
       assert.equal('expected an issuer object (with methods issue), got string "acme"', policy_error("acme"))
     end)
 
+    it("is reported at the policy file's line when the file returns the call (sandbox)", function()
+      local sandbox = require "certmaint.sandbox"
+      local P, err = sandbox.load_policy("spec/fixtures/policies/err_issuer.lua")
+      assert.is_nil(P)
+      assert.equal('spec/fixtures/policies/err_issuer.lua:4: policy field "issuer": issuer.describe must be a '
+        .. "function (describe() -> text for logs) when present, got string", err)
+    end)
+
     it("keeps a good issuer as it is (not copied)", function()
       local obj = good()
       assert.equal(obj, policy { certificates = {}, issuer = obj }.issuer)
