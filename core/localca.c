@@ -1,4 +1,4 @@
-/* localca.c - issuing certificates and building OCSP responses on OpenSSL. */
+/* localca.c - issuing certificates, building OCSP responses and CRLs on OpenSSL. */
 #include "localca.h"
 #include "x509.h"
 #include "x509_ssl.h"
@@ -434,6 +434,121 @@ out:
     EVP_PKEY_free(key); key = NULL;
     X509_free(rcert); rcert = NULL;
     X509_free(cert); cert = NULL;
+    X509_free(issuer); issuer = NULL;
+    return ret;
+}
+
+/* ------------------------------------------------------------------------ */
+/* CRLs                                                                     */
+
+static int crl_add_entry(X509_CRL *crl, const struct cm_crl_entry *e, size_t i,
+                         struct cm_result *res)
+{
+    X509_REVOKED *rev = NULL;
+    ASN1_INTEGER *serial = NULL;
+    ASN1_TIME *when = NULL;
+    ASN1_ENUMERATED *reason = NULL;
+    int ret = CM_ERR;
+
+    if (!e->serial_hex) {
+        ret = cm_fail(res, "invalid", "CRL entry %zu has no serial", i + 1);
+        goto out;
+    }
+    if (e->reason != -1 && !cm_ocsp_reason_name(e->reason)) {
+        ret = cm_fail(res, "invalid", "CRL entry %zu: reason %d is not a CRLReason", i + 1,
+                      e->reason);
+        goto out;
+    }
+    if (!(serial = serial_for(e->serial_hex, res))) goto out;
+    if (!(rev = X509_REVOKED_new()) || X509_REVOKED_set_serialNumber(rev, serial) != 1)
+        goto crypto;
+    if (!(when = ASN1_TIME_set(NULL, (time_t)e->revoked_at)) ||
+        X509_REVOKED_set_revocationDate(rev, when) != 1)
+        goto crypto;
+    if (e->reason >= 0) {
+        if (!(reason = ASN1_ENUMERATED_new()) || ASN1_ENUMERATED_set(reason, e->reason) != 1 ||
+            X509_REVOKED_add1_ext_i2d(rev, NID_crl_reason, reason, 0, 0) != 1)
+            goto crypto;
+    }
+    if (X509_CRL_add0_revoked(crl, rev) != 1) goto crypto;
+    rev = NULL; /* the CRL's now */
+    ret = CM_OK;
+    goto out;
+crypto:
+    ret = cm_fail_ssl(res, "crypto", "adding CRL entry %zu failed", i + 1);
+out:
+    ASN1_ENUMERATED_free(reason); reason = NULL;
+    ASN1_TIME_free(when); when = NULL;
+    ASN1_INTEGER_free(serial); serial = NULL;
+    X509_REVOKED_free(rev); rev = NULL;
+    return ret;
+}
+
+int cm_crl_build(const struct cm_crl_build_opts *o, unsigned char **der, size_t *der_len,
+                 struct cm_result *res)
+{
+    X509 *issuer = NULL;
+    EVP_PKEY *key = NULL;
+    X509_CRL *crl = NULL;
+    ASN1_TIME *last = NULL, *next = NULL;
+    ASN1_INTEGER *number = NULL;
+    unsigned char *buf = NULL;
+    size_t i;
+    int n, ret = CM_ERR;
+
+    *der = NULL;
+    *der_len = 0;
+    if (!o) return cm_fail(res, "invalid", "no CRL build options");
+    if (o->this_update <= 0) return cm_fail(res, "invalid", "CRL this_update is required");
+    if (o->next_update && o->next_update < o->this_update)
+        return cm_fail(res, "invalid", "CRL next_update is before this_update");
+    if (o->entry_count && !o->entries) return cm_fail(res, "invalid", "CRL entries missing");
+
+    if (!(issuer = cm_ssl_load_cert(o->issuer_cert, o->issuer_cert_len, "issuer certificate",
+                                    res)))
+        goto out;
+    if (!(key = cm_ssl_load_private_key(o->issuer_key, o->issuer_key_len, "issuer key", res)))
+        goto out;
+    if (EVP_PKEY_eq(X509_get0_pubkey(issuer), key) != 1) {
+        ERR_clear_error();
+        ret = cm_fail(res, "mismatch", "the issuer key does not belong to its certificate");
+        goto out;
+    }
+    if (!(crl = X509_CRL_new()) || X509_CRL_set_version(crl, 1 /* v2 */) != 1 ||
+        X509_CRL_set_issuer_name(crl, X509_get_subject_name(issuer)) != 1)
+        goto crypto;
+    if (!(last = ASN1_TIME_set(NULL, (time_t)o->this_update)) ||
+        X509_CRL_set1_lastUpdate(crl, last) != 1)
+        goto crypto;
+    if (o->next_update && (!(next = ASN1_TIME_set(NULL, (time_t)o->next_update)) ||
+                           X509_CRL_set1_nextUpdate(crl, next) != 1))
+        goto crypto;
+    if (o->crl_number_hex) {
+        if (!(number = serial_for(o->crl_number_hex, res))) goto out;
+        if (X509_CRL_add1_ext_i2d(crl, NID_crl_number, number, 0, 0) != 1) goto crypto;
+    }
+    for (i = 0; i < o->entry_count; i++)
+        if (crl_add_entry(crl, &o->entries[i], i, res) != CM_OK) goto out;
+    if (X509_CRL_sort(crl) != 1) goto crypto;
+    if (X509_CRL_sign(crl, key, EVP_sha256()) <= 0) goto crypto;
+    if ((n = i2d_X509_CRL(crl, &buf)) <= 0) goto crypto;
+    if (!(*der = malloc((size_t)n))) {
+        ret = cm_fail(res, "ENOMEM", "out of memory");
+        goto out;
+    }
+    memcpy(*der, buf, (size_t)n);
+    *der_len = (size_t)n;
+    ret = CM_OK;
+    goto out;
+crypto:
+    ret = cm_fail_ssl(res, "crypto", "building the CRL failed");
+out:
+    OPENSSL_free(buf); buf = NULL;
+    ASN1_INTEGER_free(number); number = NULL;
+    ASN1_TIME_free(next); next = NULL;
+    ASN1_TIME_free(last); last = NULL;
+    X509_CRL_free(crl); crl = NULL;
+    EVP_PKEY_free(key); key = NULL;
     X509_free(issuer); issuer = NULL;
     return ret;
 }

@@ -1,5 +1,7 @@
 /* localca.h - the local CA: issuing certificates and building the OCSP
- * responses a CA's responder would give, with no Lua and no clock.
+ * responses a CA's responder would give, with no Lua and no clock
+ *
+ * (and the CRLs it would publish).
  *
  * For certmaint.issuer.internal and for tests (testing.ca): nothing here is
  * on the path that trusts what comes from outside.  Every time comes from the
@@ -74,5 +76,34 @@ struct cm_ocsp_build_opts {
  * key is not the signing certificate's), "crypto". */
 int cm_ocsp_response_build(const struct cm_ocsp_build_opts *opts, unsigned char **der,
                            size_t *der_len, struct cm_result *res);
+
+/* ---- CRLs ------------------------------------------------------------- */
+
+/* One revoked certificate of a CRL; borrowed for the call. */
+struct cm_crl_entry {
+    const char *serial_hex;  /* 1-40 hex digits, as cm_cert_facts.serial_hex */
+    int64_t revoked_at;      /* Unix seconds */
+    int reason;              /* CRLReason 0-10 (not 7), or -1: no reasonCode */
+};
+
+/* Options of cm_crl_build; pointers borrowed for the call. */
+struct cm_crl_build_opts {
+    const char *issuer_cert; size_t issuer_cert_len; /* the CA (PEM or DER) ... */
+    const char *issuer_key;  size_t issuer_key_len;  /* ... and its private key PEM */
+    const struct cm_crl_entry *entries;              /* may be NULL when entry_count is 0 */
+    size_t entry_count;
+    int64_t this_update;     /* required */
+    int64_t next_update;     /* 0: none */
+    const char *crl_number_hex; /* cRLNumber extension, optional */
+};
+
+/* Build a v2 CRL signed (SHA-256) by the issuer: issuer name from the
+ * issuer certificate, the entries sorted by serial, each with its
+ * reasonCode when given.  It reads no clock.  *der (*der_len bytes) is
+ * malloc'd for the caller.  Fails with "invalid" (options, a bad serial or
+ * reason), "parse" (certificate or key unreadable), "mismatch" (key is not
+ * the certificate's), "crypto", "ENOMEM"; *der is then NULL. */
+int cm_crl_build(const struct cm_crl_build_opts *opts, unsigned char **der, size_t *der_len,
+                 struct cm_result *res);
 
 #endif

@@ -1,4 +1,6 @@
-/* lx509.c - certificates, keys, CSRs, issuing and OCSP for Lua:
+/* lx509.c - certificates, keys, CSRs, issuing and OCSP for Lua (the core's
+ * x509.h, key.h, localca.h and ocsp.h; one file, because all of them park
+ * results in the same box and read options with the same helpers):
  * core.cert_parse, core.cert_parse_der, core.chain_pem, core.key_generate,
  * core.key_matches, core.key_public_pem, core.csr_create, core.csr_parse,
  * core.cert_issue, core.ocsp_response_build, core.ocsp_response_parse.
@@ -13,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../encoding.h"
 #include "../key.h"
 #include "../localca.h"
 #include "../ocsp.h"
@@ -127,16 +130,11 @@ static size_t names_array(lua_State *L, int idx, const char *fn, struct box *b)
 
 static void push_facts(lua_State *L, const struct cm_cert_facts *f)
 {
-    static const char digits[] = "0123456789abcdef";
-    char hex[65];
+    char hex[2 * sizeof f->sha256 + 1];
     size_t i, off, len;
     struct cm_result res;
 
-    for (i = 0; i < 32; i++) {
-        hex[2 * i] = digits[f->sha256[i] >> 4];
-        hex[2 * i + 1] = digits[f->sha256[i] & 15];
-    }
-    hex[64] = '\0';
+    cm_hex_encode(f->sha256, sizeof f->sha256, hex);
     lua_createtable(L, 0, 12);
     lua_pushstring(L, hex);
     lua_setfield(L, -2, "hash");
