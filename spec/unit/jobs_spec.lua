@@ -518,6 +518,38 @@ describe("certmaint.jobs", function()
       assert.equal(T0 + 7200, q:next_wakeup())
     end)
 
+    it("next_wakeup stays the earliest through failures, cancels and retries (randomised)", function()
+      q = jobs.new { retry = "manual" }
+      local rng = 12345
+      local function rand(n) rng = (rng * 1103515245 + 12345) % 2147483648 return rng % n end
+      local function earliest()
+        local min
+        for _, st in ipairs(q:list()) do
+          if st.state == "waiting" and (not min or st.next_attempt < min) then min = st.next_attempt end
+        end
+        return min
+      end
+      local function failing() return nil, { message = "x", retry_at = core.now() + 60 + rand(5000) } end
+      for i = 1, 300 do q:submit("j" .. i, failing) end
+      settle()
+      for _ = 1, 400 do
+        local name = "j" .. (1 + rand(300))
+        local st = q:status(name)
+        local op = rand(3)
+        if op == 0 then
+          q:cancel(name)
+        elseif st and st.state == "waiting" then
+          core.clock_set(math.max(core.now(), st.next_attempt))
+          assert.is_true(q:submit(name, failing))
+          settle()
+        elseif not st then
+          q:submit(name, failing)
+          settle()
+        end
+        assert.equal(earliest(), q:next_wakeup())
+      end
+    end)
+
     it("10,000 failing jobs: coroutines and timers O(concurrency), not O(N)", function()
       for _, mode in ipairs { "auto", "manual" } do
         q = jobs.new { concurrency = 8, retry = mode }
