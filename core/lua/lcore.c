@@ -1,6 +1,7 @@
 /* lcore.c - luaopen_certmaint_core: assembles the module from its units. */
 #include "lcore.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -38,6 +39,59 @@ void cm_lua_push_strlist(lua_State *L, const struct cm_strlist *list)
         lua_pushstring(L, list->items[i]);
         lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
+}
+
+/* ---- option fields (contracts in lcore.h) ------------------------------- */
+
+int cm_lua_opt_error(lua_State *L, const char *fn, const char *fmt, ...)
+{
+    va_list ap;
+    luaL_where(L, 1);
+    lua_pushfstring(L, "%s: ", fn);
+    va_start(ap, fmt);
+    lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    lua_concat(L, 3);
+    return lua_error(L);
+}
+
+const char *cm_lua_opt_string(lua_State *L, int idx, const char *fn, const char *key,
+                              int required, size_t *len)
+{
+    const char *s = NULL;
+    int t = lua_getfield(L, idx, key);
+    if (t == LUA_TSTRING) s = lua_tolstring(L, -1, len);
+    else if (t != LUA_TNIL) cm_lua_opt_error(L, fn, "option '%s' must be a string", key);
+    else if (required) cm_lua_opt_error(L, fn, "option '%s' is required", key);
+    lua_pop(L, 1); /* the string stays alive: the table holds it */
+    if (!s && len) *len = 0;
+    return s;
+}
+
+int64_t cm_lua_opt_time(lua_State *L, int idx, const char *fn, const char *key, int required)
+{
+    int64_t v = 0;
+    int t = lua_getfield(L, idx, key);
+    if (t == LUA_TNUMBER) {
+        lua_Number n = lua_tonumber(L, -1);
+        if (!(n > -1e15 && n < 1e15)) cm_lua_opt_error(L, fn, "option '%s' is out of range", key);
+        v = (int64_t)floor(n);
+    } else if (t != LUA_TNIL) {
+        cm_lua_opt_error(L, fn, "option '%s' must be a number (Unix seconds)", key);
+    } else if (required) {
+        cm_lua_opt_error(L, fn, "option '%s' is required", key);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+int cm_lua_opt_bool(lua_State *L, int idx, const char *fn, const char *key)
+{
+    int t = lua_getfield(L, idx, key), v;
+    if (t != LUA_TNIL && t != LUA_TBOOLEAN) cm_lua_opt_error(L, fn, "option '%s' must be a boolean", key);
+    v = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
 }
 
 /* ---- the option checker ------------------------------------------------ */
@@ -168,9 +222,12 @@ void cm_lua_check_options(lua_State *L, int idx, const char *what, const char *c
 int luaopen_certmaint_core(lua_State *L)
 {
     static int (*const units[])(lua_State *) = {
-        cm_lua_open_log,   cm_lua_open_clock, cm_lua_open_x509,
-        cm_lua_open_cache, cm_lua_open_loop,  cm_lua_open_fs,
-        cm_lua_open_name,  cm_lua_open_json,  cm_lua_open_crypto,
+        /* x509 first: it makes the box metatable key and localca use */
+        cm_lua_open_log,     cm_lua_open_clock, cm_lua_open_x509,
+        cm_lua_open_key,     cm_lua_open_localca, cm_lua_open_cache,
+        cm_lua_open_loop,    cm_lua_open_fs,    cm_lua_open_name,
+        cm_lua_open_json,    cm_lua_open_crypto,
+        cm_lua_open_renewal,
     };
     size_t i;
     lua_newtable(L);

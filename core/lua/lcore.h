@@ -10,17 +10,22 @@
 #include <lua.h>
 #include <lauxlib.h>
 
+#include <stdint.h>
+
 #include "../result.h"
 
 int cm_lua_open_log(lua_State *L);
 int cm_lua_open_clock(lua_State *L);
 int cm_lua_open_x509(lua_State *L);
+int cm_lua_open_key(lua_State *L);
+int cm_lua_open_localca(lua_State *L);
 int cm_lua_open_cache(lua_State *L);
 int cm_lua_open_loop(lua_State *L);
 int cm_lua_open_fs(lua_State *L);
 int cm_lua_open_name(lua_State *L);
 int cm_lua_open_json(lua_State *L);
 int cm_lua_open_crypto(lua_State *L);
+int cm_lua_open_renewal(lua_State *L);
 
 /* Push nil, res->message, res->code and return 3: the `nil, err, code` shape. */
 int cm_lua_fail(lua_State *L, const struct cm_result *res);
@@ -45,6 +50,27 @@ void cm_lua_push_strlist(lua_State *L, const struct cm_strlist *list);
  * stable.  `what` names the function ("core.http_request").  Does nothing
  * when every key is known.  Never raises with malloc'd memory live. */
 void cm_lua_check_options(lua_State *L, int idx, const char *what, const char *const *known);
+
+/* Option fields of the table at idx, for the functions named fn
+ * ("core.cert_issue").  Wrong types and missing required fields raise
+ * "file:line: fn: option 'key' …" naming the Lua caller; nothing raises with
+ * malloc'd memory live (the callers park theirs in a userdata first). */
+
+/* Raise "file:line: fn: <formatted message>" (lua_pushfstring formats). */
+int cm_lua_opt_error(lua_State *L, const char *fn, const char *fmt, ...);
+
+/* Field key as a string, or NULL when nil or absent (then *len = 0; len may
+ * be NULL); raises when it is another type, or absent and required.  The
+ * string stays alive while the table does. */
+const char *cm_lua_opt_string(lua_State *L, int idx, const char *fn, const char *key,
+                              int required, size_t *len);
+
+/* Field key as integer Unix seconds (floored), 0 when absent; raises when not
+ * a number, out of +-1e15, or absent and required. */
+int64_t cm_lua_opt_time(lua_State *L, int idx, const char *fn, const char *key, int required);
+
+/* Field key as a boolean (absent: false); raises when another type. */
+int cm_lua_opt_bool(lua_State *L, int idx, const char *fn, const char *key);
 
 int luaopen_certmaint_core(lua_State *L);
 
