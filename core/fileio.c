@@ -57,10 +57,10 @@ static int split_path(const char *op, const char *path, char dir[PATH_MAX], cons
     if (path[len - 1] == '/') return fail_errno(res, EISDIR, op, path);
     slash = strrchr(path, '/');
     if (!slash) {
-        strcpy(dir, ".");
+        memcpy(dir, ".", 2);
         *base = path;
     } else if (slash == path) {
-        strcpy(dir, "/");
+        memcpy(dir, "/", 2);
         *base = path + 1;
     } else {
         memcpy(dir, path, (size_t)(slash - path));
@@ -190,15 +190,26 @@ out:
     return rc;
 }
 
-int cm_fileio_read_file(const char *path, size_t max, char **out, size_t *out_len,
+/* Make buf hold at least want bytes (plus the NUL). */
+static int buf_reserve(struct cm_fileio_buf *buf, size_t want, const char *path,
+                       struct cm_result *res)
+{
+    char *grown;
+    if (buf->data && buf->cap >= want) return CM_OK;
+    grown = realloc(buf->data, want + 1);
+    if (!grown) return fail_errno(res, ENOMEM, "read", path);
+    buf->data = grown;
+    buf->cap = want;
+    return CM_OK;
+}
+
+int cm_fileio_read_into(const char *path, size_t max, struct cm_fileio_buf *buf, size_t *out_len,
                         struct cm_result *res)
 {
     int fd = -1, rc = CM_ERR;
     struct stat st;
-    char *buf = NULL, *grown;
-    size_t cap, used = 0;
+    size_t want, used = 0;
 
-    *out = NULL;
     *out_len = 0;
     /* O_NONBLOCK: opening a FIFO must not hang us; it is refused below. */
     fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
@@ -223,29 +234,18 @@ int cm_fileio_read_file(const char *path, size_t max, char **out, size_t *out_le
         goto out;
     }
     /* Size from fstat, plus one byte to see growth past the bound or EOF. */
-    cap = (size_t)st.st_size + 1;
-    if (cap < 64) cap = 64;
-    if (cap > max + 1) cap = max + 1;
-    buf = malloc(cap + 1);
-    if (!buf) {
-        fail_errno(res, ENOMEM, "read", path);
-        goto out;
-    }
+    want = (size_t)st.st_size + 1;
+    if (want < 64) want = 64;
+    if (want > max + 1) want = max + 1;
+    if (buf_reserve(buf, want, path, res) != CM_OK) goto out;
     for (;;) {
         ssize_t n;
-        if (used == cap) {
-            size_t want;
-            if (cap > max) break; /* read max + 1 bytes: too big */
-            want = cap * 2 > max + 1 ? max + 1 : cap * 2;
-            grown = realloc(buf, want + 1);
-            if (!grown) {
-                fail_errno(res, ENOMEM, "read", path);
-                goto out;
-            }
-            buf = grown;
-            cap = want;
+        if (used == buf->cap) {
+            if (buf->cap > max) break; /* read max + 1 bytes: too big */
+            want = buf->cap * 2 > max + 1 ? max + 1 : buf->cap * 2;
+            if (buf_reserve(buf, want, path, res) != CM_OK) goto out;
         }
-        n = read(fd, buf + used, cap - used);
+        n = read(fd, buf->data + used, buf->cap - used);
         if (n < 0) {
             if (errno == EINTR) continue;
             fail_errno(res, errno, "read", path);
@@ -258,15 +258,44 @@ int cm_fileio_read_file(const char *path, size_t max, char **out, size_t *out_le
         cm_fail(res, "toobig", "read %s: larger than %zu bytes", path, max);
         goto out;
     }
-    buf[used] = '\0';
-    *out = buf;
-    buf = NULL;
+    buf->data[used] = '\0';
     *out_len = used;
     rc = CM_OK;
 out:
     if (fd >= 0) close(fd);
-    free(buf); buf = NULL;
     return rc;
+}
+
+void cm_fileio_buf_free(struct cm_fileio_buf *buf)
+{
+    free(buf->data); buf->data = NULL;
+    buf->cap = 0;
+}
+
+int cm_fileio_read_file(const char *path, size_t max, char **out, size_t *out_len,
+                        struct cm_result *res)
+{
+    struct cm_fileio_buf buf = {NULL, 0};
+    *out = NULL;
+    if (cm_fileio_read_into(path, max, &buf, out_len, res) != CM_OK) {
+        cm_fileio_buf_free(&buf);
+        return CM_ERR;
+    }
+    *out = buf.data; /* the caller owns it now */
+    return CM_OK;
+}
+
+int cm_fileio_rename(const char *from, const char *to, struct cm_result *res)
+{
+    if (rename(from, to) != 0) return fail_errno(res, errno, "rename", to);
+    return CM_OK;
+}
+
+int cm_fileio_fsync_dir(const char *path, struct cm_result *res)
+{
+    int err = fsync_dir(path);
+    if (err != 0) return fail_errno(res, err, "fsync directory", path);
+    return CM_OK;
 }
 
 /* The fallback of create_exclusive where hard links are unsupported: the file

@@ -48,6 +48,35 @@ int cm_fileio_write_atomic(const char *path, const void *data, size_t len, mode_
 int cm_fileio_read_file(const char *path, size_t max, char **out, size_t *out_len,
                         struct cm_result *res);
 
+/* A read buffer reused across many reads (cm_fileio_read_into): start it
+ * zeroed ({NULL, 0}); it grows to the largest file read; release it with
+ * cm_fileio_buf_free. */
+struct cm_fileio_buf {
+    char *data; /* malloc'ed, cap + 1 bytes (room for a NUL), or NULL */
+    size_t cap;
+};
+
+/* Read a whole regular file of at most max bytes into buf, growing it when
+ * needed (one read(2) for a file whose size fstat told, no allocation once
+ * buf is large enough): the bulk path of the start-up load.  On success
+ * buf->data holds *out_len bytes followed by a NUL.  Fails as
+ * cm_fileio_read_file does ("toobig", "EISDIR", "ENOMEM", errno names); buf
+ * stays valid (and owned by the caller) either way. */
+int cm_fileio_read_into(const char *path, size_t max, struct cm_fileio_buf *buf, size_t *out_len,
+                        struct cm_result *res);
+
+/* Free buf's memory and zero it; safe to call twice. */
+void cm_fileio_buf_free(struct cm_fileio_buf *buf);
+
+/* rename(2) from over to (same file system), without syncing: the caller
+ * fsyncs the directories it touched with cm_fileio_fsync_dir once it has done
+ * all its renames (the storage journal's apply step). */
+int cm_fileio_rename(const char *from, const char *to, struct cm_result *res);
+
+/* fsync the directory path, so renames, links and unlinks in it are durable.
+ * A file system that cannot sync directories (EINVAL) is not an error. */
+int cm_fileio_fsync_dir(const char *path, struct cm_result *res);
+
 /* Create path holding data with permission bits mode, failing with code
  * "EEXIST" if anything already exists there.  The content is written to a
  * temp file first and link()ed into place, so no reader ever sees the file

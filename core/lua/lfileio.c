@@ -1,8 +1,10 @@
-/* lfileio.c - core.write_atomic, core.read_file, core.create_exclusive,
- * core.replace_if_unchanged, core.mkdir_p, core.stat, core.remove,
- * core.rmdir, core.hostname, core.getpid. */
+/* lfileio.c - core.write_atomic, core.read_file, core.read_files,
+ * core.create_exclusive, core.replace_if_unchanged, core.mkdir_p, core.stat,
+ * core.rename, core.fsync_dir, core.remove, core.rmdir, core.hostname,
+ * core.getpid. */
 #include "lcore.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +13,9 @@
 #include "../fileio.h"
 
 #define BUF_MT "certmaint.fileio.buffer"
+#define RBUF_MT "certmaint.fileio.readbuf"
+/* The most paths one read_files call takes (a bound, not a tuning knob). */
+#define READ_FILES_MAX (4L * 1024 * 1024)
 /* The largest read_file bound a caller may ask for. */
 #define READ_MAX_LIMIT (1024L * 1024 * 1024)
 
@@ -24,6 +29,19 @@ static int buf_gc(lua_State *L)
 {
     struct buf_box *box = luaL_checkudata(L, 1, BUF_MT);
     free(box->data); box->data = NULL;
+    return 0;
+}
+
+/* The reusable buffer of read_files, anchored in a userdata for the same
+ * reason. */
+struct rbuf_box {
+    struct cm_fileio_buf buf;
+};
+
+static int rbuf_gc(lua_State *L)
+{
+    struct rbuf_box *box = luaL_checkudata(L, 1, RBUF_MT);
+    cm_fileio_buf_free(&box->buf);
     return 0;
 }
 
@@ -86,6 +104,106 @@ static int l_read_file(lua_State *L)
     lua_pushlstring(L, box->data, len);
     free(box->data); box->data = NULL;
     return 1;
+}
+
+/* Set t[i] = {message = res->message, code = res->code}; t at index t_idx. */
+static void set_failure(lua_State *L, int t_idx, lua_Integer i, const struct cm_result *res)
+{
+    lua_createtable(L, 0, 2);
+    lua_pushstring(L, res->message[0] ? res->message : "unknown error");
+    lua_setfield(L, -2, "message");
+    lua_pushstring(L, res->code[0] ? res->code : "error");
+    lua_setfield(L, -2, "code");
+    lua_rawseti(L, t_idx, i);
+}
+
+/* read_files(paths [, max_bytes = 1 MiB [, dir]]) -> values, failures
+ * Reads every file of the array paths (each "dir/<path>" when dir is given,
+ * so callers need not build path strings).  values[i] is the content of
+ * paths[i], or false when it could not be read; failures[i] is then
+ * {message =, code =} (code "ENOENT", "EISDIR", "toobig", "ENAMETOOLONG", ...).
+ * One buffer is reused for every file, so the only allocations per file are
+ * the value strings themselves.  Raises on a non-string path, a NUL byte, or
+ * more than READ_FILES_MAX paths. */
+static int l_read_files(lua_State *L)
+{
+    lua_Integer max, n, i;
+    const char *dir = NULL;
+    size_t dir_len = 0;
+    struct rbuf_box *box;
+    char full[PATH_MAX];
+
+    luaL_checktype(L, 1, LUA_TTABLE);
+    max = luaL_optinteger(L, 2, CM_FILEIO_READ_MAX_DEFAULT);
+    luaL_argcheck(L, max >= 0 && max <= READ_MAX_LIMIT, 2, "max_bytes out of range");
+    if (!lua_isnoneornil(L, 3)) {
+        dir = luaL_checklstring(L, 3, &dir_len);
+        luaL_argcheck(L, dir_len > 0 && strlen(dir) == dir_len, 3, "bad directory");
+    }
+    n = (lua_Integer)lua_rawlen(L, 1);
+    luaL_argcheck(L, n <= READ_FILES_MAX, 1, "too many paths");
+    lua_settop(L, 3);
+    box = lua_newuserdatauv(L, sizeof *box, 0); /* 4 */
+    box->buf.data = NULL;
+    box->buf.cap = 0;
+    luaL_setmetatable(L, RBUF_MT);
+    lua_createtable(L, (int)n, 0); /* 5: values */
+    lua_createtable(L, 0, 0);      /* 6: failures */
+    for (i = 1; i <= n; i++) {
+        size_t len, got = 0;
+        const char *p, *path;
+        struct cm_result res;
+        if (lua_rawgeti(L, 1, i) != LUA_TSTRING) {
+            return luaL_error(L, "read_files: paths[%d] is a %s, not a string", (int)i,
+                              luaL_typename(L, -1));
+        }
+        p = lua_tolstring(L, -1, &len);
+        if (len == 0 || strlen(p) != len)
+            return luaL_error(L, "read_files: paths[%d] is empty or contains a NUL byte", (int)i);
+        path = p;
+        if (dir) {
+            int w = snprintf(full, sizeof full, "%s/%s", dir, p);
+            if (w < 0 || (size_t)w >= sizeof full) {
+                cm_fail(&res, "ENAMETOOLONG", "read %s/%s: File name too long", dir, p);
+                lua_pop(L, 1);
+                lua_pushboolean(L, 0);
+                lua_rawseti(L, 5, i);
+                set_failure(L, 6, i, &res);
+                continue;
+            }
+            path = full;
+        }
+        if (cm_fileio_read_into(path, (size_t)max, &box->buf, &got, &res) == CM_OK) {
+            lua_pop(L, 1);
+            lua_pushlstring(L, box->buf.data, got);
+            lua_rawseti(L, 5, i);
+        } else {
+            lua_pop(L, 1);
+            lua_pushboolean(L, 0);
+            lua_rawseti(L, 5, i);
+            set_failure(L, 6, i, &res);
+        }
+    }
+    cm_fileio_buf_free(&box->buf);
+    return 2;
+}
+
+/* rename(from, to) -> true | nil, err, code (no fsync: see fsync_dir) */
+static int l_rename(lua_State *L)
+{
+    const char *from = check_path(L, 1);
+    const char *to = check_path(L, 2);
+    struct cm_result res;
+    if (cm_fileio_rename(from, to, &res) != CM_OK) return cm_lua_fail(L, &res);
+    return push_ok(L);
+}
+
+/* fsync_dir(path) -> true | nil, err, code */
+static int l_fsync_dir(lua_State *L)
+{
+    struct cm_result res;
+    if (cm_fileio_fsync_dir(check_path(L, 1), &res) != CM_OK) return cm_lua_fail(L, &res);
+    return push_ok(L);
 }
 
 /* create_exclusive(path, data [, mode = "0600"]) -> true | nil, err, "EEXIST"|... */
@@ -186,6 +304,9 @@ int cm_lua_open_fs(lua_State *L)
     static const luaL_Reg fns[] = {
         {"write_atomic", l_write_atomic},
         {"read_file", l_read_file},
+        {"read_files", l_read_files},
+        {"rename", l_rename},
+        {"fsync_dir", l_fsync_dir},
         {"create_exclusive", l_create_exclusive},
         {"replace_if_unchanged", l_replace_if_unchanged},
         {"mkdir_p", l_mkdir_p},
@@ -198,6 +319,11 @@ int cm_lua_open_fs(lua_State *L)
     };
     if (luaL_newmetatable(L, BUF_MT)) {
         lua_pushcfunction(L, buf_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, RBUF_MT)) {
+        lua_pushcfunction(L, rbuf_gc);
         lua_setfield(L, -2, "__gc");
     }
     lua_pop(L, 1);

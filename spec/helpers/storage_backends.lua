@@ -1,8 +1,13 @@
 --- Storage backends for the contract spec, and file-system helpers.
 --
--- Each backend has a name and make() -> {a, b}, cleanup, root: two instances
+-- Each backend has a name, make() -> {a, b}, cleanup, root: two instances
 -- ("a" and "b", different lock owners) on the SAME data, as two certmaint
--- processes sharing one storage would be.
+-- processes sharing one storage would be; and reopen(s) -> a NEW instance on
+-- s's data (a restarted process, a new lock owner); reset(s) empties s's
+-- data (locks and tokens too); staged(s) lists what commit's journal holds
+-- (empty when nothing is pending).  The contract spec
+-- (spec/contract/storage_spec.lua) runs against every backend listed here:
+-- a new backend only has to be added to M.backends.
 local core = require "certmaint.core"
 local lfs = require "lfs"
 
@@ -83,6 +88,22 @@ M.backends = {
       local a = memory.new()
       return { a, memory.new { share = a } }, function() end
     end,
+    reopen = function(s, opts)
+      local o = { share = s }
+      for k, v in pairs(opts or {}) do o[k] = v end
+      return require("certmaint.storage.memory").new(o)
+    end,
+    reset = function(s)
+      for _, t in pairs(s.state) do
+        for k in pairs(t) do t[k] = nil end
+      end
+    end,
+    staged = function(s)
+      local out = {}
+      for id in pairs(s.state.journal) do out[#out + 1] = id end
+      table.sort(out)
+      return out
+    end,
   },
   {
     name = "file",
@@ -90,6 +111,21 @@ M.backends = {
       local file = require "certmaint.storage.file"
       local dir = M.tmpdir()
       return { file.new { root = dir }, file.new { root = dir } }, function() M.rm_rf(dir) end, dir
+    end,
+    reopen = function(s, opts)
+      local o = { root = s.root }
+      for k, v in pairs(opts or {}) do o[k] = v end
+      return require("certmaint.storage.file").new(o)
+    end,
+    reset = function(s)
+      for name in lfs.dir(s.root) do
+        if name ~= "." and name ~= ".." then M.rm_rf(s.root .. "/" .. name) end
+      end
+    end,
+    staged = function(s)
+      local journal = s.root .. "/journal"
+      if not lfs.attributes(journal) then return {} end
+      return M.walk(journal)
     end,
   },
 }

@@ -1,8 +1,28 @@
 --- certmaint.storage.common: what the storage backends share — key checks,
--- lock records (certmagic's lock file format), RFC 3339 times and the
--- lock-waiting loop.  Not a backend; backends require it.
+-- lock records (certmagic's lock file format), and the whole lock life cycle
+-- (waiting, tokens, refresh, release, fencing) and commit's argument checks
+-- and crash injection, over a few small per-backend primitives.  Not a
+-- backend; backends require it.
+--
+-- A backend provides (lk is a lock key "locks/<safe name>.lock"; lock is a
+-- lock object, see new_lock):
+--   backend:_acquire(lk, name, grant) -> true, token   granted: the backend
+--            recorded grant (a unique string) as the holder of lk and took
+--            token = (the last token granted for lk) + 1, persisting it
+--        -> false, holder      busy (held by holder, not stale)
+--        -> nil, err, code     failed
+--   backend:_release(lk, grant) -> true | "none" | false, holder | nil, err, code
+--            remove lk's lock if it is this instance's (and, when grant is
+--            not nil, that grant's): true; "none" when there is no lock at
+--            all; false when it is somebody else's
+--   backend:_refresh(lock, now) -> true (still ours, updated) | false, holder
+--            (lost) | nil, err (cannot tell: keep it, try at the next beat)
+--   backend:_holds(lock) -> true | false, holder | nil, err, code
+--            does storage still record this grant as lk's holder?
+-- and the fields owner, poll_interval, held = {} (lock key -> lock object).
 local core = require "certmaint.core"
 local keys = require "certmaint.keys"
+local rfc3339 = require "certmaint.rfc3339"
 
 local M = {}
 
@@ -16,29 +36,33 @@ M.KEY_MAX = 1024
 --- Check a storage key: "/"-separated, no leading or trailing "/", no empty,
 -- "." or ".." component, no NUL or backslash.  A bad key is a caller's bug:
 -- raises.  allow_root lets "" through (list/exists of the whole tree).
+-- Uses find() without captures only, so checking 100,000 keys makes no
+-- garbage (load_many on the start-up path).
+local SLASH = 47
 function M.check_key(key, what, allow_root, level)
-  level = (level or 2) + 1
   if type(key) ~= "string" then
-    error(string.format("storage %s: key must be a string, not %s", what, type(key)), level)
+    error(string.format("storage %s: key must be a string, not %s", what, type(key)),
+      (level or 2) + 1)
   end
-  if key == "" then
+  local n = #key
+  if n == 0 then
     if allow_root then return key end
-    error(string.format("storage %s: empty key", what), level)
+    error(string.format("storage %s: empty key", what), (level or 2) + 1)
   end
-  if #key > M.KEY_MAX then
-    error(string.format("storage %s: key longer than %d bytes", what, M.KEY_MAX), level)
+  if n > M.KEY_MAX then
+    error(string.format("storage %s: key longer than %d bytes", what, M.KEY_MAX), (level or 2) + 1)
   end
   if key:find("[%z\\]") then
-    error(string.format("storage %s: key %q contains NUL or '\\'", what, key), level)
+    error(string.format("storage %s: key %q contains NUL or '\\'", what, key), (level or 2) + 1)
   end
-  if key:sub(1, 1) == "/" or key:sub(-1) == "/" then
-    error(string.format("storage %s: key %q must not start or end with '/'", what, key), level)
+  if key:byte(1) == SLASH or key:byte(n) == SLASH then
+    error(string.format("storage %s: key %q must not start or end with '/'", what, key),
+      (level or 2) + 1)
   end
-  for part in (key .. "/"):gmatch("([^/]*)/") do
-    if part == "" or part == "." or part == ".." then
-      error(string.format("storage %s: key %q has an empty, '.' or '..' component", what, key),
-        level)
-    end
+  if key:find("//", 1, true) or key:find("^%.%.?/") or key:find("/%.%.?/")
+     or key:find("/%.%.?$") or key == "." or key == ".." then
+    error(string.format("storage %s: key %q has an empty, '.' or '..' component", what, key),
+      (level or 2) + 1)
   end
   return key
 end
@@ -94,55 +118,6 @@ function M.store_mode(key, opts, default, level)
   return opts.mode or default
 end
 
--- ---- RFC 3339 times (Go's time.Time in JSON) -------------------------------
-
-local function days_from_civil(y, m, d)
-  -- Howard Hinnant's algorithm: days since 1970-01-01 in the proleptic
-  -- Gregorian calendar, exact for every year.
-  if m <= 2 then y = y - 1 end
-  local era = (y >= 0 and y or y - 399) // 400
-  local yoe = y - era * 400
-  local mp = (m + 9) % 12
-  local doy = (153 * mp + 2) // 5 + d - 1
-  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-  return era * 146097 + doe - 719468
-end
-
---- Unix seconds -> "2024-05-01T10:00:00.123456789Z" (UTC, up to nanoseconds,
--- trailing zeros dropped: Go's RFC3339Nano).
-function M.format_time(t)
-  local sec = math.floor(t)
-  local ns = math.floor((t - sec) * 1e9 + 0.5)
-  if ns >= 1000000000 then sec, ns = sec + 1, 0 end
-  local frac = ""
-  if ns > 0 then frac = ("." .. string.format("%09d", ns)):gsub("0+$", "") end
-  return os.date("!%Y-%m-%dT%H:%M:%S", sec) .. frac .. "Z"
-end
-
---- RFC 3339 text -> Unix seconds (number), or nil if it is not one.
-function M.parse_time(s)
-  if type(s) ~= "string" or #s > 64 then return nil end
-  local y, mo, d, h, mi, se, frac, zone =
-    s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)[Tt](%d%d):(%d%d):(%d%d)(%.?%d*)(.*)$")
-  if not y then return nil end
-  if frac ~= "" and not frac:match("^%.%d+$") then return nil end
-  y, mo, d, h, mi, se = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi),
-    tonumber(se)
-  if mo < 1 or mo > 12 or d < 1 or d > 31 or h > 23 or mi > 59 or se > 60 then return nil end
-  local offset
-  if zone == "Z" or zone == "z" then
-    offset = 0
-  else
-    local sign, oh, om = zone:match("^([+-])(%d%d):(%d%d)$")
-    if not sign then return nil end
-    offset = (tonumber(oh) * 60 + tonumber(om)) * 60
-    if sign == "-" then offset = -offset end
-  end
-  local t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se - offset
-  if frac ~= "" then t = t + tonumber("0" .. frac) end
-  return t
-end
-
 -- ---- lock records -----------------------------------------------------------
 
 --- A unique owner id for one backend instance: "host:pid:random".
@@ -153,26 +128,30 @@ function M.new_owner()
 end
 
 --- The JSON text of a lock file, readable by certmagic (created/updated are
--- RFC 3339; owner is ours and ignored by Caddy).
-function M.encode_lock(owner, created, updated)
+-- RFC 3339; owner and grant are ours and ignored by Caddy).  grant (optional)
+-- names one grant of the lock: what a fenced commit checks.
+function M.encode_lock(owner, created, updated, grant)
   return assert(core.json_encode {
-    created = M.format_time(created),
-    updated = M.format_time(updated),
+    created = rfc3339.format(created),
+    updated = rfc3339.format(updated),
     owner = owner,
+    grant = grant,
   }) .. "\n"
 end
 
---- Parse a lock file's text -> {owner=, created=, updated=} (times as Unix
--- seconds; owner "unknown" for Caddy's locks), or nil when unreadable.
+--- Parse a lock file's text -> {owner=, created=, updated=, grant=} (times as
+-- Unix seconds; owner "unknown" and grant nil for Caddy's locks), or nil when
+-- unreadable.
 function M.decode_lock(text)
   local rec = text and core.json_decode(text, 64 * 1024)
   if type(rec) ~= "table" then return nil end
-  local created, updated = M.parse_time(rec.created), M.parse_time(rec.updated)
+  local created, updated = rfc3339.parse(rec.created), rfc3339.parse(rec.updated)
   if not created and not updated then return nil end
   return {
     owner = type(rec.owner) == "string" and rec.owner or "unknown",
     created = created or updated,
     updated = updated or created,
+    grant = type(rec.grant) == "string" and rec.grant or nil,
   }
 end
 
@@ -219,19 +198,55 @@ function M.lock_options(opts, level)
   return opts
 end
 
---- Acquire a lock by calling try() until it succeeds:
---   try() -> true                   acquired
---         -> false, holder          busy (held by holder, not stale)
---         -> nil, err, code         failed
--- Inside a loop task a busy lock is polled every poll_interval seconds (loop
--- sleep, other tasks run) until acquired or opts.timeout passes; outside a
--- task it fails at once with "locked", since blocking would stall everything.
-function M.acquire(name, opts, poll_interval, try)
+-- ---- the lock life cycle (shared by every backend) ---------------------
+
+--- A fresh grant id: names one grant of one lock (lock files and fenced
+-- commits compare it).  16 hex digits.
+function M.new_grant()
+  local rnd = assert(core.random_bytes(8))
+  return (rnd:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+
+--- The lock object lock() and try_lock() return: name (as asked), key (the
+-- lock key), token (fencing token: an integer, larger for every grant of this
+-- lock across instances and restarts), grant (unique id of this grant),
+-- owner (this instance), acquired (core.now()).
+local function new_lock(backend, name, lk, token, grant)
+  return { name = name, key = lk, token = token, grant = grant, owner = backend.owner,
+    acquired = core.now() }
+end
+
+--- Is v a lock object (what lock/try_lock return)?
+function M.is_lock(v)
+  return type(v) == "table" and type(v.key) == "string" and type(v.grant) == "string"
+    and math.type(v.token) == "integer"
+end
+
+local function one_attempt(backend, name, lk)
+  local grant = M.new_grant()
+  local ok, token, code = backend:_acquire(lk, name, grant)
+  if ok then
+    local lock = new_lock(backend, name, lk, token, grant)
+    backend.held[lk] = lock
+    return lock
+  end
+  return ok, token, code
+end
+
+--- backend:lock(name [, opts]) for every backend: one attempt after another
+-- until granted.  Inside a loop task a busy lock is polled every
+-- backend.poll_interval seconds (loop.sleep: other tasks run) until granted
+-- or opts.timeout passes ("timeout"); outside a task it fails at once with
+-- "locked", since blocking would stall everything.
+-- -> lock | nil, err, "locked"|"timeout"|code
+function M.lock(backend, name, opts)
+  local lk = M.lock_key(name, 3)
+  opts = M.lock_options(opts, 3)
   local deadline = opts.timeout and core.now() + opts.timeout
   while true do
-    local ok, holder, code = try()
-    if ok then return true end
-    if ok == nil then return nil, holder, code end
+    local lock, holder, code = one_attempt(backend, name, lk)
+    if lock then return lock end
+    if lock == nil then return nil, holder, code end
     local loop = task_loop()
     if not loop then
       return nil, string.format("lock %s is held by %s", name, holder), "locked"
@@ -241,22 +256,198 @@ function M.acquire(name, opts, poll_interval, try)
       return nil, string.format("lock %s: gave up after %gs, held by %s", name, opts.timeout,
         holder), "timeout"
     end
-    local wait = poll_interval
+    local wait = backend.poll_interval
     if deadline and deadline - now < wait then wait = deadline - now end
     loop.sleep(wait)
   end
 end
 
---- backend:lock(name [, opts]) for any backend with try_lock(name, lk),
--- poll_interval and held: wait as M.acquire does, then remember the lock so
--- refresh_locks keeps it fresh. Both backends' lock() is this.
-function M.lock(backend, name, opts)
+--- backend:try_lock(name): one attempt, for work that can be skipped.
+-- -> lock | false, holder | nil, err, code
+function M.try_lock(backend, name)
   local lk = M.lock_key(name, 3)
-  opts = M.lock_options(opts, 3)
-  local ok, err, code = M.acquire(name, opts, backend.poll_interval,
-    function() return backend:try_lock(name, lk) end)
-  if ok then backend.held[lk] = name end
-  return ok, err, code
+  return one_attempt(backend, name, lk)
+end
+
+--- backend:unlock(lock_or_name) -> true | nil, err, "notheld"|code.
+-- A lock object releases that grant only (a lock since taken over, or
+-- released and granted again, is left to its holder); a name releases this
+-- instance's lock of that name.
+function M.unlock(backend, what)
+  local lk, grant, name
+  if type(what) == "table" then
+    if not M.is_lock(what) then error("storage unlock: not a lock object", 3) end
+    lk, grant, name = what.key, what.grant, what.name
+  else
+    lk, name = M.lock_key(what, 3), what
+    local held = backend.held[lk]
+    grant = held and held.grant
+  end
+  local held = backend.held[lk]
+  local was_held = held ~= nil and held.grant == grant
+  if was_held or grant == nil then backend.held[lk] = nil end
+  if grant ~= nil and not was_held then
+    return nil, string.format("unlock %s: this grant is not held by this instance", name),
+      "notheld"
+  end
+  local ok, holder, code = backend:_release(lk, grant)
+  if ok == nil then return nil, holder, code end
+  if ok == false then
+    return nil, string.format("unlock %s: held by %s, not this instance", name, holder), "notheld"
+  end
+  if ok == "none" and not was_held then
+    return nil, string.format("unlock %s: not held by this instance", name), "notheld"
+  end
+  return true
+end
+
+--- backend:refresh_locks() -> refreshed, lost: the heartbeat (certmagic: every
+-- 5 s).  Refreshes every lock this instance holds; lost lists the names of
+-- those no longer ours (taken over after we went stale, or removed): they are
+-- dropped and logged (event lock_lost).  A lock that cannot be checked (I/O
+-- error) is kept and tried again at the next beat (event lock_refresh_failed).
+function M.refresh_locks(backend)
+  local refreshed, lost = 0, {}
+  local now = core.now()
+  local held = {}
+  for lk, lock in pairs(backend.held) do held[#held + 1] = { lk, lock } end
+  table.sort(held, function(x, y) return x[1] < y[1] end)
+  for _, h in ipairs(held) do
+    local lk, lock = h[1], h[2]
+    local ok, holder = backend:_refresh(lock, now)
+    if ok then
+      refreshed = refreshed + 1
+    elseif ok == nil then
+      core.log("warn", "lock_refresh_failed", { lock = lock.name, error = holder,
+        storage = backend:describe() })
+    else
+      backend.held[lk] = nil
+      lost[#lost + 1] = lock.name
+      core.log("error", "lock_lost", { lock = lock.name, owner = holder or "none",
+        storage = backend:describe() })
+    end
+  end
+  return refreshed, lost
+end
+
+--- Check a commit's fence: nil (no fence) or a lock object still held by
+-- this instance and still recorded in storage as that lock's current grant.
+-- -> true | nil, err, "fenced"|code.  Raises if fence is not a lock object.
+function M.check_fence(backend, fence)
+  if fence == nil then return true end
+  local held = backend.held[fence.key]
+  if held == nil or held.grant ~= fence.grant then
+    return nil, string.format("commit fenced: lock %s (token %d) is no longer held by this "
+      .. "instance", fence.name, fence.token), "fenced"
+  end
+  local ok, holder, code = backend:_holds(fence)
+  if ok == nil then return nil, holder, code end
+  if not ok then
+    return nil, string.format("commit fenced: lock %s (token %d) was granted again, now held "
+      .. "by %s", fence.name, fence.token, holder or "nobody"), "fenced"
+  end
+  return true
+end
+
+-- ---- commit ------------------------------------------------------------------
+
+local COMMIT_FIELDS = { put = true, delete = true, fence = true }
+
+--- Check commit{put=, delete=, fence=} -> puts, deletes, fence, where puts is
+-- a list of {key=, value=, mode=} sorted by key (modes by store_mode with
+-- default_mode: private keys 0600) and deletes a sorted list of keys.  Every
+-- mistake raises (unknown field, bad key, non-string value, a key both put
+-- and deleted, a fence that is not a lock object).
+function M.check_commit(tx, default_mode, level)
+  level = (level or 2) + 1
+  if type(tx) ~= "table" then error("storage commit: argument must be a table", level) end
+  for k in pairs(tx) do
+    if not COMMIT_FIELDS[k] then
+      error(string.format("storage commit: unknown field %q (known: put, delete, fence)",
+        tostring(k)), level)
+    end
+  end
+  if tx.put ~= nil and type(tx.put) ~= "table" then
+    error("storage commit: put must be a table {[key] = value}", level)
+  end
+  if tx.delete ~= nil and type(tx.delete) ~= "table" then
+    error("storage commit: delete must be a list of keys", level)
+  end
+  if tx.fence ~= nil and not M.is_lock(tx.fence) then
+    error("storage commit: fence must be a lock object (from lock or try_lock)", level)
+  end
+  local puts, deletes, seen = {}, {}, {}
+  for key, value in pairs(tx.put or {}) do
+    M.check_key(key, "commit", false, level)
+    if type(value) ~= "string" then
+      error(string.format("storage commit: the value of %s must be a string, not %s", key,
+        type(value)), level)
+    end
+    puts[#puts + 1] = { key = key, value = value, mode = M.store_mode(key, nil, default_mode, level) }
+    seen[key] = true
+  end
+  local n = #(tx.delete or {})
+  for i, key in pairs(tx.delete or {}) do
+    if math.type(i) ~= "integer" or i < 1 or i > n then
+      error("storage commit: delete must be a list of keys", level)
+    end
+    M.check_key(key, "commit", false, level)
+    if seen[key] then
+      error(string.format("storage commit: %s is both put and deleted", key), level)
+    end
+    deletes[#deletes + 1] = key
+  end
+  table.sort(puts, function(x, y) return x.key < y.key end)
+  table.sort(deletes)
+  return puts, deletes, tx.fence
+end
+
+--- The crash injection of commit and recover (specs only): take
+-- backend.crash_after (consumed: it applies to the next commit or recover
+-- only) and return step(), which a backend calls BEFORE each internal step;
+-- it raises error("injected crash") once crash_after steps are done.  With
+-- crash_after = 0 nothing is done; with crash_after >= the number of steps,
+-- nothing is injected.
+function M.crash_injector(backend)
+  local n = backend.crash_after
+  if n == nil then return function() end end
+  backend.crash_after = nil
+  if math.type(n) ~= "integer" or n < 0 then
+    error("storage: crash_after must be an integer >= 0", 3)
+  end
+  local done = 0
+  return function()
+    if done >= n then error("injected crash", 2) end
+    done = done + 1
+  end
+end
+
+--- A fresh transaction id: "<created ms>-<owner hash 8>-<random 8>", sortable
+-- by creation and naming its owner, so recover() can tell another live
+-- instance's transaction in progress (young, not ours) from a dead one.
+function M.new_txn_id(backend, now)
+  local rnd = assert(core.random_bytes(4))
+  return string.format("%013d-%s-%s", math.floor(now * 1000),
+    core.sha256_hex(backend.owner):sub(1, 8),
+    (rnd:gsub(".", function(c) return string.format("%02x", c:byte()) end)))
+end
+
+--- Parse a transaction id -> created (seconds), owner hash | nil.
+function M.parse_txn_id(id)
+  local ms, owner = id:match("^(%d+)%-(%x+)%-%x+$")
+  if not ms then return nil end
+  return tonumber(ms) / 1000, owner
+end
+
+--- May recover() discard the uncommitted transaction id?  Yes if it is ours
+-- (this instance runs one commit at a time, so it cannot be in progress) or
+-- older than stale_after (its instance died, or is paused so long its locks
+-- went stale anyway); no while another live instance may still be staging it.
+function M.txn_abandoned(backend, id, now)
+  local created, owner = M.parse_txn_id(id)
+  if not created then return true end
+  if owner == core.sha256_hex(backend.owner):sub(1, 8) then return true end
+  return now - created > backend.stale_after
 end
 
 return M

@@ -10,12 +10,26 @@
 --
 -- Locks are certmagic's lock files, so certmaint and Caddy exclude each other:
 -- "locks/<safe name>.lock" created exclusively, holding JSON {created,
--- updated, owner}.  The holder rewrites `updated` every 5 s (refresh_locks,
+-- updated, owner, grant}.  The last fencing token granted for a lock is kept
+-- beside it in "locks/<safe name>.token" (JSON {token, owner, grant,
+-- granted}), written atomically by the instance that just created (or took
+-- over) the lock file, and never removed, so tokens grow across instances and
+-- restarts.  The holder rewrites `updated` every 5 s (refresh_locks,
 -- called by the engine's heartbeat); a lock not refreshed for stale_after
 -- (default 10 s) is stale and taken over with a compare-and-swap
 -- (core.replace_if_unchanged), so two instances that both see it stale cannot
 -- both win.  A busy lock is polled every poll_interval inside a loop task and
 -- refused at once ("locked") outside one.  Times are core.now().
+--
+-- commit{} is a journal under "journal/<txn id>/" (a top-level folder of our
+-- own: Caddy never looks there, and list("") hides it): the new values are
+-- staged there as "0", "1", ... (each written atomically, fsynced, with its
+-- final mode), then "manifest.json" is written atomically: the commit point.
+-- Then each value is renamed into place, the target directories fsynced, the
+-- deletes applied, and the transaction folder removed.  recover() finishes
+-- every transaction that has a manifest (rolls forward; each step can be
+-- redone, so a crash during recovery is fine) and removes those without one
+-- (abandoned: ours, or older than stale_after).  commit() runs it first.
 --
 -- Options: root (required), stale_after, poll_interval (durations),
 -- file_mode, dir_mode (octal strings), max_bytes.
@@ -23,6 +37,7 @@ local core = require "certmaint.core"
 local lfs = require "lfs"
 local options = require "certmaint.options"
 local common = require "certmaint.storage.common"
+local rfc3339 = require "certmaint.rfc3339"
 
 local M = {}
 
@@ -47,6 +62,7 @@ local SCHEMA = {
 }
 
 local LOCK_FILE_MODE = "0644" -- as certmagic: lock files hold nothing secret
+local JOURNAL_DIR = "journal" -- commit's staging folder (see the commit section)
 
 --- new{root=...} -> a file storage.  Nothing is created until the first write.
 function M.new(opts)
@@ -155,7 +171,9 @@ function File:list(prefix, recursive)
     if not names then return nil, werr end
     for _, name in ipairs(names) do
       local child = join(key, name)
-      if not recursive then
+      if key == "" and name == JOURNAL_DIR then
+        -- ours: commit's staging, never a key
+      elseif not recursive then
         out[#out + 1] = child
       else
         local mode = lfs.symlinkattributes(self:path(child), "mode")
@@ -201,6 +219,24 @@ function File:delete(key)
   return true
 end
 
+-- ---- bulk reads -------------------------------------------------------------
+
+--- load_many(keys) -> found, failed: found[key] = value for each key read;
+-- failed[key] = {message =, code =} for the others ("ENOENT" when missing,
+-- "EISDIR", "toobig", ...).  One C call reads them all (core.read_files).
+function File:load_many(list)
+  if type(list) ~= "table" then error("storage load_many: keys must be a list", 2) end
+  local n = #list
+  for i = 1, n do common.check_key(list[i], "load_many", false, 2) end
+  local values, failures = core.read_files(list, self.max_bytes, self.root)
+  local found, failed = {}, {}
+  for i = 1, n do
+    local v = values[i]
+    if v then found[list[i]] = v else failed[list[i]] = failures[i] end
+  end
+  return found, failed
+end
+
 -- ---- locks ---------------------------------------------------------------
 
 -- The current lock record at lock key lk: text, record (nil if unreadable)
@@ -211,17 +247,58 @@ function File:read_lock(lk)
   return text, common.decode_lock(text)
 end
 
--- One attempt at taking lock key lk (see common.acquire for the results).
-function File:try_lock(name, lk)
+local function token_key(lk)
+  return (lk:gsub("%.lock$", ".token"))
+end
+
+-- The last token granted for lk: integer (0 if none yet) | nil, err, code.
+function File:last_token(lk)
+  local tk = token_key(lk)
+  local text, err, code = core.read_file(self:path(tk), 64 * 1024)
+  if not text then
+    if code == "ENOENT" then return 0 end
+    return nil, err, code
+  end
+  local rec = core.json_decode(text, 64 * 1024)
+  if type(rec) ~= "table" or math.type(rec.token) ~= "integer" or rec.token < 0 then
+    return nil, "lock token " .. tk .. ": unreadable", "EIO"
+  end
+  return rec.token
+end
+
+-- We hold lk's lock file (made with grant): take the next token and record
+-- it, then check that the lock file is still ours (a pause past stale_after
+-- could have let another instance take it over meanwhile).
+function File:grant(lk, name, grant)
+  local last, err, code = self:last_token(lk)
+  local token
+  if last then
+    token = last + 1
+    local ok
+    ok, err, code = core.write_atomic(self:path(token_key(lk)), assert(core.json_encode {
+      token = token, owner = self.owner, grant = grant, granted = rfc3339.format(core.now()),
+    }) .. "\n", LOCK_FILE_MODE)
+    if ok then
+      local _, rec = self:read_lock(lk)
+      if rec and rec.owner == self.owner and rec.grant == grant then return true, token end
+      return false, rec and rec.owner or "another instance"
+    end
+  end
+  self:_release(lk, grant)
+  return nil, string.format("lock %s: cannot record its token: %s", name, err), code
+end
+
+-- One attempt at taking lock key lk (see common.lua for the results).
+function File:_acquire(lk, name, grant)
   local now = core.now()
-  local body = common.encode_lock(self.owner, now, now)
+  local body = common.encode_lock(self.owner, now, now, grant)
   local ok, err, code = core.mkdir_p(self:path(parent_of(lk)), self.dir_mode)
   if not ok then return nil, err, code end
   for _ = 1, 8 do -- a lock released or taken over between two steps: try again
     ok, err, code = core.create_exclusive(self:path(lk), body, LOCK_FILE_MODE)
     if ok then
       self.unreadable[lk] = nil
-      return true
+      return self:grant(lk, name, grant)
     end
     if code ~= "EEXIST" then return nil, err, code end
     local text, rec, rcode = self:read_lock(lk)
@@ -244,7 +321,7 @@ function File:try_lock(name, lk)
         self.unreadable[lk] = nil
         core.log("warn", "lock_taken_over", { lock = name, stale_owner = rec and rec.owner or "?",
           storage = self:describe() })
-        return true
+        return self:grant(lk, name, grant)
       end
       if code ~= "changed" and code ~= "ENOENT" and code ~= "EEXIST" then return nil, err, code end
     elseif rcode ~= "ENOENT" then
@@ -254,68 +331,258 @@ function File:try_lock(name, lk)
   return false, "another instance (the lock changed hands repeatedly)"
 end
 
---- lock(name [, {timeout = seconds}]) -> true | nil, err, "locked"|"timeout"|code
-function File:lock(name, opts)
-  local ok, err, code = common.lock(self, name, opts) -- not a tail call: error levels count this frame
-  return ok, err, code
-end
-
---- unlock(name) -> true | nil, err, code.  Removes the lock file only if it is
--- still this instance's ("notheld" otherwise; a lock taken over meanwhile is
--- left to its new owner).
-function File:unlock(name)
-  local lk = common.lock_key(name, 2)
-  local was_held = self.held[lk] ~= nil
-  self.held[lk] = nil
+function File:_release(lk, grant)
   local text, rec, code = self:read_lock(lk)
   if not text then
-    if code == "ENOENT" and was_held then return true end
-    if code == "ENOENT" then
-      return nil, string.format("unlock %s: not held by this instance", name), "notheld"
-    end
+    if code == "ENOENT" then return "none" end
     return nil, rec, code
   end
-  if not rec or rec.owner ~= self.owner then
-    return nil, string.format("unlock %s: held by %s, not this instance", name,
-      rec and rec.owner or "an unreadable lock file"), "notheld"
-  end
+  if not rec then return false, "an unreadable lock file" end
+  if rec.owner ~= self.owner then return false, rec.owner end
+  if grant ~= nil and rec.grant ~= grant then return false, rec.owner .. " (another grant)" end
   local ok, err, rcode = core.remove(self:path(lk))
   if not ok and rcode ~= "ENOENT" then return nil, err, rcode end
   return true
 end
 
---- refresh_locks() -> refreshed, lost.  The heartbeat: rewrites `updated` of
--- every lock this instance holds.  lost lists the names of locks that are no
--- longer ours (taken over after we were stale, or removed); they are dropped
--- and logged.
+function File:_refresh(lock, now)
+  local text, rec, code = self:read_lock(lock.key)
+  if not text and code ~= "ENOENT" then return nil, rec end
+  if text and rec and rec.owner == self.owner and rec.grant == lock.grant then
+    local ok, err = core.write_atomic(self:path(lock.key),
+      common.encode_lock(self.owner, rec.created, now, lock.grant), LOCK_FILE_MODE)
+    if not ok then return nil, err end
+    return true
+  end
+  return false, rec and rec.owner or (text and "an unreadable lock file") or nil
+end
+
+function File:_holds(lock)
+  local text, rec, code = self:read_lock(lock.key)
+  if not text then
+    if code == "ENOENT" then return false, nil end
+    return nil, rec, code
+  end
+  if rec and rec.owner == self.owner and rec.grant == lock.grant then return true end
+  return false, rec and rec.owner or "an unreadable lock file"
+end
+
+--- lock(name [, {timeout = seconds}]) -> lock | nil, err, "locked"|"timeout"|code
+function File:lock(name, opts)
+  local lock, err, code = common.lock(self, name, opts) -- not a tail call: error levels count this frame
+  return lock, err, code
+end
+
+--- try_lock(name) -> lock | false, holder | nil, err, code
+function File:try_lock(name)
+  local lock, err, code = common.try_lock(self, name)
+  return lock, err, code
+end
+
+--- unlock(lock_or_name) -> true | nil, err, "notheld"|code.  Removes the lock
+-- file only if it is still this instance's (that grant's, for a lock object).
+function File:unlock(what)
+  local ok, err, code = common.unlock(self, what)
+  return ok, err, code
+end
+
+--- refresh_locks() -> refreshed, lost (see common.refresh_locks)
 function File:refresh_locks()
-  local refreshed, lost = 0, {}
-  local now = core.now()
-  local held = {}
-  for lk, name in pairs(self.held) do held[#held + 1] = { lk, name } end
-  table.sort(held, function(a, b) return a[1] < b[1] end)
-  for _, h in ipairs(held) do
-    local lk, name = h[1], h[2]
-    local text, rec, code = self:read_lock(lk)
-    if not text and code ~= "ENOENT" then
-      -- cannot tell (I/O error): keep it and try again at the next beat
-      core.log("warn", "lock_refresh_failed", { lock = name, error = rec, storage = self:describe() })
-    elseif text and rec and rec.owner == self.owner then
-      local ok, err = core.write_atomic(self:path(lk), common.encode_lock(self.owner, rec.created, now),
-        LOCK_FILE_MODE)
-      if ok then
-        refreshed = refreshed + 1
-      else
-        core.log("warn", "lock_refresh_failed", { lock = name, error = err, storage = self:describe() })
+  return common.refresh_locks(self)
+end
+
+-- ---- commit: the journal ---------------------------------------------------
+
+local JOURNAL = "journal"
+local MANIFEST = "manifest.json"
+M.JOURNAL = JOURNAL
+
+-- Would a value stored at key fit (no directory there, no file above)?
+function File:check_target(key)
+  local st = core.stat(self:path(key))
+  if st and st.type == "directory" then
+    return nil, "commit " .. key .. ": Is a directory", "EISDIR"
+  end
+  local dir = parent_of(key)
+  while dir do
+    st = core.stat(self:path(dir))
+    if st then
+      if st.type ~= "directory" then
+        return nil, "commit " .. key .. ": " .. dir .. ": Not a directory", "ENOTDIR"
       end
-    else
-      self.held[lk] = nil
-      lost[#lost + 1] = name
-      core.log("error", "lock_lost", { lock = name, owner = rec and rec.owner or "none",
-        storage = self:describe() })
+      break
+    end
+    dir = parent_of(dir)
+  end
+  return true
+end
+
+local function decode_manifest(text)
+  local m = core.json_decode(text, common.READ_MAX)
+  if type(m) ~= "table" or m.version ~= 1 or type(m.put) ~= "table" or type(m.delete) ~= "table" then
+    return nil
+  end
+  for _, p in ipairs(m.put) do
+    if type(p) ~= "table" or type(p.key) ~= "string" or type(p.file) ~= "string" then return nil end
+  end
+  return m
+end
+
+-- The steps after the commit point, each one safe to redo: rename each
+-- staged value into place (one step each; a value already moved by an
+-- earlier, interrupted run is skipped), fsync the target directories (one
+-- step), each delete (one step each), remove the transaction (one step).
+function File:apply(tdir, m, step)
+  local dirs, order = {}, {}
+  for _, p in ipairs(m.put) do
+    step()
+    local parent = parent_of(p.key)
+    local pdir = parent and self:path(parent) or self.root
+    local ok, err, code = core.mkdir_p(pdir, self.dir_mode)
+    if not ok then return nil, err, code end
+    ok, err, code = core.rename(self:path(tdir .. "/" .. p.file), self:path(p.key))
+    if not ok and code ~= "ENOENT" then return nil, err, code end
+    if not dirs[pdir] then
+      dirs[pdir] = true
+      order[#order + 1] = pdir
     end
   end
-  return refreshed, lost
+  step()
+  for _, d in ipairs(order) do
+    local ok, err, code = core.fsync_dir(d)
+    if not ok then return nil, err, code end
+  end
+  for _, key in ipairs(m.delete) do
+    step()
+    local ok, err, code = remove_tree(self:path(key))
+    if not ok and code ~= "ENOENT" then return nil, err, code end
+  end
+  step()
+  -- the manifest goes first (core.remove fsyncs the folder): without it
+  -- what is left is an empty, abandoned transaction
+  local ok, err, code = core.remove(self:path(tdir .. "/" .. MANIFEST))
+  if not ok and code ~= "ENOENT" then return nil, err, code end
+  ok, err, code = remove_tree(self:path(tdir))
+  if not ok and code ~= "ENOENT" then return nil, err, code end
+  return true
+end
+
+-- recover() with a given crash injector (commit runs it with none).
+function File:recover_with(step)
+  local jdir = self:path(JOURNAL)
+  local ok, iter, state = pcall(lfs.dir, jdir)
+  if not ok then
+    -- no journal: nothing was ever pending (one failed opendir)
+    if lfs.symlinkattributes(jdir, "mode") == nil then return 0, 0 end
+    return nil, "recover " .. jdir .. ": " .. tostring(iter), "EIO"
+  end
+  local ids = {}
+  for name in iter, state do
+    if name ~= "." and name ~= ".." then ids[#ids + 1] = name end
+  end
+  if #ids == 0 then return 0, 0 end
+  table.sort(ids)
+  local rolled, discarded = 0, 0
+  for _, id in ipairs(ids) do
+    local tdir = JOURNAL .. "/" .. id
+    local text, err, code = core.read_file(self:path(tdir .. "/" .. MANIFEST), common.READ_MAX)
+    if text then
+      local m = decode_manifest(text)
+      if not m then
+        -- cannot tell what it meant: keep it for a human, say so
+        core.log("error", "storage_journal_damaged", { txn = id, storage = self:describe() })
+      else
+        local aok, aerr, acode = self:apply(tdir, m, step)
+        if not aok then return nil, "recover " .. id .. ": " .. tostring(aerr), acode end
+        rolled = rolled + 1
+        core.log("warn", "storage_txn_rolled_forward", { txn = id, storage = self:describe() })
+      end
+    elseif code == "ENOENT" or code == "ENOTDIR" then
+      if common.txn_abandoned(self, id, core.now()) then
+        step()
+        local rok, rerr, rcode = remove_tree(self:path(tdir))
+        if not rok and rcode ~= "ENOENT" then return nil, rerr, rcode end
+        discarded = discarded + 1
+      end
+    else
+      return nil, err, code
+    end
+  end
+  return rolled, discarded
+end
+
+--- recover() -> rolled_forward, discarded | nil, err, code: finish every
+-- committed transaction a crash left, drop every abandoned uncommitted one.
+-- Cheap when nothing is pending (one directory listing).
+function File:recover()
+  local step = common.crash_injector(self)
+  local rolled, discarded, code = self:recover_with(step)
+  if not rolled then return nil, discarded, code end
+  return rolled, discarded
+end
+
+local function empty_array()
+  return setmetatable({}, core.json_array_mt)
+end
+
+--- commit{put = {[key] = value}, delete = {key, ...}, fence = lock}
+-- -> true | nil, err, code ("fenced": the fence is no longer the lock's
+-- current grant; nothing was changed).  Steps (crash_after counts them): one
+-- per put (stage the value), one for the commit point (manifest), then
+-- File:apply's: one per put (rename), one (fsync directories), one per
+-- delete, one (remove the transaction).
+function File:commit(tx)
+  local puts, deletes, fence = common.check_commit(tx, self.file_mode, 2)
+  for _, p in ipairs(puts) do
+    if p.key == JOURNAL or p.key:sub(1, #JOURNAL + 1) == JOURNAL .. "/" then
+      error("storage commit: " .. p.key .. " is inside the journal", 2)
+    end
+  end
+  local step = common.crash_injector(self)
+  -- what a crash left is finished first: this commit must land after it
+  local ok, err, code = self:recover_with(function() end)
+  if not ok then return nil, err, code end
+  ok, err, code = common.check_fence(self, fence)
+  if not ok then return nil, err, code end
+  for _, p in ipairs(puts) do
+    ok, err, code = self:check_target(p.key)
+    if not ok then return nil, err, code end
+  end
+  local id = common.new_txn_id(self, core.now())
+  local tdir = JOURNAL .. "/" .. id
+  local function abandon(...)
+    remove_tree(self:path(tdir))
+    return ...
+  end
+  ok, err, code = core.mkdir_p(self:path(tdir), self.dir_mode)
+  if not ok then return nil, err, code end
+  local m = { version = 1, id = id, owner = self.owner, created = rfc3339.format(core.now()),
+    put = empty_array(), delete = empty_array() }
+  if fence then m.fence = { lock = fence.key, token = fence.token, grant = fence.grant } end
+  for i, p in ipairs(puts) do
+    step()
+    local file = tostring(i - 1)
+    ok, err, code = core.write_atomic(self:path(tdir .. "/" .. file), p.value, p.mode)
+    if not ok then return abandon(nil, err, code) end
+    m.put[i] = { key = p.key, file = file, mode = p.mode, size = #p.value }
+  end
+  for i, key in ipairs(deletes) do m.delete[i] = key end
+  step()
+  -- the fence again, right before the commit point: a takeover while staging
+  ok, err, code = common.check_fence(self, fence)
+  if not ok then return abandon(nil, err, code) end
+  ok, err, code = core.write_atomic(self:path(tdir .. "/" .. MANIFEST),
+    assert(core.json_encode(m)), "0600")
+  if not ok then return abandon(nil, err, code) end
+  -- committed: from here a failure is finished by the next recover()
+  ok, err, code = self:apply(tdir, m, step)
+  if not ok then
+    core.log("error", "storage_commit_unfinished", { txn = id, error = err,
+      storage = self:describe() })
+    return nil, "commit " .. id .. " is committed but not yet applied (recover() finishes it): "
+      .. tostring(err), code
+  end
+  return true
 end
 
 return M

@@ -1,7 +1,42 @@
---- certmaint.storage: the storage backends a policy can name.
+--- certmaint.storage: the storage backends a policy can name, and the
+-- contract every backend keeps (spec/contract/storage_spec.lua checks it).
 --
 --   storage = certmaint.storage.file { root = "/var/lib/certmaint" }
 --   storage = certmaint.storage.memory()
+--
+-- Contract v2.  EVERY METHOD MAY WAIT: a network backend (etcd) yields to the
+-- loop while its request is in flight, so call storage only from a loop task
+-- (loop.spawn); file and memory happen not to yield except while lock() waits.
+-- Keys are "/"-separated, without empty, "." or ".." components; a bad key, a
+-- bad option or a wrong argument type raises (a caller's bug); expected
+-- failures return nil, err, code.
+--
+--   load(key)                  -> value | nil, err, "ENOENT"|"EISDIR"|"toobig"|code
+--   load_many(keys)            -> found, failed: found[key] = value;
+--                                 failed[key] = {message =, code =} ("ENOENT", ...)
+--   store(key, value [, {mode = "0644"}]) -> true | nil, err, code (private keys 0600)
+--   delete(key)                -> true | nil, err, code (a prefix with all below it)
+--   exists(key)                -> boolean (files and prefixes)
+--   list(prefix, recursive)    -> sorted keys | nil, err, "ENOENT"|"ENOTDIR"
+--   stat(key)                  -> {key, size, modified, terminal} | nil, err, code
+--   lock(name [, {timeout = s}]) -> lock | nil, err, "locked"|"timeout"|code
+--        waits (polling every poll_interval) inside a loop task; outside one a
+--        busy lock fails at once with "locked".  Not re-entrant.
+--   try_lock(name)             -> lock | false, holder | nil, err, code (one attempt)
+--   unlock(lock_or_name)       -> true | nil, err, "notheld"|code
+--   refresh_locks()            -> refreshed, lost_names (the heartbeat, every 5 s)
+--   commit{put = {[key] = value}, delete = {key, ...}, fence = lock}
+--                              -> true | nil, err, "fenced"|code: all of it or
+--        none of it (after recover(), even across a crash); "fenced" when fence
+--        is no longer the lock's current grant (released, lost, taken over):
+--        nothing is changed then
+--   recover()                  -> rolled_forward, discarded | nil, err, code:
+--        finish what a crash left of commits (cheap when nothing is pending)
+--   describe()                 -> "file:/var/lib/certmaint", "memory:1", ...
+--
+-- A lock is a table {name, key, token, grant, owner, acquired}: token is the
+-- fencing token, an integer larger for every grant of that lock name, across
+-- every instance sharing the storage and across restarts.
 local M = {}
 
 function M.file(opts)
@@ -13,6 +48,7 @@ function M.memory(opts)
 end
 
 --- The methods every backend has (the contract spec checks each).
-M.METHODS = { "load", "store", "delete", "exists", "list", "stat", "lock", "unlock" }
+M.METHODS = { "load", "load_many", "store", "delete", "exists", "list", "stat", "lock",
+  "try_lock", "unlock", "refresh_locks", "commit", "recover", "describe" }
 
 return M

@@ -8,6 +8,11 @@
 -- implied by keys, locks with owners, staleness by core.now()), so a spec that
 -- passes here means the same thing as one against files.
 --
+-- Lock grants take tokens from state.tokens (per lock key, never reset); a
+-- commit is journalled in state.journal with the file backend's steps, so a
+-- crash injected between any two of them (crash_after) leaves what a crashed
+-- process would, for recover() on another instance to finish.
+--
 -- Options: share (another memory storage whose data and locks to use),
 -- stale_after, poll_interval (durations), max_bytes.
 local core = require "certmaint.core"
@@ -36,7 +41,7 @@ function M.new(opts)
   local o = options.check(opts, SCHEMA, "storage.memory", 2)
   instances = instances + 1
   return setmetatable({
-    state = o.share and o.share.state or { files = {}, locks = {} },
+    state = o.share and o.share.state or { files = {}, locks = {}, tokens = {}, journal = {} },
     stale_after = o.stale_after,
     poll_interval = o.poll_interval,
     max_bytes = o.max_bytes,
@@ -64,14 +69,8 @@ function Memory:is_dir(key)
   return false
 end
 
---- store(key, value [, {mode=}]) -> true | nil, err, code
-function Memory:store(key, value, opts)
-  common.check_key(key, "store", false, 2)
-  if type(value) ~= "string" then
-    error("storage store: value must be a string, not " .. type(value), 2)
-  end
-  local mode = common.store_mode(key, opts, "0600", 2)
-  -- The same refusals as a file system: a file cannot be a directory too.
+-- The same refusals as a file system: a file cannot be a directory too.
+function Memory:check_target(key)
   local files = self.state.files
   local dir = key:match("^(.*)/[^/]*$")
   while dir do
@@ -81,6 +80,19 @@ function Memory:store(key, value, opts)
     dir = dir:match("^(.*)/[^/]*$")
   end
   if self:is_dir(key) then return nil, "rename " .. key .. ": Is a directory", "EISDIR" end
+  return true
+end
+
+--- store(key, value [, {mode=}]) -> true | nil, err, code
+function Memory:store(key, value, opts)
+  common.check_key(key, "store", false, 2)
+  if type(value) ~= "string" then
+    error("storage store: value must be a string, not " .. type(value), 2)
+  end
+  local mode = common.store_mode(key, opts, "0600", 2)
+  local files = self.state.files
+  local ok, err, code = self:check_target(key)
+  if not ok then return nil, err, code end
   if #value > self.max_bytes then
     -- the file backend could write it but never read it back: refuse early
     return nil, "store " .. key .. ": larger than " .. self.max_bytes .. " bytes", "toobig"
@@ -96,6 +108,25 @@ function Memory:load(key)
   if f then return f.value end
   if self:is_dir(key) then return nil, "read " .. key .. ": Is a directory", "EISDIR" end
   return enoent("read", key)
+end
+
+--- load_many(keys) -> found, failed (as the file backend)
+function Memory:load_many(list)
+  if type(list) ~= "table" then error("storage load_many: keys must be a list", 2) end
+  local found, failed = {}, {}
+  local files = self.state.files
+  for i = 1, #list do
+    local key = common.check_key(list[i], "load_many", false, 2)
+    local f = files[key]
+    if f then
+      found[key] = f.value
+    elseif self:is_dir(key) then
+      failed[key] = { message = "read " .. key .. ": Is a directory", code = "EISDIR" }
+    else
+      failed[key] = { message = "read " .. key .. ": No such file or directory", code = "ENOENT" }
+    end
+  end
+  return found, failed
 end
 
 function Memory:exists(key)
@@ -138,10 +169,7 @@ function Memory:list(prefix, recursive)
   return out
 end
 
---- delete(key) -> true.  A directory goes with everything below it.
-function Memory:delete(key)
-  common.check_key(key, "delete", false, 2)
-  local files = self.state.files
+local function delete_tree(files, key)
   files[key] = nil
   local prefix = key .. "/"
   local doomed = {}
@@ -149,12 +177,18 @@ function Memory:delete(key)
     if k:sub(1, #prefix) == prefix then doomed[#doomed + 1] = k end
   end
   for _, k in ipairs(doomed) do files[k] = nil end
+end
+
+--- delete(key) -> true.  A directory goes with everything below it.
+function Memory:delete(key)
+  common.check_key(key, "delete", false, 2)
+  delete_tree(self.state.files, key)
   return true
 end
 
--- ---- locks ---------------------------------------------------------------
+-- ---- locks (the primitives under common.lua's lock life cycle) -------------
 
-function Memory:try_lock(name, lk)
+function Memory:_acquire(lk, name, grant)
   local now = core.now()
   local locks = self.state.locks
   local rec = locks[lk]
@@ -164,54 +198,139 @@ function Memory:try_lock(name, lk)
     core.log("warn", "lock_taken_over", { lock = name, stale_owner = rec.owner,
       storage = self:describe() })
   end
-  locks[lk] = { owner = self.owner, created = now, updated = now }
-  return true
+  local token = (self.state.tokens[lk] or 0) + 1
+  self.state.tokens[lk] = token
+  locks[lk] = { owner = self.owner, created = now, updated = now, grant = grant, token = token }
+  return true, token
 end
 
---- lock(name [, {timeout = seconds}]) -> true | nil, err, "locked"|"timeout"
-function Memory:lock(name, opts)
-  local ok, err, code = common.lock(self, name, opts) -- not a tail call: error levels count this frame
-  return ok, err, code
-end
-
---- unlock(name) -> true | nil, err, "notheld"
-function Memory:unlock(name)
-  local lk = common.lock_key(name, 2)
-  local was_held = self.held[lk] ~= nil
-  self.held[lk] = nil
+function Memory:_release(lk, grant)
   local rec = self.state.locks[lk]
-  if not rec then
-    if was_held then return true end
-    return nil, string.format("unlock %s: not held by this instance", name), "notheld"
-  end
-  if rec.owner ~= self.owner then
-    return nil, string.format("unlock %s: held by %s, not this instance", name, rec.owner),
-      "notheld"
-  end
+  if not rec then return "none" end
+  if rec.owner ~= self.owner then return false, rec.owner end
+  if grant ~= nil and rec.grant ~= grant then return false, rec.owner .. " (another grant)" end
   self.state.locks[lk] = nil
   return true
 end
 
---- refresh_locks() -> refreshed, lost (see the file backend)
+function Memory:_refresh(lock, now)
+  local rec = self.state.locks[lock.key]
+  if rec and rec.owner == self.owner and rec.grant == lock.grant then
+    rec.updated = now
+    return true
+  end
+  return false, rec and rec.owner
+end
+
+function Memory:_holds(lock)
+  local rec = self.state.locks[lock.key]
+  if rec and rec.owner == self.owner and rec.grant == lock.grant then return true end
+  return false, rec and rec.owner
+end
+
+--- lock(name [, {timeout = seconds}]) -> lock | nil, err, "locked"|"timeout"
+function Memory:lock(name, opts)
+  local lock, err, code = common.lock(self, name, opts) -- not a tail call: error levels count this frame
+  return lock, err, code
+end
+
+--- try_lock(name) -> lock | false, holder
+function Memory:try_lock(name)
+  local lock, err, code = common.try_lock(self, name)
+  return lock, err, code
+end
+
+--- unlock(lock_or_name) -> true | nil, err, "notheld"
+function Memory:unlock(what)
+  local ok, err, code = common.unlock(self, what)
+  return ok, err, code
+end
+
+--- refresh_locks() -> refreshed, lost (see common.refresh_locks)
 function Memory:refresh_locks()
-  local refreshed, lost = 0, {}
-  local now = core.now()
-  local held = {}
-  for lk, name in pairs(self.held) do held[#held + 1] = { lk, name } end
-  table.sort(held, function(a, b) return a[1] < b[1] end)
-  for _, h in ipairs(held) do
-    local rec = self.state.locks[h[1]]
-    if rec and rec.owner == self.owner then
-      rec.updated = now
-      refreshed = refreshed + 1
-    else
-      self.held[h[1]] = nil
-      lost[#lost + 1] = h[2]
-      core.log("error", "lock_lost", { lock = h[2], owner = rec and rec.owner or "none",
-        storage = self:describe() })
+  return common.refresh_locks(self)
+end
+
+-- ---- commit: the journal in a table ------------------------------------------
+
+-- After the commit point, as the file backend: each put (one step each), the
+-- "fsync" (one step), each delete (one step each), removing the transaction
+-- (one step).  Every step can be redone.
+function Memory:apply(txn, step)
+  local files, now = self.state.files, core.now()
+  for _, p in ipairs(txn.puts) do
+    step()
+    files[p.key] = { value = p.value, modified = now, mode = p.mode }
+  end
+  step()
+  for _, key in ipairs(txn.deletes) do
+    step()
+    delete_tree(files, key)
+  end
+  step()
+  self.state.journal[txn.id] = nil
+  return true
+end
+
+function Memory:recover_with(step)
+  local journal = self.state.journal
+  local ids = {}
+  for id in pairs(journal) do ids[#ids + 1] = id end
+  if #ids == 0 then return 0, 0 end
+  table.sort(ids)
+  local rolled, discarded = 0, 0
+  for _, id in ipairs(ids) do
+    local txn = journal[id]
+    if txn.committed then
+      self:apply(txn, step)
+      rolled = rolled + 1
+      core.log("warn", "storage_txn_rolled_forward", { txn = id, storage = self:describe() })
+    elseif common.txn_abandoned(self, id, core.now()) then
+      step()
+      journal[id] = nil
+      discarded = discarded + 1
     end
   end
-  return refreshed, lost
+  return rolled, discarded
+end
+
+--- recover() -> rolled_forward, discarded (see the file backend)
+function Memory:recover()
+  local step = common.crash_injector(self)
+  return self:recover_with(step)
+end
+
+--- commit{put =, delete =, fence =} -> true | nil, err, code (see the file
+-- backend: the same steps, counted the same way by crash_after)
+function Memory:commit(tx)
+  local puts, deletes, fence = common.check_commit(tx, "0600", 2)
+  local step = common.crash_injector(self)
+  local ok, err, code = self:recover_with(function() end)
+  if not ok then return nil, err, code end
+  ok, err, code = common.check_fence(self, fence)
+  if not ok then return nil, err, code end
+  for _, p in ipairs(puts) do
+    ok, err, code = self:check_target(p.key)
+    if not ok then return nil, err, code end
+    if #p.value > self.max_bytes then
+      return nil, "commit " .. p.key .. ": larger than " .. self.max_bytes .. " bytes", "toobig"
+    end
+  end
+  local id = common.new_txn_id(self, core.now())
+  local txn = { id = id, owner = self.owner, puts = {}, deletes = deletes, committed = false }
+  self.state.journal[id] = txn
+  for i, p in ipairs(puts) do
+    step()
+    txn.puts[i] = p
+  end
+  step()
+  ok, err, code = common.check_fence(self, fence)
+  if not ok then
+    self.state.journal[id] = nil
+    return nil, err, code
+  end
+  txn.committed = true
+  return self:apply(txn, step)
 end
 
 return M

@@ -5,6 +5,19 @@ local core = require "certmaint.core"
 local lfs = require "lfs"
 local keys = require "certmaint.keys"
 local helpers = require "helpers.storage_backends"
+local rfc3339 = require "certmaint.rfc3339"
+local storage = require "certmaint.storage"
+
+--- A lock object, as lock() and try_lock() return: asserted and returned.
+local function assert_lock(lock, err, code)
+  assert.is_table(lock, tostring(err) .. " " .. tostring(code))
+  assert.equal("integer", math.type(lock.token))
+  assert.is_true(lock.token >= 1)
+  assert.is_string(lock.grant)
+  assert.is_string(lock.key)
+  assert.is_string(lock.name)
+  return lock
+end
 
 local ALL_BYTES = {}
 for i = 0, 255 do ALL_BYTES[#ALL_BYTES + 1] = string.char(i) end
@@ -42,6 +55,7 @@ for _, backend in ipairs(helpers.backends) do
         "unlock", "refresh_locks", "describe" } do
         assert.is_function(a[m], m)
       end
+      for _, m in ipairs(storage.METHODS) do assert.is_function(a[m], m) end
       assert.is_string(a:describe())
     end)
 
@@ -230,18 +244,18 @@ for _, backend in ipairs(helpers.backends) do
       local NAME = "issue_cert_example.com"
 
       it("are exclusive across instances", function()
-        assert.is_true(a:lock(NAME))
+        assert_lock(a:lock(NAME))
         local ok, err, code = b:lock(NAME)
         assert.is_nil(ok)
         assert.equal("locked", code)
         assert.matches("lock " .. NAME .. " is held by " .. a.owner, err, 1, true)
         -- other names are independent
-        assert.is_true(b:lock("issue_cert_other.example"))
+        assert_lock(b:lock("issue_cert_other.example"))
         assert.is_true(b:unlock("issue_cert_other.example"))
       end)
 
       it("are not re-entrant within one instance", function()
-        assert.is_true(a:lock(NAME))
+        assert_lock(a:lock(NAME))
         local ok, err, code = a:lock(NAME)
         assert.is_nil(ok)
         assert.equal("locked", code)
@@ -249,15 +263,15 @@ for _, backend in ipairs(helpers.backends) do
       end)
 
       it("are released by unlock", function()
-        assert.is_true(a:lock(NAME))
+        assert_lock(a:lock(NAME))
         assert.is_true(a:unlock(NAME))
-        assert.is_true(b:lock(NAME))
+        assert_lock(b:lock(NAME))
         assert.is_true(b:unlock(NAME))
-        assert.is_true(a:lock(NAME))
+        assert_lock(a:lock(NAME))
       end)
 
       it("cannot be released by an instance that does not hold them", function()
-        assert.is_true(a:lock(NAME))
+        assert_lock(a:lock(NAME))
         local ok, err, code = b:unlock(NAME)
         assert.is_nil(ok)
         assert.equal("notheld", code)
@@ -270,27 +284,27 @@ for _, backend in ipairs(helpers.backends) do
       end)
 
       it("accept keys.lock() keys as names for the same lock", function()
-        assert.is_true(a:lock(keys.lock("example.com")))
+        assert_lock(a:lock(keys.lock("example.com")))
         local _, _, code = b:lock("issue_cert_example.com")
         assert.equal("locked", code)
         assert.is_true(a:unlock("issue_cert_example.com"))
-        assert.is_true(b:lock(keys.lock_name("Example.COM.")))
+        assert_lock(b:lock(keys.lock_name("Example.COM.")))
       end)
 
       it("map wildcard names as certmagic does", function()
-        assert.is_true(a:lock("issue_cert_*.example.com"))
+        assert_lock(a:lock("issue_cert_*.example.com"))
         local _, _, code = b:lock(keys.lock_name("*.example.com"))
         assert.equal("locked", code)
       end)
 
       it("stale ones are taken over", function()
         core.clock_set(1700000000)
-        assert.is_true(a:lock(NAME))
+        assert_lock(a:lock(NAME))
         core.clock_advance(9)
         local _, _, code = b:lock(NAME)
         assert.equal("locked", code) -- 9 s without heartbeat: still fresh
         core.clock_advance(2)
-        assert.is_true(b:lock(NAME)) -- 11 s: stale, taken over
+        assert_lock(b:lock(NAME)) -- 11 s: stale, taken over
         assert.equal(1, logged("lock_taken_over"))
         -- the old holder learns it lost the lock and cannot release it
         local refreshed, lost = a:refresh_locks()
@@ -307,8 +321,8 @@ for _, backend in ipairs(helpers.backends) do
 
       it("are kept fresh by refresh_locks", function()
         core.clock_set(1700000000)
-        assert.is_true(a:lock(NAME))
-        assert.is_true(a:lock("issue_cert_second.example"))
+        assert_lock(a:lock(NAME))
+        assert_lock(a:lock("issue_cert_second.example"))
         for _ = 1, 6 do
           core.clock_advance(5)
           local refreshed, lost = a:refresh_locks()
@@ -319,11 +333,11 @@ for _, backend in ipairs(helpers.backends) do
         end
         -- the heartbeat stops (a crash): stale after 10 s
         core.clock_advance(11)
-        assert.is_true(b:lock(NAME))
+        assert_lock(b:lock(NAME))
       end)
 
       it("drop released locks from the heartbeat", function()
-        assert.is_true(a:lock(NAME))
+        assert_lock(a:lock(NAME))
         assert.is_true(a:unlock(NAME))
         local refreshed, lost = a:refresh_locks()
         assert.equal(0, refreshed)
@@ -332,18 +346,18 @@ for _, backend in ipairs(helpers.backends) do
 
       it("wait for a busy lock inside a loop task", function()
         core.clock_set(1700000000)
-        assert.is_true(a:lock(NAME))
+        assert_lock(a:lock(NAME))
         local sleeps, ok, err = helpers.in_fake_task(function(n)
           if n == 3 then assert.is_true(a:unlock(NAME)) end
         end, function() return b:lock(NAME) end)
         assert.is_nil(err)
-        assert.is_true(ok)
+        assert_lock(ok)
         assert.equal(3, sleeps)
       end)
 
       it("give up after the timeout inside a loop task", function()
         core.clock_set(1700000000)
-        assert.is_true(a:lock(NAME))
+        assert_lock(a:lock(NAME))
         local sleeps, ok, err, code = helpers.in_fake_task(function()
           a:refresh_locks() -- the holder stays alive meanwhile
         end, function() return b:lock(NAME, { timeout = 3.5 }) end)
@@ -357,7 +371,7 @@ for _, backend in ipairs(helpers.backends) do
       it("wait for a busy lock in a real loop task, other tasks running meanwhile", function()
         local loop = require "certmaint.loop"
         b.poll_interval = 0.02
-        assert.is_true(a:lock(NAME))
+        assert_lock(a:lock(NAME))
         local waiter = loop.spawn(function() return b:lock(NAME, { timeout = 5 }) end)
         local releaser = loop.spawn(function()
           loop.sleep(0.1)
@@ -368,10 +382,77 @@ for _, backend in ipairs(helpers.backends) do
         loop.reset()
         assert.is_true(finished)
         assert.is_true(waiter.ok, waiter.error)
-        assert.is_true(waiter.results[1])
+        assert_lock(waiter.results[1])
         assert.is_true(releaser.results[1])
         local _, _, code = a:lock(NAME)
         assert.equal("locked", code)
+      end)
+
+      it("carry a fencing token that grows with every grant", function()
+        core.clock_set(1700000000)
+        local seen = {}
+        local function grant(s, lock)
+          lock = assert_lock(lock)
+          assert.equal(NAME, lock.name)
+          assert.equal(s.owner, lock.owner)
+          if #seen > 0 then assert.is_true(lock.token > seen[#seen], "token did not grow") end
+          seen[#seen + 1] = lock.token
+          return lock
+        end
+        local l = grant(a, a:lock(NAME))
+        assert.is_true(a:unlock(l))
+        l = grant(a, a:lock(NAME)) -- release and re-lock
+        assert.is_true(a:unlock(NAME))
+        l = grant(b, b:lock(NAME)) -- the other instance
+        assert.is_true(b:unlock(l))
+        local c = backend.reopen(a) -- a restart: a new instance on the same data
+        l = grant(c, c:lock(NAME))
+        core.clock_advance(11) -- c stops its heartbeat: stale
+        l = grant(a, a:lock(NAME)) -- stale take-over bumps it too
+        assert.equal(1, logged("lock_taken_over"))
+        assert.is_true(a:unlock(l))
+        grant(a, a:try_lock(NAME)) -- try_lock's grants count too
+        assert.equal(6, #seen)
+        -- tokens are per lock name
+        local other = assert_lock(b:lock("issue_cert_third.example"))
+        assert.equal("issue_cert_third.example", other.name)
+      end)
+
+      it("try_lock makes one attempt", function()
+        core.clock_set(1700000000)
+        local l = assert_lock(a:try_lock(NAME))
+        assert.equal(NAME, l.name)
+        local sleeps, got, holder, code = helpers.in_fake_task(nil, function() return b:try_lock(NAME) end)
+        assert.equal(0, sleeps) -- never waits, even inside a task
+        assert.is_false(got)
+        assert.is_nil(code)
+        assert.matches(a.owner, holder, 1, true)
+        local again, h2 = a:try_lock(NAME) -- not re-entrant
+        assert.is_false(again)
+        assert.matches("this instance", h2, 1, true)
+        assert.is_true(a:unlock(l))
+        local l2 = assert_lock(b:try_lock(NAME))
+        assert.is_true(l2.token > l.token)
+        -- try_lock's locks are kept fresh and released like lock's
+        core.clock_advance(5)
+        local refreshed = b:refresh_locks()
+        assert.equal(1, refreshed)
+        assert.is_true(b:unlock(l2))
+        assert.has_error(function() a:try_lock("") end)
+      end)
+
+      it("unlock(lock) releases that grant only", function()
+        local old = assert_lock(a:lock(NAME))
+        assert.is_true(a:unlock(old))
+        local new = assert_lock(a:lock(NAME))
+        local ok, err, code = a:unlock(old) -- an earlier grant: not this one
+        assert.is_nil(ok)
+        assert.equal("notheld", code)
+        assert.is_string(err)
+        local _, _, c2 = b:lock(NAME)
+        assert.equal("locked", c2) -- the new grant is still held
+        assert.is_true(a:unlock(new))
+        assert.has_error(function() a:unlock({ key = "x" }) end)
       end)
 
       it("check their options", function()
@@ -379,6 +460,248 @@ for _, backend in ipairs(helpers.backends) do
         assert.has_error(function() a:lock(NAME, { timeout = -1 }) end)
         assert.has_error(function() a:lock("") end)
         assert.has_error(function() a:lock(nil) end)
+      end)
+    end)
+
+    describe("commit", function()
+      local NAME = "issue_cert_example.com"
+      local SITE = "certificates/ca/example.com/example.com"
+      local OLD = { [SITE .. ".crt"] = "OLD CRT", [SITE .. ".key"] = "OLD KEY",
+        [SITE .. ".json"] = "OLD JSON", ["ocsp/example.com-1"] = "OLD STAPLE" }
+      local NEW = { [SITE .. ".crt"] = "NEW CRT", [SITE .. ".key"] = "NEW KEY",
+        [SITE .. ".json"] = "NEW JSON" } -- and the staple deleted
+      local ALL = { SITE .. ".crt", SITE .. ".key", SITE .. ".json", "ocsp/example.com-1" }
+
+      local function put_old(s)
+        for k, v in pairs(OLD) do assert.is_true(s:store(k, v)) end
+      end
+
+      local function new_tx(fence)
+        local put = {}
+        for k, v in pairs(NEW) do put[k] = v end
+        return { put = put, delete = { "ocsp/example.com-1" }, fence = fence }
+      end
+
+      -- "old", "new", or raises describing the mix
+      local function state_of(s)
+        local found = s:load_many(ALL)
+        local is_old, is_new = true, true
+        for _, k in ipairs(ALL) do
+          if found[k] ~= OLD[k] then is_old = false end
+          if found[k] ~= NEW[k] then is_new = false end
+        end
+        if is_old then return "old" end
+        if is_new then return "new" end
+        local parts = {}
+        for _, k in ipairs(ALL) do parts[#parts + 1] = k .. "=" .. tostring(found[k]) end
+        error("a mix of old and new: " .. table.concat(parts, ", "), 2)
+      end
+
+      it("changes several keys as one step, seen by the other instance", function()
+        put_old(a)
+        assert.is_true(a:commit(new_tx()))
+        assert.equal("new", state_of(a))
+        assert.equal("new", state_of(b))
+        assert.same({ 0, 0 }, { b:recover() })
+        assert.is_false(a:exists("ocsp/example.com-1"))
+        -- an empty commit, and a delete of a directory with all below it
+        assert.is_true(a:commit {})
+        assert.is_true(a:commit { delete = { "certificates/ca" } })
+        assert.is_false(b:exists(SITE .. ".crt"))
+        for _, k in ipairs(a:list("", true)) do assert.is_nil(k:match("^journal"), k) end
+      end)
+
+      it("is accepted under the current grant and refused under an older one (fenced)", function()
+        core.clock_set(1700000000)
+        put_old(a)
+        local old = assert_lock(a:lock(NAME))
+        assert.is_true(a:commit { put = { ["k/under-old"] = "1" }, fence = old })
+        core.clock_advance(11) -- a pauses, its heartbeat stops: stale
+        local new = assert_lock(b:lock(NAME))
+        assert.is_true(new.token > old.token)
+        -- a wakes up, still believing it holds the lock: refused, nothing changed
+        local ok, err, code = a:commit(new_tx(old))
+        assert.is_nil(ok)
+        assert.equal("fenced", code)
+        assert.matches(NAME, err, 1, true)
+        assert.equal("old", state_of(b))
+        assert.same({ 0, 0 }, { b:recover() }) -- nothing staged was left
+        -- the new holder commits
+        assert.is_true(b:commit(new_tx(new)))
+        assert.equal("new", state_of(a))
+        -- a released lock fences too, and so does a lock of another instance
+        assert.is_true(b:unlock(new))
+        local _, _, c2 = b:commit { put = { ["k/x"] = "x" }, fence = new }
+        assert.equal("fenced", c2)
+        local mine = assert_lock(b:lock(NAME))
+        local _, _, c3 = a:commit { put = { ["k/x"] = "x" }, fence = mine }
+        assert.equal("fenced", c3)
+        assert.is_false(b:exists("k/x"))
+        assert.is_true(b:commit { put = { ["k/x"] = "x" }, fence = mine })
+      end)
+
+      it("refuses what cannot be stored, changing nothing", function()
+        put_old(a)
+        assert.is_true(a:store("f", "file"))
+        local tx = new_tx()
+        tx.put["f/below"] = "x"
+        local ok, _, code = a:commit(tx)
+        assert.is_nil(ok)
+        assert.equal("ENOTDIR", code)
+        tx = new_tx()
+        tx.put["certificates/ca"] = "x"
+        ok, _, code = a:commit(tx)
+        assert.is_nil(ok)
+        assert.equal("EISDIR", code)
+        assert.equal("old", state_of(b))
+        assert.same({ 0, 0 }, { a:recover() })
+      end)
+
+      it("raises on malformed transactions", function()
+        assert.has_error(function() a:commit() end)
+        assert.has_error(function() a:commit { puts = {} } end)
+        assert.has_error(function() a:commit { put = { k = 1 } } end)
+        assert.has_error(function() a:commit { put = { ["/abs"] = "x" } } end)
+        assert.has_error(function() a:commit { delete = { "a//b" } } end)
+        assert.has_error(function() a:commit { delete = "k" } end)
+        assert.has_error(function() a:commit { put = { k = "v" }, delete = { "k" } } end)
+        assert.has_error(function() a:commit { fence = { token = 1 } } end)
+        assert.has_error(function() a:commit { fence = "issue_cert_x" } end)
+      end)
+
+      it("leaves all-old or all-new after a crash between any two steps, and recovery", function()
+        core.clock_set(1700000000)
+        local outcomes, n = {}, 0
+        while true do
+          backend.reset(a)
+          put_old(a)
+          local lock = assert_lock(a:lock(NAME))
+          a.crash_after = n
+          local ran, err = pcall(a.commit, a, new_tx(lock))
+          if ran then
+            assert.is_true(err) -- more steps asked than there are: it just commits
+            assert.is_nil(a.crash_after)
+            assert.equal("new", state_of(b))
+            break
+          end
+          assert.matches("injected crash", err, 1, true)
+          -- the process is gone; a new one starts on the same data after the
+          -- dead one's lock went stale
+          core.clock_advance(a.stale_after + 1)
+          local r = backend.reopen(a)
+          local rolled, discarded = r:recover()
+          assert.is_number(rolled, discarded)
+          outcomes[#outcomes + 1] = state_of(r)
+          assert.same({ 0, 0 }, { r:recover() }) -- idempotent: nothing left
+          assert.same({ 0, 0 }, { b:recover() })
+          assert.same({}, backend.staged(r))
+          -- the new instance can take the lock and commit on top
+          local l2 = assert_lock(r:lock(NAME))
+          assert.is_true(l2.token > lock.token)
+          assert.is_true(r:commit { put = { [SITE .. ".crt"] = "NEWER" }, fence = l2 })
+          n = n + 1
+          assert.is_true(n < 100)
+        end
+        -- steps: 3 staged values, the commit point, 3 renames, the fsync, 1 delete, the removal
+        assert.equal(10, n)
+        for i, o in ipairs(outcomes) do
+          assert.equal(i <= 4 and "old" or "new", o, "crash after " .. (i - 1) .. " steps")
+        end
+      end)
+
+      it("recovers when a crash interrupts the recovery itself", function()
+        core.clock_set(1700000000)
+        for k = 0, 6 do
+          backend.reset(a)
+          put_old(a)
+          a.crash_after = 5 -- committed, two values in place
+          assert.has_error(function() a:commit(new_tx()) end)
+          core.clock_advance(a.stale_after + 1)
+          local r1 = backend.reopen(a)
+          r1.crash_after = k
+          local ran = pcall(r1.recover, r1)
+          local r2 = backend.reopen(a)
+          local rolled = assert(r2:recover())
+          assert.equal(ran and 0 or 1, rolled, "k=" .. k)
+          assert.equal("new", state_of(r2))
+          assert.same({}, backend.staged(r2))
+        end
+      end)
+
+      it("keeps a young uncommitted transaction of another live instance", function()
+        core.clock_set(1700000000)
+        put_old(a)
+        a.crash_after = 2 -- two values staged, not committed
+        assert.has_error(function() a:commit(new_tx()) end)
+        -- b cannot tell a dead instance from one still staging: it waits stale_after
+        assert.same({ 0, 0 }, { b:recover() })
+        assert.equal("old", state_of(b))
+        assert.is_true(b:commit { put = { ["k/b"] = "b" } }) -- runs recover too: keeps it
+        core.clock_advance(a.stale_after + 1)
+        assert.same({ 0, 1 }, { b:recover() })
+        assert.equal("old", state_of(b))
+        assert.same({}, backend.staged(b))
+        -- its own instance discards it at once
+        a.crash_after = 1
+        assert.has_error(function() a:commit(new_tx()) end)
+        assert.same({ 0, 1 }, { a:recover() })
+      end)
+
+      it("recover is cheap and a no-op when nothing is pending", function()
+        assert.same({ 0, 0 }, { a:recover() })
+        assert.is_true(a:commit { put = { k = "v" } })
+        assert.same({ 0, 0 }, { a:recover() })
+        assert.same({ 0, 0 }, { b:recover() })
+        assert.has_error(function()
+          a.crash_after = -1
+          a:commit { put = { k = "w" } }
+        end)
+        a.crash_after = nil
+      end)
+    end)
+
+    describe("load_many", function()
+      it("returns what it found and why the rest failed", function()
+        assert.is_true(a:store("certificates/ca/a/a.crt", "A"))
+        assert.is_true(a:store("certificates/ca/b/b.crt", ALL_BYTES))
+        assert.is_true(a:store("empty", ""))
+        local found, failed = b:load_many { "certificates/ca/a/a.crt", "certificates/ca/b/b.crt",
+          "empty", "certificates/ca/none/none.crt", "certificates/ca/a" }
+        assert.same({ ["certificates/ca/a/a.crt"] = "A", ["certificates/ca/b/b.crt"] = ALL_BYTES,
+          empty = "" }, found)
+        assert.equal("ENOENT", failed["certificates/ca/none/none.crt"].code)
+        assert.matches("none/none.crt", failed["certificates/ca/none/none.crt"].message, 1, true)
+        assert.equal("EISDIR", failed["certificates/ca/a"].code) -- unreadable: a directory
+        assert.is_string(failed["certificates/ca/a"].message)
+        local n = 0
+        for _ in pairs(failed) do n = n + 1 end
+        assert.equal(2, n)
+      end)
+
+      it("takes an empty list and many keys", function()
+        local found, failed = a:load_many {}
+        assert.same({}, found)
+        assert.same({}, failed)
+        local list = {}
+        for i = 1, 500 do
+          local k = string.format("certificates/ca/n%d/n%d.crt", i, i)
+          if i % 2 == 0 then assert.is_true(a:store(k, "pem " .. i)) end
+          list[#list + 1] = k
+        end
+        found, failed = a:load_many(list)
+        for i, k in ipairs(list) do
+          if i % 2 == 0 then
+            assert.equal("pem " .. i, found[k])
+          else
+            assert.equal("ENOENT", failed[k].code)
+          end
+        end
+      end)
+
+      it("raises on malformed keys", function()
+        assert.has_error(function() a:load_many("k") end)
+        assert.has_error(function() a:load_many { "ok", "/abs" } end)
+        assert.has_error(function() a:load_many { 42 } end)
       end)
     end)
   end)
@@ -445,15 +768,18 @@ describe("file storage", function()
       assert.is_true(s:store("certificates/i/n/n.crt", ("v"):rep(i * 100)))
       assert.is_true(s:store("certificates/i/n/n.key", tostring(i)))
     end
-    assert.is_true(s:lock("issue_cert_n"))
+    assert_lock(s:lock("issue_cert_n"))
     assert.is_true(s:refresh_locks() == 1)
     assert.is_true(s:unlock("issue_cert_n"))
+    assert.is_true(s:commit { put = { ["certificates/i/n/n.crt"] = "C2", ["certificates/i/n/n.key"] = "K2" } })
     for _, rel in ipairs(helpers.walk(dir)) do
       assert.is_nil(rel:match("%.tmp%-"), rel)
       assert.is_nil(rel:match("%.stale%-"), rel)
     end
+    -- the token file stays: the next grant must know the last token
     assert.same({ "certificates", "certificates/i", "certificates/i/n",
-      "certificates/i/n/n.crt", "certificates/i/n/n.key", "locks" }, helpers.walk(dir))
+      "certificates/i/n/n.crt", "certificates/i/n/n.key", "journal", "locks",
+      "locks/issue_cert_n.token" }, helpers.walk(dir))
   end)
 
   it("hides temp files a crash left behind from list", function()
@@ -518,7 +844,7 @@ describe("file storage", function()
 
     it("are certmagic's: locks/<name>.lock with RFC 3339 created/updated", function()
       core.clock_set(1700000000.25)
-      assert.is_true(s:lock("issue_cert_example.com"))
+      assert_lock(s:lock("issue_cert_example.com"))
       local rec = assert(core.json_decode(read(LOCK)))
       assert.equal("2023-11-14T22:13:20.25Z", rec.created)
       assert.equal("2023-11-14T22:13:20.25Z", rec.updated)
@@ -534,7 +860,7 @@ describe("file storage", function()
     end)
 
     it("from Caddy are honoured and taken over when stale", function()
-      core.clock_set(common.parse_time("2024-03-01T12:00:00Z"))
+      core.clock_set(rfc3339.parse("2024-03-01T12:00:00Z"))
       assert(core.mkdir_p(dir .. "/locks", "0700"))
       -- as Caddy writes it: local time with an offset, no owner, a newline
       write(LOCK, '{"created":"2024-03-01T12:59:55.123456789+01:00",'
@@ -544,7 +870,7 @@ describe("file storage", function()
       assert.equal("locked", code)
       assert.matches("held by unknown", err, 1, true)
       core.clock_advance(6) -- 11 s after Caddy's last update
-      assert.is_true(s:lock("issue_cert_example.com"))
+      assert_lock(s:lock("issue_cert_example.com"))
       assert.equal(s.owner, core.json_decode(read(LOCK)).owner)
     end)
 
@@ -555,19 +881,19 @@ describe("file storage", function()
       local _, _, code = s:lock("issue_cert_example.com")
       assert.equal("locked", code) -- maybe being written right now
       core.clock_advance(11)
-      assert.is_true(s:lock("issue_cert_example.com"))
+      assert_lock(s:lock("issue_cert_example.com"))
     end)
 
     it("are taken over by one of two instances only", function()
       core.clock_set(1700000000)
       local a = file.new { root = dir }
       local b = file.new { root = dir }
-      assert.is_true(s:lock("issue_cert_example.com"))
+      assert_lock(s:lock("issue_cert_example.com"))
       core.clock_advance(20)
       local stale = read(LOCK)
       -- a takes over the stale lock; b then tries to take over the stale lock
       -- it read before a did: its compare-and-swap must fail
-      assert.is_true(a:lock("issue_cert_example.com"))
+      assert_lock(a:lock("issue_cert_example.com"))
       local ok, _, code = core.replace_if_unchanged(dir .. "/" .. LOCK, stale,
         common.encode_lock(b.owner, core.now(), core.now()), "0644")
       assert.is_nil(ok)
@@ -586,8 +912,8 @@ describe("memory storage", function()
     local a, b = memory.new(), memory.new()
     a:store("k", "a")
     assert.is_false(b:exists("k"))
-    assert.is_true(a:lock("x"))
-    assert.is_true(b:lock("x"))
+    assert_lock(a:lock("x"))
+    assert_lock(b:lock("x"))
     assert.matches("^memory:%d+$", a:describe())
   end)
 

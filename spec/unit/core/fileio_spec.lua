@@ -1,5 +1,5 @@
--- The storage unit's core bindings: core.write_atomic & co., core.name_*,
--- core.sha256 & co.  (The C behaviour underneath is in tests/unit/.)
+-- core/lua/lfileio.c: core.write_atomic, read_file, read_files & co.  (The C
+-- behaviour underneath is in tests/unit/test_fileio.c.)
 local core = require "certmaint.core"
 local lfs = require "lfs"
 local helpers = require "helpers.storage_backends"
@@ -118,85 +118,83 @@ describe("core file bindings", function()
   end)
 end)
 
-describe("core name bindings", function()
-  it("normalise names and say what they are", function()
-    assert.same({ "example.com", "dns" }, { core.name_normalize("Example.COM.") })
-    assert.same({ "xn--bcher-kva.example", "dns" }, { core.name_normalize("BÜCHER.example") })
-    assert.same({ "*.example.com", "wildcard" }, { core.name_normalize("*.example.com") })
-    assert.same({ "192.0.2.1", "ipv4" }, { core.name_normalize("192.0.2.1") })
-    assert.same({ "2001:db8::1", "ipv6" }, { core.name_normalize("2001:DB8:0:0::1") })
+describe("core.read_files", function()
+  local dir
+
+  before_each(function() dir = helpers.tmpdir() end)
+  after_each(function() helpers.rm_rf(dir) end)
+
+  it("reads many files into aligned results", function()
+    assert.is_true(core.write_atomic(dir .. "/a", "AAA"))
+    assert.is_true(core.write_atomic(dir .. "/b", ""))
+    assert.is_true(core.mkdir_p(dir .. "/d"))
+    assert.is_true(core.write_atomic(dir .. "/big", ("x"):rep(11)))
+    local values, failures = core.read_files({ dir .. "/a", dir .. "/missing", dir .. "/b",
+      dir .. "/d", dir .. "/big" }, 10)
+    assert.equal(5, #values)
+    assert.same({ "AAA", false, "", false, false }, values)
+    assert.same({ message = "read " .. dir .. "/missing: No such file or directory",
+      code = "ENOENT" }, failures[2])
+    assert.equal("EISDIR", failures[4].code)
+    assert.equal("toobig", failures[5].code)
+    assert.is_nil(failures[1])
+    assert.is_nil(failures[3])
   end)
 
-  it("refuse bad names with nil, message, invalid", function()
-    for _, bad in ipairs { "", "a_b.example", "*.*.example", "a.*.example", "-a.example",
-      ("a"):rep(64) .. ".example", "a..example", "exa mple.com", "1.2.3.4.", "a\0b" } do
-      local v, err, code = core.name_normalize(bad)
-      assert.is_nil(v, bad)
-      assert.equal("invalid", code)
-      assert.matches('^name "', err)
-    end
-    assert.has_error(function() core.name_normalize(nil) end)
+  it("joins each path to a directory when given one", function()
+    assert.is_true(core.mkdir_p(dir .. "/x/y"))
+    assert.is_true(core.write_atomic(dir .. "/x/y/z", "Z"))
+    local values, failures = core.read_files({ "x/y/z", "x/nope" }, nil, dir)
+    assert.same({ "Z", false }, values)
+    assert.equal("read " .. dir .. "/x/nope: No such file or directory", failures[2].message)
+    values, failures = core.read_files({ ("n"):rep(5000) }, nil, dir)
+    assert.same({ false }, values)
+    assert.equal("ENAMETOOLONG", failures[1].code)
   end)
 
-  it("give storage keys", function()
-    assert.equal("wildcard_.example.com", core.name_storage_key("*.Example.com"))
-    assert.equal("2001-db8--1", core.name_storage_key("2001:db8::1"))
-    assert.equal("example.com", core.name_storage_key("example.com."))
-    local v, err, code = core.name_storage_key("2001-db8--1")
-    assert.is_nil(v)
-    assert.equal("invalid", code)
-    assert.matches("IPv6 address 2001:db8::1", err, 1, true)
-  end)
-end)
-
-describe("core crypto bindings", function()
-  it("sha256 and sha256_hex", function()
-    assert.equal(32, #core.sha256("abc"))
-    assert.equal("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
-      core.sha256_hex("abc"))
-    assert.equal(core.sha256_hex("a\0b"), (core.sha256("a\0b"):gsub(".",
-      function(c) return string.format("%02x", c:byte()) end)))
-  end)
-
-  it("random_bytes", function()
-    assert.equal(0, #core.random_bytes(0))
-    assert.equal(32, #core.random_bytes(32))
-    assert.not_equal(core.random_bytes(16), core.random_bytes(16))
-    assert.has_error(function() core.random_bytes(-1) end)
-    assert.has_error(function() core.random_bytes(2 * 1024 * 1024) end)
-  end)
-
-  it("base64url: no padding, strict", function()
-    assert.equal("-__-", core.base64url_encode("\xfb\xff\xfe"))
-    assert.equal("Zm9vYg", core.base64url_encode("foob"))
-    assert.equal("foob", core.base64url_decode("Zm9vYg"))
-    for _, bad in ipairs { "Zm9vYg==", "Zm9vYh", "Zm9v+g", "Zm9 v", "Z" } do
-      local v, err, code = core.base64url_decode(bad)
-      assert.is_nil(v, bad)
-      assert.equal("invalid", code)
-      assert.matches("^base64url: ", err)
-    end
-  end)
-
-  it("base64: padded, strict", function()
-    assert.equal("+//+", core.base64_encode("\xfb\xff\xfe"))
-    assert.equal("Zm9vYg==", core.base64_encode("foob"))
-    assert.equal("foob", core.base64_decode("Zm9vYg=="))
-    for _, bad in ipairs { "Zm9vYg", "Zm9vYh==", "Zm9v-g==", "Zm9v\nYg==" } do
-      local v, _, code = core.base64_decode(bad)
-      assert.is_nil(v, bad)
-      assert.equal("invalid", code)
-    end
-  end)
-
-  it("round-trips every byte", function()
+  it("reuses its buffer across sizes (small after large, binary data)", function()
     local all = {}
     for i = 0, 255 do all[#all + 1] = string.char(i) end
     all = table.concat(all)
-    for n = 0, 7 do
-      local s = all:sub(1, 250 + n)
-      assert.equal(s, core.base64url_decode(core.base64url_encode(s)))
-      assert.equal(s, core.base64_decode(core.base64_encode(s)))
+    local paths, want = {}, {}
+    for i, size in ipairs { 100000, 3, 70000, 0, 5, 256 * 40 } do
+      local data = all:rep(size // 256 + 1):sub(1, size)
+      assert.is_true(core.write_atomic(dir .. "/f" .. i, data))
+      paths[i], want[i] = dir .. "/f" .. i, data
     end
+    local values = core.read_files(paths, 1024 * 1024)
+    for i = 1, #want do assert.equal(want[i], values[i], i) end
+    assert.same({ {}, {} }, { core.read_files({}) })
+  end)
+
+  it("raises on programming mistakes", function()
+    assert.has_error(function() core.read_files(nil) end)
+    assert.has_error(function() core.read_files({ 42 }) end)
+    assert.has_error(function() core.read_files({ "" }) end)
+    assert.has_error(function() core.read_files({ "a\0b" }) end)
+    assert.has_error(function() core.read_files({}, -1) end)
+    assert.has_error(function() core.read_files({}, nil, "") end)
+  end)
+end)
+
+describe("core.rename and core.fsync_dir", function()
+  local dir
+
+  before_each(function() dir = helpers.tmpdir() end)
+  after_each(function() helpers.rm_rf(dir) end)
+
+  it("move a file over another and sync a directory", function()
+    assert.is_true(core.write_atomic(dir .. "/from", "new", "0600"))
+    assert.is_true(core.write_atomic(dir .. "/to", "old", "0644"))
+    assert.is_true(core.rename(dir .. "/from", dir .. "/to"))
+    assert.equal("new", core.read_file(dir .. "/to"))
+    assert.equal("0600", core.stat(dir .. "/to").mode)
+    local ok, err, code = core.rename(dir .. "/from", dir .. "/to")
+    assert.is_nil(ok)
+    assert.equal("ENOENT", code)
+    assert.equal("rename " .. dir .. "/to: No such file or directory", err)
+    assert.is_true(core.fsync_dir(dir))
+    local _, _, c2 = core.fsync_dir(dir .. "/nope")
+    assert.equal("ENOENT", c2)
   end)
 end)
