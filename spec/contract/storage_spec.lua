@@ -804,6 +804,65 @@ describe("file storage", function()
     assert.same({ "site/a.crt" }, helpers.walk(dir .. "/site", "site"))
   end)
 
+  it("commits with the modes store uses, through a journal it cleans up", function()
+    local wide = file.new { root = dir, file_mode = "0644" }
+    assert.is_true(wide:commit { put = { ["certificates/i/n/n.crt"] = "CERT",
+      ["certificates/i/n/n.key"] = "KEY", ["certificates/i/n/n.json"] = "{}" } })
+    assert.equal("rw-r--r--", perms("certificates/i/n/n.crt"))
+    assert.equal("rw-------", perms("certificates/i/n/n.key"))
+    for _, d in ipairs { "certificates", "certificates/i", "certificates/i/n", "journal" } do
+      assert.equal("rwx------", perms(d), d)
+    end
+    assert.same({}, helpers.walk(dir .. "/journal"))
+    assert.same({ "certificates" }, s:list("", false))
+  end)
+
+  it("keeps a crashed commit's staging out of every listing, and recovers it", function()
+    core.clock_set(1700000000)
+    assert.is_true(s:store("certificates/i/n/n.crt", "OLD"))
+    s.crash_after = 2
+    assert.has_error(function()
+      s:commit { put = { ["certificates/i/n/n.crt"] = "NEW", ["certificates/i/n/n.key"] = "K" } }
+    end)
+    local staged = helpers.walk(dir .. "/journal")
+    assert.equal(3, #staged) -- the transaction folder and its two values, no manifest
+    assert.is_nil(staged[1]:match("manifest"))
+    assert.same({ "certificates" }, s:list("", false))
+    assert.same({ "certificates/i/n/n.crt" }, s:list("", true))
+    assert.same({ "certificates/i/n/n.crt" }, s:list("certificates", true))
+    assert.same({ 0, 1 }, { s:recover() })
+    assert.same({}, helpers.walk(dir .. "/journal"))
+    -- committed (2 staged + the manifest), then crashed after the first rename
+    s.crash_after = 4
+    assert.has_error(function()
+      s:commit { put = { ["certificates/i/n/n.crt"] = "NEW", ["certificates/i/n/n.key"] = "K" } }
+    end)
+    assert.equal("NEW", core.read_file(dir .. "/certificates/i/n/n.crt"))
+    assert.is_nil(io.open(dir .. "/certificates/i/n/n.key")) -- a mix, until recovery
+    local r = file.new { root = dir }
+    assert.same({ 1, 0 }, { r:recover() })
+    assert.equal("K", r:load("certificates/i/n/n.key"))
+    assert.equal("rw-------", perms("certificates/i/n/n.key"))
+    assert.same({}, helpers.walk(dir .. "/journal"))
+  end)
+
+  it("load_many is bounded and reports unreadable files", function()
+    local small = file.new { root = dir, max_bytes = 10 }
+    assert.is_true(small:store("big", ("x"):rep(11)))
+    assert.is_true(small:store("ok", ("x"):rep(10)))
+    assert.is_true(small:store("secret", "s"))
+    local found, failed = small:load_many { "big", "ok", "secret" }
+    assert.equal("toobig", failed.big.code)
+    assert.equal(("x"):rep(10), found.ok)
+    if io.popen("id -u"):read("l") ~= "0" then -- root reads anything
+      os.execute("chmod 000 '" .. dir .. "/secret'")
+      found, failed = small:load_many { "secret" }
+      os.execute("chmod 600 '" .. dir .. "/secret'")
+      assert.is_nil(found.secret)
+      assert.equal("EACCES", failed.secret.code)
+    end
+  end)
+
   it("bounds reads", function()
     local small = file.new { root = dir, max_bytes = 10 }
     assert.is_true(small:store("big", ("x"):rep(11)))
@@ -872,6 +931,32 @@ describe("file storage", function()
       core.clock_advance(6) -- 11 s after Caddy's last update
       assert_lock(s:lock("issue_cert_example.com"))
       assert.equal(s.owner, core.json_decode(read(LOCK)).owner)
+    end)
+
+    it("hold the grant, and the last token is kept beside them", function()
+      core.clock_set(1700000000)
+      local l = assert_lock(s:lock("issue_cert_example.com"))
+      local rec = assert(core.json_decode(read(LOCK)))
+      assert.equal(l.grant, rec.grant)
+      local tok = assert(core.json_decode(read("locks/issue_cert_example.com.token")))
+      assert.equal(l.token, tok.token)
+      assert.equal(l.grant, tok.grant)
+      assert.equal("rw-r--r--", perms("locks/issue_cert_example.com.token"))
+      assert.is_true(s:unlock(l))
+      assert.equal(l.token, core.json_decode(read("locks/issue_cert_example.com.token")).token)
+      -- a Caddy lock taken over when stale still takes the next token
+      write(LOCK, '{"created":"2023-11-14T22:13:20Z","updated":"2023-11-14T22:13:20Z"}\n')
+      core.clock_advance(11)
+      local l2 = assert_lock(s:lock("issue_cert_example.com"))
+      assert.equal(l.token + 1, l2.token)
+      -- an unreadable token file refuses the grant (a token must never go back)
+      assert.is_true(s:unlock(l2))
+      write("locks/issue_cert_example.com.token", "garbage")
+      local ok, err, code = s:lock("issue_cert_example.com")
+      assert.is_nil(ok)
+      assert.equal("EIO", code)
+      assert.matches("token", err, 1, true)
+      assert.is_nil(io.open(dir .. "/" .. LOCK)) -- and leaves no lock behind
     end)
 
     it("that stay unreadable become stale", function()

@@ -315,6 +315,78 @@ static void test_mkdir_stat(void)
     CHECK_STR(res.code, "ENOENT");
 }
 
+/* One buffer across many reads: grows for a large file, is reused (not
+ * reallocated) for the smaller ones after it, and stays valid on failures. */
+static void test_read_into(void)
+{
+    char p[512], q[512];
+    struct cm_result res;
+    struct cm_fileio_buf buf = {NULL, 0};
+    static char big[70000];
+    size_t len = 99, cap;
+    char *data;
+
+    memset(big, 'z', sizeof big);
+    path_in(p, sizeof p, "into-big");
+    path_in(q, sizeof q, "into-small");
+    CHECK(cm_fileio_write_atomic(p, big, sizeof big, 0600, &res) == CM_OK);
+    CHECK(cm_fileio_write_atomic(q, "abc", 3, 0600, &res) == CM_OK);
+
+    CHECK(cm_fileio_read_into(q, 100, &buf, &len, &res) == CM_OK);
+    CHECK(len == 3 && memcmp(buf.data, "abc", 4) == 0);
+    CHECK(cm_fileio_read_into(p, sizeof big, &buf, &len, &res) == CM_OK);
+    CHECK(len == sizeof big && memcmp(buf.data, big, len) == 0 && buf.data[len] == '\0');
+    cap = buf.cap;
+    data = buf.data;
+    CHECK(cap >= sizeof big);
+    CHECK(cm_fileio_read_into(q, 100, &buf, &len, &res) == CM_OK);
+    CHECK(len == 3 && memcmp(buf.data, "abc", 4) == 0);
+    CHECK(buf.data == data && buf.cap == cap); /* reused */
+
+    CHECK(cm_fileio_read_into(p, 10, &buf, &len, &res) == CM_ERR);
+    CHECK_STR(res.code, "toobig");
+    CHECK(len == 0 && buf.data == data);
+    CHECK(cm_fileio_read_into(dir, 10, &buf, &len, &res) == CM_ERR);
+    CHECK_STR(res.code, "EISDIR");
+    path_in(p, sizeof p, "into-none");
+    CHECK(cm_fileio_read_into(p, 10, &buf, &len, &res) == CM_ERR);
+    CHECK_STR(res.code, "ENOENT");
+
+    /* An empty file with a zero bound. */
+    path_in(p, sizeof p, "into-empty");
+    CHECK(cm_fileio_write_atomic(p, "", 0, 0600, &res) == CM_OK);
+    CHECK(cm_fileio_read_into(p, 0, &buf, &len, &res) == CM_OK);
+    CHECK(len == 0 && buf.data[0] == '\0');
+
+    cm_fileio_buf_free(&buf);
+    CHECK(buf.data == NULL && buf.cap == 0);
+    cm_fileio_buf_free(&buf); /* twice is fine */
+}
+
+static void test_rename_fsync_dir(void)
+{
+    char p[512], q[512];
+    struct cm_result res;
+    size_t len = 0;
+    char *got;
+
+    path_in(p, sizeof p, "ren-from");
+    path_in(q, sizeof q, "ren-to");
+    CHECK(cm_fileio_write_atomic(p, "new", 3, 0600, &res) == CM_OK);
+    CHECK(cm_fileio_write_atomic(q, "old", 3, 0644, &res) == CM_OK);
+    CHECK(cm_fileio_rename(p, q, &res) == CM_OK);
+    got = slurp(q, &len);
+    CHECK(got && len == 3 && memcmp(got, "new", 3) == 0);
+    free(got);
+    CHECK(perms_of(q) == 0600);
+    CHECK(cm_fileio_rename(p, q, &res) == CM_ERR);
+    CHECK_STR(res.code, "ENOENT");
+    CHECK(strstr(res.message, "rename ") == res.message);
+    CHECK(cm_fileio_fsync_dir(dir, &res) == CM_OK);
+    CHECK(cm_fileio_fsync_dir(p, &res) == CM_ERR);
+    CHECK_STR(res.code, "ENOENT");
+}
+
 static void test_errno_names(void)
 {
     CHECK_STR(cm_errno_name(ENOENT), "ENOENT");
@@ -338,6 +410,8 @@ int main(void)
     test_read_bounds();
     test_create_exclusive();
     test_mkdir_stat();
+    test_read_into();
+    test_rename_fsync_dir();
     test_errno_names();
     rm_rf(dir);
     return CHECK_DONE();
