@@ -20,9 +20,11 @@
  * move), so a probe compares names without touching the entry array.
  */
 #include "cache.h"
+#include "renewal.h"
 
 #include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -58,7 +60,6 @@ struct entry {
 };
 
 struct cm_cache {
-    pthread_rwlock_t lock;
     /* hot, parallel, capacity `cap` */
     double *due_at, *staple_at, *not_after;
     uint8_t *flags;
@@ -128,24 +129,6 @@ static const char *blob_str(const struct entry *e, uint32_t k, uint32_t *len)
     const uint32_t *off = blob_off(e);
     if (len) *len = off[k + 1] - off[k] - 1;
     return (const char *)e->blob + off[k];
-}
-
-/* On an initialised lock these fail only on a caller bug (EDEADLK: locking
- * again from inside the cache) or reader-count overflow; going on unlocked
- * would corrupt memory, so stop instead. */
-static void wrlock(struct cm_cache *c)
-{
-    if (pthread_rwlock_wrlock(&c->lock) != 0) abort();
-}
-
-static void rdlock(struct cm_cache *c)
-{
-    if (pthread_rwlock_rdlock(&c->lock) != 0) abort();
-}
-
-static void unlock(struct cm_cache *c)
-{
-    if (pthread_rwlock_unlock(&c->lock) != 0) abort();
 }
 
 static void hot_update(struct cm_cache *c, uint32_t i)
@@ -434,7 +417,7 @@ static int build_entry(const struct cm_cert_facts *f, struct built *out, struct 
         return cm_fail(res, "invalid", "cache add: chain length without chain DER");
     if (f->names.count) {
         out->keep = malloc(f->names.count * sizeof *out->keep);
-        if (!out->keep) return cm_fail(res, "nomem", "cache add: out of memory");
+        if (!out->keep) return cm_fail(res, "ENOMEM", "cache add: out of memory");
     }
     for (i = 0; i < f->names.count; i++) {
         if (!f->names.items[i] || !f->names.items[i][0]) continue;
@@ -460,7 +443,7 @@ static int build_entry(const struct cm_cert_facts *f, struct built *out, struct 
     blob = malloc((size_t)total);
     if (!blob) {
         free(out->keep); out->keep = NULL;
-        return cm_fail(res, "nomem", "cache add: out of memory");
+        return cm_fail(res, "ENOMEM", "cache add: out of memory");
     }
     memcpy(blob, f->sha256, BLOB_SHA);
     off = (uint32_t *)(void *)(blob + offs_at);
@@ -513,12 +496,7 @@ struct cm_cache *cm_cache_new(struct cm_result *res)
 {
     struct cm_cache *c = calloc(1, sizeof *c);
     if (!c) {
-        cm_fail(res, "nomem", "cache: out of memory");
-        return NULL;
-    }
-    if (pthread_rwlock_init(&c->lock, NULL) != 0) {
-        free(c);
-        cm_fail(res, "nomem", "cache: cannot make its lock");
+        cm_fail(res, "ENOMEM", "cache: out of memory");
         return NULL;
     }
     return c;
@@ -540,7 +518,6 @@ void cm_cache_free(struct cm_cache *c)
     free(c->ent); c->ent = NULL;
     free(c->idt); c->idt = NULL;
     free(c->nt); c->nt = NULL;
-    (void)pthread_rwlock_destroy(&c->lock);
     free(c);
 }
 
@@ -565,51 +542,18 @@ static void apply_opts(struct cm_cache *c, uint32_t s, const struct cm_cache_add
     hot_update(c, s);
 }
 
-int cm_cache_add(struct cm_cache *c, const struct cm_cert_facts *f,
-                 const struct cm_cache_add_opts *opts, struct cm_cache_id *id,
-                 int *existed, struct cm_result *res)
+/* Put a built entry into a fresh slot.  Takes the blob from *b on success;
+ * on failure (ENOMEM) the cache is unchanged and *b still owns it. */
+static int insert_built(struct cm_cache *c, struct built *b, uint32_t *slot,
+                        struct cm_result *res)
 {
-    struct cm_cache_add_opts none;
-    struct built b;
     uint32_t s, k;
-    int rc = CM_ERR;
-
-    if (!opts) {
-        cm_cache_add_opts_init(&none);
-        opts = &none;
-    }
-    if (existed) *existed = 0;
-    if (id) memcpy(id->sha256, f->sha256, 32);
-
-    /* Cheap path for a certificate we already hold (a reload). */
-    wrlock(c);
-    if (c->n && (s = id_find(c, f->sha256, NULL)) != EMPTY) {
-        apply_opts(c, s, opts);
-        unlock(c);
-        if (existed) *existed = 1;
-        return CM_OK;
-    }
-    unlock(c);
-
-    /* Pack the new entry outside the lock: copying is the slow part. */
-    if (build_entry(f, &b, res) != CM_OK) return CM_ERR;
-
-    wrlock(c);
-    if (c->n && (s = id_find(c, f->sha256, NULL)) != EMPTY) {
-        /* another thread added it meanwhile */
-        apply_opts(c, s, opts);
-        if (existed) *existed = 1;
-        rc = CM_OK;
-        goto out;
-    }
     if (slots_reserve(c, c->n + 1) != CM_OK || id_reserve(c, c->n + 1) != CM_OK ||
-        name_reserve(c, (uint64_t)c->name_count + b.e.nnames) != CM_OK) {
-        cm_fail(res, "nomem", "cache add: out of memory");
-        goto out;
-    }
+        name_reserve(c, (uint64_t)c->name_count + b->e.nnames) != CM_OK)
+        return cm_fail(res, "ENOMEM", "cache add: out of memory");
     s = c->n++;
-    c->ent[s] = b.e;
-    b.e.blob = NULL; /* owned by the cache now */
+    c->ent[s] = b->e;
+    b->e.blob = NULL; /* owned by the cache now */
     c->flags[s] = 0;
     id_put(c->idt, c->id_mask, id_tag(c->ent[s].sha256), s);
     for (k = 0; k < c->ent[s].nnames; k++) {
@@ -621,11 +565,274 @@ int cm_cache_add(struct cm_cache *c, const struct cm_cert_facts *f,
     c->name_count += c->ent[s].nnames;
     c->blob_bytes += c->ent[s].blob_len;
     c->der_bytes += (size_t)c->ent[s].der_len + c->ent[s].chain_len;
+    *slot = s;
+    return CM_OK;
+}
+
+int cm_cache_add(struct cm_cache *c, const struct cm_cert_facts *f,
+                 const struct cm_cache_add_opts *opts, struct cm_cache_id *id,
+                 int *existed, struct cm_result *res)
+{
+    struct cm_cache_add_opts none;
+    struct built b;
+    uint32_t s;
+
+    if (!opts) {
+        cm_cache_add_opts_init(&none);
+        opts = &none;
+    }
+    if (existed) *existed = 0;
+    if (id) memcpy(id->sha256, f->sha256, 32);
+
+    /* Cheap path for a certificate we already hold (a reload). */
+    if (c->n && (s = id_find(c, f->sha256, NULL)) != EMPTY) {
+        apply_opts(c, s, opts);
+        if (existed) *existed = 1;
+        return CM_OK;
+    }
+    if (build_entry(f, &b, res) != CM_OK) return CM_ERR;
+    if (insert_built(c, &b, &s, res) != CM_OK) {
+        free(b.e.blob); b.e.blob = NULL;
+        return CM_ERR;
+    }
     apply_opts(c, s, opts);
-    rc = CM_OK;
+    return CM_OK;
+}
+
+/* ---- many at once ------------------------------------------------------- */
+
+void cm_cache_many_opts_init(struct cm_cache_many_opts *o)
+{
+    o->managed = 1;
+    o->renew = NULL;
+    o->threads = 2;
+    o->first_index = 0;
+}
+
+/* Case-insensitive equality of two NUL-terminated names. */
+static int name_eq(const char *a, const char *b)
+{
+    for (; *a && lower(*a) == lower(*b); a++, b++) {}
+    return *a == '\0' && *b == '\0';
+}
+
+static int name_in(const char *name, const char *const *list, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (list[i] && name_eq(name, list[i])) return 1;
+    return 0;
+}
+
+/* The certificate's names and the expected ones, compared as sets (empty
+ * certificate names are ignored, as the cache ignores them). */
+static int names_match(const struct cm_strlist *have, const char *const *want, size_t nwant)
+{
+    size_t i;
+    for (i = 0; i < have->count; i++) {
+        const char *h = have->items[i];
+        if (h && h[0] && !name_in(h, want, nwant)) return 0;
+    }
+    for (i = 0; i < nwant; i++) {
+        size_t j;
+        int found = 0;
+        if (!want[i]) continue;
+        for (j = 0; j < have->count && !found; j++)
+            found = have->items[j] && name_eq(want[i], have->items[j]);
+        if (!found) return 0;
+    }
+    return 1;
+}
+
+/* Say in item->res that item i failed with code, keeping the cause's text. */
+static void item_fail(struct cm_cache_item *it, size_t num, const char *code, const char *why)
+{
+    char msg[sizeof it->res.message];
+    snprintf(msg, sizeof msg, "%s", why);
+    cm_fail(&it->res, code, "item %zu: %s", num, msg);
+    it->state = CM_CACHE_ITEM_ERROR;
+}
+
+/* The parse stage of one item, touching nothing but the item and *b (this
+ * runs on the parse threads): parse once, compare names, compute renew_at,
+ * pack the entry. */
+static void many_prepare(const struct cm_cache_many_opts *o, struct cm_cache_item *it,
+                         size_t i, struct built *b)
+{
+    struct cm_cert_facts f;
+    struct cm_result r;
+    size_t num = o->first_index + i;
+
+    memset(b, 0, sizeof *b);
+    cm_result_clear(&it->res);
+    it->state = CM_CACHE_ITEM_ERROR;
+    it->existed = 0;
+    it->not_before = it->not_after = 0;
+    it->renew_at = NAN;
+    if (!it->pem) {
+        item_fail(it, num, "invalid", "no PEM");
+        return;
+    }
+    if (cm_x509_parse_chain(it->pem, it->pem_len, &f, &r) != CM_OK) {
+        item_fail(it, num, r.code, r.message);
+        return;
+    }
+    memcpy(it->id.sha256, f.sha256, 32);
+    it->not_before = f.not_before;
+    it->not_after = f.not_after;
+    it->renew_at = o->renew ? cm_renewal_at((double)f.not_before, (double)f.not_after, NAN,
+                                            o->renew, NULL)
+                            : (double)f.not_after;
+    it->state = (it->names && !names_match(&f.names, it->names, it->names_count))
+                    ? CM_CACHE_ITEM_NAMES_CHANGED
+                    : CM_CACHE_ITEM_OK;
+    if (build_entry(&f, b, &r) != CM_OK) item_fail(it, num, r.code, r.message);
+    cm_cert_facts_free(&f);
+}
+
+/* The insert stage, in the calling thread, in item order. */
+static void many_insert(struct cm_cache *c, const struct cm_cache_many_opts *o,
+                        struct cm_cache_item *it, size_t i, struct built *b)
+{
+    struct cm_cache_add_opts ao;
+    struct cm_result r;
+    uint32_t s;
+
+    if (it->state == CM_CACHE_ITEM_ERROR) goto out;
+    cm_cache_add_opts_init(&ao);
+    ao.managed = o->managed ? 1 : 0;
+    ao.on_demand = it->on_demand ? 1 : 0;
+    if (o->renew) ao.renew_at = it->renew_at;
+    if (c->n && (s = id_find(c, it->id.sha256, NULL)) != EMPTY) {
+        /* held already (a reload, or twice in this batch) */
+        it->existed = 1;
+        apply_opts(c, s, &ao);
+        it->renew_at = c->ent[s].renew_at;
+        goto out;
+    }
+    if (insert_built(c, b, &s, &r) != CM_OK) {
+        item_fail(it, o->first_index + i, r.code, r.message);
+        goto out;
+    }
+    apply_opts(c, s, &ao);
 out:
-    unlock(c);
-    free(b.e.blob); b.e.blob = NULL;
+    free(b->e.blob); b->e.blob = NULL;
+}
+
+#define MANY_WINDOW 256u    /* items parsed ahead of the insert stage, at most */
+#define MANY_MAX_THREADS 16u
+
+struct many {
+    const struct cm_cache_many_opts *o;
+    struct cm_cache_item *items;
+    size_t n;
+    struct built ring[MANY_WINDOW];
+    size_t done[MANY_WINDOW]; /* i + 1 once ring[i % MANY_WINDOW] holds item i */
+    size_t next, limit;       /* next item to claim; claims stay below limit */
+    size_t awaited;           /* i + 1 while the inserter waits for item i, else 0 */
+    unsigned idle;            /* parse threads waiting for room */
+    pthread_mutex_t mu;
+    pthread_cond_t ready, space;
+};
+
+static void *many_worker(void *arg)
+{
+    struct many *m = arg;
+    for (;;) {
+        size_t i;
+        pthread_mutex_lock(&m->mu);
+        while (m->next < m->n && m->next >= m->limit) {
+            m->idle++;
+            pthread_cond_wait(&m->space, &m->mu);
+            m->idle--;
+        }
+        if (m->next >= m->n) {
+            pthread_mutex_unlock(&m->mu);
+            return NULL;
+        }
+        i = m->next++;
+        pthread_mutex_unlock(&m->mu);
+        many_prepare(m->o, &m->items[i], i, &m->ring[i % MANY_WINDOW]);
+        pthread_mutex_lock(&m->mu);
+        m->done[i % MANY_WINDOW] = i + 1;
+        if (m->awaited == i + 1) pthread_cond_signal(&m->ready);
+        pthread_mutex_unlock(&m->mu);
+    }
+}
+
+int cm_cache_add_many(struct cm_cache *c, struct cm_cache_item *items, size_t n,
+                      const struct cm_cache_many_opts *opts, struct cm_result *res)
+{
+    struct cm_cache_many_opts def;
+    struct many *m = NULL;
+    pthread_t tid[MANY_MAX_THREADS];
+    unsigned want, started = 0, t;
+    size_t i;
+    int sync = 0, rc = CM_ERR;
+
+    if (!opts) {
+        cm_cache_many_opts_init(&def);
+        opts = &def;
+    }
+    if (opts->renew && cm_renewal_opts_check(opts->renew, res) != CM_OK) return CM_ERR;
+    if (n == 0) return CM_OK;
+    if (!(m = calloc(1, sizeof *m))) return cm_fail(res, "ENOMEM", "cache add_many: out of memory");
+    m->o = opts;
+    m->items = items;
+    m->n = n;
+    m->limit = MANY_WINDOW;
+    want = opts->threads > MANY_MAX_THREADS ? MANY_MAX_THREADS : opts->threads;
+    if (want < 2 || n < 2 * (size_t)want) want = 0; /* one thread: no gain over inline */
+    if (want) {
+        if (pthread_mutex_init(&m->mu, NULL) != 0) want = 0;
+        else if (pthread_cond_init(&m->ready, NULL) != 0) {
+            pthread_mutex_destroy(&m->mu);
+            want = 0;
+        } else if (pthread_cond_init(&m->space, NULL) != 0) {
+            pthread_cond_destroy(&m->ready);
+            pthread_mutex_destroy(&m->mu);
+            want = 0;
+        } else {
+            sync = 1;
+        }
+    } else {
+        want = 0;
+    }
+    /* a thread that cannot be made is only less parallelism */
+    for (t = 0; t < want; t++) {
+        if (pthread_create(&tid[t], NULL, many_worker, m) != 0) break;
+        started++;
+    }
+    if (started == 0) {
+        for (i = 0; i < n; i++) {
+            many_prepare(opts, &items[i], i, &m->ring[0]);
+            many_insert(c, opts, &items[i], i, &m->ring[0]);
+        }
+    } else {
+        for (i = 0; i < n; i++) {
+            struct built *b = &m->ring[i % MANY_WINDOW];
+            pthread_mutex_lock(&m->mu);
+            while (m->done[i % MANY_WINDOW] != i + 1) {
+                m->awaited = i + 1;
+                pthread_cond_wait(&m->ready, &m->mu);
+            }
+            m->awaited = 0;
+            pthread_mutex_unlock(&m->mu);
+            many_insert(c, opts, &items[i], i, b);
+            pthread_mutex_lock(&m->mu);
+            m->limit = i + 1 + MANY_WINDOW;
+            if (m->idle) pthread_cond_broadcast(&m->space);
+            pthread_mutex_unlock(&m->mu);
+        }
+        for (t = 0; t < started; t++) pthread_join(tid[t], NULL);
+    }
+    rc = CM_OK;
+    if (sync) {
+        pthread_cond_destroy(&m->space);
+        pthread_cond_destroy(&m->ready);
+        pthread_mutex_destroy(&m->mu);
+    }
+    free(m); m = NULL;
     return rc;
 }
 
@@ -633,21 +840,17 @@ int cm_cache_remove(struct cm_cache *c, const struct cm_cache_id *id)
 {
     uint32_t s, bucket = 0;
     int found = 0;
-    wrlock(c);
     if (c->n && (s = id_find(c, id->sha256, &bucket)) != EMPTY) {
         slot_remove(c, s, bucket);
         found = 1;
     }
-    unlock(c);
     return found;
 }
 
 int cm_cache_has(struct cm_cache *c, const struct cm_cache_id *id)
 {
     int found;
-    rdlock(c);
     found = c->n && id_find(c, id->sha256, NULL) != EMPTY;
-    unlock(c);
     return found;
 }
 
@@ -681,7 +884,6 @@ int cm_cache_get(struct cm_cache *c, const struct cm_cache_id *id,
     int rc = CM_ERR;
 
     memset(out, 0, sizeof *out);
-    rdlock(c);
     if (!c->n || (s = id_find(c, id->sha256, NULL)) == EMPTY) {
         cm_fail(res, "ENOENT", "cache: no such certificate");
         goto out;
@@ -693,7 +895,7 @@ int cm_cache_get(struct cm_cache *c, const struct cm_cache_id *id,
     size = (size_t)nptr * sizeof(char *) + e->blob_len + errlen + e->staple_len;
     mem = malloc(size ? size : 1);
     if (!mem) {
-        cm_fail(res, "nomem", "cache get: out of memory");
+        cm_fail(res, "ENOMEM", "cache get: out of memory");
         goto out;
     }
     ptrs = (char **)(void *)mem;
@@ -738,9 +940,76 @@ int cm_cache_get(struct cm_cache *c, const struct cm_cache_id *id,
     mem = NULL;
     rc = CM_OK;
 out:
-    unlock(c);
     free(mem); mem = NULL;
     return rc;
+}
+
+int cm_cache_view(const struct cm_cache *c, const struct cm_cache_id *id,
+                  struct cm_cache_view *v)
+{
+    const struct entry *e;
+    const uint32_t *off;
+    uint32_t s, nn;
+
+    memset(v, 0, sizeof *v);
+    if (!c->n || (s = id_find(c, id->sha256, NULL)) == EMPTY) return 0;
+    e = &c->ent[s];
+    nn = e->nnames;
+    off = blob_off(e);
+    v->id = *id;
+    v->flags = c->flags[s];
+    v->not_before = e->not_before;
+    v->not_after = e->not_after;
+    v->renew_at = e->renew_at;
+    v->next_attempt = e->next_attempt;
+    v->attempts = e->attempts;
+    v->names_count = nn;
+    v->ocsp_count = e->nocsp;
+    v->crl_count = e->ncrl;
+    v->serial_hex = (const char *)e->blob + off[nn];
+    v->issuer = (const char *)e->blob + off[nn + 1];
+    v->subject = (const char *)e->blob + off[nn + 2];
+    v->last_error = e->last_error;
+    v->der = e->blob + e->der_off;
+    v->der_len = e->der_len;
+    v->chain_der = e->chain_len ? e->blob + e->der_off + e->der_len : NULL;
+    v->chain_der_len = e->chain_len;
+    v->chain_count = e->chain_count;
+    if (c->flags[s] & CM_CACHE_HAS_STAPLE) {
+        v->staple.status = (enum cm_ocsp_cert_status)e->staple_status;
+        v->staple.this_update = e->staple_this;
+        v->staple.next_update = e->staple_next;
+        v->staple.refresh_at = e->staple_refresh;
+        v->staple.der = e->staple_der;
+        v->staple.der_len = e->staple_len;
+    }
+    v->blob_ = e->blob;
+    v->off_ = off;
+    return 1;
+}
+
+const char *cm_cache_view_item(const struct cm_cache_view *v, enum cm_cache_list list,
+                               size_t i, size_t *len)
+{
+    size_t k;
+    switch (list) {
+    case CM_CACHE_NAMES:
+        if (i >= v->names_count) return NULL;
+        k = i;
+        break;
+    case CM_CACHE_OCSP_URLS:
+        if (i >= v->ocsp_count) return NULL;
+        k = v->names_count + 3 + i;
+        break;
+    case CM_CACHE_CRL_URLS:
+        if (i >= v->crl_count) return NULL;
+        k = v->names_count + 3 + v->ocsp_count + i;
+        break;
+    default:
+        return NULL;
+    }
+    if (len) *len = v->off_[k + 1] - v->off_[k] - 1;
+    return (const char *)v->blob_ + v->off_[k];
 }
 
 int cm_cache_cert_pem(const struct cm_cache_cert *cert, char **pem, size_t *len,
@@ -782,18 +1051,17 @@ int cm_cache_set(struct cm_cache *c, const struct cm_cache_id *id,
             st.refresh_at = st.this_update + (st.next_update - st.this_update) / 2;
         if (st.der_len) {
             if (!st.der) return cm_fail(res, "invalid", "cache set: staple without bytes");
-            if (!(sd = malloc(st.der_len))) return cm_fail(res, "nomem", "cache set: out of memory");
+            if (!(sd = malloc(st.der_len))) return cm_fail(res, "ENOMEM", "cache set: out of memory");
             memcpy(sd, st.der, st.der_len);
         }
     }
     if ((u->fields & CM_CACHE_SET_LAST_ERROR) && u->last_error) {
         if (!(err = dup_bounded(u->last_error, CM_CACHE_MAX_ERROR))) {
-            cm_fail(res, "nomem", "cache set: out of memory");
+            cm_fail(res, "ENOMEM", "cache set: out of memory");
             goto out_nolock;
         }
     }
 
-    wrlock(c);
     if (!c->n || (s = id_find(c, id->sha256, NULL)) == EMPTY) {
         cm_fail(res, "ENOENT", "cache: no such certificate");
         goto out;
@@ -837,7 +1105,6 @@ int cm_cache_set(struct cm_cache *c, const struct cm_cache_id *id,
     hot_update(c, s);
     rc = CM_OK;
 out:
-    unlock(c);
 out_nolock:
     free(err); err = NULL;
     free(sd); sd = NULL;
@@ -885,7 +1152,6 @@ int cm_cache_lookup(struct cm_cache *c, const char *name, size_t len, struct cm_
 
     if (len == 0 || memchr(name, '\0', len)) return 0; /* no name holds a NUL */
     if (!(q = lower_copy(name, len, stack, sizeof stack))) return 0;
-    rdlock(c);
     name_each(c, q, len, pick_best, &b);
     if (b.slot == EMPTY) {
         /* `*.` + everything after the first label; that label must be there */
@@ -897,7 +1163,6 @@ int cm_cache_lookup(struct cm_cache *c, const char *name, size_t len, struct cm_
         }
     }
     if (b.slot != EMPTY && id) memcpy(id->sha256, b.blob, BLOB_SHA);
-    unlock(c);
     if (q != stack) free(q);
     return b.slot != EMPTY;
 }
@@ -940,11 +1205,10 @@ int cm_cache_find(struct cm_cache *c, const char *name, size_t len,
     *count = 0;
     if (len == 0 || memchr(name, '\0', len)) return CM_OK;
     if (!(q = lower_copy(name, len, stack, sizeof stack)))
-        return cm_fail(res, "nomem", "cache find: out of memory");
-    rdlock(c);
+        return cm_fail(res, "ENOMEM", "cache find: out of memory");
     name_each(c, q, len, collect_slot, &k);
     if (k.failed) {
-        cm_fail(res, "nomem", "cache find: out of memory");
+        cm_fail(res, "ENOMEM", "cache find: out of memory");
         goto out;
     }
     /* latest not_after first (insertion sort: a name has a handful of certs) */
@@ -956,7 +1220,7 @@ int cm_cache_find(struct cm_cache *c, const char *name, size_t len,
     }
     if (k.n) {
         if (!(out = malloc(k.n * sizeof *out))) {
-            cm_fail(res, "nomem", "cache find: out of memory");
+            cm_fail(res, "ENOMEM", "cache find: out of memory");
             goto out;
         }
         for (i = 0; i < k.n; i++) memcpy(out[i].sha256, c->ent[k.slots[i]].sha256, 32);
@@ -966,7 +1230,6 @@ int cm_cache_find(struct cm_cache *c, const char *name, size_t len,
     out = NULL;
     rc = CM_OK;
 out:
-    unlock(c);
     free(k.slots); k.slots = NULL;
     free(out); out = NULL;
     if (q != stack) free(q);
@@ -1009,7 +1272,6 @@ static int scan(struct cm_cache *c, enum scan_kind kind, double now, double grac
     *ids = NULL;
     *count = 0;
     if (limit == 0) limit = SIZE_MAX;
-    rdlock(c);
     n = c->n;
 #define SCAN_LOOP(cond)                                                          \
     for (i = 0; i < n && b.n < limit; i++) {                                     \
@@ -1040,14 +1302,12 @@ static int scan(struct cm_cache *c, enum scan_kind kind, double now, double grac
     }
     }
 #undef SCAN_LOOP
-    unlock(c);
     *ids = b.ids;
     *count = b.n;
     return CM_OK;
 nomem:
-    unlock(c);
     free(b.ids); b.ids = NULL;
-    cm_fail(res, "nomem", "cache scan: out of memory");
+    cm_fail(res, "ENOMEM", "cache scan: out of memory");
     return rc;
 }
 
@@ -1078,16 +1338,13 @@ int cm_cache_ids(struct cm_cache *c, int managed, struct cm_cache_id **ids,
 size_t cm_cache_count(struct cm_cache *c)
 {
     size_t n;
-    rdlock(c);
     n = c->n;
-    unlock(c);
     return n;
 }
 
 size_t cm_cache_memory(struct cm_cache *c, size_t *der_bytes)
 {
     size_t total;
-    rdlock(c);
     total = sizeof *c;
     total += (size_t)c->cap * (sizeof *c->ent + sizeof *c->due_at + sizeof *c->staple_at +
                                sizeof *c->not_after + sizeof *c->flags);
@@ -1095,7 +1352,6 @@ size_t cm_cache_memory(struct cm_cache *c, size_t *der_bytes)
     if (c->nt) total += ((size_t)c->name_mask + 1) * sizeof *c->nt;
     total += c->blob_bytes + c->extra_bytes;
     if (der_bytes) *der_bytes = c->der_bytes;
-    unlock(c);
     return total;
 }
 

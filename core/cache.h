@@ -15,11 +15,12 @@
  * last slot into the hole and fixes both tables, so arrays stay dense and scans
  * never see dead entries.
  *
- * Locking: every function takes the cache's pthread rwlock itself (read for
- * lookups, copies and scans; write for changes).  Nothing handed out points
- * into the cache: scans and gets copy what they return, so the caller acts
- * outside the lock (acting inside it deadlocks as soon as the action touches
- * the cache again).
+ * Threads: the cache has no lock.  One thread (the loop's, which runs Lua)
+ * owns it; nothing multi-threaded uses it.  cm_cache_add_many parses on
+ * helper threads of its own, but those touch only their items, never the
+ * cache: every change to it happens in the calling thread.  What scans and
+ * cm_cache_get hand out is a copy; a cm_cache_view borrows and is valid only
+ * until the cache next changes.
  *
  * Times are Unix seconds as doubles (what cm_clock_now() returns).
  */
@@ -30,6 +31,7 @@
 #include <stdint.h>
 
 #include "ocsp.h"
+#include "renewal.h"
 #include "result.h"
 #include "x509.h"
 
@@ -107,7 +109,7 @@ struct cm_cache_cert {
     void *mem_;                     /* the one allocation behind all of the above */
 };
 
-/* Make an empty cache.  Returns NULL (and fills res, code "nomem") on failure.
+/* Make an empty cache.  Returns NULL (and fills res, code "ENOMEM") on failure.
  * The caller owns it and frees it with cm_cache_free. */
 struct cm_cache *cm_cache_new(struct cm_result *res);
 
@@ -122,7 +124,7 @@ void cm_cache_add_opts_init(struct cm_cache_add_opts *o);
  * If an entry with the same leaf hash exists, only the fields set in opts are
  * applied to it and *existed is 1; otherwise a new entry is made and *existed
  * is 0.  opts may be NULL (all unset).  id (may be NULL) receives the entry's
- * id.  Fails with "nomem", "toobig" (a list longer than CM_CACHE_MAX_LIST, or
+ * id.  Fails with "ENOMEM", "toobig" (a list longer than CM_CACHE_MAX_LIST, or
  * DER over 4 GiB) or "invalid" (no DER); on failure the cache is unchanged. */
 int cm_cache_add(struct cm_cache *c, const struct cm_cert_facts *f,
                  const struct cm_cache_add_opts *opts, struct cm_cache_id *id,
@@ -135,7 +137,7 @@ int cm_cache_remove(struct cm_cache *c, const struct cm_cache_id *id);
 int cm_cache_has(struct cm_cache *c, const struct cm_cache_id *id);
 
 /* Copy an entry out into *out (caller frees with cm_cache_cert_free).  Fails
- * with "ENOENT" (no such id; *out zeroed) or "nomem". */
+ * with "ENOENT" (no such id; *out zeroed) or "ENOMEM". */
 int cm_cache_get(struct cm_cache *c, const struct cm_cache_id *id,
                  struct cm_cache_cert *out, struct cm_result *res);
 
@@ -148,8 +150,88 @@ void cm_cache_cert_free(struct cm_cache_cert *cert);
 int cm_cache_cert_pem(const struct cm_cache_cert *cert, char **pem, size_t *len,
                       struct cm_result *res);
 
+/* A borrowed look at one entry (cm_cache_view): no copy, no PEM.  Pointers
+ * point into the cache and stay valid only until the next call that changes
+ * it (add, add_many, set, remove, free).  Lists are read with
+ * cm_cache_view_item. */
+struct cm_cache_view {
+    struct cm_cache_id id;
+    unsigned flags;
+    int64_t not_before, not_after;
+    double renew_at, next_attempt;
+    unsigned attempts;
+    size_t names_count, ocsp_count, crl_count;
+    const char *serial_hex, *issuer, *subject;
+    const char *last_error; /* NULL when there is none */
+    const unsigned char *der, *chain_der; /* leaf; rest of the chain (NULL if none) */
+    size_t der_len, chain_der_len, chain_count;
+    struct cm_cache_staple staple; /* meaningful when flags has CM_CACHE_HAS_STAPLE */
+    const unsigned char *blob_;    /* private */
+    const uint32_t *off_;
+};
+
+enum cm_cache_list { CM_CACHE_NAMES, CM_CACHE_OCSP_URLS, CM_CACHE_CRL_URLS };
+
+/* Fill *v for the entry id and return 1; 0 (and *v zeroed) when there is
+ * none.  Allocates nothing, so it cannot fail otherwise. */
+int cm_cache_view(const struct cm_cache *c, const struct cm_cache_id *id,
+                  struct cm_cache_view *v);
+
+/* Item i of a list of the viewed entry (names lower-case, in certificate
+ * order), NUL-terminated, *len (may be NULL) its length; NULL past the end. */
+const char *cm_cache_view_item(const struct cm_cache_view *v, enum cm_cache_list list,
+                               size_t i, size_t *len);
+
+/* ---- many at once --------------------------------------------------------- */
+
+/* One certificate of a cm_cache_add_many batch: what the caller fills in,
+ * then what happened to it.  Inputs are borrowed for the call. */
+struct cm_cache_item {
+    const char *pem; /* PEM chain, leaf first */
+    size_t pem_len;
+    const char *const *names; /* names the policy expects, or NULL: not compared */
+    size_t names_count;
+    int on_demand; /* 1 or 0 */
+    /* outcome */
+    enum { CM_CACHE_ITEM_OK, CM_CACHE_ITEM_NAMES_CHANGED, CM_CACHE_ITEM_ERROR } state;
+    int existed;               /* the cache held it already (or it came twice) */
+    struct cm_cache_id id;     /* unless state is ERROR */
+    int64_t not_before, not_after;
+    double renew_at;           /* the entry's renew_at (NAN on error) */
+    struct cm_result res;      /* when state is ERROR: "item N: ..." and the code */
+};
+
+/* Options of cm_cache_add_many.  Initialise with cm_cache_many_opts_init. */
+struct cm_cache_many_opts {
+    int managed;                         /* 1 (default) or 0 */
+    const struct cm_renewal_opts *renew; /* NULL (default): renew_at = not_after, as
+                                          * cm_cache_add; else cm_renewal_at's time */
+    unsigned threads;                    /* parse threads (default 2, at most 16);
+                                          * 0 or 1: parse in the calling thread */
+    size_t first_index;                  /* the number "item N" gives items[0] (default 0) */
+};
+
+void cm_cache_many_opts_init(struct cm_cache_many_opts *o);
+
+/* Add items[0..n) to the cache, each PEM parsed once.  Parsing (and packing
+ * each entry) runs on up to opts->threads helper threads, at most a few
+ * hundred items ahead; those threads touch only the items.  Insertion runs in
+ * the calling thread, in item order.  A new entry gets managed, on_demand and
+ * renew_at, next_attempt 0; an entry already held (also: the second of two
+ * equal PEMs in the batch) gets managed, on_demand and (with opts->renew)
+ * renew_at, and existed = 1.  state is NAMES_CHANGED when names is given and
+ * differs from the certificate's names as a set (ASCII case-insensitive); the
+ * certificate is cached all the same.  An item that fails (ERROR: "parse",
+ * "toobig", "invalid", "ENOMEM") leaves the cache as it was.  opts may be NULL
+ * (defaults).  Returns CM_OK whatever the items' outcomes; fails only with
+ * "invalid" (opts->renew out of range; nothing done) or "ENOMEM" (before
+ * anything was done).  The items array is the caller's; batches of a few
+ * thousand keep it small (each item carries a struct cm_result). */
+int cm_cache_add_many(struct cm_cache *c, struct cm_cache_item *items, size_t n,
+                      const struct cm_cache_many_opts *opts, struct cm_result *res);
+
 /* Apply *u to an entry.  Fails with "ENOENT" (no such id), "toobig" (staple
- * over CM_CACHE_MAX_STAPLE), "invalid" (a NaN time) or "nomem"; on failure the
+ * over CM_CACHE_MAX_STAPLE), "invalid" (a NaN time) or "ENOMEM"; on failure the
  * entry is unchanged. */
 int cm_cache_set(struct cm_cache *c, const struct cm_cache_id *id,
                  const struct cm_cache_update *u, struct cm_result *res);
@@ -164,13 +246,13 @@ int cm_cache_lookup(struct cm_cache *c, const char *name, size_t len,
 
 /* All ids carrying exactly `name` (case-insensitive; no wildcard matching), latest
  * not_after first, into a malloc'ed array *ids (caller frees; NULL when none).
- * Fails with "nomem". */
+ * Fails with "ENOMEM". */
 int cm_cache_find(struct cm_cache *c, const char *name, size_t len,
                   struct cm_cache_id **ids, size_t *count, struct cm_result *res);
 
 /* Scans.  Each copies matching ids (in slot order, which is arbitrary) into a
  * malloc'ed array *ids (caller frees; NULL when none), at most `limit` of them
- * (0 = no limit).  Fail only with "nomem".
+ * (0 = no limit).  Fail only with "ENOMEM".
  *
  * due:     managed, renew_at <= now and next_attempt <= now.
  * staples: names an OCSP responder, not expired (not_after > now), and has no

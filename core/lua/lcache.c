@@ -7,6 +7,7 @@
  * error raised by the Lua API cannot leak it.
  */
 #include "lcore.h"
+#include "lrenewal.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -25,7 +26,6 @@ struct lcache {
 
 /* Owner of the core's malloc'ed results while Lua values are built. */
 struct guard {
-    struct cm_cache_cert cert;
     char *pem;
     struct cm_cache_id *ids;
 };
@@ -33,7 +33,6 @@ struct guard {
 static int guard_gc(lua_State *L)
 {
     struct guard *g = luaL_checkudata(L, 1, GUARD_MT);
-    cm_cache_cert_free(&g->cert);
     free(g->pem); g->pem = NULL;
     free(g->ids); g->ids = NULL;
     return 0;
@@ -70,15 +69,6 @@ static void push_id(lua_State *L, const struct cm_cache_id *id)
     lua_pushlstring(L, hex, 64);
 }
 
-/* Whole seconds as integers (they print and serialise cleanly), else floats. */
-static void push_time(lua_State *L, double t)
-{
-    if (isfinite(t) && t == floor(t) && t >= -9.0e15 && t <= 9.0e15)
-        lua_pushinteger(L, (lua_Integer)t);
-    else
-        lua_pushnumber(L, t);
-}
-
 /* Push the ids of g->ids[0..n) as an array, then free them. */
 static int push_ids(lua_State *L, struct guard *g, size_t n)
 {
@@ -92,35 +82,14 @@ static int push_ids(lua_State *L, struct guard *g, size_t n)
     return 1;
 }
 
-/* Reject keys of the option table at idx that are not in allowed. */
-static void check_keys(lua_State *L, int idx, const char *what, const char *const allowed[])
-{
-    lua_pushnil(L);
-    while (lua_next(L, idx) != 0) {
-        size_t i;
-        int ok = 0;
-        lua_pop(L, 1);
-        if (lua_type(L, -1) == LUA_TSTRING) {
-            const char *k = lua_tostring(L, -1);
-            for (i = 0; allowed[i]; i++)
-                if (strcmp(k, allowed[i]) == 0) ok = 1;
-        }
-        if (!ok) {
-            const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
-                                                            : luaL_typename(L, -1);
-            luaL_error(L, "%s: unknown field '%s'", what, k);
-        }
-    }
-}
-
 /* Field `name` of the table at idx: pushes it and returns its type; raises if
  * it is present with a type other than want. */
 static int get_typed(lua_State *L, int idx, const char *what, const char *name, int want)
 {
     int t = lua_getfield(L, idx, name);
     if (t != LUA_TNIL && t != want)
-        luaL_error(L, "%s: field '%s' must be a %s, not %s", what, name, lua_typename(L, want),
-                   luaL_typename(L, -1));
+        cm_lua_opt_error(L, what, "option '%s' must be a %s, not %s", name, lua_typename(L, want),
+                         luaL_typename(L, -1));
     return t;
 }
 
@@ -171,18 +140,18 @@ static int l_add(lua_State *L)
     cm_cache_add_opts_init(&o);
     if (!lua_isnoneornil(L, 3)) {
         luaL_checktype(L, 3, LUA_TTABLE);
-        check_keys(L, 3, "cache:add", keys);
+        cm_lua_check_options(L, 3, "cache:add", keys);
         if (get_typed(L, 3, "cache:add", "managed", LUA_TBOOLEAN) != LUA_TNIL)
             o.managed = lua_toboolean(L, -1);
         if (get_typed(L, 3, "cache:add", "on_demand", LUA_TBOOLEAN) != LUA_TNIL)
             o.on_demand = lua_toboolean(L, -1);
         if (get_typed(L, 3, "cache:add", "renew_at", LUA_TNUMBER) != LUA_TNIL) {
             o.renew_at = lua_tonumber(L, -1);
-            if (isnan(o.renew_at)) luaL_error(L, "cache:add: field 'renew_at' is NaN");
+            if (isnan(o.renew_at)) luaL_error(L, "cache:add: option 'renew_at' is NaN");
         }
         if (get_typed(L, 3, "cache:add", "next_attempt", LUA_TNUMBER) != LUA_TNIL) {
             o.next_attempt = lua_tonumber(L, -1);
-            if (isnan(o.next_attempt)) luaL_error(L, "cache:add: field 'next_attempt' is NaN");
+            if (isnan(o.next_attempt)) luaL_error(L, "cache:add: option 'next_attempt' is NaN");
         }
         lua_pop(L, 4);
     }
@@ -196,80 +165,315 @@ static int l_add(lua_State *L)
     return 2;
 }
 
-/* ---- c:get(id) ---------------------------------------------------------- */
+/* ---- c:get(id [, {pem = false}]) --------------------------------------- */
 
+/* Push the view's list as an array of strings. */
+static void push_view_list(lua_State *L, const struct cm_cache_view *v, enum cm_cache_list list,
+                           size_t n)
+{
+    size_t i, len;
+    lua_createtable(L, n > INT32_MAX ? 0 : (int)n, 0);
+    for (i = 0; i < n; i++) {
+        const char *s = cm_cache_view_item(v, list, i, &len);
+        lua_pushlstring(L, s, len);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+}
+
+/* The entry as a table, read straight from the cache (nothing is copied but
+ * into Lua strings); the PEM and the staple's DER only when `pem` is set. */
 static int l_get(lua_State *L)
 {
+    static const char *const keys[] = {"pem", NULL};
     struct lcache *lc = check_open(L);
     struct cm_cache_id id;
+    struct cm_cache_view v;
     struct cm_result res;
-    struct guard *g;
+    struct guard *g = NULL;
     size_t pem_len = 0;
-    const struct cm_cache_cert *ct;
+    int want_pem = 1;
 
     check_id(L, 2, &id);
-    g = guard_push(L);
-    if (cm_cache_get(lc->c, &id, &g->cert, &res) != CM_OK) {
-        if (strcmp(res.code, "ENOENT") == 0) {
-            lua_pushnil(L);
-            return 1;
-        }
-        return cm_lua_fail(L, &res);
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        cm_lua_check_options(L, 3, "cache:get", keys);
+        if (get_typed(L, 3, "cache:get", "pem", LUA_TBOOLEAN) != LUA_TNIL)
+            want_pem = lua_toboolean(L, -1);
+        lua_pop(L, 1);
     }
-    if (cm_cache_cert_pem(&g->cert, &g->pem, &pem_len, &res) != CM_OK) return cm_lua_fail(L, &res);
-    ct = &g->cert;
+    if (want_pem) g = guard_push(L);
+    /* Nothing below changes the cache, so the view stays valid throughout. */
+    if (!cm_cache_view(lc->c, &id, &v)) {
+        lua_pushnil(L);
+        return 1;
+    }
+    if (want_pem && cm_x509_chain_pem(v.der, v.der_len, v.chain_der, v.chain_der_len, &g->pem,
+                                      &pem_len, &res) != CM_OK)
+        return cm_lua_fail(L, &res);
     lua_createtable(L, 0, 20);
-    push_id(L, &ct->id);
+    push_id(L, &v.id);
     lua_setfield(L, -2, "id");
-    cm_lua_push_strlist(L, &ct->names);
+    push_view_list(L, &v, CM_CACHE_NAMES, v.names_count);
     lua_setfield(L, -2, "names");
-    lua_pushboolean(L, (ct->flags & CM_CACHE_MANAGED) != 0);
+    lua_pushboolean(L, (v.flags & CM_CACHE_MANAGED) != 0);
     lua_setfield(L, -2, "managed");
-    lua_pushboolean(L, (ct->flags & CM_CACHE_ON_DEMAND) != 0);
+    lua_pushboolean(L, (v.flags & CM_CACHE_ON_DEMAND) != 0);
     lua_setfield(L, -2, "on_demand");
-    lua_pushstring(L, ct->issuer);
+    lua_pushstring(L, v.issuer);
     lua_setfield(L, -2, "issuer");
-    lua_pushstring(L, ct->subject);
+    lua_pushstring(L, v.subject);
     lua_setfield(L, -2, "subject");
-    lua_pushstring(L, ct->serial_hex);
+    lua_pushstring(L, v.serial_hex);
     lua_setfield(L, -2, "serial");
-    lua_pushinteger(L, (lua_Integer)ct->not_before);
+    lua_pushinteger(L, (lua_Integer)v.not_before);
     lua_setfield(L, -2, "not_before");
-    lua_pushinteger(L, (lua_Integer)ct->not_after);
+    lua_pushinteger(L, (lua_Integer)v.not_after);
     lua_setfield(L, -2, "not_after");
-    lua_pushlstring(L, g->pem, pem_len);
-    lua_setfield(L, -2, "pem");
-    cm_lua_push_strlist(L, &ct->ocsp_urls);
+    if (want_pem) {
+        lua_pushlstring(L, g->pem, pem_len);
+        lua_setfield(L, -2, "pem");
+        free(g->pem); g->pem = NULL; /* now rather than at the next collection */
+    }
+    push_view_list(L, &v, CM_CACHE_OCSP_URLS, v.ocsp_count);
     lua_setfield(L, -2, "ocsp_urls");
-    cm_lua_push_strlist(L, &ct->crl_urls);
+    push_view_list(L, &v, CM_CACHE_CRL_URLS, v.crl_count);
     lua_setfield(L, -2, "crl_urls");
-    push_time(L, ct->renew_at);
+    cm_lua_push_time(L, v.renew_at);
     lua_setfield(L, -2, "renew_at");
-    push_time(L, ct->next_attempt);
+    cm_lua_push_time(L, v.next_attempt);
     lua_setfield(L, -2, "next_attempt");
-    lua_pushinteger(L, (lua_Integer)ct->attempts);
+    lua_pushinteger(L, (lua_Integer)v.attempts);
     lua_setfield(L, -2, "attempts");
-    if (ct->last_error) {
-        lua_pushstring(L, ct->last_error);
+    if (v.last_error) {
+        lua_pushstring(L, v.last_error);
         lua_setfield(L, -2, "last_error");
     }
-    if (ct->flags & CM_CACHE_HAS_STAPLE) {
+    if (v.flags & CM_CACHE_HAS_STAPLE) {
         lua_createtable(L, 0, 5);
-        lua_pushstring(L, cm_ocsp_status_name(ct->staple.status));
+        lua_pushstring(L, cm_ocsp_status_name(v.staple.status));
         lua_setfield(L, -2, "status");
-        push_time(L, ct->staple.this_update);
+        cm_lua_push_time(L, v.staple.this_update);
         lua_setfield(L, -2, "this_update");
-        push_time(L, ct->staple.next_update);
+        cm_lua_push_time(L, v.staple.next_update);
         lua_setfield(L, -2, "next_update");
-        push_time(L, ct->staple.refresh_at);
+        cm_lua_push_time(L, v.staple.refresh_at);
         lua_setfield(L, -2, "refresh_at");
-        lua_pushlstring(L, (const char *)ct->staple.der, ct->staple.der_len);
-        lua_setfield(L, -2, "der");
+        if (want_pem) {
+            lua_pushlstring(L, (const char *)v.staple.der, v.staple.der_len);
+            lua_setfield(L, -2, "der");
+        }
         lua_setfield(L, -2, "ocsp");
     }
-    /* release now rather than at the next collection */
-    cm_cache_cert_free(&g->cert);
-    free(g->pem); g->pem = NULL;
+    return 1;
+}
+
+/* ---- c:add_many(pems, opts) ------------------------------------------- */
+
+#define MANY_CHUNK 2048          /* items handed to the core at once */
+#define MANY_MAX_THREADS 64
+
+/* Stack slots of l_add_many. */
+enum { A_PEMS = 2, A_OPTS, A_ON_DEMAND, A_NAMES, A_RESULT, A_ITEMS };
+
+static const char *const MANY_FIELDS[] = {"id", "state", "error", "code", "not_before",
+                                          "not_after", "renew_at", NULL};
+
+static const char *item_state_name(int state)
+{
+    switch (state) {
+    case CM_CACHE_ITEM_OK: return "ok";
+    case CM_CACHE_ITEM_NAMES_CHANGED: return "names_changed";
+    default: return "error";
+    }
+}
+
+/* Raise unless every element 1..n of the array at idx (if a table) passes. */
+static void check_many_args(lua_State *L, lua_Integer n)
+{
+    lua_Integer i, k, m;
+    for (i = 1; i <= n; i++) {
+        if (lua_rawgeti(L, A_PEMS, i) != LUA_TSTRING)
+            cm_lua_opt_error(L, "cache:add_many", "pems[%d] must be a string, not %s", (int)i,
+                             luaL_typename(L, -1));
+        lua_pop(L, 1);
+    }
+    if (lua_istable(L, A_ON_DEMAND)) {
+        for (i = 1; i <= n; i++) {
+            int t = lua_rawgeti(L, A_ON_DEMAND, i);
+            if (t != LUA_TNIL && t != LUA_TBOOLEAN)
+                cm_lua_opt_error(L, "cache:add_many", "option 'on_demand[%d]' must be a boolean, not %s",
+                                 (int)i, luaL_typename(L, -1));
+            lua_pop(L, 1);
+        }
+    }
+    if (lua_istable(L, A_NAMES)) {
+        for (i = 1; i <= n; i++) {
+            int t = lua_rawgeti(L, A_NAMES, i);
+            if (t == LUA_TTABLE) {
+                m = (lua_Integer)lua_rawlen(L, -1);
+                if (m > CM_CACHE_MAX_LIST)
+                    cm_lua_opt_error(L, "cache:add_many", "option 'names[%d]' has more than %d names",
+                                     (int)i, CM_CACHE_MAX_LIST);
+                for (k = 1; k <= m; k++) {
+                    if (lua_rawgeti(L, -1, k) != LUA_TSTRING)
+                        cm_lua_opt_error(L, "cache:add_many",
+                                         "option 'names[%d][%d]' must be a string, not %s", (int)i,
+                                         (int)k, luaL_typename(L, -1));
+                    lua_pop(L, 1);
+                }
+            } else if (t != LUA_TNIL) {
+                cm_lua_opt_error(L, "cache:add_many", "option 'names[%d]' must be a table, not %s",
+                                 (int)i, luaL_typename(L, -1));
+            }
+            lua_pop(L, 1);
+        }
+    }
+}
+
+/* Fill items[0..cnt) from Lua items first+1..first+cnt; names pointers go to
+ * a userdata pushed on the stack (popped by the caller after the core ran). */
+static void fill_items(lua_State *L, struct cm_cache_item *items, lua_Integer first, size_t cnt)
+{
+    const char **ptrs = NULL;
+    size_t total = 0, j, used = 0;
+    if (lua_istable(L, A_NAMES)) {
+        for (j = 0; j < cnt; j++) {
+            if (lua_rawgeti(L, A_NAMES, first + (lua_Integer)j + 1) == LUA_TTABLE)
+                total += lua_rawlen(L, -1);
+            lua_pop(L, 1);
+        }
+    }
+    ptrs = lua_newuserdatauv(L, (total ? total : 1) * sizeof *ptrs, 0);
+    for (j = 0; j < cnt; j++) {
+        struct cm_cache_item *it = &items[j];
+        lua_Integer li = first + (lua_Integer)j + 1;
+        memset(it, 0, sizeof *it);
+        lua_rawgeti(L, A_PEMS, li);
+        it->pem = lua_tolstring(L, -1, &it->pem_len); /* the pems table keeps it */
+        lua_pop(L, 1);
+        if (lua_istable(L, A_ON_DEMAND)) {
+            lua_rawgeti(L, A_ON_DEMAND, li);
+            it->on_demand = lua_toboolean(L, -1);
+            lua_pop(L, 1);
+        }
+        if (lua_istable(L, A_NAMES)) {
+            if (lua_rawgeti(L, A_NAMES, li) == LUA_TTABLE) {
+                size_t k, m = lua_rawlen(L, -1);
+                it->names = ptrs + used;
+                it->names_count = m;
+                for (k = 0; k < m; k++) {
+                    lua_rawgeti(L, -1, (lua_Integer)k + 1);
+                    ptrs[used++] = lua_tostring(L, -1); /* the names table keeps it */
+                    lua_pop(L, 1);
+                }
+            }
+            lua_pop(L, 1);
+        }
+    }
+}
+
+/* Store item j's outcome at index li of the result arrays. */
+static void push_outcome(lua_State *L, const struct cm_cache_item *it, lua_Integer li)
+{
+    lua_getfield(L, A_RESULT, "state");
+    lua_pushstring(L, item_state_name(it->state));
+    lua_rawseti(L, -2, li);
+    lua_pop(L, 1);
+    if (it->state == CM_CACHE_ITEM_ERROR) {
+        lua_getfield(L, A_RESULT, "error");
+        lua_pushstring(L, it->res.message[0] ? it->res.message : "error");
+        lua_rawseti(L, -2, li);
+        lua_getfield(L, A_RESULT, "code");
+        lua_pushstring(L, it->res.code[0] ? it->res.code : "error");
+        lua_rawseti(L, -2, li);
+        lua_pop(L, 2);
+        return;
+    }
+    lua_getfield(L, A_RESULT, "id");
+    push_id(L, &it->id);
+    lua_rawseti(L, -2, li);
+    lua_getfield(L, A_RESULT, "not_before");
+    lua_pushinteger(L, (lua_Integer)it->not_before);
+    lua_rawseti(L, -2, li);
+    lua_getfield(L, A_RESULT, "not_after");
+    lua_pushinteger(L, (lua_Integer)it->not_after);
+    lua_rawseti(L, -2, li);
+    lua_getfield(L, A_RESULT, "renew_at");
+    cm_lua_push_time(L, it->renew_at);
+    lua_rawseti(L, -2, li);
+    lua_pop(L, 4);
+}
+
+static int l_add_many(lua_State *L)
+{
+    static const char *const keys[] = {"managed", "on_demand", "names", "renew", "threads", NULL};
+    static const char what[] = "cache:add_many";
+    struct lcache *lc = check_open(L);
+    struct cm_cache_many_opts mo;
+    struct cm_renewal_opts ro;
+    struct cm_cache_item *items;
+    lua_Integer n, first;
+    int k;
+
+    luaL_checktype(L, A_PEMS, LUA_TTABLE);
+    lua_settop(L, A_OPTS);
+    cm_cache_many_opts_init(&mo);
+    lua_pushnil(L); /* A_ON_DEMAND */
+    lua_pushnil(L); /* A_NAMES */
+    if (!lua_isnil(L, A_OPTS)) {
+        luaL_checktype(L, A_OPTS, LUA_TTABLE);
+        cm_lua_check_options(L, A_OPTS, what, keys);
+        if (get_typed(L, A_OPTS, what, "managed", LUA_TBOOLEAN) != LUA_TNIL)
+            mo.managed = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+        get_typed(L, A_OPTS, what, "on_demand", LUA_TTABLE);
+        lua_replace(L, A_ON_DEMAND);
+        get_typed(L, A_OPTS, what, "names", LUA_TTABLE);
+        lua_replace(L, A_NAMES);
+        if (get_typed(L, A_OPTS, what, "renew", LUA_TTABLE) != LUA_TNIL) {
+            cm_lua_renewal_opts(L, -1, "cache:add_many: renew", &ro);
+            mo.renew = &ro;
+        }
+        lua_pop(L, 1);
+        if (get_typed(L, A_OPTS, what, "threads", LUA_TNUMBER) != LUA_TNIL) {
+            lua_Integer t;
+            if (!lua_isinteger(L, -1) || (t = lua_tointeger(L, -1)) < 0 || t > MANY_MAX_THREADS)
+                cm_lua_opt_error(L, what, "option 'threads' must be an integer in 0..%d",
+                                 MANY_MAX_THREADS);
+            mo.threads = (unsigned)lua_tointeger(L, -1);
+        }
+        lua_pop(L, 1);
+    }
+    n = (lua_Integer)lua_rawlen(L, A_PEMS);
+    if (n > INT32_MAX) cm_lua_opt_error(L, what, "too many certificates");
+    /* every argument is checked before the cache changes at all */
+    check_many_args(L, n);
+
+    lua_createtable(L, 0, 7); /* A_RESULT */
+    for (k = 0; MANY_FIELDS[k]; k++) {
+        int sparse = strcmp(MANY_FIELDS[k], "error") == 0 || strcmp(MANY_FIELDS[k], "code") == 0;
+        lua_createtable(L, sparse ? 0 : (int)n, 0);
+        lua_setfield(L, -2, MANY_FIELDS[k]);
+    }
+    /* A_ITEMS: Lua owns the items, so a raise never leaks them */
+    items = lua_newuserdatauv(L, (size_t)(n < MANY_CHUNK ? (n ? n : 1) : MANY_CHUNK) * sizeof *items, 0);
+    for (first = 0; first < n; first += MANY_CHUNK) {
+        size_t cnt = (size_t)(n - first < MANY_CHUNK ? n - first : MANY_CHUNK), j;
+        struct cm_result res;
+        fill_items(L, items, first, cnt); /* pushes the names userdata */
+        mo.first_index = (size_t)first + 1;
+        if (cm_cache_add_many(lc->c, items, cnt, &mo, &res) != CM_OK) {
+            /* nothing of this chunk was done: say so on each item */
+            for (j = 0; j < cnt; j++) {
+                items[j].state = CM_CACHE_ITEM_ERROR;
+                cm_fail(&items[j].res, res.code, "item %zu: %s", (size_t)first + j + 1,
+                        res.message);
+            }
+        }
+        lua_pop(L, 1); /* the names userdata */
+        for (j = 0; j < cnt; j++) push_outcome(L, &items[j], first + (lua_Integer)j + 1);
+    }
+    lua_settop(L, A_RESULT);
     return 1;
 }
 
@@ -316,26 +520,26 @@ static void read_staple(lua_State *L, int idx, struct cm_cache_staple *st)
     int status;
     size_t len;
 
-    check_keys(L, idx, what, keys);
+    cm_lua_check_options(L, idx, what, keys);
     memset(st, 0, sizeof *st);
     if (get_typed(L, idx, what, "status", LUA_TSTRING) == LUA_TNIL)
-        luaL_error(L, "%s: field 'status' is required", what);
+        luaL_error(L, "%s: option 'status' is required", what);
     status = cm_ocsp_status_parse(lua_tostring(L, -1));
     if (status < 0)
         luaL_error(L, "%s: status must be good, revoked or unknown, not '%s'", what,
                    lua_tostring(L, -1));
     st->status = (enum cm_ocsp_cert_status)status;
     if (get_typed(L, idx, what, "this_update", LUA_TNUMBER) == LUA_TNIL)
-        luaL_error(L, "%s: field 'this_update' is required", what);
+        luaL_error(L, "%s: option 'this_update' is required", what);
     st->this_update = lua_tonumber(L, -1);
     if (get_typed(L, idx, what, "next_update", LUA_TNUMBER) == LUA_TNIL)
-        luaL_error(L, "%s: field 'next_update' is required", what);
+        luaL_error(L, "%s: option 'next_update' is required", what);
     st->next_update = lua_tonumber(L, -1);
     st->refresh_at = NAN;
     if (get_typed(L, idx, what, "refresh_at", LUA_TNUMBER) != LUA_TNIL)
         st->refresh_at = lua_tonumber(L, -1);
     if (get_typed(L, idx, what, "der", LUA_TSTRING) == LUA_TNIL)
-        luaL_error(L, "%s: field 'der' is required", what);
+        luaL_error(L, "%s: option 'der' is required", what);
     /* the string stays referenced by the fields table, which the caller keeps */
     st->der = (const unsigned char *)lua_tolstring(L, -1, &len);
     st->der_len = len;
@@ -359,7 +563,7 @@ static int l_set(lua_State *L)
     check_id(L, 2, &id);
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);
-    check_keys(L, 3, what, keys);
+    cm_lua_check_options(L, 3, what, keys);
     memset(&u, 0, sizeof u);
     if (get_typed(L, 3, what, "managed", LUA_TBOOLEAN) != LUA_TNIL) {
         u.fields |= CM_CACHE_SET_MANAGED;
@@ -372,19 +576,19 @@ static int l_set(lua_State *L)
     if (get_typed(L, 3, what, "renew_at", LUA_TNUMBER) != LUA_TNIL) {
         u.fields |= CM_CACHE_SET_RENEW_AT;
         u.renew_at = lua_tonumber(L, -1);
-        if (isnan(u.renew_at)) luaL_error(L, "%s: field 'renew_at' is NaN", what);
+        if (isnan(u.renew_at)) luaL_error(L, "%s: option 'renew_at' is NaN", what);
     }
     if (get_typed(L, 3, what, "next_attempt", LUA_TNUMBER) != LUA_TNIL) {
         u.fields |= CM_CACHE_SET_NEXT_ATTEMPT;
         u.next_attempt = lua_tonumber(L, -1);
-        if (isnan(u.next_attempt)) luaL_error(L, "%s: field 'next_attempt' is NaN", what);
+        if (isnan(u.next_attempt)) luaL_error(L, "%s: option 'next_attempt' is NaN", what);
     }
     if (get_typed(L, 3, what, "attempts", LUA_TNUMBER) != LUA_TNIL) {
         lua_Integer a;
-        if (!lua_isinteger(L, -1)) luaL_error(L, "%s: field 'attempts' must be an integer", what);
+        if (!lua_isinteger(L, -1)) luaL_error(L, "%s: option 'attempts' must be an integer", what);
         a = lua_tointeger(L, -1);
         if (a < 0 || a > UINT32_MAX)
-            luaL_error(L, "%s: field 'attempts' out of range", what);
+            luaL_error(L, "%s: option 'attempts' out of range", what);
         u.fields |= CM_CACHE_SET_ATTEMPTS;
         u.attempts = (unsigned)a;
     }
@@ -397,7 +601,7 @@ static int l_set(lua_State *L)
         u.fields |= CM_CACHE_SET_LAST_ERROR;
         u.last_error = NULL;
     } else if (t != LUA_TNIL) {
-        luaL_error(L, "%s: field 'last_error' must be a string or false", what);
+        luaL_error(L, "%s: option 'last_error' must be a string or false", what);
     }
     t = lua_getfield(L, 3, "ocsp");
     if (t == LUA_TTABLE) {
@@ -408,7 +612,7 @@ static int l_set(lua_State *L)
         u.fields |= CM_CACHE_SET_OCSP;
         u.ocsp = NULL;
     } else if (t != LUA_TNIL) {
-        luaL_error(L, "%s: field 'ocsp' must be a table or false", what);
+        luaL_error(L, "%s: option 'ocsp' must be a table or false", what);
     }
     /* last_error and ocsp stay on the stack, so the borrowed strings live */
     if (cm_cache_set(lc->c, &id, &u, &res) != CM_OK) {
@@ -480,7 +684,7 @@ static int l_ids(lua_State *L)
     struct guard *g;
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
-        check_keys(L, 2, "cache:ids", keys);
+        cm_lua_check_options(L, 2, "cache:ids", keys);
         if (get_typed(L, 2, "cache:ids", "managed", LUA_TBOOLEAN) != LUA_TNIL)
             managed = lua_toboolean(L, -1);
         lua_pop(L, 1);
@@ -510,6 +714,7 @@ int cm_lua_open_cache(lua_State *L)
 {
     static const luaL_Reg methods[] = {
         {"add", l_add},
+        {"add_many", l_add_many},
         {"get", l_get},
         {"lookup", l_lookup},
         {"find", l_find},

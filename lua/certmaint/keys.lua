@@ -122,12 +122,22 @@ function M.issuer_key(url)
   return key
 end
 
+-- Issuer keys already found safe. A store has one or a few issuers, and every
+-- key builder checks its issuer, so each is checked once (keys.safe costs
+-- grow with the key's length). Bounded, in case a caller makes keys up.
+local checked_issuers, checked_count = {}, 0
+local MAX_CHECKED = 256
+
 local function check_issuer(issuer_key, what)
+  if checked_issuers[issuer_key] then return end
   check_string(issuer_key, what, 3)
   if issuer_key == "" or M.safe(issuer_key) ~= issuer_key then
     error(string.format("keys.%s: %q is not an issuer key (use keys.issuer_key)", what,
       issuer_key), 3)
   end
+  if checked_count >= MAX_CHECKED then checked_issuers, checked_count = {}, 0 end
+  checked_issuers[issuer_key] = true
+  checked_count = checked_count + 1
 end
 
 --- keys.certs_prefix(issuer_key) -> "certificates/<issuer>"
@@ -164,13 +174,15 @@ function M.meta(issuer_key, name)
 end
 
 --- keys.site_files(issuer_key, name) -> {site=, cert=, private_key=, meta=}
+-- The four keys of a site from one name_key call and one issuer check (what a
+-- bulk load wants: keys.cert + keys.private_key + keys.meta + keys.site would
+-- normalise the name four times).
 function M.site_files(issuer_key, name)
-  return {
-    site = M.site(issuer_key, name),
-    cert = M.cert(issuer_key, name),
-    private_key = M.private_key(issuer_key, name),
-    meta = M.meta(issuer_key, name),
-  }
+  check_issuer(issuer_key, "site_files")
+  local nk = M.name_key(name)
+  local site = M.CERTS_PREFIX .. "/" .. issuer_key .. "/" .. nk
+  local base = site .. "/" .. nk
+  return { site = site, cert = base .. ".crt", private_key = base .. ".key", meta = base .. ".json" }
 end
 
 --- keys.staging(issuer_key, name) -> "staging/<issuer>/<namekey>": where a
@@ -185,22 +197,20 @@ end
 --- keys.staging_files(issuer_key, name) -> {site=, cert=, private_key=, meta=}
 -- inside keys.staging(), named like the site's own files.
 function M.staging_files(issuer_key, name)
-  return {
-    site = M.staging(issuer_key, name),
-    cert = site_file(M.STAGING_PREFIX, issuer_key, name, ".crt", "staging_files"),
-    private_key = site_file(M.STAGING_PREFIX, issuer_key, name, ".key", "staging_files"),
-    meta = site_file(M.STAGING_PREFIX, issuer_key, name, ".json", "staging_files"),
-  }
+  check_issuer(issuer_key, "staging_files")
+  local nk = M.name_key(name)
+  local site = M.STAGING_PREFIX .. "/" .. issuer_key .. "/" .. nk
+  local base = site .. "/" .. nk
+  return { site = site, cert = base .. ".crt", private_key = base .. ".key", meta = base .. ".json" }
 end
 
---- keys.fast_hash(data) -> 8 hex digits of FNV-1a 32 (certmagic's fastHash),
--- what certmagic puts after the name in an OCSP staple's key (of the PEM bundle).
+--- keys.fast_hash(data) -> FNV-1a 32 in hex (certmagic's fastHash), what
+-- certmagic puts after the name in an OCSP staple's key (of the PEM bundle).
+-- Like Go's fmt "%x" it has no leading zeros (so "1a2b3c", not "001a2b3c"):
+-- the key must be the one Caddy writes and looks for.
 function M.fast_hash(data)
   check_string(data, "fast_hash", 2)
-  local h = 0x811c9dc5
-  for i = 1, #data do
-    h = ((h ~ data:byte(i)) * 0x01000193) & 0xffffffff
-  end
+  local _, h = core.fnv1a32(data)
   return string.format("%x", h)
 end
 

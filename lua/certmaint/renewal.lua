@@ -65,6 +65,8 @@
 --
 -- Boundaries are strict everywhere: due once now > renew_at (certmagic uses
 -- time.Now().After(renewalWindowStart)).
+local core = require "certmaint.core"
+
 local M = {}
 
 M.DEFAULT_RATIO = 1 / 3
@@ -107,51 +109,21 @@ function M.default_ratio(lifetime)
   return M.DEFAULT_RATIO
 end
 
--- FNV-1a (32 bit) of a string, as a fraction in [0, 1).
-local function spread(s)
-  local h = 2166136261
-  for i = 1, #s do
-    h = ((h ~ s:byte(i)) * 16777619) & 0xffffffff
-  end
-  return h / 4294967296.0
-end
+-- The rule itself is C (core/renewal.c: core.renew_at, core.needs_renewal,
+-- core.ari_point), the one implementation the cache's bulk load uses too;
+-- this module keeps the Lua API and its argument checks.
 
 --- The point inside the ARI window this certificate renews at, or nil when
 -- the certificate has no usable window.
 function M.ari_point(cert)
-  local ari = cert.ari
-  if type(ari) ~= "table" then return nil end
-  local s, e = ari.start, ari["end"]
-  if type(s) ~= "number" or type(e) ~= "number" or e < s then return nil end
-  local serial = cert.serial
-  if type(serial) ~= "string" or serial == "" then return s end
-  -- case and separators do not change the serial's identity
-  local norm = serial:lower():gsub("[^%x]", "")
-  if norm == "" then return s end
-  return s + math.floor(spread(norm) * (e - s))
+  return core.ari_point(cert.ari, cert.serial)
 end
 
--- Every layer's time, in the order the layers are consulted.
-local function layers(cert, opts)
-  local nb, na = cert.not_before, cert.not_after
-  local lifetime = na - nb
-  if lifetime < 0 then lifetime = 0 end
-  local explicit = opts.explicit_ratio
-  if explicit == nil then explicit = opts.ratio ~= nil end
-  local ratio = opts.ratio or M.default_ratio(lifetime)
-  local interval = opts.check_interval or M.DEFAULT_CHECK_INTERVAL
-  local out = {}
-  local ari = M.ari_point(cert)
-  if ari then
-    out[#out + 1] = { "ari", ari }
-    out[#out + 1] = { "emergency", na - lifetime * M.EMERGENCY_RATIO }
-  end
-  if not ari or explicit then
-    out[#out + 1] = { "window", na - lifetime * ratio }
-  end
-  local guard = math.max(lifetime * M.IMMINENT_RATIO, M.IMMINENT_CHECKS * interval)
-  out[#out + 1] = { "expiring", na - math.min(guard, lifetime * M.IMMINENT_CAP) }
-  return out
+-- The core's options for cert: the caller's, plus what the ARI layer needs.
+local function core_opts(cert, opts)
+  if cert.ari == nil then return opts end
+  return { ratio = opts.ratio, explicit_ratio = opts.explicit_ratio,
+    check_interval = opts.check_interval, serial = cert.serial, ari = cert.ari }
 end
 
 --- When the default policy renews this certificate.
@@ -160,11 +132,7 @@ end
 -- layer on a tie).
 function M.renew_at(cert, opts)
   opts = check_args(cert, opts, "renewal.renew_at")
-  local best, reason
-  for _, l in ipairs(layers(cert, opts)) do
-    if not best or l[2] < best then best, reason = l[2], l[1] end
-  end
-  return best, reason
+  return core.renew_at(cert.not_before, cert.not_after, core_opts(cert, opts))
 end
 
 --- Does the default policy renew this certificate now?
@@ -175,12 +143,7 @@ function M.needs_renewal(cert, now, opts)
   if type(now) ~= "number" then
     error("renewal.needs_renewal: now must be a number (Unix seconds), got " .. type(now), 2)
   end
-  local at = M.renew_at(cert, opts)
-  if now > cert.not_after then return true, "expired", at end
-  for _, l in ipairs(layers(cert, opts)) do
-    if now > l[2] then return true, l[1], at end
-  end
-  return false, nil, at
+  return core.needs_renewal(cert.not_before, cert.not_after, now, core_opts(cert, opts))
 end
 
 --- certmagic's currentlyInRenewalWindow, for policies that want the plain

@@ -136,9 +136,9 @@ describe("core cache", function()
       -- the message names the field and the caller's file:line
       local ok, err = pcall(function() c:add(pem, { manged = true }) end)
       assert.is_false(ok)
-      assert.matches("cache_spec%.lua:%d+: cache:add: unknown field 'manged'", err)
+      assert.matches("cache_spec%.lua:%d+: cache:add: unknown option \"manged\" %(did you mean \"managed\"?", err)
       assert.error_matches(function() c:add(pem, { managed = "yes" }) end,
-        "field 'managed' must be a boolean")
+        "option 'managed' must be a boolean")
       assert.error_matches(function() c:add(pem, { renew_at = 0 / 0 }) end, "NaN")
       assert.error_matches(function() c:add({}) end, "string expected")
       assert.equals(0, c:count())
@@ -255,7 +255,7 @@ describe("core cache", function()
     end)
 
     it("raises on unknown fields, naming them, and on bad values", function()
-      assert.error_matches(function() c:set(id, { renew_after = 1 }) end, "unknown field 'renew_after'")
+      assert.error_matches(function() c:set(id, { renew_after = 1 }) end, 'unknown option "renew_after"')
       assert.error_matches(function() c:set(id, { managed = 1 }) end, "'managed' must be a boolean")
       assert.error_matches(function() c:set(id, { attempts = 1.5 }) end, "'attempts' must be an integer")
       assert.error_matches(function() c:set(id, { attempts = -1 }) end, "out of range")
@@ -267,7 +267,7 @@ describe("core cache", function()
         "'this_update' is required")
       assert.error_matches(function() c:set(id, { ocsp = { status = "good", this_update = 1,
                                                             next_update = 2, der = "", extra = 1 } }) end,
-        "unknown field 'extra'")
+        'unknown option "extra"')
       assert.error_matches(function() c:set(id, { renew_at = 0 / 0 }) end, "NaN")
       assert.error_matches(function() c:set(id) end, "table expected")
     end)
@@ -316,7 +316,7 @@ describe("core cache", function()
       assert.same(sorted { a, b }, sorted(c:ids()))
       assert.same({ a }, c:ids { managed = true })
       assert.same({ b }, c:ids { managed = false })
-      assert.error_matches(function() c:ids { manged = true } end, "unknown field 'manged'")
+      assert.error_matches(function() c:ids { manged = true } end, 'unknown option "manged"')
     end)
   end)
 
@@ -351,6 +351,212 @@ describe("core cache", function()
         assert.equals(want, c:lookup(("x.w%d.many.test"):format(i)))
       end
       assert.equals(200, #c:ids())
+    end)
+  end)
+
+  describe("add_many", function()
+    local FIELDS = { "id", "state", "error", "code", "not_before", "not_after", "renew_at" }
+
+    it("adds a batch, parsing each PEM once, and returns parallel arrays", function()
+      local pems, serials = {}, {}
+      for i = 1, 40 do
+        pems[i], serials[i] = issue_serial { names = { "h" .. i .. ".many.test" },
+          not_before = T0, not_after = T0 + 90 * DAY }
+      end
+      local r = c:add_many(pems)
+      for _, f in ipairs(FIELDS) do assert.is_table(r[f], f) end
+      assert.equals(40, c:count())
+      for i = 1, 40 do
+        assert.equals("ok", r.state[i])
+        assert.equals(64, #r.id[i])
+        assert.equals(T0, r.not_before[i])
+        assert.equals(T0 + 90 * DAY, r.not_after[i])
+        -- without renew options, renew_at is not_after (as cache:add)
+        assert.equals(T0 + 90 * DAY, r.renew_at[i])
+        assert.is_nil(r.error[i])
+        local g = c:get(r.id[i])
+        assert.equals(serials[i], g.serial)
+        assert.is_true(g.managed)
+        assert.is_false(g.on_demand)
+        assert.equals(pems[i], g.pem)
+        assert.equals(r.id[i], c:lookup("h" .. i .. ".many.test"))
+      end
+    end)
+
+    it("computes renew_at with the default rule when renew is given", function()
+      local renewal = require "certmaint.renewal"
+      local long = issue { names = { "long.test" }, not_before = T0, not_after = T0 + 90 * DAY }
+      local short = issue { names = { "short.test" }, not_before = T0, not_after = T0 + 6 * DAY }
+      local r = c:add_many({ long, short }, { renew = {} })
+      assert.equals(T0 + 60 * DAY, r.renew_at[1])
+      assert.equals(T0 + 3 * DAY, r.renew_at[2])
+      assert.equals(T0 + 60 * DAY, c:get(r.id[1], { pem = false }).renew_at)
+      local d = core.cache_new()
+      local opts = { ratio = 0.25, check_interval = 3600, explicit_ratio = true }
+      r = d:add_many({ long, short }, { renew = opts })
+      for i, pem in ipairs { long, short } do
+        local f = assert(core.cert_parse(pem))
+        assert.equals((renewal.renew_at(f, opts)), r.renew_at[i])
+      end
+      assert.same({ r.id[2] }, d:due(T0 + 5 * DAY))
+      d:close()
+    end)
+
+    it("sets managed and on_demand per the options", function()
+      local a, b = issue { names = { "a.od.test" } }, issue { names = { "b.od.test" } }
+      local r = c:add_many({ a, b }, { managed = false, on_demand = { true, false } })
+      local ga, gb = c:get(r.id[1], { pem = false }), c:get(r.id[2], { pem = false })
+      assert.is_false(ga.managed)
+      assert.is_true(ga.on_demand)
+      assert.is_false(gb.on_demand)
+      assert.same({}, c:due(T0 + 1000 * DAY)) -- unmanaged: never due
+    end)
+
+    it("survives garbage in the middle of a batch, naming the item", function()
+      local pems = {}
+      for i = 1, 9 do pems[i] = issue { names = { "g" .. i .. ".test" } } end
+      pems[4] = "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n"
+      pems[6] = ""
+      pems[7] = pems[7]:sub(1, 200) -- truncated
+      local r = c:add_many(pems, { threads = 2 })
+      assert.equals(6, c:count())
+      for _, i in ipairs { 4, 6, 7 } do
+        assert.equals("error", r.state[i])
+        assert.is_nil(r.id[i])
+        assert.is_nil(r.not_after[i])
+        assert.matches("^item " .. i .. ": ", r.error[i])
+        assert.equals("parse", r.code[i])
+      end
+      for _, i in ipairs { 1, 2, 3, 5, 8, 9 } do
+        assert.equals("ok", r.state[i])
+        assert.equals(r.id[i], c:lookup("g" .. i .. ".test"))
+      end
+    end)
+
+    it("refuses an oversized PEM as an item error", function()
+      local r = c:add_many { ("x"):rep(1024 * 1024 + 1) }
+      assert.equals("error", r.state[1])
+      assert.equals("toobig", r.code[1])
+      assert.equals(0, c:count())
+    end)
+
+    it("takes a batch of duplicates as one entry", function()
+      local pem = issue { names = { "dup.test" } }
+      local pems = {}
+      for i = 1, 600 do pems[i] = pem end
+      local r = c:add_many(pems, { threads = 2 })
+      assert.equals(1, c:count())
+      for i = 1, 600 do
+        assert.equals("ok", r.state[i])
+        assert.equals(r.id[1], r.id[i])
+      end
+      -- and again: the entry exists, nothing new
+      r = c:add_many({ pem }, { managed = false })
+      assert.equals(1, c:count())
+      assert.is_false(c:get(r.id[1], { pem = false }).managed)
+    end)
+
+    it("compares names as sets, ASCII case-insensitive, and caches a mismatch anyway", function()
+      local pem = issue { names = { "one.test", "two.test" } }
+      local other = issue { names = { "three.test" } }
+      local r = c:add_many({ pem, pem, pem, other, other }, {
+        names = { { "TWO.test", "one.test" }, { "one.test" }, nil, { "three.test", "four.test" },
+          { "three.test", "three.test" } },
+      })
+      assert.same({ "ok", "names_changed", "ok", "names_changed", "ok" },
+        { r.state[1], r.state[2], r.state[3], r.state[4], r.state[5] })
+      assert.equals(2, c:count())
+      assert.equals(r.id[4], c:lookup("three.test"))
+    end)
+
+    it("does nothing with an empty batch", function()
+      local r = c:add_many({}, { names = {}, on_demand = {} })
+      for _, f in ipairs(FIELDS) do assert.same({}, r[f]) end
+      assert.equals(0, c:count())
+    end)
+
+    it("gives the same entries with any number of threads", function()
+      local pems = {}
+      for i = 1, 300 do pems[i] = issue { names = { "t" .. i .. ".test" } } end
+      pems[150] = "junk"
+      local ref
+      for _, threads in ipairs { 0, 1, 2, 3, 16 } do
+        local d = core.cache_new()
+        local r = d:add_many(pems, { threads = threads, renew = {} })
+        assert.equals(299, d:count())
+        if ref then assert.same(ref, r) else ref = r end
+        d:close()
+      end
+    end)
+
+    it("raises on bad arguments before changing the cache", function()
+      local ok_pem = issue { names = { "arg.test" } }
+      assert.error_matches(function() c:add_many("pem") end, "table expected")
+      assert.error_matches(function() c:add_many({ ok_pem, 42 }) end, "pems%[2%] must be a string")
+      assert.error_matches(function() c:add_many({ ok_pem }, { manged = true }) end,
+        'unknown option "manged"')
+      assert.error_matches(function() c:add_many({ ok_pem }, { names = { "x" } }) end,
+        "names%[1%]' must be a table")
+      assert.error_matches(function() c:add_many({ ok_pem }, { names = { { 1 } } }) end,
+        "names%[1%]%[1%]' must be a string")
+      assert.error_matches(function() c:add_many({ ok_pem }, { on_demand = { "yes" } }) end,
+        "on_demand%[1%]' must be a boolean")
+      assert.error_matches(function() c:add_many({ ok_pem }, { renew = { ratio = 2 } }) end,
+        "ratio' must be a number in %(0, 1%)")
+      assert.error_matches(function() c:add_many({ ok_pem }, { renew = { windwo = 1 } }) end,
+        'unknown option "windwo"')
+      assert.error_matches(function() c:add_many({ ok_pem }, { threads = -1 }) end,
+        "threads' must be an integer")
+      assert.error_matches(function() c:add_many({ ok_pem }, { threads = 1.5 }) end,
+        "threads' must be an integer")
+      assert.equals(0, c:count())
+    end)
+
+    it("loads thousands in chunks with few Lua tables", function()
+      local pems = {}
+      local base = issue { names = { "chunk.test" } }
+      -- past one chunk (2048 items) of the binding, a few distinct ones in each
+      for i = 1, 4500 do pems[i] = (i % 100 == 1) and issue { names = { "c" .. i .. ".test" } } or base end
+      pems[2049] = "junk"
+      local r = c:add_many(pems, { threads = 2 })
+      assert.equals(46, c:count())
+      assert.equals(4500, #r.state)
+      assert.equals(r.id[2], r.id[4500])
+      assert.equals("error", r.state[2049])
+      assert.matches("^item 2049: ", r.error[2049])
+      assert.equals(r.id[4401], c:lookup("c4401.test"))
+    end)
+  end)
+
+  describe("get without the PEM", function()
+    it("gives the facts without pem or staple DER", function()
+      local pem, serial = issue_serial { names = { "light.test", "www.light.test" },
+        ocsp_url = "http://ocsp.light.test/", crl_url = "http://crl.light.test/ca.crl" }
+      local id = c:add(pem, { managed = true })
+      c:set(id, { last_error = "boom", ocsp = { status = "good", this_update = T0,
+        next_update = T0 + 4 * DAY, der = "\48\3\1\2\3" } })
+      local full, light = c:get(id), c:get(id, { pem = false })
+      assert.is_nil(light.pem)
+      assert.is_nil(light.ocsp.der)
+      assert.equals("\48\3\1\2\3", full.ocsp.der)
+      assert.equals(serial, light.serial)
+      full.pem, full.ocsp.der = nil, nil
+      assert.same(full, light)
+      assert.same(full, c:get(id, { pem = true }) and (function()
+        local t = c:get(id, { pem = true })
+        t.pem, t.ocsp.der = nil, nil
+        return t
+      end)())
+      assert.same({ "light.test", "www.light.test" }, light.names)
+      assert.same({ "http://ocsp.light.test/" }, light.ocsp_urls)
+      assert.same({ "http://crl.light.test/ca.crl" }, light.crl_urls)
+      assert.equals("boom", light.last_error)
+    end)
+
+    it("nil for an unknown id; raises on bad options", function()
+      assert.is_nil(c:get(("0"):rep(64), { pem = false }))
+      assert.error_matches(function() c:get(("0"):rep(64), { pme = false }) end, 'unknown option "pme"')
+      assert.error_matches(function() c:get(("0"):rep(64), { pem = 0 }) end, "'pem' must be a boolean")
     end)
   end)
 

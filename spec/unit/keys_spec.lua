@@ -109,6 +109,31 @@ describe("certmaint.keys", function()
       assert.equal("h_" .. core.sha256_hex(long):sub(1, 32), nk)
     end)
 
+    it("site_files equals the four single builders", function()
+      for _, name in ipairs { "example.com", "*.Example.com.", "2001:DB8::1", "bücher.example" } do
+        assert.same({
+          site = keys.site(ISSUER, name), cert = keys.cert(ISSUER, name),
+          private_key = keys.private_key(ISSUER, name), meta = keys.meta(ISSUER, name),
+        }, keys.site_files(ISSUER, name))
+      end
+      assert.has_error(function() keys.site_files(ISSUER, "a_b.example") end)
+      assert.has_error(function() keys.site_files("../x", "example.com") end)
+    end)
+
+    it("check an issuer key once, and keep refusing bad ones", function()
+      -- a valid key is remembered; a bad one never is, however often it comes
+      for _ = 1, 3 do
+        assert.has_error(function() keys.cert("Not Safe", "example.com") end)
+        assert.equal(base .. "/example.com/example.com.crt", keys.cert(ISSUER, "example.com"))
+      end
+      -- many distinct issuer keys (the memo is bounded) stay correct
+      for i = 1, 600 do
+        assert.equal("certificates/ca" .. i, keys.certs_prefix("ca" .. i))
+      end
+      assert.has_error(function() keys.certs_prefix("ca/1") end)
+      assert.has_error(function() keys.certs_prefix(42) end)
+    end)
+
     it("site_files gives all three", function()
       assert.same({
         site = base .. "/example.com",
@@ -144,6 +169,12 @@ describe("certmaint.keys", function()
       assert.equal("811c9dc5", keys.fast_hash(""))
       assert.equal("e40c292c", keys.fast_hash("a"))
       assert.equal("bf9cf968", keys.fast_hash("foobar"))
+    end)
+
+    it("fast_hash has no leading zeros, like Go's %x (the key Caddy writes)", function()
+      assert.equal("0493fd3b", (core.fnv1a32("k120")))
+      assert.equal("493fd3b", keys.fast_hash("k120"))
+      assert.has_error(function() keys.fast_hash(nil) end)
     end)
   end)
 

@@ -215,4 +215,73 @@ describe("certmaint.renewal", function()
       assert.has_error(function() renewal.needs_renewal(cert(DAY), "now") end)
     end)
   end)
+  describe("the core's rule (core.renew_at, core.needs_renewal, core.ari_point)", function()
+    local core = require "certmaint.core"
+
+    it("is what renewal.renew_at and needs_renewal return", function()
+      local window = { start = T0 + 50 * DAY, ["end"] = T0 + 52 * DAY }
+      for _, life in ipairs { 30, 6 * DAY, 10 * DAY, 12 * DAY, 90 * DAY } do
+        for _, o in ipairs { {}, { ratio = 0.25 }, { ratio = 0.001, check_interval = DAY },
+                             { ratio = 1 / 3, explicit_ratio = false } } do
+          for _, ari in ipairs { false, true } do
+            local c = cert(life, ari and { ari = window } or nil)
+            local co = { ratio = o.ratio, explicit_ratio = o.explicit_ratio,
+              check_interval = o.check_interval, serial = c.serial, ari = c.ari }
+            assert.same({ renewal.renew_at(c, o) }, { core.renew_at(c.not_before, c.not_after, co) })
+            for _, now in ipairs { T0, T0 + life / 2, T0 + 51 * DAY, T0 + life, T0 + life + 1 } do
+              assert.same({ renewal.needs_renewal(c, now, o) },
+                { core.needs_renewal(c.not_before, c.not_after, now, co) })
+            end
+          end
+        end
+      end
+    end)
+
+    it("returns integers for whole seconds", function()
+      local at, layer = core.renew_at(T0, T0 + 90 * DAY)
+      assert.equals(math.type(at), "integer")
+      assert.equals(T0 + 60 * DAY, at)
+      assert.equals("window", layer)
+      assert.same({ false, nil, T0 + 60 * DAY }, { core.needs_renewal(T0, T0 + 90 * DAY, T0) })
+      assert.same({ true, "expired", T0 + 60 * DAY },
+        { core.needs_renewal(T0, T0 + 90 * DAY, T0 + 91 * DAY) })
+    end)
+
+    it("puts the ARI point at start + FNV-1a32(serial) fraction of the width", function()
+      local s, e = T0, T0 + 4294967296
+      local _, h = core.fnv1a32("0a1b2c")
+      assert.equals(s + h, core.ari_point({ start = s, ["end"] = e }, "0A:1B:2C"))
+      assert.equals(s, core.ari_point({ start = s, ["end"] = e }, nil))
+      assert.equals(s, core.ari_point({ start = s, ["end"] = e }, "::"))
+      assert.is_nil(core.ari_point({ start = e, ["end"] = s }, "0a"))
+      assert.is_nil(core.ari_point("soon", "0a"))
+      assert.is_nil(core.ari_point({ start = s }, "0a"))
+      assert.is_nil(core.ari_point({ start = 0 / 0, ["end"] = e }, "0a"))
+    end)
+
+    it("raises on bad options", function()
+      assert.error_matches(function() core.renew_at(T0, T0 + DAY, { ratoi = 0.5 }) end,
+        'unknown option "ratoi"')
+      assert.error_matches(function() core.renew_at(T0, T0 + DAY, { ratio = 1 }) end,
+        "ratio' must be a number in %(0, 1%)")
+      assert.error_matches(function() core.renew_at(T0, T0 + DAY, { ratio = "x" }) end,
+        "ratio' must be a number")
+      assert.error_matches(function() core.renew_at(T0, T0 + DAY, { check_interval = -1 }) end,
+        "check_interval' must be a non%-negative number")
+      assert.error_matches(function() core.renew_at(T0, T0 + DAY, { explicit_ratio = 1 }) end,
+        "explicit_ratio' must be a boolean")
+      assert.error_matches(function() core.renew_at("x", T0) end, "number expected")
+      assert.error_matches(function() core.needs_renewal(T0, T0 + DAY) end, "number expected")
+    end)
+  end)
+
+  describe("core.fnv1a32", function()
+    local core = require "certmaint.core"
+    it("gives Go's hash/fnv New32a as 8 hex digits and as an integer", function()
+      assert.same({ "811c9dc5", 0x811c9dc5 }, { core.fnv1a32("") })
+      assert.same({ "e40c292c", 0xe40c292c }, { core.fnv1a32("a") })
+      assert.same({ "bf9cf968", 0xbf9cf968 }, { core.fnv1a32("foobar") })
+      assert.equals("10f3abd2", (core.fnv1a32("a\0b"))) -- bytes, NULs included
+    end)
+  end)
 end)

@@ -1,6 +1,5 @@
 /* test_cache.c - the certificate cache, fed with facts built by hand. */
 #include <math.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +8,8 @@
 #include <openssl/evp.h>
 
 #include "cache.h"
+#include "key.h"
+#include "localca.h"
 #include "check.h"
 
 /* A hand-made certificate: fake but well-formed DER (SEQUENCEs), a hash derived
@@ -641,75 +642,272 @@ static void test_many(void)
     cm_cache_free(c);
 }
 
-/* Readers scan and look up while a writer adds and removes: a smoke test of
- * the locking (meaningful under the sanitizers). */
-struct race {
-    struct cm_cache *c;
-    int stop;
-    pthread_mutex_t mu;
-};
+/* ---- add_many and views, on real certificates ------------------------- */
 
-static int race_stopped(struct race *r)
+static char *ca_key, *ca_pem, *leaf_key;
+
+static void pki_init(void)
 {
-    int s;
-    pthread_mutex_lock(&r->mu);
-    s = r->stop;
-    pthread_mutex_unlock(&r->mu);
-    return s;
+    struct cm_issue_opts io;
+    struct cm_result res;
+    CHECK(cm_key_generate("p256", &ca_key, &res) == CM_OK);
+    CHECK(cm_key_generate("p256", &leaf_key, &res) == CM_OK);
+    memset(&io, 0, sizeof io);
+    io.issuer_key = ca_key;
+    io.cn = "Cache Test CA";
+    io.not_before = 1767225600 - 86400;
+    io.not_after = 1767225600 + 3650 * 86400LL;
+    io.is_ca = 1;
+    io.path_len = 0;
+    CHECK(cm_cert_issue(&io, &ca_pem, NULL, &res) == CM_OK);
 }
 
-static void *reader(void *arg)
+/* A chain PEM (leaf + CA) for names, valid [nb, na]; caller frees. */
+static char *issue_pem(const char *const *names, size_t n, int64_t nb, int64_t na)
 {
-    struct race *r = arg;
-    struct cm_cache_id *ids = NULL, id;
+    struct cm_issue_opts io;
     struct cm_result res;
-    size_t n, i;
-    while (!race_stopped(r)) {
-        if (cm_cache_scan_due(r->c, 1e9, 0, &ids, &n, &res) == CM_OK) {
-            for (i = 0; i < n && i < 8; i++) {
-                struct cm_cache_cert cert;
-                if (cm_cache_get(r->c, &ids[i], &cert, &res) == CM_OK) cm_cache_cert_free(&cert);
+    char *leaf = NULL, *chain;
+    size_t ll, lc;
+    memset(&io, 0, sizeof io);
+    io.subject_key = leaf_key;
+    io.issuer_key = ca_key;
+    io.issuer_cert = ca_pem;
+    io.names = names;
+    io.names_count = n;
+    io.not_before = nb;
+    io.not_after = na;
+    io.path_len = -1;
+    io.ocsp_url = "http://ocsp.cache.test/";
+    if (cm_cert_issue(&io, &leaf, NULL, &res) != CM_OK) {
+        fprintf(stderr, "issue: %s\n", res.message);
+        return NULL;
+    }
+    ll = strlen(leaf);
+    lc = strlen(ca_pem);
+    chain = malloc(ll + lc + 1);
+    if (chain) {
+        memcpy(chain, leaf, ll);
+        memcpy(chain + ll, ca_pem, lc + 1);
+    }
+    free(leaf);
+    return chain;
+}
+
+#define T0 1767225600LL
+#define NMANY 700
+
+static void set_item(struct cm_cache_item *it, const char *pem)
+{
+    memset(it, 0, sizeof *it);
+    it->pem = pem;
+    it->pem_len = pem ? strlen(pem) : 0;
+}
+
+static void test_add_many(void)
+{
+    static char *pems[NMANY];
+    static struct cm_cache_item items[NMANY], again[NMANY];
+    static char namebuf[NMANY][32];
+    const char *nm[1], *want_two[2] = {"TWO.many.test", "one.many.test"},
+                                *want_one[1] = {"one.many.test"};
+    struct cm_cache_many_opts mo;
+    struct cm_renewal_opts ro;
+    struct cm_result res;
+    struct cm_cache_view v;
+    struct cm_cache_id id;
+    struct cm_cache *c = cm_cache_new(NULL), *d;
+    unsigned threads;
+    size_t i;
+    const char *garbage = "-----BEGIN CERTIFICATE-----\nnope!\n-----END CERTIFICATE-----\n";
+    char *two;
+
+    CHECK(c != NULL);
+    for (i = 0; i < NMANY; i++) {
+        snprintf(namebuf[i], sizeof namebuf[i], "m%zu.many.test", i);
+        nm[0] = namebuf[i];
+        pems[i] = issue_pem(nm, 1, T0, T0 + 90 * 86400LL);
+        CHECK(pems[i] != NULL);
+    }
+    /* an empty batch does nothing */
+    cm_cache_many_opts_init(&mo);
+    CHECK(mo.managed == 1 && mo.threads == 2 && mo.renew == NULL);
+    CHECK(cm_cache_add_many(c, items, 0, &mo, &res) == CM_OK);
+    CHECK(cm_cache_count(c) == 0);
+
+    /* every thread count gives the same outcome; garbage in the middle */
+    cm_renewal_opts_init(&ro);
+    for (threads = 0; threads <= 4; threads++) {
+        d = cm_cache_new(NULL);
+        for (i = 0; i < NMANY; i++) {
+            set_item(&items[i], pems[i]);
+            nm[0] = namebuf[i];
+            items[i].on_demand = (i % 3 == 0);
+        }
+        set_item(&items[300], garbage);
+        set_item(&items[301], NULL);
+        set_item(&items[302], "");
+        mo.threads = threads;
+        mo.renew = &ro;
+        mo.first_index = 1;
+        CHECK(cm_cache_add_many(d, items, NMANY, &mo, &res) == CM_OK);
+        CHECK(cm_cache_count(d) == NMANY - 3);
+        for (i = 0; i < NMANY; i++) {
+            if (i >= 300 && i <= 302) {
+                char want[32];
+                snprintf(want, sizeof want, "item %zu: ", i + 1);
+                CHECK(items[i].state == CM_CACHE_ITEM_ERROR);
+                CHECK(strncmp(items[i].res.message, want, strlen(want)) == 0);
+                CHECK(strcmp(items[i].res.code, i == 301 ? "invalid" : "parse") == 0);
+                CHECK(isnan(items[i].renew_at));
+                continue;
             }
+            CHECK(items[i].state == CM_CACHE_ITEM_OK && !items[i].existed);
+            CHECK(items[i].not_before == T0 && items[i].not_after == T0 + 90 * 86400LL);
+            CHECK(items[i].renew_at == (double)(T0 + 60 * 86400LL));
+            CHECK(cm_cache_lookup(d, namebuf[i], strlen(namebuf[i]), &id) == 1);
+            CHECK(memcmp(id.sha256, items[i].id.sha256, 32) == 0);
+            CHECK(cm_cache_view(d, &items[i].id, &v) == 1);
+            CHECK(v.flags == (CM_CACHE_MANAGED | (i % 3 == 0 ? CM_CACHE_ON_DEMAND : 0u)));
+            CHECK(v.renew_at == (double)(T0 + 60 * 86400LL) && v.next_attempt == 0);
+        }
+        /* the scan takes an entry at its renew_at (renew_at <= now) */
+        {
+            struct cm_cache_id *ids = NULL;
+            size_t n = 0;
+            CHECK(cm_cache_scan_due(d, (double)(T0 + 60 * 86400LL - 1), 0, &ids, &n, &res) == CM_OK &&
+                  n == 0);
+            free(ids); ids = NULL;
+            CHECK(cm_cache_scan_due(d, (double)(T0 + 60 * 86400LL), 0, &ids, &n, &res) == CM_OK &&
+                  n == NMANY - 3);
             free(ids); ids = NULL;
         }
-        (void)cm_cache_lookup(r->c, "r5.race.test", 12, &id);
+        if (threads == 2) {
+            /* the same batch again: all held already, unmanaged now */
+            for (i = 0; i < NMANY; i++) set_item(&again[i], pems[i]);
+            mo.managed = 0;
+            mo.renew = NULL;
+            CHECK(cm_cache_add_many(d, again, NMANY, &mo, &res) == CM_OK);
+            CHECK(cm_cache_count(d) == NMANY);
+            CHECK(again[300].existed == 0 && again[0].existed == 1);
+            CHECK(cm_cache_view(d, &again[5].id, &v) == 1 && v.flags == 0);
+            CHECK(again[5].renew_at == (double)(T0 + 60 * 86400LL)); /* kept */
+            mo.managed = 1;
+        }
+        cm_cache_free(d);
     }
-    return NULL;
+
+    /* a batch of duplicates is one entry */
+    for (i = 0; i < NMANY; i++) set_item(&items[i], pems[7]);
+    mo.threads = 2;
+    mo.renew = NULL;
+    mo.first_index = 0;
+    CHECK(cm_cache_add_many(c, items, NMANY, &mo, &res) == CM_OK);
+    CHECK(cm_cache_count(c) == 1);
+    CHECK(items[0].existed == 0 && items[NMANY - 1].existed == 1);
+    CHECK(items[0].renew_at == (double)(T0 + 90 * 86400LL)); /* no renew: not_after */
+    for (i = 1; i < NMANY; i++)
+        CHECK(items[i].state == CM_CACHE_ITEM_OK &&
+              memcmp(items[i].id.sha256, items[0].id.sha256, 32) == 0);
+
+    /* names compared as sets, case-insensitively; a mismatch is cached anyway */
+    nm[0] = "one.many.test";
+    {
+        const char *both[2] = {"one.many.test", "two.many.test"};
+        two = issue_pem(both, 2, T0, T0 + 86400);
+    }
+    set_item(&items[0], two);
+    items[0].names = want_two;
+    items[0].names_count = 2;
+    set_item(&items[1], two);
+    items[1].names = want_one;
+    items[1].names_count = 1;
+    set_item(&items[2], two);
+    items[2].names = want_two;
+    items[2].names_count = 0; /* expects no names at all */
+    CHECK(cm_cache_add_many(c, items, 3, &mo, &res) == CM_OK);
+    CHECK(items[0].state == CM_CACHE_ITEM_OK);
+    CHECK(items[1].state == CM_CACHE_ITEM_NAMES_CHANGED);
+    CHECK(items[2].state == CM_CACHE_ITEM_NAMES_CHANGED);
+    CHECK(cm_cache_count(c) == 2);
+    CHECK(cm_cache_lookup(c, "two.many.test", 13, &id) == 1);
+
+    /* bad renew options: nothing is done */
+    set_item(&items[0], pems[8]);
+    ro.ratio = 1.5;
+    mo.renew = &ro;
+    CHECK(cm_cache_add_many(c, items, 1, &mo, &res) == CM_ERR && strcmp(res.code, "invalid") == 0);
+    CHECK(cm_cache_count(c) == 2);
+    /* NULL options are the defaults */
+    CHECK(cm_cache_add_many(c, items, 1, NULL, &res) == CM_OK && cm_cache_count(c) == 3);
+
+    free(two);
+    for (i = 0; i < NMANY; i++) free(pems[i]);
+    cm_cache_free(c);
 }
 
-static void test_threads(void)
+static void test_view(void)
 {
-    struct race r;
-    pthread_t th[2];
-    struct fake k;
-    char nm[32];
-    const char *names[2];
-    struct cm_cache_id ids[64];
-    int i, round, started = 0;
+    const char *names[2] = {"View.Test", "www.view.test"};
+    struct cm_cache *c = cm_cache_new(NULL);
+    struct cm_cache_item it;
+    struct cm_cache_view v;
+    struct cm_cache_cert cert;
+    struct cm_cache_update u;
+    struct cm_cache_staple st;
+    struct cm_cache_id none;
+    struct cm_result res;
+    static const unsigned char der[] = {0x30, 0x03, 1, 2, 3};
+    char *pem = issue_pem(names, 2, T0, T0 + 86400), *back = NULL;
+    size_t len = 0, blen = 0;
+    const char *s;
 
-    r.c = cm_cache_new(NULL);
-    r.stop = 0;
-    pthread_mutex_init(&r.mu, NULL);
-    for (i = 0; i < 2; i++)
-        if (pthread_create(&th[i], NULL, reader, &r) == 0) started++;
-    CHECK(started == 2);
-    for (round = 0; round < 200; round++) {
-        for (i = 0; i < 64; i++) {
-            snprintf(nm, sizeof nm, "r%d.race.test", i % 10);
-            names[0] = nm;
-            names[1] = NULL;
-            fake_make(&k, (uint64_t)(round * 64 + i), names, 0, 1000, NULL);
-            ids[i] = add(r.c, &k, 1, 0, 0, NULL);
-        }
-        for (i = 0; i < 64; i++) (void)cm_cache_remove(r.c, &ids[i]);
-    }
-    pthread_mutex_lock(&r.mu);
-    r.stop = 1;
-    pthread_mutex_unlock(&r.mu);
-    for (i = 0; i < started; i++) pthread_join(th[i], NULL);
-    CHECK(cm_cache_count(r.c) == 0);
-    pthread_mutex_destroy(&r.mu);
-    cm_cache_free(r.c);
+    set_item(&it, pem);
+    CHECK(cm_cache_add_many(c, &it, 1, NULL, &res) == CM_OK && it.state == CM_CACHE_ITEM_OK);
+    memset(&u, 0, sizeof u);
+    memset(&st, 0, sizeof st);
+    st.status = CM_OCSP_GOOD;
+    st.this_update = (double)T0;
+    st.next_update = (double)T0 + 4 * 86400;
+    st.refresh_at = NAN;
+    st.der = der;
+    st.der_len = sizeof der;
+    u.fields = CM_CACHE_SET_LAST_ERROR | CM_CACHE_SET_OCSP | CM_CACHE_SET_ATTEMPTS;
+    u.last_error = "boom";
+    u.ocsp = &st;
+    u.attempts = 3;
+    CHECK(cm_cache_set(c, &it.id, &u, &res) == CM_OK);
+
+    CHECK(cm_cache_view(c, &it.id, &v) == 1);
+    CHECK(cm_cache_get(c, &it.id, &cert, &res) == CM_OK);
+    CHECK(v.not_before == cert.not_before && v.not_after == cert.not_after);
+    CHECK(v.names_count == 2 && v.ocsp_count == 1 && v.crl_count == 0);
+    s = cm_cache_view_item(&v, CM_CACHE_NAMES, 0, &len);
+    CHECK(s && len == 9 && strcmp(s, "view.test") == 0);
+    CHECK_STR(cm_cache_view_item(&v, CM_CACHE_NAMES, 1, NULL), "www.view.test");
+    CHECK(cm_cache_view_item(&v, CM_CACHE_NAMES, 2, NULL) == NULL);
+    CHECK_STR(cm_cache_view_item(&v, CM_CACHE_OCSP_URLS, 0, NULL), "http://ocsp.cache.test/");
+    CHECK(cm_cache_view_item(&v, CM_CACHE_OCSP_URLS, 1, NULL) == NULL);
+    CHECK(cm_cache_view_item(&v, CM_CACHE_CRL_URLS, 0, NULL) == NULL);
+    CHECK_STR(v.serial_hex, cert.serial_hex);
+    CHECK_STR(v.issuer, cert.issuer);
+    CHECK_STR(v.subject, cert.subject);
+    CHECK_STR(v.last_error, "boom");
+    CHECK(v.attempts == 3 && (v.flags & CM_CACHE_HAS_STAPLE));
+    CHECK(v.staple.der_len == sizeof der && memcmp(v.staple.der, der, sizeof der) == 0);
+    CHECK(v.staple.refresh_at == (double)T0 + 2 * 86400);
+    CHECK(v.der_len == cert.der_len && memcmp(v.der, cert.der, v.der_len) == 0);
+    CHECK(v.chain_count == 1 && v.chain_der_len == cert.chain_der_len);
+    /* the PEM comes back from the viewed DER, byte for byte */
+    CHECK(cm_x509_chain_pem(v.der, v.der_len, v.chain_der, v.chain_der_len, &back, &blen, &res) ==
+          CM_OK);
+    CHECK(back && blen == strlen(pem) && strcmp(back, pem) == 0);
+    memset(&none, 0, sizeof none);
+    CHECK(cm_cache_view(c, &none, &v) == 0 && v.names_count == 0);
+    free(back);
+    cm_cache_cert_free(&cert);
+    free(pem);
+    cm_cache_free(c);
 }
 
 int main(void)
@@ -722,6 +920,11 @@ int main(void)
     test_expired();
     test_errors_and_pem();
     test_many();
-    test_threads();
+    pki_init();
+    test_add_many();
+    test_view();
+    free(ca_key);
+    free(ca_pem);
+    free(leaf_key);
     return CHECK_DONE();
 }
