@@ -863,6 +863,50 @@ describe("file storage", function()
     end
   end)
 
+  it("grants distinct, growing tokens to racing processes, and their fenced commits exclude each other", function()
+    local child = [[
+      local core = require "certmaint.core"
+      local s = require("certmaint.storage.file").new { root = arg[1] }
+      local tokens = {}
+      while #tokens < 12 do
+        local l = s:try_lock("issue_cert_race")
+        if l then
+          local v = tonumber(s:load("counter") or "0")
+          assert(s:commit { put = { counter = tostring(v + 1) }, fence = l })
+          tokens[#tokens + 1] = l.token
+          assert(s:unlock(l))
+        end
+        core.step(0.002)
+      end
+      io.write(table.concat(tokens, " "))
+    ]]
+    local script = dir .. "/child.lua"
+    local f = assert(io.open(script, "wb"))
+    f:write(child)
+    f:close()
+    local root = dir .. "/shared"
+    local cmd = {}
+    for i = 1, 3 do
+      cmd[#cmd + 1] = string.format("lua5.4 '%s' '%s' > '%s/out%d' 2>&1 &", script, root, dir, i)
+    end
+    assert.is_true(os.execute(table.concat(cmd, " ") .. " wait"))
+    local all = {}
+    for i = 1, 3 do
+      local out = assert(io.open(dir .. "/out" .. i)):read("a")
+      local last = 0
+      local n = 0
+      for t in out:gmatch("%S+") do
+        local token = assert(math.tointeger(tonumber(t)), out)
+        assert.is_true(token > last, "process " .. i .. ": " .. out)
+        assert.is_nil(all[token], "token " .. token .. " granted twice")
+        all[token], last, n = true, token, n + 1
+      end
+      assert.equal(12, n, out)
+    end
+    for t = 1, 36 do assert.is_true(all[t], "token " .. t) end -- every grant took the next one
+    assert.equal("36", file.new { root = root }:load("counter")) -- no lost update
+  end)
+
   it("bounds reads", function()
     local small = file.new { root = dir, max_bytes = 10 }
     assert.is_true(small:store("big", ("x"):rep(11)))

@@ -30,6 +30,14 @@
 -- every transaction that has a manifest (rolls forward; each step can be
 -- redone, so a crash during recovery is fine) and removes those without one
 -- (abandoned: ours, or older than stale_after).  commit() runs it first.
+-- "journal" is therefore a reserved top-level key here.
+--
+-- Limits (a shared directory has no leases): the fence is checked just
+-- before the commit point, so an instance paused longer than stale_after
+-- exactly between that check and its manifest write could still land a
+-- commit after a new holder's; a recover() by another instance while the
+-- owner is still applying its own committed transaction redoes the same,
+-- idempotent steps.  etcd's transactions close both windows.
 --
 -- Options: root (required), stale_after, poll_interval (durations),
 -- file_mode, dir_mode (octal strings), max_bytes.
@@ -544,6 +552,7 @@ function File:commit(tx)
   if not ok then return nil, err, code end
   ok, err, code = common.check_fence(self, fence)
   if not ok then return nil, err, code end
+  if #puts == 0 and #deletes == 0 then return true end
   for _, p in ipairs(puts) do
     ok, err, code = self:check_target(p.key)
     if not ok then return nil, err, code end

@@ -309,6 +309,7 @@ function Memory:commit(tx)
   if not ok then return nil, err, code end
   ok, err, code = common.check_fence(self, fence)
   if not ok then return nil, err, code end
+  if #puts == 0 and #deletes == 0 then return true end
   for _, p in ipairs(puts) do
     ok, err, code = self:check_target(p.key)
     if not ok then return nil, err, code end
