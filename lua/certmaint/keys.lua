@@ -173,16 +173,19 @@ function M.meta(issuer_key, name)
   return site_file(M.CERTS_PREFIX, issuer_key, name, ".json", "meta")
 end
 
---- keys.site_files(issuer_key, name) -> {site=, cert=, private_key=, meta=}
--- The four keys of a site from one name_key call and one issuer check (what a
--- bulk load wants: keys.cert + keys.private_key + keys.meta + keys.site would
--- normalise the name four times).
+--- keys.site_files(issuer_key, name) -> {site=, crt=, key=, meta=, cert=, private_key=}
+-- The keys of a site from one name_key call and one issuer check (what a bulk
+-- load wants: keys.cert + keys.private_key + keys.meta + keys.site would
+-- normalise the name four times). crt/key and cert/private_key are the same
+-- two keys under both spellings (cert/private_key as keys.cert and
+-- keys.private_key, crt/key as the file extensions).
 function M.site_files(issuer_key, name)
   check_issuer(issuer_key, "site_files")
   local nk = M.name_key(name)
   local site = M.CERTS_PREFIX .. "/" .. issuer_key .. "/" .. nk
   local base = site .. "/" .. nk
-  return { site = site, cert = base .. ".crt", private_key = base .. ".key", meta = base .. ".json" }
+  local crt, key = base .. ".crt", base .. ".key"
+  return { site = site, crt = crt, key = key, meta = base .. ".json", cert = crt, private_key = key }
 end
 
 --- keys.staging(issuer_key, name) -> "staging/<issuer>/<namekey>": where a
@@ -194,14 +197,15 @@ function M.staging(issuer_key, name)
   return M.STAGING_PREFIX .. "/" .. issuer_key .. "/" .. M.name_key(name)
 end
 
---- keys.staging_files(issuer_key, name) -> {site=, cert=, private_key=, meta=}
--- inside keys.staging(), named like the site's own files.
+--- keys.staging_files(issuer_key, name) -> {site=, crt=, key=, meta=, cert=, private_key=}
+-- inside keys.staging(), named like the site's own files (as keys.site_files).
 function M.staging_files(issuer_key, name)
   check_issuer(issuer_key, "staging_files")
   local nk = M.name_key(name)
   local site = M.STAGING_PREFIX .. "/" .. issuer_key .. "/" .. nk
   local base = site .. "/" .. nk
-  return { site = site, cert = base .. ".crt", private_key = base .. ".key", meta = base .. ".json" }
+  local crt, key = base .. ".crt", base .. ".key"
+  return { site = site, crt = crt, key = key, meta = base .. ".json", cert = crt, private_key = key }
 end
 
 --- keys.fast_hash(data) -> FNV-1a 32 in hex (certmagic's fastHash), what

@@ -114,6 +114,7 @@ describe("certmaint.keys", function()
         assert.same({
           site = keys.site(ISSUER, name), cert = keys.cert(ISSUER, name),
           private_key = keys.private_key(ISSUER, name), meta = keys.meta(ISSUER, name),
+          crt = keys.cert(ISSUER, name), key = keys.private_key(ISSUER, name),
         }, keys.site_files(ISSUER, name))
       end
       assert.has_error(function() keys.site_files(ISSUER, "a_b.example") end)
@@ -137,6 +138,8 @@ describe("certmaint.keys", function()
     it("site_files gives all three", function()
       assert.same({
         site = base .. "/example.com",
+        crt = base .. "/example.com/example.com.crt",
+        key = base .. "/example.com/example.com.key",
         cert = base .. "/example.com/example.com.crt",
         private_key = base .. "/example.com/example.com.key",
         meta = base .. "/example.com/example.com.json",
@@ -149,6 +152,8 @@ describe("certmaint.keys", function()
       assert.equal("staging/local/example.com", keys.staging("local", "example.com"))
       assert.same({
         site = "staging/local/wildcard_.example.com",
+        crt = "staging/local/wildcard_.example.com/wildcard_.example.com.crt",
+        key = "staging/local/wildcard_.example.com/wildcard_.example.com.key",
         cert = "staging/local/wildcard_.example.com/wildcard_.example.com.crt",
         private_key = "staging/local/wildcard_.example.com/wildcard_.example.com.key",
         meta = "staging/local/wildcard_.example.com/wildcard_.example.com.json",
