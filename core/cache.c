@@ -20,6 +20,7 @@
  * move), so a probe compares names without touching the entry array.
  */
 #include "cache.h"
+#include "encoding.h"
 #include "renewal.h"
 
 #include <math.h>
@@ -1359,31 +1360,15 @@ size_t cm_cache_memory(struct cm_cache *c, size_t *der_bytes)
 
 void cm_cache_id_hex(const struct cm_cache_id *id, char hex[65])
 {
-    static const char digits[] = "0123456789abcdef";
-    size_t i;
-    for (i = 0; i < 32; i++) {
-        hex[2 * i] = digits[id->sha256[i] >> 4];
-        hex[2 * i + 1] = digits[id->sha256[i] & 15];
-    }
-    hex[64] = '\0';
-}
-
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9') return ch - '0';
-    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
-    return -1;
+    cm_hex_encode(id->sha256, sizeof id->sha256, hex);
 }
 
 int cm_cache_id_parse(const char *hex, size_t len, struct cm_cache_id *id)
 {
-    size_t i;
-    if (len != 64) return CM_ERR;
-    for (i = 0; i < 32; i++) {
-        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
-        if (hi < 0 || lo < 0) return CM_ERR;
-        id->sha256[i] = (unsigned char)(hi << 4 | lo);
-    }
+    unsigned char out[32];
+    size_t n = 0;
+    if (len != 64 || cm_hex_decode(hex, len, out, sizeof out, &n, NULL) != CM_OK || n != 32)
+        return CM_ERR;
+    memcpy(id->sha256, out, sizeof out);
     return CM_OK;
 }
