@@ -202,7 +202,9 @@ static int l_get(lua_State *L)
         lua_pop(L, 1);
     }
     if (want_pem) g = guard_push(L);
-    /* Nothing below changes the cache, so the view stays valid throughout. */
+    /* Nothing below changes the cache, so the view stays valid throughout
+     * (only a __gc metamethod that changed this very cache while the table
+     * is built could; nothing in certmaint sets one). */
     if (!cm_cache_view(lc->c, &id, &v)) {
         lua_pushnil(L);
         return 1;
