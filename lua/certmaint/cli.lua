@@ -3,6 +3,7 @@
 -- Exit status: 0 done; 1 a step failed (said on stderr); 2 the command line or
 -- the policy is wrong (said with file:line).
 local core = require "certmaint.core"
+local issuers = require "certmaint.issuer"
 
 local M = {}
 
@@ -139,7 +140,11 @@ end
 local function run_task(fn, ...)
   local loop = require "certmaint.loop"
   local task = loop.spawn(fn, ...)
-  loop.run_until(function() return task.done end)
+  local _, why = loop.run_until(function() return task.done end)
+  if not task.done then
+    loop.cancel(task)
+    return nil, "the command's task cannot finish (" .. tostring(why) .. ")"
+  end
   if not task.ok then return nil, task.error end
   return table.unpack(task.results or { true })
 end
@@ -179,7 +184,7 @@ local function status_rows_json(rows, now)
   return out
 end
 
-M.iso = function(t) return require("certmaint.engine").iso(t) end
+M.iso = require("certmaint.rfc3339").iso
 
 local commands = {}
 
@@ -203,7 +208,7 @@ function commands.once(engine)
 end
 
 function commands.clean(engine)
-  local ok, tick = run_task(function() engine:load_all() return true, engine:tick("clean") end)
+  local ok, tick = run_task(function() engine:load_all { keys = false } return true, engine:tick("clean") end)
   if not ok then eprint("certmaint: " .. tostring(tick)) return 1 end
   io.stdout:write(string.format("deleted %d, kept %d, unparseable %d\n", tick.deleted, tick.kept, tick.unparseable))
   return 0
@@ -214,9 +219,12 @@ function commands.status(engine, args)
   for _, a in ipairs(args) do
     if a == "--json" then json = true else return usage_error("status: unexpected argument '" .. a .. "'") end
   end
-  engine:load_all()
   local now = core.now()
-  local rows = engine:status_rows(now)
+  local ok, rows = run_task(function()
+    engine:load_all { keys = false }
+    return true, engine:status_rows(now)
+  end)
+  if not ok then eprint("certmaint: status: " .. tostring(rows)) return 1 end
   if json then
     io.stdout:write(core.json_encode(status_rows_json(rows, now), { pretty = true }), "\n")
     return 0
@@ -255,8 +263,16 @@ function commands.check(engine, args)
   end
   -- the real hooks, asked at the shifted time
   if at ~= core.now() then core.clock_set(at) end
-  local rows = engine:plan(at)
-  io.stdout:write("policy ok: ", tostring(#engine.order), " certificates; issuer ", engine.issuer:describe(),
+  local ok, rows = run_task(function()
+    engine:load_all()
+    return true, engine:plan(at)
+  end)
+  if not ok then
+    core.clock_set(nil)
+    eprint("certmaint: check: " .. tostring(rows))
+    return 1
+  end
+  io.stdout:write("policy ok: ", tostring(#engine.order), " certificates; issuer ", issuers.describe(engine.issuer),
     "; as of ", M.iso(at), "\n")
   local out = {}
   for _, r in ipairs(rows) do
@@ -289,7 +305,7 @@ function commands.renew(engine, args)
     engine:load_all()
     local res = {}
     for _, e in ipairs(targets) do
-      local cert = e.id and engine.cache:get(e.id)
+      local cert = e.id and engine.cache:get(e.id, { pem = false })
       if force or not cert or engine:needs_renewal(cert, core.now()) then
         local r, c, code = engine:renew_once(e, cert and "renew" or "obtain")
         res[#res + 1] = { name = e.primary, result = r or "failed", detail = r and c.serial or tostring(type(c) == "table" and c.message or c), code = code }
@@ -315,7 +331,7 @@ end
 function commands.revoke(engine, args)
   if #args ~= 1 then return usage_error("revoke: give exactly one NAME") end
   if not engine.issuer.revoke then
-    eprint("certmaint: revoke: the issuer (" .. engine.issuer:describe() .. ") cannot revoke certificates")
+    eprint("certmaint: revoke: the issuer (" .. issuers.describe(engine.issuer) .. ") cannot revoke certificates")
     return 1
   end
   local ok, err = run_task(function()

@@ -187,8 +187,13 @@ function TestEngine:start() return run_task(self.engine.start, self.engine) end
 --- Run one pass ("renew" | "clean" | "ocsp") and the jobs it queued; returns the tick.
 function TestEngine:tick(kind) return run_task(self.engine.tick, self.engine, kind) end
 
---- Run the loop until nothing is runnable (jobs waiting to retry do not count).
-function TestEngine:wait() loop.run_until_idle() end
+--- Run the loop until nothing is runnable, resubmitting failing renewals
+-- whose retry time has come as the daemon's renew ticker does (jobs waiting
+-- for a later retry time do not count).
+function TestEngine:wait()
+  loop.run_until_idle()
+  while run_task(self.engine.retry_due, self.engine) > 0 do loop.run_until_idle() end
+end
 
 --- The cached certificates (tables with names, not_after, pem, ...).
 function TestEngine:cache() return self.engine:certificates() end

@@ -80,25 +80,35 @@ describe("engine", function()
       assert.equal("example.com", issuer.requests[3][1])
     end)
 
-    it("repairs a crash between promotion steps from the staging copy", function()
-      local storage = testing.memory()
-      local issuer = testing.issuer { ca = ca, lifetime = "30d" }
-      local e1 = testing.engine(policy { issuer = issuer, storage = storage })
-      local first = e1:cert("example.com")
-      -- simulate: the new set is staged, the new key promoted, then a crash
-      local p = e1.engine:paths("example.com")
-      local leaf = ca:issue { names = { "example.com" }, not_after = clock:now() + 30 * DAY }
-      assert(storage:store(p.staged_key, leaf.key_pem))
-      assert(storage:store(p.staged_crt, leaf.cert_pem))
-      assert(storage:store(p.staged_meta, "{}"))
-      assert(storage:store(p.key, leaf.key_pem))
-      local e2 = testing.engine(policy { issuer = issuer, storage = storage })
-      local c = e2:cert("example.com")
-      assert.equal(leaf.serial, c.serial)
-      assert.not_equal(first.serial, c.serial)
-      assert.equal(1, issuer.issued)
-      assert.is_nil(storage:load(p.staged_crt))
-      assert.equal(1, grep(logs(), "event=repaired_from_staging"))
+    it("finishes a renewal commit that a crash cut short, at every step, never mixing two sets", function()
+      -- a renewal writes .key .crt .json as one commit: 2*3+2 = 8 steps; a
+      -- crash after step n leaves the old set (n <= 3, before the commit
+      -- point) or, after recovery at the next start, the new one
+      for n = 1, 7 do
+        local storage = testing.memory()
+        local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+        local e1 = testing.engine(policy { issuer = issuer, storage = storage })
+        local first = e1:cert("example.com")
+        local set = e1.engine:paths("example.com")
+        clock:advance(25 * DAY)
+        storage.crash_after = n
+        e1:tick("renew") -- the job raises "injected crash" after step n
+        assert.equal(2, issuer.issued, "step " .. n)
+        local e2 = testing.engine(policy { issuer = issuer, storage = storage })
+        local c = e2:cert("example.com")
+        assert.is_true(core.key_matches(c.pem, storage:load(set.key)), "step " .. n)
+        assert.is_truthy(storage:load(set.meta), "step " .. n)
+        if n <= 3 then
+          assert.equal(first.serial, c.serial, "step " .. n)
+        else
+          assert.not_equal(first.serial, c.serial, "step " .. n)
+          assert.is_true(grep(logs(), "event=repaired_from_staging") >= 1, "step " .. n)
+        end
+        assert.equal(2, issuer.issued, "step " .. n) -- nothing obtained twice
+        testing.reset()
+        clock = testing.clock(testing.EPOCH)
+        logs = testing.capture_logs()
+      end
     end)
 
     it("refuses a stored certificate whose private key is gone, and obtains a new one", function()
@@ -222,7 +232,9 @@ describe("engine", function()
         assert.equal("locked", code)
       end
       for _ = 1, 4 do clock:advance(5); loop.run_until_idle() end
-      assert.is_true(other:lock(keys.lock_name("example.com"))) -- released after the renewal
+      local lk = other:lock(keys.lock_name("example.com")) -- released after the renewal
+      assert.is_table(lk)
+      assert.is_true(math.type(lk.token) == "integer" and lk.token >= 2) -- a later grant than a's
     end)
 
     it("deduplicates renewals by name", function()

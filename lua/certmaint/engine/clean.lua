@@ -1,0 +1,107 @@
+--- The clean pass (DESIGN "Cleaning"): stale or unparseable staples, then
+-- certificates expired longer than the grace period (with their key and
+-- metadata), then site folders left empty. Never deletes what the policy
+-- manages, nor a file it cannot parse as a certificate (that is reported).
+local core = require "certmaint.core"
+local keys = require "certmaint.keys"
+local rfc3339 = require "certmaint.rfc3339"
+
+local M = {}
+
+local function log(level, event, fields) core.log(level, event, fields or {}) end
+
+local function dirname(key) return key:match("^(.*)/[^/]*$") end
+
+--- Staples that cannot be parsed, or whose nextUpdate has passed (none given
+-- counts as passed, as in certmagic), are deleted: a fresh one is fetched.
+function M:clean_staples(now, tick)
+  local list = self.storage:list(keys.OCSP_PREFIX, true) or {}
+  local found, failed = self.storage:load_many(list)
+  for _, k in ipairs(list) do
+    local der = found[k]
+    local info, err = nil, "cannot be read"
+    if der then info, err = core.ocsp_response_peek(der) end
+    local why
+    if not info then
+      if not (failed[k] and failed[k].code == "ENOENT") then why = "unparseable: " .. tostring(err) end
+    elseif not info.next_update or info.next_update <= now then
+      why = "stale: next update " .. (info.next_update and rfc3339.iso(info.next_update) or "not given")
+    end
+    if why then
+      local ok, derr = self.storage:delete(k)
+      if ok then
+        tick.staples_deleted = tick.staples_deleted + 1
+        log("info", "clean_deleted", { key = k, what = "OCSP staple", why = why })
+      else
+        log("error", "clean_delete_failed", { key = k, error = derr })
+      end
+    end
+  end
+end
+
+--- The keys of managed certificates (never cleaned).
+function M:managed_crt_keys()
+  local managed = {}
+  for _, primary in ipairs(self.order) do managed[self.entries[primary].set.crt] = true end
+  return managed
+end
+
+--- Stored certificates the policy does not manage: calls fn(key, facts_or_nil)
+-- for each, in batches (facts nil: it cannot be parsed).
+function M:each_unmanaged_stored(fn)
+  local managed = self:managed_crt_keys()
+  local crts = {}
+  for _, k in ipairs(self.storage:list(keys.CERTS_PREFIX, true) or {}) do
+    if k:sub(-4) == ".crt" and not managed[k] then crts[#crts + 1] = k end
+  end
+  local found = self.storage:load_many(crts)
+  for _, k in ipairs(crts) do
+    local pem = found[k]
+    fn(k, pem and core.cert_parse(pem) or nil)
+  end
+  return #crts
+end
+
+function M:clean_pass()
+  local now = core.now()
+  local cfg = self.policy.clean or {}
+  local tick = { kind = "clean", at = now, deleted = 0, kept = 0, unparseable = 0, staples_deleted = 0 }
+  if cfg.ocsp_staples ~= false then self:clean_staples(now, tick) end
+  if cfg.expired_certs == false then return tick end
+  local grace = cfg.expired_cert_grace_period or 86400
+  for _, primary in ipairs(self.order) do -- managed and stored: kept
+    if self.entries[primary].id then tick.kept = tick.kept + 1 end
+  end
+  local sites = {}
+  self:each_unmanaged_stored(function(k, facts)
+    if facts and self.by_id[facts.hash] then
+      tick.kept = tick.kept + 1
+    elseif not facts then
+      tick.unparseable = tick.unparseable + 1
+      log("warn", "clean_unparseable", { key = k })
+    elseif facts.not_after + grace <= now then
+      local base = k:sub(1, -5)
+      for _, ext in ipairs { ".crt", ".key", ".json" } do
+        if self.storage:exists(base .. ext) then
+          local ok, err = self.storage:delete(base .. ext)
+          if ok then log("info", "clean_deleted", { key = base .. ext, not_after = rfc3339.iso(facts.not_after) })
+          else log("error", "clean_delete_failed", { key = base .. ext, error = err }) end
+        end
+      end
+      tick.deleted = tick.deleted + 1
+      sites[dirname(k)] = true
+    else
+      tick.kept = tick.kept + 1
+    end
+  end)
+  for site in pairs(sites) do
+    local rest = self.storage:list(site, false)
+    if rest and #rest == 0 then
+      self.storage:delete(site)
+      log("info", "clean_deleted", { key = site, what = "empty site folder" })
+    end
+  end
+  return tick
+end
+
+return M

@@ -1,0 +1,332 @@
+--- The engine: certmagic's maintenance routine, with the policy deciding.
+--
+-- One engine owns a cache (C), a job queue, the storage backend and the issuer
+-- of one policy. Passes run inside loop tasks; renewals are named jobs
+-- ("renew:<name>") so one name is never renewed twice at once, and they run
+-- outside any cache lock (the C scan copies ids and returns).
+--
+--   local e = engine.new(policy, { data_dir = "certmaint-data" })
+--   e:start()                -- load what storage has, obtain what is missing
+--   e:tick("renew")          -- one pass (inside a loop task)
+--   e:run()                  -- timers + signals until SIGTERM
+--
+-- This file is the wiring: entries, policy (re)loading, ticks, run, signals.
+-- Each concern has its own file, whose methods are mixed into Engine:
+--   engine/load.lua    start-up: read storage into the cache, obtain what is missing
+--   engine/renew.lua   the renew pass, renewal jobs, obtaining a certificate
+--   engine/retry.lua   retry state of failing renewals (the cache holds the schedule)
+--   engine/clean.lua   the clean pass
+--   engine/ocsp.lua    the OCSP pass
+--   engine/status.lua  status rows and `check`'s plan
+-- certmaint.certset reads and writes a certificate set (.crt .key .json).
+local core = require "certmaint.core"
+local loop = require "certmaint.loop"
+local jobs = require "certmaint.jobs"
+local hooks = require "certmaint.hooks"
+local certset = require "certmaint.certset"
+local rfc3339 = require "certmaint.rfc3339"
+local issuers = require "certmaint.issuer"
+
+local M = {}
+local Engine = {}
+Engine.__index = Engine
+
+M.LOCK_HEARTBEAT = 5        -- seconds between lock refreshes (certmagic: 5 s)
+M.SHUTDOWN_GRACE = 60       -- seconds in-flight jobs get to finish on SIGTERM
+M.iso = rfc3339.iso
+
+local function log(level, event, fields) core.log(level, event, fields or {}) end
+
+for _, part in ipairs { "load", "renew", "retry", "clean", "ocsp", "status" } do
+  for name, fn in pairs(require("certmaint.engine." .. part)) do
+    if Engine[name] then error("engine: method " .. name .. " defined twice (engine/" .. part .. ".lua)") end
+    Engine[name] = fn
+  end
+end
+
+--- engine.new(policy, opts): opts.data_dir (default "certmaint-data"),
+-- opts.storage / opts.issuer override the policy's (testing), opts.reload
+-- (function returning a fresh policy, for SIGHUP).
+function M.new(policy, opts)
+  opts = opts or {}
+  local self = setmetatable({}, Engine)
+  self.opts = opts
+  self.cache = core.cache_new()
+  self.entries = {}         -- primary name -> entry
+  self.order = {}           -- primaries in policy order
+  self.by_id = {}           -- cache id -> entry
+  self.uncached = {}        -- primaries with no certificate yet (an obtain failed)
+  self.collectors = {}      -- open pass collectors (see engine/renew.lua)
+  self.wake = loop.cond()   -- the renew ticker: a retry time or stopping changed
+  self.job_event = loop.cond() -- a renewal job changed state (collectors wait on it)
+  self.lock_event = loop.cond() -- a storage lock was taken (the heartbeat waits on it)
+  self.locks_held = 0
+  self:apply_policy(policy)
+  self.jobs = jobs.new {
+    concurrency = policy.concurrency or 8,
+    retry = "manual",       -- a failing renewal waits as a number in the cache
+    on_state = function(job, state)
+      local e = self.entries[job:match("^renew:(.*)$") or ""]
+      if e and (state == "waiting" or state == "failed") then self:save_state(e) end
+      self.job_event:notify_all()
+    end,
+  }
+  return self
+end
+
+--- Install a (new) policy: settings, storage, issuer, hook runner, entries.
+function Engine:apply_policy(policy)
+  self.policy = policy
+  self.hooks = hooks.new(policy)
+  self.renewal_opts = require("certmaint.policy").renewal_opts(policy)
+  if not self.storage or policy.storage then
+    self.storage = self.opts.storage or policy.storage
+      or require("certmaint.storage.file").new { root = self.opts.data_dir or "certmaint-data" }
+  end
+  if not self.issuer or policy.issuer then
+    self.issuer = self.opts.issuer or policy.issuer or require("certmaint.issuer.internal").new {}
+    local ok, err = issuers.check(self.issuer) -- policy issuers were checked already; opts.issuer not
+    if not ok then error("engine: " .. err, 3) end
+  end
+  self.issuer_key = issuers.storage_key(self.issuer)
+  local wanted = {}
+  for _, c in ipairs(policy.certificates) do
+    wanted[c.names[1]] = true
+    local e = self.entries[c.names[1]]
+    if not e then
+      self:add_entry(c.names, { key_type = c.key_type, on_demand = c.on_demand, source = "policy" })
+    else
+      e.set = certset.paths(self.issuer_key, e.primary)
+      if not certset.same_names(e.names, c.names) then
+        e.names, e.key_type = c.names, c.key_type or e.key_type
+        e.names_changed = true
+      end
+    end
+  end
+  for _, primary in ipairs(self.order) do
+    local e = self.entries[primary]
+    if e and e.source == "policy" and not wanted[primary] then self:drop_entry(primary, "removed from policy") end
+  end
+end
+
+function Engine:add_entry(names, o)
+  local e = {
+    names = names, primary = names[1], key_type = o.key_type or self.policy.key_type or "p256",
+    on_demand = o.on_demand and true or false, source = o.source or "policy",
+    set = certset.paths(self.issuer_key, names[1]), -- storage keys, computed once
+  }
+  self.entries[e.primary] = e
+  self.order[#self.order + 1] = e.primary
+  return e
+end
+
+function Engine:drop_entry(primary, why)
+  local e = self.entries[primary]
+  if not e then return false end
+  self.entries[primary] = nil
+  for i, p in ipairs(self.order) do
+    if p == primary then table.remove(self.order, i) break end
+  end
+  if e.id then
+    self.cache:remove(e.id)
+    self.by_id[e.id] = nil
+  end
+  log("info", "unmanaged", { name = primary, reason = why })
+  return true
+end
+
+--- Storage keys of an entry's set (certmaint.certset.paths).
+function Engine:paths(primary)
+  local e = self.entries[primary]
+  return e and e.set or certset.paths(self.issuer_key, primary)
+end
+
+--- Names managed at run time (a SaaS policy's on_tick adds its customers).
+-- Such entries are on-demand in certmagic's sense. Returns true or nil, err.
+function Engine:manage(names, o)
+  o = o or {}
+  if type(names) == "string" then names = { names } end
+  local norm = {}
+  for i, n in ipairs(names) do
+    local v, err = core.name_normalize(n)
+    if not v then return nil, "name " .. i .. ": " .. err, "invalid" end
+    norm[#norm + 1] = v
+  end
+  if #norm == 0 then return nil, "no names", "invalid" end
+  if self.entries[norm[1]] then return true end
+  if self.policy.allow_name then
+    for _, n in ipairs(norm) do
+      local ok, allowed = self.hooks:decide("allow_name", self.policy.allow_name, n)
+      if not ok or not allowed then
+        log("warn", "name_refused", { name = n })
+        return nil, "policy refused to manage " .. n, "refused"
+      end
+    end
+  end
+  local e = self:add_entry(norm, { on_demand = true, source = "runtime", key_type = o.key_type })
+  log("info", "managed", { name = e.primary, names = table.concat(norm, ","), source = "runtime" })
+  local state, pem = certset.read(self.storage, e.set, e.names)
+  if state == "ok" then
+    self:cache_put(e, pem)
+  else
+    self:submit(e, "obtain")
+  end
+  return true
+end
+
+function Engine:unmanage(name)
+  local e = self.entries[name]
+  if not e then return false end
+  if e.source ~= "runtime" then return nil, name .. " is named by the policy file", "invalid" end
+  self.jobs:cancel("renew:" .. name)
+  return self:drop_entry(name, "unmanaged at run time")
+end
+
+function Engine:managed_names()
+  local out = {}
+  for _, p in ipairs(self.order) do out[#out + 1] = p end
+  return out
+end
+
+--- One pass of a kind, then on_tick. Runs inside a loop task.
+function Engine:tick(kind)
+  local tick
+  if kind == "renew" then tick = self:renew_pass()
+  elseif kind == "clean" then tick = self:clean_pass()
+  elseif kind == "ocsp" then tick = self:ocsp_pass()
+  else error("unknown tick kind " .. tostring(kind), 2) end
+  tick.lua_kib = math.floor(collectgarbage("count")) -- the Lua heap, so a leak shows in the log
+  tick.cached = self.cache:count()
+  log("info", "tick", tick)
+  if self.policy.on_tick then
+    tick.manage = function(names, o) return self:manage(names, o) end
+    tick.unmanage = function(name) return self:unmanage(name) end
+    tick.managed = function() return self:managed_names() end
+    self.hooks:notify("on_tick", self.policy.on_tick, tick)
+    tick.manage, tick.unmanage, tick.managed = nil, nil, nil
+  end
+  return tick
+end
+
+--- Take a storage lock for this engine's work; the heartbeat keeps it fresh
+-- until release_lock. Returns the lock | nil, err, code.
+function Engine:take_lock(name)
+  self:ensure_heartbeat()
+  local lock, err, code = self.storage:lock(name)
+  if not lock then return nil, err, code end
+  self.locks_held = self.locks_held + 1
+  self.lock_event:notify_all()
+  return lock
+end
+
+function Engine:release_lock(lock)
+  self.locks_held = self.locks_held - 1
+  return self.storage:unlock(lock)
+end
+
+--- Keep this instance's storage locks fresh (every LOCK_HEARTBEAT seconds)
+-- while it holds any, so no other instance takes them for stale. With none
+-- held it waits on lock_event: an idle daemon does not wake for it.
+function Engine:ensure_heartbeat()
+  if self.heartbeat or not self.storage.refresh_locks then return end
+  self.heartbeat = loop.spawn_named("lock_heartbeat", function()
+    while not self.stopping do
+      if self.locks_held == 0 then
+        self.lock_event:wait()
+      else
+        loop.sleep(M.LOCK_HEARTBEAT)
+        local ok, err = pcall(self.storage.refresh_locks, self.storage)
+        if not ok then log("error", "lock_heartbeat_failed", { error = err }) end
+      end
+    end
+  end)
+end
+
+--- The renew ticker sleeps until its interval passes or the earliest retry
+-- of a failing renewal is due, whichever comes first (one timer, whatever N).
+function Engine:next_renew_wait(interval, last)
+  local due = last + interval
+  local retry = self.jobs:next_wakeup()
+  if retry and retry < due then due = retry end
+  return math.max(due - core.now(), 0)
+end
+
+--- Run forever: tickers, lock heartbeat, signals. Returns when stopped.
+function Engine:run()
+  core.signal_watch { "TERM", "INT", "HUP" }
+  loop.on_signal(function(sig)
+    if sig == "HUP" then
+      self:reload()
+    else
+      log("info", "stopping", { signal = sig })
+      self.stopping = true
+      self.wake:notify_all()
+      self.lock_event:notify_all()
+    end
+  end)
+  loop.spawn_named("start", function()
+    local ok, tick = pcall(self.start, self)
+    if not ok then log("error", "start_failed", { error = tick }) end
+  end)
+  local function ticker(kind, interval_field)
+    loop.spawn_named("ticker:" .. kind, function()
+      local last = core.now()
+      while not self.stopping do
+        local interval = self.policy[interval_field]
+        if kind == "renew" then
+          self.wake:wait(self:next_renew_wait(interval, last))
+        else
+          loop.sleep(interval)
+        end
+        if self.stopping then break end
+        local now = core.now()
+        if self.started and now >= last + interval then
+          last = now
+          local ok, err = pcall(self.tick, self, kind)
+          if not ok then log("error", "pass_failed", { kind = kind, error = err }) end
+        elseif self.started and kind == "renew" then
+          local ok, err = pcall(self.retry_due, self)
+          if not ok then log("error", "pass_failed", { kind = "retry", error = err }) end
+        end
+      end
+    end)
+  end
+  ticker("renew", "renew_check_interval")
+  ticker("clean", "clean_interval")
+  log("info", "running", { certificates = #self.order, storage = self.storage.describe and self.storage:describe() or "?",
+    issuer = issuers.describe(self.issuer) })
+  loop.run_until(function() return self.stopping end)
+  self:shutdown()
+end
+
+--- Stop cleanly: no new jobs, in-flight jobs get SHUTDOWN_GRACE to finish
+-- (their writes and unlocks complete), then the loop is cleared.
+function Engine:shutdown()
+  self.stopping = true
+  self.wake:notify_all()
+  loop.run_until(function()
+    for _, j in ipairs(self.jobs:list()) do
+      if j.state == "running" then return false end
+    end
+    return true
+  end, { timeout = M.SHUTDOWN_GRACE })
+  log("info", "stopped", {})
+  loop.reset()
+  core.signal_unwatch()
+end
+
+--- SIGHUP: re-read the policy; a policy that fails to load leaves the old one.
+function Engine:reload()
+  if not self.opts.reload then return end
+  local policy, err = self.opts.reload()
+  if not policy then
+    log("error", "policy_reload_failed", { error = err })
+    return false
+  end
+  self:apply_policy(policy)
+  log("info", "policy_reloaded", { certificates = #self.order })
+  loop.spawn_named("start", function() self:start() end)
+  return true
+end
+
+return M

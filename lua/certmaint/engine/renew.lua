@@ -1,0 +1,270 @@
+--- The renew pass and renewal jobs (DESIGN "Behaviour to keep", "Issuing").
+--
+-- The C scan (cache:due) finds what is due; each due certificate becomes a
+-- named job "renew:<primary>" (one at a time per name). A job takes the
+-- storage lock for its name, re-reads storage (another instance may have
+-- renewed meanwhile: then it reloads), else obtains a new certificate and
+-- writes the whole set as one commit fenced by that lock.
+local core = require "certmaint.core"
+local loop = require "certmaint.loop"
+local keys = require "certmaint.keys"
+local renewal = require "certmaint.renewal"
+local certset = require "certmaint.certset"
+local rfc3339 = require "certmaint.rfc3339"
+local issuers = require "certmaint.issuer"
+
+local M = {}
+
+local function log(level, event, fields) core.log(level, event, fields or {}) end
+
+local function message_of(err)
+  if type(err) == "table" then return tostring(err.message or err[1] or "error") end
+  return tostring(err)
+end
+
+--- The time at which the policy says `cert` needs renewing (for scans and status).
+-- With the default decision this is renewal.renew_at; with a needs_renewal
+-- hook it is found by bisection over the certificate's life (the hook is
+-- assumed monotonic in time, which any sane policy is).
+function M:renewal_time(cert)
+  local hook = self.policy.needs_renewal
+  if not hook then
+    return renewal.renew_at(cert, self.renewal_opts)
+  end
+  local lo, hi = cert.not_before, cert.not_after
+  local ok, due = self.hooks:decide("needs_renewal", hook, cert, hi)
+  if not ok then return nil end
+  if not due then return math.huge end
+  ok, due = self.hooks:decide("needs_renewal", hook, cert, lo)
+  if ok and due then return lo end
+  for _ = 1, 40 do
+    if hi - lo < 1 then break end
+    local mid = (lo + hi) / 2
+    ok, due = self.hooks:decide("needs_renewal", hook, cert, mid)
+    if not ok then return nil end
+    if due then hi = mid else lo = mid end
+  end
+  return math.ceil(hi)
+end
+
+--- Does the policy say `cert` needs renewing at `now`? Returns bool, reason.
+function M:needs_renewal(cert, now)
+  local hook = self.policy.needs_renewal
+  if hook then
+    local ok, due = self.hooks:decide("needs_renewal", hook, cert, now)
+    if not ok then return false, "hook failed" end
+    return due and true or false, "policy"
+  end
+  return renewal.needs_renewal(cert, now, self.renewal_opts)
+end
+
+--- Obtain a fresh certificate for e and store it under `lock` (held by the caller).
+function M:obtain(e, lock)
+  local now = core.now()
+  local key, err, code = core.key_generate(e.key_type)
+  if not key then return nil, err, code end
+  local csr
+  csr, err, code = core.csr_create(key, e.names)
+  if not csr then return nil, err, code end
+  local res
+  res, err, code = self.issuer:issue({ names = e.names, csr_pem = csr, key_type = e.key_type },
+    { storage = self.storage, now = now })
+  if not res then return nil, err, code end
+  local facts
+  facts, err, code = core.cert_parse(res.chain_pem)
+  if not facts then return nil, { message = "issuer returned an unusable certificate: " .. err }, code end
+  if not core.key_matches(res.chain_pem, key) then
+    return nil, { message = "issuer returned a certificate for another key" }, "mismatch"
+  end
+  local ok
+  ok, err, code = certset.write(self.storage, e.set, {
+    crt = res.chain_pem, key = key, meta = certset.meta(e.names, issuers.describe(self.issuer), facts.serial),
+  }, lock)
+  if not ok then return nil, err, code end
+  return res.chain_pem, facts
+end
+
+--- One attempt at renewing (or obtaining) e. Returns "renewed"|"reloaded"|"obtained", cert or nil, err, code.
+function M:renew_once(e, reason)
+  local lock, err, code = self:take_lock(keys.lock_name(e.primary))
+  if not lock then return nil, err, code end
+  -- pcall: a raising issuer or storage must not leave the lock held (locks
+  -- are not re-entrant: the next attempt would wait for itself)
+  local ran, result, cert
+  ran, result, cert, code = pcall(function()
+    -- another instance may have renewed while we waited for the lock
+    local state, pem, stored = certset.read(self.storage, e.set, e.names)
+    if state == "ok" then
+      local current = e.id and self.cache:get(e.id, { pem = false })
+      if (not current or stored.hash ~= current.id) and not self:needs_renewal(stored, core.now()) then
+        local c, lerr, lcode = self:cache_put(e, pem)
+        if not c then return nil, lerr, lcode end
+        return "reloaded", c
+      end
+    end
+    local chain, ferr, fcode = self:obtain(e, lock)
+    if not chain then return nil, ferr, fcode end
+    local c, lerr, lcode = self:cache_put(e, chain)
+    if not c then
+      -- stored fine, but the cache refused it: not retried (certmagic: reload failures are logged)
+      log("error", "reload_failed", { name = e.primary, error = lerr })
+      return nil, { message = "reload after renewal failed: " .. tostring(lerr), final = true }, lcode
+    end
+    e.names_changed = nil
+    return (reason == "obtain") and "obtained" or "renewed", c
+  end)
+  self:release_lock(lock)
+  if not ran then return nil, tostring(result), "error" end
+  return result, cert, code
+end
+
+-- Pass collectors: a pass waits for the first attempt of the jobs it queued
+-- so that on_tick can say what it did.
+function M:open_collector(tick)
+  local c = { waiting = {}, outstanding = 0, tick = tick }
+  self.collectors[#self.collectors + 1] = c
+  return c
+end
+
+function M:collect(name, outcome)
+  for _, c in ipairs(self.collectors) do
+    if c.waiting[name] then
+      c.waiting[name] = nil
+      c.outstanding = c.outstanding - 1
+      c.tick[outcome] = (c.tick[outcome] or 0) + 1
+    end
+  end
+end
+
+--- Wait for the first attempt of every job collector c queued. A job that is
+-- no longer queued or running without having reported (its task died: a bug)
+-- is not waited for, so a pass can never hang on it. Woken by job state
+-- changes (self.job_event), never by polling.
+function M:finish_collector(c)
+  local function settled()
+    if c.outstanding == 0 then return true end
+    for job in pairs(c.waiting) do
+      local st = self.jobs:status(job)
+      if st and (st.state == "queued" or st.state == "running") then return false end
+    end
+    return true
+  end
+  while not settled() do self.job_event:wait() end
+  for i, x in ipairs(self.collectors) do
+    if x == c then table.remove(self.collectors, i) break end
+  end
+end
+
+--- Queue a renewal (or obtain) job for e; false if one is already queued,
+-- running, or waiting for a retry time that has not come.
+function M:submit(e, reason, collector)
+  if self.stopping then return false end
+  local job = "renew:" .. e.primary
+  local queued = self.jobs:submit(job, function(attempt)
+    if self.entries[e.primary] ~= e then return true end -- unmanaged meanwhile
+    local ok, res, cert_or_err, code = pcall(self.renew_once, self, e, reason)
+    if not ok then res, cert_or_err, code = nil, res, "error" end
+    if res then
+      local cert = cert_or_err
+      self:clear_state(e)
+      log("info", res, { name = e.primary, serial = cert.serial, not_after = rfc3339.iso(cert.not_after), attempt = attempt })
+      self:collect(job, (res == "reloaded") and "reloaded" or "renewed")
+      self:notify_renewed(e, cert, res)
+      return true
+    end
+    local err = cert_or_err
+    local msg = message_of(err)
+    log("error", "renew_failed", { name = e.primary, error = msg, attempt = attempt, code = code })
+    self:collect(job, "failed")
+    if self.policy.on_error then
+      self.hooks:notify("on_error", self.policy.on_error, { kind = "renew", name = e.primary, message = msg, code = code })
+    end
+    if e.on_demand then
+      -- certmagic: an on-demand certificate whose renewal fails leaves the cache
+      self:drop_entry(e.primary, "on-demand renewal failed")
+      return nil, { message = msg, final = true }, code
+    end
+    return nil, err, code
+  end)
+  if queued and collector then
+    collector.waiting[job] = true
+    collector.outstanding = collector.outstanding + 1
+  end
+  return queued
+end
+
+--- Call on_renewed(cert) with what deploying needs: cert.pem (chain),
+-- cert.key_pem, cert.event ("obtained" | "renewed" | "reloaded": a reload means
+-- another instance renewed, and this machine's servers need the new files too).
+function M:notify_renewed(e, cert, event)
+  if not self.policy.on_renewed then return end
+  local view = {}
+  for k, v in pairs(cert) do view[k] = v end
+  view.event = event
+  view.key_pem = self.storage:load(e.set.key)
+  return self.hooks:notify("on_renewed", self.policy.on_renewed, view)
+end
+
+--- The ids of managed certificates due at `now`: the C scan, or with a
+-- needs_renewal hook, the hook asked for each one not waiting to retry.
+function M:due_ids(now)
+  if not self.policy.needs_renewal then return self.cache:due(now) end
+  local ids = {}
+  for _, id in ipairs(self.cache:ids { managed = true }) do
+    local cert = self.cache:get(id, { pem = false })
+    if cert and cert.next_attempt <= now and self:needs_renewal(cert, now) then ids[#ids + 1] = id end
+  end
+  return ids
+end
+
+-- Queue a job for every certificate due at `now` (and every entry still
+-- without one); counts go into tick.
+function M:queue_due(now, tick, collector)
+  for _, id in ipairs(self:due_ids(now)) do
+    local cert = self.cache:get(id, { pem = false })
+    local e = self.by_id[id]
+    if cert and #cert.names == 0 then
+      log("warn", "dropped_no_names", { id = id })
+      self.cache:remove(id)
+      self.by_id[id] = nil
+      tick.dropped = tick.dropped + 1
+    elseif e then
+      tick.due = tick.due + 1
+      if self:submit(e, "renew", collector) then tick.queued = tick.queued + 1 end
+    end
+  end
+  -- entries still without a certificate (an obtain failed) retry here once
+  -- their back-off has passed (submit refuses them until then)
+  for primary in pairs(self.uncached) do
+    local e = self.entries[primary]
+    if not e or e.id then
+      self.uncached[primary] = nil
+    elseif self:submit(e, "obtain", collector) then
+      tick.due, tick.queued = tick.due + 1, tick.queued + 1
+    end
+  end
+end
+
+--- The renew pass (DESIGN "Behaviour to keep").
+function M:renew_pass()
+  local now = core.now()
+  local tick = { kind = "renew", at = now, due = 0, queued = 0, renewed = 0, reloaded = 0, failed = 0, dropped = 0 }
+  local collector = self:open_collector(tick)
+  self:queue_due(now, tick, collector)
+  self:finish_collector(collector)
+  return tick
+end
+
+--- Between passes: resubmit the failing renewals whose retry time has come
+-- (the daemon's renew ticker calls this when it wakes for jobs:next_wakeup).
+-- Returns how many were queued.
+function M:retry_due()
+  local now = core.now()
+  local wake = self.jobs:next_wakeup()
+  if self.stopping or not wake or wake > now then return 0 end
+  local tick = { due = 0, queued = 0, dropped = 0 }
+  self:queue_due(now, tick)
+  return tick.queued
+end
+
+return M

@@ -1,0 +1,91 @@
+--- What `status` shows and what `check` plans: read-only views of the engine.
+local core = require "certmaint.core"
+local certset = require "certmaint.certset"
+local rfc3339 = require "certmaint.rfc3339"
+
+local M = {}
+
+--- Certificates in the cache, as the tables Lua sees.
+function M:certificates()
+  local out = {}
+  for _, primary in ipairs(self.order) do
+    local e = self.entries[primary]
+    local c = e.id and self.cache:get(e.id)
+    if c then out[#out + 1] = c end
+  end
+  return out
+end
+
+--- One status row per managed entry (the facts `status` prints).
+function M:status_rows(now)
+  now = now or core.now()
+  local saved = self:load_states()
+  local rows = {}
+  for _, primary in ipairs(self.order) do
+    local e = self.entries[primary]
+    local c = e.id and self.cache:get(e.id, { pem = false })
+    local st = self.jobs:status("renew:" .. primary) or saved[primary]
+    local row = {
+      names = e.names, managed = true, on_demand = e.on_demand,
+      issuer = c and c.issuer or nil, serial = c and c.serial or nil,
+      not_before = c and c.not_before, not_after = c and c.not_after,
+      renewal_at = c and c.renew_at, renewal_due = false,
+      ocsp = c and c.ocsp and { status = c.ocsp.status, this_update = c.ocsp.this_update,
+        next_update = c.ocsp.next_update } or nil,
+      last_error = st and st.last_error or (not c and "no certificate in storage") or nil,
+      attempts = st and st.attempts or nil, next_attempt = st and st.next_attempt or nil,
+    }
+    if c then row.renewal_due = (self:needs_renewal(c, now)) end
+    rows[#rows + 1] = row
+  end
+  return rows
+end
+
+--- What the next passes would do at `at` (check --at): changes nothing (it
+-- loads storage into the cache, but finishes no interrupted commit).
+function M:plan(at)
+  self:load_all { recover = false }
+  local out = {}
+  local grace = (self.policy.clean or {}).expired_cert_grace_period or 86400
+  for _, primary in ipairs(self.order) do
+    local e = self.entries[primary]
+    local c = e.id and self.cache:get(e.id, { pem = false })
+    local row = { names = e.names }
+    if e.load_state == "missing" or (not c and e.load_state ~= "error") then
+      row.action, row.when, row.why = "obtain", at, "not in storage"
+    elseif c and (e.load_state == "names_changed" or not certset.same_names(c.names, e.names)) then
+      row.action, row.when, row.why = "obtain", at, "names changed (storage has " .. table.concat(c.names, ",") .. ")"
+    elseif c then
+      local t = self:renewal_time(c)
+      row.not_after = c.not_after
+      if not t then
+        row.action, row.when, row.why = "error", at, "needs_renewal hook failed"
+      elseif c.not_after <= at then
+        row.action, row.when, row.why = "renew", at, "expired at " .. rfc3339.iso(c.not_after)
+      elseif t <= at then
+        row.action, row.when, row.why = "renew", at, "due since " .. rfc3339.iso(t)
+      elseif t == math.huge then
+        row.action, row.when, row.why = "keep", nil, "policy never renews it"
+      else
+        row.action, row.when, row.why = "renew", t, "renewal window opens"
+      end
+    else
+      row.action, row.when, row.why = "error", at, tostring(e.load_error)
+    end
+    out[#out + 1] = row
+  end
+  -- clean: unmanaged certificates in storage
+  local clean_expired = (self.policy.clean or {}).expired_certs ~= false
+  self:each_unmanaged_stored(function(k, facts)
+    if not facts then
+      out[#out + 1] = { names = { k }, action = "report", when = at, why = "cannot be parsed; never deleted" }
+    elseif clean_expired then
+      local t = facts.not_after + grace
+      out[#out + 1] = { names = facts.names, action = "clean", when = math.max(t, at),
+        why = (t <= at) and "expired and past grace period" or "expires " .. rfc3339.iso(facts.not_after) }
+    end
+  end)
+  return out
+end
+
+return M
