@@ -1277,7 +1277,7 @@ static int scan(struct cm_cache *c, enum scan_kind kind, double now, double grac
 #define SCAN_LOOP(cond)                                                          \
     for (i = 0; i < n && b.n < limit; i++) {                                     \
         if (cond) {                                                              \
-            if (idbuf_push(&b, c, i) != CM_OK) goto nomem;                       \
+            if (idbuf_push(&b, c, i) != CM_OK) goto no_memory;                   \
         }                                                                        \
     }
     switch (kind) {
@@ -1306,7 +1306,7 @@ static int scan(struct cm_cache *c, enum scan_kind kind, double now, double grac
     *ids = b.ids;
     *count = b.n;
     return CM_OK;
-nomem:
+no_memory:
     free(b.ids); b.ids = NULL;
     cm_fail(res, "ENOMEM", "cache scan: out of memory");
     return rc;
