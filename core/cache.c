@@ -21,10 +21,13 @@
  */
 #include "cache.h"
 #include "encoding.h"
+#include "fileio.h"
 #include "renewal.h"
 
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -608,6 +611,7 @@ void cm_cache_many_opts_init(struct cm_cache_many_opts *o)
     o->renew = NULL;
     o->threads = 2;
     o->first_index = 0;
+    o->max_bytes = CM_CACHE_MAX_FILE;
 }
 
 /* Case-insensitive equality of two NUL-terminated names. */
@@ -663,6 +667,9 @@ static void many_prepare(const struct cm_cache_many_opts *o, struct cm_cache_ite
     struct cm_cert_facts f;
     struct cm_result r;
     size_t num = o->first_index + i;
+    char *file = NULL;
+    size_t file_len = 0;
+    struct stat st;
 
     memset(b, 0, sizeof *b);
     cm_result_clear(&it->res);
@@ -670,14 +677,31 @@ static void many_prepare(const struct cm_cache_many_opts *o, struct cm_cache_ite
     it->existed = 0;
     it->not_before = it->not_after = 0;
     it->renew_at = NAN;
-    if (!it->pem) {
+    if (!it->pem && it->path) {
+        /* read here, on the parse threads: the file system's latency overlaps too */
+        if (cm_fileio_read_file(it->path, o->max_bytes, &file, &file_len, &r) != CM_OK) {
+            item_fail(it, num, r.code, r.message);
+            if (strcmp(r.code, "ENOENT") == 0) it->state = CM_CACHE_ITEM_MISSING;
+            return;
+        }
+    }
+    if (it->companion && stat(it->companion, &st) != 0) {
+        char why[sizeof it->res.message];
+        snprintf(why, sizeof why, "%s: %s", it->companion, strerror(errno));
+        item_fail(it, num, errno == ENOENT ? "ENOENT" : "EIO", why);
+        free(file); file = NULL;
+        return;
+    }
+    if (!it->pem && !file) {
         item_fail(it, num, "invalid", "no PEM");
         return;
     }
-    if (cm_x509_parse_chain(it->pem, it->pem_len, &f, &r) != CM_OK) {
+    if (cm_x509_parse_chain(file ? file : it->pem, file ? file_len : it->pem_len, &f, &r) != CM_OK) {
         item_fail(it, num, r.code, r.message);
+        free(file); file = NULL;
         return;
     }
+    free(file); file = NULL;
     memcpy(it->id.sha256, f.sha256, 32);
     it->not_before = f.not_before;
     it->not_after = f.not_after;
@@ -699,7 +723,7 @@ static void many_insert(struct cm_cache *c, const struct cm_cache_many_opts *o,
     struct cm_result r;
     uint32_t s;
 
-    if (it->state == CM_CACHE_ITEM_ERROR) goto out;
+    if (it->state == CM_CACHE_ITEM_ERROR || it->state == CM_CACHE_ITEM_MISSING) goto out;
     cm_cache_add_opts_init(&ao);
     ao.managed = o->managed ? 1 : 0;
     ao.on_demand = it->on_demand ? 1 : 0;

@@ -187,13 +187,22 @@ const char *cm_cache_view_item(const struct cm_cache_view *v, enum cm_cache_list
 /* One certificate of a cm_cache_add_many batch: what the caller fills in,
  * then what happened to it.  Inputs are borrowed for the call. */
 struct cm_cache_item {
-    const char *pem; /* PEM chain, leaf first */
+    const char *pem; /* PEM chain, leaf first; or NULL and path: */
     size_t pem_len;
+    const char *path;      /* a file holding the PEM chain, read on the parse threads
+                            * (at most opts->max_bytes); a missing file gives MISSING */
+    const char *companion; /* NULL, or a file that must exist beside it (the private
+                            * key): missing, the item is an ERROR with code "ENOENT" */
     const char *const *names; /* names the policy expects, or NULL: not compared */
     size_t names_count;
     int on_demand; /* 1 or 0 */
     /* outcome */
-    enum { CM_CACHE_ITEM_OK, CM_CACHE_ITEM_NAMES_CHANGED, CM_CACHE_ITEM_ERROR } state;
+    enum {
+        CM_CACHE_ITEM_OK,
+        CM_CACHE_ITEM_NAMES_CHANGED,
+        CM_CACHE_ITEM_ERROR,
+        CM_CACHE_ITEM_MISSING /* path does not exist (res says so, code "ENOENT") */
+    } state;
     int existed;               /* the cache held it already (or it came twice) */
     struct cm_cache_id id;     /* unless state is ERROR */
     int64_t not_before, not_after;
@@ -209,7 +218,11 @@ struct cm_cache_many_opts {
     unsigned threads;                    /* parse threads (default 2, at most 16);
                                           * 0 or 1: parse in the calling thread */
     size_t first_index;                  /* the number "item N" gives items[0] (default 0) */
+    size_t max_bytes;                    /* bound on a file read for an item's path
+                                          * (default CM_CACHE_MAX_FILE) */
 };
+
+#define CM_CACHE_MAX_FILE (1024u * 1024u) /* what cm_x509_parse_chain accepts */
 
 void cm_cache_many_opts_init(struct cm_cache_many_opts *o);
 

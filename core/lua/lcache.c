@@ -275,7 +275,7 @@ static int l_get(lua_State *L)
 #define MANY_MAX_THREADS 64
 
 /* Stack slots of l_add_many. */
-enum { A_PEMS = 2, A_OPTS, A_ON_DEMAND, A_NAMES, A_RESULT, A_ITEMS };
+enum { A_PEMS = 2, A_OPTS, A_ON_DEMAND, A_NAMES, A_COMPANIONS, A_RESULT, A_ITEMS };
 
 static const char *const MANY_FIELDS[] = {"id", "state", "error", "code", "not_before",
                                           "not_after", "renew_at", NULL};
@@ -285,19 +285,32 @@ static const char *item_state_name(int state)
     switch (state) {
     case CM_CACHE_ITEM_OK: return "ok";
     case CM_CACHE_ITEM_NAMES_CHANGED: return "names_changed";
+    case CM_CACHE_ITEM_MISSING: return "missing";
     default: return "error";
     }
 }
 
 /* Raise unless every element 1..n of the array at idx (if a table) passes. */
-static void check_many_args(lua_State *L, lua_Integer n)
+static void check_many_args(lua_State *L, lua_Integer n, int files)
 {
     lua_Integer i, k, m;
     for (i = 1; i <= n; i++) {
+        size_t len;
         if (lua_rawgeti(L, A_PEMS, i) != LUA_TSTRING)
             cm_lua_opt_error(L, "cache:add_many", "pems[%d] must be a string, not %s", (int)i,
                              luaL_typename(L, -1));
+        if (files && (lua_tolstring(L, -1, &len), len == 0 || strlen(lua_tostring(L, -1)) != len))
+            cm_lua_opt_error(L, "cache:add_many", "pems[%d] must be a file path (files = true)", (int)i);
         lua_pop(L, 1);
+    }
+    if (lua_istable(L, A_COMPANIONS)) {
+        for (i = 1; i <= n; i++) {
+            int t = lua_rawgeti(L, A_COMPANIONS, i);
+            if (t != LUA_TNIL && (t != LUA_TSTRING || strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1)))
+                cm_lua_opt_error(L, "cache:add_many", "option 'companions[%d]' must be a file path, not %s",
+                                 (int)i, luaL_typename(L, -1));
+            lua_pop(L, 1);
+        }
     }
     if (lua_istable(L, A_ON_DEMAND)) {
         for (i = 1; i <= n; i++) {
@@ -334,7 +347,8 @@ static void check_many_args(lua_State *L, lua_Integer n)
 
 /* Fill items[0..cnt) from Lua items first+1..first+cnt; names pointers go to
  * a userdata pushed on the stack (popped by the caller after the core ran). */
-static void fill_items(lua_State *L, struct cm_cache_item *items, lua_Integer first, size_t cnt)
+static void fill_items(lua_State *L, struct cm_cache_item *items, lua_Integer first, size_t cnt,
+                       int files)
 {
     const char **ptrs = NULL;
     size_t total = 0, j, used = 0;
@@ -351,8 +365,13 @@ static void fill_items(lua_State *L, struct cm_cache_item *items, lua_Integer fi
         lua_Integer li = first + (lua_Integer)j + 1;
         memset(it, 0, sizeof *it);
         lua_rawgeti(L, A_PEMS, li);
-        it->pem = lua_tolstring(L, -1, &it->pem_len); /* the pems table keeps it */
+        if (files) it->path = lua_tostring(L, -1); /* the pems table keeps it */
+        else it->pem = lua_tolstring(L, -1, &it->pem_len);
         lua_pop(L, 1);
+        if (lua_istable(L, A_COMPANIONS)) {
+            if (lua_rawgeti(L, A_COMPANIONS, li) == LUA_TSTRING) it->companion = lua_tostring(L, -1);
+            lua_pop(L, 1);
+        }
         if (lua_istable(L, A_ON_DEMAND)) {
             lua_rawgeti(L, A_ON_DEMAND, li);
             it->on_demand = lua_toboolean(L, -1);
@@ -381,7 +400,7 @@ static void push_outcome(lua_State *L, const struct cm_cache_item *it, lua_Integ
     lua_pushstring(L, item_state_name(it->state));
     lua_rawseti(L, -2, li);
     lua_pop(L, 1);
-    if (it->state == CM_CACHE_ITEM_ERROR) {
+    if (it->state == CM_CACHE_ITEM_ERROR || it->state == CM_CACHE_ITEM_MISSING) {
         lua_getfield(L, A_RESULT, "error");
         lua_pushstring(L, it->res.message[0] ? it->res.message : "error");
         lua_rawseti(L, -2, li);
@@ -408,20 +427,22 @@ static void push_outcome(lua_State *L, const struct cm_cache_item *it, lua_Integ
 
 static int l_add_many(lua_State *L)
 {
-    static const char *const keys[] = {"managed", "on_demand", "names", "renew", "threads", NULL};
+    static const char *const keys[] = {"managed", "on_demand", "names", "renew", "threads",
+                                       "files", "companions", "max_bytes", NULL};
     static const char what[] = "cache:add_many";
     struct lcache *lc = check_open(L);
     struct cm_cache_many_opts mo;
     struct cm_renewal_opts ro;
     struct cm_cache_item *items;
     lua_Integer n, first;
-    int k;
+    int k, files = 0;
 
     luaL_checktype(L, A_PEMS, LUA_TTABLE);
     lua_settop(L, A_OPTS);
     cm_cache_many_opts_init(&mo);
     lua_pushnil(L); /* A_ON_DEMAND */
     lua_pushnil(L); /* A_NAMES */
+    lua_pushnil(L); /* A_COMPANIONS */
     if (!lua_isnil(L, A_OPTS)) {
         luaL_checktype(L, A_OPTS, LUA_TTABLE);
         cm_lua_check_options(L, A_OPTS, what, keys);
@@ -432,6 +453,18 @@ static int l_add_many(lua_State *L)
         lua_replace(L, A_ON_DEMAND);
         get_typed(L, A_OPTS, what, "names", LUA_TTABLE);
         lua_replace(L, A_NAMES);
+        get_typed(L, A_OPTS, what, "companions", LUA_TTABLE);
+        lua_replace(L, A_COMPANIONS);
+        if (get_typed(L, A_OPTS, what, "files", LUA_TBOOLEAN) != LUA_TNIL) files = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+        if (get_typed(L, A_OPTS, what, "max_bytes", LUA_TNUMBER) != LUA_TNIL) {
+            if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 ||
+                lua_tointeger(L, -1) > (lua_Integer)CM_CACHE_MAX_FILE)
+                cm_lua_opt_error(L, what, "option 'max_bytes' must be an integer in 1..%u",
+                                 (unsigned)CM_CACHE_MAX_FILE);
+            mo.max_bytes = (size_t)lua_tointeger(L, -1);
+        }
+        lua_pop(L, 1);
         if (get_typed(L, A_OPTS, what, "renew", LUA_TTABLE) != LUA_TNIL) {
             cm_lua_renewal_opts(L, -1, "cache:add_many: renew", &ro);
             mo.renew = &ro;
@@ -449,7 +482,7 @@ static int l_add_many(lua_State *L)
     n = (lua_Integer)lua_rawlen(L, A_PEMS);
     if (n > INT32_MAX) cm_lua_opt_error(L, what, "too many certificates");
     /* every argument is checked before the cache changes at all */
-    check_many_args(L, n);
+    check_many_args(L, n, files);
 
     lua_createtable(L, 0, 7); /* A_RESULT */
     for (k = 0; MANY_FIELDS[k]; k++) {
@@ -462,7 +495,7 @@ static int l_add_many(lua_State *L)
     for (first = 0; first < n; first += MANY_CHUNK) {
         size_t cnt = (size_t)(n - first < MANY_CHUNK ? n - first : MANY_CHUNK), j;
         struct cm_result res;
-        fill_items(L, items, first, cnt); /* pushes the names userdata */
+        fill_items(L, items, first, cnt, files); /* pushes the names userdata */
         mo.first_index = (size_t)first + 1;
         if (cm_cache_add_many(lc->c, items, cnt, &mo, &res) != CM_OK) {
             /* nothing of this chunk was done: say so on each item */

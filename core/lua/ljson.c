@@ -57,33 +57,62 @@ static struct box *new_box(lua_State *L)
 
 /* ---- encoding --------------------------------------------------------- */
 
+/* One step of the path to the value being encoded: an object key (borrowed
+ * from the Lua stack, where it stays while the step is live) or an index. */
+struct step {
+    const char *key; /* NULL: an array index */
+    size_t klen;
+    lua_Integer index;
+};
+
 struct enc {
     lua_State *L;
     const void *seen[MAX_DEPTH + 1]; /* tables on the current path (cycles) */
     int depth;
-    char path[200];                  /* "$.a[2].b", for messages */
+    struct step steps[MAX_DEPTH + 2]; /* the path, "$.a[2].b", formatted only for messages */
+    int nsteps;
     char err[400];
 };
 
-static void path_push_key(struct enc *e, const char *key, size_t len, size_t *saved)
+static void path_push_key(struct enc *e, const char *key, size_t len)
 {
-    size_t used = strlen(e->path);
-    *saved = used;
-    if (used + 8 >= sizeof e->path) return;
-    snprintf(e->path + used, sizeof e->path - used, ".%.*s", (int)(len > 40 ? 40 : len), key);
+    if (e->nsteps < (int)(sizeof e->steps / sizeof e->steps[0]))
+        e->steps[e->nsteps] = (struct step){key, len, 0};
+    e->nsteps++;
 }
 
-static void path_push_index(struct enc *e, lua_Integer i, size_t *saved)
+static void path_push_index(struct enc *e, lua_Integer i)
 {
-    size_t used = strlen(e->path);
-    *saved = used;
-    if (used + 24 >= sizeof e->path) return;
-    snprintf(e->path + used, sizeof e->path - used, "[%lld]", (long long)i);
+    if (e->nsteps < (int)(sizeof e->steps / sizeof e->steps[0]))
+        e->steps[e->nsteps] = (struct step){NULL, 0, i};
+    e->nsteps++;
+}
+
+static void path_pop(struct enc *e) { e->nsteps--; }
+
+/* The path as text ("$.a[2].b", keys cut at 40 bytes), bounded by out_size. */
+static void path_text(const struct enc *e, char *out, size_t out_size)
+{
+    size_t used;
+    int i, n = e->nsteps < (int)(sizeof e->steps / sizeof e->steps[0])
+                   ? e->nsteps : (int)(sizeof e->steps / sizeof e->steps[0]);
+    snprintf(out, out_size, "$");
+    for (i = 0; i < n; i++) {
+        const struct step *st = &e->steps[i];
+        used = strlen(out);
+        if (used + 24 >= out_size) return;
+        if (st->key)
+            snprintf(out + used, out_size - used, ".%.*s", (int)(st->klen > 40 ? 40 : st->klen), st->key);
+        else
+            snprintf(out + used, out_size - used, "[%lld]", (long long)st->index);
+    }
 }
 
 static int enc_fail(struct enc *e, const char *what)
 {
-    snprintf(e->err, sizeof e->err, "json: %s at %s", what, e->path);
+    char path[200];
+    path_text(e, path, sizeof path);
+    snprintf(e->err, sizeof e->err, "json: %s at %s", what, path);
     return CM_ERR;
 }
 
@@ -161,10 +190,12 @@ static int make_scalar(struct enc *e, int idx, json_t **out)
             break;
         }
         /* fall through */
-    default:
-        snprintf(e->err, sizeof e->err, "json: cannot encode a %s at %s",
-                 luaL_typename(L, idx), e->path);
+    default: {
+        char path[200];
+        path_text(e, path, sizeof path);
+        snprintf(e->err, sizeof e->err, "json: cannot encode a %s at %s", luaL_typename(L, idx), path);
         return CM_ERR;
+    }
     }
     if (!*out) return enc_fail(e, "out of memory");
     return CM_OK;
@@ -224,15 +255,14 @@ static int add_value(struct enc *e, int idx, json_t *parent, const char *key, si
 static int fill(struct enc *e, int idx, json_t *c, int is_array)
 {
     lua_State *L = e->L;
-    size_t saved;
 
     if (is_array) {
         lua_Integer i, n = (lua_Integer)lua_rawlen(L, idx);
         for (i = 1; i <= n; i++) {
             lua_rawgeti(L, idx, i);
-            path_push_index(e, i, &saved);
+            path_push_index(e, i);
             if (add_value(e, lua_gettop(L), c, NULL, 0, NULL) != CM_OK) return CM_ERR;
-            e->path[saved] = '\0';
+            path_pop(e);
             lua_pop(L, 1);
         }
         return CM_OK;
@@ -243,9 +273,9 @@ static int fill(struct enc *e, int idx, json_t *c, int is_array)
         /* classify() made sure every key is a string, so no conversion
          * happens here to confuse lua_next. */
         const char *key = lua_tolstring(L, -2, &klen);
-        path_push_key(e, key, klen, &saved);
+        path_push_key(e, key, klen);
         if (add_value(e, lua_gettop(L), c, key, klen, NULL) != CM_OK) return CM_ERR;
-        e->path[saved] = '\0';
+        path_pop(e);
         lua_pop(L, 1);
     }
     return CM_OK;
@@ -273,7 +303,6 @@ static int l_json_encode(lua_State *L)
     b = new_box(L); /* index 2 */
     memset(&e, 0, sizeof e);
     e.L = L;
-    memcpy(e.path, "$", 2); /* path holds 200 bytes */
     if (add_value(&e, 1, NULL, NULL, 0, &b->root) != CM_OK)
         return cm_lua_failf(L, "invalid", "%s", e.err);
     flags |= pretty ? JSON_INDENT(2) : JSON_COMPACT;

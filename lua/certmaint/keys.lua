@@ -9,7 +9,8 @@
 --
 -- plus one directory of our own that Caddy ignores:
 --
---   staging/<issuer>/<name>/<name>.crt | .key | .json   (the three-file promotion)
+--   journal/<transaction>/…   the file backend's commit journal (storage/file.lua)
+--   locks/<lock name>.token   the last fencing token granted for that lock
 --
 -- <name> is core.name_storage_key(name): the normalised name, "*" written
 -- "wildcard_", IPv6 ':' written '-', names too long for a path component
@@ -27,7 +28,6 @@ M.CERTS_PREFIX = "certificates"
 M.OCSP_PREFIX = "ocsp"
 M.ACME_PREFIX = "acme"
 M.LOCKS_PREFIX = "locks"
-M.STAGING_PREFIX = "staging"
 M.STATE_PREFIX = "certmaint/state"
 --- certmagic's lock name prefix for obtaining or renewing a certificate.
 M.ISSUE_LOCK_PREFIX = "issue_cert_"
@@ -183,26 +183,6 @@ function M.site_files(issuer_key, name)
   check_issuer(issuer_key, "site_files")
   local nk = M.name_key(name)
   local site = M.CERTS_PREFIX .. "/" .. issuer_key .. "/" .. nk
-  local base = site .. "/" .. nk
-  local crt, key = base .. ".crt", base .. ".key"
-  return { site = site, crt = crt, key = key, meta = base .. ".json", cert = crt, private_key = key }
-end
-
---- keys.staging(issuer_key, name) -> "staging/<issuer>/<namekey>": where a
--- renewal writes its complete new set before promoting it into keys.site().
--- Outside "certificates/" so Caddy and the clean pass never take a staged set
--- for a site.
-function M.staging(issuer_key, name)
-  check_issuer(issuer_key, "staging")
-  return M.STAGING_PREFIX .. "/" .. issuer_key .. "/" .. M.name_key(name)
-end
-
---- keys.staging_files(issuer_key, name) -> {site=, crt=, key=, meta=, cert=, private_key=}
--- inside keys.staging(), named like the site's own files (as keys.site_files).
-function M.staging_files(issuer_key, name)
-  check_issuer(issuer_key, "staging_files")
-  local nk = M.name_key(name)
-  local site = M.STAGING_PREFIX .. "/" .. issuer_key .. "/" .. nk
   local base = site .. "/" .. nk
   local crt, key = base .. ".crt", base .. ".key"
   return { site = site, crt = crt, key = key, meta = base .. ".json", cert = crt, private_key = key }

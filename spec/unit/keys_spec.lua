@@ -147,20 +147,6 @@ describe("certmaint.keys", function()
     end)
   end)
 
-  describe("staging", function()
-    it("lives outside certificates/, named like the site", function()
-      assert.equal("staging/local/example.com", keys.staging("local", "example.com"))
-      assert.same({
-        site = "staging/local/wildcard_.example.com",
-        crt = "staging/local/wildcard_.example.com/wildcard_.example.com.crt",
-        key = "staging/local/wildcard_.example.com/wildcard_.example.com.key",
-        cert = "staging/local/wildcard_.example.com/wildcard_.example.com.crt",
-        private_key = "staging/local/wildcard_.example.com/wildcard_.example.com.key",
-        meta = "staging/local/wildcard_.example.com/wildcard_.example.com.json",
-      }, keys.staging_files("local", "*.example.com"))
-    end)
-  end)
-
   describe("ocsp", function()
     it("is ocsp/<name>-<hash>", function()
       assert.equal("ocsp/example.com-1a2b3c4d", keys.ocsp("example.com", "1a2b3c4d"))

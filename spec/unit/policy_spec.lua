@@ -277,8 +277,8 @@ describe("certmaint.policy", function()
 
     -- every field's type error, naming the field, at the policy file's line
     local bad = {
-      { "storage", 42, 'expected a storage object (with methods load, store, delete, exists, list, stat, lock, unlock), got number 42' },
-      { "storage", { load = print }, 'a storage object has no method "store"' },
+      { "storage", 42, 'expected a storage object (with methods load, load_many, load_into_cache, store, delete, exists, list, stat, lock, try_lock, unlock, refresh_locks, commit, recover, describe), got number 42' },
+      { "storage", { load = print }, 'a storage object has no method "load_many"' },
       { "issuer", "acme", 'expected an issuer object (with methods issue), got string "acme"' },
       { "certificates", "example.com", 'expected a list of certificates, e.g. { "example.com" }, got string "example.com"' },
       { "certificates", { x = "a.example" }, 'expected a list of certificates, found key string "x"' },

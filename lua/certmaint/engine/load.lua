@@ -1,11 +1,11 @@
 --- Start-up: read every managed certificate set from storage into the cache,
 -- then obtain what is missing.
 --
--- The bulk path: storage:load_many reads a batch of certificates in one call
--- (one C call for the file backend), cache:add_many parses each PEM once in C
--- (on both cores) and adds the batch to the cache, computing the default
+-- The bulk path: storage:load_into_cache hands a batch of certificate keys to
+-- cache:add_many, which (for the file backend) reads and parses each PEM once
+-- in C on both cores and adds the batch to the cache, computing the default
 -- renewal time there too; Lua sees only ids, states and two times a
--- certificate. Batches bound the PEM bytes held at once.
+-- certificate. Batches bound what is held at once.
 local core = require "certmaint.core"
 local certset = require "certmaint.certset"
 
@@ -26,33 +26,34 @@ function M:bind(e, id)
   self.uncached[e.primary] = nil
 end
 
--- With a needs_renewal hook the renewal time comes from the hook (per
--- certificate, in Lua); otherwise cache:add_many computes the default in C.
-function M:add_pems(pems, entries)
+-- The options of a bulk add for entries (names to compare, on-demand flags;
+-- the default renewal time computed in C unless a needs_renewal hook decides).
+function M:add_opts(entries)
   local names, on_demand = {}, {}
   for i, e in ipairs(entries) do names[i], on_demand[i] = e.names, e.on_demand end
-  local hook = self.policy.needs_renewal
-  local r = self.cache:add_many(pems, {
-    managed = true, on_demand = on_demand, names = names,
-    renew = (not hook) and self.renewal_opts or nil,
-  })
-  if hook then
-    for i = 1, #pems do
-      local id = r.id[i]
-      if id then
-        local at = self:renewal_time(self.cache:get(id, { pem = false }))
-        self.cache:set(id, { renew_at = at or 0 })
-        r.renew_at[i] = at
-      end
+  return { managed = true, on_demand = on_demand, names = names,
+    renew = (not self.policy.needs_renewal) and self.renewal_opts or nil }
+end
+
+-- With a needs_renewal hook the renewal time comes from the hook, per
+-- certificate, in Lua.
+function M:hook_renew_times(r, n)
+  if not self.policy.needs_renewal then return end
+  for i = 1, n do
+    local id = r.id[i]
+    if id then
+      local at = self:renewal_time(self.cache:get(id, { pem = false }))
+      self.cache:set(id, { renew_at = at or 0 })
+      r.renew_at[i] = at
     end
   end
-  return r
 end
 
 --- Put a certificate PEM into the cache for entry e, replacing e's old one.
 -- Returns the cached certificate (as cache:get) | nil, err, code.
 function M:cache_put(e, pem)
-  local r = self:add_pems({ pem }, { e })
+  local r = self.cache:add_many({ pem }, self:add_opts { e })
+  self:hook_renew_times(r, 1)
   local id = r.id[1]
   if not id then return nil, r.error[1], r.code[1] end
   self.cache:set(id, { next_attempt = 0, attempts = 0, last_error = false })
@@ -60,11 +61,12 @@ function M:cache_put(e, pem)
   return self.cache:get(id)
 end
 
---- Load every managed certificate from storage into the cache.
--- opts.keys = false skips looking for the private keys, opts.recover = false
--- leaves interrupted commits alone (read-only commands).
--- Returns counts { ok=, missing=, names_changed=, error= } and the entries
--- that need obtaining, in policy order.
+--- Load every managed certificate from storage into the cache, in batches
+-- through storage:load_into_cache (for files: one C call that reads and
+-- parses on both cores). opts.keys = false skips checking that each private
+-- key exists, opts.recover = false leaves interrupted commits alone
+-- (read-only commands). Returns counts { ok=, missing=, names_changed=,
+-- error= } and the entries that need obtaining, in policy order.
 function M:load_all(opts)
   local want_keys = not (opts and opts.keys == false)
   local recovered = false
@@ -73,57 +75,37 @@ function M:load_all(opts)
   local to_obtain = {}
   local order = self.order
   for first = 1, #order, BATCH do
-    local batch, paths = {}, {}
+    local batch, crts, key_files = {}, {}, want_keys and {} or nil
     for i = first, math.min(first + BATCH - 1, #order) do
       local e = self.entries[order[i]]
-      batch[#batch + 1] = e
-      paths[#paths + 1] = e.set.crt
-      if want_keys then paths[#paths + 1] = e.set.key end
+      local j = #batch + 1
+      batch[j], crts[j] = e, e.set.crt
+      if key_files then key_files[j] = e.set.key end
     end
-    local found, failed = self.storage:load_many(paths)
-    local pems, stored = {}, {}
-    for _, e in ipairs(batch) do
-      local pem = found[e.set.crt]
-      local f = failed[e.set.crt]
-      if pem and want_keys and not found[e.set.key] then
-        local kf = failed[e.set.key]
-        e.load_state, e.load_error = "error", e.set.key .. ": " .. (kf and kf.message or "missing")
-        log("warn", "load_failed", { name = e.primary, error = e.load_error .. " (a new certificate will be obtained)" })
-      elseif pem then
-        pems[#pems + 1], stored[#stored + 1] = pem, e
-      elseif f and f.code == "ENOENT" then
-        e.load_state = "missing"
-      else
-        e.load_state, e.load_error = "error", f and f.message or "unreadable"
-        log("error", "load_failed", { name = e.primary, error = e.load_error })
+    local o = self:add_opts(batch)
+    o.companions = key_files
+    local r = self.storage:load_into_cache(self.cache, crts, o)
+    self:hook_renew_times(r, #batch)
+    for i, e in ipairs(batch) do
+      local state = r.state[i]
+      if r.id[i] then self:bind(e, r.id[i]) end
+      if state ~= "error" and state ~= "missing" and recovered and want_keys then
+        -- a crash cut a commit short: check this set's key pairs with its certificate
+        local ok, err = certset.read(self.storage, e.set, e.names, { check_key = true })
+        if not ok then state, r.error[i] = "error", err end
       end
-    end
-    if #pems > 0 then
-      local r = self:add_pems(pems, stored)
-      for i, e in ipairs(stored) do
-        local state = r.state[i]
-        if r.id[i] then self:bind(e, r.id[i]) end
-        if state == "ok" and recovered and want_keys then
-          -- a crash cut a commit short: check this set's key pairs with its certificate
-          local ok = certset.read(self.storage, e.set, e.names, { check_key = true })
-          if not ok then state = "error" end
-        end
-        if state == "error" then
-          e.load_error = e.load_error or r.error[i]
-          log("error", "load_failed", { name = e.primary, error = e.load_error })
-        end
-        e.load_state = state
+      if state == "error" then
+        e.load_error = r.error[i]
+        log(r.code[i] == "ENOENT" and "warn" or "error", "load_failed", { name = e.primary,
+          error = e.load_error, code = r.code[i], action = "a new certificate will be obtained" })
       end
-    end
-    for _, e in ipairs(batch) do
-      local state = e.load_state
       if e.names_changed and state == "ok" then state = "names_changed" end
+      e.load_state = state
       counts[state] = counts[state] + 1
       if state ~= "ok" then
         to_obtain[#to_obtain + 1] = e
         if not e.id then self.uncached[e.primary] = true end
       end
-      e.load_state = state
     end
   end
   return counts, to_obtain

@@ -16,8 +16,9 @@ function M:certificates()
   return out
 end
 
---- One status row per managed entry (the facts `status` prints).
-function M:status_rows(now)
+--- One status row per managed entry (the facts `status` prints): a list,
+-- or with each_row given, each_row(row) called per row and nothing kept.
+function M:status_rows(now, each_row)
   now = now or core.now()
   local saved = self:load_states()
   local rows = {}
@@ -36,7 +37,7 @@ function M:status_rows(now)
       attempts = st and st.attempts or nil, next_attempt = st and st.next_attempt or nil,
     }
     if c then row.renewal_due = (self:needs_renewal(c, now)) end
-    rows[#rows + 1] = row
+    if each_row then each_row(row) else rows[#rows + 1] = row end
   end
   return rows
 end

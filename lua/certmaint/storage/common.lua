@@ -450,4 +450,55 @@ function M.txn_abandoned(backend, id, now)
   return now - created > backend.stale_after
 end
 
+-- ---- bulk load into a certificate cache -----------------------------------
+
+--- backend:load_into_cache(cache, keys, opts) for any backend: the stored PEM
+-- chains at keys go into cache (cache:add_many) -> r, as add_many returns it,
+-- with r.state[i] == "missing" where keys[i] is not stored. opts are
+-- add_many's, plus companions = {key, ...}: keys that must exist beside each
+-- certificate (its private key), missing gives "error" with code "ENOENT".
+-- The file backend does the same in one C call whose threads also read.
+function M.load_into_cache(backend, cache, list, opts)
+  local want, n = {}, #list
+  local companions = opts.companions
+  for i = 1, n do
+    want[#want + 1] = list[i]
+    if companions and companions[i] then want[#want + 1] = companions[i] end
+  end
+  local found, failed = backend:load_many(want)
+  local pems, at = {}, {}
+  local missing, errs = {}, {}
+  for i = 1, n do
+    local k = list[i]
+    local c = companions and companions[i]
+    if not found[k] then
+      local f = failed[k] or { message = k .. ": not read", code = "EIO" }
+      if f.code == "ENOENT" then missing[i] = f else errs[i] = f end
+    elseif c and not found[c] then
+      local f = failed[c] or { message = c .. ": not read", code = "EIO" }
+      errs[i] = { message = c .. ": " .. tostring(f.message), code = f.code }
+    else
+      pems[#pems + 1], at[#pems + 1] = found[k], i
+    end
+  end
+  local sub = {}
+  for key, v in pairs(opts) do if key ~= "companions" then sub[key] = v end end
+  if opts.names or opts.on_demand then
+    local names, on_demand = opts.names and {}, opts.on_demand and {}
+    for j, i in ipairs(at) do
+      if names then names[j] = opts.names[i] end
+      if on_demand then on_demand[j] = opts.on_demand[i] end
+    end
+    sub.names, sub.on_demand = names, on_demand
+  end
+  local r = cache:add_many(pems, sub)
+  local out = { id = {}, state = {}, error = {}, code = {}, not_before = {}, not_after = {}, renew_at = {} }
+  for j, i in ipairs(at) do
+    for field, arr in pairs(out) do arr[i] = r[field][j] end
+  end
+  for i, f in pairs(missing) do out.state[i], out.error[i], out.code[i] = "missing", f.message, "ENOENT" end
+  for i, f in pairs(errs) do out.state[i], out.error[i], out.code[i] = "error", f.message, f.code end
+  return out
+end
+
 return M

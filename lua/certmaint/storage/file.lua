@@ -245,6 +245,25 @@ function File:load_many(list)
   return found, failed
 end
 
+--- load_into_cache(cache, keys, opts) -> r (see common.load_into_cache):
+-- one cache:add_many call whose parse threads read the files too, so the
+-- file system's latency overlaps the parsing (the start-up path of 100k
+-- certificates).
+function File:load_into_cache(cache, list, opts)
+  if type(list) ~= "table" then error("storage load_into_cache: keys must be a list", 2) end
+  local paths, companions = {}, nil
+  local root = self.root .. "/"
+  for i = 1, #list do paths[i] = root .. common.check_key(list[i], "load_into_cache", false, 2) end
+  if opts.companions then
+    companions = {}
+    for i, k in pairs(opts.companions) do companions[i] = root .. common.check_key(k, "load_into_cache", false, 2) end
+  end
+  -- more threads than cores: reads that miss the page cache wait on the disk
+  local sub = { files = true, companions = companions, max_bytes = math.min(self.max_bytes, 1024 * 1024), threads = 8 }
+  for k, v in pairs(opts) do if k ~= "companions" then sub[k] = v end end
+  return cache:add_many(paths, sub)
+end
+
 -- ---- locks ---------------------------------------------------------------
 
 -- The current lock record at lock key lk: text, record (nil if unreadable)

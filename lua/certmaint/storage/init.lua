@@ -14,6 +14,11 @@
 --   load(key)                  -> value | nil, err, "ENOENT"|"EISDIR"|"toobig"|code
 --   load_many(keys)            -> found, failed: found[key] = value;
 --                                 failed[key] = {message =, code =} ("ENOENT", ...)
+--   load_into_cache(cache, keys, opts) -> r: the PEM chains at keys added to a
+--                                 core cache (cache:add_many's result; state
+--                                 "missing" where a key is not stored); opts are
+--                                 add_many's plus companions = {key, ...} that must
+--                                 exist beside each (storage.common has a generic one)
 --   store(key, value [, {mode = "0644"}]) -> true | nil, err, code (private keys 0600)
 --   delete(key)                -> true | nil, err, code (a prefix with all below it)
 --   exists(key)                -> boolean (files and prefixes)
@@ -48,7 +53,7 @@ function M.memory(opts)
 end
 
 --- The methods every backend has (the contract spec checks each).
-M.METHODS = { "load", "load_many", "store", "delete", "exists", "list", "stat", "lock",
+M.METHODS = { "load", "load_many", "load_into_cache", "store", "delete", "exists", "list", "stat", "lock",
   "try_lock", "unlock", "refresh_locks", "commit", "recover", "describe" }
 
 return M

@@ -110,6 +110,11 @@ function Memory:load(key)
   return enoent("read", key)
 end
 
+--- load_into_cache(cache, keys, opts) -> r (common.load_into_cache)
+function Memory:load_into_cache(cache, list, opts)
+  return common.load_into_cache(self, cache, list, opts)
+end
+
 --- load_many(keys) -> found, failed (as the file backend)
 function Memory:load_many(list)
   if type(list) ~= "table" then error("storage load_many: keys must be a list", 2) end
