@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -485,4 +486,175 @@ void cm_fileio_hostname(char *out, size_t size)
         return;
     }
     out[size - 1] = '\0';
+}
+
+/* ---- walking a tree ------------------------------------------------------ */
+
+struct walk {
+    char **paths;
+    size_t count, cap, max_files;
+    unsigned max_depth;
+    const char *skip_top;
+    struct cm_result *res;
+};
+
+/* "." + anything + suffix + one or more hex digits, to the end. */
+static int has_hex_suffix(const char *name, const char *suffix)
+{
+    const char *p = strstr(name + 1, suffix);
+    size_t k;
+    if (name[0] != '.' || !p) return 0;
+    for (;;) {
+        const char *next = strstr(p + 1, suffix);
+        if (!next) break;
+        p = next; /* the last occurrence */
+    }
+    p += strlen(suffix);
+    if (*p == '\0') return 0;
+    for (k = 0; p[k]; k++)
+        if (!((p[k] >= '0' && p[k] <= '9') || (p[k] >= 'a' && p[k] <= 'f') || (p[k] >= 'A' && p[k] <= 'F')))
+            return 0;
+    return 1;
+}
+
+static int is_side_file(const char *name)
+{
+    return has_hex_suffix(name, ".tmp-") || has_hex_suffix(name, ".stale-");
+}
+
+static int walk_add(struct walk *w, const char *rel)
+{
+    char *copy;
+    if (w->count >= w->max_files)
+        return cm_fail(w->res, "toobig", "list: more than %zu files", w->max_files);
+    if (w->count == w->cap) {
+        size_t cap = w->cap ? w->cap * 2 : 256;
+        char **grown = realloc(w->paths, cap * sizeof *grown);
+        if (!grown) return cm_fail(w->res, "ENOMEM", "list: out of memory");
+        w->paths = grown;
+        w->cap = cap;
+    }
+    if (!(copy = strdup(rel))) return cm_fail(w->res, "ENOMEM", "list: out of memory");
+    w->paths[w->count++] = copy;
+    return CM_OK;
+}
+
+/* Walk full (the directory), whose path relative to the root is rel ("" at
+ * the top). */
+static int walk_dir(struct walk *w, char *full, size_t full_len, char *rel, size_t rel_len,
+                    unsigned depth)
+{
+    DIR *d = NULL;
+    struct dirent *de;
+    int rc = CM_ERR;
+
+    if (!(d = opendir(full))) return fail_errno(w->res, errno, "list", full);
+    for (;;) {
+        size_t nlen;
+        int is_dir;
+        errno = 0;
+        if (!(de = readdir(d))) {
+            if (errno) {
+                fail_errno(w->res, errno, "list", full);
+                goto out;
+            }
+            break;
+        }
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
+        if (is_side_file(de->d_name)) continue;
+        if (depth == 0 && w->skip_top && strcmp(de->d_name, w->skip_top) == 0) continue;
+        nlen = strlen(de->d_name);
+        if (full_len + 1 + nlen >= PATH_MAX || rel_len + 1 + nlen >= PATH_MAX) {
+            cm_fail(w->res, "ENAMETOOLONG", "list %s/%s: File name too long", full, de->d_name);
+            goto out;
+        }
+        full[full_len] = '/';
+        memcpy(full + full_len + 1, de->d_name, nlen + 1);
+        if (rel_len) rel[rel_len] = '/';
+        memcpy(rel + (rel_len ? rel_len + 1 : 0), de->d_name, nlen + 1);
+        if (de->d_type == DT_DIR) {
+            is_dir = 1;
+        } else if (de->d_type == DT_UNKNOWN) {
+            struct stat st;
+            if (lstat(full, &st) != 0) {
+                if (errno == ENOENT) goto next; /* gone meanwhile */
+                fail_errno(w->res, errno, "list", full);
+                goto out;
+            }
+            is_dir = S_ISDIR(st.st_mode);
+        } else {
+            is_dir = 0;
+        }
+        if (is_dir) {
+            if (depth + 1 > w->max_depth) {
+                cm_fail(w->res, "toobig", "list %s: deeper than %u levels", rel, w->max_depth);
+                goto out;
+            }
+            if (walk_dir(w, full, full_len + 1 + nlen, rel, rel_len ? rel_len + 1 + nlen : nlen,
+                         depth + 1) != CM_OK)
+                goto out;
+        } else if (walk_add(w, rel) != CM_OK) {
+            goto out;
+        }
+    next:
+        full[full_len] = '\0';
+        rel[rel_len] = '\0';
+    }
+    rc = CM_OK;
+out:
+    full[full_len] = '\0';
+    rel[rel_len] = '\0';
+    if (d) closedir(d);
+    return rc;
+}
+
+static int cmp_paths(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int cm_fileio_walk(const char *dir, const char *skip_top, unsigned max_depth, size_t max_files,
+                   char ***paths, size_t *count, struct cm_result *res)
+{
+    struct walk w;
+    char *full = NULL, *rel = NULL;
+    size_t dlen = strlen(dir);
+    int rc = CM_ERR;
+
+    *paths = NULL;
+    *count = 0;
+    memset(&w, 0, sizeof w);
+    w.max_files = max_files;
+    w.max_depth = max_depth;
+    w.skip_top = skip_top;
+    w.res = res;
+    if (dlen == 0 || dlen >= PATH_MAX) return cm_fail(res, "ENAMETOOLONG", "list: bad directory");
+    full = malloc(PATH_MAX);
+    rel = malloc(PATH_MAX);
+    if (!full || !rel) {
+        cm_fail(res, "ENOMEM", "list: out of memory");
+        goto out;
+    }
+    memcpy(full, dir, dlen + 1);
+    rel[0] = '\0';
+    if (walk_dir(&w, full, dlen, rel, 0, 0) != CM_OK) goto out;
+    if (w.count > 1) qsort(w.paths, w.count, sizeof *w.paths, cmp_paths);
+    *paths = w.paths;
+    *count = w.count;
+    w.paths = NULL;
+    w.count = 0;
+    rc = CM_OK;
+out:
+    cm_fileio_paths_free(w.paths, w.count);
+    free(full); full = NULL;
+    free(rel); rel = NULL;
+    return rc;
+}
+
+void cm_fileio_paths_free(char **paths, size_t count)
+{
+    size_t i;
+    if (!paths) return;
+    for (i = 0; i < count; i++) { free(paths[i]); paths[i] = NULL; }
+    free(paths);
 }

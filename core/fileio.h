@@ -127,4 +127,18 @@ int cm_fileio_rmdir(const char *path, struct cm_result *res);
 /* The host name (gethostname), truncated to fit; "unknown" if it fails. */
 void cm_fileio_hostname(char *out, size_t size);
 
+/* Every file below dir (recursively, not following symbolic links, which are
+ * listed as files), as paths relative to dir ("a/b.crt"), sorted bytewise,
+ * into a malloc'ed array of malloc'ed strings (*paths, *count; free with
+ * cm_fileio_paths_free).  Skipped: our own temp and aside files (".*.tmp-<hex>",
+ * ".*.stale-<hex>", which a crash can leave), and at the top level the entry
+ * named skip_top (NULL: none).  Deeper than max_depth levels, or more than
+ * max_files files, fails with "toobig"; an unreadable directory with its errno
+ * name; on failure nothing is returned. */
+int cm_fileio_walk(const char *dir, const char *skip_top, unsigned max_depth, size_t max_files,
+                   char ***paths, size_t *count, struct cm_result *res);
+
+/* Free what cm_fileio_walk returned; NULL is fine. */
+void cm_fileio_paths_free(char **paths, size_t count);
+
 #endif

@@ -1,5 +1,5 @@
 /* lfileio.c - core.write_atomic, core.read_file, core.read_files,
- * core.create_exclusive, core.replace_if_unchanged, core.mkdir_p, core.stat,
+ * core.list_files, core.create_exclusive, core.replace_if_unchanged, core.mkdir_p, core.stat,
  * core.rename, core.fsync_dir, core.remove, core.rmdir, core.hostname,
  * core.getpid. */
 #include "lcore.h"
@@ -125,6 +125,59 @@ static void set_failure(lua_State *L, int t_idx, lua_Integer i, const struct cm_
  * One buffer is reused for every file, so the only allocations per file are
  * the value strings themselves.  Raises on a non-string path, a NUL byte, or
  * more than READ_FILES_MAX paths. */
+
+/* A walk's result anchored in a userdata while it is pushed into Lua. */
+struct walk_box {
+    char **paths;
+    size_t count;
+};
+
+static int walk_gc(lua_State *L)
+{
+    struct walk_box *box = luaL_checkudata(L, 1, "certmaint.fileio.walk");
+    cm_fileio_paths_free(box->paths, box->count);
+    box->paths = NULL;
+    box->count = 0;
+    return 0;
+}
+
+/* list_files(dir [, {skip_top =, max_depth = 64, max_files = 10000000}]) ->
+ * sorted relative paths of every file below dir | nil, err, code */
+static int l_list_files(lua_State *L)
+{
+    static const char *const keys[] = {"skip_top", "max_depth", "max_files", NULL};
+    const char *dir = check_path(L, 1);
+    const char *skip = NULL;
+    lua_Integer depth = 64, maxf = 10000000;
+    struct walk_box *box;
+    struct cm_result res;
+    size_t i;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        cm_lua_check_options(L, 2, "core.list_files", keys);
+        if (lua_getfield(L, 2, "skip_top") != LUA_TNIL) skip = luaL_checkstring(L, -1);
+        if (lua_getfield(L, 2, "max_depth") != LUA_TNIL) depth = luaL_checkinteger(L, -1);
+        if (lua_getfield(L, 2, "max_files") != LUA_TNIL) maxf = luaL_checkinteger(L, -1);
+        luaL_argcheck(L, depth >= 0 && depth <= 1024, 2, "max_depth out of range");
+        luaL_argcheck(L, maxf >= 0, 2, "max_files out of range");
+    }
+    box = lua_newuserdatauv(L, sizeof *box, 0);
+    box->paths = NULL;
+    box->count = 0;
+    luaL_setmetatable(L, "certmaint.fileio.walk");
+    if (cm_fileio_walk(dir, skip, (unsigned)depth, (size_t)maxf, &box->paths, &box->count, &res) != CM_OK)
+        return cm_lua_fail(L, &res);
+    lua_createtable(L, (int)(box->count > INT32_MAX ? INT32_MAX : box->count), 0);
+    for (i = 0; i < box->count; i++) {
+        lua_pushstring(L, box->paths[i]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    cm_fileio_paths_free(box->paths, box->count);
+    box->paths = NULL;
+    box->count = 0;
+    return 1;
+}
+
 static int l_read_files(lua_State *L)
 {
     lua_Integer max, n, i;
@@ -305,6 +358,7 @@ int cm_lua_open_fs(lua_State *L)
         {"write_atomic", l_write_atomic},
         {"read_file", l_read_file},
         {"read_files", l_read_files},
+        {"list_files", l_list_files},
         {"rename", l_rename},
         {"fsync_dir", l_fsync_dir},
         {"create_exclusive", l_create_exclusive},
@@ -324,6 +378,11 @@ int cm_lua_open_fs(lua_State *L)
     lua_pop(L, 1);
     if (luaL_newmetatable(L, RBUF_MT)) {
         lua_pushcfunction(L, rbuf_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, "certmaint.fileio.walk")) {
+        lua_pushcfunction(L, walk_gc);
         lua_setfield(L, -2, "__gc");
     }
     lua_pop(L, 1);

@@ -46,18 +46,33 @@ function M:managed_crt_keys()
   return managed
 end
 
---- Stored certificates the policy does not manage: calls fn(key, facts_or_nil)
--- for each, in batches (facts nil: it cannot be parsed).
-function M:each_unmanaged_stored(fn)
+local BATCH = 2048
+
+--- Stored certificates the policy does not manage: calls fn(key, facts) for
+-- each, where facts = { hash =, not_after = [, names =] } or nil when it
+-- cannot be parsed. The bulk path parses them in C (storage:load_into_cache
+-- on a scratch cache, a batch at a time): cleaning needs not_after, not a
+-- full parse in Lua. opts.names adds each certificate's names.
+function M:each_unmanaged_stored(fn, opts)
   local managed = self:managed_crt_keys()
   local crts = {}
   for _, k in ipairs(self.storage:list(keys.CERTS_PREFIX, true) or {}) do
     if k:sub(-4) == ".crt" and not managed[k] then crts[#crts + 1] = k end
   end
-  local found = self.storage:load_many(crts)
-  for _, k in ipairs(crts) do
-    local pem = found[k]
-    fn(k, pem and core.cert_parse(pem) or nil)
+  for first = 1, #crts, BATCH do
+    local batch = table.move(crts, first, math.min(first + BATCH - 1, #crts), 1, {})
+    local scratch <close> = core.cache_new()
+    local r = self.storage:load_into_cache(scratch, batch, { managed = false })
+    for i, k in ipairs(batch) do
+      local id = r.id[i]
+      if id then
+        local facts = { hash = id, not_after = r.not_after[i] }
+        if opts and opts.names then facts.names = scratch:get(id, { pem = false }).names end
+        fn(k, facts)
+      elseif r.state[i] ~= "missing" then -- (a file deleted meanwhile is no business of ours)
+        fn(k, nil)
+      end
+    end
   end
   return #crts
 end

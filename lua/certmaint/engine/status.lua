@@ -85,7 +85,7 @@ function M:plan(at)
       out[#out + 1] = { names = facts.names, action = "clean", when = math.max(t, at),
         why = (t <= at) and "expired and past grace period" or "expires " .. rfc3339.iso(facts.not_after) }
     end
-  end)
+  end, { names = true })
   return out
 end
 

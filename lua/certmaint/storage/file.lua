@@ -173,31 +173,22 @@ function File:list(prefix, recursive)
   if st.type ~= "directory" then
     return nil, "list " .. prefix .. ": not a directory", "ENOTDIR"
   end
-  local out = {}
-  local function walk(key, depth)
-    local names, werr = dir_entries(self:path(key))
-    if not names then return nil, werr end
-    for _, name in ipairs(names) do
-      local child = join(key, name)
-      if key == "" and name == JOURNAL_DIR then
-        -- ours: commit's staging, never a key
-      elseif not recursive then
-        out[#out + 1] = child
-      else
-        local mode = lfs.symlinkattributes(self:path(child), "mode")
-        if mode == "directory" then
-          if depth >= 64 then return nil, "list " .. child .. ": deeper than 64 levels" end
-          local ok, e = walk(child, depth + 1)
-          if not ok then return nil, e end
-        elseif mode then
-          out[#out + 1] = child
-        end
-      end
+  if recursive then
+    -- one C walk (sorted like the memory backend's keys); 100k sites in a second
+    local rel, werr, wcode = core.list_files(self:path(prefix), { skip_top = prefix == "" and JOURNAL_DIR or nil })
+    if not rel then return nil, werr, wcode end
+    if prefix ~= "" then
+      local p = prefix .. "/"
+      for i = 1, #rel do rel[i] = p .. rel[i] end
     end
-    return true
+    return rel
   end
-  local ok, werr = walk(prefix, 0)
-  if not ok then return nil, werr, "EIO" end
+  local names, werr = dir_entries(self:path(prefix))
+  if not names then return nil, werr, "EIO" end
+  local out = {}
+  for _, name in ipairs(names) do
+    if not (prefix == "" and name == JOURNAL_DIR) then out[#out + 1] = join(prefix, name) end
+  end
   return out
 end
 
