@@ -495,10 +495,53 @@ function M.load_into_cache(backend, cache, list, opts)
   local out = { id = {}, state = {}, error = {}, code = {}, not_before = {}, not_after = {}, renew_at = {} }
   for j, i in ipairs(at) do
     for field, arr in pairs(out) do arr[i] = r[field][j] end
+    -- add_many numbered it among pems: say "item i" as the file backend does
+    if out.error[i] then out.error[i] = out.error[i]:gsub("^item %d+: ", "item " .. i .. ": ", 1) end
   end
-  for i, f in pairs(missing) do out.state[i], out.error[i], out.code[i] = "missing", f.message, "ENOENT" end
-  for i, f in pairs(errs) do out.state[i], out.error[i], out.code[i] = "error", f.message, f.code end
+  for i, f in pairs(missing) do
+    out.state[i], out.error[i], out.code[i] = "missing", "item " .. i .. ": " .. f.message, "ENOENT"
+  end
+  for i, f in pairs(errs) do
+    out.state[i], out.error[i], out.code[i] = "error", "item " .. i .. ": " .. f.message, f.code
+  end
   return out
+end
+
+-- ---- the methods every backend shares ---------------------------------------
+
+--- Install on a backend class the contract methods that are the same for
+-- every backend, over its primitives (_acquire, _release, _refresh, _holds,
+-- recover_with, load_many): lock, try_lock, unlock, refresh_locks, recover,
+-- load_into_cache. A backend may define its own after this (the file backend
+-- has its own load_into_cache). Each wrapper keeps one frame of its own, so
+-- error levels count it as the backend's method (no tail calls).
+function M.install(class)
+  function class:lock(name, opts)
+    local lock, err, code = M.lock(self, name, opts)
+    return lock, err, code
+  end
+  function class:try_lock(name)
+    local lock, err, code = M.try_lock(self, name)
+    return lock, err, code
+  end
+  function class:unlock(what)
+    local ok, err, code = M.unlock(self, what)
+    return ok, err, code
+  end
+  function class:refresh_locks()
+    local refreshed, lost = M.refresh_locks(self)
+    return refreshed, lost
+  end
+  function class:recover()
+    local rolled, discarded, code = self:recover_with(M.crash_injector(self))
+    if not rolled then return nil, discarded, code end
+    return rolled, discarded
+  end
+  function class:load_into_cache(cache, list, opts)
+    local r = M.load_into_cache(self, cache, list, opts)
+    return r
+  end
+  return class
 end
 
 return M

@@ -51,6 +51,7 @@ local M = {}
 
 local File = {}
 File.__index = File
+common.install(File) -- lock, try_lock, unlock, refresh_locks, recover, load_into_cache (overridden below)
 
 local function octal(v)
   if v:match("^0?[0-7][0-7][0-7]$") then return true end
@@ -385,30 +386,6 @@ function File:_holds(lock)
   return false, rec and rec.owner or "an unreadable lock file"
 end
 
---- lock(name [, {timeout = seconds}]) -> lock | nil, err, "locked"|"timeout"|code
-function File:lock(name, opts)
-  local lock, err, code = common.lock(self, name, opts) -- not a tail call: error levels count this frame
-  return lock, err, code
-end
-
---- try_lock(name) -> lock | false, holder | nil, err, code
-function File:try_lock(name)
-  local lock, err, code = common.try_lock(self, name)
-  return lock, err, code
-end
-
---- unlock(lock_or_name) -> true | nil, err, "notheld"|code.  Removes the lock
--- file only if it is still this instance's (that grant's, for a lock object).
-function File:unlock(what)
-  local ok, err, code = common.unlock(self, what)
-  return ok, err, code
-end
-
---- refresh_locks() -> refreshed, lost (see common.refresh_locks)
-function File:refresh_locks()
-  return common.refresh_locks(self)
-end
-
 -- ---- commit: the journal ---------------------------------------------------
 
 local JOURNAL = "journal"
@@ -526,16 +503,6 @@ function File:recover_with(step)
       return nil, err, code
     end
   end
-  return rolled, discarded
-end
-
---- recover() -> rolled_forward, discarded | nil, err, code: finish every
--- committed transaction a crash left, drop every abandoned uncommitted one.
--- Cheap when nothing is pending (one directory listing).
-function File:recover()
-  local step = common.crash_injector(self)
-  local rolled, discarded, code = self:recover_with(step)
-  if not rolled then return nil, discarded, code end
   return rolled, discarded
 end
 

@@ -23,6 +23,7 @@ local M = {}
 
 local Memory = {}
 Memory.__index = Memory
+common.install(Memory) -- lock, try_lock, unlock, refresh_locks, recover, load_into_cache
 
 local SCHEMA = {
   share = { type = "table",
@@ -108,11 +109,6 @@ function Memory:load(key)
   if f then return f.value end
   if self:is_dir(key) then return nil, "read " .. key .. ": Is a directory", "EISDIR" end
   return enoent("read", key)
-end
-
---- load_into_cache(cache, keys, opts) -> r (common.load_into_cache)
-function Memory:load_into_cache(cache, list, opts)
-  return common.load_into_cache(self, cache, list, opts)
 end
 
 --- load_many(keys) -> found, failed (as the file backend)
@@ -233,29 +229,6 @@ function Memory:_holds(lock)
   return false, rec and rec.owner
 end
 
---- lock(name [, {timeout = seconds}]) -> lock | nil, err, "locked"|"timeout"
-function Memory:lock(name, opts)
-  local lock, err, code = common.lock(self, name, opts) -- not a tail call: error levels count this frame
-  return lock, err, code
-end
-
---- try_lock(name) -> lock | false, holder
-function Memory:try_lock(name)
-  local lock, err, code = common.try_lock(self, name)
-  return lock, err, code
-end
-
---- unlock(lock_or_name) -> true | nil, err, "notheld"
-function Memory:unlock(what)
-  local ok, err, code = common.unlock(self, what)
-  return ok, err, code
-end
-
---- refresh_locks() -> refreshed, lost (see common.refresh_locks)
-function Memory:refresh_locks()
-  return common.refresh_locks(self)
-end
-
 -- ---- commit: the journal in a table ------------------------------------------
 
 -- After the commit point, as the file backend: each put (one step each), the
@@ -297,12 +270,6 @@ function Memory:recover_with(step)
     end
   end
   return rolled, discarded
-end
-
---- recover() -> rolled_forward, discarded (see the file backend)
-function Memory:recover()
-  local step = common.crash_injector(self)
-  return self:recover_with(step)
 end
 
 --- commit{put =, delete =, fence =} -> true | nil, err, code (see the file
