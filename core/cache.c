@@ -685,12 +685,17 @@ static void many_prepare(const struct cm_cache_many_opts *o, struct cm_cache_ite
             return;
         }
     }
-    if (it->companion && stat(it->companion, &st) != 0) {
-        char why[sizeof it->res.message];
-        snprintf(why, sizeof why, "%s: %s", it->companion, strerror(errno));
-        item_fail(it, num, errno == ENOENT ? "ENOENT" : "EIO", why);
-        free(file); file = NULL;
-        return;
+    if (it->companion) {
+        /* a directory is no private key: EISDIR, as the generic
+         * load_into_cache (storage.common) reports it */
+        int err = stat(it->companion, &st) != 0 ? errno : S_ISDIR(st.st_mode) ? EISDIR : 0;
+        if (err) {
+            char why[sizeof it->res.message];
+            snprintf(why, sizeof why, "%s: %s", it->companion, strerror(err));
+            item_fail(it, num, err == ENOENT ? "ENOENT" : err == EISDIR ? "EISDIR" : "EIO", why);
+            free(file); file = NULL;
+            return;
+        }
     }
     if (!it->pem && !file) {
         item_fail(it, num, "invalid", "no PEM");

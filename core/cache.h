@@ -192,7 +192,8 @@ struct cm_cache_item {
     const char *path;      /* a file holding the PEM chain, read on the parse threads
                             * (at most opts->max_bytes); a missing file gives MISSING */
     const char *companion; /* NULL, or a file that must exist beside it (the private
-                            * key): missing, the item is an ERROR with code "ENOENT" */
+                            * key): missing, the item is an ERROR with code "ENOENT";
+                            * a directory, "EISDIR" */
     const char *const *names; /* names the policy expects, or NULL: not compared */
     size_t names_count;
     int on_demand; /* 1 or 0 */

@@ -460,8 +460,9 @@ static int l_add_many(lua_State *L)
         if (get_typed(L, A_OPTS, what, "max_bytes", LUA_TNUMBER) != LUA_TNIL) {
             if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 ||
                 lua_tointeger(L, -1) > (lua_Integer)CM_CACHE_MAX_FILE)
-                cm_lua_opt_error(L, what, "option 'max_bytes' must be an integer in 1..%u",
-                                 (unsigned)CM_CACHE_MAX_FILE);
+                /* %d: lua_pushvfstring knows no %u (it raised "invalid option") */
+                cm_lua_opt_error(L, what, "option 'max_bytes' must be an integer in 1..%d",
+                                 (int)CM_CACHE_MAX_FILE);
             mo.max_bytes = (size_t)lua_tointeger(L, -1);
         }
         lua_pop(L, 1);

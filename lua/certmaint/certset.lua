@@ -23,12 +23,17 @@ function M.paths(issuer_key, primary)
   return keys.site_files(issuer_key, primary)
 end
 
---- Do two name lists hold the same names (order aside)?
+--- Do two name lists hold the same names (order and duplicates aside, as
+-- cache:add_many compares them)?  Both ways: comparing lengths let a
+-- duplicate hide a missing name ({a, b} against {a, a}).
 function M.same_names(a, b)
-  if #a ~= #b then return false end
-  local set = {}
-  for _, n in ipairs(a) do set[n] = true end
-  for _, n in ipairs(b) do if not set[n] then return false end end
+  local in_a, in_b = {}, {}
+  for _, n in ipairs(a) do in_a[n] = true end
+  for _, n in ipairs(b) do
+    if not in_a[n] then return false end
+    in_b[n] = true
+  end
+  for n in pairs(in_a) do if not in_b[n] then return false end end
   return true
 end
 

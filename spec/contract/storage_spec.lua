@@ -704,8 +704,215 @@ for _, backend in ipairs(helpers.backends) do
         assert.has_error(function() a:load_many { 42 } end)
       end)
     end)
+
+    describe("load_into_cache", function()
+      local testing = require "certmaint.testing"
+      local ca = testing.ca()
+      local ONE = ca:issue { names = { "one.example", "www.one.example" } }
+      local TWO = ca:issue { names = { "two.example" } }
+      local THREE = ca:issue { names = { "three.example" } }
+      local cache
+
+      before_each(function() cache = core.cache_new() end)
+      after_each(function() cache:close() end)
+
+      local function site(name) return "certificates/ca/" .. name .. "/" .. name end
+
+      it("adds a stored certificate to the cache", function()
+        assert.is_true(a:store(site("one") .. ".crt", ONE.cert_pem))
+        local r = b:load_into_cache(cache, { site("one") .. ".crt" }, {})
+        assert.same({ "ok" }, r.state)
+        assert.is_nil(r.code[1])
+        local f = assert(core.cert_parse(ONE.cert_pem))
+        assert.equal(f.not_before, r.not_before[1])
+        assert.equal(f.not_after, r.not_after[1])
+        local g = cache:get(r.id[1])
+        assert.same({ "one.example", "www.one.example" }, g.names)
+        assert.equal(ONE.serial, g.serial)
+        assert.equal(ONE.cert_pem, g.pem)
+        assert.is_false(g.on_demand)
+        assert.equal(r.id[1], cache:lookup("www.one.example"))
+      end)
+
+      it("says missing (ENOENT) for a key not stored", function()
+        local key = site("none") .. ".crt"
+        local r = a:load_into_cache(cache, { key }, {})
+        assert.same({ "missing" }, r.state)
+        assert.equal("ENOENT", r.code[1])
+        assert.matches("none/none.crt", r.error[1], 1, true)
+        assert.is_nil(r.id[1])
+        assert.equal(0, cache:count())
+      end)
+
+      it("refuses a certificate whose companion is missing (error, ENOENT)", function()
+        assert.is_true(a:store(site("one") .. ".crt", ONE.cert_pem))
+        assert.is_true(a:store(site("one") .. ".key", ONE.key_pem))
+        assert.is_true(a:store(site("two") .. ".crt", TWO.cert_pem))
+        local r = a:load_into_cache(cache, { site("one") .. ".crt", site("two") .. ".crt" },
+          { companions = { site("one") .. ".key", site("two") .. ".key" } })
+        assert.same({ "ok", "error" }, r.state)
+        assert.equal("ENOENT", r.code[2])
+        assert.matches("two/two.key", r.error[2], 1, true)
+        assert.matches("^item 2: ", r.error[2])
+        assert.is_nil(r.id[2])
+        assert.equal(1, cache:count())
+        assert.is_nil(cache:lookup("two.example"))
+      end)
+
+      it("says error for garbage, an empty value or a directory at the key", function()
+        assert.is_true(a:store(site("junk") .. ".crt", "-----BEGIN CERTIFICATE-----\nnope\n"))
+        assert.is_true(a:store(site("empty") .. ".crt", ""))
+        assert.is_true(a:store(site("dir") .. ".crt/inner", "x"))
+        local r = a:load_into_cache(cache, { site("none") .. ".crt", site("junk") .. ".crt",
+          site("empty") .. ".crt", site("dir") .. ".crt" }, {})
+        assert.same({ "missing", "error", "error", "error" }, r.state)
+        assert.same({ "ENOENT", "parse", "parse", "EISDIR" }, { r.code[1], r.code[2], r.code[3], r.code[4] })
+        -- an add_many message names the item by its place among keys
+        assert.matches("^item 2: ", r.error[2])
+        assert.matches("^item 3: ", r.error[3])
+        assert.equal(0, cache:count())
+      end)
+
+      it("says names_changed when opts.names differ, and caches it anyway", function()
+        assert.is_true(a:store(site("one") .. ".crt", ONE.cert_pem))
+        assert.is_true(a:store(site("two") .. ".crt", TWO.cert_pem))
+        local r = a:load_into_cache(cache, { site("one") .. ".crt", site("two") .. ".crt" },
+          { names = { { "one.example" }, { "TWO.example" } } })
+        assert.same({ "names_changed", "ok" }, r.state)
+        assert.same({ "one.example", "www.one.example" }, cache:get(r.id[1]).names)
+        assert.equal(r.id[1], cache:lookup("one.example"))
+        assert.equal(2, cache:count())
+      end)
+
+      it("passes managed and on_demand through", function()
+        assert.is_true(a:store(site("one") .. ".crt", ONE.cert_pem))
+        assert.is_true(a:store(site("two") .. ".crt", TWO.cert_pem))
+        local r = a:load_into_cache(cache, { site("one") .. ".crt", site("two") .. ".crt" },
+          { on_demand = { true, false }, managed = false })
+        assert.is_true(cache:get(r.id[1]).on_demand)
+        assert.is_false(cache:get(r.id[2]).on_demand)
+        assert.is_false(cache:get(r.id[1]).managed)
+      end)
+
+      it("keeps results in the keys' order when some are missing or fail", function()
+        -- stored:  one (with key), two (key missing), three (with key), junk
+        assert.is_true(a:store(site("one") .. ".crt", ONE.cert_pem))
+        assert.is_true(a:store(site("one") .. ".key", ONE.key_pem))
+        assert.is_true(a:store(site("two") .. ".crt", TWO.cert_pem))
+        assert.is_true(a:store(site("three") .. ".crt", THREE.cert_pem))
+        assert.is_true(a:store(site("three") .. ".key", THREE.key_pem))
+        assert.is_true(a:store(site("junk") .. ".crt", "junk"))
+        assert.is_true(a:store(site("junk") .. ".key", "junk key"))
+        local order = { "gone1", "one", "two", "gone2", "junk", "three", "gone3" }
+        local list, companions, names, on_demand = {}, {}, {}, {}
+        for i, s in ipairs(order) do
+          list[i], companions[i] = site(s) .. ".crt", site(s) .. ".key"
+          names[i] = { s .. ".example" }
+          on_demand[i] = i == 6
+        end
+        names[2] = { "one.example", "www.one.example" }
+        names[6] = { "three.example", "new.three.example" }
+        local r = b:load_into_cache(cache, list,
+          { companions = companions, names = names, on_demand = on_demand })
+        assert.same({ "missing", "ok", "error", "missing", "error", "names_changed", "missing" },
+          { r.state[1], r.state[2], r.state[3], r.state[4], r.state[5], r.state[6], r.state[7] })
+        assert.equal(7, #r.state)
+        assert.same({ 1, 4, 7 }, (function()
+          local t = {}
+          for i = 1, 7 do if r.code[i] == "ENOENT" and r.state[i] == "missing" then t[#t + 1] = i end end
+          return t
+        end)())
+        assert.equal("ENOENT", r.code[3])
+        assert.equal("parse", r.code[5])
+        assert.matches("^item 5: ", r.error[5])
+        for _, i in ipairs { 1, 3, 4, 5, 7 } do assert.is_nil(r.id[i], "item " .. i) end
+        local g1, g3 = cache:get(r.id[2]), cache:get(r.id[6])
+        assert.same({ "one.example", "www.one.example" }, g1.names)
+        assert.is_false(g1.on_demand)
+        assert.same({ "three.example" }, g3.names)
+        assert.is_true(g3.on_demand)
+        assert.equal(assert(core.cert_parse(THREE.cert_pem)).not_after, r.not_after[6])
+        assert.equal(2, cache:count())
+      end)
+
+      it("takes an empty list, and raises on malformed keys", function()
+        local r = a:load_into_cache(cache, {}, {})
+        assert.same({}, r.state)
+        assert.has_error(function() a:load_into_cache(cache, "k", {}) end)
+        assert.has_error(function() a:load_into_cache(cache, { "/abs" }, {}) end)
+        assert.has_error(function() a:load_into_cache(cache, { "ok" }, { companions = { "a//b" } }) end)
+        assert.has_error(function() a:load_into_cache(cache, { "ok" }, { nmaes = {} }) end)
+        assert.equal(0, cache:count())
+      end)
+    end)
   end)
 end
+
+describe("load_into_cache on every backend", function()
+  local testing = require "certmaint.testing"
+
+  it("gives the same states, codes and entries for the same data", function()
+    local ca = testing.ca()
+    local certs = {}
+    for i = 1, 5 do certs[i] = ca:issue { names = { "s" .. i .. ".example" } } end
+    local function site(name) return "certificates/ca/" .. name .. "/" .. name end
+    -- what each backend holds: key -> value
+    local data = {
+      [site("s1") .. ".crt"] = certs[1].cert_pem, [site("s1") .. ".key"] = certs[1].key_pem,
+      [site("s2") .. ".crt"] = certs[2].cert_pem, -- its key is missing
+      [site("s3") .. ".crt"] = certs[3].cert_pem, [site("s3") .. ".key"] = certs[3].key_pem,
+      [site("s4") .. ".crt"] = certs[4].cert_pem, [site("s4") .. ".key"] = certs[4].key_pem,
+      [site("junk") .. ".crt"] = "junk", [site("junk") .. ".key"] = "k",
+      [site("empty") .. ".crt"] = "", [site("empty") .. ".key"] = "k",
+      [site("dir") .. ".crt/x"] = "x", [site("dir") .. ".key"] = "k",
+      [site("nocrt") .. ".key"] = "k",
+      [site("s5") .. ".crt"] = certs[5].cert_pem, [site("s5") .. ".key/x"] = "a directory",
+    }
+    local order = { "s1", "none", "s2", "junk", "s3", "empty", "dir", "nocrt", "s4", "s1", "s5" }
+    local list, companions, names, on_demand = {}, {}, {}, {}
+    for i, s in ipairs(order) do
+      list[i], companions[i] = site(s) .. ".crt", site(s) .. ".key"
+      names[i] = { s .. ".example" }
+      on_demand[i] = i % 2 == 1
+    end
+    names[5] = { "other.example" } -- s3: names_changed
+    local seen = {}
+    for _, backend in ipairs(helpers.backends) do
+      local pair, cleanup = backend.make()
+      for k, v in pairs(data) do assert.is_true(pair[1]:store(k, v)) end
+      -- a batch of 10, then with companions dropped, then each on its own
+      local outs = {}
+      for _, opts in ipairs { { companions = companions, names = names, on_demand = on_demand },
+        { names = names, renew = {} } } do
+        local cache = core.cache_new()
+        local r = pair[2]:load_into_cache(cache, list, opts)
+        local out = { state = {}, code = {}, id = {}, not_after = {}, renew_at = {}, on_demand = {},
+          count = cache:count() }
+        for i = 1, #list do
+          out.state[i], out.code[i], out.id[i] = r.state[i], r.code[i] or false, r.id[i] or false
+          out.not_after[i], out.renew_at[i] = r.not_after[i] or false, r.renew_at[i] or false
+          assert.equal(r.error[i] ~= nil, r.code[i] ~= nil, backend.name .. " item " .. i)
+          -- every message names the item by its place among the keys
+          if r.error[i] then assert.matches("^item " .. i .. ": ", r.error[i]) end
+          out.on_demand[i] = r.id[i] and cache:get(r.id[i], { pem = false }).on_demand or false
+        end
+        cache:close()
+        outs[#outs + 1] = out
+      end
+      cleanup()
+      seen[#seen + 1] = { name = backend.name, outs = outs }
+    end
+    assert.is_true(#seen >= 2)
+    assert.same({ "ok", "missing", "error", "error", "names_changed", "error", "error", "missing",
+      "ok", "ok", "error" }, seen[1].outs[1].state)
+    assert.same({ false, "ENOENT", "ENOENT", "parse", false, "parse", "EISDIR", "ENOENT", false, false,
+      "EISDIR" }, seen[1].outs[1].code)
+    assert.equal("ok", seen[1].outs[2].state[3]) -- no companions: s2 loads
+    for i = 2, #seen do
+      assert.same(seen[1].outs, seen[i].outs, seen[1].name .. " vs " .. seen[i].name)
+    end
+  end)
+end)
 
 describe("file storage", function()
   local file = require "certmaint.storage.file"

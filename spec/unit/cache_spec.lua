@@ -526,6 +526,203 @@ describe("core cache", function()
       assert.matches("^item 2049: ", r.error[2049])
       assert.equals(r.id[4401], c:lookup("c4401.test"))
     end)
+
+    describe("with files = true", function()
+      local fs = require "helpers.storage_backends"
+      local dir
+
+      before_each(function() dir = fs.tmpdir() end)
+      after_each(function() fs.rm_rf(dir) end)
+
+      -- put(name, data) -> the path of a new file name below dir holding data
+      local function put(name, data)
+        local path = dir .. "/" .. name
+        local f = assert(io.open(path, "wb"))
+        assert(f:write(data))
+        assert(f:close())
+        return path
+      end
+
+      it("reads each path on the parse threads and adds what it holds", function()
+        local pem, serial = issue_serial { names = { "file.test", "www.file.test" },
+          not_before = T0, not_after = T0 + 30 * DAY }
+        local r = c:add_many({ put("file.crt", pem) }, { files = true })
+        assert.same({ "ok" }, r.state)
+        assert.equals(64, #r.id[1])
+        assert.equals(T0, r.not_before[1])
+        assert.equals(T0 + 30 * DAY, r.not_after[1])
+        assert.is_nil(r.error[1])
+        assert.is_nil(r.code[1])
+        local g = c:get(r.id[1])
+        assert.equals(serial, g.serial)
+        assert.equals(pem, g.pem)
+        assert.same({ "file.test", "www.file.test" }, g.names)
+        assert.equals(r.id[1], c:lookup("www.file.test"))
+      end)
+
+      it("says missing (ENOENT) for a path that does not exist", function()
+        local good = put("good.crt", issue { names = { "good.test" } })
+        local gone = dir .. "/gone.crt"
+        local r = c:add_many({ gone, good }, { files = true })
+        assert.equals("missing", r.state[1])
+        assert.equals("ENOENT", r.code[1])
+        assert.matches("^item 1: ", r.error[1])
+        assert.matches(gone, r.error[1], 1, true)
+        assert.is_nil(r.id[1])
+        assert.is_nil(r.not_after[1])
+        assert.equals("ok", r.state[2])
+        assert.equals(1, c:count())
+      end)
+
+      it("refuses an item whose companion is missing (ENOENT, naming the companion)", function()
+        local pem = issue { names = { "comp.test" } }
+        local crt, key = put("comp.crt", pem), put("comp.key", "KEY")
+        local crt2 = put("lonely.crt", issue { names = { "lonely.test" } })
+        local absent = dir .. "/lonely.key"
+        local r = c:add_many({ crt, crt2 }, { files = true, companions = { key, absent } })
+        assert.equals("ok", r.state[1])
+        assert.equals("error", r.state[2])
+        assert.equals("ENOENT", r.code[2])
+        assert.matches("^item 2: ", r.error[2])
+        assert.matches(absent, r.error[2], 1, true)
+        assert.is_nil(r.id[2])
+        assert.equals(1, c:count())
+        assert.is_nil(c:lookup("lonely.test"))
+        -- a directory is no companion (regression: it passed as present in C,
+        -- while storage.common's generic path said EISDIR)
+        assert(core.mkdir_p(dir .. "/dir.key", "0700"))
+        r = c:add_many({ crt2 }, { files = true, companions = { dir .. "/dir.key" } })
+        assert.equals("error", r.state[1])
+        assert.equals("EISDIR", r.code[1])
+        assert.matches(dir .. "/dir.key", r.error[1], 1, true)
+        assert.is_nil(c:lookup("lonely.test"))
+        -- a missing certificate stays "missing" whatever its companion
+        r = c:add_many({ dir .. "/none.crt" }, { files = true, companions = { absent } })
+        assert.equals("missing", r.state[1])
+        -- companions apply to PEMs given inline too; a nil companion is none
+        r = c:add_many({ pem, pem }, { companions = { absent } })
+        assert.same({ "error", "ok" }, r.state)
+        assert.equals("ENOENT", r.code[1])
+      end)
+
+      it("gives the file's error for an oversized file or a directory", function()
+        local pem = issue { names = { "big.test" } }
+        local big = put("big.crt", pem)
+        assert(core.mkdir_p(dir .. "/sub.crt", "0700"))
+        local r = c:add_many({ big, dir .. "/sub.crt", big }, { files = true, max_bytes = #pem - 1 })
+        assert.same({ "error", "error", "error" }, r.state)
+        assert.equals("toobig", r.code[1])
+        assert.matches("^item 1: ", r.error[1])
+        assert.equals("EISDIR", r.code[2])
+        assert.matches("^item 2: ", r.error[2])
+        assert.equals(0, c:count())
+        -- a FIFO is not read (it could block the parse thread forever)
+        assert.is_true(os.execute("mkfifo '" .. dir .. "/fifo.crt'"))
+        r = c:add_many({ dir .. "/fifo.crt" }, { files = true })
+        assert.equals("error", r.state[1])
+        assert.equals("EISDIR", r.code[1])
+        assert.matches("not a regular file", r.error[1], 1, true)
+        -- exactly max_bytes is allowed
+        r = c:add_many({ big }, { files = true, max_bytes = #pem })
+        assert.same({ "ok" }, r.state)
+        -- past the default bound (what the parser accepts)
+        r = c:add_many({ put("huge.crt", pem .. ("\n"):rep(1024 * 1024)) }, { files = true })
+        assert.equals("toobig", r.code[1])
+      end)
+
+      it("says parse for a file of garbage, and reads an empty file as garbage", function()
+        local r = c:add_many({ put("junk.crt", "not a certificate\n"), put("empty.crt", ""),
+          put("cut.crt", (issue { names = { "cut.test" } }):sub(1, 300)) }, { files = true })
+        assert.same({ "error", "error", "error" }, r.state)
+        for i = 1, 3 do
+          assert.equals("parse", r.code[i])
+          assert.matches("^item " .. i .. ": ", r.error[i])
+        end
+        assert.equals(0, c:count())
+      end)
+
+      it("gives the same results for a mixed batch with 0, 2 and 8 threads", function()
+        local paths, companions, names, on_demand, want = {}, {}, {}, {}, {}
+        assert(core.mkdir_p(dir .. "/a-dir", "0700"))
+        local huge = put("huge.crt", ("x"):rep(1024 * 1024 + 1))
+        for i = 1, 48 do
+          local kind = i % 8
+          local host = "m" .. i .. ".test"
+          local pem = issue { names = { host } }
+          if kind == 0 then
+            paths[i], want[i] = put(i .. ".crt", pem), { "ok" }
+            companions[i] = put(i .. ".key", "KEY")
+          elseif kind == 1 then
+            paths[i], want[i] = dir .. "/" .. i .. ".crt", { "missing", "ENOENT" }
+          elseif kind == 2 then
+            paths[i], want[i] = put(i .. ".crt", pem), { "error", "ENOENT" }
+            companions[i] = dir .. "/" .. i .. ".key"
+          elseif kind == 3 then
+            paths[i], want[i] = huge, { "error", "toobig" }
+          elseif kind == 4 then
+            paths[i], want[i] = dir .. "/a-dir", { "error", "EISDIR" }
+          elseif kind == 5 then
+            paths[i], want[i] = put(i .. ".crt", "garbage " .. i), { "error", "parse" }
+          elseif kind == 6 then
+            paths[i], want[i] = put(i .. ".crt", pem), { "names_changed" }
+            names[i] = { host, "extra.test" }
+          else
+            paths[i], want[i] = put(i .. ".crt", pem), { "ok" }
+            names[i], on_demand[i] = { host }, true
+          end
+        end
+        local ref
+        for _, threads in ipairs { 0, 2, 8 } do
+          local d = core.cache_new()
+          local r = d:add_many(paths, { files = true, companions = companions, names = names,
+            on_demand = on_demand, threads = threads })
+          for i = 1, 48 do
+            local w = want[i]
+            assert.equals(w[1], r.state[i], "item " .. i .. ", threads " .. threads)
+            if w[2] then
+              assert.equals(w[2], r.code[i], "item " .. i .. ", threads " .. threads)
+              assert.matches("^item " .. i .. ": ", r.error[i])
+              assert.is_nil(r.id[i])
+            else
+              assert.is_nil(r.error[i])
+              local g = d:get(r.id[i], { pem = false })
+              assert.same({ "m" .. i .. ".test" }, g.names)
+              assert.equals(i % 8 == 7, g.on_demand, "item " .. i)
+            end
+          end
+          assert.equals(18, d:count()) -- kinds 0, 6 and 7, six of each
+          if ref then assert.same(ref, r) else ref = r end
+          d:close()
+        end
+      end)
+
+      it("raises on bad file options before changing the cache", function()
+        local path = put("arg.crt", issue { names = { "arg.test" } })
+        for _, v in ipairs { 0, -1, 1.5, 1024 * 1024 + 1 } do
+          assert.error_matches(function() c:add_many({ path }, { files = true, max_bytes = v }) end,
+            "option 'max_bytes' must be an integer in 1%.%.1048576")
+        end
+        assert.error_matches(function() c:add_many({ path }, { max_bytes = "10" }) end, "max_bytes")
+        assert.error_matches(function() c:add_many({ path }, { files = "yes" }) end, "files")
+        assert.error_matches(function() c:add_many({ path }, { companions = path }) end, "companions")
+        assert.error_matches(function()
+          c:add_many({ path, path }, { files = true, companions = { path, 42 } })
+        end, "option 'companions%[2%]' must be a file path")
+        assert.error_matches(function()
+          c:add_many({ path }, { files = true, companions = { path .. "\0.key" } })
+        end, "option 'companions%[1%]' must be a file path")
+        assert.error_matches(function() c:add_many({ path, path .. "\0x" }, { files = true }) end,
+          "pems%[2%] must be a file path %(files = true%)")
+        assert.error_matches(function() c:add_many({ path, "" }, { files = true }) end,
+          "pems%[2%] must be a file path")
+        assert.error_matches(function() c:add_many({ path, 7 }, { files = true }) end,
+          "pems%[2%] must be a string")
+        assert.equals(0, c:count())
+        -- a NUL is only refused in a path: inline, a PEM is just bytes (garbage here)
+        local r = c:add_many { "x\0y" }
+        assert.equals("parse", r.code[1])
+      end)
+    end)
   end)
 
   describe("get without the PEM", function()
