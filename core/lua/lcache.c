@@ -182,6 +182,39 @@ static void push_view_list(lua_State *L, const struct cm_cache_view *v, enum cm_
 
 /* The entry as a table, read straight from the cache (nothing is copied but
  * into Lua strings); the PEM and the staple's DER only when `pem` is set. */
+/* c:facts(id) -> issuer, serial, not_before, not_after, renew_at, next_attempt,
+ * attempts, last_error|nil, staple_status|nil, this_update, next_update
+ * | nil (unknown id): what a status row shows, as values, no table (status of
+ * 100k certificates). */
+static int l_facts(lua_State *L)
+{
+    struct lcache *lc = check_open(L);
+    struct cm_cache_id id;
+    struct cm_cache_view v;
+    check_id(L, 2, &id);
+    if (!cm_cache_view(lc->c, &id, &v)) {
+        lua_pushnil(L);
+        return 1;
+    }
+    luaL_checkstack(L, 11, "cache:facts");
+    lua_pushstring(L, v.issuer);
+    lua_pushstring(L, v.serial_hex);
+    lua_pushinteger(L, (lua_Integer)v.not_before);
+    lua_pushinteger(L, (lua_Integer)v.not_after);
+    cm_lua_push_time(L, v.renew_at);
+    cm_lua_push_time(L, v.next_attempt);
+    lua_pushinteger(L, (lua_Integer)v.attempts);
+    if (v.last_error) lua_pushstring(L, v.last_error);
+    else lua_pushnil(L);
+    if (v.flags & CM_CACHE_HAS_STAPLE) {
+        lua_pushstring(L, cm_ocsp_status_name(v.staple.status));
+        cm_lua_push_time(L, v.staple.this_update);
+        cm_lua_push_time(L, v.staple.next_update);
+        return 11;
+    }
+    return 8;
+}
+
 static int l_get(lua_State *L)
 {
     static const char *const keys[] = {"pem", NULL};
@@ -752,6 +785,7 @@ int cm_lua_open_cache(lua_State *L)
         {"add", l_add},
         {"add_many", l_add_many},
         {"get", l_get},
+        {"facts", l_facts},
         {"lookup", l_lookup},
         {"find", l_find},
         {"remove", l_remove},

@@ -163,44 +163,63 @@ local function make_engine(policy_path, opts)
   return engine
 end
 
--- One status row as the JSON object `status --json` prints.
-local function status_row_json(r, now)
-  local null = core.json_null
-  return {
-    names = r.names, managed = r.managed, issuer = r.issuer or null, serial = r.serial or null,
-    not_before = r.not_before and M.iso(r.not_before) or null,
-    not_after = r.not_after and M.iso(r.not_after) or null,
-    renewal_due = r.renewal_due and true or false,
-    renewal_at = (r.renewal_at and r.renewal_at ~= math.huge) and M.iso(r.renewal_at) or null,
-    ocsp = r.ocsp and { status = r.ocsp.status, this_update = M.iso(r.ocsp.this_update),
-      next_update = M.iso(r.ocsp.next_update) } or null,
-    last_error = r.last_error or null,
-    attempts = r.attempts or 0,
-    next_attempt = (r.next_attempt and r.next_attempt > 0) and M.iso(r.next_attempt) or null,
-    time_left = r.not_after and math.floor(r.not_after - now) or null,
-  }
+-- A JSON string: plain ASCII text is quoted as it is, anything else goes
+-- through the core's encoder (escapes, UTF-8 checks).
+local function json_string(v)
+  if not v:find('[%c"\\\128-\255]') then return '"' .. v .. '"' end
+  return assert(core.json_encode(v))
 end
 
--- Print the JSON array in chunks of rows, as one pretty document: 100k rows
--- never sit in memory as one tree.
+local function json_time(t) return t and ('"' .. M.iso(t) .. '"') or "null" end
+
+-- One status row as the pretty JSON object `status --json` prints (keys
+-- sorted, two-space indent, as core.json_encode{pretty=true} writes it),
+-- built as text: this runs once per certificate.
+local function status_row_text(r, now)
+  local names = {}
+  for i, n in ipairs(r.names) do names[i] = "      " .. json_string(n) end
+  local ocsp = "null"
+  if r.ocsp then
+    ocsp = "{\n      \"next_update\": " .. json_time(r.ocsp.next_update) ..
+      ",\n      \"status\": " .. json_string(r.ocsp.status) ..
+      ",\n      \"this_update\": " .. json_time(r.ocsp.this_update) .. "\n    }"
+  end
+  return table.concat {
+    "  {\n",
+    '    "attempts": ', tostring(math.tointeger(r.attempts or 0) or r.attempts), ",\n",
+    '    "issuer": ', r.issuer and json_string(r.issuer) or "null", ",\n",
+    '    "last_error": ', r.last_error and json_string(r.last_error) or "null", ",\n",
+    '    "managed": ', r.managed and "true" or "false", ",\n",
+    '    "names": ', #names > 0 and ("[\n" .. table.concat(names, ",\n") .. "\n    ]") or "[]", ",\n",
+    '    "next_attempt": ', (r.next_attempt and r.next_attempt > 0) and json_time(r.next_attempt) or "null", ",\n",
+    '    "not_after": ', json_time(r.not_after), ",\n",
+    '    "not_before": ', json_time(r.not_before), ",\n",
+    '    "ocsp": ', ocsp, ",\n",
+    '    "renewal_at": ', (r.renewal_at and r.renewal_at ~= math.huge) and json_time(r.renewal_at) or "null", ",\n",
+    '    "renewal_due": ', r.renewal_due and "true" or "false", ",\n",
+    '    "serial": ', r.serial and json_string(r.serial) or "null", ",\n",
+    '    "time_left": ', r.not_after and string.format("%d", math.floor(r.not_after - now)) or "null", "\n",
+    "  }",
+  }
+end
+M.status_row_text = status_row_text
+
+-- Print the JSON array row by row, flushed in chunks: 100k rows never sit
+-- in memory as one tree.
 local STATUS_CHUNK = 512
 
 local function write_status_json(engine, now)
-  local chunk, chunks = setmetatable({}, core.json_array_mt), 0
-  local function flush()
-    if #chunk == 0 then return end
-    -- a pretty array is "[\n  {...},\n  {...}\n]": keep what is inside it
-    local text = core.json_encode(chunk, { pretty = true })
-    io.stdout:write(chunks == 0 and "[\n" or ",\n", text:sub(3, -3))
-    chunks = chunks + 1
-    chunk = setmetatable({}, core.json_array_mt)
-  end
+  local out, n = {}, 0
   engine:status_rows(now, function(r)
-    chunk[#chunk + 1] = status_row_json(r, now)
-    if #chunk >= STATUS_CHUNK then flush() end
+    n = n + 1
+    out[#out + 1] = (n == 1 and "[\n" or ",\n") .. status_row_text(r, now)
+    if #out >= STATUS_CHUNK then
+      io.stdout:write(table.concat(out))
+      out = {}
+    end
   end)
-  flush()
-  io.stdout:write(chunks == 0 and "[]\n" or "\n]\n")
+  out[#out + 1] = n == 0 and "[]\n" or "\n]\n"
+  io.stdout:write(table.concat(out))
 end
 
 M.iso = require("certmaint.rfc3339").iso

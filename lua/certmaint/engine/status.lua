@@ -18,25 +18,34 @@ end
 
 --- One status row per managed entry (the facts `status` prints): a list,
 -- or with each_row given, each_row(row) called per row and nothing kept.
+-- The facts come from the cache as values (cache:facts), not as a copied
+-- certificate table: this is the per-certificate cost of `status`.
 function M:status_rows(now, each_row)
   now = now or core.now()
   local saved = self:load_states()
+  local hook = self.policy.needs_renewal
+  local cache, jobs, ropts = self.cache, self.jobs, self.renewal_opts
   local rows = {}
   for _, primary in ipairs(self.order) do
     local e = self.entries[primary]
-    local c = e.id and self.cache:get(e.id, { pem = false })
-    local st = self.jobs:status("renew:" .. primary) or saved[primary]
-    local row = {
-      names = e.names, managed = true, on_demand = e.on_demand,
-      issuer = c and c.issuer or nil, serial = c and c.serial or nil,
-      not_before = c and c.not_before, not_after = c and c.not_after,
-      renewal_at = c and c.renew_at, renewal_due = false,
-      ocsp = c and c.ocsp and { status = c.ocsp.status, this_update = c.ocsp.this_update,
-        next_update = c.ocsp.next_update } or nil,
-      last_error = st and st.last_error or (not c and "no certificate in storage") or nil,
-      attempts = st and st.attempts or nil, next_attempt = st and st.next_attempt or nil,
-    }
-    if c then row.renewal_due = (self:needs_renewal(c, now)) end
+    local row = { names = e.names, managed = true, on_demand = e.on_demand, renewal_due = false }
+    local id = e.id
+    local issuer, serial, nb, na, renew_at, _, _, _, staple, this_update, next_update
+    if id then issuer, serial, nb, na, renew_at, _, _, _, staple, this_update, next_update = cache:facts(id) end
+    if issuer then
+      row.issuer, row.serial, row.not_before, row.not_after, row.renewal_at = issuer, serial, nb, na, renew_at
+      if staple then row.ocsp = { status = staple, this_update = this_update, next_update = next_update } end
+      if hook then
+        row.renewal_due = (self:needs_renewal(cache:get(id, { pem = false }), now))
+      else
+        row.renewal_due = (core.needs_renewal(nb, na, now, ropts)) -- the rule the cache used
+      end
+    end
+    local st = jobs:status("renew:" .. primary) or saved[primary]
+    if st then
+      row.last_error, row.attempts, row.next_attempt = st.last_error, st.attempts, st.next_attempt
+    end
+    if not row.last_error and not issuer then row.last_error = "no certificate in storage" end
     if each_row then each_row(row) else rows[#rows + 1] = row end
   end
   return rows
