@@ -42,7 +42,7 @@ end
 --- The keys of managed certificates (never cleaned).
 function M:managed_crt_keys()
   local managed = {}
-  for _, primary in ipairs(self.order) do managed[self.entries[primary].set.crt] = true end
+  for _, primary in ipairs(self.order) do managed[self:paths(primary).crt] = true end
   return managed
 end
 

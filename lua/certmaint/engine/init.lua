@@ -96,7 +96,6 @@ function Engine:apply_policy(policy)
     if not e then
       self:add_entry(c.names, { key_type = c.key_type, on_demand = c.on_demand, source = "policy" })
     else
-      e.set = certset.paths(self.issuer_key, e.primary)
       if not certset.same_names(e.names, c.names) then
         e.names, e.key_type = c.names, c.key_type or e.key_type
         e.names_changed = true
@@ -113,7 +112,6 @@ function Engine:add_entry(names, o)
   local e = {
     names = names, primary = names[1], key_type = o.key_type or self.policy.key_type or "p256",
     on_demand = o.on_demand and true or false, source = o.source or "policy",
-    set = certset.paths(self.issuer_key, names[1]), -- storage keys, computed once
   }
   self.entries[e.primary] = e
   self.order[#self.order + 1] = e.primary
@@ -135,10 +133,10 @@ function Engine:drop_entry(primary, why)
   return true
 end
 
---- Storage keys of an entry's set (certmaint.certset.paths).
+--- Storage keys of a site's set (certmaint.certset.paths): computed when
+-- needed, not kept per entry (100k entries would carry 0.7 KiB each).
 function Engine:paths(primary)
-  local e = self.entries[primary]
-  return e and e.set or certset.paths(self.issuer_key, primary)
+  return certset.paths(self.issuer_key, primary)
 end
 
 --- Names managed at run time (a SaaS policy's on_tick adds its customers).
@@ -165,7 +163,7 @@ function Engine:manage(names, o)
   end
   local e = self:add_entry(norm, { on_demand = true, source = "runtime", key_type = o.key_type })
   log("info", "managed", { name = e.primary, names = table.concat(norm, ","), source = "runtime" })
-  local state, pem = certset.read(self.storage, e.set, e.names)
+  local state, pem = certset.read(self.storage, self:paths(e.primary), e.names)
   if state == "ok" then
     self:cache_put(e, pem)
   else

@@ -79,8 +79,9 @@ function M:load_all(opts)
     for i = first, math.min(first + BATCH - 1, #order) do
       local e = self.entries[order[i]]
       local j = #batch + 1
-      batch[j], crts[j] = e, e.set.crt
-      if key_files then key_files[j] = e.set.key end
+      local set = self:paths(e.primary)
+      batch[j], crts[j] = e, set.crt
+      if key_files then key_files[j] = set.key end
     end
     local o = self:add_opts(batch)
     o.companions = key_files
@@ -91,7 +92,7 @@ function M:load_all(opts)
       if r.id[i] then self:bind(e, r.id[i]) end
       if state ~= "error" and state ~= "missing" and recovered and want_keys then
         -- a crash cut a commit short: check this set's key pairs with its certificate
-        local ok, err = certset.read(self.storage, e.set, e.names, { check_key = true })
+        local ok, err = certset.read(self.storage, self:paths(e.primary), e.names, { check_key = true })
         if not ok then state, r.error[i] = "error", err end
       end
       if state == "error" then

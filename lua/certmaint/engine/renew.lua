@@ -77,7 +77,7 @@ function M:obtain(e, lock)
     return nil, { message = "issuer returned a certificate for another key" }, "mismatch"
   end
   local ok
-  ok, err, code = certset.write(self.storage, e.set, {
+  ok, err, code = certset.write(self.storage, self:paths(e.primary), {
     crt = res.chain_pem, key = key, meta = certset.meta(e.names, issuers.describe(self.issuer), facts.serial),
   }, lock)
   if not ok then return nil, err, code end
@@ -93,7 +93,7 @@ function M:renew_once(e, reason)
   local ran, result, cert
   ran, result, cert, code = pcall(function()
     -- another instance may have renewed while we waited for the lock
-    local state, pem, stored = certset.read(self.storage, e.set, e.names)
+    local state, pem, stored = certset.read(self.storage, self:paths(e.primary), e.names)
     if state == "ok" then
       local current = e.id and self.cache:get(e.id, { pem = false })
       if (not current or stored.hash ~= current.id) and not self:needs_renewal(stored, core.now()) then
@@ -201,7 +201,7 @@ function M:notify_renewed(e, cert, event)
   local view = {}
   for k, v in pairs(cert) do view[k] = v end
   view.event = event
-  view.key_pem = self.storage:load(e.set.key)
+  view.key_pem = self.storage:load(self:paths(e.primary).key)
   return self.hooks:notify("on_renewed", self.policy.on_renewed, view)
 end
 
