@@ -1200,14 +1200,25 @@ describe("file storage", function()
       core.clock_advance(11)
       local l2 = assert_lock(s:lock("issue_cert_example.com"))
       assert.equal(l.token + 1, l2.token)
-      -- an unreadable token file refuses the grant (a token must never go back)
+      -- a damaged token file never stops the lock for good, and the token
+      -- still never goes back: it goes on from the time in milliseconds
       assert.is_true(s:unlock(l2))
       write("locks/issue_cert_example.com.token", "garbage")
-      local ok, err, code = s:lock("issue_cert_example.com")
-      assert.is_nil(ok)
-      assert.equal("EIO", code)
-      assert.matches("token", err, 1, true)
-      assert.is_nil(io.open(dir .. "/" .. LOCK)) -- and leaves no lock behind
+      core.log_take()
+      core.log_config { capture = true }
+      local l3 = assert_lock(s:lock("issue_cert_example.com"))
+      local warned = 0
+      for _, line in ipairs(core.log_take()) do
+        if line:find("event=lock_token_unreadable", 1, true) then warned = warned + 1 end
+      end
+      core.log_config { capture = false }
+      assert.is_true(l3.token > l2.token)
+      assert.equal(1700000011 * 1000 + 1, l3.token)
+      assert.equal(1, warned)
+      assert.equal(l3.token, core.json_decode(read("locks/issue_cert_example.com.token")).token)
+      assert.is_true(s:unlock(l3))
+      local l4 = assert_lock(s:lock("issue_cert_example.com"))
+      assert.equal(l3.token + 1, l4.token)
     end)
 
     it("that stay unreadable become stale", function()

@@ -271,6 +271,11 @@ local function token_key(lk)
 end
 
 -- The last token granted for lk: integer (0 if none yet) | nil, err, code.
+-- A token file that reads but does not parse (edited, or damaged on disk)
+-- must not stop every renewal of that name for good: the count goes on from
+-- the time in milliseconds, above any count one lock reaches by its grants
+-- (warned; only a clock set back past an earlier such repair could make it
+-- smaller). A file that cannot be read at all still refuses the grant.
 function File:last_token(lk)
   local tk = token_key(lk)
   local text, err, code = core.read_file(self:path(tk), 64 * 1024)
@@ -280,7 +285,9 @@ function File:last_token(lk)
   end
   local rec = core.json_decode(text, 64 * 1024)
   if type(rec) ~= "table" or math.type(rec.token) ~= "integer" or rec.token < 0 then
-    return nil, "lock token " .. tk .. ": unreadable", "EIO"
+    local floor = math.floor(core.now() * 1000)
+    core.log("warn", "lock_token_unreadable", { key = tk, storage = self:describe(), restart_at = floor })
+    return floor
   end
   return rec.token
 end
