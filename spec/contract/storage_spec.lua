@@ -1053,6 +1053,45 @@ describe("file storage", function()
     assert.same({}, helpers.walk(dir .. "/journal"))
   end)
 
+  it("never lets a planted or damaged manifest reach outside the storage (regression: ../ keys)", function()
+    core.clock_set(1700000000)
+    assert.is_true(s:store("certificates/i/n/n.crt", "OLD"))
+    local outside = dir .. "-outside"
+    local bad = {
+      { key = "../" .. outside:match("[^/]+$") .. "/planted", file = "0" }, -- up and out of root
+      { key = "certificates/i/n/n.crt", file = "../../../../tmp/x" },       -- a staged file elsewhere
+      { key = "journal/other/manifest.json", file = "0" },                  -- into the journal
+      { key = "/etc/passwd", file = "0" },                                  -- absolute
+    }
+    for i, p in ipairs(bad) do
+      local t = dir .. "/journal/1700000000000-bad-" .. i
+      assert(core.mkdir_p(t, "0700"))
+      assert(core.write_atomic(t .. "/0", "PLANTED", "0600"))
+      assert(core.write_atomic(t .. "/manifest.json", assert(core.json_encode {
+        version = 1, id = "bad-" .. i, owner = "x", created = "2023-11-14T22:13:20Z",
+        put = { { key = p.key, file = p.file, mode = "0600", size = 7 } }, delete = {},
+      }), "0600"))
+    end
+    local t = dir .. "/journal/1700000000000-bad-del"
+    assert(core.mkdir_p(t, "0700"))
+    assert(core.write_atomic(t .. "/manifest.json", assert(core.json_encode {
+      version = 1, id = "bad-del", owner = "x", created = "2023-11-14T22:13:20Z",
+      put = setmetatable({}, core.json_array_mt), delete = { "../" .. dir:match("[^/]+$") },
+    }), "0600"))
+    core.log_config { capture = true }
+    core.log_take()
+    assert.same({ 0, 0 }, { s:recover() })
+    local damaged = 0
+    for _, line in ipairs(core.log_take()) do
+      if line:find("event=storage_journal_damaged", 1, true) then damaged = damaged + 1 end
+    end
+    core.log_config { capture = false }
+    assert.equal(#bad + 1, damaged) -- each kept for a human, each said
+    assert.is_nil(io.open(outside .. "/planted"))
+    assert.equal("OLD", s:load("certificates/i/n/n.crt"))
+    assert.is_truthy(io.open(dir .. "/certificates/i/n/n.crt")) -- the root was not deleted
+  end)
+
   it("load_many is bounded and reports unreadable files", function()
     local small = file.new { root = dir, max_bytes = 10 }
     assert.is_true(small:store("big", ("x"):rep(11)))

@@ -419,13 +419,27 @@ function File:check_target(key)
   return true
 end
 
+-- A key a manifest may name: a valid storage key outside the journal (a
+-- damaged or planted manifest must never make recovery write or delete
+-- anything else, "../../etc/passwd" least of all).
+local function manifest_key(key)
+  if type(key) ~= "string" or not pcall(common.check_key, key, "recover") then return false end
+  return key ~= JOURNAL and key:sub(1, #JOURNAL + 1) ~= JOURNAL .. "/"
+end
+
 local function decode_manifest(text)
   local m = core.json_decode(text, common.READ_MAX)
   if type(m) ~= "table" or m.version ~= 1 or type(m.put) ~= "table" or type(m.delete) ~= "table" then
     return nil
   end
   for _, p in ipairs(m.put) do
-    if type(p) ~= "table" or type(p.key) ~= "string" or type(p.file) ~= "string" then return nil end
+    if type(p) ~= "table" or not manifest_key(p.key) or type(p.file) ~= "string"
+       or not p.file:match("^%d+$") then
+      return nil
+    end
+  end
+  for _, k in ipairs(m.delete) do
+    if not manifest_key(k) then return nil end
   end
   return m
 end
