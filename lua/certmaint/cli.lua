@@ -174,33 +174,57 @@ local function json_time(t) return t and ('"' .. M.iso(t) .. '"') or "null" end
 
 -- One status row as the pretty JSON object `status --json` prints (keys
 -- sorted, two-space indent, as core.json_encode{pretty=true} writes it),
--- built as text: this runs once per certificate.
+-- built as text with one format: this runs once per certificate.
+local ROW = table.concat({
+  "  {",
+  '    "attempts": %s,',
+  '    "issuer": %s,',
+  '    "last_error": %s,',
+  '    "managed": %s,',
+  '    "names": %s,',
+  '    "next_attempt": %s,',
+  '    "not_after": %s,',
+  '    "not_before": %s,',
+  '    "ocsp": %s,',
+  '    "renewal_at": %s,',
+  '    "renewal_due": %s,',
+  '    "serial": %s,',
+  '    "time_left": %s',
+  "  }",
+}, "\n")
+
 local function status_row_text(r, now)
-  local names = {}
-  for i, n in ipairs(r.names) do names[i] = "      " .. json_string(n) end
+  local names = r.names
+  local list
+  if #names == 1 then
+    list = "[\n      " .. json_string(names[1]) .. "\n    ]"
+  elseif #names == 0 then
+    list = "[]"
+  else
+    local parts = {}
+    for i, n in ipairs(names) do parts[i] = "      " .. json_string(n) end
+    list = "[\n" .. table.concat(parts, ",\n") .. "\n    ]"
+  end
   local ocsp = "null"
   if r.ocsp then
     ocsp = "{\n      \"next_update\": " .. json_time(r.ocsp.next_update) ..
       ",\n      \"status\": " .. json_string(r.ocsp.status) ..
       ",\n      \"this_update\": " .. json_time(r.ocsp.this_update) .. "\n    }"
   end
-  return table.concat {
-    "  {\n",
-    '    "attempts": ', tostring(math.tointeger(r.attempts or 0) or r.attempts), ",\n",
-    '    "issuer": ', r.issuer and json_string(r.issuer) or "null", ",\n",
-    '    "last_error": ', r.last_error and json_string(r.last_error) or "null", ",\n",
-    '    "managed": ', r.managed and "true" or "false", ",\n",
-    '    "names": ', #names > 0 and ("[\n" .. table.concat(names, ",\n") .. "\n    ]") or "[]", ",\n",
-    '    "next_attempt": ', (r.next_attempt and r.next_attempt > 0) and json_time(r.next_attempt) or "null", ",\n",
-    '    "not_after": ', json_time(r.not_after), ",\n",
-    '    "not_before": ', json_time(r.not_before), ",\n",
-    '    "ocsp": ', ocsp, ",\n",
-    '    "renewal_at": ', (r.renewal_at and r.renewal_at ~= math.huge) and json_time(r.renewal_at) or "null", ",\n",
-    '    "renewal_due": ', r.renewal_due and "true" or "false", ",\n",
-    '    "serial": ', r.serial and json_string(r.serial) or "null", ",\n",
-    '    "time_left": ', r.not_after and string.format("%d", math.floor(r.not_after - now)) or "null", "\n",
-    "  }",
-  }
+  return ROW:format(
+    tostring(math.tointeger(r.attempts or 0) or r.attempts),
+    r.issuer and json_string(r.issuer) or "null",
+    r.last_error and json_string(r.last_error) or "null",
+    r.managed and "true" or "false",
+    list,
+    (r.next_attempt and r.next_attempt > 0) and json_time(r.next_attempt) or "null",
+    json_time(r.not_after),
+    json_time(r.not_before),
+    ocsp,
+    (r.renewal_at and r.renewal_at ~= math.huge) and json_time(r.renewal_at) or "null",
+    r.renewal_due and "true" or "false",
+    r.serial and json_string(r.serial) or "null",
+    r.not_after and string.format("%d", math.floor(r.not_after - now)) or "null")
 end
 M.status_row_text = status_row_text
 
