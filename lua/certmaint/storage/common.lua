@@ -507,6 +507,26 @@ function M.load_into_cache(backend, cache, list, opts)
   return out
 end
 
+--- The first steps of every backend's commit: check the arguments (raising
+-- on a caller's bug), finish what a crash left (this commit lands after
+-- it), check the fence, and each target. Returns puts, deletes, step
+-- (the crash injector) | true when there is nothing to write | nil, err, code.
+-- check_target(key, put) is the backend's own refusal of a target.
+function M.begin_commit(backend, tx, default_mode, check_target, level)
+  local puts, deletes, fence = M.check_commit(tx, default_mode, (level or 2) + 1)
+  local step = M.crash_injector(backend)
+  local ok, err, code = backend:recover_with(function() end)
+  if not ok then return nil, err, code end
+  ok, err, code = M.check_fence(backend, fence)
+  if not ok then return nil, err, code end
+  if #puts == 0 and #deletes == 0 then return true end
+  for _, p in ipairs(puts) do
+    ok, err, code = check_target(p)
+    if not ok then return nil, err, code end
+  end
+  return puts, deletes, step, fence
+end
+
 -- ---- the methods every backend shares ---------------------------------------
 
 --- Install on a backend class the contract methods that are the same for

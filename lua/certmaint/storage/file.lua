@@ -538,23 +538,17 @@ end
 -- File:apply's: one per put (rename), one (fsync directories), one per
 -- delete, one (remove the transaction).
 function File:commit(tx)
-  local puts, deletes, fence = common.check_commit(tx, self.file_mode, 2)
-  for _, p in ipairs(puts) do
-    if p.key == JOURNAL or p.key:sub(1, #JOURNAL + 1) == JOURNAL .. "/" then
-      error("storage commit: " .. p.key .. " is inside the journal", 2)
+  if type(tx) == "table" and type(tx.put) == "table" then
+    for key in pairs(tx.put) do
+      if key == JOURNAL or (type(key) == "string" and key:sub(1, #JOURNAL + 1) == JOURNAL .. "/") then
+        error("storage commit: " .. key .. " is inside the journal", 2)
+      end
     end
   end
-  local step = common.crash_injector(self)
-  -- what a crash left is finished first: this commit must land after it
-  local ok, err, code = self:recover_with(function() end)
-  if not ok then return nil, err, code end
-  ok, err, code = common.check_fence(self, fence)
-  if not ok then return nil, err, code end
-  if #puts == 0 and #deletes == 0 then return true end
-  for _, p in ipairs(puts) do
-    ok, err, code = self:check_target(p.key)
-    if not ok then return nil, err, code end
-  end
+  local puts, deletes, step, fence = common.begin_commit(self, tx, self.file_mode,
+    function(p) return self:check_target(p.key) end, 2)
+  if puts == true or puts == nil then return puts, deletes, step end
+  local ok, err, code
   local id = common.new_txn_id(self, core.now())
   local tdir = JOURNAL .. "/" .. id
   local function abandon(...)

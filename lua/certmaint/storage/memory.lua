@@ -275,20 +275,15 @@ end
 --- commit{put =, delete =, fence =} -> true | nil, err, code (see the file
 -- backend: the same steps, counted the same way by crash_after)
 function Memory:commit(tx)
-  local puts, deletes, fence = common.check_commit(tx, "0600", 2)
-  local step = common.crash_injector(self)
-  local ok, err, code = self:recover_with(function() end)
-  if not ok then return nil, err, code end
-  ok, err, code = common.check_fence(self, fence)
-  if not ok then return nil, err, code end
-  if #puts == 0 and #deletes == 0 then return true end
-  for _, p in ipairs(puts) do
-    ok, err, code = self:check_target(p.key)
+  local puts, deletes, step, fence = common.begin_commit(self, tx, "0600", function(p)
+    local ok, err, code = self:check_target(p.key)
     if not ok then return nil, err, code end
     if #p.value > self.max_bytes then
       return nil, "commit " .. p.key .. ": larger than " .. self.max_bytes .. " bytes", "toobig"
     end
-  end
+    return true
+  end, 2)
+  if puts == true or puts == nil then return puts, deletes, step end
   local id = common.new_txn_id(self, core.now())
   local txn = { id = id, owner = self.owner, puts = {}, deletes = deletes, committed = false }
   self.state.journal[id] = txn
@@ -297,7 +292,7 @@ function Memory:commit(tx)
     txn.puts[i] = p
   end
   step()
-  ok, err, code = common.check_fence(self, fence)
+  local ok, err, code = common.check_fence(self, fence)
   if not ok then
     self.state.journal[id] = nil
     return nil, err, code
