@@ -328,6 +328,31 @@ out:
 }
 
 /* ------------------------------------------------------------------------ */
+/* shared by the builders                                                    */
+
+/* 1 if key is the private half of cert's public key; else 0 with res
+ * ("mismatch", naming whose key: "issuer", "responder"). */
+static int key_belongs(const X509 *cert, EVP_PKEY *key, const char *whose, struct cm_result *res)
+{
+    if (EVP_PKEY_eq(X509_get0_pubkey(cert), key) == 1) return 1;
+    ERR_clear_error();
+    cm_fail(res, "mismatch", "the %s key does not belong to its certificate", whose);
+    return 0;
+}
+
+/* Copy n bytes of OpenSSL-allocated DER into a malloc'ed *der the caller
+ * owns (the caller frees buf either way). */
+static int take_der(const unsigned char *buf, int n, unsigned char **der, size_t *der_len,
+                    struct cm_result *res)
+{
+    if (n <= 0) return cm_fail(res, "crypto", "no DER produced");
+    if (!(*der = malloc((size_t)n))) return cm_fail(res, "ENOMEM", "out of memory");
+    memcpy(*der, buf, (size_t)n);
+    *der_len = (size_t)n;
+    return CM_OK;
+}
+
+/* ------------------------------------------------------------------------ */
 /* OCSP responses                                                           */
 
 static ASN1_GENERALIZEDTIME *gtime(int64_t t)
@@ -377,12 +402,8 @@ int cm_ocsp_response_build(const struct cm_ocsp_build_opts *o, unsigned char **d
                                                res))) {
         goto out;
     }
-    if (EVP_PKEY_eq(X509_get0_pubkey(delegated ? rcert : issuer), key) != 1) {
-        ERR_clear_error();
-        ret = cm_fail(res, "mismatch", "the %s key does not belong to its certificate",
-                      delegated ? "responder" : "issuer");
+    if (!key_belongs(delegated ? rcert : issuer, key, delegated ? "responder" : "issuer", res))
         goto out;
-    }
 
     /* SHA-1 CertIDs: what RFC 5019 responders and clients use. */
     if (!(id = OCSP_cert_to_id(EVP_sha1(), cert, issuer))) goto crypto;
@@ -413,13 +434,7 @@ int cm_ocsp_response_build(const struct cm_ocsp_build_opts *o, unsigned char **d
         goto crypto;
     if (!(resp = OCSP_response_create(OCSP_RESPONSE_STATUS_SUCCESSFUL, bs))) goto crypto;
     if ((n = i2d_OCSP_RESPONSE(resp, &buf)) <= 0) goto crypto;
-    if (!(*der = malloc((size_t)n))) {
-        ret = cm_fail(res, "ENOMEM", "out of memory");
-        goto out;
-    }
-    memcpy(*der, buf, (size_t)n);
-    *der_len = (size_t)n;
-    ret = CM_OK;
+    ret = take_der(buf, n, der, der_len, res);
     goto out;
 crypto:
     ret = cm_fail_ssl(res, "crypto", "building the OCSP response failed");
@@ -509,11 +524,7 @@ int cm_crl_build(const struct cm_crl_build_opts *o, unsigned char **der, size_t 
         goto out;
     if (!(key = cm_ssl_load_private_key(o->issuer_key, o->issuer_key_len, "issuer key", res)))
         goto out;
-    if (EVP_PKEY_eq(X509_get0_pubkey(issuer), key) != 1) {
-        ERR_clear_error();
-        ret = cm_fail(res, "mismatch", "the issuer key does not belong to its certificate");
-        goto out;
-    }
+    if (!key_belongs(issuer, key, "issuer", res)) goto out;
     if (!(crl = X509_CRL_new()) || X509_CRL_set_version(crl, 1 /* v2 */) != 1 ||
         X509_CRL_set_issuer_name(crl, X509_get_subject_name(issuer)) != 1)
         goto crypto;
@@ -532,13 +543,7 @@ int cm_crl_build(const struct cm_crl_build_opts *o, unsigned char **der, size_t 
     if (X509_CRL_sort(crl) != 1) goto crypto;
     if (X509_CRL_sign(crl, key, EVP_sha256()) <= 0) goto crypto;
     if ((n = i2d_X509_CRL(crl, &buf)) <= 0) goto crypto;
-    if (!(*der = malloc((size_t)n))) {
-        ret = cm_fail(res, "ENOMEM", "out of memory");
-        goto out;
-    }
-    memcpy(*der, buf, (size_t)n);
-    *der_len = (size_t)n;
-    ret = CM_OK;
+    ret = take_der(buf, n, der, der_len, res);
     goto out;
 crypto:
     ret = cm_fail_ssl(res, "crypto", "building the CRL failed");
