@@ -30,15 +30,7 @@ EVP_PKEY *cm_ssl_load_private_key(const char *pem, size_t len, const char *what,
 {
     BIO *bio = NULL;
     EVP_PKEY *pkey = NULL;
-    if (!pem || len == 0) {
-        cm_fail(res, "parse", "%s: empty", what);
-        return NULL;
-    }
-    if (len > CM_X509_MAX_INPUT) {
-        cm_fail(res, "toobig", "%s: %zu bytes, more than the %d allowed", what, len,
-                CM_X509_MAX_INPUT);
-        return NULL;
-    }
+    if (cm_ssl_check_input(pem, len, what, res) != CM_OK) return NULL;
     if (!(bio = BIO_new_mem_buf(pem, (int)len))) {
         cm_fail_ssl(res, "ENOMEM", "%s: out of memory", what);
         return NULL;

@@ -684,6 +684,15 @@ static int looks_like_pem(const char *data, size_t len)
     return memmem(data, len, PEM_BEGIN, sizeof PEM_BEGIN - 1) != NULL;
 }
 
+int cm_ssl_check_input(const char *data, size_t len, const char *what, struct cm_result *res)
+{
+    if (!data || len == 0) return cm_fail(res, "parse", "%s: empty", what);
+    if (len > CM_X509_MAX_INPUT)
+        return cm_fail(res, "toobig", "%s: %zu bytes, more than the %d allowed", what, len,
+                       CM_X509_MAX_INPUT);
+    return CM_OK;
+}
+
 X509 *cm_ssl_load_cert(const char *data, size_t len, const char *what, struct cm_result *res)
 {
     struct pem_span spans[MAX_CHAIN];
@@ -692,15 +701,7 @@ X509 *cm_ssl_load_cert(const char *data, size_t len, const char *what, struct cm
     size_t count = 0, cap, n = 0;
     X509 *x = NULL;
 
-    if (!data || len == 0) {
-        cm_fail(res, "parse", "%s: empty", what);
-        return NULL;
-    }
-    if (len > CM_X509_MAX_INPUT) {
-        cm_fail(res, "toobig", "%s: %zu bytes, more than the %d allowed", what, len,
-                CM_X509_MAX_INPUT);
-        return NULL;
-    }
+    if (cm_ssl_check_input(data, len, what, res) != CM_OK) return NULL;
     if (!looks_like_pem(data, len)) {
         p = (const unsigned char *)data;
         if (!(x = d2i_X509(NULL, &p, (long)len)))

@@ -24,6 +24,10 @@ struct cm_strlist;
 
 /* The first certificate of a PEM chain or of DER data (first byte 0x30).
  * Caller frees.  NULL with "parse"/"toobig" in res. */
+/* CM_OK when data is non-empty and at most CM_X509_MAX_INPUT bytes; else
+ * CM_ERR with res ("parse": "<what>: empty", "toobig"), naming what. */
+int cm_ssl_check_input(const char *data, size_t len, const char *what, struct cm_result *res);
+
 X509 *cm_ssl_load_cert(const char *data, size_t len, const char *what, struct cm_result *res);
 
 /* ---- key.c ---- */
