@@ -41,8 +41,8 @@ then run the renew and clean passes on their intervals until SIGTERM/SIGINT.
 SIGHUP re-reads POLICY; if it fails to load, the running policy stays.]],
   once = [[
 usage: certmaint once POLICY
-Load, obtain what is missing, run one renew pass and one clean pass, exit.
-Exit status 1 if anything failed.]],
+Load, redeploy what differs from storage, obtain what is missing, run one renew
+pass and one clean pass, exit. Exit status 1 if anything failed (a deploy too).]],
   check = [[
 usage: certmaint check POLICY [--at TIME]
 Validate POLICY and print, for each certificate, what the next passes would do
@@ -51,9 +51,10 @@ hooks against the clock shifted to TIME. Changes nothing.]],
   status = [[
 usage: certmaint status POLICY [--json]
 One row per managed certificate: names, issuer, not_after, time left, renewal
-due and when, staple status, last error and retry state. --json prints a JSON
-array (names, managed, issuer, serial, not_before, not_after, renewal_due,
-renewal_at, ocsp, last_error, attempts, next_attempt).]],
+due and when, staple status, what was deployed when (DEPLOYED), last error
+(renewal or deploy) and retry state. --json prints a JSON array (names,
+managed, issuer, serial, not_before, not_after, renewal_due, renewal_at, ocsp,
+last_error, attempts, next_attempt, time_left, deploy).]],
   renew = [[
 usage: certmaint renew POLICY [NAME...] [--force]
 Renew the named certificates (default: every managed one) that are due, or all
@@ -178,6 +179,7 @@ local function json_time(t) return t and ('"' .. M.iso(t) .. '"') or "null" end
 local ROW = table.concat({
   "  {",
   '    "attempts": %s,',
+  '    "deploy": %s,',
   '    "issuer": %s,',
   '    "last_error": %s,',
   '    "managed": %s,',
@@ -192,6 +194,25 @@ local ROW = table.concat({
   '    "time_left": %s',
   "  }",
 }, "\n")
+
+-- The `deploy` field: null without on_renewed, else one object per target
+-- (rare enough per row to go through the encoder, re-indented to its place).
+local function deploy_json(list)
+  if not list then return "null" end
+  local null = core.json_null
+  local out = {}
+  for i, d in ipairs(list) do
+    out[i] = {
+      target = d.target, state = d.state, serial = d.serial or null,
+      deployed_at = d.deployed_at and M.iso(d.deployed_at) or null, host = d.host or null,
+      error = d.error or null, attempts = math.tointeger(d.attempts or 0) or d.attempts,
+      next_attempt = d.next_attempt and M.iso(d.next_attempt) or null,
+    }
+  end
+  local text = assert(core.json_encode(setmetatable(out, core.json_array_mt), { pretty = true }))
+  return (text:gsub("\n", "\n    "))
+end
+M.deploy_json = deploy_json
 
 local function status_row_text(r, now)
   local names = r.names
@@ -213,6 +234,7 @@ local function status_row_text(r, now)
   end
   return ROW:format(
     tostring(math.tointeger(r.attempts or 0) or r.attempts),
+    deploy_json(r.deploy),
     r.issuer and json_string(r.issuer) or "null",
     r.last_error and json_string(r.last_error) or "null",
     r.managed and "true" or "false",
@@ -265,9 +287,12 @@ function commands.once(engine)
   end)
   if not ok then eprint("certmaint: " .. tostring(start)) return 1 end
   local failed = (start.failed or 0) + (renew.failed or 0)
-  io.stdout:write(string.format("loaded %d, obtained %d, renewed %d, reloaded %d, failed %d, deleted %d\n",
-    start.loaded or 0, start.obtained or 0, renew.renewed or 0, renew.reloaded or 0, failed, clean.deleted or 0))
-  return failed > 0 and 1 or 0
+  local deploy_failed = (start.deploy_failed or 0) + (renew.deploy_failed or 0)
+  io.stdout:write(string.format("loaded %d, obtained %d, renewed %d, reloaded %d, failed %d, deleted %d, "
+    .. "deployed %d, deploy failed %d\n",
+    start.loaded or 0, start.obtained or 0, renew.renewed or 0, renew.reloaded or 0, failed, clean.deleted or 0,
+    (start.deployed or 0) + (renew.deployed or 0), deploy_failed))
+  return (failed > 0 or deploy_failed > 0) and 1 or 0
 end
 
 function commands.clean(engine)
@@ -276,6 +301,26 @@ function commands.clean(engine)
   io.stdout:write(string.format("deleted %d, kept %d, unparseable %d\n", tick.deleted, tick.kept, tick.unparseable))
   return 0
 end
+
+-- A status row's deploys as text: the DEPLOYED cell ("-" without on_renewed;
+-- per target the time and serial deployed, "failed" or "outdated") and the
+-- failures for LAST ERROR (nil when none).
+local function deploy_text(list)
+  if not list then return "-" end
+  local cells, errs = {}, {}
+  for _, d in ipairs(list) do
+    local at = d.deployed_at and (M.iso(d.deployed_at) .. " " .. tostring(d.serial):sub(1, 8)) or "never"
+    local cell = (d.state == "deployed" and at) or (d.state == "unknown" and "?") or (d.state .. " (" .. at .. ")")
+    cells[#cells + 1] = (#list > 1) and (d.target .. " " .. cell) or cell
+    if d.error then
+      local e = "deploy to " .. d.target .. " failed: " .. d.error
+      if d.next_attempt then e = string.format("%s (attempt %d, retry %s)", e, d.attempts or 0, M.iso(d.next_attempt)) end
+      errs[#errs + 1] = e
+    end
+  end
+  return table.concat(cells, "; "), (#errs > 0) and table.concat(errs, "; ") or nil
+end
+M.deploy_text = deploy_text
 
 function commands.status(engine, args)
   local json = false
@@ -300,19 +345,21 @@ function commands.status(engine, args)
   local out = {}
   for _, r in ipairs(rows) do
     local staple = r.ocsp and (r.ocsp.status .. " until " .. M.iso(r.ocsp.next_update)) or "-"
-    local err = r.last_error or "-"
-    if r.attempts and r.attempts > 0 and r.next_attempt and r.next_attempt > 0 then
+    local err = r.last_error
+    if err and r.attempts and r.attempts > 0 and r.next_attempt and r.next_attempt > 0 then
       err = string.format("%s (attempt %d, retry %s)", err, r.attempts, M.iso(r.next_attempt))
     end
+    local deployed, deploy_err = deploy_text(r.deploy)
+    if deploy_err then err = err and (err .. "; " .. deploy_err) or deploy_err end
     out[#out + 1] = {
       table.concat(r.names, ","), r.issuer and (r.issuer:match("CN=([^,]+)") or r.issuer) or "-",
       r.not_after and M.iso(r.not_after) or "-", r.not_after and left(r.not_after - now) or "-",
       (not r.not_after and "obtain") or (r.renewal_due and "now")
         or ((r.renewal_at and r.renewal_at ~= math.huge) and M.iso(r.renewal_at) or "never"),
-      staple, err,
+      staple, deployed, err or "-",
     }
   end
-  print_table({ "NAMES", "ISSUER", "NOT AFTER", "LEFT", "RENEW", "STAPLE", "LAST ERROR" }, out)
+  print_table({ "NAMES", "ISSUER", "NOT AFTER", "LEFT", "RENEW", "STAPLE", "DEPLOYED", "LAST ERROR" }, out)
   return 0
 end
 
@@ -372,15 +419,21 @@ function commands.renew(engine, args)
   local ok, results = run_task(function()
     engine:load_all()
     local res = {}
+    local tick = {}
+    local deploys = engine:open_collector(tick) -- the command ends once its deploys have run
     for _, e in ipairs(targets) do
       local cert = e.id and engine.cache:get(e.id, { pem = false })
       if force or not cert or engine:needs_renewal(cert, core.now()) then
         local r, c, code = engine:renew_once(e, cert and "renew" or "obtain")
         res[#res + 1] = { name = e.primary, result = r or "failed", detail = r and c.serial or tostring(type(c) == "table" and c.message or c), code = code }
-        if r then engine:notify_renewed(e, c, r) end
+        if r then engine:notify_renewed(e, c, r, deploys) end
       else
         res[#res + 1] = { name = e.primary, result = "not due", detail = "renewal at " .. M.iso(cert.renew_at) }
       end
+    end
+    engine:finish_collector(deploys)
+    if (tick.deploy_failed or 0) > 0 then
+      res[#res + 1] = { name = "(deploy)", result = "failed", detail = tick.deploy_failed .. " deploy(s) failed, see the log" }
     end
     return true, res
   end)
@@ -409,7 +462,14 @@ function commands.revoke(engine, args)
     local cert = engine.cache:get(e.id)
     local r, rerr = engine.issuer:revoke(cert, { storage = engine.storage, now = core.now() })
     if not r then return nil, rerr end
-    return engine:renew_once(e, "renew")
+    local res, c, code = engine:renew_once(e, "renew")
+    if not res then return nil, type(c) == "table" and c.message or c, code end
+    local tick = {}
+    local deploys = engine:open_collector(tick)
+    engine:notify_renewed(e, c, res, deploys) -- the replacement is served, not only stored
+    engine:finish_collector(deploys)
+    if (tick.deploy_failed or 0) > 0 then return nil, "the new certificate could not be deployed (see the log)" end
+    return true
   end)
   if not ok then eprint("certmaint: revoke: " .. tostring(err)) return 1 end
   return 0

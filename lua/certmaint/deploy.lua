@@ -13,6 +13,9 @@
 -- Every file is written atomically (temp, fsync, rename), keys 0600. The reload
 -- command runs through certmaint.exec, so it never blocks the loop; renewals
 -- that finish while a reload runs are folded into one more reload after it.
+-- The engine tracks what it deployed (engine/deploy.lua): a failed deploy is
+-- retried on the renewal back-off, and at start-up files that are missing or
+-- differ from storage are written again.
 local core = require "certmaint.core"
 local options = require "certmaint.options"
 
@@ -63,7 +66,19 @@ local function safe_name(name)
   return (name:gsub("^%*", "wildcard_"))
 end
 
---- deploy.files(opts) -> an on_renewed(cert) function.
+-- A files target: what deploy.files makes. deploy.files returns a plain
+-- function (an on_renewed hook: call it, wrap it, spawn it); the engine asks
+-- M.target_of(fn) for the target behind it, whose id and files let it check at
+-- start-up whether the files on disk are still the ones storage holds.
+local Target = {}
+Target.__index = Target
+Target.__name = "certmaint.deploy.files"
+
+local TARGETS = setmetatable({}, { __mode = "k" }) -- hook function -> its target
+
+--- deploy.files(opts) -> an on_renewed(cert) function; deploy.target_of(it)
+-- is its target: target.id ("files:<dir>" or "haproxy:<dir>"),
+-- target:files(cert), target:current(cert).
 function M.files(opts)
   local o = options.check(opts, SCHEMA, "certmaint.deploy.files", 2)
   if type(o.reload) == "string" then
@@ -74,54 +89,82 @@ function M.files(opts)
   elseif o.reload then
     o.reload = table.move(o.reload, 1, #o.reload, 1, {}) -- the caller's table may change later
   end
-  local reloading, again = false, false
+  local id = (o.layout == "haproxy" and "haproxy:" or "files:") .. o.dir
+  local target = setmetatable({ id = id, o = o, reloading = false, again = false }, Target)
+  local function on_renewed(cert) return target:deploy(cert) end
+  TARGETS[on_renewed] = target
+  return on_renewed
+end
 
-  local function run_reloads()
-    local res, err, code
-    repeat
-      again = false
-      res, err, code = require("certmaint.loop").exec(o.reload, { timeout = o.reload_timeout })
-      if not res then
-        core.log("error", "deploy_reload_failed", { command = table.concat(o.reload, " "), error = err, code = code })
-      elseif res.status ~= 0 then
-        err = res.status and ("exit status " .. tostring(res.status)) or ("signal " .. tostring(res.signal))
-        core.log("error", "deploy_reload_failed", { command = table.concat(o.reload, " "), error = err,
-          stderr = res.stderr })
-        res = nil
-      else
-        core.log("info", "deploy_reloaded", { command = table.concat(o.reload, " ") })
-      end
-    until not again
-    return res, err
+--- The target behind a function deploy.files returned, or nil (any other hook).
+function M.target_of(fn)
+  return TARGETS[fn]
+end
+
+function Target:__tostring() return "certmaint.deploy.files(" .. self.id .. ")" end
+
+--- The files this target writes for cert: a list of { path, data, mode }.
+function Target:files(cert)
+  if not cert.key_pem then error("deploy: the certificate comes without its key", 0) end
+  return LAYOUTS[self.o.layout](self.o.dir, safe_name(cert.names[1]), cert)
+end
+
+--- Are the files on disk exactly what deploying cert would write?
+-- Returns true | false, why.
+function Target:current(cert)
+  for _, f in ipairs(self:files(cert)) do
+    local data, err = core.read_file(f[1], #f[2] + 1)
+    if not data then return false, err end
+    if data ~= f[2] then return false, f[1] .. " differs from the certificate in storage" end
   end
+  return true
+end
 
-  local function reload()
-    if not o.reload then return true end
-    if reloading then again = true return true end
-    reloading = true
-    -- whatever happens (exec may raise outside a loop task), the next
-    -- renewal must be able to reload again
-    local ok, res, err = pcall(run_reloads)
-    reloading = false
-    if not ok then error(res, 0) end
-    if not res then error("reload command failed: " .. tostring(err), 0) end
-    return true
-  end
-
-  return function(cert)
-    if not cert.key_pem then error("deploy: the certificate comes without its key", 0) end
-    local name = safe_name(cert.names[1])
-    for _, f in ipairs(LAYOUTS[o.layout](o.dir, name, cert)) do
-      local path, data, mode = f[1], f[2], f[3]
-      local parent = path:match("^(.*)/[^/]*$")
-      local ok, err = core.mkdir_p(parent, o.dir_mode)
-      if not ok then error("deploy: " .. err, 0) end
-      ok, err = core.write_atomic(path, data, mode)
-      if not ok then error("deploy: " .. err, 0) end
-      core.log("info", "deployed", { name = cert.names[1], path = path })
+function Target:run_reloads()
+  local o = self.o
+  local res, err, code
+  repeat
+    self.again = false
+    res, err, code = require("certmaint.loop").exec(o.reload, { timeout = o.reload_timeout })
+    if not res then
+      core.log("error", "deploy_reload_failed", { command = table.concat(o.reload, " "), error = err, code = code })
+    elseif res.status ~= 0 then
+      err = res.status and ("exit status " .. tostring(res.status)) or ("signal " .. tostring(res.signal))
+      core.log("error", "deploy_reload_failed", { command = table.concat(o.reload, " "), error = err,
+        stderr = res.stderr })
+      res = nil
+    else
+      core.log("info", "deploy_reloaded", { command = table.concat(o.reload, " ") })
     end
-    return reload()
+  until not self.again
+  return res, err
+end
+
+function Target:reload()
+  if not self.o.reload then return true end
+  if self.reloading then self.again = true return true end
+  self.reloading = true
+  -- whatever happens (exec may raise outside a loop task), the next
+  -- renewal must be able to reload again
+  local ok, res, err = pcall(self.run_reloads, self)
+  self.reloading = false
+  if not ok then error(res, 0) end
+  if not res then error("reload command failed: " .. tostring(err), 0) end
+  return true
+end
+
+--- Write cert's files, then reload: raises "deploy: ..." on failure.
+function Target:deploy(cert)
+  for _, f in ipairs(self:files(cert)) do
+    local path, data, mode = f[1], f[2], f[3]
+    local parent = path:match("^(.*)/[^/]*$")
+    local ok, err = core.mkdir_p(parent, self.o.dir_mode)
+    if not ok then error("deploy: " .. err, 0) end
+    ok, err = core.write_atomic(path, data, mode)
+    if not ok then error("deploy: " .. err, 0) end
+    core.log("info", "deployed", { name = cert.names[1], path = path })
   end
+  return self:reload()
 end
 
 return M

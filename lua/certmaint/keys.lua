@@ -11,6 +11,8 @@
 --
 --   journal/<transaction>/…   the file backend's commit journal (storage/file.lua)
 --   locks/<lock name>.token   the last fencing token granted for that lock
+--   certmaint/state/<name>.json   a failing renewal's retry state (keys.state)
+--   certmaint/deploy/<name>.json  what was deployed where (keys.deploy)
 --
 -- <name> is core.name_storage_key(name): the normalised name, "*" written
 -- "wildcard_", IPv6 ':' written '-', names too long for a path component
@@ -29,6 +31,7 @@ M.OCSP_PREFIX = "ocsp"
 M.ACME_PREFIX = "acme"
 M.LOCKS_PREFIX = "locks"
 M.STATE_PREFIX = "certmaint/state"
+M.DEPLOY_PREFIX = "certmaint/deploy"
 --- certmagic's lock name prefix for obtaining or renewing a certificate.
 M.ISSUE_LOCK_PREFIX = "issue_cert_"
 
@@ -235,6 +238,14 @@ end
 -- storage so `certmaint status` in another process sees it.  Caddy ignores it.
 function M.state(name)
   return M.STATE_PREFIX .. "/" .. M.name_key(name) .. ".json"
+end
+
+--- keys.deploy(name) -> "certmaint/deploy/<namekey>.json": what the policy's
+-- on_renewed deployed of name's certificate, per target (serial, time, last
+-- error), so a failed deploy is retried and a restart redeploys what differs
+-- (engine/deploy.lua).  Caddy ignores it.
+function M.deploy(name)
+  return M.DEPLOY_PREFIX .. "/" .. M.name_key(name) .. ".json"
 end
 
 local EMPTY_EMAIL = "default" -- certmagic's folder for accounts without e-mail

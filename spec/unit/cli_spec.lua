@@ -58,7 +58,7 @@ describe("cli.status_row_text (status --json, one row)", function()
       names = { "example.com", "www.example.com" }, managed = true, issuer = "CN=R3,O=Let's Encrypt,C=US",
       serial = "0a1b", not_before = "2025-12-31T00:00:00Z", not_after = "2026-01-02T00:00:00Z",
       renewal_at = "2026-01-01T01:00:00Z", renewal_due = false, attempts = 2,
-      next_attempt = "2026-01-01T00:01:00Z", last_error = "planned", time_left = 86400,
+      next_attempt = "2026-01-01T00:01:00Z", last_error = "planned", time_left = 86400, deploy = core.json_null,
       ocsp = { status = "good", this_update = "2025-12-31T23:59:00Z", next_update = "2026-01-08T00:00:00Z" },
     })
   end)
@@ -77,6 +77,32 @@ describe("cli.status_row_text (status --json, one row)", function()
     local never = core.json_decode(cli.status_row_text({ names = { "a.example" }, managed = true,
       not_after = NOW + 10, not_before = NOW, renewal_at = math.huge }, NOW))
     assert.equal(null, never.renewal_at)
+  end)
+
+  it("writes the deploy field: null without on_renewed, one object per target as the encoder would", function()
+    local null = core.json_null
+    local base = { names = { "a.example" }, managed = true, serial = "0a", not_before = NOW, not_after = NOW + 60,
+      renewal_at = NOW + 30, renewal_due = false }
+    assert.equal(null, core.json_decode(cli.status_row_text(base, NOW)).deploy)
+    local row = {}
+    for k, v in pairs(base) do row[k] = v end
+    row.deploy = {
+      { target = "files:/etc/nginx/certs", state = "failed", serial = "09", deployed_at = NOW - 3600, host = "web1",
+        error = 'deploy: mkdir "x": Permission denied', attempts = 2, next_attempt = NOW + 120 },
+      { target = "on_renewed", state = "unknown" },
+    }
+    expect(row, {
+      names = { "a.example" }, managed = true, serial = "0a", not_before = "2026-01-01T00:00:00Z",
+      not_after = "2026-01-01T00:01:00Z", renewal_at = "2026-01-01T00:00:30Z", renewal_due = false,
+      attempts = 0, last_error = null, next_attempt = null, issuer = null, ocsp = null, time_left = 60,
+      deploy = {
+        { target = "files:/etc/nginx/certs", state = "failed", serial = "09", deployed_at = "2025-12-31T23:00:00Z",
+          host = "web1", error = 'deploy: mkdir "x": Permission denied', attempts = 2,
+          next_attempt = "2026-01-01T00:02:00Z" },
+        { target = "on_renewed", state = "unknown", serial = null, deployed_at = null, host = null, error = null,
+          attempts = 0, next_attempt = null },
+      },
+    })
   end)
 
   it("escapes quotes, control characters and non-ASCII text in every string", function()

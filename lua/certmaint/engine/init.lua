@@ -18,6 +18,7 @@
 --   engine/clean.lua   the clean pass
 --   engine/ocsp.lua    the OCSP pass
 --   engine/status.lua  status rows and `check`'s plan
+--   engine/deploy.lua  deploy as tracked state: records, retries, start-up redeploy
 -- certmaint.certset reads and writes a certificate set (.crt .key .json).
 local core = require "certmaint.core"
 local loop = require "certmaint.loop"
@@ -37,7 +38,7 @@ M.iso = rfc3339.iso
 
 local function log(level, event, fields) core.log(level, event, fields or {}) end
 
-for _, part in ipairs { "load", "renew", "retry", "clean", "ocsp", "status" } do
+for _, part in ipairs { "load", "renew", "retry", "clean", "ocsp", "status", "deploy" } do
   for name, fn in pairs(require("certmaint.engine." .. part)) do
     if Engine[name] then error("engine: method " .. name .. " defined twice (engine/" .. part .. ".lua)") end
     Engine[name] = fn
@@ -61,6 +62,9 @@ function M.new(policy, opts)
   self.job_event = loop.cond() -- a renewal job changed state (collectors wait on it)
   self.lock_event = loop.cond() -- a storage lock was taken (the heartbeat waits on it)
   self.locks_held = 0
+  self.deploy_records = {}  -- primary -> what was deployed where (engine/deploy.lua)
+  self.deploy_retry = {}    -- primaries whose deploy waits to retry
+  self.deploy_dirty = {}    -- primaries whose deploy record changed since written
   self:apply_policy(policy)
   self.jobs = jobs.new {
     concurrency = policy.concurrency or 8,
@@ -68,6 +72,8 @@ function M.new(policy, opts)
     on_state = function(job, state)
       local e = self.entries[job:match("^renew:(.*)$") or ""]
       if e and (state == "waiting" or state == "failed") then self:save_state(e) end
+      local deploying = job:match("^deploy:(.*)$")
+      if deploying then self:deploy_state(deploying, state) end
       self.job_event:notify_all()
     end,
   }

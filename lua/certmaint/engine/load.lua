@@ -112,15 +112,17 @@ function M:load_all(opts)
   return counts, to_obtain
 end
 
---- Start-up: load storage, obtain what is missing or whose names changed.
+--- Start-up: load storage, redeploy what the deploy targets do not have,
+-- obtain what is missing or whose names changed.
 -- Runs inside a loop task; waits for the first attempt of each obtain.
 function M:start()
-  local tick = { kind = "start", obtained = 0, loaded = 0, failed = 0, renewed = 0 }
+  local tick = { kind = "start", obtained = 0, loaded = 0, failed = 0, renewed = 0, deployed = 0, deploy_failed = 0 }
   local collector = self:open_collector(tick)
   local counts, to_obtain = self:load_all()
   tick.loaded = counts.ok
   log("info", "loaded", { certificates = counts.ok, missing = counts.missing,
     names_changed = counts.names_changed, errors = counts.error })
+  self:redeploy_changed(collector) -- what storage holds is what the servers get
   for _, e in ipairs(to_obtain) do
     log("info", "obtaining", { name = e.primary, reason = e.load_state })
     self:submit(e, "obtain", collector)

@@ -168,8 +168,8 @@ function M:submit(e, reason, collector)
       local cert = cert_or_err
       self:clear_state(e)
       log("info", res, { name = e.primary, serial = cert.serial, not_after = rfc3339.iso(cert.not_after), attempt = attempt })
+      self:notify_renewed(e, cert, res, collector) -- before collecting: the pass waits for the deploy too
       self:collect(job, (res == "reloaded") and "reloaded" or "renewed")
-      self:notify_renewed(e, cert, res)
       return true
     end
     local err = cert_or_err
@@ -193,16 +193,14 @@ function M:submit(e, reason, collector)
   return queued
 end
 
---- Call on_renewed(cert) with what deploying needs: cert.pem (chain),
--- cert.key_pem, cert.event ("obtained" | "renewed" | "reloaded": a reload means
--- another instance renewed, and this machine's servers need the new files too).
-function M:notify_renewed(e, cert, event)
-  if not self.policy.on_renewed then return end
-  local view = {}
-  for k, v in pairs(cert) do view[k] = v end
-  view.event = event
-  view.key_pem = self.storage:load(self:paths(e.primary).key)
-  return self.hooks:notify("on_renewed", self.policy.on_renewed, view)
+--- Deploy e's new certificate: on_renewed(cert) gets what deploying needs,
+-- cert.pem (chain), cert.key_pem, cert.event ("obtained" | "renewed" |
+-- "reloaded": a reload means another instance renewed, and this machine's
+-- servers need the new files too; "redeploy": a retry or a start-up repair).
+-- It runs as a deploy job (engine/deploy.lua) whose first attempt `collector`
+-- waits for; a failure is recorded and retried on the back-off.
+function M:notify_renewed(e, _, event, collector)
+  return self:submit_deploy(e, event, collector)
 end
 
 --- The ids of managed certificates due at `now`: the C scan, or with a
@@ -248,14 +246,16 @@ end
 --- The renew pass (DESIGN "Behaviour to keep").
 function M:renew_pass()
   local now = core.now()
-  local tick = { kind = "renew", at = now, due = 0, queued = 0, renewed = 0, reloaded = 0, failed = 0, dropped = 0 }
+  local tick = { kind = "renew", at = now, due = 0, queued = 0, renewed = 0, reloaded = 0, failed = 0, dropped = 0,
+    deployed = 0, deploy_failed = 0 }
   local collector = self:open_collector(tick)
   self:queue_due(now, tick, collector)
+  self:retry_deploys(collector)
   self:finish_collector(collector)
   return tick
 end
 
---- Between passes: resubmit the failing renewals whose retry time has come
+--- Between passes: resubmit the failing renewals (and deploys) whose retry time has come
 -- (the daemon's renew ticker calls this when it wakes for jobs:next_wakeup).
 -- Returns how many were queued.
 function M:retry_due()
@@ -264,7 +264,7 @@ function M:retry_due()
   if self.stopping or not wake or wake > now then return 0 end
   local tick = { due = 0, queued = 0, dropped = 0 }
   self:queue_due(now, tick)
-  return tick.queued
+  return tick.queued + self:retry_deploys()
 end
 
 return M

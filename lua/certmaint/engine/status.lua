@@ -16,13 +16,15 @@ function M:certificates()
   return out
 end
 
---- One status row per managed entry (the facts `status` prints): a list,
+--- One status row per managed entry (the facts `status` prints; `deploy`
+-- is engine/deploy.lua's deploy_status, nil without on_renewed): a list,
 -- or with each_row given, each_row(row) called per row and nothing kept.
 -- The facts come from the cache as values (cache:facts), not as a copied
 -- certificate table: this is the per-certificate cost of `status`.
 function M:status_rows(now, each_row)
   now = now or core.now()
   local saved = self:load_states()
+  local deploys = #self:deploy_targets() > 0 and self:load_deploy_records() or nil
   local hook = self.policy.needs_renewal
   local cache, jobs, ropts = self.cache, self.jobs, self.renewal_opts
   local rows = {}
@@ -46,6 +48,7 @@ function M:status_rows(now, each_row)
       row.last_error, row.attempts, row.next_attempt = st.last_error, st.attempts, st.next_attempt
     end
     if not row.last_error and not issuer then row.last_error = "no certificate in storage" end
+    if deploys then row.deploy = self:deploy_status(primary, serial, deploys) end
     if each_row then each_row(row) else rows[#rows + 1] = row end
   end
   return rows

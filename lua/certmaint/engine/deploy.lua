@@ -1,0 +1,298 @@
+--- Deploy as tracked state: what the policy's on_renewed deployed, where.
+--
+-- A target is the policy's on_renewed: a certmaint.deploy.files target (its
+-- id, "files:<dir>" or "haproxy:<dir>", and files the engine can check) or
+-- any other function (id "on_renewed"). Per certificate one small JSON record
+-- in storage, keys.deploy(primary) = "certmaint/deploy/<name>.json", written
+-- with storage:store (atomic):
+--
+--   { name = "example.com", targets = { ["files:/etc/nginx/certs"] = {
+--       serial = "5f…", deployed_at = 1764640000, host = "web1",  -- last success
+--       files = { ["/etc/nginx/certs/example.com/fullchain.pem"] = "<fnv1a32>", … },
+--       error = "deploy: …", failed_serial = "61…", failed_at = …,  -- last failure
+--       attempts = 2, next_attempt = 1764640120 } } }
+--
+-- Deploying is a named job "deploy:<primary>" on the engine's queue, so a
+-- failed deploy is retried on the same back-off as a failed renewal: the job
+-- waits as a next_attempt number in the queue (retry = "manual", no coroutine,
+-- no timer), the renew ticker wakes at jobs:next_wakeup() and retry_deploys
+-- re-submits what is due. A pass's collector waits for a deploy's first
+-- attempt, so `once` and specs see its outcome (tick.deployed,
+-- tick.deploy_failed). At start-up, redeploy_changed submits every
+-- certificate whose deployed serial is not the stored one, whose last deploy
+-- failed, or whose deployed files are missing or changed.
+local core = require "certmaint.core"
+local keys = require "certmaint.keys"
+local deploy = require "certmaint.deploy"
+
+local M = {}
+
+local JOB_PREFIX = "deploy:"
+local AGAIN_MAX = 3 -- a newer certificate arriving while deploying is deployed in the same attempt
+
+local function log(level, event, fields) core.log(level, event, fields or {}) end
+
+--- The deploy targets of the current policy: a list of { id =, fn = [, files = target] }.
+function M:deploy_targets()
+  local policy = self.policy
+  if self.targets_policy ~= policy then
+    local fn = policy.on_renewed
+    local files = fn and deploy.target_of(fn)
+    if not fn then self.targets = {}
+    elseif files then self.targets = { { id = files.id, fn = fn, files = files } }
+    else self.targets = { { id = "on_renewed", fn = fn } } end
+    self.targets_policy = policy
+  end
+  return self.targets
+end
+
+function M:deploy_job_name(primary) return JOB_PREFIX .. primary end
+
+--- The deploy record of primary (in memory; loaded at start-up).
+function M:deploy_record(primary)
+  local rec = self.deploy_records[primary]
+  if not rec then
+    rec = { name = primary, targets = {} }
+    self.deploy_records[primary] = rec
+  end
+  return rec
+end
+
+--- Deploy records in storage, by primary name: one listing, one bulk read.
+function M:load_deploy_records()
+  local out = {}
+  local listed = self.storage:list(keys.DEPLOY_PREFIX, false)
+  if not listed or #listed == 0 then return out end
+  local by_key = {}
+  for _, primary in ipairs(self.order) do by_key[keys.deploy(primary)] = primary end
+  local wanted = {}
+  for _, k in ipairs(listed) do if by_key[k] then wanted[#wanted + 1] = k end end
+  for k, raw in pairs(self.storage:load_many(wanted)) do
+    local rec = core.json_decode(raw)
+    if type(rec) == "table" and type(rec.targets) == "table" then
+      rec.name = by_key[k]
+      out[by_key[k]] = rec
+    else
+      log("warn", "deploy_record_unreadable", { key = k, action = "deployed again" })
+    end
+  end
+  return out
+end
+
+function M:save_deploy_record(primary)
+  local rec = self.deploy_records[primary]
+  if not rec then return end
+  local ok, err, code = self.storage:store(keys.deploy(primary), core.json_encode(rec))
+  if not ok then log("error", "deploy_record_failed", { name = primary, error = err, code = code }) end
+end
+
+-- The files a target wrote, with their hashes (what start-up compares).
+local function file_hashes(target, view)
+  local out = {}
+  for _, f in ipairs(target:files(view)) do out[f[1]] = keys.fast_hash(f[2]) end
+  return out
+end
+
+-- Are the files recorded for a files target still on disk, unchanged?
+local function files_intact(recorded)
+  if type(recorded) ~= "table" or next(recorded) == nil then return false end
+  for path, hash in pairs(recorded) do
+    local data = core.read_file(path)
+    if not data or keys.fast_hash(data) ~= hash then return false end
+  end
+  return true
+end
+
+--- Does target t need deploying for e's certificate of `serial` (start-up
+-- and retries; a new certificate is always deployed)? view is given when the
+-- job has the certificate with its key (a files target is compared then).
+function M:deploy_needed(t, tr, serial, view)
+  if tr and tr.serial == serial and not tr.error then
+    return t.files ~= nil and not files_intact(tr.files)
+  end
+  if tr then return true end
+  -- never recorded (storage from before deploy tracking): a files target is
+  -- compared with what it would write; a function's result cannot be known
+  if not t.files then return false end
+  if not view then return true end
+  return not t.files:current(view)
+end
+
+-- One attempt at deploying e's current certificate to its targets.
+-- Returns true | nil, err.
+function M:deploy_attempt(e, event, attempt)
+  local failures = {}
+  for _ = 1, AGAIN_MAX do
+    e.deploy_again = nil
+    failures = {}
+    local cert = e.id and self.cache:get(e.id)
+    if not cert then return true end -- dropped from the cache meanwhile: nothing to serve
+    local view = {}
+    for k, v in pairs(cert) do view[k] = v end
+    view.event = event
+    local key, kerr = self.storage:load(self:paths(e.primary).key)
+    local rec = self:deploy_record(e.primary)
+    for _, t in ipairs(self:deploy_targets()) do
+      local tr = rec.targets[t.id]
+      local ok, err
+      if not key then
+        ok, err = false, "private key cannot be read: " .. tostring(kerr)
+      else
+        view.key_pem = key
+        local fresh = event ~= "redeploy"
+        local ran, needed = pcall(self.deploy_needed, self, t, tr, cert.serial, view)
+        if not ran then ok, err = false, tostring(needed)
+        elseif fresh or needed then ok, err = self.hooks:notify("on_renewed", t.fn, view)
+        elseif not tr then
+          -- found in place (deployed before tracking began): record it
+          ok = true
+        else
+          ok = nil -- nothing to do for this target
+        end
+      end
+      local now = math.floor(core.now())
+      if ok then
+        rec.targets[t.id] = { serial = cert.serial, deployed_at = now, host = core.hostname(),
+          files = t.files and file_hashes(t.files, view) or nil }
+        self.deploy_dirty[e.primary] = true
+        log("info", "deploy_done", { name = e.primary, target = t.id, serial = cert.serial, event = event })
+      elseif ok == false then
+        tr = tr or {}
+        rec.targets[t.id] = tr
+        tr.error, tr.failed_serial, tr.failed_at, tr.attempts = err, cert.serial, now, attempt
+        self.deploy_dirty[e.primary] = true
+        failures[#failures + 1] = t.id .. ": " .. tostring(err)
+        log("error", "deploy_failed", { name = e.primary, target = t.id, serial = cert.serial, error = err,
+          attempt = attempt })
+      end
+    end
+    if not e.deploy_again then break end
+    event = "renewed"
+  end
+  if #failures == 0 then return true end
+  return nil, { message = "deploy failed: " .. table.concat(failures, "; ") }
+end
+
+--- Queue deploying e's current certificate (job "deploy:<primary>").
+-- event: "obtained" | "renewed" | "reloaded" (a new certificate: every target
+-- gets it, and a deploy waiting to retry an older one starts afresh) or
+-- "redeploy" (a retry, or start-up found it differs: only the targets that
+-- need it). A collector waits for its first attempt. Returns true if queued.
+function M:submit_deploy(e, event, collector)
+  if self.stopping or #self:deploy_targets() == 0 then return false end
+  local job = JOB_PREFIX .. e.primary
+  local st = self.jobs:status(job)
+  if st and st.state == "waiting" and event ~= "redeploy" then self.jobs:cancel(job) end
+  local queued = self.jobs:submit(job, function(attempt)
+    if self.entries[e.primary] ~= e then return true end -- unmanaged meanwhile
+    local ok, res, err = pcall(self.deploy_attempt, self, e, event, attempt)
+    if not ok then res, err = nil, tostring(res) end
+    self:collect(job, res and "deployed" or "deploy_failed")
+    return res, err, not res and "deploy" or nil
+  end)
+  if not queued and st and st.state == "running" then e.deploy_again = true end
+  if queued and collector then
+    collector.waiting[job] = true
+    collector.outstanding = collector.outstanding + 1
+  end
+  if queued then self.deploy_retry[e.primary] = nil end
+  return queued
+end
+
+--- A deploy job changed state (the job queue's on_state): keep the retry
+-- set, put the retry time in the record, write it.
+function M:deploy_state(primary, state)
+  if state ~= "waiting" and state ~= "failed" and state ~= "done" then return end
+  local st = self.jobs:status(JOB_PREFIX .. primary)
+  local rec = self.deploy_records[primary]
+  if state == "waiting" then
+    self.deploy_retry[primary] = true
+    self.wake:notify_all() -- the renew ticker wakes for the retry
+  else
+    self.deploy_retry[primary] = nil
+  end
+  if rec then
+    for _, tr in pairs(rec.targets) do
+      if tr.error then tr.next_attempt = (state == "waiting" and st) and st.next_attempt or nil end
+    end
+  end
+  if self.deploy_dirty[primary] or state ~= "done" then
+    self.deploy_dirty[primary] = nil
+    self:save_deploy_record(primary)
+  end
+end
+
+--- Re-submit the failed deploys whose retry time has come (the renew
+-- ticker's wake-ups and every renew pass). Returns how many were queued.
+function M:retry_deploys(collector)
+  local n = 0
+  local primaries = {}
+  for primary in pairs(self.deploy_retry) do primaries[#primaries + 1] = primary end
+  table.sort(primaries)
+  for _, primary in ipairs(primaries) do
+    local e = self.entries[primary]
+    if not e then
+      self.jobs:cancel(JOB_PREFIX .. primary)
+      self.deploy_retry[primary] = nil
+    elseif self:submit_deploy(e, "redeploy", collector) then
+      n = n + 1
+    end
+  end
+  return n
+end
+
+--- Start-up: read the records, then redeploy whatever differs from what
+-- storage holds (deployed serial, last result, files on disk).
+function M:redeploy_changed(collector)
+  local targets = self:deploy_targets()
+  if #targets == 0 then return 0 end
+  -- what this process recorded itself (a SIGHUP's start) is newer than storage
+  for primary, rec in pairs(self:load_deploy_records()) do
+    if not self.deploy_records[primary] then self.deploy_records[primary] = rec end
+  end
+  local n = 0
+  for _, primary in ipairs(self.order) do
+    local e = self.entries[primary]
+    local serial = e.id and select(2, self.cache:facts(e.id))
+    if serial and e.load_state == "ok" then
+      local rec = self.deploy_records[primary]
+      for _, t in ipairs(targets) do
+        local tr = rec and rec.targets[t.id]
+        if self:deploy_needed(t, tr, serial) then
+          log("info", "redeploying", { name = primary, target = t.id,
+            reason = not tr and "not recorded" or tr.error and "last deploy failed"
+              or tr.serial ~= serial and "deployed serial " .. tostring(tr.serial) .. " is not the stored one"
+              or "deployed files missing or changed" })
+          if self:submit_deploy(e, "redeploy", collector) then n = n + 1 end
+          break
+        end
+      end
+    end
+  end
+  return n
+end
+
+--- What status shows of e's deploys: nil without targets, else a list of
+-- { target, state = "deployed"|"failed"|"outdated"|"unknown", serial,
+-- deployed_at, host, error, attempts, next_attempt } (records as loaded).
+function M:deploy_status(primary, serial, records)
+  local targets = self:deploy_targets()
+  if #targets == 0 then return nil end
+  local rec = records[primary]
+  local out = {}
+  for i, t in ipairs(targets) do
+    local tr = rec and rec.targets[t.id]
+    local row = { target = t.id, state = "unknown" }
+    if tr then
+      row.serial, row.deployed_at, row.host = tr.serial, tr.deployed_at, tr.host
+      row.error, row.attempts, row.next_attempt = tr.error, tr.attempts, tr.next_attempt
+      if tr.error then row.state = "failed"
+      elseif serial and tr.serial == serial then row.state = "deployed"
+      else row.state = "outdated" end
+    end
+    out[i] = row
+  end
+  return out
+end
+
+return M
