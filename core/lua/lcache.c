@@ -9,12 +9,18 @@
 #include "lcore.h"
 #include "lrenewal.h"
 
+#include <lualib.h>
+
+#include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../cache.h"
+#include "../fileio.h"
 #include "../ocsp.h"
+#include "../rfc3339.h"
 #include "../x509.h"
 
 #define CACHE_MT "certmaint.cache"
@@ -546,6 +552,450 @@ static int l_add_many(lua_State *L)
     return 1;
 }
 
+/* ---- c:status_json(ids, fields, opts) ----------------------------------- */
+
+/* The text being written; its bytes live in a guard (g->pem), so a raise at
+ * any point frees them. */
+struct text {
+    struct guard *g;
+    size_t len, cap;
+    FILE *file; /* opts.file: the text goes there in pieces of ~TEXT_FLUSH bytes */
+};
+
+#define TEXT_FLUSH (64 * 1024)
+
+/* Room for n more bytes: CM_OK, or CM_ERR (out of memory; nothing raised). */
+static int text_reserve(struct text *t, size_t n)
+{
+    size_t cap = t->cap ? t->cap : 16384;
+    char *p;
+    if (t->cap - t->len >= n) return CM_OK;
+    while (cap - t->len < n) {
+        if (cap > SIZE_MAX / 2) return CM_ERR;
+        cap *= 2;
+    }
+    if (!(p = realloc(t->g->pem, cap))) return CM_ERR;
+    t->g->pem = p;
+    t->cap = cap;
+    return CM_OK;
+}
+
+static void text_add(lua_State *L, struct text *t, const char *s, size_t n)
+{
+    if (text_reserve(t, n) != CM_OK) luaL_error(L, "cache:status_json: out of memory");
+    memcpy(t->g->pem + t->len, s, n);
+    t->len += n;
+}
+
+#define TEXT_LIT(L, t, lit) text_add((L), (t), (lit), sizeof(lit) - 1)
+
+/* Add malloc'd JSON text j (freed here, on every path), each line after the
+ * first indented by `indent` more spaces. */
+static void text_add_json(lua_State *L, struct text *t, char *j, int indent)
+{
+    size_t len = strlen(j), lines = 0, i;
+    char *p;
+    for (i = 0; i < len; i++) lines += j[i] == '\n';
+    if (lines > (SIZE_MAX - len) / 16 || text_reserve(t, len + lines * (size_t)indent) != CM_OK) {
+        free(j);
+        luaL_error(L, "cache:status_json: out of memory");
+    }
+    p = t->g->pem + t->len;
+    for (i = 0; i < len; i++) {
+        *p++ = j[i];
+        if (j[i] == '\n') {
+            memset(p, ' ', (size_t)indent);
+            p += indent;
+        }
+    }
+    t->len = (size_t)(p - t->g->pem);
+    free(j);
+}
+
+/* Printable ASCII without '"' and '\\': the JSON text is the string quoted. */
+static int plain_ascii(const char *s, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') return 0;
+    }
+    return 1;
+}
+
+/* What a raise says about the value being written: row and field. */
+struct at {
+    lua_Integer row;
+    const char *field;
+};
+
+/* s as a JSON string, escaped exactly as core.json_encode escapes it. */
+static void text_string(lua_State *L, struct text *t, const char *s, size_t n, const struct at *at)
+{
+    char *j;
+    if (plain_ascii(s, n)) {
+        if (text_reserve(t, n + 2) != CM_OK) luaL_error(L, "cache:status_json: out of memory");
+        t->g->pem[t->len++] = '"';
+        memcpy(t->g->pem + t->len, s, n);
+        t->len += n;
+        t->g->pem[t->len++] = '"';
+        return;
+    }
+    if (!(j = cm_json_string_text(s, n)))
+        luaL_error(L, "cache:status_json: row %I, field '%s': string is not valid UTF-8 (or out of memory)",
+                   at->row, at->field);
+    text_add_json(L, t, j, 0);
+}
+
+/* A time: "2026-01-01T00:00:00Z" (whole seconds), or null when not finite. */
+static void text_time(lua_State *L, struct text *t, double v)
+{
+    char iso[CM_RFC3339_ISO_MAX + 2];
+    size_t len = cm_rfc3339_iso(v, iso + 1);
+    if (!len) {
+        TEXT_LIT(L, t, "null");
+        return;
+    }
+    iso[0] = '"';
+    iso[len + 1] = '"';
+    text_add(L, t, iso, len + 2);
+}
+
+static void text_integer(lua_State *L, struct text *t, long long v)
+{
+    char num[32];
+    int len = snprintf(num, sizeof num, "%lld", v);
+    text_add(L, t, num, (size_t)len);
+}
+
+/* The table at idx is a list of 1..n plain-ASCII strings, n >= 1, and
+ * nothing else: it has the fast form below. */
+static int plain_string_list(lua_State *L, int idx, lua_Integer *n_out)
+{
+    lua_Integer n = (lua_Integer)lua_rawlen(L, idx), i, keys = 0;
+    size_t len;
+    if (n < 1 || n > 1000) return 0;
+    for (i = 1; i <= n; i++) {
+        int ok = lua_rawgeti(L, idx, i) == LUA_TSTRING;
+        const char *s = ok ? lua_tolstring(L, -1, &len) : NULL;
+        lua_pop(L, 1);
+        if (!ok || !plain_ascii(s, len)) return 0;
+    }
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        lua_pop(L, 1);
+        if (++keys > n) {
+            lua_pop(L, 1);
+            return 0;
+        }
+    }
+    *n_out = n;
+    return keys == n;
+}
+
+/* The Lua value at idx (a field of a row, written at `indent` spaces) as
+ * core.json_encode{pretty = true} writes it. */
+static void text_value(lua_State *L, struct text *t, int idx, int indent, const struct at *at)
+{
+    lua_Integer n, i;
+    size_t len;
+    const char *s;
+    char err[400], *j;
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+        TEXT_LIT(L, t, "null");
+        return;
+    case LUA_TBOOLEAN:
+        if (lua_toboolean(L, idx)) TEXT_LIT(L, t, "true");
+        else TEXT_LIT(L, t, "false");
+        return;
+    case LUA_TNUMBER:
+        if (lua_isinteger(L, idx)) {
+            text_integer(L, t, (long long)lua_tointeger(L, idx));
+            return;
+        }
+        break;
+    case LUA_TSTRING:
+        s = lua_tolstring(L, idx, &len);
+        text_string(L, t, s, len, at);
+        return;
+    case LUA_TTABLE:
+        if (!plain_string_list(L, idx, &n)) break;
+        TEXT_LIT(L, t, "[\n");
+        for (i = 1; i <= n; i++) {
+            lua_rawgeti(L, idx, i);
+            s = lua_tolstring(L, -1, &len);
+            if (text_reserve(t, (size_t)indent + 2) != CM_OK) luaL_error(L, "cache:status_json: out of memory");
+            memset(t->g->pem + t->len, ' ', (size_t)indent + 2);
+            t->len += (size_t)indent + 2;
+            text_string(L, t, s, len, at);
+            lua_pop(L, 1);
+            if (i < n) TEXT_LIT(L, t, ",\n");
+            else TEXT_LIT(L, t, "\n");
+        }
+        if (text_reserve(t, (size_t)indent + 1) != CM_OK) luaL_error(L, "cache:status_json: out of memory");
+        memset(t->g->pem + t->len, ' ', (size_t)indent);
+        t->len += (size_t)indent;
+        t->g->pem[t->len++] = ']';
+        return;
+    default:
+        break;
+    }
+    /* floats, other tables, core.json_null: the encoder itself */
+    if (!(j = cm_lua_json_pretty(L, idx, err, sizeof err)))
+        luaL_error(L, "cache:status_json: row %I, field '%s': %s", at->row, at->field, err);
+    text_add_json(L, t, j, indent);
+}
+
+/* The fields a status row takes from the cache, in key order. */
+enum status_field {
+    SF_ISSUER,
+    SF_NOT_AFTER,
+    SF_NOT_BEFORE,
+    SF_OCSP,
+    SF_RENEWAL_AT,
+    SF_RENEWAL_DUE, /* only with opts.renew */
+    SF_SERIAL,
+    SF_TIME_LEFT,
+    SF_COUNT,
+    SF_LUA = -1 /* a column from fields */
+};
+
+static const char *const STATUS_FIELD_NAMES[SF_COUNT] = {
+    "issuer", "not_after", "not_before", "ocsp", "renewal_at", "renewal_due", "serial", "time_left",
+};
+
+#define STATUS_MAX_FIELDS 64
+
+struct status_col {
+    const char *name;
+    enum status_field field;
+    int idx;  /* SF_LUA: the column's stack index */
+    int time; /* SF_LUA: numbers are written as RFC 3339 times (opts.times) */
+};
+
+static int col_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct status_col *)a)->name, ((const struct status_col *)b)->name);
+}
+
+/* A cache-held field of the row whose entry is v (NULL: no certificate). */
+static void text_cache_field(lua_State *L, struct text *t, enum status_field f,
+                             const struct cm_cache_view *v, double now,
+                             const struct cm_renewal_opts *ro, const struct at *at)
+{
+    if (f == SF_RENEWAL_DUE) {
+        int due = v && cm_renewal_due((double)v->not_before, (double)v->not_after, NAN, ro, now,
+                                      NULL, NULL);
+        if (due) TEXT_LIT(L, t, "true");
+        else TEXT_LIT(L, t, "false");
+        return;
+    }
+    if (!v) {
+        TEXT_LIT(L, t, "null");
+        return;
+    }
+    switch (f) {
+    case SF_ISSUER:
+        text_string(L, t, v->issuer, strlen(v->issuer), at);
+        break;
+    case SF_NOT_AFTER:
+        text_time(L, t, (double)v->not_after);
+        break;
+    case SF_NOT_BEFORE:
+        text_time(L, t, (double)v->not_before);
+        break;
+    case SF_OCSP:
+        if (!(v->flags & CM_CACHE_HAS_STAPLE)) {
+            TEXT_LIT(L, t, "null");
+            break;
+        }
+        TEXT_LIT(L, t, "{\n      \"next_update\": ");
+        text_time(L, t, v->staple.next_update);
+        TEXT_LIT(L, t, ",\n      \"status\": ");
+        text_string(L, t, cm_ocsp_status_name(v->staple.status),
+                    strlen(cm_ocsp_status_name(v->staple.status)), at);
+        TEXT_LIT(L, t, ",\n      \"this_update\": ");
+        text_time(L, t, v->staple.this_update);
+        TEXT_LIT(L, t, "\n    }");
+        break;
+    case SF_RENEWAL_AT:
+        if (isinf(v->renew_at) && v->renew_at > 0) TEXT_LIT(L, t, "null"); /* never */
+        else text_time(L, t, v->renew_at);
+        break;
+    case SF_SERIAL:
+        text_string(L, t, v->serial_hex, strlen(v->serial_hex), at);
+        break;
+    case SF_TIME_LEFT:
+        text_integer(L, t, (long long)floor((double)v->not_after - now));
+        break;
+    default:
+        break;
+    }
+}
+
+/* c:status_json(ids, fields, opts) -> text: the rows of `status --json` for
+ * ids[1..n] (a certificate id, or false for an entry with no certificate),
+ * each a pretty JSON object as core.json_encode{pretty = true} writes it
+ * inside an array ("  {\n    \"attempts\": 0,\n ...  }"), joined by ",\n",
+ * with no brackets (the caller writes many batches as one array).  A row has
+ * the cache's fields of its certificate -- issuer, not_after, not_before,
+ * ocsp, renewal_at (null for never), serial, time_left (from opts.now), and
+ * with opts.renew (the rule's options) renewal_due by the default rule -- all
+ * null (renewal_due false) without one, and the caller's fields: fields[name]
+ * is a list holding row i's value at [i], written as json_encode would (nil:
+ * null); with opts.times = {name, ...} those columns' numbers are written as
+ * RFC 3339 times.  Keys are sorted as json_encode sorts them.  Bad arguments
+ * (a field the cache writes, an id that is not 64 hex digits, a value
+ * json_encode refuses) raise, naming the row and field. */
+
+/* Stack slots of l_status_json. */
+enum { S_SELF = 1, S_IDS, S_FIELDS, S_OPTS, S_GUARD, S_COLS };
+
+static int l_status_json(lua_State *L)
+{
+    static const char *const keys[] = {"now", "renew", "times", "file", NULL};
+    static const char what[] = "cache:status_json";
+    struct lcache *lc = check_open(L);
+    struct status_col cols[STATUS_MAX_FIELDS + SF_COUNT];
+    struct cm_renewal_opts ro;
+    struct text t;
+    int ncols = 0, have_renew = 0, k;
+    lua_Integer n, row;
+    double now;
+
+    luaL_checktype(L, S_IDS, LUA_TTABLE);
+    luaL_checktype(L, S_FIELDS, LUA_TTABLE);
+    luaL_checktype(L, S_OPTS, LUA_TTABLE);
+    lua_settop(L, S_OPTS);
+    cm_lua_check_options(L, S_OPTS, what, keys);
+    if (get_typed(L, S_OPTS, what, "now", LUA_TNUMBER) == LUA_TNIL)
+        cm_lua_opt_error(L, what, "option 'now' is required (the time time_left counts from)");
+    now = lua_tonumber(L, -1);
+    if (!isfinite(now)) cm_lua_opt_error(L, what, "option 'now' must be a finite number");
+    lua_pop(L, 1);
+    if (get_typed(L, S_OPTS, what, "renew", LUA_TTABLE) != LUA_TNIL) {
+        cm_lua_renewal_opts(L, -1, "cache:status_json: renew", &ro);
+        have_renew = 1;
+    }
+    lua_pop(L, 1);
+
+    if (!have_renew) cm_renewal_opts_init(&ro); /* unused then; defined all the same */
+    t.g = guard_push(L); /* S_GUARD */
+    t.len = t.cap = 0;
+    t.file = NULL;
+    if (lua_getfield(L, S_OPTS, "file") != LUA_TNIL) {
+        luaL_Stream *st = luaL_testudata(L, -1, LUA_FILEHANDLE);
+        if (!st || !st->closef)
+            cm_lua_opt_error(L, what, "option 'file' must be an open file (io.stdout, io.open(...)), not %s",
+                             st ? "a closed file" : luaL_typename(L, -1));
+        t.file = st->f;
+    }
+    lua_pop(L, 1);
+    for (k = 0; k < SF_COUNT; k++) {
+        if (k == SF_RENEWAL_DUE && !have_renew) continue;
+        cols[ncols].name = STATUS_FIELD_NAMES[k];
+        cols[ncols].field = (enum status_field)k;
+        cols[ncols++].idx = 0;
+    }
+    /* the columns from Lua, each pushed (from S_COLS on) so it stays put */
+    lua_pushnil(L);
+    while (lua_next(L, S_FIELDS) != 0) {
+        const char *name;
+        if (lua_type(L, -2) != LUA_TSTRING)
+            cm_lua_opt_error(L, what, "fields: keys must be field names (strings), not %s",
+                             luaL_typename(L, -2));
+        name = lua_tostring(L, -2);
+        if (lua_type(L, -1) != LUA_TTABLE)
+            cm_lua_opt_error(L, what, "fields.%s must be a list (a value per row), not %s", name,
+                             luaL_typename(L, -1));
+        for (k = 0; k < ncols; k++)
+            if (strcmp(cols[k].name, name) == 0)
+                cm_lua_opt_error(L, what, "fields.%s: the cache writes that field%s", name,
+                                 strcmp(name, "renewal_due") == 0 ? " (option 'renew' was given)" : "");
+        if (ncols >= STATUS_MAX_FIELDS) cm_lua_opt_error(L, what, "fields: more than %d", STATUS_MAX_FIELDS);
+        luaL_checkstack(L, 3, what);
+        lua_insert(L, -2); /* the column stays, the key goes on to lua_next */
+        cols[ncols].name = name;
+        cols[ncols].field = SF_LUA;
+        cols[ncols].time = 0;
+        cols[ncols++].idx = lua_gettop(L) - 1;
+    }
+    if (get_typed(L, S_OPTS, what, "times", LUA_TTABLE) != LUA_TNIL) {
+        lua_Integer i, nt = (lua_Integer)lua_rawlen(L, -1);
+        for (i = 1; i <= nt; i++) {
+            const char *name;
+            if (lua_rawgeti(L, -1, i) != LUA_TSTRING)
+                cm_lua_opt_error(L, what, "option 'times[%I]' must be a field name, not %s", i,
+                                 luaL_typename(L, -1));
+            name = lua_tostring(L, -1);
+            for (k = 0; k < ncols; k++)
+                if (cols[k].field == SF_LUA && strcmp(cols[k].name, name) == 0) cols[k].time = 1;
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+    qsort(cols, (size_t)ncols, sizeof cols[0], col_cmp); /* json_encode's key order */
+
+    n = (lua_Integer)lua_rawlen(L, S_IDS);
+    for (row = 1; row <= n; row++) {
+        struct cm_cache_view view, *v = NULL;
+        struct at at;
+        int type = lua_rawgeti(L, S_IDS, row);
+        at.row = row;
+        if (type == LUA_TSTRING) {
+            struct cm_cache_id id;
+            size_t len;
+            const char *s = lua_tolstring(L, -1, &len);
+            if (cm_cache_id_parse(s, len, &id) != CM_OK)
+                cm_lua_opt_error(L, what, "ids[%I] must be a certificate id (64 hex digits)", row);
+            if (cm_cache_view(lc->c, &id, &view)) v = &view;
+        } else if (type != LUA_TBOOLEAN || lua_toboolean(L, -1)) {
+            cm_lua_opt_error(L, what, "ids[%I] must be a certificate id or false (no certificate), not %s",
+                             row, luaL_typename(L, -1));
+        }
+        lua_pop(L, 1);
+        if (row > 1) TEXT_LIT(L, &t, ",\n  {\n");
+        else TEXT_LIT(L, &t, "  {\n");
+        /* Nothing below changes the cache, so the view stays valid (as in
+         * cache:get: only a __gc that changed this very cache could break
+         * that, and certmaint sets none). */
+        for (k = 0; k < ncols; k++) {
+            at.field = cols[k].name;
+            TEXT_LIT(L, &t, "    ");
+            text_string(L, &t, cols[k].name, strlen(cols[k].name), &at);
+            TEXT_LIT(L, &t, ": ");
+            if (cols[k].field == SF_LUA) {
+                if (lua_rawgeti(L, cols[k].idx, row) == LUA_TNUMBER && cols[k].time)
+                    text_time(L, &t, lua_tonumber(L, -1));
+                else
+                    text_value(L, &t, lua_gettop(L), 4, &at);
+                lua_pop(L, 1);
+            } else {
+                text_cache_field(L, &t, cols[k].field, v, now, &ro, &at);
+            }
+            if (k + 1 < ncols) TEXT_LIT(L, &t, ",\n");
+            else TEXT_LIT(L, &t, "\n");
+        }
+        TEXT_LIT(L, &t, "  }");
+        if (t.file && (t.len >= TEXT_FLUSH || row == n)) {
+            if (fwrite(t.g->pem, 1, t.len, t.file) != t.len) {
+                int e = errno;
+                return cm_lua_failf(L, cm_errno_name(e), "cache:status_json: write: %s", strerror(e));
+            }
+            t.len = 0;
+        }
+    }
+    if (t.file) {
+        free(t.g->pem); t.g->pem = NULL;
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lua_pushlstring(L, t.len ? t.g->pem : "", t.len);
+    free(t.g->pem); t.g->pem = NULL;
+    return 1;
+}
+
 /* ---- lookups ------------------------------------------------------------ */
 
 static int l_lookup(lua_State *L)
@@ -786,6 +1236,7 @@ int cm_lua_open_cache(lua_State *L)
         {"add_many", l_add_many},
         {"get", l_get},
         {"facts", l_facts},
+        {"status_json", l_status_json},
         {"lookup", l_lookup},
         {"find", l_find},
         {"remove", l_remove},

@@ -1,7 +1,9 @@
-/* lclock.c - core.now, core.monotonic, core.clock_set, core.clock_advance. */
+/* lclock.c - core.now, core.monotonic, core.clock_set, core.clock_advance,
+ * core.rfc3339_iso. */
 #include "lcore.h"
 
 #include "../clock.h"
+#include "../rfc3339.h"
 
 static int l_now(lua_State *L)
 {
@@ -41,6 +43,17 @@ static int l_clock_is_fake(lua_State *L)
     return 1;
 }
 
+/* rfc3339_iso(t) -> "2026-01-01T00:00:00Z" (t rounded down); raises when t
+ * is not a finite number within +-1e15 (a caller's bug, like os.date's). */
+static int l_rfc3339_iso(lua_State *L)
+{
+    char out[CM_RFC3339_ISO_MAX];
+    size_t len = cm_rfc3339_iso(luaL_checknumber(L, 1), out);
+    luaL_argcheck(L, len > 0, 1, "time must be a finite number of Unix seconds within 1e15");
+    lua_pushlstring(L, out, len);
+    return 1;
+}
+
 int cm_lua_open_clock(lua_State *L)
 {
     static const luaL_Reg fns[] = {
@@ -49,6 +62,7 @@ int cm_lua_open_clock(lua_State *L)
         {"clock_set", l_clock_set},
         {"clock_advance", l_clock_advance},
         {"clock_is_fake", l_clock_is_fake},
+        {"rfc3339_iso", l_rfc3339_iso},
         {NULL, NULL},
     };
     luaL_setfuncs(L, fns, 0);

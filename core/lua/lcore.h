@@ -72,6 +72,17 @@ int64_t cm_lua_opt_time(lua_State *L, int idx, const char *fn, const char *key, 
 /* Field key as a boolean (absent: false); raises when another type. */
 int cm_lua_opt_bool(lua_State *L, int idx, const char *fn, const char *key);
 
+/* The Lua value at idx as core.json_encode(v, {pretty = true}) writes it, as
+ * malloc'd text the caller frees; NULL with err filled ("json: ... at $.x")
+ * when it cannot be encoded.  Leaves the stack as it found it; may raise
+ * only on a Lua memory error (nothing of its own leaks then). */
+char *cm_lua_json_pretty(lua_State *L, int idx, char *err, size_t err_size);
+
+/* The JSON text ("\"...\"", escaped as core.json_encode escapes) of the string
+ * s[0..len), malloc'd; NULL when s is not valid UTF-8 or memory ran out.
+ * Calls no Lua. */
+char *cm_json_string_text(const char *s, size_t len);
+
 int luaopen_certmaint_core(lua_State *L);
 
 #endif

@@ -281,6 +281,43 @@ static int fill(struct enc *e, int idx, json_t *c, int is_array)
     return CM_OK;
 }
 
+/* ---- for other bindings (lcore.h) -------------------------------------- */
+
+char *cm_lua_json_pretty(lua_State *L, int idx, char *err, size_t err_size)
+{
+    struct enc e;
+    struct box *b;
+    char *text;
+    int top = lua_gettop(L);
+
+    idx = lua_absindex(L, idx);
+    b = new_box(L);
+    memset(&e, 0, sizeof e);
+    e.L = L;
+    if (add_value(&e, idx, NULL, NULL, 0, &b->root) != CM_OK) {
+        snprintf(err, err_size, "%s", e.err);
+        lua_settop(L, top + 1);
+        json_decref(b->root); b->root = NULL;
+        lua_settop(L, top);
+        return NULL;
+    }
+    text = json_dumps(b->root, JSON_ENCODE_ANY | JSON_INDENT(2) | JSON_SORT_KEYS);
+    json_decref(b->root); b->root = NULL;
+    lua_settop(L, top);
+    if (!text) snprintf(err, err_size, "json: out of memory");
+    return text;
+}
+
+char *cm_json_string_text(const char *s, size_t len)
+{
+    json_t *j = json_stringn(s, len);
+    char *text;
+    if (!j) return NULL;
+    text = json_dumps(j, JSON_ENCODE_ANY);
+    json_decref(j);
+    return text;
+}
+
 /* json_encode(value [, {pretty=false, sort_keys=true}]) -> text | nil, err, "invalid" */
 static int l_json_encode(lua_State *L)
 {

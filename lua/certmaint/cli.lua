@@ -164,110 +164,6 @@ local function make_engine(policy_path, opts)
   return engine
 end
 
--- A JSON string: plain ASCII text is quoted as it is, anything else goes
--- through the core's encoder (escapes, UTF-8 checks).
-local function json_string(v)
-  if not v:find('[%c"\\\128-\255]') then return '"' .. v .. '"' end
-  return assert(core.json_encode(v))
-end
-
-local function json_time(t) return t and ('"' .. M.iso(t) .. '"') or "null" end
-
--- One status row as the pretty JSON object `status --json` prints (keys
--- sorted, two-space indent, as core.json_encode{pretty=true} writes it),
--- built as text with one format: this runs once per certificate.
-local ROW = table.concat({
-  "  {",
-  '    "attempts": %s,',
-  '    "deploy": %s,',
-  '    "issuer": %s,',
-  '    "last_error": %s,',
-  '    "managed": %s,',
-  '    "names": %s,',
-  '    "next_attempt": %s,',
-  '    "not_after": %s,',
-  '    "not_before": %s,',
-  '    "ocsp": %s,',
-  '    "renewal_at": %s,',
-  '    "renewal_due": %s,',
-  '    "serial": %s,',
-  '    "time_left": %s',
-  "  }",
-}, "\n")
-
--- The `deploy` field: null without on_renewed, else one object per target
--- (rare enough per row to go through the encoder, re-indented to its place).
-local function deploy_json(list)
-  if not list then return "null" end
-  local null = core.json_null
-  local out = {}
-  for i, d in ipairs(list) do
-    out[i] = {
-      target = d.target, state = d.state, serial = d.serial or null,
-      deployed_at = d.deployed_at and M.iso(d.deployed_at) or null, host = d.host or null,
-      error = d.error or null, attempts = math.tointeger(d.attempts or 0) or d.attempts,
-      next_attempt = d.next_attempt and M.iso(d.next_attempt) or null,
-    }
-  end
-  local text = assert(core.json_encode(setmetatable(out, core.json_array_mt), { pretty = true }))
-  return (text:gsub("\n", "\n    "))
-end
-M.deploy_json = deploy_json
-
-local function status_row_text(r, now)
-  local names = r.names
-  local list
-  if #names == 1 then
-    list = "[\n      " .. json_string(names[1]) .. "\n    ]"
-  elseif #names == 0 then
-    list = "[]"
-  else
-    local parts = {}
-    for i, n in ipairs(names) do parts[i] = "      " .. json_string(n) end
-    list = "[\n" .. table.concat(parts, ",\n") .. "\n    ]"
-  end
-  local ocsp = "null"
-  if r.ocsp then
-    ocsp = "{\n      \"next_update\": " .. json_time(r.ocsp.next_update) ..
-      ",\n      \"status\": " .. json_string(r.ocsp.status) ..
-      ",\n      \"this_update\": " .. json_time(r.ocsp.this_update) .. "\n    }"
-  end
-  return ROW:format(
-    tostring(math.tointeger(r.attempts or 0) or r.attempts),
-    deploy_json(r.deploy),
-    r.issuer and json_string(r.issuer) or "null",
-    r.last_error and json_string(r.last_error) or "null",
-    r.managed and "true" or "false",
-    list,
-    (r.next_attempt and r.next_attempt > 0) and json_time(r.next_attempt) or "null",
-    json_time(r.not_after),
-    json_time(r.not_before),
-    ocsp,
-    (r.renewal_at and r.renewal_at ~= math.huge) and json_time(r.renewal_at) or "null",
-    r.renewal_due and "true" or "false",
-    r.serial and json_string(r.serial) or "null",
-    r.not_after and string.format("%d", math.floor(r.not_after - now)) or "null")
-end
-M.status_row_text = status_row_text
-
--- Print the JSON array row by row, flushed in chunks: 100k rows never sit
--- in memory as one tree.
-local STATUS_CHUNK = 512
-
-local function write_status_json(engine, now)
-  local out, n = {}, 0
-  engine:status_rows(now, function(r)
-    n = n + 1
-    out[#out + 1] = (n == 1 and "[\n" or ",\n") .. status_row_text(r, now)
-    if #out >= STATUS_CHUNK then
-      io.stdout:write(table.concat(out))
-      out = {}
-    end
-  end)
-  out[#out + 1] = n == 0 and "[]\n" or "\n]\n"
-  io.stdout:write(table.concat(out))
-end
-
 M.iso = require("certmaint.rfc3339").iso
 
 local commands = {}
@@ -331,8 +227,8 @@ function commands.status(engine, args)
   if json then
     local ok, err = run_task(function()
       engine:load_all { keys = false }
-      write_status_json(engine, now)
-      return true
+      -- written in C a batch at a time: 100k rows never sit in memory as one tree
+      return engine:status_json(now, io.stdout)
     end)
     if not ok then eprint("certmaint: status: " .. tostring(err)) return 1 end
     return 0

@@ -6,6 +6,8 @@
 --   rfc3339.days_from_civil(1970, 1, 1) -> 0
 --
 -- All times are Unix seconds (numbers) in UTC; pure functions, no clock.
+local core = require "certmaint.core"
+
 local M = {}
 
 --- Days since 1970-01-01 of the proleptic Gregorian date y-m-d (Howard
@@ -32,10 +34,9 @@ function M.format(t)
 end
 
 --- Unix seconds -> "2026-01-01T00:00:00Z": whole seconds (rounded down), for
--- logs, status output and messages.
-function M.iso(t)
-  return os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t))
-end
+-- logs, status output and messages. In C (core/rfc3339.c), which
+-- cache:status_json uses too: one implementation.
+M.iso = core.rfc3339_iso
 
 --- RFC 3339 text -> Unix seconds (a number; fractions kept), or nil if it is
 -- not one.  Accepts "Z"/"z" or a "+hh:mm"/"-hh:mm" offset and "T"/"t".

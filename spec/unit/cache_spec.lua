@@ -785,3 +785,153 @@ describe("core cache", function()
     end)
   end)
 end)
+
+-- cache:status_json writes the rows of `status --json` in C: the very text
+-- core.json_encode{pretty = true} writes for the same objects in an array.
+describe("cache:status_json", function()
+  local c
+  before_each(function() c = core.cache_new() end)
+  after_each(function() c:close() end)
+
+  local null = core.json_null
+  local function iso(t) return os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t)) end
+
+  -- the rows as the encoder writes them inside "[\n" ... "\n]"
+  local function encoded(objs)
+    local text = core.json_encode(setmetatable(objs, core.json_array_mt), { pretty = true })
+    return text:sub(3, -3)
+  end
+
+  local function expect(text, objs)
+    assert.same(objs, core.json_decode("[" .. text .. "]"))
+    assert.equal(encoded(objs), text) -- keys sorted, two-space indent, same escapes
+  end
+
+  -- what the cache contributes to a row of a cached certificate
+  local function cached(id, now)
+    local g = c:get(id, { pem = false })
+    local o = { issuer = g.issuer, serial = g.serial, not_before = iso(g.not_before), not_after = iso(g.not_after),
+      renewal_at = g.renew_at ~= math.huge and iso(g.renew_at) or null, time_left = math.floor(g.not_after - now),
+      ocsp = g.ocsp and { status = g.ocsp.status, this_update = iso(g.ocsp.this_update),
+        next_update = iso(g.ocsp.next_update) } or null }
+    return o
+  end
+
+  local function with(t, extra)
+    for k, v in pairs(extra) do t[k] = v end
+    return t
+  end
+
+  it("writes a certificate with a staple and a retry, and one with no certificate", function()
+    local now = T0 + 0.75
+    local id = c:add(issue { names = { "example.com", "www.example.com" }, ocsp_url = "http://ocsp.test",
+      not_before = T0 - DAY, not_after = T0 + DAY })
+    c:set(id, { renew_at = T0 + 3600, ocsp = { status = "good", this_update = T0 - 60, next_update = T0 + 7 * DAY, der = "x" } })
+    local text = c:status_json({ id, false }, {
+      names = { { "example.com", "www.example.com" }, { "a.example" } }, managed = { true, true },
+      attempts = { 2, 0 }, next_attempt = { T0 + 60 }, last_error = { "planned", "no certificate in storage" },
+    }, { now = now, times = { "next_attempt" }, renew = {} })
+    expect(text, {
+      with(cached(id, now), { names = { "example.com", "www.example.com" }, managed = true, attempts = 2,
+        next_attempt = "2026-01-01T00:01:00Z", last_error = "planned",
+        renewal_due = (core.needs_renewal(T0 - DAY, T0 + DAY, now, {})),
+        ocsp = { status = "good", this_update = "2025-12-31T23:59:00Z", next_update = "2026-01-08T00:00:00Z" },
+        renewal_at = "2026-01-01T01:00:00Z", time_left = 86399 }),
+      { names = { "a.example" }, managed = true, attempts = 0, next_attempt = null, renewal_due = false,
+        last_error = "no certificate in storage", issuer = null, serial = null, not_before = null,
+        not_after = null, ocsp = null, renewal_at = null, time_left = null },
+    })
+    assert.equal("", c:status_json({}, { names = {} }, { now = now }))
+  end)
+
+  it("gives renewal_due by the rule's options, or the caller's column", function()
+    local id = c:add(issue { names = { "due.test" }, not_before = T0, not_after = T0 + 90 * DAY })
+    local function due(now, opts)
+      return core.json_decode("[" .. c:status_json({ id }, opts.fields or {}, { now = now, renew = opts.renew }) .. "]")[1]
+    end
+    assert.is_false(due(T0 + 59 * DAY, { renew = {} }).renewal_due)
+    assert.is_true(due(T0 + 61 * DAY, { renew = {} }).renewal_due)       -- the last third
+    assert.is_false(due(T0 + 61 * DAY, { renew = { ratio = 0.2 } }).renewal_due)
+    assert.equal(core.needs_renewal(T0, T0 + 90 * DAY, T0 + 61 * DAY, {}), due(T0 + 61 * DAY, { renew = {} }).renewal_due)
+    assert.is_true(due(T0, { fields = { renewal_due = { true } } }).renewal_due) -- a hook decided
+    assert.is_nil(due(T0, {}).renewal_due) -- neither: no such field
+    c:set(id, { renew_at = math.huge })
+    assert.equal(null, due(T0, { renew = {} }).renewal_at) -- never
+  end)
+
+  it("writes any field the caller adds, in key order, as the encoder would", function()
+    local now = T0
+    local id = c:add(issue { names = { "x.test" } })
+    local deploy = { { targets = { "nginx", "haproxy" }, ok = true, at = "2026-01-01T00:00:00Z", took = 0.25,
+      empty = setmetatable({}, core.json_array_mt), none = {} }, null }
+    local text = c:status_json({ id, id }, { deploy = deploy, zzz = { 1.5, -3 }, aaa = { "first" } }, { now = now })
+    expect(text, {
+      with(cached(id, now), { deploy = deploy[1], zzz = 1.5, aaa = "first" }),
+      with(cached(id, now), { deploy = null, zzz = -3, aaa = null }),
+    })
+    assert.matches('^  {\n    "aaa": "first",\n    "deploy": {\n      "at"', text)
+  end)
+
+  it("escapes quotes, control characters and non-ASCII text as the encoder does", function()
+    local odd = 'CA said "no"\n\tretry later \\ \u{00e9}t\u{00e9} \1 \127 /'
+    local key = assert(core.key_generate("p256"))
+    local issuer_pem = assert(core.cert_issue { subject_key = key, issuer_key = key, cn = 'Odd "CA" caf\u{00e9}',
+      is_ca = true, not_before = T0 - DAY, not_after = T0 + 900 * DAY })
+    local pem = assert(core.cert_issue { subject_key = leaf_key, issuer_key = key, issuer_cert = issuer_pem,
+      names = { "odd.test" }, not_before = T0, not_after = T0 + 90 * DAY })
+    local id = c:add(pem .. issuer_pem)
+    local text = c:status_json({ id }, { last_error = { odd }, names = { { "xn--bcher-kva.example", odd } } }, { now = T0 })
+    expect(text, { with(cached(id, T0), { last_error = odd, names = { "xn--bcher-kva.example", odd } }) })
+    assert.truthy(c:get(id).issuer:find('"CA\\', 1, true)) -- the DN's own escapes: '"' and '\\' 
+  end)
+
+  it("writes to a file in pieces when given one", function()
+    local ids, names = {}, {}
+    for i = 1, 300 do
+      ids[i] = c:add(issue { names = { "f" .. i .. ".test" } })
+      names[i] = { "f" .. i .. ".test" }
+    end
+    local text = c:status_json(ids, { names = names }, { now = T0 })
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write("[\n")
+    assert.is_true(c:status_json(ids, { names = names }, { now = T0, file = f }))
+    f:write("\n]")
+    f:close()
+    local back = assert(io.open(path)):read("a")
+    os.remove(path)
+    assert.equal("[\n" .. text .. "\n]", back)
+    assert.is_true(#text > 64 * 1024) -- more than one piece
+    assert.equal(300, #core.json_decode(back))
+  end)
+
+  it("refuses bad arguments, naming the row and field", function()
+    local id = c:add(issue { names = { "bad.test" } })
+    local now = { now = T0 }
+    assert.error_matches(function() c:status_json(nil, {}, now) end, "table expected")
+    assert.error_matches(function() c:status_json({ id }, nil, now) end, "table expected")
+    assert.error_matches(function() c:status_json({ id }, {}) end, "table expected")
+    assert.error_matches(function() c:status_json({ id }, {}, {}) end, "option 'now' is required")
+    assert.error_matches(function() c:status_json({ id }, {}, { now = 0 / 0 }) end, "'now' must be a finite number")
+    assert.error_matches(function() c:status_json({ id }, {}, { now = T0, later = 1 }) end, 'unknown option "later"')
+    assert.error_matches(function() c:status_json({ "abc" }, {}, now) end, "ids%[1%] must be a certificate id")
+    assert.error_matches(function() c:status_json({ id, true }, {}, now) end, "ids%[2%] must be a certificate id or false")
+    assert.error_matches(function() c:status_json({ id }, { [1] = {} }, now) end, "keys must be field names")
+    assert.error_matches(function() c:status_json({ id }, { names = "a" }, now) end, "fields.names must be a list")
+    assert.error_matches(function() c:status_json({ id }, { serial = {} }, now) end, "fields.serial: the cache writes that field")
+    assert.error_matches(function() c:status_json({ id }, { renewal_due = {} }, { now = T0, renew = {} }) end,
+      "option 'renew' was given")
+    assert.error_matches(function() c:status_json({ id }, {}, { now = T0, renew = { ratio = 2 } }) end, "ratio")
+    assert.error_matches(function() c:status_json({ id }, {}, { now = T0, times = { 1 } }) end, "times%[1%]' must be a field name")
+    assert.error_matches(function() c:status_json({ id }, { x = { print } }, now) end, "row 1, field 'x': json: cannot encode a function")
+    assert.error_matches(function() c:status_json({ id, id }, { x = { "ok", "\255" } }, now) end, "row 2, field 'x': string is not valid UTF%-8")
+    assert.error_matches(function() c:status_json({ id }, { x = { { 1, nil, 3 } } }, now) end, "row 1, field 'x': json: sparse array")
+    local f = assert(io.open(os.tmpname(), "w"))
+    f:close()
+    assert.error_matches(function() c:status_json({ id }, {}, { now = T0, file = f }) end, "a closed file")
+    assert.error_matches(function() c:status_json({ id }, {}, { now = T0, file = "stdout" }) end, "must be an open file")
+    c:close()
+    assert.error_matches(function() c:status_json({ id }, {}, now) end, "closed cache")
+    c = core.cache_new()
+  end)
+end)

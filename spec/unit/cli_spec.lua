@@ -32,86 +32,37 @@ describe("cli.left", function()
   end)
 end)
 
-describe("cli.status_row_text (status --json, one row)", function()
+describe("status --json's deploy field (engine STATUS_JSON_FORMS.deploy through cache:status_json)", function()
   local core = require "certmaint.core"
+  local form = require("certmaint.engine.status").STATUS_JSON_FORMS.deploy
   local NOW = 1767225600
+  local null = core.json_null
 
-  -- the object status --json prints for row r, as the core's encoder writes it
-  local function encoded(obj)
-    local text = core.json_encode(setmetatable({ obj }, core.json_array_mt), { pretty = true })
-    return text:sub(3, -3) -- inside "[\n" … "\n]"
-  end
-
-  local function expect(r, obj)
-    local text = cli.status_row_text(r, NOW)
-    assert.same(obj, core.json_decode(text))
-    assert.equal(encoded(obj), text) -- the very text, keys sorted, two-space indent
-  end
-
-  it("writes a certificate with a staple and a retry as the encoder would", function()
-    expect({
-      names = { "example.com", "www.example.com" }, managed = true, issuer = "CN=R3,O=Let's Encrypt,C=US",
-      serial = "0a1b", not_before = NOW - 86400, not_after = NOW + 86400, renewal_at = NOW + 3600,
-      renewal_due = false, attempts = 2, next_attempt = NOW + 60, last_error = "planned",
-      ocsp = { status = "good", this_update = NOW - 60, next_update = NOW + 7 * 86400 },
-    }, {
-      names = { "example.com", "www.example.com" }, managed = true, issuer = "CN=R3,O=Let's Encrypt,C=US",
-      serial = "0a1b", not_before = "2025-12-31T00:00:00Z", not_after = "2026-01-02T00:00:00Z",
-      renewal_at = "2026-01-01T01:00:00Z", renewal_due = false, attempts = 2,
-      next_attempt = "2026-01-01T00:01:00Z", last_error = "planned", time_left = 86400, deploy = core.json_null,
-      ocsp = { status = "good", this_update = "2025-12-31T23:59:00Z", next_update = "2026-01-08T00:00:00Z" },
-    })
-  end)
-
-  it("writes null for what is not known, and never for renewal_at", function()
-    local null = core.json_null
-    local text = cli.status_row_text({ names = { "a.example" }, managed = true, renewal_due = false,
-      last_error = "no certificate in storage" }, NOW)
-    local d = core.json_decode(text)
-    assert.equal(null, d.issuer)
-    assert.equal(null, d.not_after)
-    assert.equal(null, d.ocsp)
-    assert.equal(null, d.renewal_at)
-    assert.equal(null, d.time_left)
-    assert.equal(0, d.attempts)
-    local never = core.json_decode(cli.status_row_text({ names = { "a.example" }, managed = true,
-      not_after = NOW + 10, not_before = NOW, renewal_at = math.huge }, NOW))
-    assert.equal(null, never.renewal_at)
-  end)
-
-  it("writes the deploy field: null without on_renewed, one object per target as the encoder would", function()
-    local null = core.json_null
-    local base = { names = { "a.example" }, managed = true, serial = "0a", not_before = NOW, not_after = NOW + 60,
-      renewal_at = NOW + 30, renewal_due = false }
-    assert.equal(null, core.json_decode(cli.status_row_text(base, NOW)).deploy)
-    local row = {}
-    for k, v in pairs(base) do row[k] = v end
-    row.deploy = {
+  it("is null without on_renewed, one object per target as the encoder would write it", function()
+    local c = core.cache_new()
+    local deploy = {
       { target = "files:/etc/nginx/certs", state = "failed", serial = "09", deployed_at = NOW - 3600, host = "web1",
         error = 'deploy: mkdir "x": Permission denied', attempts = 2, next_attempt = NOW + 120 },
       { target = "on_renewed", state = "unknown" },
     }
-    expect(row, {
-      names = { "a.example" }, managed = true, serial = "0a", not_before = "2026-01-01T00:00:00Z",
-      not_after = "2026-01-01T00:01:00Z", renewal_at = "2026-01-01T00:00:30Z", renewal_due = false,
-      attempts = 0, last_error = null, next_attempt = null, issuer = null, ocsp = null, time_left = 60,
-      deploy = {
+    local text = c:status_json({ false, false }, { names = { { "a.example" }, { "b.example" } },
+      deploy = { form(deploy), nil } }, { now = NOW })
+    local objs = {
+      { names = { "a.example" }, issuer = null, serial = null, not_before = null, not_after = null, ocsp = null,
+        renewal_at = null, time_left = null, deploy = {
         { target = "files:/etc/nginx/certs", state = "failed", serial = "09", deployed_at = "2025-12-31T23:00:00Z",
           host = "web1", error = 'deploy: mkdir "x": Permission denied', attempts = 2,
           next_attempt = "2026-01-01T00:02:00Z" },
         { target = "on_renewed", state = "unknown", serial = null, deployed_at = null, host = null, error = null,
           attempts = 0, next_attempt = null },
-      },
-    })
-  end)
-
-  it("escapes quotes, control characters and non-ASCII text in every string", function()
-    local err = 'CA said "no"\n\tretry later \\ \u{00e9}t\u{00e9}'
-    local r = { names = { "xn--bcher-kva.example" }, managed = true, issuer = 'CN="odd", O=caf\u{00e9}',
-      serial = "00", last_error = err, renewal_due = true, attempts = 1 }
-    local d = core.json_decode(cli.status_row_text(r, NOW))
-    assert.equal(err, d.last_error)
-    assert.equal('CN="odd", O=caf\u{00e9}', d.issuer)
-    assert.is_true(d.renewal_due)
+      } },
+      { names = { "b.example" }, issuer = null, serial = null, not_before = null, not_after = null, ocsp = null,
+        renewal_at = null, time_left = null, deploy = null },
+    }
+    assert.same(objs, core.json_decode("[" .. text .. "]"))
+    local whole = core.json_encode(objs, { pretty = true })
+    assert.equal(whole:sub(3, -3), text)
+    assert.is_nil(form(nil))
+    c:close()
   end)
 end)

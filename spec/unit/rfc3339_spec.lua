@@ -14,6 +14,30 @@ describe("rfc3339", function()
     assert.equal("2026-01-01T00:00:00Z", rfc3339.iso(1767225600.99))
   end)
 
+  it("iso (in C) agrees with os.date, before 1970 and on leap days too", function()
+    local function date(t) return os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t)) end
+    for _, t in ipairs { 0, -1, -0.5, 59, 86399, 86400, 951782400, 951868799.9, 1709164800,
+                         253402300799, 4102444800, -2208988800 } do
+      assert.equal(date(t), rfc3339.iso(t))
+    end
+    local rng = 12345
+    for _ = 1, 2000 do
+      rng = (rng * 1103515245 + 12345) % 2147483648
+      local t = (rng / 2147483648) * 1.2e10 - 4e9 -- 1843 .. 2350
+      assert.equal(date(t), rfc3339.iso(t))
+    end
+    -- four-digit years, as RFC 3339 writes them (glibc's %Y would give "1")
+    assert.equal("0001-01-01T00:00:00Z", rfc3339.iso(-62135596800))
+  end)
+
+  it("iso refuses what is not a finite time", function()
+    for _, bad in ipairs { 0 / 0, math.huge, -math.huge, 2e15 } do
+      assert.error_matches(function() rfc3339.iso(bad) end, "finite number of Unix seconds")
+    end
+    assert.error_matches(function() rfc3339.iso("soon") end, "number expected")
+    assert.error_matches(function() rfc3339.iso() end, "number expected")
+  end)
+
   it("parses Z, offsets and fractions", function()
     assert.equal(1700000000, rfc3339.parse("2023-11-14T22:13:20Z"))
     assert.equal(1700000000.25, rfc3339.parse("2023-11-14T22:13:20.25Z"))

@@ -16,42 +16,131 @@ function M:certificates()
   return out
 end
 
+local BATCH = 2048 -- rows made (and, for --json, written) at once
+
+-- Fields of cache:status_json's columns written as RFC 3339 times.
+local TIMES = { "next_attempt" }
+
+--- The engine's fields of the status rows of entries order[first..last], as
+-- columns: ids (the cache id of each entry, false when it has none) and
+-- fields (field name -> a list, row j's value at [j]). The rest of a row is
+-- the certificate's, from the cache (issuer, serial, validity, renewal_at,
+-- ocsp; cache:status_json writes them, status_rows reads cache:facts), and
+-- renewal_due comes from the default rule there too unless a needs_renewal
+-- hook decides it (then it is a column here). A new field of a status row is
+-- one more column here: both outputs pick it up.
+function M:status_columns(now, first, last, ctx)
+  local entries, order, jobs, cache = self.entries, self.order, self.jobs, self.cache
+  local hook, saved, deploys = self.policy.needs_renewal, ctx.saved, ctx.deploys
+  local ids, names, managed, last_error, attempts, next_attempt = {}, {}, {}, {}, {}, {}
+  local deploy = {} -- engine/deploy.lua's deploy_status: nil (null) without on_renewed
+  local due = hook and {} or nil
+  local j = 0
+  for i = first, last do
+    local e = entries[order[i]]
+    j = j + 1
+    local id = e.id or false
+    ids[j], names[j], managed[j], attempts[j] = id, e.names, true, 0
+    local st = jobs:status("renew:" .. e.primary) or saved[e.primary]
+    if st then
+      local a = st.attempts or 0
+      last_error[j], attempts[j] = st.last_error, math.tointeger(a) or a
+      if st.next_attempt and st.next_attempt > 0 then next_attempt[j] = st.next_attempt end
+    end
+    if not id and not last_error[j] then last_error[j] = "no certificate in storage" end
+    if due then
+      due[j] = id and (self:needs_renewal(cache:get(id, { pem = false }), now)) or false
+    end
+    if deploys then deploy[j] = self:deploy_status(e.primary, id and (select(2, cache:facts(id))), deploys) end
+  end
+  return ids, { names = names, managed = managed, last_error = last_error, attempts = attempts,
+    next_attempt = next_attempt, renewal_due = due, deploy = deploy }
+end
+
+-- Each batch of status columns: each_batch(first, last, ids, fields). What
+-- the columns need from storage is read once, here.
+function M:each_status_batch(now, each_batch)
+  local ctx = { saved = self:load_states(),
+    deploys = #self:deploy_targets() > 0 and self:load_deploy_records() or nil }
+  for first = 1, #self.order, BATCH do
+    local last = math.min(first + BATCH - 1, #self.order)
+    each_batch(first, last, self:status_columns(now, first, last, ctx))
+  end
+end
+
+-- Columns that status --json writes in another form than the rows hold them
+-- (the text table reads the rows' form): field -> function(value) -> value.
+local JSON_FORMS = {}
+
+--- A row's `deploy` (deploy_status: one table per target, times as numbers)
+-- as status --json writes it: null without on_renewed, else one object per
+-- target with every key present (null when unknown) and RFC 3339 times.
+function JSON_FORMS.deploy(list)
+  if not list then return nil end
+  local null = core.json_null
+  local out = {}
+  for i, d in ipairs(list) do
+    out[i] = {
+      target = d.target, state = d.state, serial = d.serial or null,
+      deployed_at = d.deployed_at and rfc3339.iso(d.deployed_at) or null, host = d.host or null,
+      error = d.error or null, attempts = math.tointeger(d.attempts or 0) or d.attempts,
+      next_attempt = d.next_attempt and rfc3339.iso(d.next_attempt) or null,
+    }
+  end
+  return setmetatable(out, core.json_array_mt)
+end
+M.STATUS_JSON_FORMS = JSON_FORMS
+
 --- One status row per managed entry (the facts `status` prints; `deploy`
 -- is engine/deploy.lua's deploy_status, nil without on_renewed): a list,
 -- or with each_row given, each_row(row) called per row and nothing kept.
--- The facts come from the cache as values (cache:facts), not as a copied
--- certificate table: this is the per-certificate cost of `status`.
+-- A row is the entry's status columns plus the certificate's facts from the
+-- cache (cache:facts: values, no copied certificate table).
 function M:status_rows(now, each_row)
   now = now or core.now()
-  local saved = self:load_states()
-  local deploys = #self:deploy_targets() > 0 and self:load_deploy_records() or nil
-  local hook = self.policy.needs_renewal
-  local cache, jobs, ropts = self.cache, self.jobs, self.renewal_opts
-  local rows = {}
-  for _, primary in ipairs(self.order) do
-    local e = self.entries[primary]
-    local row = { names = e.names, managed = true, on_demand = e.on_demand, renewal_due = false }
-    local id = e.id
-    local issuer, serial, nb, na, renew_at, _, _, _, staple, this_update, next_update
-    if id then issuer, serial, nb, na, renew_at, _, _, _, staple, this_update, next_update = cache:facts(id) end
-    if issuer then
-      row.issuer, row.serial, row.not_before, row.not_after, row.renewal_at = issuer, serial, nb, na, renew_at
-      if staple then row.ocsp = { status = staple, this_update = this_update, next_update = next_update } end
-      if hook then
-        row.renewal_due = (self:needs_renewal(cache:get(id, { pem = false }), now))
-      else
-        row.renewal_due = (core.needs_renewal(nb, na, now, ropts)) -- the rule the cache used
+  local cache, ropts, rows = self.cache, self.renewal_opts, {}
+  self:each_status_batch(now, function(first, last, ids, fields)
+    for j = 1, last - first + 1 do
+      local row = { on_demand = self.entries[self.order[first + j - 1]].on_demand }
+      for k, col in pairs(fields) do row[k] = col[j] end
+      local id = ids[j]
+      local issuer, serial, nb, na, renew_at, _, _, _, staple, this_update, next_update
+      if id then issuer, serial, nb, na, renew_at, _, _, _, staple, this_update, next_update = cache:facts(id) end
+      if issuer then
+        row.issuer, row.serial, row.not_before, row.not_after, row.renewal_at = issuer, serial, nb, na, renew_at
+        if staple then row.ocsp = { status = staple, this_update = this_update, next_update = next_update } end
+        if row.renewal_due == nil then row.renewal_due = (core.needs_renewal(nb, na, now, ropts)) end
+      end
+      if row.renewal_due == nil then row.renewal_due = false end
+      if each_row then each_row(row) else rows[#rows + 1] = row end
+    end
+  end)
+  return rows
+end
+
+--- `status --json`: the rows as a JSON array (pretty, keys sorted, as
+-- core.json_encode writes it), written to file (io.stdout) by
+-- cache:status_json in C a batch at a time. Returns true | nil, err, code.
+function M:status_json(now, file)
+  now = now or core.now()
+  local cache = self.cache
+  local opts = { now = now, times = TIMES, file = file,
+    renew = (not self.policy.needs_renewal) and self.renewal_opts or nil }
+  if #self.order == 0 then return file:write("[]\n") end
+  local ok, err, code = file:write("[\n")
+  self:each_status_batch(now, function(first, _, ids, fields)
+    for name, form in pairs(JSON_FORMS) do
+      local col = fields[name]
+      if col then
+        for j = 1, #ids do if col[j] ~= nil then col[j] = form(col[j]) end end
       end
     end
-    local st = jobs:status("renew:" .. primary) or saved[primary]
-    if st then
-      row.last_error, row.attempts, row.next_attempt = st.last_error, st.attempts, st.next_attempt
-    end
-    if not row.last_error and not issuer then row.last_error = "no certificate in storage" end
-    if deploys then row.deploy = self:deploy_status(primary, serial, deploys) end
-    if each_row then each_row(row) else rows[#rows + 1] = row end
-  end
-  return rows
+    if ok and first > 1 then ok, err, code = file:write(",\n") end
+    if ok then ok, err, code = cache:status_json(ids, fields, opts) end
+  end)
+  if ok then ok, err, code = file:write("\n]\n") end
+  if not ok then return nil, err, code end
+  return true
 end
 
 --- What the next passes would do at `at` (check --at): changes nothing (it

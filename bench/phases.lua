@@ -1,0 +1,41 @@
+-- phases.lua - where `certmaint status POLICY --json` spends its time, phase by phase.
+--
+--   LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="build/lua/?.so;;" lua5.4 bench/phases.lua POLICY
+--
+-- Runs the steps of the CLI's status --json path on the same modules (the
+-- policy, engine.new, load_all, the JSON rows) and prints, per phase, wall
+-- and CPU seconds, microseconds per certificate (wall) and the Lua heap
+-- after it; then the text table's rows (status_rows) for comparison. The
+-- JSON goes to /dev/null. Use a policy of bench/startup.sh
+-- (WORK/policy-<ISSUER>-<N>.lua). Prints figures; never a test.
+collectgarbage("generational") -- as cli.main does for one-shot commands
+local core = require "certmaint.core"
+local P = assert(arg[1], "usage: lua5.4 bench/phases.lua POLICY")
+local n = 1
+local t0, c0 = core.monotonic(), os.clock()
+local function mark(what)
+  local t, c = core.monotonic(), os.clock()
+  io.stdout:write(string.format("%-12s wall %.3f s cpu %.3f s %6.2f us/cert heap %.1f MiB\n", what,
+    t - t0, c - c0, (t - t0) / n * 1e6, collectgarbage("count") / 1024))
+  t0, c0 = core.monotonic(), os.clock()
+end
+local policy = assert(require("certmaint.sandbox").load_policy(P))
+n = math.max(#policy.certificates, 1)
+mark("policy")
+local engine = require("certmaint.engine").new(policy, {})
+mark("engine.new")
+local loop = require "certmaint.loop"
+local now = core.now()
+local task = loop.spawn(function()
+  engine:load_all { keys = false }
+  mark("load_all")
+  local sink = assert(io.open("/dev/null", "w"))
+  assert(engine:status_json(now, sink))
+  sink:close()
+  mark("status_json")
+  local rows = 0
+  engine:status_rows(now, function() rows = rows + 1 end)
+  mark("status_rows")
+end)
+loop.run_until(function() return task.done end)
+if not task.ok then error(task.error) end
