@@ -300,19 +300,30 @@ function KINDS.certificates(v, _, path, ctx)
     end
   end
   local out, owner = {}, {}
+  local normalize, default_key = core.name_normalize, ctx.key_type
+  local function also_in(i, name)
+    return nil, field_error(string.format("%s[%d]", path, i),
+      string.format("name %q is also in %s[%d] (a name belongs to one certificate)", name, path, owner[name]))
+  end
   for i = 1, n do
-    local ipath = string.format("%s[%d]", path, i)
-    local entry, err = check_entry(v[i], ipath, ctx)
-    if err then return nil, err end
-    for _, name in ipairs(entry.names) do
-      if owner[name] then
-        return nil, field_error(ipath, string.format("name %q is also in %s[%d] (a name belongs to one certificate)",
-          name, path, owner[name]))
+    local given, entry = v[i], nil
+    -- the common entry, one valid name: no path text made unless it fails
+    local norm = type(given) == "string" and normalize and normalize(given)
+    if norm then
+      if owner[norm] then return also_in(i, norm) end
+      owner[norm] = i
+      entry = { names = { norm }, key_type = default_key, on_demand = false }
+    else
+      local err
+      entry, err = check_entry(given, string.format("%s[%d]", path, i), ctx)
+      if err then return nil, err end
+      for _, name in ipairs(entry.names) do
+        if owner[name] then return also_in(i, name) end
+        owner[name] = i
       end
-      owner[name] = i
+      entry.key_type = entry.key_type or default_key
+      entry.on_demand = entry.on_demand or false
     end
-    entry.key_type = entry.key_type or ctx.key_type
-    entry.on_demand = entry.on_demand or false
     out[i] = entry
   end
   return out

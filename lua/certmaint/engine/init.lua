@@ -95,12 +95,14 @@ function Engine:apply_policy(policy)
     if not ok then error("engine: " .. err, 3) end
   end
   self.issuer_key = issuers.storage_key(self.issuer)
-  local wanted = {}
+  local entries, reloading = self.entries, #self.order > 0
+  local wanted = reloading and {} or nil -- to drop what a new policy no longer names
   for _, c in ipairs(policy.certificates) do
-    wanted[c.names[1]] = true
-    local e = self.entries[c.names[1]]
+    local primary = c.names[1]
+    if wanted then wanted[primary] = true end
+    local e = entries[primary]
     if not e then
-      self:add_entry(c.names, { key_type = c.key_type, on_demand = c.on_demand, source = "policy" })
+      self:add_entry(c.names, c.key_type, c.on_demand, "policy")
     else
       if not certset.same_names(e.names, c.names) then
         e.names, e.key_type = c.names, c.key_type or e.key_type
@@ -108,19 +110,22 @@ function Engine:apply_policy(policy)
       end
     end
   end
+  if not wanted then return end
   for _, primary in ipairs(self.order) do
-    local e = self.entries[primary]
+    local e = entries[primary]
     if e and e.source == "policy" and not wanted[primary] then self:drop_entry(primary, "removed from policy") end
   end
 end
 
-function Engine:add_entry(names, o)
+-- A new entry (source "policy" or "runtime"); key_type nil: the policy's.
+function Engine:add_entry(names, key_type, on_demand, source)
+  local primary = names[1]
   local e = {
-    names = names, primary = names[1], key_type = o.key_type or self.policy.key_type or "p256",
-    on_demand = o.on_demand and true or false, source = o.source or "policy",
+    names = names, primary = primary, key_type = key_type or self.policy.key_type or "p256",
+    on_demand = on_demand and true or false, source = source,
   }
-  self.entries[e.primary] = e
-  self.order[#self.order + 1] = e.primary
+  self.entries[primary] = e
+  self.order[#self.order + 1] = primary
   return e
 end
 
@@ -167,7 +172,7 @@ function Engine:manage(names, o)
       end
     end
   end
-  local e = self:add_entry(norm, { on_demand = true, source = "runtime", key_type = o.key_type })
+  local e = self:add_entry(norm, o.key_type, true, "runtime")
   log("info", "managed", { name = e.primary, names = table.concat(norm, ","), source = "runtime" })
   local state, pem = certset.read(self.storage, self:paths(e.primary), e.names)
   if state == "ok" then
