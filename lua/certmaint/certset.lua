@@ -23,6 +23,12 @@ function M.paths(issuer_key, primary)
   return keys.site_files(issuer_key, primary)
 end
 
+--- The .crt keys of many sites (and with with_keys their .key keys): lists
+-- in the order of primaries (keys.cert_files; a bulk load's batch).
+function M.cert_files(issuer_key, primaries, with_keys)
+  return keys.cert_files(issuer_key, primaries, with_keys)
+end
+
 --- Do two name lists hold the same names (order and duplicates aside, as
 -- cache:add_many compares them)?  Both ways: comparing lengths let a
 -- duplicate hide a missing name ({a, b} against {a, a}).

@@ -191,6 +191,29 @@ function M.site_files(issuer_key, name)
   return { site = site, crt = crt, key = key, meta = base .. ".json", cert = crt, private_key = key }
 end
 
+--- keys.cert_files(issuer_key, names [, with_keys]) -> crts [, private_keys]:
+-- keys.cert (and with with_keys keys.private_key) of every name of the list,
+-- from one issuer check and one concatenation a key (a bulk load's batch).
+function M.cert_files(issuer_key, names, with_keys)
+  check_issuer(issuer_key, "cert_files")
+  local prefix = M.CERTS_PREFIX .. "/" .. issuer_key .. "/"
+  local storage_key = core.name_storage_key
+  local crts, key_files = {}, with_keys and {} or nil
+  for i = 1, #names do
+    local name = names[i]
+    check_string(name, "cert_files", 2)
+    local nk, err = storage_key(name)
+    if not nk then error("keys: " .. err, 2) end
+    if key_files then
+      local base = prefix .. nk .. "/" .. nk
+      crts[i], key_files[i] = base .. ".crt", base .. ".key"
+    else
+      crts[i] = prefix .. nk .. "/" .. nk .. ".crt"
+    end
+  end
+  return crts, key_files
+end
+
 --- keys.fast_hash(data) -> FNV-1a 32 in hex (certmagic's fastHash), what
 -- certmagic puts after the name in an OCSP staple's key (of the PEM bundle).
 -- Like Go's fmt "%x" it has no leading zeros (so "1a2b3c", not "001a2b3c"):

@@ -121,6 +121,23 @@ describe("certmaint.keys", function()
       assert.has_error(function() keys.site_files("../x", "example.com") end)
     end)
 
+    it("cert_files equals keys.cert and keys.private_key, name by name", function()
+      local names = { "example.com", "*.Example.com.", "2001:DB8::1", "bücher.example", string.rep("a", 60) .. "." .. string.rep("b", 60) .. ".example" }
+      local crts, key_files = keys.cert_files(ISSUER, names, true)
+      local only = keys.cert_files(ISSUER, names)
+      for i, name in ipairs(names) do
+        assert.equal(keys.cert(ISSUER, name), crts[i])
+        assert.equal(keys.private_key(ISSUER, name), key_files[i])
+      end
+      assert.same(crts, only)
+      assert.equal(#names, #crts)
+      assert.is_nil(select(2, keys.cert_files(ISSUER, names)))
+      assert.same({}, keys.cert_files(ISSUER, {}))
+      assert.error_matches(function() keys.cert_files(ISSUER, { "ok.example", "a_b.example" }) end, "keys: ")
+      assert.error_matches(function() keys.cert_files(ISSUER, { "ok.example", 7 }) end, "expected a string")
+      assert.error_matches(function() keys.cert_files("../x", names) end, "not an issuer key")
+    end)
+
     it("check an issuer key once, and keep refusing bad ones", function()
       -- a valid key is remembered; a bad one never is, however often it comes
       for _ = 1, 3 do

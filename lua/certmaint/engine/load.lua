@@ -75,22 +75,22 @@ function M:load_all(opts)
   local to_obtain = {}
   local order = self.order
   for first = 1, #order, BATCH do
-    local batch, crts, key_files = {}, {}, want_keys and {} or nil
+    local batch, primaries, entries = {}, {}, self.entries
     for i = first, math.min(first + BATCH - 1, #order) do
-      local e = self.entries[order[i]]
-      local j = #batch + 1
-      local set = self:paths(e.primary)
-      batch[j], crts[j] = e, set.crt
-      if key_files then key_files[j] = set.key end
+      local j = i - first + 1
+      primaries[j] = order[i]
+      batch[j] = entries[order[i]]
     end
+    local crts, key_files = certset.cert_files(self.issuer_key, primaries, want_keys)
     local o = self:add_opts(batch)
     o.companions = key_files
     local r = self.storage:load_into_cache(self.cache, crts, o)
     self:hook_renew_times(r, #batch)
-    for i, e in ipairs(batch) do
-      local state = r.state[i]
-      if r.id[i] then self:bind(e, r.id[i]) end
-      if state ~= "error" and state ~= "missing" and recovered and want_keys then
+    local states, ids = r.state, r.id
+    for i = 1, #batch do
+      local e, state, id = batch[i], states[i], ids[i]
+      if id then self:bind(e, id) end
+      if recovered and want_keys and state ~= "error" and state ~= "missing" then
         -- a crash cut a commit short: check this set's key pairs with its certificate
         local ok, err = certset.read(self.storage, self:paths(e.primary), e.names, { check_key = true })
         if not ok then state, r.error[i] = "error", err end
