@@ -15,7 +15,10 @@ commands:
   once POLICY                    one renew and clean pass, then exit (cron, CI)
   check POLICY [--at TIME]       validate the policy and print what the passes would do
                                  (now, or at TIME), changing nothing
-  status POLICY [--json]         one row per certificate: names, issuer, expiry, renewal, errors
+  status POLICY [--json] [--check]
+                                 one row per certificate: names, issuer, expiry, renewal,
+                                 deploys, errors; --check: one line, exit 1 if anything
+                                 needs attention (a monitoring check)
   renew POLICY [NAME...] [--force]
                                  renew the named (default: all due) certificates now
   revoke POLICY NAME             revoke a certificate at its CA (issuers that support it)
@@ -49,12 +52,20 @@ Validate POLICY and print, for each certificate, what the next passes would do
 and when (obtain / renew at T / clean / report), running the policy's real
 hooks against the clock shifted to TIME. Changes nothing.]],
   status = [[
-usage: certmaint status POLICY [--json]
+usage: certmaint status POLICY [--json] [--check]
 One row per managed certificate: names, issuer, not_after, time left, renewal
 due and when, staple status, what was deployed when (DEPLOYED), last error
 (renewal or deploy) and retry state. --json prints a JSON array (names,
 managed, issuer, serial, not_before, not_after, renewal_due, renewal_at, ocsp,
-last_error, attempts, next_attempt, time_left, deploy).]],
+last_error, attempts, next_attempt, time_left, deploy). Exit status 0.
+
+--check makes it a monitoring check (Nagios style): one line on stdout, "certmaint
+OK: ..." with exit status 0, or "certmaint WARNING: N of M certificates need
+attention: NAME WHAT; ..." with exit status 1 when a certificate is not in
+storage, expired, expires inside its guard, is past its renewal time by more
+than two renew_check_intervals, its last renewal or deploy failed, a deploy
+target has an older certificate, or a policy hook failed. With --json as well,
+the JSON goes to stdout and the line to stderr.]],
   renew = [[
 usage: certmaint renew POLICY [NAME...] [--force]
 Renew the named certificates (default: every managed one) that are due, or all
@@ -218,12 +229,53 @@ local function deploy_text(list)
 end
 M.deploy_text = deploy_text
 
+-- At most this many certificates are named in --check's one line.
+local CHECK_NAMED = 5
+
+-- status --check: the one-line summary (Nagios style) and the exit status.
+local function check_summary(health)
+  local n, bad = health.certificates, health.attention
+  if #bad == 0 and health.hook_errors == 0 then
+    return string.format("certmaint OK: %d certificate%s, none needs attention", n, n == 1 and "" or "s"), 0
+  end
+  local parts = {}
+  for i, a in ipairs(bad) do
+    if i > CHECK_NAMED then
+      parts[#parts + 1] = string.format("and %d more", #bad - CHECK_NAMED)
+      break
+    end
+    parts[#parts + 1] = a.name .. " " .. table.concat(a.reasons, ", ")
+  end
+  if health.hook_errors > 0 then
+    parts[#parts + 1] = string.format("policy hooks failed %d time%s (see the log)", health.hook_errors,
+      health.hook_errors == 1 and "" or "s")
+  end
+  local line = string.format("certmaint WARNING: %d of %d certificate%s need%s attention: %s", #bad, n,
+    n == 1 and "" or "s", #bad == 1 and "s" or "", table.concat(parts, "; "))
+  return (line:gsub("[%c]+", " ")), 1
+end
+M.check_summary = check_summary
+
 function commands.status(engine, args)
-  local json = false
+  local json, check = false, false
   for _, a in ipairs(args) do
-    if a == "--json" then json = true else return usage_error("status: unexpected argument '" .. a .. "'") end
+    if a == "--json" then json = true
+    elseif a == "--check" then check = true
+    else return usage_error("status: unexpected argument '" .. a .. "'") end
   end
   local now = core.now()
+  if check then
+    local ok, health = run_task(function()
+      engine:load_all { keys = false }
+      if json then write_status_json(engine, now) end
+      return true, engine:health(now)
+    end)
+    if not ok then eprint("certmaint: status: " .. tostring(health)) return 1 end
+    local line, code = check_summary(health)
+    local out = json and io.stderr or io.stdout
+    out:write(line, "\n")
+    return code
+  end
   if json then
     local ok, err = run_task(function()
       engine:load_all { keys = false }
@@ -371,6 +423,24 @@ function commands.revoke(engine, args)
   return 0
 end
 
+-- A storage root that does not exist is an error for every command but `run`
+-- (a typo in the path must not pass for an empty store); `run` makes it, and
+-- says so. check says the policy itself is fine.
+local function storage_ready(engine, cmd)
+  if not engine.storage.check_root then return true end
+  local ran, r = run_task(function() return true, table.pack(engine.storage:check_root(cmd == "run")) end)
+  if not ran then return nil, r end
+  local ok, created, code = r[1], r[2], r[3]
+  if not ok then
+    if cmd == "check" and code == "ENOENT" then
+      return nil, "the policy is ok, but " .. tostring(created) .. " (create it, or let `certmaint run` create it)"
+    end
+    return nil, created
+  end
+  if created then core.log("info", "storage_root_created", { storage = engine.storage:describe() }) end
+  return true
+end
+
 --- main(args) -> exit code
 function M.main(args)
   -- one-shot commands make short-lived garbage in bulk (status of 100k
@@ -423,6 +493,11 @@ function M.main(args)
   if not engine then
     eprint("certmaint: " .. tostring(err))
     return 2
+  end
+  local ready, rerr = storage_ready(engine, cmd)
+  if not ready then
+    eprint("certmaint: " .. cmd .. ": " .. tostring(rerr))
+    return 1
   end
   local ok, code = xpcall(commands[cmd], debug.traceback, engine, rest)
   if not ok then

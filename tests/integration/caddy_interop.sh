@@ -14,7 +14,9 @@ return certmaint.policy {
   certificates = { "mine.test", "caddys.test" },
 }
 LUA
-# certmaint first, for mine.test only (caddys.test comes from Caddy below)
+# certmaint first, for mine.test only (caddys.test comes from Caddy below);
+# only `run` creates a missing storage root
+mkdir -p "$data"
 sed 's/"mine.test", "caddys.test"/"mine.test"/' "$WORK/policy.lua" > "$WORK/mine.lua"
 set +e; "$BIN" --log-level warn once "$WORK/mine.lua" >"$WORK/out" 2>&1; rc=$?; set -e
 check "certmaint obtains mine.test" bash -c "[ $rc -eq 0 ] && grep -q 'obtained 1' $WORK/out"

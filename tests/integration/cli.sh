@@ -20,6 +20,27 @@ check "syntax error: exit 2 with file:line" bash -c "[ $rc -eq 2 ] && grep -q 'e
 run check "$POL/err_global.lua"
 check "undefined global: exit 2 naming it" bash -c "[ $rc -eq 2 ] && grep -q \"err_global.lua:3:.*hostname\" $err"
 
+# a storage root that does not exist is an error (a typo must not pass for an
+# empty store) for every command but run, which creates it
+for cmd in check status once renew clean; do
+  run $cmd "$POL/ok_basic.lua"
+  check "$cmd on a missing storage root: exit 1, naming it" \
+    bash -c "[ $rc -eq 1 ] && grep -q 'storage root $CERTMAINT_DATA does not exist' $err"
+done
+run status "$POL/ok_basic.lua" --check
+check "status --check on a missing storage root: exit 1" \
+  bash -c "[ $rc -eq 1 ] && grep -q 'storage root $CERTMAINT_DATA does not exist' $err"
+run check "$POL/ok_basic.lua"
+check "check on a missing storage root says the policy itself is ok" grep -q 'the policy is ok' "$err"
+check "none of them created the root" test ! -e "$CERTMAINT_DATA"
+CERTMAINT_DATA=$WORK/created "$BIN" run "$POL/ok_basic.lua" 2>"$WORK/created.log" &
+runpid=$!; PIDS+=("$runpid")
+check "run creates a missing storage root, saying so" \
+  wait_for 10 grep -q "event=storage_root_created storage=file:$WORK/created" "$WORK/created.log"
+kill -TERM "$runpid"; wait "$runpid" || true
+check "run went on to obtain into it" grep -q 'event=obtained' "$WORK/created.log"
+mkdir -p "$CERTMAINT_DATA"
+
 run check "$POL/ok_basic.lua"
 check "check on a fresh store: exit 0, plans to obtain both" bash -c "[ $rc -eq 0 ] && [ \$(grep -c ' obtain ' $out) -eq 2 ]"
 check "check changed nothing" test ! -e "$CERTMAINT_DATA/certificates"
@@ -45,6 +66,24 @@ check "status --json: two certificates, not due, names and RFC 3339 times" \
        = "2 false api.example.test $(json_eval "$out" 'v[1].not_after')"
 run status "$POL/ok_basic.lua"
 check "status table has a row per certificate" test "$(grep -c 'example.test' "$out")" -eq 2
+run status "$POL/ok_basic.lua" --check
+check "status --check with all well: exit 0, one OK line" \
+  bash -c "[ $rc -eq 0 ] && [ \$(wc -l < $out) -eq 1 ] && grep -qx 'certmaint OK: 2 certificates, none needs attention' $out"
+run status "$POL/ok_basic.lua" --check --json
+check "status --check --json: the JSON on stdout, the line on stderr" \
+  bash -c "[ $rc -eq 0 ] && grep -q 'certmaint OK' $err && [ $(json_eval "$out" '#v') = 2 ]"
+run status "$POL/err_decision_hook.lua" --check
+check "status --check with a failing needs_renewal hook: exit 1, saying so" \
+  bash -c "[ $rc -eq 1 ] && grep -q '^certmaint WARNING: .*policy hooks failed' $out"
+# an expired certificate (a 2-second one, and no daemon)
+mkdir -p "$WORK/short"
+CERTMAINT_DATA=$WORK/short CERTMAINT_LIFETIME=2s run once "$POL/ok_basic.lua"
+sleep 3
+CERTMAINT_DATA=$WORK/short run status "$POL/ok_basic.lua" --check
+check "status --check with expired certificates: exit 1 naming them" \
+  bash -c "[ $rc -eq 1 ] && grep -q '^certmaint WARNING: 2 of 2 certificates need attention: example.test expired ' $out"
+CERTMAINT_DATA=$WORK/short run status "$POL/ok_basic.lua"
+check "plain status keeps exit 0 all the same" bash -c "[ $rc -eq 0 ] && grep -q example.test $out"
 
 run check "$POL/ok_basic.lua" --at +50m
 check "check --at +50m: both due for renewal" test "$(grep -c ' renew  *now ' "$out")" -eq 2
@@ -85,6 +124,10 @@ check "status --json shows the last error, the attempt and the retry time" \
   test "$(json_eval "$out" 'v[1].last_error:match("unreachable") .. " " .. v[1].attempts .. " " .. type(v[1].next_attempt)')" = "unreachable 1 string"
 run status "$POL/err_issuer_down.lua"
 check "status table shows the retry" grep -q 'unreachable.*attempt 1, retry ' "$out"
+check "plain status exits 0 although a renewal failed" test $rc -eq 0
+run status "$POL/err_issuer_down.lua" --check
+check "status --check with a failed renewal: exit 1 naming it and the error" \
+  bash -c "[ $rc -eq 1 ] && grep -q '^certmaint WARNING: 1 of 1 certificate needs attention: down.test .*unreachable' $out"
 
 # --log-format json: every log line is one JSON object with ts, level, event
 run --log-format json once "$POL/ok_basic.lua"

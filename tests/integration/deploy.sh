@@ -28,6 +28,9 @@ check "status shows nothing deployed" grep -q 'failed (never)' "$WORK/status.txt
 "$BIN" status "$policy" --json > "$WORK/status.json"
 check "status --json: deploy state failed, with the error and next attempt" \
   test "$(json_eval "$WORK/status.json" "v[1].deploy[1].state .. ' ' .. tostring(v[1].deploy[1].error ~= nil) .. ' ' .. type(v[1].deploy[1].next_attempt)")" = "failed true string"
+set +e; "$BIN" status "$policy" --check > "$WORK/check.txt"; rc=$?; set -e
+check "status --check: exit 1, naming the failed deploy" \
+  bash -c "[ $rc -eq 1 ] && grep -q '^certmaint WARNING: 1 of 1 certificate needs attention: deploy.test deploy to files:' $WORK/check.txt"
 
 writable_dir "$CERTMAINT_DEPLOY_DIR"
 # certmagic's first retry interval is 1 minute
@@ -42,6 +45,8 @@ check "the deployed chain is the stored one" cmp -s "$stored" "$target/fullchain
 serial=$(json_eval "$WORK/status.json" "v[1].serial")
 check "status --json: deployed, the stored serial, no error" \
   test "$(json_eval "$WORK/status.json" "v[1].deploy[1].state .. ' ' .. v[1].deploy[1].serial .. ' ' .. tostring(v[1].deploy[1].error == core.json_null)")" = "deployed $serial true"
+set +e; "$BIN" status "$policy" --check > "$WORK/check.txt"; rc=$?; set -e
+check "status --check: all well again, exit 0" bash -c "[ $rc -eq 0 ] && grep -q '^certmaint OK' $WORK/check.txt"
 "$BIN" status "$policy" > "$WORK/status.txt"
 check "status shows the time and serial deployed" grep -q "Z ${serial:0:8}" "$WORK/status.txt"
 kill -TERM "$pid"

@@ -19,6 +19,7 @@
 --   engine/ocsp.lua    the OCSP pass
 --   engine/status.lua  status rows and `check`'s plan
 --   engine/deploy.lua  deploy as tracked state: records, retries, start-up redeploy
+--   engine/attention.lua  what needs attention (status --check)
 -- certmaint.certset reads and writes a certificate set (.crt .key .json).
 local core = require "certmaint.core"
 local loop = require "certmaint.loop"
@@ -38,7 +39,7 @@ M.iso = rfc3339.iso
 
 local function log(level, event, fields) core.log(level, event, fields or {}) end
 
-for _, part in ipairs { "load", "renew", "retry", "clean", "ocsp", "status", "deploy" } do
+for _, part in ipairs { "load", "renew", "retry", "clean", "ocsp", "status", "deploy", "attention" } do
   for name, fn in pairs(require("certmaint.engine." .. part)) do
     if Engine[name] then error("engine: method " .. name .. " defined twice (engine/" .. part .. ".lua)") end
     Engine[name] = fn

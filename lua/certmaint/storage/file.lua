@@ -94,6 +94,23 @@ function File:describe()
   return "file:" .. self.root
 end
 
+--- check_root(create) -> true, created | nil, err, code: is the root there?
+-- A missing root is "storage root <root> does not exist" ("ENOENT") unless
+-- create is true: then it is made (created = true).
+function File:check_root(create)
+  local st, err, code = core.stat(self.root)
+  if st then
+    if st.type ~= "directory" then return nil, "storage root " .. self.root .. " is not a directory", "ENOTDIR" end
+    return true, false
+  end
+  if code ~= "ENOENT" then return nil, err, code end
+  if not create then return nil, "storage root " .. self.root .. " does not exist", "ENOENT" end
+  local ok
+  ok, err, code = core.mkdir_p(self.root, self.dir_mode)
+  if not ok then return nil, err, code end
+  return true, true
+end
+
 function File:path(key)
   if key == "" then return self.root end
   return self.root .. "/" .. key

@@ -38,6 +38,9 @@
 --   recover()                  -> rolled_forward, discarded | nil, err, code:
 --        finish what a crash left of commits (cheap when nothing is pending)
 --   describe()                 -> "file:/var/lib/certmaint", "memory:1", ...
+--   check_root(create)         -> true, created | nil, err, code  (optional: backends
+--        with a root that can be missing; file's says "storage root X does not
+--        exist", "ENOENT", or makes it when create is true)
 --
 -- A lock is a table {name, key, token, grant, owner, acquired}: token is the
 -- fencing token, an integer larger for every grant of that lock name, across

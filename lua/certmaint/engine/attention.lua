@@ -1,0 +1,75 @@
+--- What needs an operator's attention (`status --check`, a monitoring check):
+-- read-only, over the status rows.
+--
+-- A certificate needs attention when it
+--   - is not in storage (never obtained, or unreadable),
+--   - has expired,
+--   - expires inside its imminent-expiry guard (the default rule's last layer:
+--     max(lifetime / 50, 5 renew checks)),
+--   - is past its renewal time by more than two renew check intervals (its
+--     window passed without a renewal: no daemon running, or one failing),
+--   - had its last renewal fail (last_error, which includes hook failures),
+--   - had its last deploy fail, or a deploy target serves an older serial.
+-- A policy hook that fails while status evaluates it counts as well.
+local core = require "certmaint.core"
+local rfc3339 = require "certmaint.rfc3339"
+local renewal = require "certmaint.renewal"
+
+local M = {}
+
+M.OVERDUE_CHECKS = 2 -- renew check intervals a due renewal may take before it needs attention
+
+--- The default rule's imminent-expiry guard (renewal.lua, layer 4): how long
+-- before not_after a certificate is "expiring", whatever the other layers say.
+function M.guard(not_before, not_after, check_interval)
+  local life = not_after - not_before
+  return math.min(math.max(life * renewal.IMMINENT_RATIO, renewal.IMMINENT_CHECKS * check_interval),
+    life * renewal.IMMINENT_CAP)
+end
+
+--- The reasons row (a status row) needs attention at `now`: a list of short
+-- texts, empty when all is well.
+function M:attention(row, now)
+  local out = {}
+  if not row.not_after then
+    out[#out + 1] = row.last_error or "no certificate in storage"
+    return out
+  end
+  if now > row.not_after then
+    out[#out + 1] = "expired " .. rfc3339.iso(row.not_after)
+  else
+    if now > row.not_after - M.guard(row.not_before, row.not_after, self.policy.renew_check_interval) then
+      out[#out + 1] = "expires " .. rfc3339.iso(row.not_after) .. ", inside its guard"
+    elseif row.renewal_at and row.renewal_at ~= math.huge
+      and now > row.renewal_at + M.OVERDUE_CHECKS * self.policy.renew_check_interval then
+      out[#out + 1] = "renewal overdue since " .. rfc3339.iso(row.renewal_at)
+    end
+  end
+  if row.last_error then out[#out + 1] = "last renewal failed: " .. row.last_error end
+  for _, d in ipairs(row.deploy or {}) do
+    if d.state == "failed" then
+      out[#out + 1] = "deploy to " .. d.target .. " failed: " .. tostring(d.error)
+    elseif d.state == "outdated" then
+      out[#out + 1] = d.target .. " has an older certificate (" .. tostring(d.serial) .. ")"
+    end
+  end
+  return out
+end
+
+--- The whole check at `now`: { certificates = n, attention = { { name =,
+-- reasons = {...} }, ... }, hook_errors = n } (hook_errors: policy hook calls
+-- that failed while the rows were built: status asks needs_renewal per row).
+function M:health(now)
+  now = now or core.now()
+  local errors_before = self.hooks.errors
+  local result = { certificates = 0, attention = {} }
+  self:status_rows(now, function(row)
+    result.certificates = result.certificates + 1
+    local reasons = self:attention(row, now)
+    if #reasons > 0 then result.attention[#result.attention + 1] = { name = row.names[1], reasons = reasons } end
+  end)
+  result.hook_errors = self.hooks.errors - errors_before
+  return result
+end
+
+return M
