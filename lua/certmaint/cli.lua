@@ -267,7 +267,10 @@ function commands.status(engine, args)
   if check then
     local ok, health = run_task(function()
       engine:load_all { keys = false }
-      if json then write_status_json(engine, now) end
+      if json then
+        local ok, err = engine:status_json(now, io.stdout)
+        if not ok then error(err, 0) end
+      end
       return true, engine:health(now)
     end)
     if not ok then eprint("certmaint: status: " .. tostring(health)) return 1 end
