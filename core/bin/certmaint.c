@@ -4,7 +4,9 @@
  * out-of-memory during start-up is reported, not fatal.  The Lua side
  * (lua/certmaint) is embedded at build time and found by a searcher placed
  * before the file-system ones, so the binary never runs stale sources.
- * An accounting allocator caps Lua's memory (CERTMAINT_LUA_MEMORY_MAX, bytes).
+ * The accounting allocator (core/lua/lwatch.c) caps Lua's heap at
+ * CERTMAINT_LUA_MEMORY_MAX bytes (default DEFAULT_MEMORY_MAX; 0: no cap);
+ * policy calls run under their own ceilings inside it.
  */
 #include <curl/curl.h>
 #include <lauxlib.h>
@@ -16,6 +18,8 @@
 
 #include "lcore.h"
 
+#define DEFAULT_MEMORY_MAX ((size_t)2 << 30) /* 2 GiB */
+
 struct embedded_module {
     const char *name;
     const char *path;
@@ -23,29 +27,6 @@ struct embedded_module {
     size_t len;
 };
 extern const struct embedded_module cm_embedded_lua[];
-
-struct alloc_state {
-    size_t used;
-    size_t limit; /* 0 = none */
-};
-
-/* Lua passes a type tag in osize when ptr is NULL: treat it as 0. */
-static void *cm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
-{
-    struct alloc_state *st = ud;
-    size_t old = ptr ? osize : 0;
-    void *grown;
-    if (nsize == 0) {
-        free(ptr);
-        st->used -= old;
-        return NULL;
-    }
-    if (st->limit && nsize > old && st->used - old + nsize > st->limit) return NULL;
-    grown = realloc(ptr, nsize);
-    if (!grown) return NULL;
-    st->used = st->used - old + nsize;
-    return grown;
-}
 
 static int embedded_searcher(lua_State *L)
 {
@@ -125,18 +106,26 @@ static int pmain(lua_State *L)
 
 int main(int argc, char **argv)
 {
-    struct alloc_state alloc = {0, 0};
+    static struct cm_lua_mem alloc = {NULL, NULL, 0, DEFAULT_MEMORY_MAX, 0};
     const char *limit = getenv("CERTMAINT_LUA_MEMORY_MAX");
     lua_State *L = NULL;
     int status, code = 1;
 
-    if (limit && *limit) alloc.limit = (size_t)strtoull(limit, NULL, 10);
+    if (limit && *limit) {
+        char *end = NULL;
+        unsigned long long v = strtoull(limit, &end, 10);
+        if (*end != '\0') {
+            fprintf(stderr, "certmaint: CERTMAINT_LUA_MEMORY_MAX must be a number of bytes, got '%s'\n", limit);
+            return 2;
+        }
+        alloc.limit = (size_t)v;
+    }
     /* before any thread exists, as libcurl asks */
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "certmaint: cannot initialise libcurl\n");
         return 1;
     }
-    L = lua_newstate(cm_alloc, &alloc);
+    L = lua_newstate(cm_lua_alloc, &alloc);
     if (!L) {
         fprintf(stderr, "certmaint: cannot create Lua state: not enough memory\n");
         curl_global_cleanup();

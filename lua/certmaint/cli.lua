@@ -347,6 +347,10 @@ function commands.check(engine, args)
   end
   print_table({ "NAMES", "ACTION", "WHEN", "WHY" }, out)
   core.clock_set(nil)
+  -- a row the policy or storage got wrong is a failed check
+  for _, r in ipairs(rows) do
+    if r.action == "error" then return 1 end
+  end
   return 0
 end
 

@@ -1,104 +1,179 @@
---- Calling the policy's hooks: every call protected, errors logged and survived.
+--- Calling the policy's hooks: every call watched, errors logged and survived.
+--
+-- Every call into the policy (and the loading of the file, certmaint.sandbox)
+-- runs under core.watch_call (core/lua/lwatch.c): a limit on running time, on
+-- Lua instructions and on heap growth, and a pending SIGTERM stops it too.
+-- The watchdog is a C count hook, so a policy's own pcall cannot swallow it:
+-- once a limit is passed every following line raises.
 --
 -- Decision hooks (needs_renewal, on_revoked, allow_name) are pure and quick:
--- they run under an instruction-count watchdog, so a runaway loop in a policy
--- is stopped with an error instead of freezing the daemon (Redis/HAProxy's
--- approach). Once the deadline passes the watchdog fires on every line, so a
--- policy's own pcall cannot swallow the error and keep looping.
--- Event hooks (on_tick, on_renewed, on_error) may yield (deploy commands run
--- through certmaint.exec), so their watchdog counts instructions instead.
+-- they may not yield, and get DECISION_TIME_LIMIT seconds. A decision hook
+-- that fails (raises, times out, returns the wrong type) does not decide: the
+-- engine falls back to its default rule for that certificate (engine/renew.lua)
+-- and the failure shows in `status` and `check`. One that ran out of time is
+-- suspended for SUSPEND seconds (pure functions time out again: asking it for
+-- every certificate would stall the loop for DECISION_TIME_LIMIT each).
+-- Event hooks (on_tick, on_renewed, on_error) may wait in the loop (deploy
+-- commands through certmaint.exec); the waiting does not count as running.
+--
+-- Memory: a call may grow the heap by HOOK_MEMORY_MAX (policy field
+-- hook_memory_max) and never past HEAP_SHARE of the whole-heap cap
+-- (CERTMAINT_LUA_MEMORY_MAX), so the engine keeps headroom. What the policy
+-- keeps between calls is counted too; when it still exceeds HOOK_MEMORY_MAX
+-- after a full collection, or the heap stays above the share, the policy's
+-- hooks are dropped (their state is freed) and the default rules run until
+-- the policy is reloaded.
 local core = require "certmaint.core"
 
 local M = {}
 
-M.DECISION_TIME_LIMIT = 2 -- seconds of real time for one decision hook call
-M.EVENT_INSTRUCTION_LIMIT = 2000000000 -- Lua instructions for one event hook call (seconds of CPU)
-local COUNT = 100000
-local OWN_SOURCE = debug.getinfo(1, "S").source
+M.DECISION_TIME_LIMIT = 2          -- seconds of running time for one decision hook call
+M.EVENT_TIME_LIMIT = 10            -- seconds of running time for one event hook call (waits excluded)
+M.EVENT_INSTRUCTION_LIMIT = 2000000000 -- Lua instructions for one hook call (seconds of CPU)
+M.HOOK_MEMORY_MAX = 64 * 1024 * 1024 -- bytes a call may add, and the policy may keep
+M.HEAP_SHARE = 0.75                -- hooks are refused above this share of the heap cap
+M.SUSPEND = 600                    -- seconds a decision hook that ran out of time is skipped
 
-local function traceback(err)
-  local msg = err
-  if type(err) ~= "string" then
-    local mt = getmetatable(err)
-    msg = (mt and mt.__tostring) and tostring(err) or ("(error object is a " .. type(err) .. " value)")
-  end
-  return debug.traceback(msg, 2)
-end
+M.DECISIONS = { needs_renewal = true, on_revoked = true, allow_name = true }
+M.EVENTS = { on_tick = true, on_renewed = true, on_error = true }
 
 local function first_line(s)
   return (tostring(s):match("^[^\n]*"))
 end
 
---- Record a hook failure: log it (with traceback), count it, tell on_error.
-local function failed(runner, name, err)
-  runner.errors = runner.errors + 1
-  core.log("error", "hook_failed", { hook = name, error = first_line(err), traceback = err })
-  local on_error = runner.policy and runner.policy.on_error
-  if on_error and name ~= "on_error" then
-    local ok, e2 = xpcall(on_error, traceback, { kind = "hook", hook = name, message = first_line(err) })
-    if not ok then
-      runner.errors = runner.errors + 1
-      core.log("error", "hook_failed", { hook = "on_error", error = first_line(e2), traceback = e2 })
-    end
-  end
-end
+local LIMIT_CODES = { timeout = true, instructions = true, stopping = true }
 
 local Runner = {}
 Runner.__index = Runner
 
---- A hook runner for one policy. runner.errors counts hook failures.
-function M.new(policy)
-  return setmetatable({ policy = policy, errors = 0 }, Runner)
+--- A hook runner for one policy. runner.errors counts hook failures;
+-- runner.last_failure = { hook=, message=, at= } the latest; runner.disabled
+-- the reason the policy's hooks were dropped, if they were.
+-- opts.memory_max: bytes (default policy.hook_memory_max or HOOK_MEMORY_MAX).
+function M.new(policy, opts)
+  opts = opts or {}
+  return setmetatable({ policy = policy, errors = 0, retained = 0, suspended = {},
+    memory_max = opts.memory_max or (policy and policy.hook_memory_max) or M.HOOK_MEMORY_MAX }, Runner)
 end
 
--- Run fn under a watchdog: over_limit() is asked every COUNT instructions;
--- once it says yes, every following line raises, so a pcall in the policy
--- cannot swallow the error and keep looping. The watchdog never fires in this
--- file's own frames: between xpcall's return and the restore there is a line
--- event, and raising there would escape the protection.
-local function guarded(self, name, over_limit, why, fn, ...)
-  local co = coroutine.running()
-  local old_hook, old_mask, old_count = debug.gethook(co)
-  local function in_runner()
-    local info = debug.getinfo(3, "S")
-    return info and info.source == OWN_SOURCE
+--- Drop the policy's hooks (their closures and whatever they hold are freed
+-- at the next collection): the default rules decide until a reload.
+function Runner:disable(why)
+  self.disabled = why
+  local P = self.policy
+  if P then
+    for name in pairs(M.DECISIONS) do P[name] = nil end
+    for name in pairs(M.EVENTS) do P[name] = nil end
   end
-  debug.sethook(co, function()
-    if not in_runner() and over_limit() then
-      debug.sethook(co, function()
-        if not in_runner() then error("hook " .. name .. " " .. why, 2) end
-      end, "l")
-      error("hook " .. name .. " " .. why, 2)
+  collectgarbage("collect")
+  core.log("error", "policy_hooks_disabled", { error = why,
+    action = "the default rules decide until the policy is reloaded (SIGHUP)" })
+end
+
+--- Record a hook failure: log it (with traceback), count it, tell on_error.
+function Runner:failed(name, err, code)
+  self.errors = self.errors + 1
+  self.last_failure = { hook = name, message = first_line(err), code = code, at = core.now() }
+  core.log("error", "hook_failed", { hook = name, error = first_line(err), code = code, traceback = err })
+  local on_error = self.policy and self.policy.on_error
+  if on_error and name ~= "on_error" and not self.in_on_error then
+    self.in_on_error = true
+    self:call("on_error", on_error, true, { kind = "hook", hook = name, message = first_line(err) })
+    self.in_on_error = false
+  end
+end
+
+-- The heap ceiling for the next call, or nil, why when no call may run.
+function Runner:ceiling()
+  local used, limit = core.memory()
+  local share = limit > 0 and math.floor(limit * M.HEAP_SHARE) or nil
+  if share and used > share then
+    collectgarbage("collect")
+    used = core.memory()
+    if used > share then
+      return nil, string.format("the Lua heap (%d MiB) is above %d%% of its cap (%d MiB)",
+        used >> 20, math.floor(M.HEAP_SHARE * 100), limit >> 20)
     end
-  end, "", COUNT)
-  local res = table.pack(xpcall(fn, traceback, ...))
-  if old_hook then debug.sethook(co, old_hook, old_mask, old_count) else debug.sethook(co) end
+  end
+  local ceiling = used + self.memory_max
+  if share and ceiling > share then ceiling = share end
+  return ceiling, nil, used
+end
+
+-- After a call: count what the policy kept; past memory_max after a full
+-- collection, the policy's hooks go.
+function Runner:account(before)
+  local used = core.memory()
+  self.retained = math.max(self.retained + (used - before), 0)
+  if self.retained > self.memory_max then
+    collectgarbage("collect")
+    local after = core.memory()
+    self.retained = math.max(self.retained - (used - after), 0)
+    if self.retained > self.memory_max then
+      self:disable(string.format("the policy keeps %d MiB between hook calls, more than hook_memory_max (%d MiB)",
+        self.retained >> 20, self.memory_max >> 20))
+    end
+  end
+end
+
+--- Call hook `name` (fn) watched. yield: it may wait in the loop.
+-- Returns true, results... or false, err, code.
+function Runner:call(name, fn, yield, ...)
+  if self.disabled then return false, "policy hooks disabled: " .. self.disabled, "disabled" end
+  local ceiling, why, before = self:ceiling()
+  if not ceiling then
+    self:disable(why)
+    return false, "policy hooks disabled: " .. why, "disabled"
+  end
+  local res = table.pack(core.watch_call({
+    seconds = yield and M.EVENT_TIME_LIMIT or M.DECISION_TIME_LIMIT,
+    instructions = M.EVENT_INSTRUCTION_LIMIT, ceiling = ceiling, yield = yield,
+  }, fn, ...))
   if not res[1] then
-    failed(self, name, res[2])
-    return false, first_line(res[2])
+    local err, code = res[2], res[3]
+    if LIMIT_CODES[code] then err = "hook " .. name .. " " .. err end
+    if code == "memory" then
+      err = string.format("hook %s ran out of memory (%s; it may add %d MiB to the heap)",
+        name, first_line(err), self.memory_max >> 20)
+    end
+    self:account(before)
+    self:failed(name, err, code)
+    return false, first_line(err), code
+  end
+  self:account(before)
+  return table.unpack(res, 1, res.n)
+end
+
+--- Call a decision hook (pure, quick, never yields) under DECISION_TIME_LIMIT.
+-- A hook that ran out of time is skipped for SUSPEND seconds.
+-- Returns true, results... or false, err, code.
+function Runner:decide(name, fn, ...)
+  local until_t = self.suspended[name]
+  if until_t then
+    if core.monotonic() < until_t then
+      return false, "hook " .. name .. " is suspended: it exceeded its time limit", "suspended"
+    end
+    self.suspended[name] = nil
+  end
+  local res = table.pack(self:call(name, fn, false, ...))
+  if not res[1] and (res[3] == "timeout" or res[3] == "instructions") then
+    self.suspended[name] = core.monotonic() + M.SUSPEND
   end
   return table.unpack(res, 1, res.n)
 end
 
---- Call a decision hook (pure, quick, never yields) under a wall-clock limit.
--- Returns true, results... or false, err.
-function Runner:decide(name, fn, ...)
-  local deadline = core.monotonic() + M.DECISION_TIME_LIMIT
-  return guarded(self, name, function() return core.monotonic() > deadline end,
-    "exceeded its time limit of " .. M.DECISION_TIME_LIMIT .. "s", fn, ...)
+--- Call an event hook. It may wait in the loop (deploy commands run through
+-- certmaint.exec): its time limit counts running time only.
+-- Returns true, results... or false, err, code.
+function Runner:notify(name, fn, ...)
+  return self:call(name, fn, true, ...)
 end
 
---- Call an event hook. It may yield (deploy commands run through
--- certmaint.exec), so its limit counts instructions, not seconds: time spent
--- waiting does not count, a loop that never yields is stopped.
--- Returns true, results... or false, err.
-function Runner:notify(name, fn, ...)
-  local batches = 0
-  local allowed = M.EVENT_INSTRUCTION_LIMIT // COUNT
-  return guarded(self, name, function()
-    batches = batches + 1
-    return batches > allowed
-  end, "exceeded its limit of " .. M.EVENT_INSTRUCTION_LIMIT .. " instructions", fn, ...)
+--- What `status` says about the policy's hooks: the reason they were
+-- disabled, or nil.
+function Runner:problem()
+  if self.disabled then return "policy hooks disabled: " .. self.disabled end
+  return nil
 end
 
 return M

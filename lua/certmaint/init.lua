@@ -59,6 +59,7 @@ local function policy_at(at)
 end
 
 return setmetatable(M, {
+  policy_at = policy_at, -- for certmaint.sandbox's read-only view of this table
   __index = function(t, k)
     if k == "policy" then
       return policy_at(require("certmaint.policy").where(2)) -- not cached: each use has its own place

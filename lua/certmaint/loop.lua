@@ -192,10 +192,20 @@ local function check_context(what)
   return current
 end
 
+-- A watched policy call (certmaint.hooks) that waits here stops counting
+-- until it runs again, and the tasks that run meanwhile are not charged to
+-- it; a call that may not wait (a decision hook) gets an error, not a hang.
 local function await(task, w)
+  if not coroutine.isyieldable() then
+    error("this call waits in the loop, and a decision hook (or a policy file being loaded) cannot wait", 3)
+  end
   task.wait = w
   if nwait[w.kind] then nwait[w.kind] = nwait[w.kind] + 1 end
-  return coroutine.yield(TOKEN)
+  local watch = core.watch_suspend()
+  if not watch then return coroutine.yield(TOKEN) end
+  local r = table.pack(coroutine.yield(TOKEN))
+  core.watch_restore(watch)
+  return table.unpack(r, 1, r.n)
 end
 
 -- A condition waiter leaves its condition's queue (notified, timed out or

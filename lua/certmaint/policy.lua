@@ -348,6 +348,7 @@ M.FIELDS = {
   } },
   key_type             = { kind = "enum", values = M.KEY_TYPES, default = "p256" },
   concurrency          = { kind = "integer", min = 1, max = M.MAX_CONCURRENCY, default = 8 },
+  hook_memory_max      = { kind = "integer", min = 1024 * 1024 }, -- bytes; nil: certmaint.hooks.HOOK_MEMORY_MAX
   log                  = { kind = "record", default = function() return {} end, fields = {
     format = { kind = "enum", values = M.LOG_FORMATS, default = "text" },
     level  = { kind = "enum", values = M.LOG_LEVELS, default = "info" },

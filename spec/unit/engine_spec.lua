@@ -352,12 +352,67 @@ describe("engine", function()
       local e = testing.engine(policy { issuer = issuer,
         needs_renewal = function() error("policy bug") end,
         on_error = function(err) errors[#errors + 1] = err end })
-      clock:advance(25 * DAY)
+      clock:advance(10 * DAY)
+      assert.equal(0, e:tick("renew").renewed) -- the default rule: not yet
+      clock:advance(15 * DAY)
       local tick = e:tick("renew")
-      assert.equal(0, tick.renewed)
+      assert.equal(1, tick.renewed) -- A.1: the default rule renews it
       assert.is_true(#errors >= 1)
       assert.matches("policy bug", errors[1].message)
-      assert.is_true(grep(logs(), "event=hook_failed") >= 1)
+      local lines = logs()
+      assert.is_true(grep(lines, "event=hook_failed") >= 1)
+      assert.is_true(grep(lines, "level=error event=default_rule_decided") >= 1)
+    end)
+
+    -- issue 7 A.1: a failing decision hook falls back to the default rule,
+    -- and status and check say so
+    for _, case in ipairs {
+      { "raises", function() error("policy bug") end, "policy bug" },
+      { "returns nil", function() end, "needs_renewal returned nil, not true or false" },
+      { "returns a string", function() return "yes" end, "needs_renewal returned a string" },
+      { "loops", function() while true do end end, "exceeded its time limit" },
+      { "yields", function() coroutine.yield() end, "cannot suspend certmaint's task" },
+    } do
+      it("A.1 failing decision hook falls back: a hook that " .. case[1], function()
+        local hooks = require "certmaint.hooks"
+        local saved = hooks.DECISION_TIME_LIMIT
+        hooks.DECISION_TIME_LIMIT = 0.05
+        local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+        local sandboxed = require("certmaint.sandbox").environment("/x/policy.lua")
+        local hook = case[2]
+        if case[1] == "yields" then
+          hook = load("return function() coroutine.yield() end", "=hook", "t", sandboxed)()
+        end
+        local e = testing.engine(policy { issuer = issuer, needs_renewal = hook })
+        local now = clock:now()
+        local rows = e:status_rows(now)
+        assert.near(now + 20 * DAY, rows[1].renewal_at, 1) -- the default rule's time, not 1970
+        assert.is_false(rows[1].renewal_due)
+        assert.matches("needs_renewal hook failed: .*" .. case[3]:gsub("%p", "%%%0") .. ".*; the default rule decided",
+          rows[1].last_error)
+        local plan = e:plan(now)
+        assert.equal("error", plan[1].action)
+        assert.matches("the default rule decided", plan[1].why, 1, true)
+        e.hooks.suspended = {}
+        clock:advance(25 * DAY)
+        assert.equal(1, e:tick("renew").renewed)
+        hooks.DECISION_TIME_LIMIT = saved
+      end)
+    end
+
+    it("gives needs_renewal the engine's own rule to delegate to", function()
+      local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+      local seen
+      local e = testing.engine(policy { issuer = issuer, renewal_window_ratio = 0.5,
+        needs_renewal = function(cert, now, default)
+          seen = default
+          return default(cert, now)
+        end })
+      assert.is_function(seen)
+      clock:advance(14 * DAY)
+      assert.equal(0, e:tick("renew").renewed)
+      clock:advance(2 * DAY)
+      assert.equal(1, e:tick("renew").renewed)
     end)
 
     it("stops a runaway decision hook", function()
@@ -372,7 +427,7 @@ describe("engine", function()
       local ok, tick = pcall(e.tick, e, "renew")
       hooks.DECISION_TIME_LIMIT = saved
       assert.is_true(ok)
-      assert.equal(0, tick.renewed)
+      assert.equal(1, tick.renewed) -- the default rule decided
       assert.is_true(grep(logs(), "exceeded its time limit") >= 1)
     end)
   end)

@@ -110,6 +110,11 @@ describe("certmaint.hooks", function()
       local ok, err = r:decide("needs_renewal", function() while true do end end)
       assert.is_false(ok)
       assert.matches("hook needs_renewal exceeded its time limit of 0.05s", err, 1, true)
+      -- a hook that ran out of time is suspended: the next call does not run it
+      ok, err = r:decide("needs_renewal", function() return true end)
+      assert.is_false(ok)
+      assert.matches("is suspended", err, 1, true)
+      r.suspended.needs_renewal = nil
       ok, err = r:decide("needs_renewal", function()
         while true do pcall(function() while true do end end) end
       end)
@@ -117,6 +122,7 @@ describe("certmaint.hooks", function()
       assert.matches("exceeded its time limit", err, 1, true)
       assert.equal(2, r.errors)
       -- and the runner works normally afterwards
+      r.suspended.needs_renewal = nil
       assert.same({ true, 42 }, { r:decide("needs_renewal", function() return 42 end) })
     end)
 

@@ -1,4 +1,5 @@
 local sandbox = require "certmaint.sandbox"
+local core = require "certmaint.core"
 local helpers = require "helpers.policies"
 
 local function write_policy(src)
@@ -82,7 +83,7 @@ describe("sandbox.load_policy", function()
   it("refuses unknown options in the one wording", function()
     local path = write_policy('return nil\n')
     assert.error_matches(function() sandbox.load_policy(path, { getnev = os.getenv }) end,
-      'sandbox.load_policy: unknown option "getnev" (did you mean "getenv"? known: getenv)', 1, true)
+      'sandbox.load_policy: unknown option "getnev" (did you mean "getenv"? known: getenv, memory_max, seconds)', 1, true)
   end)
 
   it("refuses certmaint.core to a policy, with a clear message at the line", function()
@@ -171,5 +172,81 @@ return c.policy { certificates = { "a.test" } }
     assert.is_function(seen.policy)
     assert.is_function(seen.exec)
     assert.is_function(seen.log)
+  end)
+
+  -- issue 7 A.2: every policy load runs under the watchdog
+  it("A.2 policy load under the watchdog: a top level that loops is stopped with a clear error", function()
+    local path = write_policy('while true do end\n')
+    local t0 = core.monotonic()
+    local p, err = sandbox.load_policy(path, { seconds = 0.2 })
+    assert.is_nil(p)
+    assert.matches("policy.lua: loading the policy exceeded its time limit of 0.2s", err, 1, true)
+    assert.is_true(core.monotonic() - t0 < 2)
+    -- a pcall in the policy does not keep it going
+    path = write_policy('while true do pcall(function() while true do end end) end\n')
+    p, err = sandbox.load_policy(path, { seconds = 0.2 })
+    assert.is_nil(p)
+    assert.matches("exceeded its time limit", err, 1, true)
+    assert.is_false(core.watching())
+  end)
+
+  it("A.3 a policy load that grows the heap past its ceiling fails with a clear error", function()
+    local path = write_policy('local t = {}\nfor i = 1, 1e9 do t[i] = ("x"):rep(1024) .. i end\n')
+    local p, err = sandbox.load_policy(path, { memory_max = 8 * 1024 * 1024 })
+    assert.is_nil(p)
+    assert.matches("policy.lua: loading the policy ran out of memory (it may add 8 MiB to the heap)", err, 1, true)
+    collectgarbage()
+  end)
+
+  -- issue 7 A.4: the host out of the policy's reach
+  it("A.4 host out of reach: the string metatable and certmaint's metatables are protected", function()
+    local env = sandbox.environment("/x/policy.lua")
+    local run = function(src) return load(src, "=policy", "t", env)() end
+    assert.equal(sandbox.PROTECTED, run('return getmetatable("")'))
+    assert.equal(sandbox.PROTECTED, run('return getmetatable(require("certmaint"))'))
+    assert.has_error(function() run('setmetatable(require("certmaint"), {})') end)
+    -- the policy's own metatables are its own
+    assert.is_true(run('local mt = {} local t = setmetatable({}, mt) return getmetatable(t) == mt'))
+    assert.equal("x", ("x"):match(".")) -- and the host's strings still work
+    assert.is_table(getmetatable("").__index)
+  end)
+
+  it("A.4 host out of reach: certmaint's modules and the standard libraries cannot be changed", function()
+    local env = sandbox.environment("/x/policy.lua")
+    local run = function(src) return load(src, "=policy", "t", env)() end
+    local certmaint = require "certmaint"
+    local log, renew_at = certmaint.log, require("certmaint.renewal").renew_at
+    assert.has_error(function() run('local c = require("certmaint"); c.log = nil') end,
+      "certmaint belongs to certmaint: a policy cannot change it (assigning field 'log')")
+    assert.has_error(function() run('require("certmaint").renewal.renew_at = nil') end)
+    assert.has_error(function() run('require("certmaint.renewal").renew_at = nil') end)
+    run('string.format = nil; require("string").rep = nil; table.concat = nil')
+    assert.equal(log, certmaint.log)
+    assert.equal(renew_at, require("certmaint.renewal").renew_at)
+    assert.is_function(string.format)
+    assert.is_function(string.rep)
+    assert.is_function(table.concat)
+    -- reading through the views works as before
+    assert.equal(90, run('return require("certmaint").duration.parse("90s")'))
+    assert.is_function(run('return require("certmaint.renewal").needs_renewal'))
+  end)
+
+  it("A.4 host out of reach: certmaint.core is not reachable", function()
+    local path = write_policy('return require "certmaint.core"\n')
+    local p, err = sandbox.load_policy(path)
+    assert.is_nil(p)
+    assert.matches("module 'certmaint.core' is private to certmaint", err, 1, true)
+    local env = sandbox.environment("/x/policy.lua")
+    assert.has_error(function() load('return debug', "=policy", "t", env)() end)
+  end)
+
+  it("A.4 a policy's coroutine.yield leaves only the policy's own coroutines", function()
+    local env = sandbox.environment("/x/policy.lua")
+    local run = function(src) return load(src, "=policy", "t", env)() end
+    assert.equal(3, run('local co = coroutine.wrap(function(a) local b = coroutine.yield(a + 1) return b * 3 end) co(1) return co(1)'))
+    local co = coroutine.create(function() return run('coroutine.yield(1)') end)
+    local ok, err = coroutine.resume(co)
+    assert.is_false(ok)
+    assert.matches("cannot suspend certmaint's task", err, 1, true)
   end)
 end)

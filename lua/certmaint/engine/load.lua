@@ -42,8 +42,8 @@ function M:hook_renew_times(r, n)
   for i = 1, n do
     local id = r.id[i]
     if id then
-      local at = self:renewal_time(self.cache:get(id, { pem = false }))
-      self.cache:set(id, { renew_at = at or 0 })
+      local at = self:renewal_time(self.cache:get(id, { pem = false })) -- the default rule's if the hook fails
+      self.cache:set(id, { renew_at = at })
       r.renew_at[i] = at
     end
   end

@@ -22,38 +22,79 @@ local function message_of(err)
   return tostring(err)
 end
 
+--- The engine's own rule (certmaint.renewal with the policy's renewal
+-- options): what decides without a needs_renewal hook, what decides when the
+-- hook fails, and what a hook gets as its third argument to delegate to.
+function M:default_needs_renewal(cert, now)
+  return renewal.needs_renewal(cert, now, self.renewal_opts)
+end
+
+-- Ask the policy's needs_renewal hook about cert at `now`: true | false, or
+-- nil, message when the hook failed (raised, ran out of time or memory, did
+-- not return a boolean); the failure is logged and counted by the runner.
+function M:ask_needs_renewal(hook, cert, now)
+  if not self.default_rule then
+    self.default_rule = function(c, t) return (self:default_needs_renewal(c, t)) end
+  end
+  local ok, due = self.hooks:decide("needs_renewal", hook, cert, now, self.default_rule)
+  if not ok then return nil, due end
+  if type(due) ~= "boolean" then
+    local msg = "needs_renewal returned " .. (due == nil and "nil" or ("a " .. type(due))) .. ", not true or false"
+    self.hooks:failed("needs_renewal", msg, "type")
+    return nil, msg
+  end
+  return due
+end
+
+local function hook_failure(err)
+  return "needs_renewal hook failed: " .. tostring(err) .. "; the default rule decided"
+end
+M.hook_failure = hook_failure
+
 --- The time at which the policy says `cert` needs renewing (for scans and status).
 -- With the default decision this is renewal.renew_at; with a needs_renewal
 -- hook it is found by bisection over the certificate's life (the hook is
--- assumed monotonic in time, which any sane policy is).
+-- assumed monotonic in time, which any sane policy is). When the hook fails,
+-- the default rule's time, and the failure as a second value.
 function M:renewal_time(cert)
   local hook = self.policy.needs_renewal
   if not hook then
-    return renewal.renew_at(cert, self.renewal_opts)
+    return (renewal.renew_at(cert, self.renewal_opts))
+  end
+  local function fallback(err)
+    return (renewal.renew_at(cert, self.renewal_opts)), hook_failure(err)
   end
   local lo, hi = cert.not_before, cert.not_after
-  local ok, due = self.hooks:decide("needs_renewal", hook, cert, hi)
-  if not ok then return nil end
+  local due, err = self:ask_needs_renewal(hook, cert, hi)
+  if due == nil then return fallback(err) end
   if not due then return math.huge end
-  ok, due = self.hooks:decide("needs_renewal", hook, cert, lo)
-  if ok and due then return lo end
+  due, err = self:ask_needs_renewal(hook, cert, lo)
+  if due == nil then return fallback(err) end
+  if due then return lo end
   for _ = 1, 40 do
     if hi - lo < 1 then break end
     local mid = (lo + hi) / 2
-    ok, due = self.hooks:decide("needs_renewal", hook, cert, mid)
-    if not ok then return nil end
+    due, err = self:ask_needs_renewal(hook, cert, mid)
+    if due == nil then return fallback(err) end
     if due then hi = mid else lo = mid end
   end
   return math.ceil(hi)
 end
 
---- Does the policy say `cert` needs renewing at `now`? Returns bool, reason.
+--- Does the policy say `cert` needs renewing at `now`? Returns bool, reason,
+-- and when the needs_renewal hook failed (then the default rule decided) the
+-- failure as a third value.
 function M:needs_renewal(cert, now)
   local hook = self.policy.needs_renewal
   if hook then
-    local ok, due = self.hooks:decide("needs_renewal", hook, cert, now)
-    if not ok then return false, "hook failed" end
-    return due and true or false, "policy"
+    local due, err = self:ask_needs_renewal(hook, cert, now)
+    if due ~= nil then return due, "policy" end
+    local d, reason = self:default_needs_renewal(cert, now)
+    if d then
+      core.log("error", "default_rule_decided", { name = cert.names and cert.names[1], reason = reason,
+        error = err })
+    end
+    return d and true or false, reason, hook_failure(err)
   end
   return renewal.needs_renewal(cert, now, self.renewal_opts)
 end

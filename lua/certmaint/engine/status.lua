@@ -49,8 +49,11 @@ function M:status_columns(now, first, last, ctx)
     end
     if not id and not last_error[j] then last_error[j] = "no certificate in storage" end
     if due then
-      due[j] = id and (self:needs_renewal(cache:get(id, { pem = false }), now)) or false
+      local hook_err
+      if id then due[j], _, hook_err = self:needs_renewal(cache:get(id, { pem = false }), now) else due[j] = false end
+      last_error[j] = last_error[j] or hook_err -- the default rule decided (engine/renew.lua)
     end
+    last_error[j] = last_error[j] or self.hooks:problem()
     if deploys then deploy[j] = self:deploy_status(e.primary, id and (select(2, cache:facts(id))), deploys) end
   end
   return ids, { names = names, managed = managed, last_error = last_error, attempts = attempts,
@@ -158,10 +161,10 @@ function M:plan(at)
     elseif c and (e.load_state == "names_changed" or not certset.same_names(c.names, e.names)) then
       row.action, row.when, row.why = "obtain", at, "names changed (storage has " .. table.concat(c.names, ",") .. ")"
     elseif c then
-      local t = self:renewal_time(c)
+      local t, hook_err = self:renewal_time(c)
       row.not_after = c.not_after
-      if not t then
-        row.action, row.when, row.why = "error", at, "needs_renewal hook failed"
+      if hook_err then
+        row.action, row.when, row.why = "error", at, hook_err .. " (renew at " .. rfc3339.iso(t) .. ")"
       elseif c.not_after <= at then
         row.action, row.when, row.why = "renew", at, "expired at " .. rfc3339.iso(c.not_after)
       elseif t <= at then
