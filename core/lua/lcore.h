@@ -27,6 +27,7 @@ int cm_lua_open_json(lua_State *L);
 int cm_lua_open_crypto(lua_State *L);
 int cm_lua_open_renewal(lua_State *L);
 int cm_lua_open_watch(lua_State *L);
+int cm_lua_open_pattern(lua_State *L);
 
 /* The accounting allocator (lwatch.c): the Lua heap in bytes, capped at
  * `limit` (0: none) and, while a watched policy call runs, at that call's
@@ -44,6 +45,9 @@ void *cm_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
 /* 1 when the running watched call has passed a limit (then it is marked so
  * its hook raises); 0 otherwise or when none runs. */
 int cm_lua_watch_check(void);
+
+/* Why the running watched call was stopped ("" when it was not). */
+const char *cm_lua_watch_why(void);
 
 /* Push nil, res->message, res->code and return 3: the `nil, err, code` shape. */
 int cm_lua_fail(lua_State *L, const struct cm_result *res);

@@ -116,9 +116,43 @@ static struct cm_lua_mem *mem_of(lua_State *L)
 
 /* ---- the active watch ----------------------------------------------------- */
 
-static void set_ceiling(void)
+static char policy_string_key; /* registry: the string table policy code sees */
+static char host_string_key;   /* registry: the string metatable's own __index */
+static int string_swapped;
+
+/* While a watched call runs, ("x"):find and friends are the policy's bounded
+ * ones (watch_string_index); the engine's own calls between policy calls
+ * keep the stock table. */
+static void swap_string_index(lua_State *L, int on)
+{
+    if (on == string_swapped) return;
+    luaL_checkstack(L, 4, NULL);
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &policy_string_key) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_pushliteral(L, "");
+    if (!lua_getmetatable(L, -1)) {
+        lua_pop(L, 2);
+        return;
+    }
+    if (on) {
+        lua_getfield(L, -1, "__index");
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &host_string_key);
+        lua_pushvalue(L, -3);
+    } else {
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &host_string_key);
+    }
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 3);
+    string_swapped = on;
+}
+
+/* The heap ceiling and the string methods follow the active watch. */
+static void apply_active(lua_State *L)
 {
     if (mem_state) mem_state->ceiling = active ? active->ceiling : 0;
+    swap_string_index(L, active != NULL);
 }
 
 /* Mark w and every watch inside it (they end with it) as past a limit. */
@@ -140,6 +174,11 @@ static int stop_signal_pending(void)
     sigset_t pending;
     if (sigpending(&pending) != 0) return 0;
     return sigismember(&pending, SIGTERM) == 1 || sigismember(&pending, SIGINT) == 1;
+}
+
+const char *cm_lua_watch_why(void)
+{
+    return active ? active->why : "";
 }
 
 /* Check the active watches; returns 1 when one has been passed (tripped). */
@@ -230,7 +269,7 @@ static int finish(lua_State *L, int status)
         unlink_watch(w);
         if (w->old_hook) lua_sethook(w->L, w->old_hook, w->old_mask, w->old_count);
         else lua_sethook(w->L, NULL, 0, 0);
-        set_ceiling();
+        apply_active(L);
     }
     if (status == LUA_OK || status == LUA_YIELD) {
         if (!w->tripped) {
@@ -302,7 +341,7 @@ static int l_watch_call(lua_State *L)
     if (active && active->ceiling && (!w->ceiling || active->ceiling < w->ceiling)) w->ceiling = active->ceiling;
     w->prev = active;
     active = w;
-    set_ceiling();
+    apply_active(L);
     lua_sethook(L, watch_hook, LUA_MASKCOUNT, WATCH_COUNT);
     if (yield) return finish(L, lua_pcallk(L, nargs, LUA_MULTRET, 2, 0, finish_k));
     return finish(L, lua_pcall(L, nargs, LUA_MULTRET, 2));
@@ -319,7 +358,7 @@ static int l_watch_suspend(lua_State *L)
     for (x = active; x; x = x->prev) x->used += now - x->since;
     lua_pushlightuserdata(L, active);
     active = NULL;
-    set_ceiling();
+    apply_active(L);
     return 1;
 }
 
@@ -332,7 +371,7 @@ static int l_watch_restore(lua_State *L)
     active = lua_touserdata(L, 1);
     now = cm_clock_monotonic();
     for (x = active; x; x = x->prev) x->since = now;
-    set_ceiling();
+    apply_active(L);
     return 0;
 }
 
@@ -354,6 +393,15 @@ static int l_memory_limit(lua_State *L)
     return 0;
 }
 
+/* watch_string_index(t): the table ("x"):method finds while policy code runs. */
+static int l_watch_string_index(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &policy_string_key);
+    return 0;
+}
+
 /* watching() -> bool: is a watched call running (for specs). */
 static int l_watching(lua_State *L)
 {
@@ -368,6 +416,7 @@ int cm_lua_open_watch(lua_State *L)
         {"watch_suspend", l_watch_suspend},
         {"watch_restore", l_watch_restore},
         {"watching", l_watching},
+        {"watch_string_index", l_watch_string_index},
         {"memory", l_memory},
         {"memory_limit", l_memory_limit},
         {NULL, NULL},

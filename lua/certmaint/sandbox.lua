@@ -58,6 +58,15 @@ end
 
 local OTHER_MODULES = { lfs = true, string = true, table = true, math = true, utf8 = true }
 
+-- The string library policy code gets: pattern calls bounded in work and
+-- under the watchdog (core/lua/lpattern.c); the same table is behind
+-- ("x"):find while a policy call runs (core.watch_string_index).
+local POLICY_STRING = copy(string)
+POLICY_STRING.find, POLICY_STRING.match = core.pattern_find, core.pattern_match
+POLICY_STRING.gmatch, POLICY_STRING.gsub = core.pattern_gmatch, core.pattern_gsub
+core.watch_string_index(POLICY_STRING)
+M.PATTERN_STEPS_MAX = core.PATTERN_STEPS_MAX
+
 -- Read-only views of certmaint's tables, one per table (weak: views go with
 -- their tables). Reading gives views of the tables inside; functions are
 -- given as they are (a module function called with a view reads through it).
@@ -121,6 +130,7 @@ function M.environment(path, opts)
   local env = {}
   for _, k in ipairs(ALLOWED_GLOBALS) do env[k] = _G[k] end
   for _, k in ipairs(ALLOWED_LIBS) do env[k] = copy(_G[k]) end
+  env.string = copy(POLICY_STRING)
   -- metatables: the policy's own, and nobody else's
   local own_mts = setmetatable({}, { __mode = "k" })
   env.getmetatable = function(v)

@@ -249,4 +249,26 @@ return c.policy { certificates = { "a.test" } }
     assert.is_false(ok)
     assert.matches("cannot suspend certmaint's task", err, 1, true)
   end)
+
+  it("A.3 a pathological pattern is bounded, through string.find and through (\"x\"):find", function()
+    local env = sandbox.environment("/x/policy.lua")
+    local function run(src) return core.watch_call({ seconds = 5 }, load(src, "=policy", "t", env)) end
+    for _, src in ipairs {
+      'return string.find(("a"):rep(3e4), ("a*"):rep(30) .. "b")',
+      'return (("a"):rep(3e4)):find(("a*"):rep(30) .. "b")',
+      'return (("a"):rep(3e4)):gsub(("a*"):rep(30) .. "b", "")',
+      'for _ in (("a"):rep(3e4)):gmatch(("a*"):rep(30) .. "b") do end',
+    } do
+      local t0 = core.monotonic()
+      local ok, err = run(src)
+      assert.is_false(ok, src)
+      assert.matches("pattern too complex for this subject", err, 1, true)
+      assert.is_true(core.monotonic() - t0 < 2, src)
+    end
+    -- ordinary patterns work as before, and the engine's strings keep the stock library
+    assert.same({ true, "k", "v" }, { run('return ("k=v"):match("(%w+)=(%w+)")') })
+    assert.same({ true, "hell0", 1 }, { run('return string.gsub("hello", "o", "0")') })
+    assert.equal(string, getmetatable("").__index)
+    assert.equal(20000000, sandbox.PATTERN_STEPS_MAX)
+  end)
 end)
