@@ -49,8 +49,12 @@ function M:status_columns(now, first, last, ctx)
     end
     if not id and not last_error[j] then last_error[j] = "no certificate in storage" end
     if due then
-      local hook_err
-      if id then due[j], _, hook_err = self:needs_renewal(cache:get(id, { pem = false }), now) else due[j] = false end
+      local d, hook_err = false, nil
+      if id then
+        local _
+        d, _, hook_err = self:needs_renewal(cache:get(id, { pem = false }), now)
+      end
+      due[j] = d
       last_error[j] = last_error[j] or hook_err -- the default rule decided (engine/renew.lua)
     end
     last_error[j] = last_error[j] or self.hooks:problem()
