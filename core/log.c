@@ -17,6 +17,7 @@ static enum cm_log_format log_format = CM_LOG_TEXT;
 static enum cm_log_level log_level = CM_LOG_INFO;
 static int log_fd = 2;
 static int capture_on;
+static int echo_on = 1; /* write lines to log_fd (specs capturing logs turn it off) */
 static char **captured;
 static size_t captured_n;
 static unsigned long counts[4];
@@ -131,7 +132,7 @@ void cm_log_event(enum cm_log_level level, const char *event, size_t n,
     ln.buf[ln.len] = '\0';
 
     if (capture_on) keep_captured(ln.buf);
-    if (level < log_level) return;
+    if (level < log_level || !echo_on) return;
     ln.buf[ln.len++] = '\n';
     for (off = 0; off < ln.len; off += (size_t)w) {
         w = write(log_fd, ln.buf + off, ln.len - off);
@@ -180,6 +181,7 @@ const char *cm_log_level_name(enum cm_log_level level)
 }
 
 void cm_log_capture(int on) { capture_on = on; }
+void cm_log_set_echo(int on) { echo_on = on; }
 
 char **cm_log_capture_take(size_t *count)
 {

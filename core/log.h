@@ -32,6 +32,8 @@ const char *cm_log_level_name(enum cm_log_level level);
 
 /* Capture: while on, lines are also kept in memory (bounded) for tests. */
 void cm_log_capture(int on);
+/* Write lines to the log fd (default on); off, lines are only counted and captured. */
+void cm_log_set_echo(int on);
 /* Hand over the captured lines (caller frees each and the array); clears them. */
 char **cm_log_capture_take(size_t *count);
 

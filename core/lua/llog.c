@@ -61,7 +61,7 @@ static int l_log(lua_State *L)
     return 0;
 }
 
-/* core.log_config{format="text"|"json", level="info", capture=bool} */
+/* core.log_config{format="text"|"json", level="info", capture=bool, echo=bool, fd=n} */
 static int l_log_config(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -79,6 +79,8 @@ static int l_log_config(lua_State *L)
     }
     lua_pop(L, 1);
     if (lua_getfield(L, 1, "capture") != LUA_TNIL) cm_log_capture(lua_toboolean(L, -1));
+    lua_pop(L, 1);
+    if (lua_getfield(L, 1, "echo") != LUA_TNIL) cm_log_set_echo(lua_toboolean(L, -1));
     lua_pop(L, 1);
     if (lua_getfield(L, 1, "fd") != LUA_TNIL) cm_log_set_fd((int)luaL_checkinteger(L, -1));
     lua_pop(L, 1);

@@ -42,6 +42,35 @@ function M.log(level, event, fields)
   return require("certmaint.core").log(level, event, fields)
 end
 
+--- Write a file atomically, for a policy's metrics or state files: a temp
+-- file beside `path`, written in full, fsync, rename over `path`, fsync of
+-- the folder (core.write_atomic), so a reader sees the old file or the new
+-- one, never half of one, even across a crash. The policy sandbox has no
+-- os.rename/os.remove; this is the write it needs. Small files only: the
+-- fsync waits for the disk.
+-- opts.mode: octal string, default "0600" (pass "0644" for a file other
+-- programs read). Returns true | nil, err, code ("ENOENT" when the folder
+-- does not exist, "EACCES", "EISDIR", ...).
+local WRITE_FILE_OPTIONS = {
+  mode = { type = "string", default = "0600",
+    check = function(v) return v:match("^0?[0-7][0-7][0-7]$") ~= nil, "must be an octal string like \"0644\"" end },
+}
+
+function M.write_file(path, data, opts)
+  if type(path) ~= "string" or path == "" then
+    error("certmaint.write_file: path must be a non-empty string, not " .. (path == "" and "\"\"" or type(path)), 2)
+  end
+  if type(data) ~= "string" then error("certmaint.write_file: data must be a string, not " .. type(data), 2) end
+  local o = require("certmaint.options").check(opts, WRITE_FILE_OPTIONS, "certmaint.write_file", 2)
+  local st = require("certmaint.core").stat(path)
+  if st and st.type == "directory" then
+    return nil, "certmaint.write_file: " .. path .. ": is a directory", "EISDIR"
+  end
+  local ok, err, code = require("certmaint.core").write_atomic(path, data, o.mode)
+  if not ok then return nil, "certmaint.write_file: " .. tostring(err), code end
+  return true
+end
+
 -- certmaint.policy(spec): validate a policy table and apply defaults (see
 -- certmaint.policy). Errors and P.source name the file:line where
 -- `certmaint.policy` is written, even in `return certmaint.policy { ... }`:

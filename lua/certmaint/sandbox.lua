@@ -56,7 +56,9 @@ local function copy(t)
   return out
 end
 
-local OTHER_MODULES = { lfs = true, string = true, table = true, math = true, utf8 = true }
+-- Other modules a policy may require (whole: lfs; the libraries it has anyway).
+M.OTHER_MODULES = { lfs = true, string = true, table = true, math = true, utf8 = true }
+local OTHER_MODULES = M.OTHER_MODULES
 
 -- The string library policy code gets: pattern calls bounded in work and
 -- under the watchdog (core/lua/lpattern.c); the same table is behind

@@ -9,7 +9,9 @@
 --   assert.equal(2, issuer.issued)
 --
 -- Everything runs in-process on the real core with a fake clock: no network,
--- no sleeping, a certificate's whole life in milliseconds.
+-- no sleeping, a certificate's whole life in milliseconds. Load the policy
+-- file with testing.load_policy(path): the daemon's own loader, so its hooks
+-- run in the same sandbox, with the same globals and limits, as `certmaint run`.
 local core = require "certmaint.core"
 local loop = require "certmaint.loop"
 local duration = require "certmaint.duration"
@@ -144,6 +146,33 @@ function Issuer:issue(req, ctx)
   return { chain_pem = leaf .. self.ca.cert_pem, serial = serial }
 end
 
+-- the policy file, loaded as the daemon loads it ----------------------------
+
+local LOAD_OPTIONS = {
+  env = { type = "table" },
+  getenv = { type = "function" },
+}
+
+--- testing.load_policy(path, {env = {VAR = "value"}}) -> policy | nil, err:
+-- load the policy file through certmaint.sandbox.load_policy, the loader
+-- `certmaint run`, `check` and SIGHUP use: the same environment (a hook that
+-- calls os.rename fails here as it fails in the daemon), the same `require`
+-- rules, the same limits. The error is the one `certmaint check` prints.
+-- env (a table) or getenv (a function) answers the policy's os.getenv, so a
+-- spec chooses the settings the policy reads; without either the real
+-- environment is read.
+function M.load_policy(path, opts)
+  if type(path) ~= "string" then error("testing.load_policy: path must be a string", 2) end
+  local o = options.check(opts, LOAD_OPTIONS, "testing.load_policy", 2)
+  if o.env and o.getenv then error("testing.load_policy: give env or getenv, not both", 2) end
+  local getenv = o.getenv
+  if o.env then
+    local env = o.env
+    getenv = function(k) return env[k] end
+  end
+  return require("certmaint.sandbox").load_policy(path, { getenv = getenv })
+end
+
 -- an engine driven by hand ---------------------------------------------------
 
 local TestEngine = {}
@@ -214,14 +243,17 @@ end
 function M.reset()
   loop.reset()
   core.clock_set(nil)
-  core.log_config { capture = false }
+  core.log_config { capture = false, echo = true }
   core.log_take()
 end
 
---- Capture log lines (they still print); returns a function that yields them.
-function M.capture_logs()
+--- testing.capture_logs([{echo = false}]) -> a function returning the log
+-- lines since the last call. The lines are kept off stderr while capturing
+-- (echo = true prints them as well); testing.reset() ends the capture.
+function M.capture_logs(opts)
+  local o = options.check(opts, { echo = { type = "boolean", default = false } }, "testing.capture_logs", 2)
   core.log_take()
-  core.log_config { capture = true }
+  core.log_config { capture = true, echo = o.echo }
   return function() return core.log_take() end
 end
 

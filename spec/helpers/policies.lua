@@ -1,19 +1,9 @@
--- Loading a shipped policy in a spec: through the real sandbox, with the
--- environment variables the spec chooses, and memory storage swapped in.
-local sandbox = require "certmaint.sandbox"
-
+-- What the specs of shipped policies share: where the sources are, a temp
+-- folder, reading a file. (They load a policy with testing.load_policy, as an
+-- operator's spec does.)
 local M = {}
 
 M.ROOT = os.getenv("CERTMAINT_SOURCE_DIR") or "."
-
---- Load policies/<name>.lua with env (a table of variables); raises on error.
-function M.load(name, env)
-  env = env or {}
-  local path = M.ROOT .. "/policies/" .. name .. ".lua"
-  local policy, err = sandbox.load_policy(path, { getenv = function(k) return env[k] end })
-  assert(policy, err)
-  return policy
-end
 
 function M.tmpdir()
   local p = os.tmpname()

@@ -10,7 +10,7 @@ describe("policies/short-lived.lua", function()
   end)
 
   it("renews 6-day certificates between 40% and 50% of their life", function()
-    local policy = helpers.load("short-lived", {})
+    local policy = assert(testing.load_policy(helpers.ROOT .. "/policies/short-lived.lua", { env = {} }))
     local life = 6 * 86400
     for i = 1, 50 do
       local cert = { not_before = 0, not_after = life, serial = string.format("%032x", i * 7919) }
@@ -20,7 +20,7 @@ describe("policies/short-lived.lua", function()
   end)
 
   it("spreads a fleet's renewals instead of sending them at once", function()
-    local policy = helpers.load("short-lived", {})
+    local policy = assert(testing.load_policy(helpers.ROOT .. "/policies/short-lived.lua", { env = {} }))
     local life = 6 * 86400
     local moments = {}
     for i = 1, 20 do
@@ -39,7 +39,7 @@ describe("policies/short-lived.lua", function()
 
   it("renews every certificate before it expires, for a month of fake time", function()
     local clock = testing.clock(testing.EPOCH)
-    local e = testing.engine(helpers.load("short-lived", {}), { clock = clock, storage = testing.memory() })
+    local e = testing.engine(assert(testing.load_policy(helpers.ROOT .. "/policies/short-lived.lua", { env = {} })), { clock = clock, storage = testing.memory() })
     for _ = 1, 30 * 24 * 12 do -- every 5 minutes for 30 days
       clock:advance(300)
       e:tick("renew")

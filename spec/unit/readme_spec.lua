@@ -5,9 +5,89 @@ local root = os.getenv("CERTMAINT_SOURCE_DIR") or "."
 local f = assert(io.open(root .. "/README.md", "r"))
 local readme = f:read("a")
 f:close()
-local example = readme:match('```lua\n(local certmaint = require "certmaint"\nlocal testing.-)```')
+local example = readme:match('```lua\n(local testing = require "certmaint.testing"\n.-)```')
 assert(example, "README.md lost its busted example")
 
 local chunk = assert(load(example, "@README.md (busted example)", "t",
   setmetatable({}, { __index = _ENV })))
 chunk()
+
+-- The README lists exactly what a policy's environment holds: compare that
+-- list with the environment certmaint.sandbox really builds.
+describe("README's list of a policy's environment", function()
+  local sandbox = require "certmaint.sandbox"
+  local section = readme:match("<!%-%- policy environment:.-%-%->\n(.-)\n\n")
+  assert(section, "README.md lost its list of a policy's environment")
+  local lines = {}
+  for line in section:gmatch("[^\n]+") do
+    local what, rest = line:match("^%- (.-): (.*)$")
+    assert(what, "not a list item: " .. line)
+    local names = {}
+    for name in rest:gsub("%b()", ""):gmatch("`([^`]+)`") do names[#names + 1] = name end
+    table.sort(names)
+    lines[what] = names
+  end
+  local env = sandbox.environment("/nonexistent/policy.lua")
+
+  local function sorted_keys(t, keep)
+    local out = {}
+    for k, v in pairs(t) do if keep(k, v) then out[#out + 1] = k end end
+    table.sort(out)
+    return out
+  end
+  local function whole(k, v)
+    if type(v) ~= "table" or k == "_G" or type(_G[k]) ~= "table" then return false end
+    for name, fn in pairs(_G[k]) do if rawget(v, name) ~= fn then return false end end
+    for name in pairs(v) do if _G[k][name] == nil then return false end end
+    return true
+  end
+
+  it("globals", function()
+    assert.same(sorted_keys(env, function(k, v) return type(v) ~= "table" or k == "_G" end), lines["globals"])
+  end)
+
+  it("whole libraries, as copies", function()
+    local libs = lines["whole libraries, as copies (changing one changes nothing outside the policy)"]
+    assert.same(sorted_keys(env, whole), libs)
+    for _, k in ipairs(libs) do assert.are_not.equal(_G[k], env[k], k) end
+  end)
+
+  it("the partial libraries os and io, and no other", function()
+    assert.same(sorted_keys(env, function(k, v) return type(v) == "table" and k ~= "_G" and not whole(k, v) end),
+      { "io", "os" })
+    assert.same(sorted_keys(env.os, function() return true end), lines["`os`, only"])
+    assert.same(sorted_keys(env.io, function() return true end), lines["`io`, only"])
+  end)
+
+  it("what is not there, each an error naming it", function()
+    for _, name in ipairs(lines["not there (using one is an error naming it)"]) do
+      local lib, field = name:match("^(%w+)%.(%w+)$")
+      local ok, err = pcall(function() if lib then return env[lib][field] end return env[name] end)
+      assert.is_false(ok, name)
+      assert.matches(name, err, 1, true)
+    end
+  end)
+
+  it("the modules require gives", function()
+    local want = {}
+    for k in pairs(sandbox.PUBLIC) do want[#want + 1] = k end
+    for k in pairs(sandbox.VIEWS) do want[#want + 1] = k end
+    for k in pairs(sandbox.OTHER_MODULES) do want[#want + 1] = k end
+    for _, prefix in ipairs(sandbox.PUBLIC_FAMILIES) do want[#want + 1] = prefix .. "*" end
+    table.sort(want)
+    assert.same(want, lines["`require`"])
+  end)
+
+  it("the fields of require \"certmaint\"", function()
+    local certmaint = require "certmaint"
+    local listed = {}
+    for _, name in ipairs(lines['`require "certmaint"`']) do
+      assert.is_not_nil(certmaint[name], name)
+      listed[name] = true
+    end
+    for _, name in ipairs { "duration", "renewal", "keys", "storage", "issuer", "deploy" } do
+      local _ = certmaint[name] -- loaded lazily: load them all, then every field must be listed
+    end
+    for k in pairs(certmaint) do assert.is_true(listed[k] ~= nil, "certmaint." .. k .. " is not in the README") end
+  end)
+end)

@@ -71,4 +71,81 @@ describe("certmaint.testing", function()
     assert.matches("unknown option \"lifetme\"", err)
     assert.matches("testing_spec.lua:%d+", err)
   end)
+
+  describe("load_policy", function()
+    local FIX = (os.getenv("CERTMAINT_SOURCE_DIR") or ".") .. "/spec/fixtures/policies/"
+
+    local function tmpfile()
+      local p = os.tmpname()
+      os.remove(p)
+      return p
+    end
+
+    it("loads a policy file as the daemon does: a hook calling os.rename fails as in certmaint run", function()
+      testing.clock(testing.EPOCH)
+      local metrics = tmpfile()
+      local policy = assert(testing.load_policy(FIX .. "hook_os_rename.lua", { env = { CERTMAINT_METRICS = metrics } }))
+      local logs = testing.capture_logs()
+      local e = testing.engine(policy, { storage = testing.memory() })
+      assert.is_truthy(e:cert("metrics.test")) -- the certificate is obtained; the hook failed
+      local text = table.concat(logs(), "\n")
+      assert.matches("event=hook_failed[^\n]*hook=on_renewed", text)
+      assert.matches("hook_os_rename.lua:13: os.rename is not available in a policy", text, 1, true)
+      assert.is_nil(io.open(metrics, "r")) -- never renamed into place
+      os.remove(metrics .. ".tmp")
+    end)
+
+    it("gives hooks certmaint.write_file, which writes the file atomically with its mode", function()
+      testing.clock(testing.EPOCH)
+      local metrics = tmpfile()
+      local policy = assert(testing.load_policy(FIX .. "hook_write_file.lua", { env = { CERTMAINT_METRICS = metrics } }))
+      local e = testing.engine(policy, { storage = testing.memory() })
+      local f = assert(io.open(metrics, "r"))
+      local body = f:read("a")
+      f:close()
+      assert.equal(string.format('certmaint_not_after{name="metrics.test"} %d\n', e:cert("metrics.test").not_after), body)
+      assert.equal("0644", core.stat(metrics).mode)
+      os.remove(metrics)
+    end)
+
+    it("returns the error certmaint check prints, naming file:line", function()
+      local p, err = testing.load_policy(FIX .. "err_unknown_field.lua")
+      assert.is_nil(p)
+      local sandbox = require "certmaint.sandbox"
+      assert.equal(select(2, sandbox.load_policy(FIX .. "err_unknown_field.lua")), err)
+      assert.matches("err_unknown_field.lua:%d+: policy field", err)
+    end)
+
+    it("answers os.getenv from env, or from getenv, and refuses unknown options", function()
+      local dir = tmpfile()
+      local policy = assert(testing.load_policy(FIX .. "hook_os_rename.lua", { env = { CERTMAINT_DATA = dir } }))
+      assert.equal("file:" .. dir, policy.storage:describe())
+      policy = assert(testing.load_policy(FIX .. "hook_os_rename.lua",
+        { getenv = function(k) return k == "CERTMAINT_DATA" and dir .. "2" or nil end }))
+      assert.equal("file:" .. dir .. "2", policy.storage:describe())
+      assert.error_matches(function() testing.load_policy(FIX .. "ok_minimal.lua", { evn = {} }) end,
+        'testing.load_policy: unknown option "evn"', 1, true)
+      assert.error_matches(function() testing.load_policy(FIX .. "ok_minimal.lua", { env = {}, getenv = os.getenv }) end,
+        "give env or getenv, not both", 1, true)
+    end)
+  end)
+
+  it("capture_logs keeps the captured lines off stderr (echo = true prints them too)", function()
+    -- a child interpreter, so its stderr can be read
+    local function stderr_of(capture_opts)
+      local err = os.tmpname()
+      local script = "local t = require 'certmaint.testing'; local core = require 'certmaint.core'; "
+        .. "local logs = t.capture_logs(" .. capture_opts .. "); core.log('info', 'spec_line', { n = 1 }); "
+        .. "assert(#logs() == 1, 'not captured')"
+      local ok = os.execute("lua5.4 -e " .. string.format("%q", script) .. " 2>" .. err)
+      local f = assert(io.open(err, "r"))
+      local text = f:read("a")
+      f:close()
+      os.remove(err)
+      assert.is_true(ok, text)
+      return text
+    end
+    assert.equal("", stderr_of(""))
+    assert.matches("event=spec_line n=1", stderr_of("{ echo = true }"))
+  end)
 end)
