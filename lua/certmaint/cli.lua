@@ -318,7 +318,9 @@ function commands.check(engine, args)
   local at = core.now()
   local i = 1
   while i <= #args do
-    if args[i] == "--at" and args[i + 1] then
+    if args[i] == "--at" and not args[i + 1] then
+      return usage_error("check: --at needs a value (2027-03-15, 2027-03-15T12:00:00Z, Unix seconds or +30d)")
+    elseif args[i] == "--at" then
       local t, err = M.parse_time(args[i + 1], core.now())
       if not t then return usage_error("check: " .. err) end
       at = t

@@ -230,9 +230,12 @@ function M.load_policy(path, opts)
   local hooks = require "certmaint.hooks"
   local f, oerr = io.open(path, "r")
   if not f then return nil, "cannot open policy " .. tostring(oerr) end
-  local src, rerr = f:read("a")
+  local src, rerr, errno = f:read("a")
   f:close()
-  if not src then return nil, "cannot read policy " .. path .. ": " .. tostring(rerr) end
+  if not src then -- io.open succeeds on a directory; reading it fails
+    if errno == 21 then return nil, "cannot read policy " .. path .. ": is a directory, not a policy file" end
+    return nil, "cannot read policy " .. path .. ": " .. tostring(rerr)
+  end
   local env = M.environment(path, { getenv = opts.getenv })
   local chunk, err = load(src, "@" .. path, "t", env)
   if not chunk then return nil, err end

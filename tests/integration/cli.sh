@@ -140,4 +140,17 @@ check "--log-format json: no text lines" bash -c "! grep -v '^{' $err | grep -q 
 set +e; CERTMAINT_LUA_MEMORY_MAX=100000 "$BIN" check "$POL/ok_basic.lua" >"$out" 2>"$err"; rc=$?; set -e
 check "a Lua memory cap that is too small fails with a message, exit 1" \
   bash -c "[ $rc -eq 1 ] && grep -q 'not enough memory' $err"
+# usage and policy mistakes are said plainly, exit 2, no traceback
+mkdir -p "$WORK/policy-dir"
+run check "$WORK/policy-dir"
+check "check on a directory: exit 2, says it is a directory, no traceback" \
+  bash -c "[ $rc -eq 2 ] && grep -q 'policy-dir: is a directory' $err && ! grep -q traceback $err"
+run check "$POL/ok_basic.lua" --at
+check "check --at without a value: exit 2, '--at needs a value'" \
+  bash -c "[ $rc -eq 2 ] && grep -q 'check: --at needs a value' $err && ! grep -q 'unexpected argument' $err"
+printf '%s\n' 'local certmaint = require "certmaint"' 'return certmaint.policy {' \
+  '  issuer = certmaint.issuer.internal { key_type = "dsa" },' '  certificates = { "a.test" },' '}' > "$WORK/dsa.lua"
+run check "$WORK/dsa.lua"
+check "issuer.internal{key_type=\"dsa\"}: check exits 2 naming the field and file:line" \
+  bash -c "[ $rc -eq 2 ] && grep -q 'dsa.lua:3: certmaint.issuer.internal: option \"key_type\" must be one of' $err"
 finish

@@ -10,6 +10,7 @@
 local core = require "certmaint.core"
 local options = require "certmaint.options"
 local duration = require "certmaint.duration"
+local rfc3339 = require "certmaint.rfc3339"
 
 local M = {}
 local Internal = {}
@@ -17,21 +18,48 @@ Internal.__index = Internal
 
 local DAY = 86400
 
+local function at_least_a_second(v) return v >= 1, "must be at least 1 second" end
+
+local function one_of_key_types(v)
+  local types = require("certmaint.policy").KEY_TYPES
+  for _, t in ipairs(types) do if v == t then return true end end
+  return false, "must be one of " .. table.concat(types, ", ") .. " (not \"" .. v .. "\")"
+end
+
+local function http_url(v)
+  return v:match("^https?://[^/%s]+") ~= nil and not v:find("%s"), "must be an http:// or https:// URL"
+end
+
+-- Every option is checked here, when the policy loads (`certmaint check`
+-- reports it), not at the first issuance.
 local SCHEMA = {
-  lifetime = { type = "duration", default = "7d",
-    check = function(v) return v >= 1, "must be at least 1 second" end },
-  name = { type = "string", default = "local" },
-  common_name = { type = "string", default = "certmaint Local Authority" },
-  root_lifetime = { type = "duration", default = "3650d" },
-  intermediate_lifetime = { type = "duration", default = "365d" },
-  key_type = { type = "string", default = "p256" },
-  ocsp_url = { type = "string" },
-  crl_url = { type = "string" },
+  lifetime = { type = "duration", default = "7d", check = at_least_a_second },
+  -- a folder name in storage: pki/authorities/<name>/
+  name = { type = "string", default = "local",
+    check = function(v) return v:match("^[%w_-][%w._-]*$") ~= nil, "must be a folder name (letters, digits, . _ -)" end },
+  common_name = { type = "string", default = "certmaint Local Authority",
+    check = function(v) return v ~= "", "must not be empty" end },
+  root_lifetime = { type = "duration", default = "3650d", check = at_least_a_second },
+  intermediate_lifetime = { type = "duration", default = "365d", check = at_least_a_second },
+  key_type = { type = "string", default = "p256", check = one_of_key_types },
+  ocsp_url = { type = "string", check = http_url },
+  crl_url = { type = "string", check = http_url },
 }
 
 --- certmaint.issuer.internal(opts): see SCHEMA for the options.
 function M.new(opts)
   local self = options.check(opts, SCHEMA, "certmaint.issuer.internal", 2)
+  -- a certificate cannot outlive the one that signs it: say so now rather
+  -- than cut every leaf short
+  local function longer(a, b)
+    if self[a] > self[b] then
+      error(options.where(1) .. string.format("certmaint.issuer.internal: option \"%s\" (%s) is longer "
+        .. "than %s (%s): a certificate cannot outlive the one that signs it", a, duration.format(self[a]), b,
+        duration.format(self[b])), 0)
+    end
+  end
+  longer("lifetime", "intermediate_lifetime")
+  longer("intermediate_lifetime", "root_lifetime")
   self.kind = "internal"
   self.authorities = setmetatable({}, { __mode = "k" }) -- storage -> loaded CA
   return setmetatable(self, Internal)
@@ -124,7 +152,7 @@ function Internal:authority(storage, now)
       stored, serr, scode = storage:store(k.root_crt, root.pem)
       if not stored then return nil, serr, scode end
       int = nil
-      core.log("info", "ca_root_created", { authority = self.name, not_after = root.facts.not_after })
+      core.log("info", "ca_root_created", { authority = self.name, not_after = rfc3339.iso(root.facts.not_after) })
     end
     if not fresh(int, now) then
       int, err, code = self:make_intermediate(root, now)
@@ -133,7 +161,7 @@ function Internal:authority(storage, now)
       if not stored then return nil, serr, scode end
       stored, serr, scode = storage:store(k.int_crt, int.pem)
       if not stored then return nil, serr, scode end
-      core.log("info", "ca_intermediate_created", { authority = self.name, not_after = int.facts.not_after })
+      core.log("info", "ca_intermediate_created", { authority = self.name, not_after = rfc3339.iso(int.facts.not_after) })
     end
     return { root = root, intermediate = int }
   end)()
@@ -159,6 +187,13 @@ function Internal:issue(req, ctx)
   csr, err, code = core.csr_parse(req.csr_pem)
   if not csr then return nil, { message = "internal issuer: bad CSR: " .. err, final = true }, code end
   local not_after = math.min(now + self.lifetime, ca.intermediate.facts.not_after)
+  if not_after < now + self.lifetime then
+    -- the intermediate is replaced once a third of its life is left, so a
+    -- lifetime over that third is cut short near the end of each intermediate
+    core.log("warn", "leaf_lifetime_clamped", { name = req.names[1], authority = self.name,
+      lifetime = duration.format(self.lifetime), not_after = rfc3339.iso(not_after),
+      why = "the intermediate expires at " .. rfc3339.iso(ca.intermediate.facts.not_after) })
+  end
   local pem, serial
   pem, serial = core.cert_issue {
     csr = req.csr_pem, names = req.names, cn = req.names[1],

@@ -57,12 +57,48 @@ describe("issuer.internal", function()
     assert.is_true(leaf.not_after <= clock:now() + 30 * 86400)
   end)
 
-  it("never issues past its intermediate", function()
-    testing.clock(testing.EPOCH)
+  it("never issues past its intermediate, and says so when it cuts a leaf short", function()
+    local clock = testing.clock(testing.EPOCH)
     local storage = testing.memory()
-    local res = assert(issue(internal.new { lifetime = "400d", intermediate_lifetime = "30d" }, storage, { "a.test" }))
+    local issuer = internal.new { lifetime = "25d", intermediate_lifetime = "30d" }
+    local logs = testing.capture_logs()
+    assert(issue(issuer, storage, { "a.test" })) -- a fresh intermediate: 30 days left, the full 25
+    assert.not_matches("leaf_lifetime_clamped", table.concat(logs(), "\n"), 1, true)
+    clock:advance("15d") -- the intermediate is still fresh (replaced from day 20), 15 days left
+    local res = assert(issue(issuer, storage, { "a.test" }))
     local int = core.cert_parse(storage:load("pki/authorities/local/intermediate.crt"))
-    assert.is_true(core.cert_parse(res.chain_pem).not_after <= int.not_after)
+    local leaf = core.cert_parse(res.chain_pem)
+    assert.equal(int.not_after, leaf.not_after)
+    local text = table.concat(logs(), "\n")
+    assert.matches("level=warn event=leaf_lifetime_clamped authority=local lifetime=25d name=a.test "
+      .. "not_after=2026-01-31T00:00:00Z why=\"the intermediate expires at 2026-01-31T00:00:00Z\"", text, 1, true)
+  end)
+
+  it("refuses a lifetime longer than the intermediate's, and an intermediate's longer than the root's", function()
+    local ok, err = pcall(function() return internal.new { lifetime = "400d" } end)
+    assert.is_false(ok)
+    assert.matches('internal_spec.lua:%d+: certmaint.issuer.internal: option "lifetime" %(400d%) is longer '
+      .. "than intermediate_lifetime %(365d%): a certificate cannot outlive the one that signs it", err)
+    ok, err = pcall(function() return internal.new { intermediate_lifetime = "4000d" } end)
+    assert.is_false(ok, err)
+    assert.matches('option "intermediate_lifetime"', err)
+  end)
+
+  it("checks every option when the policy loads, naming the field (not at the first issuance)", function()
+    local cases = {
+      { { key_type = "dsa" }, 'option "key_type" must be one of p256, p384, rsa2048, rsa4096 %(not "dsa"%)' },
+      { { name = "../etc" }, 'option "name" must be a folder name' },
+      { { common_name = "" }, 'option "common_name" must not be empty' },
+      { { ocsp_url = "ldap://x" }, 'option "ocsp_url" must be an http:// or https:// URL' },
+      { { crl_url = "x y" }, 'option "crl_url" must be an http:// or https:// URL' },
+      { { root_lifetime = 0 }, 'option "root_lifetime" must be at least 1 second' },
+    }
+    for _, c in ipairs(cases) do
+      local ok, err = pcall(function() return internal.new(c[1]) end)
+      assert.is_false(ok)
+      assert.matches("internal_spec.lua:%d+: certmaint.issuer.internal: " .. c[2], err)
+    end
+    assert.is_table(internal.new { key_type = "rsa2048", ocsp_url = "http://127.0.0.1:1/ocsp", name = "my-ca.2" })
   end)
 
   it("refuses bad options with the caller's file:line", function()
