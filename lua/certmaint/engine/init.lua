@@ -207,7 +207,11 @@ function Engine:tick(kind)
   else error("unknown tick kind " .. tostring(kind), 2) end
   tick.lua_kib = math.floor(collectgarbage("count")) -- the Lua heap, so a leak shows in the log
   tick.cached = self.cache:count()
-  log("info", "tick", tick)
+  -- the log line's times are RFC 3339 like every other; the hook keeps the number
+  local line = {}
+  for k, v in pairs(tick) do line[k] = v end
+  if type(tick.at) == "number" then line.at = rfc3339.iso(tick.at) end
+  log("info", "tick", line)
   if self.policy.on_tick then
     tick.manage = function(names, o) return self:manage(names, o) end
     tick.unmanage = function(name) return self:unmanage(name) end
