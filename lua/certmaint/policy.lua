@@ -391,7 +391,81 @@ end
 ----------------------------------------------------------------------------
 -- API
 
+-- The code of one line: strings emptied, a trailing comment dropped (long
+-- strings and comments are not followed: the search below then finds
+-- nothing or too little, and the call's line is kept).
+local function code_of(text)
+  text = text:gsub("\\.", "")
+  text = text:gsub('"[^"]*"', '""'):gsub("'[^']*'", "''")
+  return (text:gsub("%-%-.*$", ""))
+end
+
+--- The line of field `path` ("renew_windwo", "clean.expired_cert_grace",
+-- "certificates[2].key_type") in the table constructor of the call at
+-- `source` ("file:line"), or nil. Lua keeps no line per table field, so the
+-- file is read: from the call's `policy {` to the brace closing its table,
+-- the first `key =` at the table's own depth, then the path's next key
+-- inside that key's table (a [n] index ends the search: the entry's field is
+-- reported at its list's line). nil when the call has no constructor (a
+-- table built elsewhere), the file cannot be read or the key is not there.
+local FIELD_LINE_MAX_BYTES = 1024 * 1024
+local function field_line(source, path)
+  local file, call_line = source:match("^(.*):(%d+)$")
+  if not file or type(path) ~= "string" then return nil end
+  call_line = tonumber(call_line)
+  local keys = {}
+  for part in path:gmatch("[^.]+") do
+    local name, index = part:match("^([%a_][%w_]*)(.*)$")
+    if not name then break end
+    keys[#keys + 1] = name
+    if index ~= "" then break end
+  end
+  if #keys == 0 then return nil end
+  local f = io.open(file, "r")
+  if not f then return nil end
+  local src = f:read(FIELD_LINE_MAX_BYTES)
+  f:close()
+  if not src then return nil end
+  local n, depth, want, found, started = 0, 0, 1, nil, false
+  for text in (src .. "\n"):gmatch("([^\n]*)\n") do
+    n = n + 1
+    if n >= call_line then
+      local code = code_of(text)
+      if n == call_line then
+        local at = code:find("policy%s*%(?%s*{")
+        if not at then return nil end
+        code = code:sub(at + #"policy")
+      end
+      local pos = 1
+      while pos <= #code do
+        local c = code:sub(pos, pos)
+        if c == "{" then
+          depth, started, pos = depth + 1, true, pos + 1
+        elseif c == "}" then
+          depth, pos = depth - 1, pos + 1
+          if started and (depth == 0 or depth < want - 1) then return found end
+        else
+          local s, e = code:find("^[%a_][%w_]*", pos)
+          if s then
+            if depth == want and code:sub(s, e) == keys[want] and code:find("^%s*=[^=]", e + 1) or
+               depth == want and code:sub(s, e) == keys[want] and code:find("^%s*=$", e + 1) then
+              found, want = n, want + 1
+              if want > #keys then return found end
+            end
+            pos = e + 1
+          else
+            pos = pos + 1
+          end
+        end
+      end
+    end
+  end
+  return found
+end
+
 local function raise(source, err)
+  local line = field_line(source, err.path)
+  if line then source = source:gsub(":%d+$", ":" .. line) end
   local msg
   if err.path then
     msg = string.format("policy field %q %s", err.path, err.msg)

@@ -120,7 +120,7 @@ describe("certmaint.policy", function()
     it("is the policy file's when loaded with policy.load (a tail call)", function()
       local err, code = load_err("err_unknown_field.lua")
       assert.equal("policy", code)
-      assert.equal(DIR .. 'err_unknown_field.lua:3: policy field "renew_windwo" is unknown (did you mean "renewal_window_ratio"?)', err)
+      assert.equal(DIR .. 'err_unknown_field.lua:5: policy field "renew_windwo" is unknown (did you mean "renewal_window_ratio"?)', err)
     end)
 
     it("is the policy file's when loaded with plain loadfile and not a tail call", function()
@@ -142,11 +142,22 @@ describe("certmaint.policy", function()
       end
       local ok, err = loader(DIR .. "err_unknown_field.lua")
       assert.is_false(ok)
-      assert.equal(DIR .. 'err_unknown_field.lua:3: policy field "renew_windwo" is unknown (did you mean "renewal_window_ratio"?)', err)
+      assert.equal(DIR .. 'err_unknown_field.lua:5: policy field "renew_windwo" is unknown (did you mean "renewal_window_ratio"?)', err)
       local P
       ok, P = loader(DIR .. "ok_minimal.lua")
       assert.is_true(ok)
       assert.equal(DIR .. "ok_minimal.lua:3", P.source)
+    end)
+
+    it("is the field's own line inside the constructor, nested fields too", function()
+      local err = load_err("err_nested_field.lua")
+      assert.equal(DIR .. "err_nested_field.lua:" .. line_of(DIR .. "err_nested_field.lua", "expired_cert_grace_period =")
+        .. ': policy field "clean.expired_cert_grace_period": bad duration "a day" (use seconds or "90s", "10m", "1h", "7d")', err)
+      -- a same-named key in another table of the constructor is not taken for it
+      local P, err2 = policy.load(DIR .. "err_nested_field.lua", setmetatable({ BAD_LOG = true }, { __index = _G }))
+      assert.is_nil(P)
+      assert.equal(DIR .. "err_nested_field.lua:" .. line_of(DIR .. "err_nested_field.lua", "  level = BAD_LOG")
+        .. ': policy field "log.level": "loud" is not one of "debug", "info", "warn", "error"', err2)
     end)
 
     it("skips a commented-out call when it has to read the file", function()
@@ -221,19 +232,19 @@ describe("certmaint.policy", function()
   describe("errors", function()
     it("names a bad duration", function()
       local err = load_err("err_bad_duration.lua")
-      assert.equal(DIR .. 'err_bad_duration.lua:4: policy field "renew_check_interval": bad duration "10 minutes" '
+      assert.equal(DIR .. 'err_bad_duration.lua:6: policy field "renew_check_interval": bad duration "10 minutes" '
         .. '(use seconds or "90s", "10m", "1h", "7d")', err)
     end)
 
     it("names a bad DNS name by its position", function()
       local err = load_err("err_bad_name.lua")
-      assert.matches('^' .. (DIR .. 'err_bad_name.lua:3: policy field "certificates[2][1]": '
+      assert.matches('^' .. (DIR .. 'err_bad_name.lua:4: policy field "certificates[2][1]": '
         .. '"exa_mple.com" is not a valid DNS name: '):gsub("%p", "%%%0") .. ".+", err)
     end)
 
     it("refuses a name in two certificates, naming both", function()
       local err = load_err("err_duplicate_name.lua")
-      assert.equal(DIR .. 'err_duplicate_name.lua:3: policy field "certificates[2]": name "example.com" '
+      assert.equal(DIR .. 'err_duplicate_name.lua:4: policy field "certificates[2]": name "example.com" '
         .. 'is also in certificates[1] (a name belongs to one certificate)', err)
     end)
 

@@ -14,7 +14,7 @@ run check "$WORK/nope.lua"; check "unreadable policy exits 2" test $rc -eq 2
 
 run check "$POL/err_field.lua"
 check "wrong field: exit 2" test $rc -eq 2
-check "wrong field: names the field and file:line" grep -q 'err_field.lua:2:.*renew_windwo' "$err"
+check "wrong field: names the field and file:line" grep -q 'err_field.lua:4:.*renew_windwo' "$err"
 run check "$POL/err_syntax.lua"
 check "syntax error: exit 2 with file:line" bash -c "[ $rc -eq 2 ] && grep -q 'err_syntax.lua:4:' $err"
 run check "$POL/err_global.lua"
