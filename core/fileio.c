@@ -2,6 +2,7 @@
 #include "fileio.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -486,6 +487,13 @@ void cm_fileio_hostname(char *out, size_t size)
         return;
     }
     out[size - 1] = '\0';
+}
+
+int cm_fileio_pid_alive(long pid)
+{
+    if (pid <= 0 || pid != (long)(pid_t)pid) return 0;
+    if (kill((pid_t)pid, 0) == 0) return 1;
+    return errno != ESRCH; /* EPERM: it exists, under another user */
 }
 
 /* ---- walking a tree ------------------------------------------------------ */

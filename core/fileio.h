@@ -126,6 +126,9 @@ int cm_fileio_rmdir(const char *path, struct cm_result *res);
 
 /* The host name (gethostname), truncated to fit; "unknown" if it fails. */
 void cm_fileio_hostname(char *out, size_t size);
+/* Does process `pid` exist on this host (kill(pid, 0): alive, or EPERM)?
+ * 0 for a pid that cannot be one (<= 0, too large). */
+int cm_fileio_pid_alive(long pid);
 
 /* Every file below dir (recursively, not following symbolic links, which are
  * listed as files), as paths relative to dir ("a/b.crt"), sorted bytewise,

@@ -1,7 +1,7 @@
 /* lfileio.c - core.write_atomic, core.read_file, core.read_files,
  * core.list_files, core.create_exclusive, core.replace_if_unchanged, core.mkdir_p, core.stat,
  * core.rename, core.fsync_dir, core.remove, core.rmdir, core.hostname,
- * core.getpid. */
+ * core.getpid, core.pid_alive. */
 #include "lcore.h"
 
 #include <limits.h>
@@ -352,6 +352,14 @@ static int l_getpid(lua_State *L)
     return 1;
 }
 
+/* core.pid_alive(pid) -> boolean: does the process exist on this host? */
+static int l_pid_alive(lua_State *L)
+{
+    lua_Integer pid = luaL_checkinteger(L, 1);
+    lua_pushboolean(L, cm_fileio_pid_alive((long)pid));
+    return 1;
+}
+
 int cm_lua_open_fs(lua_State *L)
 {
     static const luaL_Reg fns[] = {
@@ -369,6 +377,7 @@ int cm_lua_open_fs(lua_State *L)
         {"rmdir", l_rmdir},
         {"hostname", l_hostname},
         {"getpid", l_getpid},
+        {"pid_alive", l_pid_alive},
         {NULL, NULL},
     };
     if (luaL_newmetatable(L, BUF_MT)) {

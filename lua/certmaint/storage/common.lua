@@ -157,6 +157,19 @@ function M.decode_lock(text)
   }
 end
 
+--- Is the lock owner `owner` ("host:pid:random") a process of this host that
+-- no longer exists? Then its lock can be taken over at once instead of after
+-- stale_after (a restart after kill -9 waits for nobody). Never for this
+-- process's own pid: another backend instance in this process (a policy
+-- reloaded on SIGHUP) is alive. A pid reused since makes the answer "alive",
+-- which only means waiting stale_after as for any other owner.
+function M.owner_dead(owner)
+  local host, pid = tostring(owner):match("^(.+):(%d+):%x+$")
+  pid = tonumber(pid)
+  if not host or host ~= core.hostname() or not pid or pid == core.getpid() then return false end
+  return not core.pid_alive(pid)
+end
+
 --- A lock last refreshed at `updated` is stale at `now` (certmagic: the
 -- heartbeat stopped for more than two intervals).
 function M.is_stale(updated, now, stale_after)

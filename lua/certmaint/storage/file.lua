@@ -16,7 +16,8 @@
 -- over) the lock file, and never removed, so tokens grow across instances and
 -- restarts.  The holder rewrites `updated` every 5 s (refresh_locks,
 -- called by the engine's heartbeat); a lock not refreshed for stale_after
--- (default 10 s) is stale and taken over with a compare-and-swap
+-- (default 10 s), or whose owner is a dead process of this host
+-- (common.owner_dead: a restart after kill -9), is taken over with a compare-and-swap
 -- (core.replace_if_unchanged), so two instances that both see it stale cannot
 -- both win.  A busy lock is polled every poll_interval inside a loop task and
 -- refused at once ("locked") outside one.  Times are core.now().
@@ -346,24 +347,28 @@ function File:_acquire(lk, name, grant)
     if code ~= "EEXIST" then return nil, err, code end
     local text, rec, rcode = self:read_lock(lk)
     if text then
-      local stale, holder
+      local stale, holder, why
       if rec then
         self.unreadable[lk] = nil
         holder = rec.owner == self.owner and rec.owner .. " (this instance)" or rec.owner
-        stale = rec.owner ~= self.owner and common.is_stale(rec.updated, now, self.stale_after)
+        if rec.owner ~= self.owner then
+          if common.is_stale(rec.updated, now, self.stale_after) then stale, why = true, "stale"
+          elseif common.owner_dead(rec.owner) then stale, why = true, "owner_dead" end
+        end
       else
         -- Empty or garbled (a writer without our atomic create, or a torn
         -- disk): stale once it has stayed unreadable for stale_after.
         self.unreadable[lk] = self.unreadable[lk] or now
         holder = "an unreadable lock file"
         stale = now - self.unreadable[lk] > self.stale_after
+        why = "unreadable"
       end
       if not stale then return false, holder end
       ok, err, code = core.replace_if_unchanged(self:path(lk), text, body, LOCK_FILE_MODE)
       if ok then
         self.unreadable[lk] = nil
         core.log("warn", "lock_taken_over", { lock = name, stale_owner = rec and rec.owner or "?",
-          storage = self:describe() })
+          reason = why, storage = self:describe() })
         return self:grant(lk, name, grant)
       end
       if code ~= "changed" and code ~= "ENOENT" and code ~= "EEXIST" then return nil, err, code end

@@ -11,7 +11,8 @@ end
 function slow.storage_key() return internal:storage_key() end
 function slow.describe() return "a slow internal CA" end
 return certmaint.policy {
-  storage = certmaint.storage.file { root = os.getenv("CERTMAINT_DATA") },
+  storage = certmaint.storage.file { root = os.getenv("CERTMAINT_DATA"),
+    stale_after = os.getenv("CERTMAINT_STALE_AFTER") or "10s" },
   issuer = slow,
   certificates = { "slow.test" },
 }
