@@ -127,6 +127,25 @@ local function is_side_file(name)
   return name:match("^%..*%.tmp%-%x+$") ~= nil or name:match("^%..*%.stale%-%x+$") ~= nil
 end
 
+-- Storage never writes through, or over, a symbolic link inside its root: a
+-- link planted in certificates/ would otherwise send keys anywhere the daemon
+-- may write. Each existing component of key is looked at with lstat, from
+-- the root down (the root itself may be a link: the operator chose it).
+-- -> true | nil, err, "ELOOP"
+function File:refuse_symlinks(key, op)
+  local prefix
+  for part in key:gmatch("[^/]+") do
+    prefix = prefix and (prefix .. "/" .. part) or part
+    local mode = lfs.symlinkattributes(self:path(prefix), "mode")
+    if mode == nil then return true end -- missing: nothing below exists either
+    if mode == "link" then
+      return nil, string.format("%s %s: %s in %s is a symbolic link (storage never writes through one)",
+        op, key, prefix, self.root), "ELOOP"
+    end
+  end
+  return true
+end
+
 --- store(key, value [, {mode = "0644"}]) -> true | nil, err, code
 function File:store(key, value, opts)
   common.check_key(key, "store", false, 2)
@@ -134,6 +153,8 @@ function File:store(key, value, opts)
     error("storage store: value must be a string, not " .. type(value), 2)
   end
   local mode = common.store_mode(key, opts, self.file_mode, 2)
+  local safe, serr, scode = self:refuse_symlinks(key, "store")
+  if not safe then return nil, serr, scode end
   local dir = parent_of(key)
   local ok, err, code = core.mkdir_p(dir and self:path(dir) or self.root, self.dir_mode)
   if not ok then return nil, err, code end
@@ -232,6 +253,11 @@ end
 -- below it (certmagic); a missing key is not an error.
 function File:delete(key)
   common.check_key(key, "delete", false, 2)
+  local dir = parent_of(key) -- the key itself may be a link: removing one never follows it
+  if dir then
+    local safe, serr, scode = self:refuse_symlinks(dir, "delete")
+    if not safe then return nil, serr, scode end
+  end
   local ok, err, code = remove_tree(self:path(key))
   if not ok and code ~= "ENOENT" then return nil, err, code end
   return true
@@ -336,7 +362,9 @@ end
 function File:_acquire(lk, name, grant)
   local now = core.now()
   local body = common.encode_lock(self.owner, now, now, grant)
-  local ok, err, code = core.mkdir_p(self:path(parent_of(lk)), self.dir_mode)
+  local ok, err, code = self:refuse_symlinks(lk, "lock")
+  if not ok then return nil, err, code end
+  ok, err, code = core.mkdir_p(self:path(parent_of(lk)), self.dir_mode)
   if not ok then return nil, err, code end
   for _ = 1, 8 do -- a lock released or taken over between two steps: try again
     ok, err, code = core.create_exclusive(self:path(lk), body, LOCK_FILE_MODE)
@@ -423,6 +451,8 @@ M.JOURNAL = JOURNAL
 
 -- Would a value stored at key fit (no directory there, no file above)?
 function File:check_target(key)
+  local safe, serr, scode = self:refuse_symlinks(key, "commit")
+  if not safe then return nil, serr, scode end
   local st = core.stat(self:path(key))
   if st and st.type == "directory" then
     return nil, "commit " .. key .. ": Is a directory", "EISDIR"
@@ -474,6 +504,8 @@ function File:apply(tdir, m, step)
   local dirs, order = {}, {}
   for _, p in ipairs(m.put) do
     step()
+    local safe, serr, scode = self:refuse_symlinks(p.key, "commit")
+    if not safe then return nil, serr, scode end
     local parent = parent_of(p.key)
     local pdir = parent and self:path(parent) or self.root
     local ok, err, code = core.mkdir_p(pdir, self.dir_mode)
@@ -492,6 +524,10 @@ function File:apply(tdir, m, step)
   end
   for _, key in ipairs(m.delete) do
     step()
+    local parent = parent_of(key)
+    local safe, serr, scode = true, nil, nil
+    if parent then safe, serr, scode = self:refuse_symlinks(parent, "commit") end
+    if not safe then return nil, serr, scode end
     local ok, err, code = remove_tree(self:path(key))
     if not ok and code ~= "ENOENT" then return nil, err, code end
   end
@@ -577,6 +613,8 @@ function File:commit(tx)
     remove_tree(self:path(tdir))
     return ...
   end
+  ok, err, code = self:refuse_symlinks(tdir, "commit")
+  if not ok then return nil, err, code end
   ok, err, code = core.mkdir_p(self:path(tdir), self.dir_mode)
   if not ok then return nil, err, code end
   local m = { version = 1, id = id, owner = self.owner, created = rfc3339.format(core.now()),

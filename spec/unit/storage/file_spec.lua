@@ -6,6 +6,7 @@ local core = require "certmaint.core"
 local common = require "certmaint.storage.common"
 local file = require "certmaint.storage.file"
 local helpers = require "helpers.policies"
+local lfs = require "lfs"
 
 -- A pid that was a process of this host and is not any more.
 local function dead_pid()
@@ -57,6 +58,60 @@ describe("storage.file", function()
         assert.is_false(ok, owner)
         assert.equal(owner, holder)
       end
+    end)
+  end)
+
+  describe("a symbolic link inside the root", function()
+    local outside
+    before_each(function() outside = helpers.tmpdir() end)
+    after_each(function() os.execute("rm -rf " .. outside) end)
+
+    local function empty(dir)
+      local p = assert(io.popen("ls -A " .. dir))
+      local listing = p:read("a")
+      p:close()
+      return listing == ""
+    end
+
+    it("is never written through: store, commit, delete and lock refuse it, naming the link", function()
+      local s = file.new { root = root }
+      assert(core.mkdir_p(root .. "/certificates/local"))
+      assert(os.execute("ln -s " .. outside .. " " .. root .. "/certificates/local/a.test"))
+      local ok, err, code = s:store("certificates/local/a.test/a.test.crt", "x")
+      assert.is_nil(ok)
+      assert.equal("ELOOP", code)
+      assert.equal("store certificates/local/a.test/a.test.crt: certificates/local/a.test in " .. root
+        .. " is a symbolic link (storage never writes through one)", err)
+      ok, err, code = s:commit { put = { ["certificates/local/a.test/a.test.key"] = "k",
+        ["certificates/local/b.test/b.test.crt"] = "c" } }
+      assert.is_nil(ok)
+      assert.equal("ELOOP", code, err)
+      assert.is_nil(s:load("certificates/local/b.test/b.test.crt")) -- all or nothing
+      assert(core.write_atomic(outside .. "/keep", "mine"))
+      ok, _, code = s:delete("certificates/local/a.test/keep")
+      assert.is_nil(ok)
+      assert.equal("ELOOP", code)
+      assert.equal("mine", core.read_file(outside .. "/keep"))
+      assert(core.remove(outside .. "/keep"))
+      assert.is_true(empty(outside))
+      -- the link itself can be deleted (that never follows it)
+      assert(s:delete("certificates/local/a.test"))
+      assert.is_nil(lfs.symlinkattributes(root .. "/certificates/local/a.test"))
+      -- locks/ as a link
+      assert(os.execute("ln -s " .. outside .. " " .. root .. "/locks"))
+      local lock, lerr, lcode = s:try_lock("issue_cert_a.test")
+      assert.is_nil(lock)
+      assert.equal("ELOOP", lcode, lerr)
+      assert.is_true(empty(outside))
+    end)
+
+    it("is fine as the root itself (the operator chose it)", function()
+      local link = root .. "/data"
+      assert(os.execute("ln -s " .. outside .. " " .. link))
+      local s = file.new { root = link }
+      assert(s:store("certificates/local/a.test/a.test.crt", "x"))
+      assert(s:commit { put = { ["certificates/local/a.test/a.test.key"] = "k" } })
+      assert.equal("x", core.read_file(outside .. "/certificates/local/a.test/a.test.crt"))
     end)
   end)
 end)
