@@ -91,3 +91,54 @@ describe("README's list of a policy's environment", function()
     for k in pairs(certmaint) do assert.is_true(listed[k] ~= nil, "certmaint." .. k .. " is not in the README") end
   end)
 end)
+
+-- What the README says about where things land, checked against what lands there.
+describe("README's storage and deploy layout", function()
+  local testing = require "certmaint.testing"
+  local certmaint = require "certmaint"
+  local core = require "certmaint.core"
+  local helpers = require "helpers.policies"
+  after_each(testing.reset)
+
+  local function says(text) assert.is_truthy(readme:find(text, 1, true), "README.md does not say: " .. text) end
+
+  it("deploys a wildcard to wildcard_.<rest>, split and HAProxy layouts", function()
+    says("`*.example.com` goes to\n  `<dir>/wildcard_.example.com/`, or `<dir>/wildcard_.example.com.pem`")
+    testing.clock(testing.EPOCH)
+    local dir = helpers.tmpdir()
+    local split, haproxy = certmaint.deploy.files { dir = dir .. "/split" },
+      certmaint.deploy.files { dir = dir .. "/haproxy", layout = "haproxy" }
+    testing.engine(certmaint.policy { certificates = { "*.example.com" },
+      on_renewed = function(cert) split(cert) haproxy(cert) end }, { storage = testing.memory() })
+    assert.equal("file", core.stat(dir .. "/split/wildcard_.example.com/fullchain.pem").type)
+    assert.equal("file", core.stat(dir .. "/haproxy/wildcard_.example.com.pem").type)
+    os.execute("rm -rf " .. dir)
+  end)
+
+  it("keeps a wildcard in wildcard_.<rest>/ and the retry state in certmaint/state/<name>.json", function()
+    says("`*.example.com` is kept in `wildcard_.example.com/`")
+    says("`certmaint/state/<name>.json`,\n  a certificate's renewal retry state")
+    testing.clock(testing.EPOCH)
+    local storage = testing.memory()
+    testing.engine(certmaint.policy { certificates = { "*.example.com", "down.test" },
+      issuer = testing.issuer { name = "local", fail = 2 } }, { storage = storage })
+    local keys = assert(storage:list("", true))
+    local text = table.concat(keys, "\n")
+    assert.matches("certmaint/state/wildcard_.example.com.json", text, 1, true)
+    assert.matches("certmaint/state/down.test.json", text, 1, true)
+  end)
+
+  it("obtains a new certificate at start when the names of one change, in the same folder", function()
+    says("obtains a new certificate with the new names at once")
+    testing.clock(testing.EPOCH)
+    local storage = testing.memory()
+    local issuer = testing.issuer { name = "local" }
+    testing.engine(certmaint.policy { certificates = { "a.test" }, issuer = issuer }, { storage = storage })
+    assert.equal(1, issuer.issued)
+    local e = testing.engine(certmaint.policy { certificates = { { "a.test", "www.a.test" } }, issuer = issuer },
+      { storage = storage })
+    assert.equal(2, issuer.issued)
+    assert.same({ "a.test", "www.a.test" }, e:cert("www.a.test").names)
+    assert.same({ "a.test", "www.a.test" }, core.cert_parse(storage:load("certificates/local/a.test/a.test.crt")).names)
+  end)
+end)
