@@ -106,7 +106,7 @@ describe("certmaint.issuer", function()
       local sandbox = require "certmaint.sandbox"
       local P, err = sandbox.load_policy("spec/fixtures/policies/err_issuer.lua")
       assert.is_nil(P)
-      assert.equal('spec/fixtures/policies/err_issuer.lua:4: policy field "issuer": issuer.describe must be a '
+      assert.equal('spec/fixtures/policies/err_issuer.lua:5: policy field "issuer": issuer.describe must be a '
         .. "function (describe() -> text for logs) when present, got string", err)
     end)
 
