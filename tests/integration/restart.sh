@@ -3,6 +3,7 @@
 # lock file names its owner (host:pid:random); a pid of this host that no
 # longer exists holds nothing, so nobody waits the whole stale_after.
 source "$(dirname "$0")/lib.bash"
+mkdir -p "$CERTMAINT_DATA"
 
 export CERTMAINT_STALE_AFTER=120s
 lockf=$CERTMAINT_DATA/locks/issue_cert_slow.test.lock

@@ -2,6 +2,7 @@
 # What a spec tests is what runs: the policy files spec/unit/testing_spec.lua
 # loads with testing.load_policy behave the same under the real binary.
 source "$(dirname "$0")/lib.bash"
+mkdir -p "$CERTMAINT_DATA"
 
 FIX=$SRC/spec/fixtures/policies
 out=$WORK/out; err=$WORK/err
@@ -15,7 +16,7 @@ check "os.rename in a hook: the daemon fails it as the spec does" \
   grep -q 'event=hook_failed error=".*hook_os_rename.lua:13: os.rename is not available in a policy" hook=on_renewed' "$err"
 check "os.rename in a hook: the metrics file never appears" test ! -e "$CERTMAINT_METRICS"
 
-rm -rf "$CERTMAINT_DATA" "$CERTMAINT_METRICS.tmp"
+rm -rf "$CERTMAINT_DATA" "$CERTMAINT_METRICS.tmp"; mkdir -p "$CERTMAINT_DATA"
 run once "$FIX/hook_write_file.lua"
 check "certmaint.write_file in a hook: no hook failure" bash -c "[ $rc -eq 0 ] && ! grep -q hook_failed $err"
 check "certmaint.write_file in a hook: the file holds what the spec expects" \
