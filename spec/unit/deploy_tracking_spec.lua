@@ -210,6 +210,18 @@ describe("deploy tracking", function()
     assert.equal(e:cert("a.test").serial, record("a.test").targets["files:" .. dir].serial)
   end)
 
+  it("forgets a waiting retry when a reloaded policy drops on_renewed or the certificate", function()
+    local e = testing.engine(policy { certificates = { "a.test", "b.test" },
+      on_renewed = function() error("down", 0) end }, { storage = storage })
+    assert.equal(testing.EPOCH + 60, e.jobs:next_wakeup())
+    e.engine:apply_policy(policy { certificates = { "a.test" } }) -- SIGHUP: no on_renewed, no b.test
+    clock:advance(60)
+    e:wait()
+    assert.is_nil(e.jobs:next_wakeup()) -- nothing left for the renew ticker to wake for
+    assert.is_nil(e.jobs:status("deploy:a.test"))
+    assert.is_nil(e.jobs:status("deploy:b.test"))
+  end)
+
   it("has no deploy field and writes no record without on_renewed", function()
     local e = testing.engine(policy {}, { storage = storage })
     assert.is_nil(deploy_row(e, "a.test"))

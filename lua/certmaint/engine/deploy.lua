@@ -229,9 +229,12 @@ function M:retry_deploys(collector)
   local primaries = {}
   for primary in pairs(self.deploy_retry) do primaries[#primaries + 1] = primary end
   table.sort(primaries)
+  local untracked = #self:deploy_targets() == 0 -- a reloaded policy dropped on_renewed
   for _, primary in ipairs(primaries) do
     local e = self.entries[primary]
-    if not e then
+    -- a retry that can never be submitted must leave the queue, or the renew
+    -- ticker would wake for its past next_attempt again and again
+    if not e or untracked then
       self.jobs:cancel(JOB_PREFIX .. primary)
       self.deploy_retry[primary] = nil
     elseif self:submit_deploy(e, "redeploy", collector) then
