@@ -63,8 +63,9 @@ last_error, attempts, next_attempt, time_left, deploy). Exit status 0.
 OK: ..." with exit status 0, or "certmaint WARNING: N of M certificates need
 attention: NAME WHAT; ..." with exit status 1 when a certificate is not in
 storage, expired, expires inside its guard, is past its renewal time by more
-than two renew_check_intervals, its last renewal or deploy failed, a deploy
-target has an older certificate, or a policy hook failed. With --json as well,
+than two renew_check_intervals, has a last error (a failed renewal, a failing
+hook), its last deploy failed, a deploy target has an older certificate, or a
+policy hook failed while status asked it. With --json as well,
 the JSON goes to stdout and the line to stderr.]],
   renew = [[
 usage: certmaint renew POLICY [NAME...] [--force]

@@ -75,7 +75,7 @@ describe("status --check", function()
     local line, code = check(e)
     assert.equal(1, code)
     assert.matches("2 of 2 certificates need attention: a.test renewal overdue since 2026-01-21T00:00:00Z, "
-      .. "last renewal failed: testing issuer: planned failure 3 of 5; b.test ", line, 1, true)
+      .. "last error: testing issuer: planned failure 3 of 5; b.test ", line, 1, true)
     local e2 = engine { certificates = { "c.test" }, issuer = testing.issuer { ca = ca, fail = 5 } }
     line = check(e2)
     assert.matches("c.test testing issuer: planned failure 1 of 5", line, 1, true)

@@ -8,7 +8,7 @@
 --     max(lifetime / 50, 5 renew checks)),
 --   - is past its renewal time by more than two renew check intervals (its
 --     window passed without a renewal: no daemon running, or one failing),
---   - had its last renewal fail (last_error, which includes hook failures),
+--   - has a last error (a renewal that failed, a policy hook failing),
 --   - had its last deploy fail, or a deploy target serves an older serial.
 -- A policy hook that fails while status evaluates it counts as well.
 local core = require "certmaint.core"
@@ -45,7 +45,7 @@ function M:attention(row, now)
       out[#out + 1] = "renewal overdue since " .. rfc3339.iso(row.renewal_at)
     end
   end
-  if row.last_error then out[#out + 1] = "last renewal failed: " .. row.last_error end
+  if row.last_error then out[#out + 1] = "last error: " .. row.last_error end
   for _, d in ipairs(row.deploy or {}) do
     if d.state == "failed" then
       out[#out + 1] = "deploy to " .. d.target .. " failed: " .. tostring(d.error)

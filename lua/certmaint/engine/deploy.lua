@@ -28,6 +28,7 @@ local deploy = require "certmaint.deploy"
 local M = {}
 
 local JOB_PREFIX = "deploy:"
+local BATCH = 2048 -- records read at once at start-up
 local AGAIN_MAX = 3 -- a newer certificate arriving while deploying is deployed in the same attempt
 
 local function log(level, event, fields) core.log(level, event, fields or {}) end
@@ -48,34 +49,54 @@ end
 
 function M:deploy_job_name(primary) return JOB_PREFIX .. primary end
 
---- The deploy record of primary (in memory; loaded at start-up).
+-- A record's JSON as stored, or nil (logged) when it is not one.
+local function decode_record(key, raw, primary)
+  local rec = core.json_decode(raw)
+  if type(rec) == "table" and type(rec.targets) == "table" then
+    rec.name = primary
+    return rec
+  end
+  log("warn", "deploy_record_unreadable", { key = key, action = "deployed again" })
+  return nil
+end
+
+--- The deploy record of primary, for a deploy attempt: kept in memory only
+-- while its deploy job is active (self.deploy_records), else read from
+-- storage; a new one when there is none.
 function M:deploy_record(primary)
   local rec = self.deploy_records[primary]
-  if not rec then
-    rec = { name = primary, targets = {} }
-    self.deploy_records[primary] = rec
-  end
+  if rec then return rec end
+  local key = keys.deploy(primary)
+  local raw = self.storage:load(key)
+  rec = raw and decode_record(key, raw, primary) or { name = primary, targets = {} }
+  self.deploy_records[primary] = rec
   return rec
 end
 
---- Deploy records in storage, by primary name: one listing, one bulk read.
-function M:load_deploy_records()
-  local out = {}
-  local listed = self.storage:list(keys.DEPLOY_PREFIX, false)
-  if not listed or #listed == 0 then return out end
-  local by_key = {}
-  for _, primary in ipairs(self.order) do by_key[keys.deploy(primary)] = primary end
-  local wanted = {}
-  for _, k in ipairs(listed) do if by_key[k] then wanted[#wanted + 1] = k end end
-  for k, raw in pairs(self.storage:load_many(wanted)) do
-    local rec = core.json_decode(raw)
-    if type(rec) == "table" and type(rec.targets) == "table" then
-      rec.name = by_key[k]
-      out[by_key[k]] = rec
+--- The keys of the deploy records in storage, as a set (one listing).
+function M:deploy_records_listed()
+  local set = {}
+  for _, k in ipairs(self.storage:list(keys.DEPLOY_PREFIX, false) or {}) do set[k] = true end
+  return set
+end
+
+--- The deploy records of order[first..last], by primary: one bulk read of
+-- those `listed` has (deploy_records_listed). Read a batch at a time, so
+-- 100k records never sit in memory at once; an active job's record in
+-- memory is newer than storage's.
+function M:load_deploy_batch(first, last, listed)
+  local out, wanted, by_key = {}, {}, {}
+  for i = first, last do
+    local primary = self.order[i]
+    if self.deploy_records[primary] then
+      out[primary] = self.deploy_records[primary]
     else
-      log("warn", "deploy_record_unreadable", { key = k, action = "deployed again" })
+      local k = keys.deploy(primary)
+      if listed[k] then wanted[#wanted + 1], by_key[k] = k, primary end
     end
   end
+  if #wanted == 0 then return out end
+  for k, raw in pairs(self.storage:load_many(wanted)) do out[by_key[k]] = decode_record(k, raw, by_key[k]) end
   return out
 end
 
@@ -220,6 +241,7 @@ function M:deploy_state(primary, state)
     self.deploy_dirty[primary] = nil
     self:save_deploy_record(primary)
   end
+  if state ~= "waiting" then self.deploy_records[primary] = nil end -- storage has it
 end
 
 --- Re-submit the failed deploys whose retry time has come (the renew
@@ -249,16 +271,24 @@ end
 function M:redeploy_changed(collector)
   local targets = self:deploy_targets()
   if #targets == 0 then return 0 end
-  -- what this process recorded itself (a SIGHUP's start) is newer than storage
-  for primary, rec in pairs(self:load_deploy_records()) do
-    if not self.deploy_records[primary] then self.deploy_records[primary] = rec end
-  end
+  local listed = self:deploy_records_listed()
   local n = 0
-  for _, primary in ipairs(self.order) do
+  for first = 1, #self.order, BATCH do
+    local last = math.min(first + BATCH - 1, #self.order)
+    n = n + self:redeploy_batch(first, last, self:load_deploy_batch(first, last, listed), collector)
+  end
+  return n
+end
+
+function M:redeploy_batch(first, last, records, collector)
+  local targets = self:deploy_targets()
+  local n = 0
+  for i = first, last do
+    local primary = self.order[i]
     local e = self.entries[primary]
     local serial = e.id and select(2, self.cache:facts(e.id))
     if serial and e.load_state == "ok" then
-      local rec = self.deploy_records[primary]
+      local rec = records[primary]
       for _, t in ipairs(targets) do
         local tr = rec and rec.targets[t.id]
         if self:deploy_needed(t, tr, serial) then
@@ -277,7 +307,8 @@ end
 
 --- What status shows of e's deploys: nil without targets, else a list of
 -- { target, state = "deployed"|"failed"|"outdated"|"unknown", serial,
--- deployed_at, host, error, attempts, next_attempt } (records as loaded).
+-- deployed_at, host, error, attempts, next_attempt } (records: by primary,
+-- from load_deploy_batch).
 function M:deploy_status(primary, serial, records)
   local targets = self:deploy_targets()
   if #targets == 0 then return nil end

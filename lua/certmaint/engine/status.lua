@@ -31,7 +31,8 @@ local TIMES = { "next_attempt" }
 -- one more column here: both outputs pick it up.
 function M:status_columns(now, first, last, ctx)
   local entries, order, jobs, cache = self.entries, self.order, self.jobs, self.cache
-  local hook, saved, deploys = self.policy.needs_renewal, ctx.saved, ctx.deploys
+  local hook, saved = self.policy.needs_renewal, ctx.saved
+  local deploys = ctx.deploys_listed and self:load_deploy_batch(first, last, ctx.deploys_listed)
   local ids, names, managed, last_error, attempts, next_attempt = {}, {}, {}, {}, {}, {}
   local deploy = {} -- engine/deploy.lua's deploy_status: nil (null) without on_renewed
   local due = hook and {} or nil
@@ -68,7 +69,7 @@ end
 -- the columns need from storage is read once, here.
 function M:each_status_batch(now, each_batch)
   local ctx = { saved = self:load_states(),
-    deploys = #self:deploy_targets() > 0 and self:load_deploy_records() or nil }
+    deploys_listed = #self:deploy_targets() > 0 and self:deploy_records_listed() or nil }
   for first = 1, #self.order, BATCH do
     local last = math.min(first + BATCH - 1, #self.order)
     each_batch(first, last, self:status_columns(now, first, last, ctx))
