@@ -47,8 +47,6 @@ function M:deploy_targets()
   return self.targets
 end
 
-function M:deploy_job_name(primary) return JOB_PREFIX .. primary end
-
 -- A record's JSON as stored, or nil (logged) when it is not one.
 local function decode_record(key, raw, primary)
   local rec = core.json_decode(raw)
@@ -127,9 +125,13 @@ end
 --- Does target t need deploying for e's certificate of `serial` (start-up
 -- and retries; a new certificate is always deployed)? view is given when the
 -- job has the certificate with its key (a files target is compared then).
-function M:deploy_needed(t, tr, serial, view)
+-- intact: whether tr's files were found intact, when the caller read them
+-- already (start-up reads a batch's files in one call).
+function M:deploy_needed(t, tr, serial, view, intact)
   if tr and tr.serial == serial and not tr.error then
-    return t.files ~= nil and not files_intact(tr.files)
+    if not t.files then return false end
+    if intact == nil then intact = files_intact(tr.files) end
+    return not intact
   end
   if tr then return true end
   -- never recorded (storage from before deploy tracking): a files target is
@@ -164,7 +166,7 @@ function M:deploy_attempt(e, event, attempt)
         local ran, needed = pcall(self.deploy_needed, self, t, tr, cert.serial, view)
         if not ran then ok, err = false, tostring(needed)
         elseif fresh or needed then ok, err = self.hooks:notify("on_renewed", t.fn, view)
-        elseif not tr then
+        elseif not tr and t.files then
           -- found in place (deployed before tracking began): record it
           ok = true
         else
@@ -280,8 +282,35 @@ function M:redeploy_changed(collector)
   return n
 end
 
+-- Which records of a batch have their files intact on disk: every file the
+-- batch's records name, read in one C call (core.read_files). Returns a set
+-- of the intact records' target tables.
+local function intact_batch(records, targets)
+  local paths, owners, hashes = {}, {}, {}
+  for _, rec in pairs(records) do
+    for _, t in ipairs(targets) do
+      local tr = t.files and rec.targets[t.id]
+      if tr and type(tr.files) == "table" and next(tr.files) ~= nil then
+        for path, hash in pairs(tr.files) do
+          paths[#paths + 1], owners[#paths + 1], hashes[#paths + 1] = path, tr, hash
+        end
+      end
+    end
+  end
+  local intact = {}
+  if #paths == 0 then return intact end
+  local values = core.read_files(paths)
+  for i = 1, #paths do
+    local tr = owners[i]
+    if intact[tr] == nil then intact[tr] = true end
+    if not values[i] or keys.fast_hash(values[i]) ~= hashes[i] then intact[tr] = false end
+  end
+  return intact
+end
+
 function M:redeploy_batch(first, last, records, collector)
   local targets = self:deploy_targets()
+  local intact = intact_batch(records, targets)
   local n = 0
   for i = first, last do
     local primary = self.order[i]
@@ -291,7 +320,7 @@ function M:redeploy_batch(first, last, records, collector)
       local rec = records[primary]
       for _, t in ipairs(targets) do
         local tr = rec and rec.targets[t.id]
-        if self:deploy_needed(t, tr, serial) then
+        if self:deploy_needed(t, tr, serial, nil, tr and (intact[tr] or false)) then
           log("info", "redeploying", { name = primary, target = t.id,
             reason = not tr and "not recorded" or tr.error and "last deploy failed"
               or tr.serial ~= serial and "deployed serial " .. tostring(tr.serial) .. " is not the stored one"
