@@ -3,13 +3,16 @@
  *
  * The chain parser is on the cache's load path (100k certificates at start,
  * 30 us each at most), so it scans PEM itself (no BIO, no PEM_read_bio_X509
- * with its header and password handling), decodes base64 straight into the
- * buffers the facts keep, and runs one d2i per certificate -- but not
- * d2i_X509: OpenSSL 3.0 decodes the public key through its provider decoders
- * there, about 100 us a certificate.  Our own ASN.1 template (below) is
- * X.509's with the key left as an opaque SEQUENCE, and takes a few us.
+ * with its header and password handling) and decodes base64 straight into the
+ * buffers the facts keep.  Each certificate is then read by the DER fast
+ * path (x509_der.c: one walk, no ASN.1 templates), and only where that
+ * declines (an unusual name or extension, anything not strict DER) by
+ * OpenSSL -- but not d2i_X509: OpenSSL 3.0 decodes the public key through
+ * its provider decoders there, about 100 us a certificate.  Our own ASN.1
+ * template (below) is X.509's with the key left as an opaque SEQUENCE.
  */
 #include "x509.h"
+#include "x509_der.h"
 #include "x509_ssl.h"
 
 #include "encoding.h"
@@ -47,7 +50,7 @@ static char *dup_mem(const void *p, size_t n)
     return s;
 }
 
-static int strlist_push_n(struct cm_strlist *l, const char *s, size_t n)
+int cm_strlist_push_n(struct cm_strlist *l, const char *s, size_t n)
 {
     char **items;
     char *copy = dup_mem(s, n);
@@ -76,7 +79,7 @@ void cm_strlist_free(struct cm_strlist *l)
 /* Text from a certificate (a DNS name, a URI) is attacker-chosen: keep only
  * printable ASCII without spaces, so nothing downstream (logs, paths, URLs)
  * meets a NUL, a newline or an escape sequence. */
-static int printable_ascii(const unsigned char *p, size_t n)
+int cm_x509_usable_text(const unsigned char *p, size_t n)
 {
     size_t i;
     if (n == 0) return 0;
@@ -245,10 +248,10 @@ static int add_general_name_text(struct cm_strlist *l, const GENERAL_NAME *gn, i
     const ASN1_STRING *s;
     if (gn->type != type) return CM_OK;
     s = type == GEN_DNS ? gn->d.dNSName : gn->d.uniformResourceIdentifier;
-    if (!printable_ascii(ASN1_STRING_get0_data(s), (size_t)ASN1_STRING_length(s)))
+    if (!cm_x509_usable_text(ASN1_STRING_get0_data(s), (size_t)ASN1_STRING_length(s)))
         return CM_OK; /* unusable name: skip it rather than refuse the certificate */
-    return strlist_push_n(l, (const char *)ASN1_STRING_get0_data(s),
-                          (size_t)ASN1_STRING_length(s));
+    return cm_strlist_push_n(l, (const char *)ASN1_STRING_get0_data(s),
+                             (size_t)ASN1_STRING_length(s));
 }
 
 static int add_ip(struct cm_strlist *l, const GENERAL_NAME *gn)
@@ -262,7 +265,7 @@ static int add_ip(struct cm_strlist *l, const GENERAL_NAME *gn)
     else if (ASN1_STRING_length(ip) == 16) af = AF_INET6;
     else return CM_OK; /* a name constraint's address/mask pair: not a name */
     if (!inet_ntop(af, ASN1_STRING_get0_data(ip), text, sizeof text)) return CM_OK;
-    return strlist_push_n(l, text, strlen(text));
+    return cm_strlist_push_n(l, text, strlen(text));
 }
 
 /* DNS SANs, then IP SANs, else the subject's last CN (as Go's crypto/x509). */
@@ -291,8 +294,8 @@ static int names_from(const STACK_OF(X509_EXTENSION) *exts, const X509_NAME *sub
             X509_NAME_ENTRY *e = X509_NAME_get_entry(subj, last);
             int len = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(e));
             int rc = CM_OK;
-            if (len > 0 && printable_ascii(utf8, (size_t)len))
-                rc = strlist_push_n(names, (const char *)utf8, (size_t)len);
+            if (len > 0 && cm_x509_usable_text(utf8, (size_t)len))
+                rc = cm_strlist_push_n(names, (const char *)utf8, (size_t)len);
             OPENSSL_free(utf8);
             if (rc != CM_OK) goto out;
         }
@@ -386,12 +389,53 @@ static CM_CERT *decode_one(const unsigned char *der, size_t len, size_t *used)
     return c;
 }
 
-/* Hash and facts of the leaf, once f->der is in place. */
+/* Hash and facts of the leaf, once f->der is in place; the facts only when
+ * OpenSSL decoded it (leaf not NULL): the fast path has filled them. */
 static int finish_facts(const CM_CERT *leaf, struct cm_cert_facts *f, struct cm_result *res)
 {
     if (sha256(f->der, f->der_len, f->sha256) != CM_OK)
         return cm_fail_ssl(res, "crypto", "SHA-256 of the certificate failed");
-    return facts_from_leaf(leaf->tbs, f, res);
+    return leaf ? facts_from_leaf(leaf->tbs, f, res) : CM_OK;
+}
+
+/* The leaf at der[0..len), *used bytes long: its facts read by the fast path
+ * (x509_der.c) into *f, *ssl left NULL; or, where the fast path declines (or
+ * is not wanted), decoded by OpenSSL into *ssl for finish_facts.  Fails with
+ * "parse" (OpenSSL's reason appended), "declined", "ENOMEM". */
+static int decode_leaf(enum cm_x509_decoder how, const unsigned char *der, size_t len,
+                       size_t *used, CM_CERT **ssl, struct cm_cert_facts *f,
+                       struct cm_result *res)
+{
+    int rc;
+    *ssl = NULL;
+    if (how != CM_X509_DECODE_OPENSSL) {
+        rc = cm_x509_der_leaf(der, len, used, f);
+        if (rc == CM_OK) return CM_OK;
+        if (rc == CM_ERR)
+            return cm_fail(res, "ENOMEM", "reading certificate facts failed (out of memory)");
+        if (how == CM_X509_DECODE_FAST_ONLY)
+            return cm_fail(res, "declined", "certificate 1 in chain: not for the DER fast path");
+    }
+    if (!(*ssl = decode_one(der, len, used)))
+        return cm_fail_ssl(res, "parse", "certificate 1 in chain is not valid DER");
+    return CM_OK;
+}
+
+/* Certificate n (2, 3, ...) of a chain at der[0..len), *used bytes long,
+ * checked for shape: by the fast path, else by check_shallow.  Fails with
+ * "parse" (OpenSSL's reason appended) or "declined". */
+static int check_chain_cert(enum cm_x509_decoder how, const unsigned char *der, size_t len,
+                            size_t *used, size_t n, struct cm_result *res)
+{
+    if (how != CM_X509_DECODE_OPENSSL) {
+        if (cm_x509_der_shallow(der, len, used) == CM_OK) return CM_OK;
+        if (how == CM_X509_DECODE_FAST_ONLY)
+            return cm_fail(res, "declined", "certificate %zu in chain: not for the DER fast path",
+                           n);
+    }
+    if (check_shallow(der, len, used) != CM_OK)
+        return cm_fail_ssl(res, "parse", "certificate %zu in chain is not valid DER", n);
+    return CM_OK;
 }
 
 void cm_cert_facts_free(struct cm_cert_facts *f)
@@ -414,6 +458,13 @@ void cm_cert_facts_free(struct cm_cert_facts *f)
 int cm_x509_parse_der_chain(const unsigned char *der, size_t len,
                             struct cm_cert_facts *out, struct cm_result *res)
 {
+    return cm_x509_parse_der_chain_with(CM_X509_DECODE_AUTO, der, len, out, res);
+}
+
+int cm_x509_parse_der_chain_with(enum cm_x509_decoder how, const unsigned char *der,
+                                 size_t len, struct cm_cert_facts *out,
+                                 struct cm_result *res)
+{
     struct cm_cert_facts f;
     CM_CERT *leaf = NULL;
     size_t leaf_len = 0, used = 0, off, n;
@@ -426,19 +477,13 @@ int cm_x509_parse_der_chain(const unsigned char *der, size_t len,
     if (len > CM_X509_MAX_INPUT)
         return cm_fail(res, "toobig", "certificate data is %zu bytes, more than the %d allowed",
                        len, CM_X509_MAX_INPUT);
-    if (!(leaf = decode_one(der, len, &leaf_len))) {
-        ret = cm_fail_ssl(res, "parse", "certificate 1 in chain is not valid DER");
-        goto out;
-    }
+    if (decode_leaf(how, der, len, &leaf_len, &leaf, &f, res) != CM_OK) goto out;
     for (off = leaf_len, n = 1; off < len; off += used) {
         if (++n > MAX_CHAIN) {
             ret = cm_fail(res, "parse", "chain has more than %d certificates", MAX_CHAIN);
             goto out;
         }
-        if (check_shallow(der + off, len - off, &used) != CM_OK) {
-            ret = cm_fail_ssl(res, "parse", "certificate %zu in chain is not valid DER", n);
-            goto out;
-        }
+        if (check_chain_cert(how, der + off, len - off, &used, n, res) != CM_OK) goto out;
     }
     if (!(f.der = malloc(leaf_len))) goto oom;
     memcpy(f.der, der, leaf_len);
@@ -505,9 +550,11 @@ static int pem_scan(const char *pem, size_t len, struct pem_span *spans, size_t 
             return cm_fail(res, "parse", "PEM block %zu is \"%.*s\", not a CERTIFICATE", n + 1,
                            (int)(label_len > 40 ? 40 : label_len), label);
         body = label_end + sizeof PEM_DASHES - 1;
-        m = snprintf(endline, sizeof endline, PEM_END "%.*s" PEM_DASHES, (int)label_len, label);
-        if (m < 0 || (size_t)m >= sizeof endline)
-            return cm_fail(res, "parse", "PEM block %zu has a malformed BEGIN line", n + 1);
+        /* "-----END <label>-----" (the label is one of the two above) */
+        memcpy(endline, PEM_END, sizeof PEM_END - 1);
+        memcpy(endline + sizeof PEM_END - 1, label, label_len);
+        memcpy(endline + sizeof PEM_END - 1 + label_len, PEM_DASHES, sizeof PEM_DASHES - 1);
+        m = (int)(sizeof PEM_END - 1 + label_len + sizeof PEM_DASHES - 1);
         stop = memmem(body, (size_t)(end - body), endline, (size_t)m);
         /* A BEGIN before our END means this block was cut short. */
         q = memmem(body, (size_t)(end - body), PEM_BEGIN, sizeof PEM_BEGIN - 1);
@@ -531,21 +578,23 @@ static int pem_scan(const char *pem, size_t len, struct pem_span *spans, size_t 
     return CM_OK;
 }
 
-/* Decode span i into buf and check it is exactly one certificate: fully
- * decoded into *leaf when leaf is not NULL, else checked for shape only.
- * *der_len gets its DER length.  CM_ERR with res filled on failure. */
-static int pem_decode_cert(const struct pem_span *span, size_t i, unsigned char *buf,
-                           size_t *der_len, CM_CERT **leaf, struct cm_result *res)
+/* Decode span i into buf and check it is exactly one certificate: the leaf
+ * (i == 0) read as decode_leaf does, into *f or *leaf, the others checked for
+ * shape only.  *der_len gets its DER length.  CM_ERR with res filled on
+ * failure. */
+static int pem_decode_cert(enum cm_x509_decoder how, const struct pem_span *span, size_t i,
+                           unsigned char *buf, size_t *der_len, CM_CERT **leaf,
+                           struct cm_cert_facts *f, struct cm_result *res)
 {
     size_t n = 0, used = 0;
-    int ok;
+    int rc;
     if (cm_base64_decode_into(span->body, span->len, PEM_BASE64, buf,
                               cm_base64_decoded_max(span->len), &n, NULL) != CM_OK ||
         n == 0)
         return cm_fail(res, "parse", "certificate %zu in chain is not valid base64", i + 1);
-    if (leaf) ok = (*leaf = decode_one(buf, n, &used)) != NULL;
-    else ok = check_shallow(buf, n, &used) == CM_OK;
-    if (!ok) return cm_fail_ssl(res, "parse", "certificate %zu in chain is not valid DER", i + 1);
+    if (i == 0) rc = decode_leaf(how, buf, n, &used, leaf, f, res);
+    else rc = check_chain_cert(how, buf, n, &used, i + 1, res);
+    if (rc != CM_OK) return CM_ERR;
     if (used != n)
         return cm_fail(res, "parse", "certificate %zu in chain has %zu bytes of trailing data",
                        i + 1, n - used);
@@ -555,6 +604,12 @@ static int pem_decode_cert(const struct pem_span *span, size_t i, unsigned char 
 
 int cm_x509_parse_chain(const char *pem, size_t len, struct cm_cert_facts *out,
                         struct cm_result *res)
+{
+    return cm_x509_parse_chain_with(CM_X509_DECODE_AUTO, pem, len, out, res);
+}
+
+int cm_x509_parse_chain_with(enum cm_x509_decoder how, const char *pem, size_t len,
+                             struct cm_cert_facts *out, struct cm_result *res)
 {
     struct pem_span spans[MAX_CHAIN];
     struct cm_cert_facts f;
@@ -576,10 +631,10 @@ int cm_x509_parse_chain(const char *pem, size_t len, struct cm_cert_facts *out,
     for (i = 1; i < count; i++) chain_cap += cm_base64_decoded_max(spans[i].len);
     if (chain_cap && !(f.chain_der = malloc(chain_cap))) goto oom;
 
-    if (pem_decode_cert(&spans[0], 0, f.der, &f.der_len, &leaf, res) != CM_OK) goto out;
+    if (pem_decode_cert(how, &spans[0], 0, f.der, &f.der_len, &leaf, &f, res) != CM_OK) goto out;
     for (i = 1; i < count; i++) {
-        if (pem_decode_cert(&spans[i], i, f.chain_der + f.chain_der_len, &der_len, NULL, res) !=
-            CM_OK)
+        if (pem_decode_cert(how, &spans[i], i, f.chain_der + f.chain_der_len, &der_len, NULL,
+                            NULL, res) != CM_OK)
             goto out;
         f.chain_der_len += der_len;
     }
@@ -743,7 +798,7 @@ GENERAL_NAME *cm_ssl_general_name(const char *name, int type, struct cm_result *
     ASN1_STRING *s = NULL;
     int iplen = 0;
 
-    if (!name || !printable_ascii((const unsigned char *)name, strlen(name)) ||
+    if (!name || !cm_x509_usable_text((const unsigned char *)name, strlen(name)) ||
         strlen(name) > 2048) {
         cm_fail(res, "invalid", "\"%.80s\" is not a usable name or URL (printable ASCII only)",
                 name ? name : "(null)");
