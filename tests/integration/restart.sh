@@ -26,4 +26,25 @@ check "well before stale_after (120 s): $((SECONDS - start)) s" test $((SECONDS 
 kill -TERM "$second"
 check "SIGTERM stops the restarted daemon" wait_for 10 bash -c "! kill -0 $second 2>/dev/null"
 check "no error lines" bash -c "! grep -q 'level=error' $log2"
+
+# SIGTERM while a renewal waits for a lock a live process holds: the waiting
+# job holds nothing, so the daemon stops at once instead of after the grace
+rm -rf "$CERTMAINT_DATA"; mkdir -p "$CERTMAINT_DATA/locks"
+sleep 600 & holder=$!; PIDS+=("$holder")
+lua54 -e "
+  local core = require 'certmaint.core'
+  local common = require 'certmaint.storage.common'
+  local now = core.now()
+  assert(core.write_atomic('$lockf', common.encode_lock(core.hostname() .. ':$holder:abcdef', now, now, 'g'), '0644'))"
+log3=$WORK/third.log
+"$BIN" run "$POL/ok_slow_issuer.lua" 2>"$log3" &
+third=$!; PIDS+=("$third")
+check "a renewal waits for the live holder's lock" wait_for 10 grep -q 'event=job_queued name=renew:slow.test' "$log3"
+sleep 1
+kill -TERM "$third"
+gone_within_a_second() { for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done; return 1; }
+check "SIGTERM stops a daemon waiting for a lock within a second" gone_within_a_second "$third"
+check "it said stopped" wait_for 2 grep -q 'event=stopped' "$log3"
+check "the holder's lock is untouched" grep -q "\"owner\":\"$(hostname):$holder:abcdef\"" "$lockf"
+kill "$holder" 2>/dev/null || true
 finish

@@ -63,6 +63,7 @@ function M.new(policy, opts)
   self.job_event = loop.cond() -- a renewal job changed state (collectors wait on it)
   self.lock_event = loop.cond() -- a storage lock was taken (the heartbeat waits on it)
   self.locks_held = 0
+  self.lock_waiters = 0 -- take_lock calls waiting for a busy lock (they hold nothing yet)
   self.deploy_records = {}  -- primary -> what was deployed where (engine/deploy.lua)
   self.deploy_retry = {}    -- primaries whose deploy waits to retry
   self.deploy_dirty = {}    -- primaries whose deploy record changed since written
@@ -226,7 +227,10 @@ end
 -- until release_lock. Returns the lock | nil, err, code.
 function Engine:take_lock(name)
   self:ensure_heartbeat()
-  local lock, err, code = self.storage:lock(name)
+  self.lock_waiters = self.lock_waiters + 1
+  local ok, lock, err, code = pcall(self.storage.lock, self.storage, name)
+  self.lock_waiters = self.lock_waiters - 1
+  if not ok then error(lock, 0) end
   if not lock then return nil, err, code end
   self.locks_held = self.locks_held + 1
   self.lock_event:notify_all()
@@ -314,15 +318,19 @@ function Engine:run()
 end
 
 --- Stop cleanly: no new jobs, in-flight jobs get SHUTDOWN_GRACE to finish
--- (their writes and unlocks complete), then the loop is cleared.
+-- (their writes and unlocks complete), then the loop is cleared. A job still
+-- waiting for a busy storage lock holds nothing and has written nothing, so
+-- it is not waited for (another instance's lock could keep it waiting for
+-- as long as that instance runs).
 function Engine:shutdown()
   self.stopping = true
   self.wake:notify_all()
   loop.run_until(function()
+    local running = 0
     for _, j in ipairs(self.jobs:list()) do
-      if j.state == "running" then return false end
+      if j.state == "running" then running = running + 1 end
     end
-    return true
+    return running <= self.lock_waiters
   end, { timeout = M.SHUTDOWN_GRACE })
   log("info", "stopped", {})
   loop.reset()
