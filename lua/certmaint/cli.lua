@@ -33,6 +33,7 @@ global options:
   --version
 
 TIME is 2027-03-15, 2027-03-15T12:00:00Z, a Unix time, or +DURATION (+30d).
+Only run creates a storage root that does not exist; the others exit 1.
 Exit status: 0 done, 1 a step failed, 2 usage or policy error.
 ]]
 

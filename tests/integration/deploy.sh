@@ -72,6 +72,16 @@ check "once: reports it" grep -q 'deployed 1, deploy failed 0' "$WORK/once.out"
 set +e; "$BIN" once "$policy" >"$WORK/once2.out" 2>/dev/null; set -e
 check "once: nothing differs, nothing deployed" grep -q 'deployed 0, deploy failed 0' "$WORK/once2.out"
 
+# renew with a deploy that fails: renewed, but exit status 1
+readonly_dir "$target"
+set +e; "$BIN" renew "$policy" --force >"$WORK/renew.out" 2>/dev/null; rc=$?; set -e
+writable_dir "$target"
+check "renew --force with a failing deploy: exit status 1, saying so" \
+  bash -c "[ $rc -eq 1 ] && grep -q 'deploy.test .*renewed' $WORK/renew.out && grep -q 'deploy(s) failed' $WORK/renew.out"
+set +e; "$BIN" once "$policy" >"$WORK/once-after-renew.out" 2>/dev/null; rc=$?; set -e
+check "the next start-up deploys the renewed certificate" \
+  bash -c "[ $rc -eq 0 ] && cmp -s $stored $target/fullchain.pem && grep -q 'deployed 1,' $WORK/once-after-renew.out"
+
 # once with a deploy that fails: exit status 1
 rm -rf "$target"
 readonly_dir "$CERTMAINT_DEPLOY_DIR"
