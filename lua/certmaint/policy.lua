@@ -447,8 +447,8 @@ local function field_line(source, path)
         else
           local s, e = code:find("^[%a_][%w_]*", pos)
           if s then
-            if depth == want and code:sub(s, e) == keys[want] and code:find("^%s*=[^=]", e + 1) or
-               depth == want and code:sub(s, e) == keys[want] and code:find("^%s*=$", e + 1) then
+            if depth == want and code:sub(s, e) == keys[want] and code:find("^%s*=", e + 1)
+               and not code:find("^%s*==", e + 1) then
               found, want = n, want + 1
               if want > #keys then return found end
             end
