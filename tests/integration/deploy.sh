@@ -82,6 +82,14 @@ set +e; "$BIN" once "$policy" >"$WORK/once-after-renew.out" 2>/dev/null; rc=$?; 
 check "the next start-up deploys the renewed certificate" \
   bash -c "[ $rc -eq 0 ] && cmp -s $stored $target/fullchain.pem && grep -q 'deployed 1,' $WORK/once-after-renew.out"
 
+# revoke replaces the certificate and deploys the replacement
+before=$(openssl x509 -in "$target/fullchain.pem" -noout -serial)
+set +e; "$BIN" revoke "$POL/ok_deploy_revocable.lua" deploy.test >/dev/null 2>"$WORK/revoke.log"; rc=$?; set -e
+check "revoke: exit status 0, the old certificate revoked" \
+  bash -c "[ $rc -eq 0 ] && grep -q 'event=test_revoked' $WORK/revoke.log"
+check "revoke: the replacement is deployed, not only stored" \
+  bash -c "[ \"\$(openssl x509 -in $target/fullchain.pem -noout -serial)\" != '$before' ] && cmp -s $stored $target/fullchain.pem"
+
 # once with a deploy that fails: exit status 1
 rm -rf "$target"
 readonly_dir "$CERTMAINT_DEPLOY_DIR"
