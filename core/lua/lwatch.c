@@ -56,7 +56,10 @@ struct cm_watch {
     char why[200];
 };
 
+#define STOP_GRACE 0.5 /* seconds policy code may still run once the daemon is stopping */
+
 static struct cm_watch *active;
+static double stop_at; /* monotonic time policy calls end by (0: not stopping) */
 static struct cm_lua_mem *mem_state; /* the allocator's state, once known */
 
 /* ---- the accounting allocator ------------------------------------------ */
@@ -202,7 +205,7 @@ int cm_lua_watch_check(void)
             return 1;
         }
     }
-    if (stop_signal_pending()) {
+    if (stop_signal_pending() || (stop_at > 0 && now > stop_at)) {
         x = active;
         while (x->prev) x = x->prev;
         trip(x, "stopping", "was stopped: the daemon is stopping (SIGTERM/SIGINT)");
@@ -402,6 +405,16 @@ static int l_watch_string_index(lua_State *L)
     return 0;
 }
 
+/* watch_stopping([false]): the daemon is stopping (the loop has read its
+ * SIGTERM): policy calls, running and new, end within STOP_GRACE seconds;
+ * watch_stopping(false) when it has stopped (specs run engines again). */
+static int l_watch_stopping(lua_State *L)
+{
+    if (lua_isboolean(L, 1) && !lua_toboolean(L, 1)) stop_at = 0;
+    else if (stop_at == 0) stop_at = cm_clock_monotonic() + STOP_GRACE;
+    return 0;
+}
+
 /* watching() -> bool: is a watched call running (for specs). */
 static int l_watching(lua_State *L)
 {
@@ -416,6 +429,7 @@ int cm_lua_open_watch(lua_State *L)
         {"watch_suspend", l_watch_suspend},
         {"watch_restore", l_watch_restore},
         {"watching", l_watching},
+        {"watch_stopping", l_watch_stopping},
         {"watch_string_index", l_watch_string_index},
         {"memory", l_memory},
         {"memory_limit", l_memory_limit},

@@ -17,7 +17,7 @@
 -- commands through certmaint.exec); the waiting does not count as running.
 --
 -- Memory: a call may grow the heap by HOOK_MEMORY_MAX (policy field
--- hook_memory_max) and never past HEAP_SHARE of the whole-heap cap
+-- hook_limits.memory) and never past HEAP_SHARE of the whole-heap cap
 -- (CERTMAINT_LUA_MEMORY_MAX), so the engine keeps headroom. What the policy
 -- keeps between calls is counted too; when it still exceeds HOOK_MEMORY_MAX
 -- after a full collection, or the heap stays above the share, the policy's
@@ -49,11 +49,14 @@ Runner.__index = Runner
 --- A hook runner for one policy. runner.errors counts hook failures;
 -- runner.last_failure = { hook=, message=, at= } the latest; runner.disabled
 -- the reason the policy's hooks were dropped, if they were.
--- opts.memory_max: bytes (default policy.hook_memory_max or HOOK_MEMORY_MAX).
+-- The limits are the policy's hook_limits, else the module's defaults (read
+-- at each call, so a spec can change them); opts.memory_max overrides.
 function M.new(policy, opts)
   opts = opts or {}
+  local limits = policy and policy.hook_limits or {}
   return setmetatable({ policy = policy, errors = 0, retained = 0, suspended = {},
-    memory_max = opts.memory_max or (policy and policy.hook_memory_max) or M.HOOK_MEMORY_MAX }, Runner)
+    decision_time = limits.decision_time, event_time = limits.event_time,
+    memory_max = opts.memory_max or limits.memory or M.HOOK_MEMORY_MAX }, Runner)
 end
 
 --- Drop the policy's hooks (their closures and whatever they hold are freed
@@ -110,7 +113,7 @@ function Runner:account(before)
     local after = core.memory()
     self.retained = math.max(self.retained - (used - after), 0)
     if self.retained > self.memory_max then
-      self:disable(string.format("the policy keeps %d MiB between hook calls, more than hook_memory_max (%d MiB)",
+      self:disable(string.format("the policy keeps %d MiB between hook calls, more than hook_limits.memory (%d MiB)",
         self.retained >> 20, self.memory_max >> 20))
     end
   end
@@ -126,7 +129,7 @@ function Runner:call(name, fn, yield, ...)
     return false, "policy hooks disabled: " .. why, "disabled"
   end
   local res = table.pack(core.watch_call({
-    seconds = yield and M.EVENT_TIME_LIMIT or M.DECISION_TIME_LIMIT,
+    seconds = yield and (self.event_time or M.EVENT_TIME_LIMIT) or (self.decision_time or M.DECISION_TIME_LIMIT),
     instructions = M.EVENT_INSTRUCTION_LIMIT, ceiling = ceiling, yield = yield,
   }, fn, ...))
   if not res[1] then

@@ -348,7 +348,12 @@ M.FIELDS = {
   } },
   key_type             = { kind = "enum", values = M.KEY_TYPES, default = "p256" },
   concurrency          = { kind = "integer", min = 1, max = M.MAX_CONCURRENCY, default = 8 },
-  hook_memory_max      = { kind = "integer", min = 1024 * 1024 }, -- bytes; nil: certmaint.hooks.HOOK_MEMORY_MAX
+  -- limits on the policy's hooks (certmaint.hooks; README "Policy limits"); nil: the defaults there
+  hook_limits          = { kind = "record", default = function() return {} end, fields = {
+    decision_time = { kind = "duration", min = 1 }, -- running time of one needs_renewal/allow_name/on_revoked call
+    event_time    = { kind = "duration", min = 1 }, -- running time of one on_tick/on_renewed/on_error call
+    memory        = { kind = "integer", min = 1024 * 1024 }, -- bytes a call may add, and the policy may keep
+  } },
   log                  = { kind = "record", default = function() return {} end, fields = {
     format = { kind = "enum", values = M.LOG_FORMATS, default = "text" },
     level  = { kind = "enum", values = M.LOG_LEVELS, default = "info" },

@@ -47,7 +47,8 @@ local ALLOWED_GLOBALS = {
 }
 local ALLOWED_LIBS = { "string", "table", "math", "utf8" }
 
-M.LOAD_TIME_LIMIT = 10 -- seconds of running time to load a policy file
+-- seconds of running time to load a policy file (CERTMAINT_POLICY_LOAD_TIME)
+M.LOAD_TIME_LIMIT = tonumber(os.getenv("CERTMAINT_POLICY_LOAD_TIME") or "") or 10
 M.PROTECTED = "certmaint: protected metatable" -- getmetatable of what is not the policy's
 
 local function copy(t)

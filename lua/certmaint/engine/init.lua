@@ -213,7 +213,7 @@ function Engine:tick(kind)
   for k, v in pairs(tick) do line[k] = v end
   if type(tick.at) == "number" then line.at = rfc3339.iso(tick.at) end
   log("info", "tick", line)
-  if self.policy.on_tick then
+  if self.policy.on_tick and not self.stopping then
     tick.manage = function(names, o) return self:manage(names, o) end
     tick.unmanage = function(name) return self:unmanage(name) end
     tick.managed = function() return self:managed_names() end
@@ -277,6 +277,7 @@ function Engine:run()
       self:reload()
     else
       log("info", "stopping", { signal = sig })
+      core.watch_stopping() -- policy code still running gets STOP_GRACE (core/lua/lwatch.c)
       self.stopping = true
       self.wake:notify_all()
       self.lock_event:notify_all()
@@ -333,6 +334,7 @@ function Engine:shutdown()
     return running <= self.lock_waiters
   end, { timeout = M.SHUTDOWN_GRACE })
   log("info", "stopped", {})
+  core.watch_stopping(false)
   loop.reset()
   core.signal_unwatch()
 end

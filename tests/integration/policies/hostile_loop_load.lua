@@ -1,0 +1,2 @@
+-- The file's top level never returns.
+while true do end
