@@ -56,7 +56,7 @@ struct cm_watch {
     char why[200];
 };
 
-#define STOP_GRACE 0.5 /* seconds policy code may still run once the daemon is stopping */
+#define STOP_GRACE 0.2 /* seconds policy code may still run once the daemon is stopping */
 
 static struct cm_watch *active;
 static double stop_at; /* monotonic time policy calls end by (0: not stopping) */

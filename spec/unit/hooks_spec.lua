@@ -17,15 +17,17 @@ end
 
 describe("certmaint.hooks", function()
   local logs
-  local saved_time, saved_count
+  local saved_time, saved_count, saved_event
 
   before_each(function()
     logs = testing.capture_logs()
     saved_time, saved_count = hooks.DECISION_TIME_LIMIT, hooks.EVENT_INSTRUCTION_LIMIT
+    saved_event = hooks.EVENT_TIME_LIMIT
   end)
 
   after_each(function()
     hooks.DECISION_TIME_LIMIT, hooks.EVENT_INSTRUCTION_LIMIT = saved_time, saved_count
+    hooks.EVENT_TIME_LIMIT = saved_event
     testing.reset()
   end)
 
@@ -183,6 +185,102 @@ describe("certmaint.hooks", function()
       assert.is_false(ok)
       assert.matches("hook on_tick exceeded its limit of 1000000 instructions", err, 1, true)
       assert.equal(1, r.errors)
+    end)
+  end)
+
+  describe("limits (issue 7 A.3)", function()
+    local core = require "certmaint.core"
+
+    it("A.3 limits that hold: a call may add only its memory ceiling; the policy's hooks go when its kept state exceeds it", function()
+      local kept = {}
+      local policy = {
+        on_tick = function()
+          local t = {}
+          for i = 1, 1e9 do t[i] = ("x"):rep(64 * 1024) .. i end
+        end,
+        on_renewed = function()
+          for _ = 1, 3 do kept[#kept + 1] = ("k"):rep(1024 * 1024) .. #kept end
+        end,
+      }
+      local r = hooks.new(policy, { memory_max = 8 * 1024 * 1024 })
+      local ok, err, code = r:notify("on_tick", policy.on_tick, {})
+      assert.is_false(ok)
+      assert.equal("memory", code)
+      assert.matches("hook on_tick ran out of memory (not enough memory; it may add 8 MiB to the heap)", err, 1, true)
+      assert.is_nil(r.disabled) -- what the failed call made is garbage, not kept
+      -- 3 MiB kept per call: the third call passes 8 MiB
+      assert.is_true((r:notify("on_renewed", policy.on_renewed, {})))
+      assert.is_true((r:notify("on_renewed", policy.on_renewed, {})))
+      r:notify("on_renewed", policy.on_renewed, {})
+      assert.matches("the policy keeps %d+ MiB between hook calls, more than hook_limits.memory %(8 MiB%)", r.disabled)
+      assert.is_nil(policy.on_renewed) -- dropped, so their state can go
+      assert.is_nil(policy.on_tick)
+      assert.matches("policy hooks disabled", r:problem(), 1, true)
+      ok, err, code = r:decide("needs_renewal", function() return true end)
+      assert.is_false(ok)
+      assert.equal("disabled", code)
+      assert.is_true(#failures(logs) >= 1)
+      kept = nil
+      collectgarbage()
+    end)
+
+    it("A.3 a decision hook's time counts only while it runs, and event hooks get their own limit", function()
+      hooks.EVENT_TIME_LIMIT = 0.2
+      local r = hooks.new {}
+      local t0 = core.monotonic()
+      local ok, err, code = r:notify("on_tick", function() while true do end end, {})
+      assert.is_false(ok)
+      assert.equal("timeout", code)
+      assert.matches("hook on_tick exceeded its time limit of 0.2s", err, 1, true)
+      assert.is_true(core.monotonic() - t0 < 1)
+      -- waiting in the loop does not count: 0.5 s of sleeping is fine
+      local task = loop.spawn(function()
+        return r:notify("on_tick", function() loop.sleep(0.5) return "woke" end, {})
+      end)
+      loop.run_until(function() return task.done end, { timeout = 5 })
+      assert.same({ true, "woke" }, { table.unpack(task.results, 1, 2) })
+      hooks.EVENT_TIME_LIMIT = 10
+    end)
+
+    it("A.3 a policy's limits come from its hook_limits", function()
+      local r = hooks.new { hook_limits = { decision_time = 1, event_time = 3, memory = 2 * 1024 * 1024 } }
+      assert.equal(1, r.decision_time)
+      assert.equal(3, r.event_time)
+      assert.equal(2 * 1024 * 1024, r.memory_max)
+    end)
+
+    it("A.3 coroutines made inside a hook, or made earlier and resumed in one, are watched", function()
+      hooks.DECISION_TIME_LIMIT = 0.1
+      local r = hooks.new {}
+      local ok, err = r:decide("needs_renewal", function()
+        local co = coroutine.wrap(function() while true do end end)
+        co()
+      end)
+      assert.is_false(ok)
+      assert.matches("exceeded its time limit", err, 1, true)
+      local spin
+      r.suspended = {}
+      r:decide("needs_renewal", function() spin = coroutine.wrap(function() while true do end end) return true end)
+      r.suspended = {}
+      ok, err = r:decide("needs_renewal", function() spin() end)
+      assert.is_false(ok)
+      assert.matches("exceeded its time limit", err, 1, true)
+      -- outside any call the coroutine's inherited hook does nothing
+      assert.is_false(core.watching())
+    end)
+
+    it("A.3 once the daemon is stopping, policy calls end within the stop grace", function()
+      hooks.EVENT_TIME_LIMIT = 30
+      local r = hooks.new {}
+      core.watch_stopping()
+      local t0 = core.monotonic()
+      local ok, err, code = r:notify("on_tick", function() while true do end end, {})
+      core.watch_stopping(false)
+      assert.is_false(ok)
+      assert.equal("stopping", code)
+      assert.matches("hook on_tick was stopped: the daemon is stopping", err, 1, true)
+      assert.is_true(core.monotonic() - t0 < 1)
+      hooks.EVENT_TIME_LIMIT = 10
     end)
   end)
 end)

@@ -75,6 +75,13 @@ check "status --check --json: the JSON on stdout, the line on stderr" \
 run status "$POL/err_decision_hook.lua" --check
 check "status --check with a failing needs_renewal hook: exit 1, saying so" \
   bash -c "[ $rc -eq 1 ] && grep -q '^certmaint WARNING: .*policy hooks failed' $out"
+# issue 7 A.1 / C.9: a failing needs_renewal falls back to the default rule, and says so
+run check "$POL/err_decision_hook.lua"
+check "A.1 check with a failing needs_renewal hook: exit 1, an error row naming the fallback" \
+  bash -c "[ $rc -eq 1 ] && grep -q ' error .*needs_renewal hook failed: .*raises on purpose; the default rule decided (renew at 20' $out"
+run status "$POL/err_decision_hook.lua" --json
+check "A.1 status --json with a failing needs_renewal hook: last_error says so, renewal_at is the default rule's" \
+  test "$(json_eval "$out" 'v[1].last_error:match("needs_renewal hook failed: .*; the default rule decided") and v[1].renewal_at:sub(1, 2)')" = 20
 # an expired certificate (a 2-second one, and no daemon)
 mkdir -p "$WORK/short"
 CERTMAINT_DATA=$WORK/short CERTMAINT_LIFETIME=2s run once "$POL/ok_basic.lua"

@@ -8,6 +8,10 @@
 source "$(dirname "$0")/lib.bash"
 
 CASES="raise loop_hooks memory expensive tamper yield garbage"
+# SIGTERM to exit: under 1 s; the sanitizer build (everything several times
+# slower, and a leak check at exit) gets 3 s
+STOP_LIMIT_MS=1000
+[ -n "${CERTMAINT_HOST_PRELOAD:-}" ] && STOP_LIMIT_MS=3000
 declare -A PID LOG
 start() { # start NAME POLICY_FILE
   local name=$1
@@ -57,7 +61,7 @@ check "load loop: both stopped within seconds" test $((SECONDS - t0)) -le 8
 check "sigterm: the runaway on_tick is running" wait_for 20 grep -q 'event=runaway_started' "${LOG[sigterm]}"
 sleep 0.3
 stop sigterm
-check "sigterm: SIGTERM mid-runaway stops the daemon in under 1 s (${STOP_MS} ms)" test "$STOP_MS" -lt 1000
+check "sigterm: SIGTERM mid-runaway stops the daemon in under $((STOP_LIMIT_MS / 1000)) s (${STOP_MS} ms)" test "$STOP_MS" -lt "$STOP_LIMIT_MS"
 check "sigterm: exit status 0" test "$STOP_RC" -eq 0
 check "sigterm: the runaway hook was stopped" \
   grep -q 'event=hook_failed.*code=stopping.*hook=on_tick' "${LOG[sigterm]}"
@@ -92,7 +96,7 @@ check "memory: growth inside a call is stopped" has memory 'event=hook_failed.*r
 check "memory: state kept across calls disables the hooks" has memory 'event=policy_hooks_disabled'
 # the step bound, or on a loaded machine the time limit checked from inside the matcher
 check "expensive: the pathological pattern is refused" has expensive 'event=hook_failed.*\(pattern too complex\|exceeded its time limit\).*hook=needs_renewal'
-check "expensive: a loop of big string.rep calls is stopped" has expensive 'event=hook_failed.*hook=on_tick'
+check "expensive: a loop of big string.rep calls is stopped" has expensive 'event=hook_failed.*hook=allow_name'
 check "expensive: huge concat/format results are refused" has expensive 'event=hook_failed.*ran out of memory.*hook=on_renewed'
 check "tamper: no attempt on the host succeeded" bash -c "! grep -q 'event=tamper_succeeded' ${LOG[tamper]}"
 check "tamper: the hooks ran (string methods intact in needs_renewal)" bash -c "! grep -q 'string methods broken' ${LOG[tamper]}"
@@ -103,11 +107,13 @@ check "garbage: the unprotected bad call fails the hook only" has garbage 'event
 
 # --- SIGTERM stops each within a second; the reload case mid-reload ---------
 cp "$POL/hostile_loop_load.lua" "$WORK/reload.lua"
+n=$(grep -c 'event=policy_reloading' "${LOG[reload]}")
 kill -HUP "${PID[reload]}"
-sleep 0.3
-for c in $CASES reload; do
+check "reload: the looping reload has begun" \
+  wait_for 10 bash -c "[ \$(grep -c 'event=policy_reloading' ${LOG[reload]}) -gt $n ]"
+for c in reload $CASES; do
   stop "$c"
-  check "$c: SIGTERM stops it in under 1 s (${STOP_MS} ms)" test "$STOP_MS" -lt 1000
+  check "$c: SIGTERM stops it in under $((STOP_LIMIT_MS / 1000)) s (${STOP_MS} ms)" test "$STOP_MS" -lt "$STOP_LIMIT_MS"
   check "$c: exit status 0" test "$STOP_RC" -eq 0
 done
 check "reload: SIGTERM during a looping reload ends the reload" has reload 'event=policy_reload_failed.*stopped: the daemon is stopping'

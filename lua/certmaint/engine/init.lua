@@ -342,6 +342,7 @@ end
 --- SIGHUP: re-read the policy; a policy that fails to load leaves the old one.
 function Engine:reload()
   if not self.opts.reload then return end
+  log("info", "policy_reloading", {})
   local policy, err = self.opts.reload()
   if not policy then
     log("error", "policy_reload_failed", { error = err })
