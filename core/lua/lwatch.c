@@ -219,7 +219,12 @@ static void watch_hook(lua_State *L, lua_Debug *ar)
     struct cm_watch *x;
     int count = lua_gethookcount(L);
     (void)ar;
-    if (!active) return; /* a coroutine the policy made, run outside any call: nothing to charge */
+    if (!active) {
+        /* a thread that inherited this hook, run outside any call: nothing to
+         * charge; back to counting if an earlier trip left it every-line */
+        if (count != WATCH_COUNT) lua_sethook(L, watch_hook, LUA_MASKCOUNT, WATCH_COUNT);
+        return;
+    }
     if (!active->tripped) {
         if (ar->event == LUA_HOOKCOUNT)
             for (x = active; x; x = x->prev) x->counted += count;
@@ -262,10 +267,10 @@ static void unlink_watch(struct cm_watch *w)
     }
 }
 
-/* Stack: 1 watch, 2 message handler, 3.. results or the error. */
-static int finish(lua_State *L, int status)
+/* Stack: 1 the watch's userdata (or nil when w is on the C stack), 2 the
+ * message handler, 3.. results or the error. */
+static int finish(lua_State *L, int status, struct cm_watch *w)
 {
-    struct cm_watch *w = check_watch(L, 1);
     int n;
     if (!w->done) {
         w->done = 1;
@@ -297,7 +302,7 @@ static int finish(lua_State *L, int status)
 static int finish_k(lua_State *L, int status, lua_KContext ctx)
 {
     (void)ctx;
-    return finish(L, status);
+    return finish(L, status, check_watch(L, 1));
 }
 
 static int msghandler(lua_State *L)
@@ -318,19 +323,23 @@ static int msghandler(lua_State *L)
 static int l_watch_call(lua_State *L)
 {
     static const char *const known[] = {"seconds", "instructions", "ceiling", "yield", NULL};
-    struct cm_watch *w;
-    int nargs, yield;
+    struct cm_watch on_stack, *w = &on_stack;
+    int nargs, yield, status;
     luaL_checktype(L, 1, LUA_TTABLE);
     luaL_checkany(L, 2);
     cm_lua_check_options(L, 1, "core.watch_call", known);
     mem_of(L);
-    w = lua_newuserdatauv(L, sizeof *w, 0);
+    yield = cm_lua_opt_bool(L, 1, "core.watch_call", "yield");
+    if (yield) { /* the C frame does not survive a yield: the watch lives on the Lua stack */
+        w = lua_newuserdatauv(L, sizeof *w, 0);
+        luaL_setmetatable(L, WATCH_MT);
+    } else {
+        lua_pushnil(L);
+    }
     memset(w, 0, sizeof *w);
-    luaL_setmetatable(L, WATCH_MT);
     w->seconds = opt_number(L, 1, "seconds");
     w->instructions = opt_number(L, 1, "instructions");
     w->ceiling = (size_t)opt_number(L, 1, "ceiling");
-    yield = cm_lua_opt_bool(L, 1, "core.watch_call", "yield");
     lua_insert(L, 1);
     lua_pushcfunction(L, msghandler);
     lua_replace(L, 2); /* the limits table's slot */
@@ -346,8 +355,9 @@ static int l_watch_call(lua_State *L)
     active = w;
     apply_active(L);
     lua_sethook(L, watch_hook, LUA_MASKCOUNT, WATCH_COUNT);
-    if (yield) return finish(L, lua_pcallk(L, nargs, LUA_MULTRET, 2, 0, finish_k));
-    return finish(L, lua_pcall(L, nargs, LUA_MULTRET, 2));
+    if (yield) return finish(L, lua_pcallk(L, nargs, LUA_MULTRET, 2, 0, finish_k), w);
+    status = lua_pcall(L, nargs, LUA_MULTRET, 2);
+    return finish(L, status, w);
 }
 
 /* watch_suspend() -> token | nil: the running task is about to wait in the

@@ -119,6 +119,20 @@ function Runner:account(before)
   end
 end
 
+-- The end of a call: count what the policy kept, report a failure.
+local function finish(self, name, before, ok, ...)
+  self:account(before)
+  if ok then return ok, ... end
+  local err, code = ...
+  if LIMIT_CODES[code] then err = "hook " .. name .. " " .. err end
+  if code == "memory" then
+    err = string.format("hook %s ran out of memory (%s; it may add %d MiB to the heap)",
+      name, first_line(err), self.memory_max >> 20)
+  end
+  self:failed(name, err, code)
+  return false, first_line(err), code
+end
+
 --- Call hook `name` (fn) watched. yield: it may wait in the loop.
 -- Returns true, results... or false, err, code.
 function Runner:call(name, fn, yield, ...)
@@ -128,23 +142,16 @@ function Runner:call(name, fn, yield, ...)
     self:disable(why)
     return false, "policy hooks disabled: " .. why, "disabled"
   end
-  local res = table.pack(core.watch_call({
-    seconds = yield and (self.event_time or M.EVENT_TIME_LIMIT) or (self.decision_time or M.DECISION_TIME_LIMIT),
-    instructions = M.EVENT_INSTRUCTION_LIMIT, ceiling = ceiling, yield = yield,
-  }, fn, ...))
-  if not res[1] then
-    local err, code = res[2], res[3]
-    if LIMIT_CODES[code] then err = "hook " .. name .. " " .. err end
-    if code == "memory" then
-      err = string.format("hook %s ran out of memory (%s; it may add %d MiB to the heap)",
-        name, first_line(err), self.memory_max >> 20)
-    end
-    self:account(before)
-    self:failed(name, err, code)
-    return false, first_line(err), code
+  -- one limits table per kind of call, reused (this runs per certificate);
+  -- the module's defaults are read each time (specs change them)
+  local seconds = yield and (self.event_time or M.EVENT_TIME_LIMIT) or (self.decision_time or M.DECISION_TIME_LIMIT)
+  local limits = yield and self.event_limits or self.decision_limits
+  if not limits or limits.seconds ~= seconds or limits.instructions ~= M.EVENT_INSTRUCTION_LIMIT then
+    limits = { seconds = seconds, instructions = M.EVENT_INSTRUCTION_LIMIT, yield = yield }
+    if yield then self.event_limits = limits else self.decision_limits = limits end
   end
-  self:account(before)
-  return table.unpack(res, 1, res.n)
+  limits.ceiling = ceiling
+  return finish(self, name, before, core.watch_call(limits, fn, ...))
 end
 
 --- Call a decision hook (pure, quick, never yields) under DECISION_TIME_LIMIT.

@@ -14,7 +14,11 @@
 -- `opts` (all optional): ratio (number in (0, 1); nil = the default below),
 -- explicit_ratio (bool; defaults to `ratio ~= nil`: the operator wrote
 -- renewal_window_ratio in the policy), check_interval (seconds between renew
--- passes, default 600, as certmagic's DefaultRenewCheckInterval).
+-- passes, default 600, as certmagic's DefaultRenewCheckInterval, and the
+-- engine's renew_check_interval default). A policy's needs_renewal hook that
+-- wants the engine's own rule with the policy's own options calls the third
+-- argument it gets: `needs_renewal = function(cert, now, default) ... return
+-- default(cert, now) end`.
 --
 -- The decision is layered like certmagic's Config.certNeedsRenewal (config.go):
 --
