@@ -272,6 +272,55 @@ describe("engine", function()
       assert.is_nil(e:status_rows()[1].last_error)
     end)
 
+    it("status_json writes the rows status_rows gives, as the encoder would", function()
+      local rfc3339 = require "certmaint.rfc3339"
+      local null = core.json_null
+      local function as_json(r)
+        local function t(v) return v and v ~= math.huge and rfc3339.iso(v) or null end
+        return { names = r.names, managed = r.managed, issuer = r.issuer or null, serial = r.serial or null,
+          not_before = t(r.not_before), not_after = t(r.not_after), renewal_at = t(r.renewal_at),
+          renewal_due = r.renewal_due, last_error = r.last_error or null, attempts = r.attempts,
+          next_attempt = t(r.next_attempt), time_left = r.not_after and math.floor(r.not_after - clock:now()) or null,
+          ocsp = r.ocsp and { status = r.ocsp.status, this_update = t(r.ocsp.this_update),
+            next_update = t(r.ocsp.next_update) } or null, deploy = null }
+      end
+      local function check(e)
+        local now = clock:now()
+        local path = os.tmpname()
+        local f = assert(io.open(path, "w"))
+        assert.is_true(e.engine:status_json(now, f))
+        f:close()
+        local text = assert(io.open(path)):read("a")
+        os.remove(path)
+        local want = {}
+        for i, r in ipairs(e:status_rows(now)) do want[i] = as_json(r) end
+        assert.same(want, core.json_decode(text))
+        assert.equal(core.json_encode(want, { pretty = true }) .. "\n", text)
+        return want
+      end
+      local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+      local e = testing.engine(policy { issuer = issuer, certificates = { "example.com", "b.example" } })
+      issuer.fail = issuer.calls + 3
+      clock:advance(25 * DAY)
+      e:tick("renew")
+      local rows = check(e) -- a failing renewal: attempts, last_error, next_attempt
+      assert.equal(1, rows[1].attempts)
+      assert.is_true(rows[2].renewal_due)
+      -- with a needs_renewal hook, renewal_due is the hook's (a column of its own)
+      local e2 = testing.engine(policy { issuer = testing.issuer { ca = ca, lifetime = "30d" }, certificates = { "c.example" },
+        needs_renewal = function(cert, now) return now > cert.not_before + DAY end })
+      assert.is_false(check(e2)[1].renewal_due)
+      clock:advance(DAY + 1) -- the hook says due; the default rule would not for 19 more days
+      assert.is_true(check(e2)[1].renewal_due)
+      -- no managed certificate: an empty array
+      local empty = testing.engine(policy { issuer = issuer, certificates = {} })
+      local f = assert(io.open(os.tmpname(), "w+"))
+      assert.is_true(empty.engine:status_json(clock:now(), f))
+      f:seek("set")
+      assert.equal("[]\n", f:read("a"))
+      f:close()
+    end)
+
     it("does not retry an error marked final", function()
       local issuer = testing.issuer { ca = ca, lifetime = "30d" }
       local e = testing.engine(policy { issuer = issuer })

@@ -134,8 +134,13 @@ function M:status_json(now, file)
   local cache = self.cache
   local opts = { now = now, times = TIMES, file = file,
     renew = (not self.policy.needs_renewal) and self.renewal_opts or nil }
-  if #self.order == 0 then return file:write("[]\n") end
-  local ok, err, code = file:write("[\n")
+  local ok, err, code
+  if #self.order == 0 then
+    ok, err, code = file:write("[]\n")
+    if not ok then return nil, err, code end
+    return true
+  end
+  ok, err, code = file:write("[\n")
   self:each_status_batch(now, function(first, _, ids, fields)
     for name, form in pairs(JSON_FORMS) do
       local col = fields[name]
