@@ -597,6 +597,26 @@ static void test_fields(void)
         cm_cert_facts_free(&f);
         CHECK(DECLINED_BAD(CAT(leaf, BYTES(0x30, 0x00))));
         CHECK(DECLINED_BAD(CAT(leaf, raw(ca.p, ca.n - 1))));
+        /* a chain certificate's names are not read: a BMPString subject is fine */
+        p.set_subject = 1;
+        p.subject = SEQ(SET(SEQ(OID(OID_CN), tlv(0x1e, BYTES(0, 'c', 0, 'a')))));
+        ca = build(&p);
+        CHECK(ACCEPTED(CAT(leaf, ca), &f) && f.chain_count == 1);
+        cm_cert_facts_free(&f);
+        /* a chain certificate in BER (long-form length): OpenSSL's shape check takes it */
+        {
+            unsigned char *ber = take(ca.n + 1);
+            size_t hdr = ca.p[1] == 0x81 ? 3 : 2;
+            CHECK(ca.p[1] == 0x81 || ca.p[1] == 0x82);
+            if (ca.p[1] == 0x81) {
+                ber[0] = 0x30;
+                ber[1] = 0x82;
+                ber[2] = 0x00;
+                ber[3] = ca.p[2];
+                memcpy(ber + 4, ca.p + hdr, ca.n - hdr);
+                CHECK(DECLINED_OK(CAT(leaf, raw(ber, ca.n + 1))));
+            }
+        }
     }
     (void)ssl_ok;
 }
@@ -647,6 +667,16 @@ static void test_names(void)
     CHECK(DECLINED_OK(leaf_with_subject(SEQ(SET(SEQ(BYTES(0x06, 0x03, 0x2a, 0x03, 0x04), str(CM_DER_UTF8STRING, "x")))))));
     CHECK(DECLINED_BAD(leaf_with_subject(SEQ(SET(SEQ(OID(OID_CN), BYTES(0x02, 0x01, 0x05)))))));
     CHECK(DECLINED_OK(leaf_with_subject(SEQ(EMPTY_SET, CN("x")))));
+    /* up to 32 attributes in a Name are read; more are declined */
+    {
+        struct piece many = NONE;
+        int i;
+        for (i = 0; i < 32; i++) many = CAT(many, CN("n"));
+        CHECK(ACCEPTED(leaf_with_subject(tlv(0x30, many)), &f));
+        CHECK(strlen(f.subject) == 32 * 4 + 31);
+        cm_cert_facts_free(&f);
+        CHECK(DECLINED_OK(leaf_with_subject(tlv(0x30, CAT(many, CN("n"))))));
+    }
     CHECK(DECLINED_BAD(leaf_with_subject(SEQ(SET(SEQ(OID(OID_CN))))))); /* no value */
     CHECK(DECLINED_BAD(leaf_with_subject(SEQ(SET(SEQ(OID(OID_CN), str(CM_DER_UTF8STRING, "x"), str(CM_DER_UTF8STRING, "y")))))));
     CHECK(DECLINED_BAD(leaf_with_subject(SEQ(SEQ(AVA(OID_CN, CM_DER_UTF8STRING, "x")))))); /* SEQUENCE, not SET */
