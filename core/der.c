@@ -1,8 +1,6 @@
 /* der.c - the strict DER reader of der.h. */
 #include "der.h"
 
-#include <string.h>
-
 struct cm_der cm_der_init(const unsigned char *buf, size_t len)
 {
     struct cm_der d;
