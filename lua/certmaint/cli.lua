@@ -46,7 +46,7 @@ SIGHUP re-reads POLICY; if it fails to load, the running policy stays.]],
   once = [[
 usage: certmaint once POLICY
 Load, redeploy what differs from storage, obtain what is missing, run one renew
-pass and one clean pass, exit. Exit status 1 if anything failed (a deploy too).]],
+pass and one clean pass, exit. Exit status 1 if anything failed (a deploy or a policy hook too).]],
   check = [[
 usage: certmaint check POLICY [--at TIME]
 Validate POLICY and print, for each certificate, what the next passes would do
@@ -201,7 +201,15 @@ function commands.once(engine)
     .. "deployed %d, deploy failed %d\n",
     start.loaded or 0, start.obtained or 0, renew.renewed or 0, renew.reloaded or 0, failed, clean.deleted or 0,
     (start.deployed or 0) + (renew.deployed or 0), deploy_failed))
-  return (failed > 0 or deploy_failed > 0) and 1 or 0
+  -- a policy hook that failed (the default rule decided, a deploy hook
+  -- raised) needs the operator as much as a failed renewal: cron tells them
+  local hook_errors = engine.hooks.errors
+  if hook_errors > 0 then
+    local last = engine.hooks.last_failure
+    eprint(string.format("certmaint: policy hooks failed %d time%s (last: %s: %s; see the log)", hook_errors,
+      hook_errors == 1 and "" or "s", last and last.hook or "?", last and last.message or "?"))
+  end
+  return (failed > 0 or deploy_failed > 0 or hook_errors > 0) and 1 or 0
 end
 
 function commands.clean(engine)

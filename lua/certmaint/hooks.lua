@@ -33,6 +33,8 @@ M.EVENT_INSTRUCTION_LIMIT = 2000000000 -- Lua instructions for one hook call (se
 M.HOOK_MEMORY_MAX = 64 * 1024 * 1024 -- bytes a call may add, and the policy may keep
 M.HEAP_SHARE = 0.75                -- hooks are refused above this share of the heap cap
 M.SUSPEND = 600                    -- seconds a decision hook that ran out of time is skipped
+M.LOG_BURST = 5                    -- hook_failed lines logged per hook in a LOG_WINDOW ...
+M.LOG_WINDOW = 60                  -- ... seconds; further failures are counted, not logged
 
 M.DECISIONS = { needs_renewal = true, on_revoked = true, allow_name = true }
 M.EVENTS = { on_tick = true, on_renewed = true, on_error = true }
@@ -54,7 +56,7 @@ Runner.__index = Runner
 function M.new(policy, opts)
   opts = opts or {}
   local limits = policy and policy.hook_limits or {}
-  return setmetatable({ policy = policy, errors = 0, retained = 0, suspended = {},
+  return setmetatable({ policy = policy, errors = 0, retained = 0, suspended = {}, log_windows = {},
     decision_time = limits.decision_time, event_time = limits.event_time,
     memory_max = opts.memory_max or limits.memory or M.HOOK_MEMORY_MAX }, Runner)
 end
@@ -73,11 +75,36 @@ function Runner:disable(why)
     action = "the default rules decide until the policy is reloaded (SIGHUP)" })
 end
 
+-- Log a failure with its traceback, at most LOG_BURST lines per hook in a
+-- LOG_WINDOW: a hook failing for each of 100k certificates must not write
+-- 100k tracebacks. The line that starts a window says how many failures the
+-- last one left unlogged; status shows the count (runner.errors) too.
+function Runner:log_failure(name, err, code)
+  local now = core.monotonic()
+  local w = self.log_windows[name]
+  if not w or now - w.start >= M.LOG_WINDOW then
+    w = { start = now, logged = 0, unlogged = w and w.unlogged or 0 }
+    self.log_windows[name] = w
+  end
+  if w.logged >= M.LOG_BURST then
+    w.unlogged = w.unlogged + 1
+    return
+  end
+  w.logged = w.logged + 1
+  local fields = { hook = name, error = first_line(err), code = code, traceback = err }
+  if w.unlogged > 0 then fields.unlogged_before = w.unlogged w.unlogged = 0 end
+  core.log("error", "hook_failed", fields)
+  if w.logged == M.LOG_BURST then
+    core.log("warn", "hook_failures_not_logged", { hook = name, seconds = M.LOG_WINDOW,
+      why = string.format("%d failures of this hook logged in %ds: more are counted, not logged", M.LOG_BURST, M.LOG_WINDOW) })
+  end
+end
+
 --- Record a hook failure: log it (with traceback), count it, tell on_error.
 function Runner:failed(name, err, code)
   self.errors = self.errors + 1
   self.last_failure = { hook = name, message = first_line(err), code = code, at = core.now() }
-  core.log("error", "hook_failed", { hook = name, error = first_line(err), code = code, traceback = err })
+  self:log_failure(name, err, code)
   local on_error = self.policy and self.policy.on_error
   if on_error and name ~= "on_error" and not self.in_on_error then
     self.in_on_error = true

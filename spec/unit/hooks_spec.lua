@@ -62,6 +62,34 @@ describe("certmaint.hooks", function()
       assert.equal(2, r.errors)
     end)
 
+    it("logs a burst of a hook's failures, then counts the rest until the window ends", function()
+      local saved_window = hooks.LOG_WINDOW
+      local r = hooks.new {}
+      local function bad(i) error("bad certificate " .. i) end
+      for i = 1, 1000 do assert.is_false((r:decide("needs_renewal", bad, i))) end
+      assert.equal(1000, r.errors)
+      local all = logs() -- (taking the lines empties the capture)
+      local lines = failures(function() return all end)
+      assert.equal(hooks.LOG_BURST, #lines)
+      assert.matches("bad certificate 1\"", lines[1], 1, true)
+      local said = 0
+      for _, l in ipairs(all) do
+        if l:find("event=hook_failures_not_logged", 1, true) and l:find("hook=needs_renewal", 1, true) then said = said + 1 end
+      end
+      assert.equal(1, said)
+      -- another hook has its own burst
+      r:decide("allow_name", bad, 0)
+      assert.equal(1, #failures(logs))
+      -- the window over, the next line says how many went unlogged
+      hooks.LOG_WINDOW = 0
+      r:decide("needs_renewal", bad, 1001)
+      hooks.LOG_WINDOW = saved_window
+      lines = failures(logs)
+      assert.equal(1, #lines)
+      assert.matches("bad certificate 1001", lines[1], 1, true)
+      assert.matches("unlogged_before=" .. (1000 - hooks.LOG_BURST), lines[1], 1, true)
+    end)
+
     it("reports only the first line of a multi-line error, and error objects that are not strings", function()
       local r = hooks.new {}
       local ok, err = r:decide("allow_name", function() error("first\nsecond", 0) end)

@@ -79,6 +79,9 @@ check "status --check with a failing needs_renewal hook: exit 1, saying so" \
 run check "$POL/err_decision_hook.lua"
 check "A.1 check with a failing needs_renewal hook: exit 1, an error row naming the fallback" \
   bash -c "[ $rc -eq 1 ] && grep -q ' error .*needs_renewal hook failed: .*raises on purpose; the default rule decided (renew at 20' $out"
+run once "$POL/err_decision_hook.lua"
+check "A.1 once with a failing needs_renewal hook: exit 1, saying the hooks failed" \
+  bash -c "[ $rc -eq 1 ] && grep -q '^certmaint: policy hooks failed [0-9]* time.*needs_renewal' $err"
 run status "$POL/err_decision_hook.lua" --json
 check "A.1 status --json with a failing needs_renewal hook: last_error says so, renewal_at is the default rule's" \
   test "$(json_eval "$out" 'v[1].last_error:match("needs_renewal hook failed: .*; the default rule decided") and v[1].renewal_at:sub(1, 2)')" = 20
