@@ -488,6 +488,7 @@ static int gmatch_step(lua_State *L)
     struct gmatch_state *gm = lua_touserdata(L, lua_upvalueindex(3));
     struct pattern_state st;
     const char *from;
+    if (gm->next > slen) return 0;
     state_init(&st, L, s, slen, p + plen);
     for (from = s + gm->next; from <= st.subject_end; from++) {
         const char *e;
