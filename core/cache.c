@@ -749,15 +749,26 @@ out:
     free(b->e.blob); b->e.blob = NULL;
 }
 
-#define MANY_WINDOW 256u    /* items parsed ahead of the insert stage, at most */
+#define MANY_WINDOW 256u    /* items cm_cache_add_many parses ahead of its inserts, at most */
 #define MANY_MAX_THREADS 16u
 
-struct many {
-    const struct cm_cache_many_opts *o;
+/* A batch being parsed: the parse threads claim items in order and fill
+ * ring[i % window]; the inserter (the caller's thread) takes them in order.
+ * Everything below mu is shared and read or written only under it; an item
+ * and its ring slot belong to the thread that claimed it until done[] says
+ * it is ready (set under mu), then to the inserter. */
+struct cm_cache_batch {
+    struct cm_cache_many_opts o; /* copies: the caller's may go away */
+    struct cm_renewal_opts renew;
     struct cm_cache_item *items;
-    size_t n;
-    struct built ring[MANY_WINDOW];
-    size_t done[MANY_WINDOW]; /* i + 1 once ring[i % MANY_WINDOW] holds item i */
+    size_t n, window;
+    struct built *ring;       /* window slots */
+    size_t *done;             /* i + 1 once ring[i % window] holds item i */
+    int failed;               /* start failed: finish reports start_res on every item */
+    struct cm_result start_res;
+    pthread_t tid[MANY_MAX_THREADS];
+    unsigned started;         /* parse threads running (to join) */
+    int sync;                 /* mu, ready, space were made */
     size_t next, limit;       /* next item to claim; claims stay below limit */
     size_t awaited;           /* i + 1 while the inserter waits for item i, else 0 */
     unsigned idle;            /* parse threads waiting for room */
@@ -767,7 +778,7 @@ struct many {
 
 static void *many_worker(void *arg)
 {
-    struct many *m = arg;
+    struct cm_cache_batch *m = arg;
     for (;;) {
         size_t i;
         pthread_mutex_lock(&m->mu);
@@ -782,88 +793,167 @@ static void *many_worker(void *arg)
         }
         i = m->next++;
         pthread_mutex_unlock(&m->mu);
-        many_prepare(m->o, &m->items[i], i, &m->ring[i % MANY_WINDOW]);
+        many_prepare(&m->o, &m->items[i], i, &m->ring[i % m->window]);
         pthread_mutex_lock(&m->mu);
-        m->done[i % MANY_WINDOW] = i + 1;
+        m->done[i % m->window] = i + 1;
         if (m->awaited == i + 1) pthread_cond_signal(&m->ready);
         pthread_mutex_unlock(&m->mu);
     }
 }
 
-int cm_cache_add_many(struct cm_cache *c, struct cm_cache_item *items, size_t n,
-                      const struct cm_cache_many_opts *opts, struct cm_result *res)
+/* Stop the parse threads (no new claims; each ends its current item), join
+ * them, free what is left and the batch. */
+static void batch_free(struct cm_cache_batch *m)
 {
-    struct cm_cache_many_opts def;
-    struct many *m = NULL;
-    pthread_t tid[MANY_MAX_THREADS];
-    unsigned want, started = 0, t;
     size_t i;
-    int sync = 0, rc = CM_ERR;
-
-    if (!opts) {
-        cm_cache_many_opts_init(&def);
-        opts = &def;
+    unsigned t;
+    if (!m) return;
+    if (m->started) {
+        pthread_mutex_lock(&m->mu);
+        m->n = m->next; /* nothing more to claim */
+        pthread_cond_broadcast(&m->space);
+        pthread_mutex_unlock(&m->mu);
+        for (t = 0; t < m->started; t++) pthread_join(m->tid[t], NULL);
+        m->started = 0;
     }
-    if (opts->renew && cm_renewal_opts_check(opts->renew, res) != CM_OK) return CM_ERR;
-    if (n == 0) return CM_OK;
+    if (m->sync) {
+        pthread_cond_destroy(&m->space);
+        pthread_cond_destroy(&m->ready);
+        pthread_mutex_destroy(&m->mu);
+    }
+    /* entries parsed but never inserted (an insert frees and clears its own) */
+    if (m->ring)
+        for (i = 0; i < m->window; i++) free(m->ring[i].e.blob);
+    free(m->ring);
+    free(m->done);
+    free(m);
+}
+
+/* Make the batch and start its parse threads; window bounds how far they run
+ * ahead of the inserts.  On failure *out is a batch whose finish reports the
+ * failure on every item (so callers have one path), or NULL when even that
+ * could not be made ("ENOMEM"). */
+static int batch_start(struct cm_cache_batch **out, struct cm_cache_item *items, size_t n,
+                       const struct cm_cache_many_opts *opts, size_t window,
+                       struct cm_result *res)
+{
+    struct cm_cache_batch *m;
+    unsigned want, t;
+
+    *out = NULL;
     if (!(m = calloc(1, sizeof *m))) return cm_fail(res, "ENOMEM", "cache add_many: out of memory");
-    m->o = opts;
+    *out = m;
     m->items = items;
     m->n = n;
-    m->limit = MANY_WINDOW;
-    want = opts->threads > MANY_MAX_THREADS ? MANY_MAX_THREADS : opts->threads;
-    if (want < 2 || n < 2 * (size_t)want) want = 0; /* one thread: no gain over inline */
-    if (want) {
-        if (pthread_mutex_init(&m->mu, NULL) != 0) want = 0;
-        else if (pthread_cond_init(&m->ready, NULL) != 0) {
-            pthread_mutex_destroy(&m->mu);
-            want = 0;
-        } else if (pthread_cond_init(&m->space, NULL) != 0) {
-            pthread_cond_destroy(&m->ready);
-            pthread_mutex_destroy(&m->mu);
-            want = 0;
-        } else {
-            sync = 1;
-        }
-    } else {
-        want = 0;
+    if (opts) m->o = *opts;
+    else cm_cache_many_opts_init(&m->o);
+    if (m->o.renew) {
+        if (cm_renewal_opts_check(m->o.renew, res) != CM_OK) goto fail;
+        m->renew = *m->o.renew;
+        m->o.renew = &m->renew;
     }
+    m->window = window < n ? window : n;
+    if (m->window == 0) return CM_OK;
+    if (!(m->ring = calloc(m->window, sizeof *m->ring)) ||
+        !(m->done = calloc(m->window, sizeof *m->done))) {
+        cm_fail(res, "ENOMEM", "cache add_many: out of memory");
+        goto fail;
+    }
+    m->limit = m->window;
+    want = m->o.threads > MANY_MAX_THREADS ? MANY_MAX_THREADS : m->o.threads;
+    if (want < 2 || n < 2 * (size_t)want) return CM_OK; /* one thread: no gain over inline */
+    if (pthread_mutex_init(&m->mu, NULL) != 0) return CM_OK;
+    if (pthread_cond_init(&m->ready, NULL) != 0) {
+        pthread_mutex_destroy(&m->mu);
+        return CM_OK;
+    }
+    if (pthread_cond_init(&m->space, NULL) != 0) {
+        pthread_cond_destroy(&m->ready);
+        pthread_mutex_destroy(&m->mu);
+        return CM_OK;
+    }
+    m->sync = 1;
     /* a thread that cannot be made is only less parallelism */
     for (t = 0; t < want; t++) {
-        if (pthread_create(&tid[t], NULL, many_worker, m) != 0) break;
-        started++;
+        if (pthread_create(&m->tid[t], NULL, many_worker, m) != 0) break;
+        m->started++;
     }
-    if (started == 0) {
-        for (i = 0; i < n; i++) {
-            many_prepare(opts, &items[i], i, &m->ring[0]);
-            many_insert(c, opts, &items[i], i, &m->ring[0]);
+    return CM_OK;
+fail:
+    m->failed = 1;
+    m->start_res = *res;
+    return CM_ERR;
+}
+
+/* Insert every item of m in order (parsing inline when no thread runs), then
+ * free m. */
+static void batch_finish(struct cm_cache *c, struct cm_cache_batch *m)
+{
+    size_t i;
+    if (m->failed) {
+        /* nothing was done: say so on each item */
+        for (i = 0; i < m->n; i++) {
+            m->items[i].state = CM_CACHE_ITEM_ERROR;
+            cm_fail(&m->items[i].res, m->start_res.code, "item %zu: %s",
+                    m->o.first_index + i, m->start_res.message);
+        }
+    } else if (m->started == 0) {
+        for (i = 0; i < m->n; i++) {
+            struct built *b = &m->ring[i % m->window];
+            many_prepare(&m->o, &m->items[i], i, b);
+            many_insert(c, &m->o, &m->items[i], i, b);
         }
     } else {
-        for (i = 0; i < n; i++) {
-            struct built *b = &m->ring[i % MANY_WINDOW];
+        for (i = 0; i < m->n; i++) {
+            struct built *b = &m->ring[i % m->window];
             pthread_mutex_lock(&m->mu);
-            while (m->done[i % MANY_WINDOW] != i + 1) {
+            while (m->done[i % m->window] != i + 1) {
                 m->awaited = i + 1;
                 pthread_cond_wait(&m->ready, &m->mu);
             }
             m->awaited = 0;
             pthread_mutex_unlock(&m->mu);
-            many_insert(c, opts, &items[i], i, b);
+            many_insert(c, &m->o, &m->items[i], i, b);
             pthread_mutex_lock(&m->mu);
-            m->limit = i + 1 + MANY_WINDOW;
+            m->limit = i + 1 + m->window;
             if (m->idle) pthread_cond_broadcast(&m->space);
             pthread_mutex_unlock(&m->mu);
         }
-        for (t = 0; t < started; t++) pthread_join(tid[t], NULL);
     }
-    rc = CM_OK;
-    if (sync) {
-        pthread_cond_destroy(&m->space);
-        pthread_cond_destroy(&m->ready);
-        pthread_mutex_destroy(&m->mu);
+    batch_free(m);
+}
+
+int cm_cache_add_many(struct cm_cache *c, struct cm_cache_item *items, size_t n,
+                      const struct cm_cache_many_opts *opts, struct cm_result *res)
+{
+    struct cm_cache_batch *m = NULL;
+    if (opts && opts->renew && cm_renewal_opts_check(opts->renew, res) != CM_OK) return CM_ERR;
+    if (n == 0) return CM_OK;
+    if (batch_start(&m, items, n, opts, MANY_WINDOW, res) != CM_OK) {
+        batch_free(m);
+        return CM_ERR;
     }
-    free(m); m = NULL;
+    batch_finish(c, m);
+    return CM_OK;
+}
+
+int cm_cache_batch_start(struct cm_cache_batch **out, struct cm_cache_item *items, size_t n,
+                         const struct cm_cache_many_opts *opts, struct cm_result *res)
+{
+    /* the whole batch may be parsed before the first insert */
+    int rc = batch_start(out, items, n, opts, n, res);
+    if (rc != CM_OK && *out) rc = CM_OK; /* reported by finish, item by item */
     return rc;
+}
+
+void cm_cache_batch_finish(struct cm_cache *c, struct cm_cache_batch *b)
+{
+    if (b) batch_finish(c, b);
+}
+
+void cm_cache_batch_free(struct cm_cache_batch *b)
+{
+    batch_free(b);
 }
 
 int cm_cache_remove(struct cm_cache *c, const struct cm_cache_id *id)

@@ -16,9 +16,10 @@
  * never see dead entries.
  *
  * Threads: the cache has no lock.  One thread (the loop's, which runs Lua)
- * owns it; nothing multi-threaded uses it.  cm_cache_add_many parses on
- * helper threads of its own, but those touch only their items, never the
- * cache: every change to it happens in the calling thread.  What scans and
+ * owns it; nothing multi-threaded uses it.  cm_cache_add_many (and a
+ * cm_cache_batch) parses on helper threads of its own, but those touch only
+ * their items, never the cache: every change to it happens in the calling
+ * thread.  What scans and
  * cm_cache_get hand out is a copy; a cm_cache_view borrows and is valid only
  * until the cache next changes.
  *
@@ -243,6 +244,28 @@ void cm_cache_many_opts_init(struct cm_cache_many_opts *o);
  * thousand keep it small (each item carries a struct cm_result). */
 int cm_cache_add_many(struct cm_cache *c, struct cm_cache_item *items, size_t n,
                       const struct cm_cache_many_opts *opts, struct cm_result *res);
+
+/* The same in two steps, so the parsing of one batch overlaps the caller's
+ * own work (start-up binds batch k in Lua while batch k+1 is read and
+ * parsed).  cm_cache_batch_start copies opts, starts the parse threads on
+ * items[0..n) (all of them may be parsed ahead: keep n to a few thousand)
+ * and returns; it touches no cache.  Until the batch is finished or freed,
+ * items and everything they point to belong to it: the caller neither reads
+ * nor changes nor frees them.  cm_cache_batch_finish inserts them into c in
+ * the calling thread, in item order, with exactly cm_cache_add_many's
+ * outcomes (a failure of the start, "invalid" or "ENOMEM", is reported on
+ * every item, as "item N: ..."), joins the threads and frees the batch.
+ * cm_cache_batch_free drops a batch unfinished: the threads stop after their
+ * current item and are joined, nothing is inserted, the items' outcomes are
+ * meaningless.  Start fails (*out NULL, "ENOMEM") only when the batch itself
+ * cannot be made; n == 0 is a batch with nothing to do.  Batches are
+ * independent: several may be in flight, finished in any order, each by one
+ * thread at a time. */
+struct cm_cache_batch;
+int cm_cache_batch_start(struct cm_cache_batch **out, struct cm_cache_item *items, size_t n,
+                         const struct cm_cache_many_opts *opts, struct cm_result *res);
+void cm_cache_batch_finish(struct cm_cache *c, struct cm_cache_batch *b);
+void cm_cache_batch_free(struct cm_cache_batch *b);
 
 /* Apply *u to an entry.  Fails with "ENOENT" (no such id), "toobig" (staple
  * over CM_CACHE_MAX_STAPLE), "invalid" (a NaN time) or "ENOMEM"; on failure the

@@ -330,23 +330,23 @@ static const char *item_state_name(int state)
 }
 
 /* Raise unless every element 1..n of the array at idx (if a table) passes. */
-static void check_many_args(lua_State *L, lua_Integer n, int files)
+static void check_many_args(lua_State *L, const char *what, lua_Integer n, int files)
 {
     lua_Integer i, k, m;
     for (i = 1; i <= n; i++) {
         size_t len;
         if (lua_rawgeti(L, A_PEMS, i) != LUA_TSTRING)
-            cm_lua_opt_error(L, "cache:add_many", "pems[%d] must be a string, not %s", (int)i,
+            cm_lua_opt_error(L, what, "pems[%d] must be a string, not %s", (int)i,
                              luaL_typename(L, -1));
         if (files && (lua_tolstring(L, -1, &len), len == 0 || strlen(lua_tostring(L, -1)) != len))
-            cm_lua_opt_error(L, "cache:add_many", "pems[%d] must be a file path (files = true)", (int)i);
+            cm_lua_opt_error(L, what, "pems[%d] must be a file path (files = true)", (int)i);
         lua_pop(L, 1);
     }
     if (lua_istable(L, A_COMPANIONS)) {
         for (i = 1; i <= n; i++) {
             int t = lua_rawgeti(L, A_COMPANIONS, i);
             if (t != LUA_TNIL && (t != LUA_TSTRING || strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1)))
-                cm_lua_opt_error(L, "cache:add_many", "option 'companions[%d]' must be a file path, not %s",
+                cm_lua_opt_error(L, what, "option 'companions[%d]' must be a file path, not %s",
                                  (int)i, luaL_typename(L, -1));
             lua_pop(L, 1);
         }
@@ -355,7 +355,7 @@ static void check_many_args(lua_State *L, lua_Integer n, int files)
         for (i = 1; i <= n; i++) {
             int t = lua_rawgeti(L, A_ON_DEMAND, i);
             if (t != LUA_TNIL && t != LUA_TBOOLEAN)
-                cm_lua_opt_error(L, "cache:add_many", "option 'on_demand[%d]' must be a boolean, not %s",
+                cm_lua_opt_error(L, what, "option 'on_demand[%d]' must be a boolean, not %s",
                                  (int)i, luaL_typename(L, -1));
             lua_pop(L, 1);
         }
@@ -366,17 +366,17 @@ static void check_many_args(lua_State *L, lua_Integer n, int files)
             if (t == LUA_TTABLE) {
                 m = (lua_Integer)lua_rawlen(L, -1);
                 if (m > CM_CACHE_MAX_LIST)
-                    cm_lua_opt_error(L, "cache:add_many", "option 'names[%d]' has more than %d names",
+                    cm_lua_opt_error(L, what, "option 'names[%d]' has more than %d names",
                                      (int)i, CM_CACHE_MAX_LIST);
                 for (k = 1; k <= m; k++) {
                     if (lua_rawgeti(L, -1, k) != LUA_TSTRING)
-                        cm_lua_opt_error(L, "cache:add_many",
+                        cm_lua_opt_error(L, what,
                                          "option 'names[%d][%d]' must be a string, not %s", (int)i,
                                          (int)k, luaL_typename(L, -1));
                     lua_pop(L, 1);
                 }
             } else if (t != LUA_TNIL) {
-                cm_lua_opt_error(L, "cache:add_many", "option 'names[%d]' must be a table, not %s",
+                cm_lua_opt_error(L, what, "option 'names[%d]' must be a table, not %s",
                                  (int)i, luaL_typename(L, -1));
             }
             lua_pop(L, 1);
@@ -464,17 +464,16 @@ static void push_outcome(lua_State *L, const struct cm_cache_item *it, lua_Integ
     lua_pop(L, 4);
 }
 
-static int l_add_many(lua_State *L)
+/* Check (pems, opts) of add_many / add_many_start, fill *mo (its renew
+ * pointing at *ro), leave the stack at A_COMPANIONS; returns #pems. */
+static lua_Integer many_args(lua_State *L, const char *what, struct cm_cache_many_opts *o,
+                             struct cm_renewal_opts *ro, int *files_out)
 {
     static const char *const keys[] = {"managed", "on_demand", "names", "renew", "threads",
                                        "files", "companions", "max_bytes", NULL};
-    static const char what[] = "cache:add_many";
-    struct lcache *lc = check_open(L);
     struct cm_cache_many_opts mo;
-    struct cm_renewal_opts ro;
-    struct cm_cache_item *items;
-    lua_Integer n, first;
-    int k, files = 0;
+    lua_Integer n;
+    int files = 0;
 
     luaL_checktype(L, A_PEMS, LUA_TTABLE);
     lua_settop(L, A_OPTS);
@@ -506,8 +505,10 @@ static int l_add_many(lua_State *L)
         }
         lua_pop(L, 1);
         if (get_typed(L, A_OPTS, what, "renew", LUA_TTABLE) != LUA_TNIL) {
-            cm_lua_renewal_opts(L, -1, "cache:add_many: renew", &ro);
-            mo.renew = &ro;
+            char rwhat[64];
+            snprintf(rwhat, sizeof rwhat, "%s: renew", what);
+            cm_lua_renewal_opts(L, -1, rwhat, ro);
+            mo.renew = ro;
         }
         lua_pop(L, 1);
         if (get_typed(L, A_OPTS, what, "threads", LUA_TNUMBER) != LUA_TNIL) {
@@ -522,14 +523,35 @@ static int l_add_many(lua_State *L)
     n = (lua_Integer)lua_rawlen(L, A_PEMS);
     if (n > INT32_MAX) cm_lua_opt_error(L, what, "too many certificates");
     /* every argument is checked before the cache changes at all */
-    check_many_args(L, n, files);
+    check_many_args(L, what, n, files);
+    *o = mo;
+    *files_out = files;
+    return n;
+}
 
-    lua_createtable(L, 0, 7); /* A_RESULT */
+/* Push the result table of n items (at A_RESULT). */
+static void new_many_result(lua_State *L, lua_Integer n)
+{
+    int k;
+    lua_createtable(L, 0, 7);
     for (k = 0; MANY_FIELDS[k]; k++) {
         int sparse = strcmp(MANY_FIELDS[k], "error") == 0 || strcmp(MANY_FIELDS[k], "code") == 0;
         lua_createtable(L, sparse ? 0 : (int)n, 0);
         lua_setfield(L, -2, MANY_FIELDS[k]);
     }
+}
+
+static int l_add_many(lua_State *L)
+{
+    struct lcache *lc = check_open(L);
+    struct cm_cache_many_opts mo;
+    struct cm_renewal_opts ro;
+    struct cm_cache_item *items;
+    lua_Integer n, first;
+    int files = 0;
+
+    n = many_args(L, "cache:add_many", &mo, &ro, &files);
+    new_many_result(L, n); /* A_RESULT */
     /* A_ITEMS: Lua owns the items, so a raise never leaks them */
     items = lua_newuserdatauv(L, (size_t)(n < MANY_CHUNK ? (n ? n : 1) : MANY_CHUNK) * sizeof *items, 0);
     for (first = 0; first < n; first += MANY_CHUNK) {
@@ -550,6 +572,154 @@ static int l_add_many(lua_State *L)
     }
     lua_settop(L, A_RESULT);
     return 1;
+}
+
+/* ---- c:add_many_start(pems, opts) -> batch; batch:finish() ------------- */
+
+#define BATCH_MT "certmaint.cache.batch"
+#define BATCH_MAX (4 * MANY_CHUNK) /* all of a batch may be parsed ahead: keep it small */
+
+/* A batch parsing on the core's threads.  It owns its items and copies of
+ * every string they point to (the threads read them while Lua runs and may
+ * collect the tables they came from); uservalue 1 is the cache. */
+struct lbatch {
+    struct cm_cache_batch *b; /* NULL once finished or dropped */
+    struct cm_cache_item *items;
+    size_t n;
+    char *strings;            /* paths/PEMs, companions, names, NUL-terminated */
+    const char **names;       /* the items' names arrays, pointing into strings */
+    int started, finished;
+    struct cm_result start_res; /* when start failed (b NULL, started 0) */
+};
+
+static void lbatch_release(struct lbatch *lb)
+{
+    cm_cache_batch_free(lb->b); /* stops and joins the threads first */
+    lb->b = NULL;
+    free(lb->items); lb->items = NULL;
+    free(lb->strings); lb->strings = NULL;
+    free(lb->names); lb->names = NULL;
+}
+
+static int l_batch_gc(lua_State *L)
+{
+    lbatch_release(luaL_checkudata(L, 1, BATCH_MT));
+    return 0;
+}
+
+/* Copy s (len bytes) to *at, NUL-terminated; return the copy. */
+static const char *put_string(char **at, const char *s, size_t len)
+{
+    char *d = *at;
+    memcpy(d, s, len);
+    d[len] = '\0';
+    *at += len + 1;
+    return d;
+}
+
+/* Deep-copy the borrowed items lb->items[0..n) (fill_items's) into lb. */
+static int own_items(struct lbatch *lb)
+{
+    size_t total = 1, nnames = 0, j, k, used = 0;
+    char *at;
+    for (j = 0; j < lb->n; j++) {
+        const struct cm_cache_item *it = &lb->items[j];
+        total += (it->pem ? it->pem_len : strlen(it->path)) + 1;
+        if (it->companion) total += strlen(it->companion) + 1;
+        for (k = 0; k < it->names_count; k++) total += strlen(it->names[k]) + 1;
+        nnames += it->names_count;
+    }
+    if (!(lb->strings = malloc(total))) return CM_ERR;
+    if (nnames && !(lb->names = malloc(nnames * sizeof *lb->names))) return CM_ERR;
+    at = lb->strings;
+    for (j = 0; j < lb->n; j++) {
+        struct cm_cache_item *it = &lb->items[j];
+        if (it->pem) it->pem = put_string(&at, it->pem, it->pem_len);
+        else it->path = put_string(&at, it->path, strlen(it->path));
+        if (it->companion) it->companion = put_string(&at, it->companion, strlen(it->companion));
+        if (it->names) {
+            const char **dst = lb->names + used;
+            for (k = 0; k < it->names_count; k++)
+                dst[k] = put_string(&at, it->names[k], strlen(it->names[k]));
+            it->names = dst;
+            used += it->names_count;
+        }
+    }
+    return CM_OK;
+}
+
+/* c:add_many_start(pems, opts): add_many's arguments; starts reading and
+ * parsing them on the parse threads and returns a batch at once.
+ * batch:finish() adds them to the cache and returns what add_many would
+ * have. */
+static int l_add_many_start(lua_State *L)
+{
+    static const char what[] = "cache:add_many_start";
+    struct cm_cache_many_opts mo;
+    struct cm_renewal_opts ro;
+    struct lbatch *lb;
+    lua_Integer n;
+    int files = 0;
+
+    check_open(L);
+    n = many_args(L, what, &mo, &ro, &files);
+    if (n > BATCH_MAX) cm_lua_opt_error(L, what, "at most %d certificates a batch", BATCH_MAX);
+    lb = lua_newuserdatauv(L, sizeof *lb, 1); /* A_RESULT's slot: the batch */
+    memset(lb, 0, sizeof *lb);
+    luaL_setmetatable(L, BATCH_MT);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+    lb->n = (size_t)n;
+    if (!(lb->items = calloc(lb->n ? lb->n : 1, sizeof *lb->items))) return luaL_error(L, "%s: out of memory", what);
+    fill_items(L, lb->items, 0, lb->n, files); /* borrowed; pushes the names userdata */
+    if (own_items(lb) != CM_OK) return luaL_error(L, "%s: out of memory", what);
+    lua_pop(L, 1);
+    mo.first_index = 1;
+    if (cm_cache_batch_start(&lb->b, lb->items, lb->n, &mo, &lb->start_res) != CM_OK) lb->b = NULL;
+    else lb->started = 1;
+    return 1;
+}
+
+static int l_batch_finish(lua_State *L)
+{
+    struct lbatch *lb = luaL_checkudata(L, 1, BATCH_MT);
+    struct lcache *lc;
+    size_t j;
+    if (lb->finished) return luaL_error(L, "cache batch: finished already");
+    if (!lb->items) return luaL_error(L, "cache batch: dropped");
+    lua_settop(L, 1);
+    lua_getiuservalue(L, 1, 1);
+    lc = luaL_checkudata(L, 2, CACHE_MT);
+    if (!lc->c) {
+        lbatch_release(lb);
+        return luaL_error(L, "attempt to use a closed cache");
+    }
+    lua_settop(L, A_RESULT - 1);
+    new_many_result(L, (lua_Integer)lb->n); /* A_RESULT */
+    if (lb->started) {
+        cm_cache_batch_finish(lc->c, lb->b); /* frees it */
+        lb->b = NULL;
+    } else {
+        /* nothing was done: say so on each item, as add_many does */
+        for (j = 0; j < lb->n; j++) {
+            lb->items[j].state = CM_CACHE_ITEM_ERROR;
+            cm_fail(&lb->items[j].res, lb->start_res.code, "item %zu: %s", j + 1,
+                    lb->start_res.message);
+        }
+    }
+    lb->finished = 1;
+    for (j = 0; j < lb->n; j++) push_outcome(L, &lb->items[j], (lua_Integer)j + 1);
+    lbatch_release(lb);
+    lua_settop(L, A_RESULT);
+    return 1;
+}
+
+/* batch:drop(): stop parsing (joins the threads), add nothing; idempotent. */
+static int l_batch_drop(lua_State *L)
+{
+    struct lbatch *lb = luaL_checkudata(L, 1, BATCH_MT);
+    lbatch_release(lb);
+    return 0;
 }
 
 /* ---- c:status_json(ids, fields, opts) ----------------------------------- */
@@ -1234,6 +1404,7 @@ int cm_lua_open_cache(lua_State *L)
     static const luaL_Reg methods[] = {
         {"add", l_add},
         {"add_many", l_add_many},
+        {"add_many_start", l_add_many_start},
         {"get", l_get},
         {"facts", l_facts},
         {"status_json", l_status_json},
@@ -1264,6 +1435,20 @@ int cm_lua_open_cache(lua_State *L)
     if (luaL_newmetatable(L, CACHE_MT)) {
         luaL_setfuncs(L, meta, 0);
         luaL_newlib(L, methods);
+        lua_setfield(L, -2, "__index");
+    }
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, BATCH_MT)) {
+        static const luaL_Reg batch_methods[] = {
+            {"finish", l_batch_finish},
+            {"drop", l_batch_drop},
+            {NULL, NULL},
+        };
+        lua_pushcfunction(L, l_batch_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, l_batch_gc);
+        lua_setfield(L, -2, "__close");
+        luaL_newlib(L, batch_methods);
         lua_setfield(L, -2, "__index");
     }
     lua_pop(L, 1);

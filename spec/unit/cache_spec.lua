@@ -722,6 +722,128 @@ describe("core cache", function()
         local r = c:add_many { "x\0y" }
         assert.equals("parse", r.code[1])
       end)
+
+      describe("add_many_start (a batch parsed ahead)", function()
+        -- a mixed batch: good files, garbage, a missing file, a missing
+        -- companion, the same certificate twice, names that differ
+        local function mixed(n)
+          local paths, companions, names = {}, {}, {}
+          local dup = put("dup.crt", issue { names = { "dup.test" } })
+          for i = 1, n do
+            local name = "b" .. i .. ".batch.test"
+            paths[i] = put(name .. ".crt", issue { names = { name } })
+            names[i] = { name }
+          end
+          paths[5] = put("garbage.crt", "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n")
+          paths[n // 2] = dir .. "/gone.crt"
+          companions[n // 2 + 1] = dir .. "/gone.key"
+          paths[n - 3], paths[n - 2] = dup, dup
+          names[n - 1] = { "other.test" }
+          return paths, { files = true, threads = 8, companions = companions, names = names, renew = {} }
+        end
+
+        it("gives what add_many gives, inserting nothing before finish", function()
+          local paths, opts = mixed(300)
+          local want = c:add_many(paths, opts)
+          local d = core.cache_new()
+          local b = d:add_many_start(paths, opts)
+          assert.equals(0, d:count())
+          local r = b:finish()
+          assert.same(want, r)
+          assert.equals(c:count(), d:count())
+          assert.equals("error", r.state[5])
+          assert.matches("^item 5: ", r.error[5])
+          assert.equals("missing", r.state[150])
+          assert.equals("ENOENT", r.code[151])
+          assert.equals("names_changed", r.state[299])
+          assert.equals(r.id[297], r.id[298])
+          assert.error_matches(function() b:finish() end, "finished already")
+          b:drop() -- after finish: nothing to do
+          d:close()
+        end)
+
+        it("owns copies of its inputs: the caller's tables may change meanwhile", function()
+          local paths, opts = mixed(40)
+          local want = c:add_many(paths, opts)
+          local d = core.cache_new()
+          local p2, o2 = {}, { files = true, threads = 8, companions = {}, names = {}, renew = {} }
+          for i, p in ipairs(paths) do p2[i] = p end
+          for i, v in pairs(opts.companions) do o2.companions[i] = v end
+          for i, v in pairs(opts.names) do o2.names[i] = { v[1] } end
+          local b = d:add_many_start(p2, o2)
+          for i in ipairs(p2) do p2[i] = "/nonexistent/x" .. i end
+          for i in pairs(o2.names) do o2.names[i][1] = "changed.test" end
+          p2, o2 = nil, nil
+          collectgarbage()
+          collectgarbage()
+          assert.same(want, b:finish())
+          d:close()
+        end)
+
+        it("runs several batches at once, finished in order", function()
+          local paths, opts = mixed(60)
+          local want = c:add_many(paths, opts)
+          local d = core.cache_new()
+          local first, second = {}, {}
+          for i = 1, 30 do first[i], second[i] = paths[i], paths[i + 30] end
+          local o1 = { files = true, threads = 8, companions = {}, names = {}, renew = {} }
+          local o2 = { files = true, threads = 8, companions = {}, names = {}, renew = {} }
+          for i = 1, 30 do
+            o1.companions[i], o1.names[i] = opts.companions[i], opts.names[i]
+            o2.companions[i], o2.names[i] = opts.companions[i + 30], opts.names[i + 30]
+          end
+          local b1, b2 = d:add_many_start(first, o1), d:add_many_start(second, o2)
+          local r1, r2 = b1:finish(), b2:finish()
+          for i = 1, 30 do
+            assert.equals(want.state[i], r1.state[i])
+            assert.equals(want.id[i], r1.id[i])
+            assert.equals(want.state[i + 30], r2.state[i])
+            assert.equals(want.id[i + 30], r2.id[i])
+          end
+          assert.equals(c:count(), d:count())
+          d:close()
+        end)
+
+        it("can be dropped unfinished (or just lost), adding nothing", function()
+          local paths, opts = mixed(500)
+          local b = c:add_many_start(paths, opts)
+          b:drop()
+          b:drop()
+          assert.equals(0, c:count())
+          assert.error_matches(function() b:finish() end, "dropped")
+          local lost = c:add_many_start(paths, opts)
+          lost = nil -- luacheck: ignore
+          collectgarbage() -- its __gc stops and joins the threads
+          collectgarbage()
+          do
+            local closed <close> = c:add_many_start(paths, opts) -- luacheck: ignore
+          end
+          assert.equals(0, c:count())
+          -- a closed cache: finish says so and drops the batch
+          local d = core.cache_new()
+          local b2 = d:add_many_start(paths, opts)
+          d:close()
+          assert.error_matches(function() b2:finish() end, "closed cache")
+          assert.error_matches(function() b2:finish() end, "dropped")
+        end)
+
+        it("checks its arguments as add_many does, before starting", function()
+          local path = put("arg.crt", issue { names = { "arg.test" } })
+          assert.error_matches(function() c:add_many_start({ path, 7 }, { files = true }) end,
+            "cache:add_many_start: pems%[2%] must be a string")
+          assert.error_matches(function() c:add_many_start({ path }, { threads = -1 }) end,
+            "cache:add_many_start: option 'threads'")
+          assert.error_matches(function() c:add_many_start({ path }, { renew = { ratio = 2 } }) end,
+            "cache:add_many_start: renew")
+          local many = {}
+          for i = 1, 8193 do many[i] = path end
+          assert.error_matches(function() c:add_many_start(many, { files = true }) end,
+            "at most 8192 certificates a batch")
+          local r = c:add_many_start({}, { files = true }):finish()
+          assert.same({}, r.state)
+          assert.equals(0, c:count())
+        end)
+      end)
     end)
   end)
 

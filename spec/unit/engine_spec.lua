@@ -121,6 +121,89 @@ describe("engine", function()
       assert.is_truthy(storage:load(e2.engine:paths("example.com").key))
       assert.is_true(core.key_matches(e2:cert("example.com").pem, storage:load(e2.engine:paths("example.com").key)))
     end)
+
+    describe("in pipelined batches (file storage)", function()
+      local fs = require "helpers.storage_backends"
+      local dir
+      before_each(function() dir = fs.tmpdir() end)
+      after_each(function() fs.rm_rf(dir) end)
+
+      local NAMES = {}
+      for i = 1, 8 do NAMES[i] = "p" .. i .. ".example.com" end
+
+      -- an engine (not started) over dir's storage, its batches `size` long
+      local function engine(issuer, size)
+        local storage = require("certmaint.storage.file").new { root = dir }
+        local e = testing.engine(policy { issuer = issuer, storage = storage, certificates = NAMES },
+          { start = false })
+        e.engine.load_batch_size = size
+        return e, storage
+      end
+
+      -- what load_all made of each entry: state, error, cached id
+      local function outcome(e)
+        local out = {}
+        for _, name in ipairs(NAMES) do
+          local en = e.engine.entries[name]
+          -- "item N" numbers within a batch: the rest must be the same
+          out[name] = { en.load_state, en.load_error and (en.load_error:gsub("^item %d+: ", "")) or false,
+            en.id or false }
+        end
+        return out
+      end
+
+      it("gives what one batch gives, with errors in the middle of a batch", function()
+        local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+        local first, storage = engine(issuer, 3)
+        first:start()
+        assert.equal(8, issuer.issued)
+        local p4, p5, p7 = first.engine:paths(NAMES[4]), first.engine:paths(NAMES[5]), first.engine:paths(NAMES[7])
+        assert(storage:store(p4.cert, "-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n"))
+        assert(storage:delete(p5.key))
+        assert(storage:delete(p7.cert))
+        local whole = engine(issuer, 2048)
+        local counts, to_obtain = whole.engine:load_all { recover = false }
+        assert.same({ ok = 5, missing = 1, names_changed = 0, error = 2 }, counts)
+        for _, size in ipairs { 1, 2, 3, 7 } do
+          local e = engine(issuer, size)
+          local c2, o2 = e.engine:load_all { recover = false }
+          assert.same(counts, c2)
+          assert.equal(#to_obtain, #o2)
+          for i, en in ipairs(o2) do assert.equal(to_obtain[i].primary, en.primary) end
+          assert.same(outcome(whole), outcome(e))
+          assert.equal(5, e.engine.cache:count())
+        end
+        assert.equal("error", whole.engine.entries[NAMES[4]].load_state)
+        assert.equal("error", whole.engine.entries[NAMES[5]].load_state)
+        assert.equal("missing", whole.engine.entries[NAMES[7]].load_state)
+      end)
+
+      it("drops the batches in flight when a batch raises", function()
+        local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+        local first, storage = engine(issuer, 3)
+        first:start()
+        local e = engine(issuer, 3)
+        local started, dropped = 0, 0
+        -- a storage whose second batch raises on finish
+        local proxy = setmetatable({}, { __index = storage })
+        function proxy.start_load_into_cache(_, cache, list, opts)
+          started = started + 1
+          local n, b = started, storage:start_load_into_cache(cache, list, opts)
+          return {
+            finish = function()
+              if n == 2 then error("batch 2 broke") end
+              return b:finish()
+            end,
+            drop = function() dropped = dropped + 1; b:drop() end,
+          }
+        end
+        e.engine.storage = proxy
+        assert.error_matches(function() e.engine:load_all { recover = false } end, "batch 2 broke")
+        assert.equal(3, started) -- batch 3 was parsing while batch 2 was finished
+        assert.equal(2, dropped) -- batches 2 and 3, never finished
+        assert.equal(3, e.engine.cache:count()) -- batch 1 only
+      end)
+    end)
   end)
 
   describe("renew pass", function()

@@ -910,6 +910,101 @@ static void test_view(void)
     cm_cache_free(c);
 }
 
+/* ---- cm_cache_batch: parsed ahead, inserted at finish ------------------ */
+
+#define NBATCH 300
+
+static void test_batch(void)
+{
+    static char *pems[NBATCH];
+    static struct cm_cache_item want[NBATCH], one[NBATCH / 2], two[NBATCH - NBATCH / 2],
+        dropped[NBATCH];
+    static char namebuf[NBATCH][32];
+    const char *nm[1];
+    const char *garbage = "-----BEGIN CERTIFICATE-----\nnope!\n-----END CERTIFICATE-----\n";
+    struct cm_cache_many_opts mo;
+    struct cm_renewal_opts ro;
+    struct cm_result res;
+    struct cm_cache *c = cm_cache_new(NULL), *d = cm_cache_new(NULL);
+    struct cm_cache_batch *b1 = NULL, *b2 = NULL, *b3 = NULL;
+    size_t i, h = NBATCH / 2;
+
+    CHECK(c != NULL && d != NULL);
+    for (i = 0; i < NBATCH; i++) {
+        snprintf(namebuf[i], sizeof namebuf[i], "b%zu.batch.test", i);
+        nm[0] = namebuf[i];
+        pems[i] = issue_pem(nm, 1, T0, T0 + 90 * 86400LL);
+        CHECK(pems[i] != NULL);
+    }
+    cm_cache_many_opts_init(&mo);
+    cm_renewal_opts_init(&ro);
+    mo.threads = 4;
+    mo.renew = &ro;
+    mo.first_index = 1;
+    for (i = 0; i < NBATCH; i++) set_item(&want[i], pems[i]);
+    set_item(&want[h - 1], garbage); /* errors in the middle, and at the seam */
+    set_item(&want[h + 7], NULL);
+    set_item(&want[h + 20], pems[3]); /* a second copy, in the other batch */
+    CHECK(cm_cache_add_many(c, want, NBATCH, &mo, &res) == CM_OK);
+
+    /* the same in two batches in flight at once, finished in order */
+    for (i = 0; i < NBATCH; i++) {
+        struct cm_cache_item *it = i < h ? &one[i] : &two[i - h];
+        set_item(it, want[i].pem);
+    }
+    CHECK(cm_cache_batch_start(&b1, one, h, &mo, &res) == CM_OK && b1 != NULL);
+    mo.first_index = h + 1;
+    CHECK(cm_cache_batch_start(&b2, two, NBATCH - h, &mo, &res) == CM_OK && b2 != NULL);
+    mo.first_index = 1;
+    CHECK(cm_cache_count(d) == 0); /* nothing inserted before finish */
+    cm_cache_batch_finish(d, b1);
+    cm_cache_batch_finish(d, b2);
+    CHECK(cm_cache_count(d) == cm_cache_count(c));
+    CHECK(cm_cache_count(d) == NBATCH - 3);
+    for (i = 0; i < NBATCH; i++) {
+        const struct cm_cache_item *it = i < h ? &one[i] : &two[i - h];
+        CHECK(it->state == want[i].state);
+        CHECK(it->existed == want[i].existed);
+        CHECK(strcmp(it->res.message, want[i].res.message) == 0);
+        if (it->state == CM_CACHE_ITEM_OK) {
+            CHECK(memcmp(it->id.sha256, want[i].id.sha256, 32) == 0);
+            CHECK(it->renew_at == want[i].renew_at);
+        }
+    }
+    CHECK(two[20].existed == 1);
+
+    /* dropped unfinished, at once and after some parsing: nothing inserted */
+    for (i = 0; i < NBATCH; i++) set_item(&dropped[i], pems[i]);
+    cm_cache_free(d);
+    d = cm_cache_new(NULL);
+    CHECK(cm_cache_batch_start(&b3, dropped, NBATCH, &mo, &res) == CM_OK);
+    cm_cache_batch_free(b3);
+    CHECK(cm_cache_batch_start(&b3, dropped, NBATCH, &mo, &res) == CM_OK);
+    nm[0] = "busy.batch.test"; /* some work of this thread while they parse */
+    free(issue_pem(nm, 1, T0, T0 + 86400));
+    cm_cache_batch_free(b3);
+    cm_cache_batch_free(NULL);
+    CHECK(cm_cache_count(d) == 0);
+
+    /* bad renew options: the start says nothing, finish fails every item */
+    ro.ratio = 2;
+    CHECK(cm_cache_batch_start(&b3, dropped, 3, &mo, &res) == CM_OK && b3 != NULL);
+    cm_cache_batch_finish(d, b3);
+    for (i = 0; i < 3; i++) {
+        CHECK(dropped[i].state == CM_CACHE_ITEM_ERROR && strcmp(dropped[i].res.code, "invalid") == 0);
+        CHECK(strncmp(dropped[i].res.message, "item ", 5) == 0);
+    }
+    CHECK(cm_cache_count(d) == 0);
+    /* an empty batch */
+    CHECK(cm_cache_batch_start(&b3, dropped, 0, NULL, &res) == CM_OK);
+    cm_cache_batch_finish(d, b3);
+    CHECK(cm_cache_count(d) == 0);
+
+    for (i = 0; i < NBATCH; i++) free(pems[i]);
+    cm_cache_free(d);
+    cm_cache_free(c);
+}
+
 int main(void)
 {
     test_index_and_duplicates();
@@ -922,6 +1017,7 @@ int main(void)
     test_many();
     pki_init();
     test_add_many();
+    test_batch();
     test_view();
     free(ca_key);
     free(ca_pem);

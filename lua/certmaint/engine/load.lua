@@ -1,17 +1,19 @@
 --- Start-up: read every managed certificate set from storage into the cache,
 -- then obtain what is missing.
 --
--- The bulk path: storage:load_into_cache hands a batch of certificate keys to
--- cache:add_many, which (for the file backend) reads and parses each PEM once
--- in C on both cores and adds the batch to the cache, computing the default
--- renewal time there too; Lua sees only ids, states and two times a
--- certificate. Batches bound what is held at once.
+-- The bulk path: storage:start_load_into_cache hands a batch of certificate
+-- keys to cache:add_many_start, which (for the file backend) reads and parses
+-- each PEM once in C on the core's threads, computing the default renewal
+-- time there too, while Lua binds the previous batch; finish() adds it to the
+-- cache. Lua sees only ids, states and two times a certificate. Batches (two
+-- in flight at most) bound what is held at once.
 local core = require "certmaint.core"
 local certset = require "certmaint.certset"
+local storage_common = require "certmaint.storage.common"
 
 local M = {}
 
-local BATCH = 2048
+local BATCH = 2048 -- certificates a batch (an engine's load_batch_size overrides it: specs)
 
 local function log(level, event, fields) core.log(level, event, fields or {}) end
 
@@ -62,21 +64,29 @@ function M:cache_put(e, pem)
 end
 
 --- Load every managed certificate from storage into the cache, in batches
--- through storage:load_into_cache (for files: one C call that reads and
--- parses on both cores). opts.keys = false skips checking that each private
--- key exists, opts.recover = false leaves interrupted commits alone
--- (read-only commands). Returns counts { ok=, missing=, names_changed=,
--- error= } and the entries that need obtaining, in policy order.
+-- through storage:start_load_into_cache (for files: the core's threads read
+-- and parse batch k+1 while this binds batch k; inserts stay on this thread,
+-- in order, so outcomes are those of one load_into_cache per batch).
+-- opts.keys = false skips checking that each private key exists,
+-- opts.recover = false leaves interrupted commits alone (read-only
+-- commands). Returns counts { ok=, missing=, names_changed=, error= } and
+-- the entries that need obtaining, in policy order.
 function M:load_all(opts)
   local want_keys = not (opts and opts.keys == false)
   local recovered = false
   if not (opts and opts.recover == false) then recovered = select(2, certset.recover(self.storage)) end
   local counts = { ok = 0, missing = 0, names_changed = 0, error = 0 }
   local to_obtain = {}
-  local order = self.order
-  for first = 1, #order, BATCH do
-    local batch, primaries, entries = {}, {}, self.entries
-    for i = first, math.min(first + BATCH - 1, #order) do
+  local order, entries = self.order, self.entries
+  -- at most two batches in flight; a raise drops them (joining their threads)
+  local inflight <close> = setmetatable({}, { __close = function(t)
+    for _, b in pairs(t) do b.load:drop() end
+  end })
+  local size = self.load_batch_size or BATCH
+  local function start(first)
+    if first > #order then return nil end
+    local batch, primaries = {}, {}
+    for i = first, math.min(first + size - 1, #order) do
       local j = i - first + 1
       primaries[j] = order[i]
       batch[j] = entries[order[i]]
@@ -84,7 +94,21 @@ function M:load_all(opts)
     local crts, key_files = certset.cert_files(self.issuer_key, primaries, want_keys)
     local o = self:add_opts(batch)
     o.companions = key_files
-    local r = self.storage:load_into_cache(self.cache, crts, o)
+    local st = self.storage
+    -- start_load_into_cache is optional in the storage contract
+    local load = st.start_load_into_cache and st:start_load_into_cache(self.cache, crts, o)
+      or storage_common.start_load_into_cache(st, self.cache, crts, o)
+    local b = { entries = batch, load = load }
+    inflight[b] = b
+    return b
+  end
+  local cur, first = start(1), 1
+  while cur do
+    first = first + size
+    local nxt = start(first)
+    local r = cur.load:finish()
+    inflight[cur] = nil
+    local batch = cur.entries
     self:hook_renew_times(r, #batch)
     local states, ids = r.state, r.id
     for i = 1, #batch do
@@ -108,6 +132,7 @@ function M:load_all(opts)
         if not e.id then self.uncached[e.primary] = true end
       end
     end
+    cur = nxt
   end
   return counts, to_obtain
 end

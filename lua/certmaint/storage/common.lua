@@ -522,6 +522,28 @@ function M.load_into_cache(backend, cache, list, opts)
   return out
 end
 
+-- A started load that does its work when finished (what
+-- start_load_into_cache gives for a backend that cannot work ahead).
+local Deferred = {}
+Deferred.__index = Deferred
+Deferred.__close = function(b) b:drop() end
+
+function Deferred:finish()
+  if self.finished then error("storage batch: finished already", 2) end
+  if self.dropped then error("storage batch: dropped", 2) end
+  self.finished = true
+  return self.backend:load_into_cache(self.cache, self.list, self.opts)
+end
+
+function Deferred:drop() self.dropped = not self.finished end
+
+--- backend:start_load_into_cache(cache, keys, opts) for any backend -> a batch
+-- whose finish() is load_into_cache(cache, keys, opts) (run then).
+function M.start_load_into_cache(backend, cache, list, opts)
+  if type(list) ~= "table" then error("storage start_load_into_cache: keys must be a list", 3) end
+  return setmetatable({ backend = backend, cache = cache, list = list, opts = opts }, Deferred)
+end
+
 --- The first steps of every backend's commit: check the arguments (raising
 -- on a caller's bug), finish what a crash left (this commit lands after
 -- it), check the fence, and each target. Returns puts, deletes, step
@@ -547,7 +569,7 @@ end
 --- Install on a backend class the contract methods that are the same for
 -- every backend, over its primitives (_acquire, _release, _refresh, _holds,
 -- recover_with, load_many): lock, try_lock, unlock, refresh_locks, recover,
--- load_into_cache. A backend may define its own after this (the file backend
+-- load_into_cache, start_load_into_cache. A backend may define its own after this (the file backend
 -- has its own load_into_cache). Each wrapper keeps one frame of its own, so
 -- error levels count it as the backend's method (no tail calls).
 function M.install(class)
@@ -575,6 +597,10 @@ function M.install(class)
   function class:load_into_cache(cache, list, opts)
     local r = M.load_into_cache(self, cache, list, opts)
     return r
+  end
+  function class:start_load_into_cache(cache, list, opts)
+    local b = M.start_load_into_cache(self, cache, list, opts)
+    return b
   end
   return class
 end

@@ -285,19 +285,34 @@ end
 -- one cache:add_many call whose parse threads read the files too, so the
 -- file system's latency overlaps the parsing (the start-up path of 100k
 -- certificates).
-function File:load_into_cache(cache, list, opts)
-  if type(list) ~= "table" then error("storage load_into_cache: keys must be a list", 2) end
+-- The paths and add_many options of a load_into_cache (level: the caller's
+-- caller, for errors).
+local function load_args(self, list, opts, op)
+  if type(list) ~= "table" then error("storage " .. op .. ": keys must be a list", 3) end
   local paths, companions = {}, nil
   local root = self.root .. "/"
-  for i = 1, #list do paths[i] = root .. common.check_key(list[i], "load_into_cache", false, 2) end
+  for i = 1, #list do paths[i] = root .. common.check_key(list[i], op, false, 3) end
   if opts.companions then
     companions = {}
-    for i, k in pairs(opts.companions) do companions[i] = root .. common.check_key(k, "load_into_cache", false, 2) end
+    for i, k in pairs(opts.companions) do companions[i] = root .. common.check_key(k, op, false, 3) end
   end
   -- more threads than cores: reads that miss the page cache wait on the disk
   local sub = { files = true, companions = companions, max_bytes = math.min(self.max_bytes, 1024 * 1024), threads = 8 }
   for k, v in pairs(opts) do if k ~= "companions" then sub[k] = v end end
+  return paths, sub
+end
+
+function File:load_into_cache(cache, list, opts)
+  local paths, sub = load_args(self, list, opts, "load_into_cache")
   return cache:add_many(paths, sub)
+end
+
+--- start_load_into_cache(cache, keys, opts) -> batch: cache:add_many_start,
+-- so the files are read and parsed on the core's threads until
+-- batch:finish() (-> r, as load_into_cache) adds them.
+function File:start_load_into_cache(cache, list, opts)
+  local paths, sub = load_args(self, list, opts, "start_load_into_cache")
+  return cache:add_many_start(paths, sub)
 end
 
 -- ---- locks ---------------------------------------------------------------

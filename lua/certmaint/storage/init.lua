@@ -19,6 +19,13 @@
 --                                 "missing" where a key is not stored); opts are
 --                                 add_many's plus companions = {key, ...} that must
 --                                 exist beside each (storage.common has a generic one)
+--   start_load_into_cache(cache, keys, opts) -> batch (optional: engine.load
+--                                 falls back to storage.common's over load_into_cache):
+--                                 the same in two steps;
+--                                 batch:finish() -> r adds them, batch:drop() gives
+--                                 up (also its __close/__gc). The file backend reads
+--                                 and parses on its threads in between, while the
+--                                 caller runs (start-up binds the previous batch)
 --   store(key, value [, {mode = "0644"}]) -> true | nil, err, code (private keys 0600)
 --   delete(key)                -> true | nil, err, code (a prefix with all below it)
 --   exists(key)                -> boolean (files and prefixes)
