@@ -844,6 +844,33 @@ for _, backend in ipairs(helpers.backends) do
         assert.has_error(function() a:load_into_cache(cache, { "ok" }, { nmaes = {} }) end)
         assert.equal(0, cache:count())
       end)
+
+      it("start_load_into_cache: finish gives what load_into_cache gives; drop adds nothing", function()
+        assert.is_true(a:store(site("one") .. ".crt", ONE.cert_pem))
+        assert.is_true(a:store(site("one") .. ".key", ONE.key_pem))
+        assert.is_true(a:store(site("two") .. ".crt", TWO.cert_pem))
+        assert.is_true(a:store(site("junk") .. ".crt", "junk"))
+        local list, companions = {}, {}
+        for i, s in ipairs { "one", "gone", "junk", "two" } do
+          list[i], companions[i] = site(s) .. ".crt", site(s) .. ".key"
+        end
+        local opts = { companions = companions, names = { { "one.example" }, {}, {}, { "two.example" } } }
+        local want = a:load_into_cache(cache, list, opts)
+        local other = core.cache_new()
+        local dropped = b:start_load_into_cache(other, list, opts)
+        dropped:drop()
+        dropped:drop()
+        assert.has_error(function() dropped:finish() end)
+        local batch = b:start_load_into_cache(other, list, opts)
+        local r = batch:finish()
+        assert.same(want, r)
+        assert.same({ "names_changed", "missing", "error", "error" }, r.state)
+        assert.equal(1, other:count())
+        assert.has_error(function() batch:finish() end)
+        assert.has_error(function() a:start_load_into_cache(other, "k", {}) end)
+        assert.has_error(function() a:start_load_into_cache(other, { "/abs" }, {}) end)
+        other:close()
+      end)
     end)
   end)
 end

@@ -541,6 +541,9 @@ function Deferred:drop() self.dropped = not self.finished end
 -- whose finish() is load_into_cache(cache, keys, opts) (run then).
 function M.start_load_into_cache(backend, cache, list, opts)
   if type(list) ~= "table" then error("storage start_load_into_cache: keys must be a list", 3) end
+  -- a malformed key raises here, as the file backend's does
+  for i = 1, #list do M.check_key(list[i], "start_load_into_cache", false, 3) end
+  for _, k in pairs(opts.companions or {}) do M.check_key(k, "start_load_into_cache", false, 3) end
   return setmetatable({ backend = backend, cache = cache, list = list, opts = opts }, Deferred)
 end
 
