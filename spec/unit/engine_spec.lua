@@ -355,6 +355,22 @@ describe("engine", function()
       assert.is_nil(e:status_rows()[1].last_error)
     end)
 
+    it("status names what is wrong with a damaged stored certificate, not 'no certificate'", function()
+      local issuer = testing.issuer { ca = ca, lifetime = "30d" }
+      local storage = testing.memory()
+      local e1 = testing.engine(policy { issuer = issuer, storage = storage })
+      assert(storage:store(e1.engine:paths("example.com").cert, "-----BEGIN CERTIFICATE-----\ngarbage\n"))
+      local e2 = testing.engine(policy { issuer = issuer, storage = storage }, { start = false })
+      e2.engine:load_all { recover = false }
+      local row = e2:status_rows()[1]
+      assert.matches("^the stored certificate cannot be used: .*PEM", row.last_error)
+      -- a missing one says so
+      assert(storage:delete(e1.engine:paths("example.com").cert))
+      local e3 = testing.engine(policy { issuer = issuer, storage = storage }, { start = false })
+      e3.engine:load_all { recover = false }
+      assert.equal("no certificate in storage", e3:status_rows()[1].last_error)
+    end)
+
     it("status_json writes the rows status_rows gives, as the encoder would", function()
       local rfc3339 = require "certmaint.rfc3339"
       local null = core.json_null

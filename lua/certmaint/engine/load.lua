@@ -119,6 +119,7 @@ function M:load_all(opts)
         local ok, err = certset.read(self.storage, self:paths(e.primary), e.names, { check_key = true })
         if not ok then state, r.error[i] = "error", err end
       end
+      e.load_error = nil
       if state == "error" then
         e.load_error = r.error[i]
         log(r.code[i] == "ENOENT" and "warn" or "error", "load_failed", { name = e.primary,

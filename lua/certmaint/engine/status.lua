@@ -48,7 +48,11 @@ function M:status_columns(now, first, last, ctx)
       last_error[j], attempts[j] = st.last_error, math.tointeger(a) or a
       if st.next_attempt and st.next_attempt > 0 then next_attempt[j] = st.next_attempt end
     end
-    if not id and not last_error[j] then last_error[j] = "no certificate in storage" end
+    if not id and not last_error[j] then
+      -- a damaged set is not a missing one: say what is wrong with it
+      last_error[j] = e.load_error and ("the stored certificate cannot be used: " .. e.load_error)
+        or "no certificate in storage"
+    end
     if due then
       local d, hook_err = false, nil
       if id then
