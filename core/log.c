@@ -5,10 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "clock.h"
+#include "rfc3339.h"
 
 #define LINE_MAX_BYTES 8192
 #define CAPTURE_MAX_LINES 10000
@@ -106,9 +106,7 @@ void cm_log_event(enum cm_log_level level, const char *event, size_t n,
                   const char *const *keys, const char *const *values)
 {
     static struct line ln; /* one thread logs; keeps 8 KiB off the stack */
-    char ts[32];
-    time_t now;
-    struct tm tm;
+    char ts[CM_RFC3339_ISO_MAX];
     size_t i;
     ssize_t w;
     size_t off;
@@ -117,9 +115,7 @@ void cm_log_event(enum cm_log_level level, const char *event, size_t n,
     counts[level]++;
     if (level < log_level && !capture_on) return;
 
-    now = (time_t)cm_clock_now();
-    if (!gmtime_r(&now, &tm) || !strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm))
-        snprintf(ts, sizeof ts, "%lld", (long long)now);
+    cm_rfc3339_iso(cm_clock_now(), ts); /* one RFC 3339 writer for logs and status */
 
     ln.len = 0;
     if (log_format == CM_LOG_JSON) put(&ln, "{", 1);

@@ -92,11 +92,22 @@ struct layer_time {
 };
 
 /* Every layer's time, in the order the layers are consulted; returns how many. */
+double cm_renewal_guard(double not_before, double not_after, double check_interval)
+{
+    double lifetime = not_after - not_before, guard, cap;
+    double interval = !isnan(check_interval) ? check_interval : CM_RENEWAL_DEFAULT_CHECK_INTERVAL;
+    if (!(lifetime > 0)) lifetime = 0;
+    guard = lifetime * CM_RENEWAL_IMMINENT_RATIO;
+    if (CM_RENEWAL_IMMINENT_CHECKS * interval > guard) guard = CM_RENEWAL_IMMINENT_CHECKS * interval;
+    cap = lifetime * CM_RENEWAL_IMMINENT_CAP;
+    return guard < cap ? guard : cap;
+}
+
 static size_t layers(double nb, double na, double ari, const struct cm_renewal_opts *o,
                      struct layer_time out[4])
 {
     struct cm_renewal_opts def;
-    double lifetime = na - nb, ratio, interval, guard, cap;
+    double lifetime = na - nb, ratio, interval;
     int explicit;
     size_t n = 0;
 
@@ -120,11 +131,8 @@ static size_t layers(double nb, double na, double ari, const struct cm_renewal_o
         out[n].layer = CM_RENEWAL_WINDOW;
         out[n++].at = na - lifetime * ratio;
     }
-    guard = lifetime * CM_RENEWAL_IMMINENT_RATIO;
-    if (CM_RENEWAL_IMMINENT_CHECKS * interval > guard) guard = CM_RENEWAL_IMMINENT_CHECKS * interval;
-    cap = lifetime * CM_RENEWAL_IMMINENT_CAP;
     out[n].layer = CM_RENEWAL_EXPIRING;
-    out[n++].at = na - (guard < cap ? guard : cap);
+    out[n++].at = na - cm_renewal_guard(nb, na, interval);
     return n;
 }
 

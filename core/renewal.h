@@ -59,6 +59,12 @@ uint32_t cm_fnv1a32(const void *data, size_t len);
  * Returns NAN when the window is unusable (end < start, or a NaN). */
 double cm_renewal_ari_point(double start, double end, const char *serial, size_t serial_len);
 
+/* The imminent-expiry guard (the EXPIRING layer): how long before not_after
+ * the rule renews whatever the other layers say, max(lifetime / 50,
+ * 5 check intervals), at most half the lifetime.  check_interval NAN means
+ * the default.  `status --check` calls a certificate inside it "expiring". */
+double cm_renewal_guard(double not_before, double not_after, double check_interval);
+
 /* When the rule renews a certificate valid [not_before, not_after], with
  * ari_point (from cm_renewal_ari_point; NAN = no ARI window): the earliest
  * time of the layers that apply, the first layer in the order above on a tie.

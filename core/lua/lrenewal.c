@@ -122,6 +122,15 @@ static int l_needs_renewal(lua_State *L)
     return 3;
 }
 
+/* core.renewal_guard(not_before, not_after [, check_interval]) -> seconds */
+static int l_renewal_guard(lua_State *L)
+{
+    double nb = luaL_checknumber(L, 1), na = luaL_checknumber(L, 2);
+    double interval = luaL_optnumber(L, 3, NAN);
+    lua_pushnumber(L, cm_renewal_guard(nb, na, interval));
+    return 1;
+}
+
 /* core.ari_point(ari, serial) -> time | nil */
 static int l_ari_point(lua_State *L)
 {
@@ -152,6 +161,7 @@ int cm_lua_open_renewal(lua_State *L)
         {"renew_at", l_renew_at},
         {"needs_renewal", l_needs_renewal},
         {"ari_point", l_ari_point},
+        {"renewal_guard", l_renewal_guard},
         {"fnv1a32", l_fnv1a32},
         {NULL, NULL},
     };

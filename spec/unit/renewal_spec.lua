@@ -237,6 +237,19 @@ describe("certmaint.renewal", function()
       end
     end)
 
+    it("core.renewal_guard is the expiring layer's distance from not_after", function()
+      for _, life in ipairs { 30, 3600, 6 * DAY, 12 * DAY, 90 * DAY } do
+        for _, interval in ipairs { 600, DAY } do
+          -- a ratio so small that the guard decides
+          local at, layer = core.renew_at(T0, T0 + life, { ratio = 1e-9, check_interval = interval })
+          assert.equal("expiring", layer)
+          assert.equal(T0 + life - at, core.renewal_guard(T0, T0 + life, interval))
+        end
+      end
+      assert.equal(90 * DAY / 50, core.renewal_guard(T0, T0 + 90 * DAY)) -- default interval
+      assert.has_error(function() core.renewal_guard("x", T0) end)
+    end)
+
     it("returns integers for whole seconds", function()
       local at, layer = core.renew_at(T0, T0 + 90 * DAY)
       assert.equals(math.type(at), "integer")

@@ -130,6 +130,13 @@ static void test_guard(void)
     CHECK(!due_at(30, NAN, &o, T0 + 1, &r));
     CHECK(due_at(30, NAN, &o, T0 + 16, &r) && r == CM_RENEWAL_EXPIRING);
     CHECK(at_of(30, NAN, NULL, &l) == T0 + 15 && l == CM_RENEWAL_WINDOW);
+    /* the guard on its own, as status --check asks it: lifetime / 50, or
+     * 5 check intervals (default 600 s), at most half the lifetime */
+    CHECK(cm_renewal_guard(T0, T0 + 90 * DAY, NAN) == 90 * DAY / 50);
+    CHECK(cm_renewal_guard(T0, T0 + 12 * DAY, DAY) == 5 * DAY);
+    CHECK(cm_renewal_guard(T0, T0 + 3600, NAN) == 1800);
+    CHECK(cm_renewal_guard(T0, T0 + 7200, NAN) == 3000);
+    CHECK(cm_renewal_guard(T0 + 10, T0, NAN) == 0); /* no lifetime: no guard */
 }
 
 static void test_edges(void)

@@ -13,19 +13,10 @@
 -- A policy hook that fails while status evaluates it counts as well.
 local core = require "certmaint.core"
 local rfc3339 = require "certmaint.rfc3339"
-local renewal = require "certmaint.renewal"
 
 local M = {}
 
 M.OVERDUE_CHECKS = 2 -- renew check intervals a due renewal may take before it needs attention
-
---- The default rule's imminent-expiry guard (renewal.lua, layer 4): how long
--- before not_after a certificate is "expiring", whatever the other layers say.
-function M.guard(not_before, not_after, check_interval)
-  local life = not_after - not_before
-  return math.min(math.max(life * renewal.IMMINENT_RATIO, renewal.IMMINENT_CHECKS * check_interval),
-    life * renewal.IMMINENT_CAP)
-end
 
 --- The reasons row (a status row) needs attention at `now`: a list of short
 -- texts, empty when all is well.
@@ -38,7 +29,8 @@ function M:attention(row, now)
   if now > row.not_after then
     out[#out + 1] = "expired " .. rfc3339.iso(row.not_after)
   else
-    if now > row.not_after - M.guard(row.not_before, row.not_after, self.policy.renew_check_interval) then
+    -- the default rule's imminent-expiry guard (core/renewal.c, its last layer)
+    if now > row.not_after - core.renewal_guard(row.not_before, row.not_after, self.policy.renew_check_interval) then
       out[#out + 1] = "expires " .. rfc3339.iso(row.not_after) .. ", inside its guard"
     elseif row.renewal_at and row.renewal_at ~= math.huge
       and now > row.renewal_at + M.OVERDUE_CHECKS * self.policy.renew_check_interval then
