@@ -305,31 +305,50 @@ static int finish_k(lua_State *L, int status, lua_KContext ctx)
     return finish(L, status, check_watch(L, 1));
 }
 
-static int msghandler(lua_State *L)
+/* The error as text: a string as it is, else its __tostring, else its type. */
+static const char *error_text(lua_State *L)
 {
     const char *msg = lua_tostring(L, 1);
-    if (!msg) {
-        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) msg = lua_tostring(L, -1);
-        else msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-    }
-    luaL_traceback(L, L, msg, 1);
+    if (msg) return msg;
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return lua_tostring(L, -1);
+    return lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+}
+
+static int msghandler(lua_State *L)
+{
+    luaL_traceback(L, L, error_text(L), 1);
+    return 1;
+}
+
+/* For calls whose failure will not be logged (the runner's log burst is
+ * spent): the message only, without walking the stack for a traceback. */
+static int msghandler_plain(lua_State *L)
+{
+    const char *msg = error_text(L);
+    lua_pushstring(L, msg);
     return 1;
 }
 
 /* watch_call(limits, fn, ...) -> true, results... | false, message, code
  * limits: seconds (running time), instructions, ceiling (heap bytes the call
- * may not pass; 0 = none), yield (true: fn may yield to the loop). code:
+ * may not pass; 0 = none), yield (true: fn may yield to the loop), traceback
+ * (false: the message comes without a traceback; default true). code:
  * "error", "memory", "timeout", "instructions" or "stopping". */
 static int l_watch_call(lua_State *L)
 {
-    static const char *const known[] = {"seconds", "instructions", "ceiling", "yield", NULL};
+    static const char *const known[] = {"seconds", "instructions", "ceiling", "yield", "traceback", NULL};
     struct cm_watch on_stack, *w = &on_stack;
-    int nargs, yield, status;
+    int nargs, yield, status, traceback;
     luaL_checktype(L, 1, LUA_TTABLE);
     luaL_checkany(L, 2);
     cm_lua_check_options(L, 1, "core.watch_call", known);
     mem_of(L);
     yield = cm_lua_opt_bool(L, 1, "core.watch_call", "yield");
+    lua_getfield(L, 1, "traceback");
+    if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
+        return luaL_error(L, "core.watch_call: option 'traceback' must be a boolean, not %s", luaL_typename(L, -1));
+    traceback = lua_isnil(L, -1) || lua_toboolean(L, -1);
+    lua_pop(L, 1);
     if (yield) { /* the C frame does not survive a yield: the watch lives on the Lua stack */
         w = lua_newuserdatauv(L, sizeof *w, 0);
         luaL_setmetatable(L, WATCH_MT);
@@ -341,7 +360,7 @@ static int l_watch_call(lua_State *L)
     w->instructions = opt_number(L, 1, "instructions");
     w->ceiling = (size_t)opt_number(L, 1, "ceiling");
     lua_insert(L, 1);
-    lua_pushcfunction(L, msghandler);
+    lua_pushcfunction(L, traceback ? msghandler : msghandler_plain);
     lua_replace(L, 2); /* the limits table's slot */
     nargs = lua_gettop(L) - 3;
 

@@ -79,6 +79,12 @@ end
 -- LOG_WINDOW: a hook failing for each of 100k certificates must not write
 -- 100k tracebacks. The line that starts a window says how many failures the
 -- last one left unlogged; status shows the count (runner.errors) too.
+-- Would a failure of hook `name` now be logged (its burst not spent)?
+function Runner:will_log(name)
+  local w = self.log_windows[name]
+  return not w or w.logged < M.LOG_BURST or core.monotonic() - w.start >= M.LOG_WINDOW
+end
+
 function Runner:log_failure(name, err, code)
   local now = core.monotonic()
   local w = self.log_windows[name]
@@ -178,6 +184,8 @@ function Runner:call(name, fn, yield, ...)
     if yield then self.event_limits = limits else self.decision_limits = limits end
   end
   limits.ceiling = ceiling
+  -- a failure past the log burst is only counted: no traceback to build
+  limits.traceback = self:will_log(name)
   return finish(self, name, before, core.watch_call(limits, fn, ...))
 end
 

@@ -88,6 +88,32 @@ describe("certmaint.hooks", function()
       assert.equal(1, #lines)
       assert.matches("bad certificate 1001", lines[1], 1, true)
       assert.matches("unlogged_before=" .. (1000 - hooks.LOG_BURST), lines[1], 1, true)
+      assert.matches("stack traceback", lines[1], 1, true) -- a logged failure has its traceback
+    end)
+
+    it("builds no traceback for a failure it will not log (core.watch_call's traceback = false)", function()
+      local core = require "certmaint.core"
+      local function bad() error("plain failure") end
+      local ok, msg, code = core.watch_call({ seconds = 1, traceback = false }, bad)
+      assert.is_false(ok)
+      assert.equal("error", code)
+      assert.matches("plain failure$", msg)
+      assert.not_matches("stack traceback", msg, 1, true)
+      ok, msg = core.watch_call({ seconds = 1 }, bad)
+      assert.is_false(ok)
+      assert.matches("plain failure\nstack traceback", msg)
+      ok, msg = core.watch_call({ seconds = 1, traceback = false }, function() error({}) end)
+      assert.equal("(error object is a table value)", msg)
+      assert.has_error(function() core.watch_call({ traceback = "no" }, bad) end,
+        "core.watch_call: option 'traceback' must be a boolean, not string")
+      -- the runner asks for none once a hook's burst of logged failures is spent
+      local r = hooks.new {}
+      for i = 1, hooks.LOG_BURST do
+        assert.is_true(r:will_log("needs_renewal"))
+        r:decide("needs_renewal", bad, i)
+      end
+      assert.is_false(r:will_log("needs_renewal"))
+      assert.is_true(r:will_log("allow_name"))
     end)
 
     it("reports only the first line of a multi-line error, and error objects that are not strings", function()
