@@ -14,6 +14,8 @@ PACKAGES=(
   lua-busted                         # policy and Lua specs
   e2fsprogs                          # chattr: a storage spec makes a folder immutable (root)
   caddy curl                         # interop test: Caddy and certmaint share one storage tree
+  pebble                             # ACME tests: Let's Encrypt's test CA and pebble-challtestsrv (its DNS)
+  lego                               # ACME throughput figure: a reference client beside certmaint and Caddy
 )
 
 missing=()
