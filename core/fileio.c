@@ -208,13 +208,19 @@ static int buf_reserve(struct cm_fileio_buf *buf, size_t want, const char *path,
 int cm_fileio_read_into(const char *path, size_t max, struct cm_fileio_buf *buf, size_t *out_len,
                         struct cm_result *res)
 {
+    return cm_fileio_read_into_at(AT_FDCWD, path, path, max, buf, out_len, res);
+}
+
+int cm_fileio_read_into_at(int dirfd, const char *rel, const char *path, size_t max,
+                           struct cm_fileio_buf *buf, size_t *out_len, struct cm_result *res)
+{
     int fd = -1, rc = CM_ERR;
     struct stat st;
     size_t want, used = 0;
 
     *out_len = 0;
     /* O_NONBLOCK: opening a FIFO must not hang us; it is refused below. */
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    fd = openat(dirfd, rel, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) {
         fail_errno(res, errno, "read", path);
         goto out;
@@ -255,6 +261,8 @@ int cm_fileio_read_into(const char *path, size_t max, struct cm_fileio_buf *buf,
         }
         if (n == 0) break;
         used += (size_t)n;
+        /* a regular file reads short only at its end: no second read(2) to see EOF */
+        if (used < buf->cap) break;
     }
     if (used > max) {
         cm_fail(res, "toobig", "read %s: larger than %zu bytes", path, max);

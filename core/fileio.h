@@ -65,6 +65,13 @@ struct cm_fileio_buf {
 int cm_fileio_read_into(const char *path, size_t max, struct cm_fileio_buf *buf, size_t *out_len,
                         struct cm_result *res);
 
+/* cm_fileio_read_into on rel, resolved from the directory open at dirfd
+ * (openat(2); AT_FDCWD for the working directory): a bulk reader keeps its
+ * folder open so each read walks one or two path components, not the whole
+ * path.  path is the file's full name, for error messages only. */
+int cm_fileio_read_into_at(int dirfd, const char *rel, const char *path, size_t max,
+                           struct cm_fileio_buf *buf, size_t *out_len, struct cm_result *res);
+
 /* Free buf's memory and zero it; safe to call twice. */
 void cm_fileio_buf_free(struct cm_fileio_buf *buf);
 

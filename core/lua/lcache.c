@@ -13,12 +13,14 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../cache.h"
 #include "../fileio.h"
+#include "../name.h"
 #include "../ocsp.h"
 #include "../rfc3339.h"
 #include "../x509.h"
@@ -464,13 +466,24 @@ static void push_outcome(lua_State *L, const struct cm_cache_item *it, lua_Integ
     lua_pop(L, 4);
 }
 
+/* add_many_start's site mode: the list holds names, and each item's file is
+ * DIR/<key>/<key>.crt (and its companion DIR/<key>/<key>.key with site_keys),
+ * <key> being the name's storage key (cm_name_storage_key) - certmagic's
+ * layout, built here rather than in Lua (three strings a certificate). */
+struct site_args {
+    const char *dir;  /* NULL: not site mode */
+    size_t dir_len;
+    int keys;
+};
+
 /* Check (pems, opts) of add_many / add_many_start, fill *mo (its renew
  * pointing at *ro), leave the stack at A_COMPANIONS; returns #pems. */
 static lua_Integer many_args(lua_State *L, const char *what, struct cm_cache_many_opts *o,
-                             struct cm_renewal_opts *ro, int *files_out)
+                             struct cm_renewal_opts *ro, int *files_out, struct site_args *site)
 {
     static const char *const keys[] = {"managed", "on_demand", "names", "renew", "threads",
-                                       "files", "companions", "max_bytes", NULL};
+                                       "files", "companions", "max_bytes", "site_dir",
+                                       "site_keys", NULL};
     struct cm_cache_many_opts mo;
     lua_Integer n;
     int files = 0;
@@ -494,6 +507,21 @@ static lua_Integer many_args(lua_State *L, const char *what, struct cm_cache_man
         get_typed(L, A_OPTS, what, "companions", LUA_TTABLE);
         lua_replace(L, A_COMPANIONS);
         if (get_typed(L, A_OPTS, what, "files", LUA_TBOOLEAN) != LUA_TNIL) files = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+        if (get_typed(L, A_OPTS, what, "site_dir", LUA_TSTRING) != LUA_TNIL) {
+            /* the opts table (on the stack until we return) keeps the string */
+            if (!site) cm_lua_opt_error(L, what, "option 'site_dir' is for add_many_start only");
+            site->dir = lua_tolstring(L, -1, &site->dir_len);
+            if (site->dir_len == 0 || strlen(site->dir) != site->dir_len)
+                cm_lua_opt_error(L, what, "option 'site_dir' must be a directory path");
+            if (!lua_isnil(L, A_COMPANIONS))
+                cm_lua_opt_error(L, what, "options 'site_dir' and 'companions' exclude each other "
+                                          "(site_keys names the key files)");
+            files = 1; /* the list holds names; their files are read */
+        }
+        lua_pop(L, 1);
+        if (get_typed(L, A_OPTS, what, "site_keys", LUA_TBOOLEAN) != LUA_TNIL && site)
+            site->keys = lua_toboolean(L, -1);
         lua_pop(L, 1);
         if (get_typed(L, A_OPTS, what, "max_bytes", LUA_TNUMBER) != LUA_TNIL) {
             if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 ||
@@ -550,7 +578,7 @@ static int l_add_many(lua_State *L)
     lua_Integer n, first;
     int files = 0;
 
-    n = many_args(L, "cache:add_many", &mo, &ro, &files);
+    n = many_args(L, "cache:add_many", &mo, &ro, &files, NULL);
     new_many_result(L, n); /* A_RESULT */
     /* A_ITEMS: Lua owns the items, so a raise never leaks them */
     items = lua_newuserdatauv(L, (size_t)(n < MANY_CHUNK ? (n ? n : 1) : MANY_CHUNK) * sizeof *items, 0);
@@ -648,6 +676,48 @@ static int own_items(struct lbatch *lb)
     return CM_OK;
 }
 
+/* Point the items' path (a name, as fill_items left it) and companion at
+ * their site files, built into *buf (malloc'd; the caller frees it once
+ * own_items copied them).  CM_ERR with the failing item's number in *bad
+ * (its name does not make a storage key: res says why) or *bad 0 (out of
+ * memory). */
+static int site_paths(struct lbatch *lb, const struct site_args *site, char **buf, size_t *bad,
+                      struct cm_result *res)
+{
+    size_t j, cap = 1, per;
+    char *at;
+    *buf = NULL;
+    *bad = 0;
+    /* <dir>/<key>/<key>.crt and .key: at most 2 * (dir + 2 keys + 7) a name */
+    per = 2 * (site->dir_len + 2 * CM_NAME_BUF + 8);
+    if (lb->n > SIZE_MAX / per) return CM_ERR;
+    cap += lb->n * per;
+    if (!(at = *buf = malloc(cap))) return CM_ERR;
+    for (j = 0; j < lb->n; j++) {
+        struct cm_cache_item *it = &lb->items[j];
+        char key[CM_NAME_BUF];
+        int w;
+        if (cm_name_storage_key(it->path, strlen(it->path), key, res) != CM_OK) {
+            *bad = j + 1;
+            return CM_ERR;
+        }
+        w = snprintf(at, per / 2, "%s/%s/%s.crt", site->dir, key, key);
+        if (w < 0 || (size_t)w >= per / 2) {
+            *bad = j + 1;
+            return cm_fail(res, "toobig", "its site path is too long");
+        }
+        it->path = at;
+        at += w + 1;
+        if (site->keys) {
+            memcpy(at, it->path, (size_t)w - 3);
+            memcpy(at + w - 3, "key", 4);
+            it->companion = at;
+            at += w + 1;
+        }
+    }
+    return CM_OK;
+}
+
 /* c:add_many_start(pems, opts): add_many's arguments; starts reading and
  * parsing them on the parse threads and returns a batch at once.
  * batch:finish() adds them to the cache and returns what add_many would
@@ -660,9 +730,10 @@ static int l_add_many_start(lua_State *L)
     struct lbatch *lb;
     lua_Integer n;
     int files = 0;
+    struct site_args site = {NULL, 0, 0};
 
     check_open(L);
-    n = many_args(L, what, &mo, &ro, &files);
+    n = many_args(L, what, &mo, &ro, &files, &site);
     if (n > BATCH_MAX) cm_lua_opt_error(L, what, "at most %d certificates a batch", BATCH_MAX);
     lb = lua_newuserdatauv(L, sizeof *lb, 1); /* A_RESULT's slot: the batch */
     memset(lb, 0, sizeof *lb);
@@ -672,7 +743,19 @@ static int l_add_many_start(lua_State *L)
     lb->n = (size_t)n;
     if (!(lb->items = calloc(lb->n ? lb->n : 1, sizeof *lb->items))) return luaL_error(L, "%s: out of memory", what);
     fill_items(L, lb->items, 0, lb->n, files); /* borrowed; pushes the names userdata */
-    if (own_items(lb) != CM_OK) return luaL_error(L, "%s: out of memory", what);
+    if (site.dir) {
+        char *paths = NULL;
+        size_t bad = 0;
+        struct cm_result res;
+        int rc = site_paths(lb, &site, &paths, &bad, &res);
+        if (rc == CM_OK) rc = own_items(lb);
+        free(paths);
+        if (rc != CM_OK && bad)
+            return luaL_error(L, "%s: names[%d]: %s", what, (int)bad, res.message);
+        if (rc != CM_OK) return luaL_error(L, "%s: out of memory", what);
+    } else if (own_items(lb) != CM_OK) {
+        return luaL_error(L, "%s: out of memory", what);
+    }
     lua_pop(L, 1);
     mo.first_index = 1;
     if (cm_cache_batch_start(&lb->b, lb->items, lb->n, &mo, &lb->start_res) != CM_OK) lb->b = NULL;

@@ -871,6 +871,34 @@ for _, backend in ipairs(helpers.backends) do
         assert.has_error(function() a:start_load_into_cache(other, { "/abs" }, {}) end)
         other:close()
       end)
+
+      it("start_load_certificates: what start_load_into_cache gives over the names' set keys", function()
+        local common = require "certmaint.storage.common"
+        local keys = require "certmaint.keys"
+        -- names as the sets' storage keys make them: a wildcard, an IP, a plain name
+        local set = function(n) return keys.site_files("ca", n) end
+        assert.is_true(a:store(set("one.example").crt, ONE.cert_pem))
+        assert.is_true(a:store(set("one.example").key, ONE.key_pem))
+        assert.is_true(a:store(set("*.two.example").crt, TWO.cert_pem)) -- no key
+        assert.is_true(a:store(set("192.0.2.1").crt, "junk"))
+        assert.is_true(a:store(set("192.0.2.1").key, "k"))
+        assert.is_true(a:store(set("three.example").crt, THREE.cert_pem))
+        assert.is_true(a:store(set("three.example").key, THREE.key_pem))
+        local names = { "one.example", "gone.example", "*.two.example", "192.0.2.1", "three.example" }
+        local wanted = { { "one.example" }, {}, {}, {}, { "three.example" } }
+        for _, with_keys in ipairs { true, false } do
+          local crts, key_files = keys.cert_files("ca", names, with_keys)
+          local want = a:load_into_cache(cache, crts, { companions = key_files, names = wanted })
+          local other = core.cache_new()
+          local batch = common.start_load_certificates(b, other, "ca", names, { keys = with_keys, names = wanted })
+          local r = batch:finish()
+          assert.same(want, r)
+          assert.same(with_keys and { "names_changed", "missing", "error", "error", "ok" }
+            or { "names_changed", "missing", "names_changed", "error", "ok" }, r.state)
+          if with_keys then assert.equal("ENOENT", r.code[3]) end
+          other:close()
+        end
+      end)
     end)
   end)
 end

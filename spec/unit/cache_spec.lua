@@ -723,6 +723,41 @@ describe("core cache", function()
         assert.equals("parse", r.code[1])
       end)
 
+      it("add_many_start with site_dir reads <dir>/<key>/<key>.crt of each name (and .key with site_keys)", function()
+        local sites = dir .. "/sites"
+        local function site(name, key, with_key)
+          local d = sites .. "/" .. key
+          assert(core.mkdir_p(d, "0700"))
+          local pem = issue { names = { name } }
+          assert(core.write_atomic(d .. "/" .. key .. ".crt", pem, "0600"))
+          if with_key then assert(core.write_atomic(d .. "/" .. key .. ".key", "k", "0600")) end
+          return pem
+        end
+        site("a.site.test", "a.site.test", true)
+        site("*.w.site.test", "wildcard_.w.site.test", true)
+        site("192.0.2.7", "192.0.2.7", false)
+        local names = { "a.site.test", "*.w.site.test", "192.0.2.7", "none.site.test" }
+        local want = { { "a.site.test" }, { "*.w.site.test" }, { "192.0.2.7" }, { "none.site.test" } }
+        local d = core.cache_new()
+        local r = d:add_many_start(names, { site_dir = sites, site_keys = true, names = want, threads = 8 }):finish()
+        assert.same({ "ok", "ok", "error", "missing" }, r.state)
+        assert.equals("ENOENT", r.code[3])
+        assert.matches("192.0.2.7/192.0.2.7.key", r.error[3], 1, true)
+        assert.matches(sites .. "/none.site.test/none.site.test.crt", r.error[4], 1, true)
+        r = d:add_many_start(names, { site_dir = sites, names = want }):finish()
+        assert.same({ "ok", "ok", "ok", "missing" }, r.state)
+        assert.equals(3, d:count())
+        assert.error_matches(function() d:add_many_start({ "a..b" }, { site_dir = sites }) end,
+          "names%[1%]: ")
+        assert.error_matches(function() d:add_many_start(names, { site_dir = sites, companions = {} }) end,
+          "exclude each other")
+        assert.error_matches(function() d:add_many(names, { site_dir = sites }) end,
+          "'site_dir' is for add_many_start only")
+        assert.error_matches(function() d:add_many_start(names, { site_dir = "" }) end,
+          "'site_dir' must be a directory path")
+        d:close()
+      end)
+
       describe("add_many_start (a batch parsed ahead)", function()
         -- a mixed batch: good files, garbage, a missing file, a missing
         -- companion, the same certificate twice, names that differ

@@ -186,9 +186,9 @@ describe("engine", function()
         local started, dropped = 0, 0
         -- a storage whose second batch raises on finish
         local proxy = setmetatable({}, { __index = storage })
-        function proxy.start_load_into_cache(_, cache, list, opts)
+        function proxy.start_load_certificates(_, cache, issuer_key, names, opts)
           started = started + 1
-          local n, b = started, storage:start_load_into_cache(cache, list, opts)
+          local n, b = started, storage:start_load_certificates(cache, issuer_key, names, opts)
           return {
             finish = function()
               if n == 2 then error("batch 2 broke") end

@@ -91,13 +91,9 @@ function M:load_all(opts)
       primaries[j] = order[i]
       batch[j] = entries[order[i]]
     end
-    local crts, key_files = certset.cert_files(self.issuer_key, primaries, want_keys)
     local o = self:add_opts(batch)
-    o.companions = key_files
-    local st = self.storage
-    -- start_load_into_cache is optional in the storage contract
-    local load = st.start_load_into_cache and st:start_load_into_cache(self.cache, crts, o)
-      or storage_common.start_load_into_cache(st, self.cache, crts, o)
+    o.keys = want_keys
+    local load = storage_common.start_load_certificates(self.storage, self.cache, self.issuer_key, primaries, o)
     local b = { entries = batch, load = load }
     inflight[b] = b
     return b

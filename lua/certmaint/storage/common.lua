@@ -547,6 +547,22 @@ function M.start_load_into_cache(backend, cache, list, opts)
   return setmetatable({ backend = backend, cache = cache, list = list, opts = opts }, Deferred)
 end
 
+--- backend:start_load_certificates(cache, issuer_key, names, opts) when the
+-- backend has one, else start_load_into_cache (the backend's, or the generic
+-- one) over the sets' keys (keys.cert_files): the engine's start-up batches.
+-- opts are add_many's plus keys = true (each set's private key must exist).
+function M.start_load_certificates(backend, cache, issuer_key, names, opts)
+  if backend.start_load_certificates then
+    return backend:start_load_certificates(cache, issuer_key, names, opts)
+  end
+  local crts, key_files = require("certmaint.keys").cert_files(issuer_key, names, opts.keys)
+  local o = {}
+  for k, v in pairs(opts) do if k ~= "keys" then o[k] = v end end
+  o.companions = key_files
+  if backend.start_load_into_cache then return backend:start_load_into_cache(cache, crts, o) end
+  return M.start_load_into_cache(backend, cache, crts, o)
+end
+
 --- The first steps of every backend's commit: check the arguments (raising
 -- on a caller's bug), finish what a crash left (this commit lands after
 -- it), check the fence, and each target. Returns puts, deletes, step

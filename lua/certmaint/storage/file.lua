@@ -46,6 +46,7 @@ local core = require "certmaint.core"
 local lfs = require "lfs"
 local options = require "certmaint.options"
 local common = require "certmaint.storage.common"
+local keys = require "certmaint.keys"
 local rfc3339 = require "certmaint.rfc3339"
 
 local M = {}
@@ -313,6 +314,18 @@ end
 function File:start_load_into_cache(cache, list, opts)
   local paths, sub = load_args(self, list, opts, "start_load_into_cache")
   return cache:add_many_start(paths, sub)
+end
+
+--- start_load_certificates(cache, issuer_key, names, opts) -> batch: as
+-- start_load_into_cache over keys.cert_files(issuer_key, names, opts.keys),
+-- with the paths built by the core from the names (cache:add_many_start's
+-- site_dir), and the parse threads reading relative to that folder.
+function File:start_load_certificates(cache, issuer_key, names, opts)
+  if type(names) ~= "table" then error("storage start_load_certificates: names must be a list", 2) end
+  local sub = { files = true, site_dir = self.root .. "/" .. keys.certs_prefix(issuer_key),
+    site_keys = opts.keys and true or false, max_bytes = math.min(self.max_bytes, 1024 * 1024), threads = 8 }
+  for k, v in pairs(opts) do if k ~= "keys" then sub[k] = v end end
+  return cache:add_many_start(names, sub)
 end
 
 -- ---- locks ---------------------------------------------------------------

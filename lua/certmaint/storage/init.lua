@@ -26,6 +26,13 @@
 --                                 up (also its __close/__gc). The file backend reads
 --                                 and parses on its threads in between, while the
 --                                 caller runs (start-up binds the previous batch)
+--   start_load_certificates(cache, issuer_key, names, opts) -> batch (optional:
+--                                 storage.common.start_load_certificates falls back to
+--                                 start_load_into_cache over keys.cert_files): the same
+--                                 for the certificates of names (their sets under
+--                                 certificates/<issuer_key>/), opts.keys = true checking
+--                                 each private key exists; the file backend builds the
+--                                 paths in C (the start-up load's hot path)
 --   store(key, value [, {mode = "0644"}]) -> true | nil, err, code (private keys 0600)
 --   delete(key)                -> true | nil, err, code (a prefix with all below it)
 --   exists(key)                -> boolean (files and prefixes)
