@@ -43,11 +43,23 @@ function M.same_names(a, b)
   return true
 end
 
---- The metadata (.json) of a set, in certmagic's shape.
-function M.meta(names, issuer_description, serial)
+--- The metadata (.json) of a set, in certmagic's shape (CertificateResource:
+-- sans, issuer_data). extra (optional): issuer_data = a table the issuer
+-- returned (an ACME issuer's url, ca, account: certmagic's acme.Certificate),
+-- merged into issuer_data; renewal_info = the ARI record in acmez's shape
+-- (issuer_data.renewal_info, where certmagic keeps it); key_type = the key's
+-- type, kept under "certmaint" (Caddy ignores it) so reuse_key can tell.
+function M.meta(names, issuer_description, serial, extra)
+  local issuer_data = {}
+  if extra and type(extra.issuer_data) == "table" then
+    for k, v in pairs(extra.issuer_data) do issuer_data[k] = v end
+  end
+  issuer_data.issuer, issuer_data.serial = issuer_description, serial
+  if extra and extra.renewal_info then issuer_data.renewal_info = extra.renewal_info end
   return core.json_encode({
     sans = names,
-    issuer_data = { issuer = issuer_description, serial = serial },
+    issuer_data = issuer_data,
+    certmaint = extra and extra.key_type and { key_type = extra.key_type } or nil,
   }, { pretty = true })
 end
 

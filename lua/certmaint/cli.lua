@@ -21,7 +21,8 @@ commands:
                                  needs attention (a monitoring check)
   renew POLICY [NAME...] [--force]
                                  renew the named (default: all due) certificates now
-  revoke POLICY NAME             revoke a certificate at its CA (issuers that support it)
+  revoke POLICY NAME [--reason N]
+                                 revoke a certificate at the CA that issued it, then replace it
   clean POLICY                   one clean pass
 
 global options:
@@ -73,8 +74,12 @@ usage: certmaint renew POLICY [NAME...] [--force]
 Renew the named certificates (default: every managed one) that are due, or all
 of them with --force. One attempt each; exit 1 if any failed.]],
   revoke = [[
-usage: certmaint revoke POLICY NAME
-Revoke NAME's certificate at its CA, then obtain a new one.]],
+usage: certmaint revoke POLICY NAME [--reason N]
+Revoke NAME's certificate at the CA that issued it (the issuer of the policy's
+list whose storage folder holds it), then obtain a new one and deploy it.
+--reason N: the RFC 5280 reason code sent to the CA (0 unspecified,
+1 keyCompromise, 3 affiliationChanged, 4 superseded, 5 cessationOfOperation, ...).
+Exit status 1 if the revocation or the replacement failed.]],
   clean = [[
 usage: certmaint clean POLICY
 Delete expired certificates past the grace period (with key and metadata) and
@@ -416,21 +421,62 @@ function commands.renew(engine, args)
   return failed > 0 and 1 or 0
 end
 
+-- RFC 5280 section 5.3.1 reason codes (7 is unused); ACME (RFC 8555 section 7.6) takes these.
+M.REVOKE_REASONS = { [0] = "unspecified", "keyCompromise", "cACompromise", "affiliationChanged", "superseded",
+  "cessationOfOperation", "certificateHold", nil, "removeFromCRL", "privilegeWithdrawn", "aACompromise" }
+
 function commands.revoke(engine, args)
-  if #args ~= 1 then return usage_error("revoke: give exactly one NAME") end
-  if not engine.issuer.revoke then
-    eprint("certmaint: revoke: the issuer (" .. issuers.describe(engine.issuer) .. ") cannot revoke certificates")
-    return 1
+  local name, reason
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    if a == "--reason" then
+      local v = args[i + 1]
+      local n = v and tonumber(v)
+      if not n or math.type(n) ~= "integer" or not M.REVOKE_REASONS[n] then
+        return usage_error("revoke: --reason needs an RFC 5280 reason code 0-10 other than 7 "
+          .. "(1 keyCompromise, 4 superseded, 5 cessationOfOperation, ...), got " .. tostring(v))
+      end
+      reason = n
+      i = i + 2
+    elseif a:sub(1, 1) == "-" then
+      return usage_error("revoke: unknown option '" .. a .. "'")
+    elseif name then
+      return usage_error("revoke: give exactly one NAME")
+    else
+      name, i = a, i + 1
+    end
   end
+  if not name then return usage_error("revoke: give exactly one NAME") end
+  local e = engine.entries[core.name_normalize(name) or name]
+  if not e then return usage_error("revoke: '" .. name .. "' is not a certificate the policy manages") end
   local ok, err = run_task(function()
     engine:load_all()
-    local e = engine.entries[core.name_normalize(args[1]) or args[1]]
-    if not e or not e.id then return nil, "no certificate for " .. args[1] end
+    if not e.id then return nil, "no certificate for " .. name .. " in storage" end
+    -- the CA that issued it: the issuer whose folder holds it
+    local folder = e.issuer_key or engine.issuer_key
+    local iss = engine:issuer_for(folder)
+    if not iss or not issuers.has(iss, "revoke") then
+      return nil, "the issuer of " .. e.primary .. "'s certificate (" .. (iss and issuers.describe(iss) or folder)
+        .. ") cannot revoke certificates"
+    end
     local cert = engine.cache:get(e.id)
-    local r, rerr = engine.issuer:revoke(cert, { storage = engine.storage, now = core.now() })
-    if not r then return nil, rerr end
+    local r, rerr, rcode = iss:revoke(cert, { storage = engine.storage, now = core.now(), reason = reason })
+    if not r then
+      return nil, "revoking " .. e.primary .. " (serial " .. cert.serial .. ") failed: "
+        .. tostring(type(rerr) == "table" and rerr.message or rerr) .. (rcode and (" [" .. tostring(rcode) .. "]") or "")
+    end
+    core.log("info", "revoked", { name = e.primary, serial = cert.serial, issuer = issuers.describe(iss),
+      reason = reason and M.REVOKE_REASONS[reason] or nil })
+    io.stdout:write(string.format("%s: revoked serial %s%s\n", e.primary, cert.serial,
+      reason and (" (" .. M.REVOKE_REASONS[reason] .. ")") or ""))
+    -- a revoked certificate must not stay in service: replace it now
     local res, c, code = engine:renew_once(e, "renew")
-    if not res then return nil, type(c) == "table" and c.message or c, code end
+    if not res then
+      return nil, "revoked, but obtaining a replacement failed: " .. tostring(type(c) == "table" and c.message or c)
+        .. " (the renew pass retries it)", code
+    end
+    io.stdout:write(string.format("%s: replaced by serial %s\n", e.primary, c.serial))
     local tick = {}
     local deploys = engine:open_collector(tick)
     engine:notify_renewed(e, c, res, deploys) -- the replacement is served, not only stored

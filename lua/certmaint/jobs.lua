@@ -5,7 +5,7 @@
 --   q:submit("renew:example.com", function(attempt)
 --     ...                       -- runs in a loop task: may yield (HTTP, sleep)
 --     return true               -- done
---     -- or: return nil, "message" | { message=, final=true, retry_at= }, code
+--     -- or: return nil, "message" | { message=, final=true, retry_after= }, code
 --   end)
 --
 -- The model is certmagic's jobManager and doWithRetry (async.go):
@@ -21,8 +21,10 @@
 --   passed since the first attempt began; a failure after that gives up
 --   (certmagic: "final attempt ... giving up"). An error marked final
 --   ({ final = true }, certmagic's ErrNoRetry) is never retried. An error's
---   `retry_at` (a CA's Retry-After) defers the retry to then if that is later
---   than the schedule says; it never makes a retry come sooner.
+--   `retry_after` (absolute Unix time: a CA's Retry-After, as the ACME client
+--   reports it; `retry_at` is the older spelling, also read) defers the retry
+--   to then if that is later than the schedule says; it never makes a retry
+--   come sooner.
 -- - Unlike certmagic, a job waiting between attempts gives up its concurrency
 --   slot (certmagic's worker sleeps inside doWithRetry, keeping it), so one
 --   failing CA does not stall every other renewal for hours.
@@ -76,13 +78,21 @@ local function log(level, event, fields)
   core.log(level, event, fields)
 end
 
--- The message, final flag and retry_at of whatever a job failed with.
+-- A usable absolute time, or nil (NaN, a string, ...).
+local function time_or_nil(t)
+  if type(t) ~= "number" or t ~= t then return nil end
+  return t
+end
+
+-- The message, final flag and retry time (retry_after, or the older
+-- retry_at: the later of the two) of whatever a job failed with.
 local function error_parts(err)
   if type(err) == "table" then
     local msg = err.message
     if msg == nil then msg = err.msg or err.error end
-    local retry_at = err.retry_at
-    if type(retry_at) ~= "number" or retry_at ~= retry_at then retry_at = nil end
+    local retry_at = time_or_nil(err.retry_after)
+    local older = time_or_nil(err.retry_at)
+    if older and (not retry_at or older > retry_at) then retry_at = older end
     return tostring(msg == nil and "unknown error" or msg), err.final and true or false, retry_at,
       err.traceback
   end

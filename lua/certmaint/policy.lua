@@ -167,12 +167,32 @@ function KINDS.object(v, field, path)
   return v
 end
 
--- The issuer: everything the engine and CLI call on it (certmaint.issuer.check).
+-- The issuer: everything the engine and CLI call on it (certmaint.issuer.check),
+-- or a list of them, { a, b } (certmaint.issuer.list: tried in turn).
 function KINDS.issuer(v, _, path)
+  if issuer.is_list(v) then
+    local ok, why = issuer.check_list(v)
+    if not ok then
+      local at, rest = why:match("^(%[%d+%]): (.*)$")
+      if at then return nil, field_error(path .. at, rest) end
+      return nil, field_error(path, why)
+    end
+    return issuer.list(v)
+  end
   local ok, why, method = issuer.check(v)
   if ok then return v end
-  if not method then why = "expected an issuer object (with methods issue), got " .. describe(v) end
+  if not method then
+    why = "expected an issuer object (with methods issue), got " .. describe(v)
+  end
   return nil, field_error(path, why)
+end
+
+-- A non-empty string without control characters (an ACME profile name).
+function KINDS.token(v, _, path)
+  if type(v) ~= "string" or v == "" or v:find("[%c%s]") then
+    return nil, field_error(path, "expected a name such as \"tlsserver\" (no spaces), got " .. describe(v))
+  end
+  return v
 end
 
 local function check_record(v, fields, path, ctx)
@@ -210,7 +230,7 @@ end
 -- certificates: { "a.example", { "b.example", "www.b.example" },
 --                 { names = { ... }, key_type = "p384", on_demand = true } }
 local ENTRY_FIELDS = {
-  names = true, key_type = true, on_demand = true,
+  names = true, key_type = true, on_demand = true, reuse_key = true, profile = true,
 }
 
 local function normalize_name(name, path)
@@ -286,6 +306,14 @@ local function check_entry(entry, path, ctx)
     out.on_demand, err = KINDS.boolean(entry.on_demand, nil, path .. ".on_demand")
     if err then return nil, err end
   end
+  if entry.reuse_key ~= nil then
+    out.reuse_key, err = KINDS.boolean(entry.reuse_key, nil, path .. ".reuse_key")
+    if err then return nil, err end
+  end
+  if entry.profile ~= nil then
+    out.profile, err = KINDS.token(entry.profile, nil, path .. ".profile")
+    if err then return nil, err end
+  end
   return out
 end
 
@@ -334,7 +362,10 @@ end
 
 M.FIELDS = {
   storage              = { kind = "object", what = "a storage", methods = M.STORAGE_METHODS },
-  issuer               = { kind = "issuer" }, -- issue; optional revoke, storage_key, describe
+  issuer               = { kind = "issuer" }, -- issue; optional revoke, storage_key, describe, renewal_info; or a list
+  issuer_policy        = { kind = "enum", values = issuer.POLICIES, default = "in_order" }, -- order of a list's members
+  reuse_key            = { kind = "boolean", default = false }, -- keep the private key across renewals
+  profile              = { kind = "token" }, -- ACME profile (req.profile); a certificate entry's wins
   certificates         = { kind = "certificates", required = true,
                            hint = 'the certificates to manage, e.g. certificates = { "example.com" }' },
   renew_check_interval = { kind = "duration", default = "10m", min = 1 },

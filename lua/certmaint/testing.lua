@@ -118,24 +118,29 @@ function M.issuer(opts)
     final = { type = "boolean", default = false },
     ocsp_url = { type = "string" },
     name = { type = "string", default = "testing" },
+    retry_after = { type = "duration" }, -- planned failures say "come back in this long"
+    code = { type = "string", default = "planned" }, -- the code of planned failures
   }, "testing.issuer", 2)
   self.ca = self.ca or M.ca()
   self.issued, self.calls = 0, 0
-  self.requests = {}
+  self.requests = {} -- the names of each call
+  self.reqs = {}     -- each call's whole request (names, profile, replaces, key_type)
   return setmetatable(self, Issuer)
 end
 
 function Issuer:storage_key() return self.name end
-function Issuer:describe() return "testing issuer" end
+function Issuer:describe() return "testing issuer \"" .. self.name .. "\"" end
 
 function Issuer:issue(req, ctx)
   self.calls = self.calls + 1
   self.requests[#self.requests + 1] = req.names
+  self.reqs[#self.reqs + 1] = { names = req.names, profile = req.profile, replaces = req.replaces,
+    key_type = req.key_type, csr_pem = req.csr_pem }
+  local now = ctx and ctx.now or core.now()
   if self.calls <= self.fail then
     return nil, { message = "testing issuer: planned failure " .. self.calls .. " of " .. self.fail,
-      final = self.final }, "planned"
+      final = self.final, retry_after = self.retry_after and (now + self.retry_after) or nil }, self.code
   end
-  local now = ctx and ctx.now or core.now()
   local leaf, serial = core.cert_issue {
     csr = req.csr_pem, names = req.names, cn = req.names[1],
     not_before = now, not_after = now + self.lifetime,

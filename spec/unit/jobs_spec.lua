@@ -259,6 +259,23 @@ describe("certmaint.jobs", function()
       assert.equal("1h", events("^job_failed$")[1].retry_in)
     end)
 
+    it("waits for a later retry_after (the ACME client's spelling) from the error", function()
+      q = jobs.new {}
+      q:submit("limited", function() return nil, { message = "rate limited", retry_after = T0 + 5400 } end)
+      settle()
+      assert.equal(T0 + 5400, q:status("limited").next_attempt)
+      assert.equal("1h30m", events("^job_failed$")[1].retry_in)
+    end)
+
+    it("takes the later of retry_after and retry_at, and ignores a retry_after that is not a number", function()
+      q = jobs.new {}
+      q:submit("both", function() return nil, { message = "x", retry_after = T0 + 600, retry_at = T0 + 900 } end)
+      q:submit("junk", function() return nil, { message = "x", retry_after = "soon" } end)
+      settle()
+      assert.equal(T0 + 900, q:status("both").next_attempt)
+      assert.equal(T0 + 60, q:status("junk").next_attempt)
+    end)
+
     it("ignores an earlier retry_at", function()
       q = jobs.new {}
       q:submit("early", function() return nil, { message = "x", retry_at = T0 + 1 } end)

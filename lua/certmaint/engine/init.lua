@@ -82,6 +82,13 @@ function M.new(policy, opts)
   return self
 end
 
+-- An entry's optional settings from its policy entry: only what differs
+-- from the policy's default is kept on the entry (100k entries).
+local function entry_settings(e, c)
+  e.reuse_key = c.reuse_key -- nil: the policy's reuse_key
+  e.profile = c.profile     -- nil: the policy's profile
+end
+
 --- Install a (new) policy: settings, storage, issuer, hook runner, entries.
 function Engine:apply_policy(policy)
   self.policy = policy
@@ -92,11 +99,18 @@ function Engine:apply_policy(policy)
       or require("certmaint.storage.file").new { root = self.opts.data_dir or "certmaint-data" }
   end
   if not self.issuer or policy.issuer then
-    self.issuer = self.opts.issuer or policy.issuer or require("certmaint.issuer.internal").new {}
-    local ok, err = issuers.check(self.issuer) -- policy issuers were checked already; opts.issuer not
-    if not ok then error("engine: " .. err, 3) end
+    local given = self.opts.issuer or policy.issuer or require("certmaint.issuer.internal").new {}
+    if issuers.is_list(given) then
+      local ok, err = issuers.check_list(given) -- policy issuers were checked already; opts.issuer not
+      if not ok then error("engine: issuer" .. err, 3) end
+      given = issuers.list(given)
+    else
+      local ok, err = issuers.check(given)
+      if not ok then error("engine: " .. err, 3) end
+    end
+    self.issuer = given
   end
-  self.issuer_key = issuers.storage_key(self.issuer)
+  self:set_issuers()
   local entries, reloading = self.entries, #self.order > 0
   local wanted = reloading and {} or nil -- to drop what a new policy no longer names
   for _, c in ipairs(policy.certificates) do
@@ -104,19 +118,56 @@ function Engine:apply_policy(policy)
     if wanted then wanted[primary] = true end
     local e = entries[primary]
     if not e then
-      self:add_entry(c.names, c.key_type, c.on_demand, "policy")
+      e = self:add_entry(c.names, c.key_type, c.on_demand, "policy")
     else
       if not certset.same_names(e.names, c.names) then
-        e.names, e.key_type = c.names, c.key_type or e.key_type
+        e.names = c.names
         e.names_changed = true
       end
+      e.key_type = c.key_type or e.key_type
     end
+    if c.reuse_key ~= nil or c.profile ~= nil or e.reuse_key ~= nil or e.profile ~= nil then entry_settings(e, c) end
   end
   if not wanted then return end
   for _, primary in ipairs(self.order) do
     local e = entries[primary]
     if e and e.source == "policy" and not wanted[primary] then self:drop_entry(primary, "removed from policy") end
   end
+end
+
+--- The issuers to try (self.issuers, in list order) and the storage folders
+-- a certificate may be found in (self.issuer_keys: each member's, in order,
+-- once). New certificates go to the folder of the member that issued them;
+-- self.issuer_key (the first member's) is the folder of an entry whose
+-- e.issuer_key is nil, so one issuer costs nothing per entry.
+function Engine:set_issuers()
+  self.issuers = issuers.members(self.issuer)
+  self.issuer_policy = self.policy.issuer_policy or self.issuer.policy or "in_order"
+  local folders, seen = {}, {}
+  for _, m in ipairs(self.issuers) do
+    local k = issuers.storage_key(m)
+    if not seen[k] then
+      seen[k] = true
+      folders[#folders + 1] = k
+    end
+  end
+  self.issuer_key = folders[1]
+  self.issuer_keys = folders
+end
+
+--- The member of the issuer list whose folder is `folder` (the one that
+-- issued a certificate kept there), or nil when none is configured now.
+function Engine:issuer_for(folder)
+  for _, m in ipairs(self.issuers) do
+    if issuers.storage_key(m) == folder then return m end
+  end
+  return nil
+end
+
+--- Note that e's certificate is kept under `folder` (nil: the default one).
+function Engine:set_folder(e, folder)
+  if folder == self.issuer_key then folder = nil end
+  e.issuer_key = folder
 end
 
 -- A new entry (source "policy" or "runtime"); key_type nil: the policy's.
@@ -148,8 +199,12 @@ end
 
 --- Storage keys of a site's set (certmaint.certset.paths): computed when
 -- needed, not kept per entry (100k entries would carry 0.7 KiB each).
-function Engine:paths(primary)
-  return certset.paths(self.issuer_key, primary)
+function Engine:paths(primary, folder)
+  if not folder then
+    local e = self.entries[primary]
+    folder = e and e.issuer_key or self.issuer_key
+  end
+  return certset.paths(folder, primary)
 end
 
 --- Names managed at run time (a SaaS policy's on_tick adds its customers).
@@ -176,8 +231,9 @@ function Engine:manage(names, o)
   end
   local e = self:add_entry(norm, o.key_type, true, "runtime")
   log("info", "managed", { name = e.primary, names = table.concat(norm, ","), source = "runtime" })
-  local state, pem = certset.read(self.storage, self:paths(e.primary), e.names)
+  local state, pem, _, folder = self:read_stored(e)
   if state == "ok" then
+    self:set_folder(e, folder)
     self:cache_put(e, pem)
   else
     self:submit(e, "obtain")

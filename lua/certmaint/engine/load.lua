@@ -83,7 +83,7 @@ function M:load_all(opts)
     for _, b in pairs(t) do b.load:drop() end
   end })
   local size = self.load_batch_size or BATCH
-  local function start(first)
+  local function start(first, folder)
     if first > #order then return nil end
     local batch, primaries = {}, {}
     for i = first, math.min(first + size - 1, #order) do
@@ -93,15 +93,16 @@ function M:load_all(opts)
     end
     local o = self:add_opts(batch)
     o.keys = want_keys
-    local load = storage_common.start_load_certificates(self.storage, self.cache, self.issuer_key, primaries, o)
+    local load = storage_common.start_load_certificates(self.storage, self.cache, folder, primaries, o)
     local b = { entries = batch, load = load }
     inflight[b] = b
     return b
   end
-  local cur, first = start(1), 1
+  local folder1 = self.issuer_key
+  local cur, first = start(1, folder1), 1
   while cur do
     first = first + size
-    local nxt = start(first)
+    local nxt = start(first, folder1)
     local r = cur.load:finish()
     inflight[cur] = nil
     local batch = cur.entries
@@ -109,6 +110,7 @@ function M:load_all(opts)
     local states, ids = r.state, r.id
     for i = 1, #batch do
       local e, state, id = batch[i], states[i], ids[i]
+      e.issuer_key = nil -- the first issuer's folder (the other folders come below)
       if id then self:bind(e, id) end
       if recovered and want_keys and state ~= "error" and state ~= "missing" then
         -- a crash cut a commit short: check this set's key pairs with its certificate
@@ -131,7 +133,61 @@ function M:load_all(opts)
     end
     cur = nxt
   end
+  if #self.issuer_keys > 1 then
+    to_obtain = self:load_other_folders(start, inflight, counts, to_obtain, recovered and want_keys)
+  end
   return counts, to_obtain
+end
+
+--- An issuer list: the other members' folders, each read in bulk like the
+-- first. A certificate found there is taken when the entry has none yet, or
+-- when it outlives the one found so far (certmagic loads the newest of its
+-- issuers' copies), so no certificate is stranded by a change of issuers.
+-- Only policies with several issuers pay for this. Returns to_obtain, pruned.
+function M:load_other_folders(start, inflight, counts, to_obtain, check_keys)
+  local size = self.load_batch_size or BATCH
+  for k = 2, #self.issuer_keys do
+    local folder = self.issuer_keys[k]
+    local cur, first = start(1, folder), 1
+    while cur do
+      first = first + size
+      local nxt = start(first, folder)
+      local r = cur.load:finish()
+      inflight[cur] = nil
+      local batch = cur.entries
+      self:hook_renew_times(r, #batch)
+      for i = 1, #batch do
+        local e, state, id = batch[i], r.state[i], r.id[i]
+        if id and (state == "ok" or state == "names_changed") and id ~= e.id then
+          local prev = e.load_state
+          local better = not e.id or (prev ~= "ok" and prev ~= "names_changed")
+            or r.not_after[i] > select(4, self.cache:facts(e.id))
+          if better and check_keys then
+            local ok = certset.read(self.storage, self:paths(e.primary, folder), e.names, { check_key = true })
+            better = ok and true or false
+          end
+          if better then
+            self:bind(e, id)
+            self:set_folder(e, folder)
+            e.load_error = nil
+            if e.names_changed and state == "ok" then state = "names_changed" end
+            counts[prev] = counts[prev] - 1
+            counts[state] = counts[state] + 1
+            e.load_state = state
+            log("debug", "loaded_from_issuer", { name = e.primary, folder = folder })
+          elseif not self.by_id[id] then
+            self.cache:remove(id) -- an older copy: the one found before serves
+          end
+        end
+      end
+      cur = nxt
+    end
+  end
+  local still = {}
+  for _, e in ipairs(to_obtain) do
+    if e.load_state ~= "ok" then still[#still + 1] = e end
+  end
+  return still
 end
 
 --- Start-up: load storage, redeploy what the deploy targets do not have,

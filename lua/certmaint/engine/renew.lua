@@ -99,29 +99,156 @@ function M:needs_renewal(cert, now)
   return renewal.needs_renewal(cert, now, self.renewal_opts)
 end
 
---- Obtain a fresh certificate for e and store it under `lock` (held by the caller).
+--- The newest certificate stored for e under any configured issuer's folder:
+-- state, pem, facts, folder (certset.read's answer; with one folder, that
+-- folder's answer as it is). A certificate another issuer of the list
+-- obtained is found and kept, so changing or adding an issuer re-orders nothing.
+function M:read_stored(e)
+  local folders = self.issuer_keys
+  local own = e.issuer_key or self.issuer_key
+  if #folders == 1 then
+    local state, pem, facts = certset.read(self.storage, self:paths(e.primary), e.names)
+    return state, pem, facts, own
+  end
+  local best, mine
+  for _, folder in ipairs(folders) do
+    local r = table.pack(certset.read(self.storage, self:paths(e.primary, folder), e.names))
+    r[4] = folder
+    if r[1] == "ok" and (not best or r[3].not_after > best[3].not_after) then best = r end
+    if folder == own then mine = r end
+  end
+  -- nothing usable anywhere: the answer of e's own folder (missing, names_changed, an error)
+  best = best or mine or { "missing" }
+  return best[1], best[2], best[3], best[4]
+end
+
+-- The key to reuse for e (reuse_key): the stored one, when it is there and of
+-- the key type wanted (the .json says which; a set written before it said so
+-- is reused as it is). nil: make a new one.
+function M:reusable_key(e)
+  local set = self:paths(e.primary)
+  local key = self.storage:load(set.key)
+  if not key then return nil end
+  local meta = self.storage:load(set.meta)
+  local m = meta and core.json_decode(meta)
+  local kt = type(m) == "table" and type(m.certmaint) == "table" and m.certmaint.key_type
+  if kt and kt ~= e.key_type then
+    log("info", "key_not_reused", { name = e.primary, why = "key type " .. tostring(kt) .. " is not " .. e.key_type })
+    return nil
+  end
+  return key
+end
+
+-- The ARI certificate ID (RFC 9773 section 4.1) of the certificate e is
+-- replacing, or nil (none, the core cannot say, or no AKI in it).
+function M:replaces_id(e)
+  if not e.id or not core.ari_cert_id then return nil end
+  local cert = self.cache:get(e.id)
+  if not cert then return nil end
+  local id = core.ari_cert_id(cert.pem)
+  return id
+end
+
+local function is_final(err) return type(err) == "table" and err.final and true or false end
+local function retry_after_of(err)
+  local t = type(err) == "table" and (err.retry_after or err.retry_at)
+  if type(t) == "number" and t == t then return t end
+  return nil
+end
+
+--- Obtain a fresh certificate for e and store it under `lock` (held by the
+-- caller), from the first issuer of the list that gives one (in list order,
+-- or shuffled with issuer_policy = "first_random"). An issuer that said when
+-- to come back (retry_after) is skipped for e until then. The set goes to the
+-- folder of the issuer that issued it.
 function M:obtain(e, lock)
   local now = core.now()
-  local key, err, code = core.key_generate(e.key_type)
-  if not key then return nil, err, code end
+  local reuse = e.reuse_key
+  if reuse == nil then reuse = self.policy.reuse_key end
+  local key = reuse and self:reusable_key(e) or nil
+  local err, code
+  if not key then
+    key, err, code = core.key_generate(e.key_type)
+    if not key then return nil, err, code end
+  end
   local csr
   csr, err, code = core.csr_create(key, e.names)
   if not csr then return nil, err, code end
-  local res
-  res, err, code = self.issuer:issue({ names = e.names, csr_pem = csr, key_type = e.key_type },
-    { storage = self.storage, now = now })
-  if not res then return nil, err, code end
-  local facts
-  facts, err, code = core.cert_parse(res.chain_pem)
+  local own = e.issuer_key or self.issuer_key
+  local replaces = self:replaces_id(e)
+  local profile = e.profile or self.policy.profile
+  local order = issuers.order(self.issuer, self.issuer_policy)
+  local failed, waiting = {}, {}
+  local last_err, last_code
+  for i, iss in ipairs(order) do
+    local folder = issuers.storage_key(iss)
+    local wait = e.issuer_wait and e.issuer_wait[iss]
+    if wait and wait > now then
+      waiting[#waiting + 1] = { issuer = iss, until_ = wait }
+    else
+      if wait then e.issuer_wait[iss] = nil end
+      -- replaces names a certificate of this CA only: another one would refuse it
+      local req = { names = e.names, csr_pem = csr, key_type = e.key_type, profile = profile,
+        replaces = (folder == own) and replaces or nil }
+      local res, ierr, icode = iss:issue(req, { storage = self.storage, now = now })
+      if res then
+        if next(e.issuer_wait or {}) == nil then e.issuer_wait = nil end
+        return self:store_issued(e, lock, iss, folder, key, res)
+      end
+      last_err, last_code = ierr, icode
+      failed[#failed + 1] = { issuer = iss, err = ierr }
+      local t = retry_after_of(ierr)
+      if t and t > now then
+        e.issuer_wait = e.issuer_wait or setmetatable({}, { __mode = "k" })
+        e.issuer_wait[iss] = t
+      end
+      if #order > 1 then
+        log(i < #order and "warn" or "error", "issuer_failed", { name = e.primary, issuer = issuers.describe(iss),
+          error = message_of(ierr), code = icode, retry_after = t and rfc3339.iso(t) or nil,
+          next = i < #order and "the next issuer" or nil })
+      end
+    end
+  end
+  if #failed == 1 and #waiting == 0 then return nil, last_err, last_code end
+  -- several issuers failed, or every one asked to wait: one error for the job
+  local parts, all_final, soonest, all_timed = {}, #waiting == 0, nil, true
+  for _, f in ipairs(failed) do
+    parts[#parts + 1] = issuers.describe(f.issuer) .. ": " .. message_of(f.err)
+    all_final = all_final and is_final(f.err)
+    local t = retry_after_of(f.err)
+    if t then soonest = math.min(soonest or t, t) elseif not is_final(f.err) then all_timed = false end
+  end
+  for _, w in ipairs(waiting) do
+    parts[#parts + 1] = issuers.describe(w.issuer) .. ": asked to wait until " .. rfc3339.iso(w.until_)
+    soonest = math.min(soonest or w.until_, w.until_)
+  end
+  return nil, {
+    message = string.format("every issuer failed for %s: %s", e.primary, table.concat(parts, "; ")),
+    final = all_final,
+    -- the job waits for the first issuer that can be asked again, when all said when
+    retry_after = all_timed and soonest or nil,
+  }, last_code or "waiting"
+end
+
+--- Store what issuer `iss` returned for e under its folder, as one commit.
+-- Returns chain_pem, facts | nil, err, code.
+function M:store_issued(e, lock, iss, folder, key, res)
+  if type(res) ~= "table" or type(res.chain_pem) ~= "string" then
+    return nil, { message = issuers.describe(iss) .. " returned no chain_pem" }, "issuer"
+  end
+  local facts, err, code = core.cert_parse(res.chain_pem)
   if not facts then return nil, { message = "issuer returned an unusable certificate: " .. err }, code end
   if not core.key_matches(res.chain_pem, key) then
     return nil, { message = "issuer returned a certificate for another key" }, "mismatch"
   end
   local ok
-  ok, err, code = certset.write(self.storage, self:paths(e.primary), {
-    crt = res.chain_pem, key = key, meta = certset.meta(e.names, issuers.describe(self.issuer), facts.serial),
+  ok, err, code = certset.write(self.storage, self:paths(e.primary, folder), {
+    crt = res.chain_pem, key = key,
+    meta = certset.meta(e.names, issuers.describe(iss), facts.serial,
+      { key_type = e.key_type, issuer_data = res.issuer_data }),
   }, lock)
   if not ok then return nil, err, code end
+  self:set_folder(e, folder)
   return res.chain_pem, facts
 end
 
@@ -134,10 +261,11 @@ function M:renew_once(e, reason)
   local ran, result, cert
   ran, result, cert, code = pcall(function()
     -- another instance may have renewed while we waited for the lock
-    local state, pem, stored = certset.read(self.storage, self:paths(e.primary), e.names)
+    local state, pem, stored, folder = self:read_stored(e)
     if state == "ok" then
       local current = e.id and self.cache:get(e.id, { pem = false })
       if (not current or stored.hash ~= current.id) and not self:needs_renewal(stored, core.now()) then
+        self:set_folder(e, folder)
         local c, lerr, lcode = self:cache_put(e, pem)
         if not c then return nil, lerr, lcode end
         return "reloaded", c
