@@ -1,4 +1,4 @@
-/* x509_ssl.h - OpenSSL-typed helpers shared by x509.c, key.c, localca.c and
+/* x509_ssl.h - OpenSSL-typed helpers shared by x509.c, key.c, localca.c, ari.c and
  * ocsp.c.
  *
  * Private to those units: the rest of the core sees only x509.h, key.h,

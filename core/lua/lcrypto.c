@@ -1,4 +1,4 @@
-/* lcrypto.c - core.sha256, core.sha256_hex, core.random_bytes,
+/* lcrypto.c - core.sha256, core.sha256_hex, core.digest, core.random_bytes,
  * core.base64url_encode/decode, core.base64_encode/decode. */
 #include "lcore.h"
 
@@ -30,6 +30,35 @@ static int l_sha256_hex(lua_State *L)
     if (cm_crypto_sha256(data, len, md, &res) != CM_OK) return cm_lua_fail(L, &res);
     cm_hex_encode(md, sizeof md, hex);
     lua_pushstring(L, hex);
+    return 1;
+}
+
+/* core.digest(algo, data [, encoding]): algo "sha256"; encoding "raw"
+ * (default), "hex" or "base64url" (a dns-01 TXT value).  Another algo or
+ * encoding is the caller's bug: it raises. */
+static int l_digest(lua_State *L)
+{
+    static const char *const algos[] = {"sha256", NULL};
+    static const char *const encodings[] = {"raw", "hex", "base64url", NULL};
+    size_t len;
+    const char *data;
+    int enc;
+    unsigned char md[CM_SHA256_LEN];
+    char text[2 * CM_SHA256_LEN + 1];
+    struct cm_result res;
+    luaL_checkoption(L, 1, NULL, algos);
+    data = luaL_checklstring(L, 2, &len);
+    enc = luaL_checkoption(L, 3, "raw", encodings);
+    if (cm_crypto_sha256(data, len, md, &res) != CM_OK) return cm_lua_fail(L, &res);
+    if (enc == 0) {
+        lua_pushlstring(L, (const char *)md, sizeof md);
+    } else if (enc == 1) {
+        cm_hex_encode(md, sizeof md, text);
+        lua_pushstring(L, text);
+    } else {
+        cm_base64url_encode(md, sizeof md, text);
+        lua_pushstring(L, text);
+    }
     return 1;
 }
 
@@ -87,6 +116,7 @@ int cm_lua_open_crypto(lua_State *L)
     static const luaL_Reg fns[] = {
         {"sha256", l_sha256},
         {"sha256_hex", l_sha256_hex},
+        {"digest", l_digest},
         {"random_bytes", l_random_bytes},
         {"base64url_encode", l_base64url_encode},
         {"base64url_decode", l_base64url_decode},
