@@ -282,6 +282,7 @@ function commands.status(engine, args)
   if check then
     local ok, health = run_task(function()
       engine:load_all { keys = false }
+      engine:ari_refresh(now, nil, { fetch = false })
       if json then
         local ok, err = engine:status_json(now, io.stdout)
         if not ok then error(err, 0) end
@@ -297,6 +298,7 @@ function commands.status(engine, args)
   if json then
     local ok, err = run_task(function()
       engine:load_all { keys = false }
+      engine:ari_refresh(now, nil, { fetch = false })
       -- written in C a batch at a time: 100k rows never sit in memory as one tree
       return engine:status_json(now, io.stdout)
     end)
@@ -305,6 +307,7 @@ function commands.status(engine, args)
   end
   local ok, rows = run_task(function()
     engine:load_all { keys = false }
+    engine:ari_refresh(now, nil, { fetch = false })
     return true, engine:status_rows(now)
   end)
   if not ok then eprint("certmaint: status: " .. tostring(rows)) return 1 end
@@ -390,6 +393,7 @@ function commands.renew(engine, args)
   end
   local ok, results = run_task(function()
     engine:load_all()
+    engine:ari_refresh(core.now(), nil, { fetch = false }) -- the stored ARI windows decide too
     local res = {}
     local tick = {}
     local deploys = engine:open_collector(tick) -- the command ends once its deploys have run

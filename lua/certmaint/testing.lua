@@ -108,8 +108,36 @@ end
 local Issuer = {}
 Issuer.__index = Issuer
 
---- testing.issuer{ca=, lifetime="90d", fail=N, final=bool}: issues from `ca`,
--- counts successes in .issued and calls in .calls, fails its first N calls.
+local function window_or_string(v)
+  local t = type(v)
+  if t == "function" or v == "past" or v == false then return true end
+  if t == "table" then
+    return type(v.start) == "number" and type(v["end"]) == "number", 'must be { start = t, ["end"] = t } (Unix times)'
+  end
+  return false, 'must be a window { start =, ["end"] = }, a function(cert, now), "past" or false'
+end
+
+M.CHALLENGE_TYPES = { http01 = "http-01", webroot = "http-01", dns01 = "dns-01", tls_alpn01 = "tls-alpn-01" }
+M.CHALLENGE_ORDER = { "http01", "webroot", "tls_alpn01", "dns01" } -- without challenges.prefer
+
+--- testing.issuer{ca=, lifetime="90d", fail=N, final=bool, retry_after=, code=,
+-- ari=, ari_retry_after=, challenges=, fail_challenge=}: issues from `ca`,
+-- counts successes in .issued and calls in .calls, fails its first N calls
+-- (with retry_after: "come back then", an absolute time in the error, and
+-- `code`). Each call's request is kept in .reqs (names, profile, replaces,
+-- key_type, csr_pem, replaces_refused).
+--   ari: the ARI window it publishes (renewal_info): { start =, ["end"] = },
+--     a function(cert, now) returning one (or nil, err), "past" (a window that
+--     ended a day ago: "renew now", as a CA signals a revocation), or false
+--     (renewal_info answers "unsupported"). Without it the issuer has no
+--     renewal_info at all. ari_retry_after: the Retry-After it sends with it.
+--   challenges: the ACME issuer's `challenges` table; dns01's present/cleanup
+--     (and propagation) run for each name, as the ACME issuer runs them, other
+--     kinds are taken as validated (no listener, no network).
+--     fail_challenge = "dns-01" (or :fail_challenge(type)) fails that type's
+--     validation, so the next kind the policy allows is tried.
+-- On demand: :rate_limit(n [, retry_after]), :already_replaced(n),
+-- :fail_challenge(type), :fail_ari(n [, retry_after]).
 function M.issuer(opts)
   local self = options.check(opts, {
     ca = { type = "table" },
@@ -120,27 +148,183 @@ function M.issuer(opts)
     name = { type = "string", default = "testing" },
     retry_after = { type = "duration" }, -- planned failures say "come back in this long"
     code = { type = "string", default = "planned" }, -- the code of planned failures
+    ari = { type = "any", check = window_or_string },
+    ari_retry_after = { type = "duration" },
+    challenges = { type = "table" },
+    fail_challenge = { type = "string" },
   }, "testing.issuer", 2)
   self.ca = self.ca or M.ca()
   self.issued, self.calls = 0, 0
   self.requests = {} -- the names of each call
   self.reqs = {}     -- each call's whole request (names, profile, replaces, key_type)
+  self.ari_calls, self.revoked = 0, {}
+  self.presented = {} -- { type =, identifier =, name =, value = } of each challenge presented
+  self.rate_limited, self.replaced_refusals, self.ari_failures = 0, 0, 0
+  self.failing_challenges = {}
+  if self.fail_challenge then self.failing_challenges[self.fail_challenge] = true end
+  self.fail_challenge = nil -- the option; the method of that name stays reachable
+  if self.ari ~= nil then self.renewal_info = Issuer.ari_answer end
   return setmetatable(self, Issuer)
 end
 
 function Issuer:storage_key() return self.name end
 function Issuer:describe() return "testing issuer \"" .. self.name .. "\"" end
 
+--- The next n issue calls answer a rateLimited problem with Retry-After
+-- (retry_after: seconds or a duration, default 1h), as an ACME CA does.
+function Issuer:rate_limit(n, retry_after)
+  self.rate_limited = n or 1
+  self.rate_limit_after = assert(duration.parse(retry_after or "1h", "rate_limit"))
+  return self
+end
+
+--- The next n issue calls that carry req.replaces are answered alreadyReplaced;
+-- like the ACME issuer, this one then orders again at once without replaces.
+function Issuer:already_replaced(n)
+  self.replaced_refusals = n or 1
+  return self
+end
+
+--- Fail validations of challenge type ("dns-01", "http-01", "tls-alpn-01"); false: stop.
+function Issuer:fail_challenge(ctype, on)
+  self.failing_challenges[ctype] = on ~= false
+  return self
+end
+
+--- The next n renewal_info calls fail (retry_after: sent with the error).
+function Issuer:fail_ari(n, retry_after)
+  self.ari_failures = n or 1
+  self.ari_fail_after = retry_after and assert(duration.parse(retry_after, "fail_ari")) or nil
+  return self
+end
+
+-- renewal_info(cert, ctx), when the issuer publishes ARI (opts.ari).
+function Issuer:ari_answer(cert, ctx)
+  self.ari_calls = self.ari_calls + 1
+  local now = ctx and ctx.now or core.now()
+  if self.ari_failures > 0 then
+    self.ari_failures = self.ari_failures - 1
+    return nil, { message = "testing issuer: renewalInfo failed (planned)",
+      retry_after = self.ari_fail_after and (now + self.ari_fail_after) or nil }, "acme:serverInternal"
+  end
+  local w, err = self.ari, nil
+  if w == false then return nil, "testing issuer: no renewalInfo", "unsupported" end
+  if w == "past" then w = { start = now - 2 * 86400, ["end"] = now - 86400 } end
+  if type(w) == "function" then
+    w, err = w(cert, now)
+    if w == "past" then w = { start = now - 2 * 86400, ["end"] = now - 86400 } end
+    if not w then return nil, err or "testing issuer: the ari function gave no window", "ari" end
+  end
+  return { start = w.start, ["end"] = w["end"], explanation_url = w.explanation_url,
+    retry_after = self.ari_retry_after and (now + self.ari_retry_after) or w.retry_after }
+end
+
+function Issuer:revoke(cert, ctx)
+  self.revoked[#self.revoked + 1] = { serial = cert.serial, reason = ctx and ctx.reason }
+  if self.ca.revoke then self.ca:revoke(cert.serial) end
+  return true
+end
+
+-- The solvers of the challenges table for kind, or nil when it has none.
+local function dns01_solver(opts, ctx)
+  local ok, mod = pcall(require, "certmaint.acme.challenges.dns01")
+  if ok and type(mod) == "table" and mod.new then return mod.new(opts, ctx) end
+  -- without the ACME client's solver: the hooks themselves, as it calls them
+  return {
+    present = function(_, chal)
+      local r, err = opts.present("_acme-challenge." .. chal.identifier, chal.dns_value, chal)
+      if r == false or (r == nil and err) then return nil, tostring(err or "present returned false") end
+      return true
+    end,
+    cleanup = function(_, chal)
+      local r, err = opts.cleanup("_acme-challenge." .. chal.identifier, chal.dns_value, chal)
+      if r == false or (r == nil and err) then return nil, tostring(err or "cleanup returned false") end
+      return true
+    end,
+  }
+end
+
+-- Validate every name through the challenges table: nil | error table, code.
+function Issuer:validate(names, ctx)
+  local ch = self.challenges
+  if not ch then return nil end
+  local order = ch.prefer or M.CHALLENGE_ORDER
+  for _, name in ipairs(names) do
+    local wildcard = name:sub(1, 2) == "*."
+    local identifier = wildcard and name:sub(3) or name
+    local tried, ok_any = {}, false
+    for _, kind in ipairs(order) do
+      local ctype = M.CHALLENGE_TYPES[kind]
+      if ch[kind] ~= nil and ctype and (not wildcard or ctype == "dns-01") then
+        local token = core.base64url_encode(core.random_bytes(16))
+        local ka = token .. ".testing-thumbprint"
+        local chal = { identifier = identifier, wildcard = wildcard, type = ctype, token = token,
+          key_authorization = ka, dns_value = core.base64url_encode(core.sha256(ka)),
+          url = "testing://challenge/" .. token }
+        local failure
+        if kind == "dns01" then
+          local solver = dns01_solver(ch.dns01, { hooks = ctx and ctx.hooks, storage = ctx and ctx.storage })
+          local r, err = solver:present(chal)
+          if r then
+            self.presented[#self.presented + 1] = { type = ctype, identifier = name,
+              name = "_acme-challenge." .. identifier, value = chal.dns_value }
+            if solver.wait then
+              local w, werr = solver:wait(chal)
+              if not w then failure = werr end
+            end
+          else
+            failure = err
+          end
+          if not failure and self.failing_challenges[ctype] then
+            failure = "testing issuer: the TXT record was not found (planned failure of " .. ctype .. ")"
+          end
+          solver:cleanup(chal)
+        else
+          self.presented[#self.presented + 1] = { type = ctype, identifier = name }
+          if self.failing_challenges[ctype] then
+            failure = "testing issuer: validation failed (planned failure of " .. ctype .. ")"
+          end
+        end
+        if not failure then ok_any = true break end
+        tried[#tried + 1] = ctype .. " challenge for \"" .. name .. "\": " .. tostring(failure)
+      end
+    end
+    if not ok_any then
+      if #tried == 0 then
+        return { message = "testing issuer: no challenge of the policy can validate \"" .. name .. "\""
+          .. (wildcard and " (a wildcard needs dns-01)" or ""), final = true }, "acme:rejectedIdentifier"
+      end
+      return { message = table.concat(tried, "; ") }, "acme:unauthorized"
+    end
+  end
+  return nil
+end
+
 function Issuer:issue(req, ctx)
   self.calls = self.calls + 1
   self.requests[#self.requests + 1] = req.names
-  self.reqs[#self.reqs + 1] = { names = req.names, profile = req.profile, replaces = req.replaces,
+  local r = { names = req.names, profile = req.profile, replaces = req.replaces,
     key_type = req.key_type, csr_pem = req.csr_pem }
+  self.reqs[#self.reqs + 1] = r
   local now = ctx and ctx.now or core.now()
   if self.calls <= self.fail then
     return nil, { message = "testing issuer: planned failure " .. self.calls .. " of " .. self.fail,
       final = self.final, retry_after = self.retry_after and (now + self.retry_after) or nil }, self.code
   end
+  if self.rate_limited > 0 then
+    self.rate_limited = self.rate_limited - 1
+    local at = now + self.rate_limit_after
+    return nil, { message = "testing issuer: too many certificates already issued (rateLimited), retry after "
+      .. require("certmaint.rfc3339").iso(at), retry_after = at }, "acme:rateLimited"
+  end
+  if req.replaces and self.replaced_refusals > 0 then
+    -- what the ACME issuer does with alreadyReplaced: order again, without replaces
+    self.replaced_refusals = self.replaced_refusals - 1
+    r.replaces_refused = true
+    core.log("warn", "testing_already_replaced", { name = req.names[1], replaces = req.replaces })
+  end
+  local verr, vcode = self:validate(req.names, ctx)
+  if verr then return nil, verr, vcode end
   local leaf, serial = core.cert_issue {
     csr = req.csr_pem, names = req.names, cn = req.names[1],
     not_before = now, not_after = now + self.lifetime,

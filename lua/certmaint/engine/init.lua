@@ -20,6 +20,7 @@
 --   engine/status.lua  status rows and `check`'s plan
 --   engine/deploy.lua  deploy as tracked state: records, retries, start-up redeploy
 --   engine/attention.lua  what needs attention (status --check)
+--   engine/ari.lua     ACME Renewal Information: windows fetched, stored, applied
 -- certmaint.certset reads and writes a certificate set (.crt .key .json).
 local core = require "certmaint.core"
 local loop = require "certmaint.loop"
@@ -39,7 +40,7 @@ M.iso = rfc3339.iso
 
 local function log(level, event, fields) core.log(level, event, fields or {}) end
 
-for _, part in ipairs { "load", "renew", "retry", "clean", "ocsp", "status", "deploy", "attention" } do
+for _, part in ipairs { "load", "renew", "retry", "clean", "ocsp", "status", "deploy", "attention", "ari" } do
   for name, fn in pairs(require("certmaint.engine." .. part)) do
     if Engine[name] then error("engine: method " .. name .. " defined twice (engine/" .. part .. ".lua)") end
     Engine[name] = fn
@@ -67,6 +68,9 @@ function M.new(policy, opts)
   self.deploy_records = {}  -- primary -> what was deployed where (engine/deploy.lua)
   self.deploy_retry = {}    -- primaries whose deploy waits to retry
   self.deploy_dirty = {}    -- primaries whose deploy record changed since written
+  self.ari = {}             -- cache id -> ARI window record, or false (engine/ari.lua)
+  self.ari_retry = {}       -- cache id -> next fetch of a window never obtained
+  self.ari_unsupported = setmetatable({}, { __mode = "k" }) -- issuers whose CA has no renewalInfo
   self:apply_policy(policy)
   self.jobs = jobs.new {
     concurrency = policy.concurrency or 8,
@@ -192,6 +196,7 @@ function Engine:drop_entry(primary, why)
   if e.id then
     self.cache:remove(e.id)
     self.by_id[e.id] = nil
+    self.ari[e.id], self.ari_retry[e.id] = nil, nil
   end
   log("info", "unmanaged", { name = primary, reason = why })
   return true

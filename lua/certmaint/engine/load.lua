@@ -22,6 +22,7 @@ function M:bind(e, id)
   if e.id and e.id ~= id then
     self.cache:remove(e.id)
     self.by_id[e.id] = nil
+    self.ari[e.id], self.ari_retry[e.id] = nil, nil -- a window is the old certificate's
   end
   e.id = id
   self.by_id[id] = e
@@ -209,6 +210,16 @@ function M:start()
   tick.obtained = tick.renewed or 0
   tick.renewed = nil
   self.started = true
+  if self:ari_enabled() then
+    -- after the load, as background work of start-up: the CA's windows
+    -- (stored, then fetched where due), and what a window says to renew now
+    local ari_tick = {}
+    local c = self:open_collector(ari_tick)
+    for _, e in ipairs(self:ari_refresh(core.now())) do self:submit(e, "renew", c) end
+    self:finish_collector(c)
+    tick.renewed = ari_tick.renewed
+    tick.failed = tick.failed + (ari_tick.failed or 0)
+  end
   return tick
 end
 

@@ -57,6 +57,7 @@ M.hook_failure = hook_failure
 -- assumed monotonic in time, which any sane policy is). When the hook fails,
 -- the default rule's time, and the failure as a second value.
 function M:renewal_time(cert)
+  self:with_ari(cert) -- the CA's ARI window, when one is kept for it (engine/ari.lua)
   local hook = self.policy.needs_renewal
   if not hook then
     return (renewal.renew_at(cert, self.renewal_opts))
@@ -85,6 +86,7 @@ end
 -- and when the needs_renewal hook failed (then the default rule decided) the
 -- failure as a third value.
 function M:needs_renewal(cert, now)
+  self:with_ari(cert)
   local hook = self.policy.needs_renewal
   if hook then
     local due, err = self:ask_needs_renewal(hook, cert, now)
@@ -190,7 +192,7 @@ function M:obtain(e, lock)
       -- replaces names a certificate of this CA only: another one would refuse it
       local req = { names = e.names, csr_pem = csr, key_type = e.key_type, profile = profile,
         replaces = (folder == own) and replaces or nil }
-      local res, ierr, icode = iss:issue(req, { storage = self.storage, now = now })
+      local res, ierr, icode = iss:issue(req, { storage = self.storage, now = now, hooks = self.hooks })
       if res then
         if next(e.issuer_wait or {}) == nil then e.issuer_wait = nil end
         return self:store_issued(e, lock, iss, folder, key, res)
@@ -245,7 +247,9 @@ function M:store_issued(e, lock, iss, folder, key, res)
   ok, err, code = certset.write(self.storage, self:paths(e.primary, folder), {
     crt = res.chain_pem, key = key,
     meta = certset.meta(e.names, issuers.describe(iss), facts.serial,
-      { key_type = e.key_type, issuer_data = res.issuer_data }),
+      { key_type = e.key_type,
+        -- certmagic keeps the ACME certificate URL as issuer_data.url
+        issuer_data = res.issuer_data or (type(res.certificate_url) == "string" and { url = res.certificate_url } or nil) }),
   }, lock)
   if not ok then return nil, err, code end
   self:set_folder(e, folder)
@@ -418,6 +422,7 @@ function M:renew_pass()
   local tick = { kind = "renew", at = now, due = 0, queued = 0, renewed = 0, reloaded = 0, failed = 0, dropped = 0,
     deployed = 0, deploy_failed = 0 }
   local collector = self:open_collector(tick)
+  self:ari_refresh(now) -- the CA's windows brought up to date first (nothing without renewal_info)
   self:queue_due(now, tick, collector)
   self:retry_deploys(collector)
   self:finish_collector(collector)

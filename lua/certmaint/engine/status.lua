@@ -35,7 +35,9 @@ function M:status_columns(now, first, last, ctx)
   local deploys = ctx.deploys_listed and self:load_deploy_batch(first, last, ctx.deploys_listed)
   local ids, names, managed, last_error, attempts, next_attempt = {}, {}, {}, {}, {}, {}
   local deploy = {} -- engine/deploy.lua's deploy_status: nil (null) without on_renewed
-  local due = hook and {} or nil
+  -- with ARI windows kept, renewal_due is decided here with them (the C default rule knows none)
+  local ari = not hook and self:ari_any()
+  local due = (hook or ari) and {} or nil
   local j = 0
   for i = first, last do
     local e = entries[order[i]]
@@ -58,6 +60,7 @@ function M:status_columns(now, first, last, ctx)
       if id then
         local _
         d, _, hook_err = self:needs_renewal(cache:get(id, { pem = false }), now)
+        d = d and true or false
       end
       due[j] = d
       last_error[j] = last_error[j] or hook_err -- the default rule decided (engine/renew.lua)
@@ -137,7 +140,7 @@ function M:status_json(now, file)
   now = now or core.now()
   local cache = self.cache
   local opts = { now = now, times = TIMES, file = file,
-    renew = (not self.policy.needs_renewal) and self.renewal_opts or nil }
+    renew = (not self.policy.needs_renewal and not self:ari_any()) and self.renewal_opts or nil }
   local ok, err, code
   if #self.order == 0 then
     ok, err, code = file:write("[]\n")
@@ -164,6 +167,7 @@ end
 -- loads storage into the cache, but finishes no interrupted commit).
 function M:plan(at)
   self:load_all { recover = false }
+  self:ari_refresh(at, nil, { fetch = false }) -- the stored ARI windows, asked nothing
   local out = {}
   local grace = (self.policy.clean or {}).expired_cert_grace_period or 86400
   for _, primary in ipairs(self.order) do
