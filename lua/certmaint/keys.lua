@@ -5,6 +5,7 @@
 --   certificates/<issuer>/<name>/<name>.crt | .key | .json
 --   ocsp/<name>-<hash>
 --   acme/<issuer>/users/<email>/<username>.json | .key
+--   acme/<issuer>/challenge_tokens/<identifier>.json  (pending http-01 challenges)
 --   locks/<lock name>.lock                      (lock names: "issue_cert_<name>")
 --
 -- plus one directory of our own that Caddy ignores:
@@ -277,6 +278,26 @@ local EMPTY_EMAIL = "default" -- certmagic's folder for accounts without e-mail
 function M.acme_users(ca)
   check_string(ca, "acme_users", 2)
   return M.ACME_PREFIX .. "/" .. M.issuer_key(ca) .. "/users"
+end
+
+--- keys.challenge_tokens(ca) -> "acme/<issuer>/challenge_tokens"
+function M.challenge_tokens(ca)
+  check_string(ca, "challenge_tokens", 2)
+  return M.ACME_PREFIX .. "/" .. M.issuer_key(ca) .. "/challenge_tokens"
+end
+
+--- keys.challenge_token(ca, identifier) ->
+-- "acme/<issuer>/challenge_tokens/<Safe(identifier)>.json": where a pending
+-- http-01 (or tls-alpn-01) challenge is kept so any instance sharing the
+-- storage can answer it (certmagic's distributedSolver.challengeTokensKey:
+-- one file an identifier, the identifier made Safe, not a name key).
+function M.challenge_token(ca, identifier)
+  check_string(identifier, "challenge_token", 2)
+  local safe = M.safe(identifier)
+  if safe == "" then
+    error(string.format("keys.challenge_token: identifier %q gives an empty key", identifier), 2)
+  end
+  return M.challenge_tokens(ca) .. "/" .. safe .. ".json"
 end
 
 --- keys.acme_account(ca, email) -> {prefix=, registration=, private_key=}
