@@ -4,7 +4,9 @@
  * WRITE (send the whole answer), then READ again (keep-alive) or close.  Each
  * connection has one monotonic deadline, re-armed after each answer; a
  * client that is too slow, or sends too much, or sends garbage, loses its
- * connection and nothing else.
+ * connection and nothing else.  In event mode two more states: BODY (read
+ * Content-Length bytes into the event being built) and HOST (the event is
+ * posted; nothing is read until cm_httpd_respond or the deadline).
  */
 #include "httpd.h"
 #include "loop_impl.h"
@@ -47,6 +49,8 @@ struct server {
     struct conn *conns;
     size_t max_conns;
     double timeout;
+    int events;
+    size_t max_body;
     struct cm_httpd_stats stats;
     struct server *prev, *next;
 };
@@ -63,6 +67,13 @@ struct conn {
     int writing;
     int close_after;
     int eof;                    /* the peer shut down its side */
+    /* event mode */
+    struct cm_event *ev;        /* the request being read (BODY), owned here */
+    size_t body_need, body_have;
+    int body_wait;              /* BODY: reading ev's body */
+    int host_wait;              /* HOST: ev posted as req_id, waiting for the answer */
+    int head_only;              /* the request the host answers is a HEAD */
+    uint64_t req_id;
     struct conn *prev, *next;
 };
 
@@ -78,6 +89,8 @@ void cm_httpd_opts_init(struct cm_httpd_opts *opts)
     memset(opts, 0, sizeof *opts);
     opts->timeout = 10;
     opts->max_connections = 1024;
+    opts->events = 0;
+    opts->max_body = CM_HTTPD_DEFAULT_BODY;
 }
 
 size_t cm_httpd_count(struct cm_loop *loop) { return state(loop) ? state(loop)->count : 0; }
@@ -226,6 +239,8 @@ static void conn_close(struct cm_loop *loop, struct conn *c)
     cm_loop_itimer_stop(loop, &c->timer);
     cm_loop_watch_del(loop, c->w); c->w = NULL;
     if (c->fd >= 0) { close(c->fd); c->fd = -1; }
+    cm_event_free(c->ev); c->ev = NULL;
+    if (c->req_id) { cm_loop_id_del(loop, c->req_id); c->req_id = 0; }
     if (c->prev) c->prev->next = c->next;
     else s->conns = c->next;
     if (c->next) c->next->prev = c->prev;
@@ -253,20 +268,25 @@ static size_t head_end(const char *p, size_t n)
     return 0;
 }
 
+/* Prepare the answer in c->out.  ctype NULL: extra carries Content-Type.
+ * 204 and 304 have neither a body nor a Content-Length. */
 static int set_out(struct conn *c, int code, const char *reason, const char *ctype,
                    const char *body, size_t len, int head_only, const char *extra)
 {
-    char hdr[512];
-    int n = snprintf(hdr, sizeof hdr,
-                     "HTTP/1.1 %d %s\r\nServer: certmaint\r\nContent-Type: %s\r\n"
-                     "Content-Length: %zu\r\n%sConnection: %s\r\n\r\n",
-                     code, reason, ctype, len, extra ? extra : "", c->close_after ? "close" : "keep-alive");
-    size_t blen = head_only ? 0 : len;
-    if (n < 0 || (size_t)n >= sizeof hdr) return CM_ERR;
+    static const char fmt[] = "HTTP/1.1 %d %s\r\nServer: certmaint\r\n%s%s%s%s%sConnection: %s\r\n\r\n";
+    char clen[48] = "";
+    int no_length = code == 204 || code == 304, n, m;
+    size_t blen = head_only || no_length ? 0 : len;
+    if (!no_length) snprintf(clen, sizeof clen, "Content-Length: %zu\r\n", len);
+    n = snprintf(NULL, 0, fmt, code, reason, ctype ? "Content-Type: " : "", ctype ? ctype : "",
+                 ctype ? "\r\n" : "", clen, extra ? extra : "", c->close_after ? "close" : "keep-alive");
+    if (n < 0) return CM_ERR;
     free(c->out);
-    c->out = malloc((size_t)n + blen);
+    c->out = malloc((size_t)n + 1 + blen);
     if (!c->out) return CM_ERR;
-    memcpy(c->out, hdr, (size_t)n);
+    m = snprintf(c->out, (size_t)n + 1, fmt, code, reason, ctype ? "Content-Type: " : "", ctype ? ctype : "",
+                 ctype ? "\r\n" : "", clen, extra ? extra : "", c->close_after ? "close" : "keep-alive");
+    if (m != n) return CM_ERR;
     if (blen) memcpy(c->out + n, body, blen);
     c->out_len = (size_t)n + blen;
     c->out_off = 0;
@@ -294,13 +314,92 @@ static int has_token(const char *v, size_t n, const char *tok)
     return 0;
 }
 
-/* Parse one complete head of hlen bytes at c->in and prepare the answer. */
+#define ASKED 2 /* answer(): the request goes to the host */
+
+/* Content-Length's value: digits only (optional whitespace around), at most
+ * 18 of them; -1 when malformed. */
+static long long parse_length(const char *v, size_t n)
+{
+    long long x = 0;
+    size_t i = 0, digits = 0;
+    while (i < n && (v[i] == ' ' || v[i] == '\t')) i++;
+    for (; i < n && v[i] >= '0' && v[i] <= '9'; i++) {
+        if (++digits > 18) return -1;
+        x = x * 10 + (v[i] - '0');
+    }
+    while (i < n && (v[i] == ' ' || v[i] == '\t')) i++;
+    return i == n && digits ? x : -1;
+}
+
+static char *dup_n(const char *p, size_t n)
+{
+    char *d = malloc(n + 1);
+    if (!d) return NULL;
+    memcpy(d, p, n);
+    d[n] = '\0';
+    return d;
+}
+
+/* Build c->ev for the host: method, path, query and every header (names
+ * lower-case, values trimmed) of the head at c->in; the body buffer for
+ * body_len bytes.  CM_ERR when out of memory. */
+static int build_request(struct conn *c, size_t mlen, const char *target, size_t tlen, const char *q,
+                         size_t qlen, const char *hdrs, const char *end, size_t body_len)
+{
+    struct cm_event *ev = cm_event_new(CM_EVENT_HTTPD_REQUEST, 0);
+    const char *p;
+    size_t count = 0, i;
+    if (!ev) return CM_ERR;
+    c->ev = ev;
+    for (p = hdrs; p < end; p++)
+        if (*p == '\n') count++;
+    ev->method = dup_n(c->in, mlen);
+    ev->path = dup_n(target, tlen);
+    ev->query = q ? dup_n(q, qlen) : NULL;
+    ev->headers = calloc(count ? count : 1, sizeof *ev->headers);
+    ev->body = malloc(body_len + 1);
+    if (!ev->method || !ev->path || (q && !ev->query) || !ev->headers || !ev->body) return CM_ERR;
+    ev->body_len = body_len;
+    ev->body[body_len] = '\0';
+    for (p = hdrs; p < end && ev->header_count < count;) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p)), *colon, *v, *ve;
+        size_t ln;
+        struct cm_header *h;
+        if (!eol) break;
+        ln = (size_t)(eol - p);
+        if (ln && p[ln - 1] == '\r') ln--;
+        if (ln == 0) break;
+        colon = memchr(p, ':', ln); /* answer() checked there is one */
+        v = colon + 1;
+        ve = p + ln;
+        while (v < ve && (*v == ' ' || *v == '\t')) v++;
+        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+        h = &ev->headers[ev->header_count];
+        h->name = dup_n(p, (size_t)(colon - p));
+        h->value = dup_n(v, (size_t)(ve - v));
+        if (!h->name || !h->value) {
+            free(h->name); h->name = NULL;
+            free(h->value); h->value = NULL;
+            return CM_ERR;
+        }
+        for (i = 0; h->name[i]; i++)
+            if (h->name[i] >= 'A' && h->name[i] <= 'Z') h->name[i] = (char)(h->name[i] - 'A' + 'a');
+        ev->header_count++;
+        p = eol + 1;
+    }
+    return CM_OK;
+}
+
+/* Parse one complete head of hlen bytes at c->in and prepare the answer:
+ * CM_OK (c->out is ready), ASKED (c->ev is built, the host answers) or
+ * CM_ERR (close the connection). */
 static int answer(struct conn *c, size_t hlen)
 {
     struct server *s = c->srv;
-    const char *p = c->in, *end = c->in + hlen, *eol, *sp1, *sp2, *target, *q;
-    size_t mlen, tlen, vlen;
-    int http10, head_only, keep = -1, has_body = 0;
+    const char *p = c->in, *end = c->in + hlen, *eol, *sp1, *sp2, *target, *q, *hdrs;
+    size_t mlen, tlen, vlen, qlen = 0;
+    int http10, head_only, is_get, keep = -1, has_body = 0, chunked = 0, base_close;
+    long long clen = -1;
     struct route **slot;
 
     s->stats.requests++;
@@ -331,9 +430,13 @@ static int answer(struct conn *c, size_t hlen)
     }
     if (target[0] != '/') goto bad;
     q = memchr(target, '?', tlen);
-    if (q) tlen = (size_t)(q - target);
+    if (q) {
+        qlen = tlen - (size_t)(q + 1 - target);
+        tlen = (size_t)(q - target);
+        q++;
+    }
     /* headers: only what decides the connection's fate */
-    p = eol + 1;
+    p = hdrs = eol + 1;
     while (p < end) {
         const char *colon, *v;
         size_t ln, nl, vl;
@@ -351,32 +454,99 @@ static int answer(struct conn *c, size_t hlen)
             if (has_token(v, vl, "close")) keep = 0;
             else if (has_token(v, vl, "keep-alive")) keep = 1;
         } else if (ieq(p, nl, "content-length")) {
+            long long n = parse_length(v, vl);
             size_t i;
             for (i = 0; i < vl; i++)
                 if (v[i] >= '1' && v[i] <= '9') has_body = 1;
+            if (s->events && (n < 0 || (clen >= 0 && n != clen))) goto bad;
+            clen = n;
         } else if (ieq(p, nl, "transfer-encoding")) {
             has_body = 1;
+            chunked = 1;
         }
         p = eol + 1;
     }
-    c->close_after = keep == 0 || (http10 && keep != 1) || has_body || c->eof;
+    base_close = keep == 0 || (http10 && keep != 1) || c->eof;
+    c->close_after = base_close || has_body;
     head_only = mlen == 4 && memcmp(c->in, "HEAD", 4) == 0;
-    if (!head_only && !(mlen == 3 && memcmp(c->in, "GET", 3) == 0)) {
+    is_get = mlen == 3 && memcmp(c->in, "GET", 3) == 0;
+    if (!head_only && !is_get && !s->events) {
         s->stats.bad++;
         c->close_after = 1;
         return simple(c, 405, "Method Not Allowed", 0);
     }
-    slot = route_slot(s, target, tlen);
-    if (!slot || !*slot) {
+    slot = head_only || is_get ? route_slot(s, target, tlen) : NULL;
+    if (slot && *slot) {
+        s->stats.ok++;
+        return set_out(c, 200, "OK", (*slot)->ctype, (*slot)->body, (*slot)->len, head_only, NULL);
+    }
+    if (!s->events) {
         s->stats.not_found++;
         return simple(c, 404, "Not Found", head_only);
     }
-    s->stats.ok++;
-    return set_out(c, 200, "OK", (*slot)->ctype, (*slot)->body, (*slot)->len, head_only, NULL);
+    /* event mode: the host answers; the body is read here, so the connection lives on */
+    if (chunked) {
+        s->stats.bad++;
+        c->close_after = 1;
+        return simple(c, 411, "Length Required", 0);
+    }
+    if (clen > 0 && (unsigned long long)clen > s->max_body) {
+        s->stats.bad++;
+        c->close_after = 1;
+        return simple(c, 413, "Content Too Large", 0);
+    }
+    c->close_after = base_close;
+    c->head_only = head_only;
+    if (build_request(c, mlen, target, tlen, q, qlen, hdrs, end, clen > 0 ? (size_t)clen : 0) != CM_OK)
+        return CM_ERR;
+    return ASKED;
 bad:
     s->stats.bad++;
     c->close_after = 1;
     return simple(c, 400, "Bad Request", 0);
+}
+
+/* The body is complete: hand c->ev to the host and stop reading until it
+ * answers (or the deadline).  -1 when the connection was closed. */
+static int post_request(struct cm_loop *loop, struct conn *c)
+{
+    struct cm_result res;
+    uint64_t id = cm_loop_new_id(loop);
+    c->body_wait = 0;
+    if (cm_loop_id_put(loop, id, CM_ID_HTTPD_REQUEST, c, &res) != CM_OK) {
+        conn_close(loop, c);
+        return -1;
+    }
+    c->req_id = id;
+    c->host_wait = 1;
+    c->ev->id = id;
+    c->ev->server = c->srv->id;
+    c->srv->stats.asked++;
+    cm_loop_post(loop, c->ev);
+    c->ev = NULL;
+    /* epoll still reports errors and hang-ups: a client that resets is let go */
+    if (cm_loop_watch_mod(loop, c->w, 0, &res) != CM_OK) {
+        conn_close(loop, c);
+        return -1;
+    }
+    return 0;
+}
+
+/* Read what the socket has of the body; -1 when the connection was closed. */
+static int read_body(struct cm_loop *loop, struct conn *c)
+{
+    while (c->body_have < c->body_need) {
+        ssize_t n = recv(c->fd, c->ev->body + c->body_have, c->body_need - c->body_have, 0);
+        if (n > 0) {
+            c->body_have += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+        conn_close(loop, c); /* reset, or EOF with the body incomplete */
+        return -1;
+    }
+    return post_request(loop, c);
 }
 
 static void conn_io(struct cm_loop *loop, struct cm_watch *w, uint32_t revents);
@@ -424,6 +594,7 @@ static int flush_out(struct cm_loop *loop, struct conn *c)
 static int process(struct cm_loop *loop, struct conn *c)
 {
     for (;;) {
+        if (c->body_wait || c->host_wait) return 0;
         size_t hlen = head_end(c->in, c->in_len);
         int r;
         if (!hlen) {
@@ -444,12 +615,24 @@ static int process(struct cm_loop *loop, struct conn *c)
             }
             return 0;
         }
-        if (answer(c, hlen) != CM_OK) {
+        r = answer(c, hlen);
+        if (r == CM_ERR) {
             conn_close(loop, c);
             return -1;
         }
         memmove(c->in, c->in + hlen, c->in_len - hlen);
         c->in_len -= hlen;
+        if (r == ASKED) {
+            /* the body's first bytes may have come with the head */
+            size_t take = c->in_len < c->ev->body_len ? c->in_len : c->ev->body_len;
+            if (take) memcpy(c->ev->body, c->in, take);
+            memmove(c->in, c->in + take, c->in_len - take);
+            c->in_len -= take;
+            c->body_have = take;
+            c->body_need = c->ev->body_len;
+            c->body_wait = 1;
+            return read_body(loop, c) < 0 ? -1 : 0;
+        }
         r = flush_out(loop, c);
         if (r != 0) return r < 0 ? -1 : 0; /* closed, or waiting to write */
     }
@@ -458,6 +641,14 @@ static int process(struct cm_loop *loop, struct conn *c)
 static void conn_io(struct cm_loop *loop, struct cm_watch *w, uint32_t revents)
 {
     struct conn *c = w->owner;
+    if (c->host_wait) {
+        if (revents & (EPOLLERR | EPOLLHUP)) conn_close(loop, c);
+        return;
+    }
+    if (c->body_wait) {
+        (void)read_body(loop, c);
+        return;
+    }
     if (c->writing) {
         if (revents & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
             if (flush_out(loop, c) == 0) (void)process(loop, c);
@@ -541,6 +732,106 @@ static void server_io(struct cm_loop *loop, struct cm_watch *w, uint32_t revents
     }
 }
 
+/* --- answers from the host (event mode) -------------------------------------- */
+
+static const char *reason_phrase(int code)
+{
+    switch (code) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 413: return "Content Too Large";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Status";
+    }
+}
+
+static int tchar(unsigned char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+/* Check one "Name: value" header; *is_ctype set for Content-Type. */
+static int check_header(const char *h, int *is_ctype, struct cm_result *res)
+{
+    const char *colon = strchr(h, ':'), *v;
+    size_t nl, i;
+    if (!colon || colon == h) return cm_fail(res, "invalid", "header \"%.60s\" is not \"Name: value\"", h);
+    nl = (size_t)(colon - h);
+    for (i = 0; i < nl; i++)
+        if (!tchar((unsigned char)h[i])) return cm_fail(res, "invalid", "bad header name \"%.*s\"", (int)(nl > 60 ? 60 : nl), h);
+    if (ieq(h, nl, "content-length") || ieq(h, nl, "connection") || ieq(h, nl, "transfer-encoding"))
+        return cm_fail(res, "invalid", "header %.*s is the server's own", (int)nl, h);
+    for (v = colon + 1; *v; v++)
+        if (((unsigned char)*v < 0x20 && *v != '\t') || *v == 0x7f)
+            return cm_fail(res, "invalid", "header %.*s: control character in the value", (int)(nl > 60 ? 60 : nl), h);
+    *is_ctype = ieq(h, nl, "content-type");
+    return CM_OK;
+}
+
+int cm_httpd_respond(struct cm_loop *loop, uint64_t request_id, int status, const char *const *headers,
+                     size_t n, const char *body, size_t len, struct cm_result *res)
+{
+    struct conn *c = cm_loop_id_get(loop, request_id, CM_ID_HTTPD_REQUEST);
+    struct cm_buf extra = {0};
+    int has_ctype = 0, rc;
+    size_t i;
+    if (!c) return cm_fail(res, "ENOENT", "no request %llu waiting (answered already, or its client left)",
+                           (unsigned long long)request_id);
+    if (status < 200 || status > 599) return cm_fail(res, "invalid", "status %d is not between 200 and 599", status);
+    if (len > CM_HTTPD_MAX_BODY)
+        return cm_fail(res, "invalid", "body of %zu bytes is larger than %zu", len, CM_HTTPD_MAX_BODY);
+    if ((status == 204 || status == 304) && len)
+        return cm_fail(res, "invalid", "a %d answer has no body", status);
+    for (i = 0; i < n; i++) {
+        int is_ctype = 0;
+        if (check_header(headers[i], &is_ctype, res) != CM_OK) {
+            cm_buf_free(&extra);
+            return CM_ERR;
+        }
+        has_ctype |= is_ctype;
+        if (extra.len + strlen(headers[i]) + 2 > CM_HTTPD_MAX_RESPONSE_HEADERS) {
+            cm_buf_free(&extra);
+            return cm_fail(res, "invalid", "headers longer than %d bytes", CM_HTTPD_MAX_RESPONSE_HEADERS);
+        }
+        if (cm_buf_append(&extra, headers[i], strlen(headers[i])) != CM_OK ||
+            cm_buf_append(&extra, "\r\n", 2) != CM_OK) {
+            cm_buf_free(&extra);
+            return cm_fail(res, "ENOMEM", "out of memory");
+        }
+    }
+    rc = set_out(c, status, reason_phrase(status), has_ctype ? NULL : "text/plain", body, len, c->head_only,
+                 extra.data);
+    cm_buf_free(&extra);
+    if (rc != CM_OK) {
+        conn_close(loop, c); /* out of memory: the request dies with its connection */
+        return cm_fail(res, "ENOMEM", "out of memory");
+    }
+    cm_loop_id_del(loop, request_id);
+    c->req_id = 0;
+    c->host_wait = 0;
+    c->srv->stats.answered++;
+    if (status >= 200 && status < 300) c->srv->stats.ok++;
+    else if (status == 404) c->srv->stats.not_found++;
+    if (flush_out(loop, c) == 0) (void)process(loop, c);
+    return CM_OK;
+}
+
 /* --- servers ------------------------------------------------------------------ */
 
 static const char *errno_code(int e)
@@ -607,6 +898,8 @@ int cm_httpd_serve(struct cm_loop *loop, const struct cm_httpd_opts *opts, uint6
         return cm_fail(res, "invalid", "server timeout must be > 0 and at most 3600 seconds");
     if (opts->max_connections == 0 || opts->max_connections > 65536)
         return cm_fail(res, "invalid", "max_connections must be between 1 and 65536");
+    if (opts->max_body > CM_HTTPD_MAX_BODY)
+        return cm_fail(res, "invalid", "max_body must be at most %zu bytes", CM_HTTPD_MAX_BODY);
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -637,6 +930,8 @@ int cm_httpd_serve(struct cm_loop *loop, const struct cm_httpd_opts *opts, uint6
                                        : ntohs(((struct sockaddr_in *)&ss)->sin_port);
     s->timeout = opts->timeout;
     s->max_conns = opts->max_connections;
+    s->events = opts->events != 0;
+    s->max_body = opts->max_body;
     s->retry.fire = server_pause_end;
     s->id = cm_loop_new_id(loop);
     if (routes_grow(s) != CM_OK) {

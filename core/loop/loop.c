@@ -368,6 +368,9 @@ void cm_event_free(struct cm_event *ev)
     }
     free(ev->headers); ev->headers = NULL;
     free(ev->body); ev->body = NULL;
+    free(ev->method); ev->method = NULL;
+    free(ev->path); ev->path = NULL;
+    free(ev->query); ev->query = NULL;
     free(ev->out); ev->out = NULL;
     free(ev->err); ev->err = NULL;
     free(ev);

@@ -33,6 +33,7 @@ enum cm_event_kind {
     CM_EVENT_HTTP,
     CM_EVENT_EXEC,
     CM_EVENT_SIGNAL,
+    CM_EVENT_HTTPD_REQUEST,     /* a request for the host (httpd.h event mode) */
 };
 
 /* One response header; names are lower-case, one entry a name (last wins). */
@@ -50,12 +51,15 @@ struct cm_event {
     uint64_t id;
     int failed;                 /* 1: transport/exec failure described by res */
     struct cm_result res;       /* code: "timeout", "toobig", "connect", "tls", ... */
-    /* CM_EVENT_HTTP */
+    /* CM_EVENT_HTTP (response) and CM_EVENT_HTTPD_REQUEST (request) */
     long http_status;           /* 0 when no response was received */
     struct cm_header *headers;
     size_t header_count;
     char *body;                 /* NUL-terminated (extra byte), body_len bytes */
     size_t body_len;
+    /* CM_EVENT_HTTPD_REQUEST: id is the request's (cm_httpd_respond) */
+    uint64_t server;            /* the server's id */
+    char *method, *path, *query; /* query NULL when the target had none */
     /* CM_EVENT_EXEC */
     int exited;                 /* 1: exit_status is valid */
     int exit_status;

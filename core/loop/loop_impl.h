@@ -53,7 +53,7 @@ int cm_loop_itimer_set(struct cm_loop *loop, struct cm_itimer *t, double deadlin
 void cm_loop_itimer_stop(struct cm_loop *loop, struct cm_itimer *t);
 
 /* Kinds of things the id map holds. */
-enum cm_id_kind { CM_ID_TIMER = 1, CM_ID_DEADLINE, CM_ID_HTTP, CM_ID_EXEC, CM_ID_SERVER };
+enum cm_id_kind { CM_ID_TIMER = 1, CM_ID_DEADLINE, CM_ID_HTTP, CM_ID_EXEC, CM_ID_SERVER, CM_ID_HTTPD_REQUEST };
 
 /* A fresh id (never 0). */
 uint64_t cm_loop_new_id(struct cm_loop *loop);

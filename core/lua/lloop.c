@@ -307,7 +307,7 @@ static int l_signal_unwatch(lua_State *L)
 
 static int l_http_serve(lua_State *L)
 {
-    static const char *const keys[] = {"listen", "timeout", "max_connections", NULL};
+    static const char *const keys[] = {"listen", "timeout", "max_connections", "events", "max_body", NULL};
     struct cm_httpd_opts o;
     struct cm_result res;
     uint64_t id = 0;
@@ -320,6 +320,8 @@ static int l_http_serve(lua_State *L)
     if (!o.listen) return luaL_error(L, "http_serve: option 'listen' is required");
     o.timeout = opt_number(L, 1, "timeout", o.timeout);
     o.max_connections = opt_size(L, 1, "max_connections", o.max_connections);
+    o.events = opt_bool(L, 1, "events", 0);
+    o.max_body = opt_size(L, 1, "max_body", o.max_body);
     if (cm_httpd_serve(get_loop(L), &o, &id, &port, &res) != CM_OK) return cm_lua_fail(L, &res);
     push_id(L, id);
     lua_pushinteger(L, port);
@@ -346,6 +348,34 @@ static int l_http_serve_unset(lua_State *L)
     return 1;
 }
 
+/* core.http_serve_respond(request_id, {status=200, body="", headers={...}})
+ * -> true | nil, err, code: answer an event-mode request ("ENOENT": it is
+ * gone). headers: a map Name -> value or a list of "Name: value". */
+static int l_http_serve_respond(lua_State *L)
+{
+    static const char *const keys[] = {"status", "body", "headers", NULL};
+    struct cm_result res;
+    uint64_t id = check_id(L, 1);
+    const char **headers;
+    const char *body;
+    size_t blen = 0, n = 0;
+    lua_Integer status;
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
+    cm_lua_check_options(L, 2, "core.http_serve_respond", keys);
+    if (lua_getfield(L, 2, "status") == LUA_TNIL) status = 200;
+    else if (lua_isinteger(L, -1)) status = lua_tointeger(L, -1);
+    else return luaL_error(L, "http_serve_respond: option 'status' must be an integer");
+    lua_pop(L, 1);
+    if (status < 200 || status > 599) return luaL_error(L, "http_serve_respond: status %d is not between 200 and 599", (int)status);
+    body = opt_string(L, 2, "body", "", &blen);
+    headers = string_list(L, 2, "headers", ": ", &n);
+    if (cm_httpd_respond(get_loop(L), id, (int)status, headers, n, body, blen, &res) != CM_OK)
+        return cm_lua_fail(L, &res);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static int l_http_serve_close(lua_State *L)
 {
     lua_pushboolean(L, cm_httpd_close(get_loop(L), check_id(L, 1)));
@@ -363,7 +393,7 @@ static int l_http_serve_stats(lua_State *L)
     struct cm_httpd_stats st;
     struct cm_result res;
     if (cm_httpd_stats(get_loop(L), check_id(L, 1), &st, &res) != CM_OK) return cm_lua_fail(L, &res);
-    lua_createtable(L, 0, 9);
+    lua_createtable(L, 0, 11);
     set_int(L, "connections", (lua_Integer)st.connections);
     set_int(L, "paths", (lua_Integer)st.paths);
     set_int(L, "accepted", (lua_Integer)st.accepted);
@@ -373,6 +403,8 @@ static int l_http_serve_stats(lua_State *L)
     set_int(L, "ok", (lua_Integer)st.ok);
     set_int(L, "not_found", (lua_Integer)st.not_found);
     set_int(L, "bad", (lua_Integer)st.bad);
+    set_int(L, "asked", (lua_Integer)st.asked);
+    set_int(L, "answered", (lua_Integer)st.answered);
     return 1;
 }
 
@@ -436,6 +468,26 @@ static void push_event(lua_State *L, const struct cm_event *ev)
         lua_pushboolean(L, ev->err_truncated);
         lua_setfield(L, -2, "stderr_truncated");
         lua_pushliteral(L, "exec");
+        break;
+    case CM_EVENT_HTTPD_REQUEST:
+        push_id(L, ev->server);
+        lua_setfield(L, -2, "server");
+        lua_pushstring(L, ev->method);
+        lua_setfield(L, -2, "method");
+        lua_pushstring(L, ev->path);
+        lua_setfield(L, -2, "path");
+        if (ev->query) {
+            lua_pushstring(L, ev->query);
+            lua_setfield(L, -2, "query");
+        }
+        lua_createtable(L, 0, (int)ev->header_count);
+        for (i = 0; i < ev->header_count; i++) {
+            lua_pushstring(L, ev->headers[i].value);
+            lua_setfield(L, -2, ev->headers[i].name);
+        }
+        lua_setfield(L, -2, "headers");
+        set_str(L, "body", ev->body, ev->body_len);
+        lua_pushliteral(L, "http_request");
         break;
     case CM_EVENT_SIGNAL: {
         const char *name = cm_loop_signal_name(ev->signo);
@@ -526,6 +578,7 @@ int cm_lua_open_loop(lua_State *L)
         {"http_serve", l_http_serve},
         {"http_serve_set", l_http_serve_set},
         {"http_serve_unset", l_http_serve_unset},
+        {"http_serve_respond", l_http_serve_respond},
         {"http_serve_close", l_http_serve_close},
         {"http_serve_stats", l_http_serve_stats},
         {"step", l_step},

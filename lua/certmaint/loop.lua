@@ -81,6 +81,17 @@
 --                                 not yet due (and condition waiters) count as
 --                                 idle.  It never moves a fake clock.
 --   loop.run() / loop.stop()      run_until stop() is called (or stalled)
+--   loop.serve(opts, handler) -> id, port | nil, err, code: core.http_serve
+--                                 in event mode (opts as core.http_serve's,
+--                                 events implied): what its path table
+--                                 (core.http_serve_set) cannot answer runs
+--                                 handler(req) in a task of its own, req =
+--                                 {method=, path=, query=, host=, headers=
+--                                 (lower-case names), body=, server=}; it
+--                                 returns {status=, body=, headers=} (or a
+--                                 string: 200 text/plain; nil: 404) and may
+--                                 wait (storage, http). A handler that raises
+--                                 answers 500 (logged). loop.serve_close(id).
 --   loop.on_signal(fn [, names])  fn(name) is called (protected) on each
 --                                 signal event; names, if given, are passed to
 --                                 core.signal_watch.  Returns a function that
@@ -119,6 +130,7 @@ local waiting = {}                -- event id -> task, or a Timer
 local ntimers = 0                 -- pending loop.at timers
 local signal_waiters = {}
 local signal_handlers = {}
+local serve_handlers = {}          -- server id -> handler (loop.serve)
 local function new_nwait() return { sleep = 0, http = 0, exec = 0, signal = 0, cond = 0 } end
 local nwait = new_nwait()
 local function new_counters() return { failed = 0, completed = 0, cancelled = 0 } end
@@ -461,8 +473,45 @@ local function on_timer(t)
   end
 end
 
+-- A request for a loop.serve handler: answered from a task of its own, so
+-- the handler may wait (storage, http) while other requests are served.
+local function respond(id, r)
+  local called, ok, err, code = pcall(core.http_serve_respond, id, r)
+  if not called then ok, err, code = nil, error_text(ok), "invalid" end
+  if not ok and code ~= "ENOENT" then
+    core.log("error", "serve_answer_refused", { error = err, code = code })
+    core.http_serve_respond(id, { status = 500, body = "500 Internal Server Error\n" })
+  end
+end
+
+local function on_http_request(ev)
+  local handler = serve_handlers[ev.server]
+  if not handler then
+    return respond(ev.id, { status = 404, body = "404 Not Found\n" })
+  end
+  local req = { method = ev.method, path = ev.path, query = ev.query, headers = ev.headers,
+    host = ev.headers.host, body = ev.body, server = ev.server }
+  M.spawn_named("serve " .. ev.method .. " " .. ev.path, function()
+    local ok, r = pcall(handler, req)
+    if not ok then
+      core.log("error", "serve_handler_failed", { method = req.method, path = req.path, error = error_text(r) })
+      r = { status = 500, body = "500 Internal Server Error\n" }
+    elseif r == nil then
+      r = { status = 404, body = "404 Not Found\n" }
+    elseif type(r) == "string" then
+      r = { status = 200, body = r }
+    elseif type(r) ~= "table" then
+      core.log("error", "serve_handler_failed", { method = req.method, path = req.path,
+        error = "the handler returned a " .. type(r) .. " (want a table, a string or nil)" })
+      r = { status = 500, body = "500 Internal Server Error\n" }
+    end
+    respond(ev.id, r)
+  end)
+end
+
 local function dispatch(ev)
   if ev.kind == "signal" then return on_signal_event(ev) end
+  if ev.kind == "http_request" then return on_http_request(ev) end
   local task = waiting[ev.id]
   if not task then return end -- cancelled, or its task is gone
   waiting[ev.id] = nil
@@ -598,6 +647,23 @@ function M.on_signal(fn, names)
   end
 end
 
+function M.serve(opts, handler)
+  if type(opts) ~= "table" then error("loop.serve: opts must be a table", 2) end
+  if type(handler) ~= "function" then error("loop.serve: handler must be a function", 2) end
+  local o = {}
+  for k, v in pairs(opts) do o[k] = v end
+  o.events = true
+  local id, port_or_err, code = core.http_serve(o)
+  if not id then return nil, port_or_err, code end
+  serve_handlers[id] = handler
+  return id, port_or_err
+end
+
+function M.serve_close(id)
+  serve_handlers[id] = nil
+  return core.http_serve_close(id)
+end
+
 function M.stats()
   return {
     tasks = ntasks,
@@ -621,6 +687,7 @@ function M.reset()
     if getmetatable(w) == Timer then w.pending = false end
   end
   tasks, ntasks, runq, waiting, signal_waiters, signal_handlers = {}, 0, {}, {}, {}, {}
+  serve_handlers = {}
   ntimers = 0
   for _, task in ipairs(live) do
     -- a condition it waited on forgets it (the condition may outlive the reset)

@@ -706,6 +706,218 @@ static void test_httpd_robust(void)
     CHECK_STR(res.code, "EADDRINUSE");
 }
 
+/* --- event mode: the host answers what the table cannot ------------------------ */
+
+/* The next CM_EVENT_HTTPD_REQUEST, stepping (and reading nothing) for max_s. */
+static struct cm_event *wait_request(double max_s)
+{
+    double end = cm_clock_monotonic() + max_s;
+    for (;;) {
+        struct cm_event **p = &stash;
+        while (*p) {
+            if ((*p)->kind == CM_EVENT_HTTPD_REQUEST) {
+                struct cm_event *ev = *p;
+                *p = ev->next;
+                ev->next = NULL;
+                return ev;
+            }
+            p = &(*p)->next;
+        }
+        if (cm_clock_monotonic() > end) return NULL;
+        step(0.02);
+    }
+}
+
+static void test_httpd_events(void)
+{
+    struct cm_httpd_opts o;
+    struct cm_result res;
+    struct cm_httpd_stats st;
+    struct cm_event *ev;
+    uint64_t srv, gone;
+    int p, fd, closed;
+    char buf[8192];
+    const char *hdrs[] = {"X-Stub: yes", "Content-Type: application/json"};
+    const char *bad_len[] = {"Content-Length: 3"};
+    const char *bad_name[] = {"Bad Name: x"};
+    const char *bad_value[] = {"X-A: a\r\nInjected: 1"};
+
+    cm_httpd_opts_init(&o);
+    o.listen = "127.0.0.1:0";
+    o.timeout = 1.5;
+    o.events = 1;
+    o.max_body = 64;
+    CHECK(cm_httpd_serve(loop, &o, &srv, &p, &res) == CM_OK);
+    CHECK(cm_httpd_set(loop, srv, "/.well-known/acme-challenge/t", "t.k", 3, NULL, &res) == CM_OK);
+
+    /* a path in the table is answered in C: no event */
+    fd = raw_connect(p);
+    raw_send(fd, "GET /.well-known/acme-challenge/t HTTP/1.1\r\nHost: a\r\n\r\n", strlen("GET /.well-known/acme-challenge/t HTTP/1.1\r\nHost: a\r\n\r\n"));
+    raw_read(fd, buf, sizeof buf, 0.3, &closed, 0);
+    CHECK(strstr(buf, "HTTP/1.1 200 OK") == buf && strstr(buf, "\r\n\r\nt.k") != NULL);
+    CHECK(wait_request(0.05) == NULL);
+
+    /* a miss is asked: method, path, query, headers (lower-case, trimmed) */
+    raw_send(fd, "GET /other/x?a=1&b HTTP/1.1\r\nHost: A.example:5002\r\nX-Thing:  v  \r\n\r\n", strlen("GET /other/x?a=1&b HTTP/1.1\r\nHost: A.example:5002\r\nX-Thing:  v  \r\n\r\n"));
+    ev = wait_request(2);
+    CHECK(ev != NULL);
+    if (!ev) return;
+    CHECK(ev->server == srv && ev->id != 0);
+    CHECK_STR(ev->method, "GET");
+    CHECK_STR(ev->path, "/other/x");
+    CHECK(ev->query && strcmp(ev->query, "a=1&b") == 0);
+    CHECK(header(ev, "host") && strcmp(header(ev, "host"), "A.example:5002") == 0);
+    CHECK(header(ev, "x-thing") && strcmp(header(ev, "x-thing"), "v") == 0);
+    CHECK(ev->body_len == 0);
+    /* refused answers leave the request waiting */
+    CHECK(cm_httpd_respond(loop, ev->id, 99, NULL, 0, "", 0, &res) == CM_ERR);
+    CHECK_STR(res.code, "invalid");
+    CHECK(cm_httpd_respond(loop, ev->id, 200, bad_len, 1, "", 0, &res) == CM_ERR);
+    CHECK(cm_httpd_respond(loop, ev->id, 200, bad_name, 1, "", 0, &res) == CM_ERR);
+    CHECK(cm_httpd_respond(loop, ev->id, 200, bad_value, 1, "", 0, &res) == CM_ERR);
+    CHECK(cm_httpd_respond(loop, ev->id, 204, NULL, 0, "x", 1, &res) == CM_ERR);
+    CHECK(cm_httpd_respond(loop, ev->id, 202, hdrs, 2, "{\"ok\":1}", 8, &res) == CM_OK);
+    CHECK(cm_httpd_respond(loop, ev->id, 200, NULL, 0, "", 0, &res) == CM_ERR); /* once only */
+    CHECK_STR(res.code, "ENOENT");
+    cm_event_free(ev);
+    raw_read(fd, buf, sizeof buf, 0.3, &closed, 0);
+    CHECK(strstr(buf, "HTTP/1.1 202 Accepted\r\n") == buf);
+    CHECK(strstr(buf, "X-Stub: yes\r\n") && strstr(buf, "Content-Type: application/json\r\n"));
+    CHECK(strstr(buf, "text/plain") == NULL);
+    CHECK(strstr(buf, "Content-Length: 8\r\n") && strstr(buf, "\r\n\r\n{\"ok\":1}"));
+    CHECK(!closed); /* keep-alive */
+
+    /* POST on the same connection, its body split over two sends */
+    raw_send(fd, "POST /stub HTTP/1.1\r\nContent-Length: 11\r\n\r\nhello", strlen("POST /stub HTTP/1.1\r\nContent-Length: 11\r\n\r\nhello"));
+    CHECK(wait_request(0.1) == NULL); /* not before the whole body */
+    raw_send(fd, " world", strlen(" world"));
+    ev = wait_request(2);
+    CHECK(ev != NULL);
+    if (!ev) return;
+    CHECK_STR(ev->method, "POST");
+    CHECK(ev->body_len == 11 && memcmp(ev->body, "hello world", 11) == 0 && ev->body[11] == '\0');
+    CHECK(ev->query == NULL);
+    CHECK(cm_httpd_respond(loop, ev->id, 429, NULL, 0, "slow down", 9, &res) == CM_OK);
+    cm_event_free(ev);
+    raw_read(fd, buf, sizeof buf, 0.3, &closed, 0);
+    CHECK(strstr(buf, "HTTP/1.1 429 Too Many Requests\r\n") == buf);
+    CHECK(strstr(buf, "Content-Type: text/plain\r\n") != NULL);
+
+    /* pipelined: the second waits for the first's answer, order kept; HEAD
+     * gets the length and no body */
+    raw_send(fd, "HEAD /h HTTP/1.1\r\n\r\nGET /.well-known/acme-challenge/t HTTP/1.1\r\n\r\n", strlen("HEAD /h HTTP/1.1\r\n\r\nGET /.well-known/acme-challenge/t HTTP/1.1\r\n\r\n"));
+    ev = wait_request(2);
+    CHECK(ev != NULL);
+    if (!ev) return;
+    CHECK_STR(ev->method, "HEAD");
+    raw_read(fd, buf, sizeof buf, 0.1, &closed, 0);
+    CHECK(buf[0] == '\0'); /* nothing answered yet */
+    CHECK(cm_httpd_respond(loop, ev->id, 200, NULL, 0, "abc", 3, &res) == CM_OK);
+    cm_event_free(ev);
+    raw_read(fd, buf, sizeof buf, 0.3, &closed, 0);
+    {
+        const char *first = strstr(buf, "Content-Length: 3\r\n");
+        const char *second = first ? strstr(first, "HTTP/1.1 200 OK") : NULL;
+        CHECK(first && second);
+        CHECK(strstr(buf, "abc") == NULL);
+        CHECK(second && strstr(second, "\r\n\r\nt.k") != NULL);
+    }
+    close(fd);
+
+    /* bodies: too large -> 413, chunked -> 411, a malformed length -> 400; all closed */
+    {
+        const char *reqs[] = {"POST /x HTTP/1.1\r\nContent-Length: 65\r\n\r\n",
+                              "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                              "POST /x HTTP/1.1\r\nContent-Length: 1x\r\n\r\n",
+                              "POST /x HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nab"};
+        const char *want[] = {"HTTP/1.1 413 ", "HTTP/1.1 411 ", "HTTP/1.1 400 ", "HTTP/1.1 400 "};
+        size_t i;
+        for (i = 0; i < 4; i++) {
+            fd = raw_connect(p);
+            raw_send(fd, reqs[i], strlen(reqs[i]));
+            raw_read(fd, buf, sizeof buf, 2, &closed, 0);
+            CHECK(strncmp(buf, want[i], 13) == 0);
+            CHECK(closed);
+            close(fd);
+        }
+        CHECK(wait_request(0.05) == NULL);
+    }
+
+    /* a body that never comes, and a request never answered: the deadline
+     * closes both; a late answer finds nothing */
+    fd = raw_connect(p);
+    raw_send(fd, "POST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc", strlen("POST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc"));
+    raw_read(fd, buf, sizeof buf, 4, &closed, 0);
+    CHECK(closed && buf[0] == '\0');
+    close(fd);
+    fd = raw_connect(p);
+    raw_send(fd, "GET /never HTTP/1.1\r\n\r\n", strlen("GET /never HTTP/1.1\r\n\r\n"));
+    ev = wait_request(2);
+    CHECK(ev != NULL);
+    if (!ev) return;
+    gone = ev->id;
+    cm_event_free(ev);
+    {
+        double t0 = cm_clock_monotonic();
+        raw_read(fd, buf, sizeof buf, 4, &closed, 0);
+        CHECK(closed && buf[0] == '\0');
+        CHECK(cm_clock_monotonic() - t0 < 2.5);
+    }
+    close(fd);
+    CHECK(cm_httpd_respond(loop, gone, 200, NULL, 0, "late", 4, &res) == CM_ERR);
+    CHECK_STR(res.code, "ENOENT");
+
+    /* a client that resets while its request waits: let go at once */
+    fd = raw_connect(p);
+    raw_send(fd, "GET /rst HTTP/1.1\r\n\r\n", strlen("GET /rst HTTP/1.1\r\n\r\n"));
+    ev = wait_request(2);
+    CHECK(ev != NULL);
+    if (!ev) return;
+    {
+        struct linger lg = {1, 0};
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        close(fd);
+    }
+    step(0.05);
+    step(0.05);
+    CHECK(cm_httpd_stats(loop, srv, &st, &res) == CM_OK);
+    CHECK(st.connections == 0);
+    CHECK(cm_httpd_respond(loop, ev->id, 200, NULL, 0, "", 0, &res) == CM_ERR);
+    cm_event_free(ev);
+
+    CHECK(cm_httpd_stats(loop, srv, &st, &res) == CM_OK);
+    CHECK(st.asked == 5);
+    CHECK(st.answered == 3);
+    CHECK(st.timeouts >= 2);
+
+    /* closing the server with a request waiting frees it; the id is gone */
+    fd = raw_connect(p);
+    raw_send(fd, "GET /w HTTP/1.1\r\n\r\n", strlen("GET /w HTTP/1.1\r\n\r\n"));
+    ev = wait_request(2);
+    CHECK(ev != NULL);
+    CHECK(cm_httpd_close(loop, srv) == 1);
+    if (ev) {
+        CHECK(cm_httpd_respond(loop, ev->id, 200, NULL, 0, "", 0, &res) == CM_ERR);
+        cm_event_free(ev);
+    }
+    close(fd);
+
+    /* max_body is bounded; without event mode a POST is still 405 */
+    o.max_body = CM_HTTPD_MAX_BODY + 1;
+    CHECK(cm_httpd_serve(loop, &o, &srv, &p, &res) == CM_ERR);
+    CHECK_STR(res.code, "invalid");
+    cm_httpd_opts_init(&o);
+    o.listen = "127.0.0.1:0";
+    CHECK(cm_httpd_serve(loop, &o, &srv, &p, &res) == CM_OK);
+    fd = raw_connect(p);
+    raw_send(fd, "POST /x HTTP/1.1\r\nContent-Length: 2\r\n\r\nab", strlen("POST /x HTTP/1.1\r\nContent-Length: 2\r\n\r\nab"));
+    raw_read(fd, buf, sizeof buf, 2, &closed, 0);
+    CHECK(strncmp(buf, "HTTP/1.1 405 ", 13) == 0);
+    CHECK(wait_request(0.05) == NULL);
+    close(fd);
+    CHECK(cm_httpd_close(loop, srv) == 1);
+}
+
 /* --- exec --------------------------------------------------------------------- */
 
 static uint64_t sh(const char *script, double timeout, size_t max_output, const char *in, size_t in_len)
@@ -989,6 +1201,7 @@ int main(void)
     test_http_responses();
     test_http_concurrent();
     test_httpd_robust();
+    test_httpd_events();
     test_exec();
     test_exec_fds();
     test_signals();
