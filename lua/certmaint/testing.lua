@@ -132,7 +132,7 @@ M.CHALLENGE_ORDER = { "http01", "webroot", "tls_alpn01", "dns01" } -- without ch
 --     (renewal_info answers "unsupported"). Without it the issuer has no
 --     renewal_info at all. ari_retry_after: the Retry-After it sends with it.
 --   challenges: the ACME issuer's `challenges` table; dns01's present/cleanup
---     (and propagation) run for each name, as the ACME issuer runs them, other
+--     run for each name, as the ACME issuer runs them (no propagation wait), other
 --     kinds are taken as validated (no listener, no network).
 --     fail_challenge = "dns-01" (or :fail_challenge(type)) fails that type's
 --     validation, so the next kind the policy allows is tried.
@@ -268,10 +268,7 @@ function Issuer:validate(names, ctx)
           if r then
             self.presented[#self.presented + 1] = { type = ctype, identifier = name,
               name = "_acme-challenge." .. identifier, value = chal.dns_value }
-            if solver.wait then
-              local w, werr = solver:wait(chal)
-              if not w then failure = werr end
-            end
+            -- no propagation wait: no time passes in a spec unless it moves the clock
           else
             failure = err
           end

@@ -71,6 +71,16 @@ describe("ARI in the engine", function()
     assert.equal(2, iss.issued) -- at day ~40-45, well before the 1/3 rule's day 60
   end)
 
+  it("applies the kept window again after a reload of storage (SIGHUP runs start again)", function()
+    local iss = testing.issuer { ca = ca, ari = window(40, 45), ari_retry_after = "1d" }
+    local e = testing.engine(policy { issuer = iss })
+    local at = e:cert("example.com").renew_at
+    assert.is_true(at < e:cert("example.com").not_before + 46 * DAY)
+    e:start() -- load_all computes the default rule's renew_at again
+    assert.equal(at, e:cert("example.com").renew_at)
+    assert.equal(1, iss.ari_calls) -- from memory: nothing fetched before its Retry-After
+  end)
+
   it("lets a window later than the default ratio decide, under the emergency floor", function()
     local iss = testing.issuer { ca = ca, ari = window(80, 88) }
     local e = testing.engine(policy { issuer = iss })

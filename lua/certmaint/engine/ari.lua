@@ -128,6 +128,8 @@ function M:ari_apply(e)
     at = renewal.renew_at(cert, self.renewal_opts)
   end
   self.cache:set(id, { renew_at = at })
+  local rec = self.ari[id]
+  if rec then rec.applied = true end
   return at
 end
 
@@ -156,10 +158,21 @@ end
 function M:ari_refresh(now, collector, opts)
   if not self:ari_enabled() then return {} end
   local fetch = not (opts and opts.fetch == false)
+  if opts and opts.reapply then
+    -- the cache's renew_at were computed anew (a load): every window applies again
+    for _, rec in pairs(self.ari) do if rec then rec.applied = nil end end
+  end
   local capable, unread = {}, {}
+  local member_of = {} -- folder -> the member answering ARI for it, or false
   for _, p in ipairs(self.order) do
     local e = self.entries[p]
-    if e.id and self:ari_member(e) then
+    local folder = e.issuer_key or self.issuer_key
+    local m = member_of[folder]
+    if m == nil then
+      m = self:ari_member(e) or false
+      member_of[folder] = m
+    end
+    if e.id and m then
       capable[#capable + 1] = e
       if self.ari[e.id] == nil then unread[#unread + 1] = e end
     end
@@ -168,7 +181,7 @@ function M:ari_refresh(now, collector, opts)
   local opened = collector or self:open_collector({})
   for _, e in ipairs(capable) do
     local rec = self.ari[e.id]
-    if rec then self:ari_apply(e) end
+    if rec and not rec.applied then self:ari_apply(e) end
     local next_fetch = rec and rec.next_fetch or self.ari_retry[e.id] or 0
     if fetch and next_fetch <= now then self:submit_ari(e, opened) end
   end

@@ -215,7 +215,7 @@ function M:start()
     -- (stored, then fetched where due), and what a window says to renew now
     local ari_tick = {}
     local c = self:open_collector(ari_tick)
-    for _, e in ipairs(self:ari_refresh(core.now())) do self:submit(e, "renew", c) end
+    for _, e in ipairs(self:ari_refresh(core.now(), nil, { reapply = true })) do self:submit(e, "renew", c) end
     self:finish_collector(c)
     tick.renewed = ari_tick.renewed
     tick.failed = tick.failed + (ari_tick.failed or 0)
