@@ -11,6 +11,13 @@ local rfc3339 = require "certmaint.rfc3339"
 
 local DAY = 86400
 
+local function helpers_read(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
 local function grep(lines, pattern)
   local n = 0
   for _, l in ipairs(lines) do if l:find(pattern) then n = n + 1 end end
@@ -58,10 +65,23 @@ describe("ARI in the engine", function()
     assert.equal(rfc3339.iso(cert.not_before + 45 * DAY), ri.suggestedWindow["end"])
     assert.equal(rfc3339.iso(at), ri._selectedTime)
     assert.is_string(ri._retryAfter)
-    -- status shows the ARI time
+    -- status shows the ARI time, in rows and in --json
     local row = e:status_rows(core.now())[1]
     assert.equal(at, row.renewal_at)
     assert.is_false(row.renewal_due)
+    local function json_row(now)
+      local path = os.tmpname()
+      local f = assert(io.open(path, "w"))
+      assert(e.engine:status_json(now, f))
+      f:close()
+      local rows = core.json_decode(helpers_read(path))
+      os.remove(path)
+      return rows[1]
+    end
+    local j = json_row(core.now())
+    assert.equal(rfc3339.iso(at), j.renewal_at)
+    assert.is_false(j.renewal_due)
+    assert.is_true(json_row(at + 1).renewal_due) -- the C default rule alone would say false until day 60
     clock:set(at - 1)
     e:tick("renew")
     assert.equal(1, iss.issued)
