@@ -99,6 +99,16 @@ describe("issuer lists", function()
       assert.equal("p256", meta.certmaint.key_type)
     end)
 
+    it("asks the next issuer when one raises", function()
+      local a = setmetatable({ issue = function() error("boom in a") end, storage_key = function() return "a" end },
+        { __index = {} })
+      local b = testing.issuer { ca = ca, name = "b" }
+      local e = testing.engine(policy { issuer = { a, b } })
+      assert.equal(1, b.issued)
+      assert.is_not_nil(e:cert("example.com"))
+      assert.equal(1, grep(logs(), "event=issuer_failed .*boom in a"))
+    end)
+
     it("says what every issuer answered when all fail, and retries on the back-off", function()
       local a = testing.issuer { ca = ca, name = "a", fail = 1 }
       local b = testing.issuer { ca = ca, name = "b", fail = 1 }

@@ -192,7 +192,9 @@ function M:obtain(e, lock)
       -- replaces names a certificate of this CA only: another one would refuse it
       local req = { names = e.names, csr_pem = csr, key_type = e.key_type, profile = profile,
         replaces = (folder == own) and replaces or nil }
-      local res, ierr, icode = iss:issue(req, { storage = self.storage, now = now, hooks = self.hooks })
+      -- a member that raises is a failed member: the next one is still asked
+      local called, res, ierr, icode = pcall(iss.issue, iss, req, { storage = self.storage, now = now, hooks = self.hooks })
+      if not called then res, ierr, icode = nil, { message = issuers.describe(iss) .. " raised: " .. tostring(res) }, "error" end
       if res then
         if next(e.issuer_wait or {}) == nil then e.issuer_wait = nil end
         return self:store_issued(e, lock, iss, folder, key, res)
