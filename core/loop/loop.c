@@ -77,6 +77,7 @@ struct cm_loop {
     struct cm_http_state *http;
     struct cm_proc_state *proc;
     struct cm_httpd_state *httpd;
+    struct cm_tlsalpn_state *tlsalpn;
 };
 
 static struct cm_loop *the_loop;
@@ -129,6 +130,7 @@ void cm_buf_free(struct cm_buf *b)
 struct cm_http_state **cm_loop_http_slot(struct cm_loop *loop) { return &loop->http; }
 struct cm_proc_state **cm_loop_proc_slot(struct cm_loop *loop) { return &loop->proc; }
 struct cm_httpd_state **cm_loop_httpd_slot(struct cm_loop *loop) { return &loop->httpd; }
+struct cm_tlsalpn_state **cm_loop_tlsalpn_slot(struct cm_loop *loop) { return &loop->tlsalpn; }
 
 /* --- ids ----------------------------------------------------------------- */
 
@@ -822,7 +824,7 @@ void cm_loop_pending(struct cm_loop *loop, struct cm_loop_counts *c)
     c->timers = loop->ucount + loop->deadlines;
     c->http = cm_http_count(loop);
     c->exec = cm_proc_count(loop);
-    c->servers = cm_httpd_count(loop);
+    c->servers = cm_httpd_count(loop) + cm_tlsalpn_count(loop);
 }
 
 void cm_loop_reset(struct cm_loop *loop)
@@ -831,6 +833,7 @@ void cm_loop_reset(struct cm_loop *loop)
     cm_http_reset(loop);
     cm_proc_reset(loop);
     cm_httpd_reset(loop);
+    cm_tlsalpn_reset(loop);
     cm_loop_signal_unwatch(loop);
     drop_events(loop);
 }
@@ -839,6 +842,7 @@ static void loop_free(struct cm_loop *loop)
 {
     cancel_all_timers(loop);
     cm_httpd_destroy(loop);
+    cm_tlsalpn_destroy(loop);
     cm_http_destroy(loop);
     cm_proc_destroy(loop);
     cm_loop_signal_unwatch(loop);
@@ -888,7 +892,7 @@ struct cm_loop *cm_loop_get(struct cm_result *res)
         loop->pipe_was_default = 1;
     }
     if (cm_http_init(loop, res) != CM_OK || cm_proc_init(loop, res) != CM_OK ||
-        cm_httpd_init(loop, res) != CM_OK) {
+        cm_httpd_init(loop, res) != CM_OK || cm_tlsalpn_init(loop, res) != CM_OK) {
         loop_free(loop);
         return NULL;
     }

@@ -2,9 +2,10 @@
  *
  * C owns a single epoll loop: timers (two min-heaps), file descriptors,
  * signals (signalfd), one libcurl multi handle (http.h), child processes
- * (proc.h) and small HTTP servers (httpd.h).  Nothing here ever calls Lua:
- * whatever completes becomes a struct cm_event in a queue, and the host takes
- * the queue after each cm_loop_step().  The Lua scheduler
+ * (proc.h), small HTTP servers (httpd.h) and tls-alpn-01 responders
+ * (tlsalpn.h).  Nothing here ever calls Lua: whatever completes becomes a
+ * struct cm_event in a queue, and the host takes the queue after each
+ * cm_loop_step().  The Lua scheduler
  * (lua/certmaint/loop.lua) resumes coroutines from those events, so a
  * coroutine is only ever resumed from the loop top, never inside libcurl.
  *
@@ -76,7 +77,7 @@ struct cm_loop_counts {
     size_t timers;   /* user timers and deadlines not yet fired */
     size_t http;     /* transfers in flight */
     size_t exec;     /* children not yet reported (cancelled ones not counted) */
-    size_t servers;  /* open HTTP servers */
+    size_t servers;  /* open servers: HTTP (httpd.h) and tls-alpn-01 (tlsalpn.h) */
 };
 
 /* The process-wide loop, created on first call (epoll, curl multi).

@@ -1,6 +1,6 @@
 /* loop_impl.h - what the loop's units (loop, http, httpd, proc) share.
  *
- * Private to core/loop.c, core/http.c, core/httpd.c, core/proc.c: fd
+ * Private to core/loop.c, core/http.c, core/httpd.c, core/tlsalpn.c, core/proc.c: fd
  * watchers, internal (monotonic) timers, the id map and the event queue.
  * Everything runs on the one loop thread.
  */
@@ -53,7 +53,8 @@ int cm_loop_itimer_set(struct cm_loop *loop, struct cm_itimer *t, double deadlin
 void cm_loop_itimer_stop(struct cm_loop *loop, struct cm_itimer *t);
 
 /* Kinds of things the id map holds. */
-enum cm_id_kind { CM_ID_TIMER = 1, CM_ID_DEADLINE, CM_ID_HTTP, CM_ID_EXEC, CM_ID_SERVER, CM_ID_HTTPD_REQUEST };
+enum cm_id_kind { CM_ID_TIMER = 1, CM_ID_DEADLINE, CM_ID_HTTP, CM_ID_EXEC, CM_ID_SERVER,
+                  CM_ID_HTTPD_REQUEST, CM_ID_TLS_SERVER };
 
 /* A fresh id (never 0). */
 uint64_t cm_loop_new_id(struct cm_loop *loop);
@@ -85,9 +86,11 @@ int cm_fd_nonblock(int fd);
 struct cm_http_state;
 struct cm_proc_state;
 struct cm_httpd_state;
+struct cm_tlsalpn_state;
 struct cm_http_state **cm_loop_http_slot(struct cm_loop *loop);
 struct cm_proc_state **cm_loop_proc_slot(struct cm_loop *loop);
 struct cm_httpd_state **cm_loop_httpd_slot(struct cm_loop *loop);
+struct cm_tlsalpn_state **cm_loop_tlsalpn_slot(struct cm_loop *loop);
 
 /* http.c */
 int cm_http_init(struct cm_loop *loop, struct cm_result *res);
@@ -105,6 +108,11 @@ int cm_httpd_init(struct cm_loop *loop, struct cm_result *res);
 void cm_httpd_reset(struct cm_loop *loop);  /* close all servers */
 void cm_httpd_destroy(struct cm_loop *loop);
 size_t cm_httpd_count(struct cm_loop *loop);
+/* tlsalpn.c */
+int cm_tlsalpn_init(struct cm_loop *loop, struct cm_result *res);
+void cm_tlsalpn_reset(struct cm_loop *loop);  /* close all servers */
+void cm_tlsalpn_destroy(struct cm_loop *loop);
+size_t cm_tlsalpn_count(struct cm_loop *loop);
 
 /* loop.c: SIGCHLD through the signalfd, for systems without pidfd.
  * CM_ERR when the signalfd cannot be set up. */
