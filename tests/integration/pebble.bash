@@ -6,7 +6,7 @@
 #
 #   pebble_start [--validity SECONDS] [--nosleep] [--nonce-reject PCT]
 #                [--authz-reuse PCT] [--eab KID:HMAC_B64URL]... [--eab-required]
-#                [--ocsp URL]
+#                [--ocsp URL] [--va-sleep MAX_SECONDS]
 #     Starts both servers (again after pebble_stop/pebble_kill: same ports,
 #     same options unless new ones are given; Pebble's state and roots are new).
 #     Exports:
@@ -21,7 +21,9 @@
 #       PEBBLE_ISSUER_KEY  certmagic's storage key of this CA: 127.0.0.1-PORT-dir
 #       PEBBLE_LOG, CHALLTEST_LOG  the servers' logs (appended across restarts)
 #   pebble_root / pebble_intermediate  print the current root / intermediate PEM
+#   pebble_env      only reserve the ports and export the variables (nothing runs)
 #   pebble_stop     SIGTERM both and wait;  pebble_kill  SIGKILL Pebble only
+#   pebble_pause / pebble_resume  SIGSTOP / SIGCONT Pebble
 #   pebble_issued   number of "Issued certificate" lines in PEBBLE_LOG
 #   pebble_orders   number of orders Pebble created (its "Added order" lines)
 #   challtest_set_txt NAME VALUE / challtest_clear_txt NAME   dns-01 records
@@ -86,9 +88,29 @@ pebble_fail_start() {
   return 1
 }
 
+# pebble_env: reserve this test's ports, make the TLS certificate and export the
+# variables, without starting anything (a client can be pointed at a Pebble
+# that is not up yet). pebble_start calls it.
+pebble_env() {
+  if [ -z "$PEBBLE_PORT_BLOCK" ]; then
+    pebble_reserve_ports || return 1
+    pebble_make_tls_cert || return 1
+  fi
+  local b=$PEBBLE_PORT_BLOCK
+  export PEBBLE_DIR_URL=https://127.0.0.1:$b/dir
+  export PEBBLE_CA_BUNDLE=$PEBBLE_WORK/tls.pem
+  export PEBBLE_MGMT=https://127.0.0.1:$((b + 1))
+  export PEBBLE_HTTP_PORT=$((b + 2)) PEBBLE_TLS_PORT=$((b + 3))
+  export PEBBLE_DNS=127.0.0.1:$((b + 4))
+  export CHALLTEST_MGMT=http://127.0.0.1:$((b + 5))
+  export PEBBLE_SPARE_PORTS="$((b + 6)) $((b + 7)) $((b + 8)) $((b + 9))"
+  export PEBBLE_ISSUER_KEY=127.0.0.1-$b-dir
+  export PEBBLE_LOG=$PEBBLE_WORK/pebble.log CHALLTEST_LOG=$PEBBLE_WORK/challtestsrv.log
+}
+
 pebble_start() {
   [ $# -gt 0 ] && PEBBLE_OPTS=("$@")
-  local validity="" nosleep=0 nonce_reject="" authz_reuse="" eab_required=false ocsp="" eab_keys=""
+  local validity="" nosleep=0 nonce_reject="" authz_reuse="" eab_required=false ocsp="" eab_keys="" va_sleep=""
   set -- "${PEBBLE_OPTS[@]}"
   while [ $# -gt 0 ]; do
     case $1 in
@@ -99,25 +121,14 @@ pebble_start() {
       --eab) eab_keys+="${eab_keys:+,}\"${2%%:*}\": \"${2#*:}\""; shift 2 ;;
       --eab-required) eab_required=true; shift ;;
       --ocsp) ocsp=$2; shift 2 ;;
+      --va-sleep) va_sleep=$2; shift 2 ;;
       *) echo "pebble_start: unknown option '$1'" >&2; return 2 ;;
     esac
   done
-  if [ -z "$PEBBLE_PORT_BLOCK" ]; then
-    pebble_reserve_ports || return 1
-    pebble_make_tls_cert || return 1
-  fi
+  pebble_env || return 1
   local b=$PEBBLE_PORT_BLOCK
   local validity_member=""
   [ -n "$validity" ] && validity_member=", \"certificateValidityPeriod\": $validity"
-  export PEBBLE_DIR_URL=https://127.0.0.1:$b/dir
-  export PEBBLE_CA_BUNDLE=$PEBBLE_WORK/tls.pem
-  export PEBBLE_MGMT=https://127.0.0.1:$((b + 1))
-  export PEBBLE_HTTP_PORT=$((b + 2)) PEBBLE_TLS_PORT=$((b + 3))
-  export PEBBLE_DNS=127.0.0.1:$((b + 4))
-  export CHALLTEST_MGMT=http://127.0.0.1:$((b + 5))
-  export PEBBLE_SPARE_PORTS="$((b + 6)) $((b + 7)) $((b + 8)) $((b + 9))"
-  export PEBBLE_ISSUER_KEY=127.0.0.1-$b-dir
-  export PEBBLE_LOG=$PEBBLE_WORK/pebble.log CHALLTEST_LOG=$PEBBLE_WORK/challtestsrv.log
 
   cat > "$PEBBLE_WORK/config.json" <<JSON
 {
@@ -149,6 +160,7 @@ JSON
     PEBBLE_VA_NOSLEEP=$nosleep \
     ${nonce_reject:+PEBBLE_WFE_NONCEREJECT=$nonce_reject} \
     ${authz_reuse:+PEBBLE_AUTHZREUSE=$authz_reuse} \
+    ${va_sleep:+PEBBLE_VA_SLEEPTIME=$va_sleep} \
     pebble -config "$PEBBLE_WORK/config.json" -dnsserver "$PEBBLE_DNS" >>"$PEBBLE_LOG" 2>&1 &
   PEBBLE_PID=$!
   wait_for 15 curl -sf -o /dev/null --cacert "$PEBBLE_CA_BUNDLE" "$PEBBLE_DIR_URL" ||
@@ -162,7 +174,8 @@ pebble_stop_pid() {
   local pid=$1 sig=$2 i
   [ -n "$pid" ] || return 0
   # the braces keep bash's "Killed" job report out of the test's output
-  { kill "-$sig" "$pid" 2>/dev/null || return 0
+  { kill -CONT "$pid" 2>/dev/null || return 0  # a paused Pebble gets the signal too
+  kill "-$sig" "$pid" 2>/dev/null || return 0
   for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -KILL "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true; } 2>/dev/null
@@ -172,6 +185,9 @@ pebble_stop() {
   pebble_stop_pid "$CHALLTEST_PID" TERM; CHALLTEST_PID=
 }
 pebble_kill() { pebble_stop_pid "$PEBBLE_PID" KILL; PEBBLE_PID=; }
+# SIGSTOP / SIGCONT: Pebble keeps its state but answers nothing meanwhile
+pebble_pause() { kill -STOP "$PEBBLE_PID"; }
+pebble_resume() { kill -CONT "$PEBBLE_PID"; }
 
 pebble_root() { curl -sf --cacert "$PEBBLE_CA_BUNDLE" "$PEBBLE_MGMT/roots/0"; }
 pebble_intermediate() { curl -sf --cacert "$PEBBLE_CA_BUNDLE" "$PEBBLE_MGMT/intermediates/0"; }

@@ -8,6 +8,9 @@ source "$(dirname "$0")/lib.bash"
 source "$(dirname "$0")/pebble.bash"
 command -v lego >/dev/null || { fail "lego is not installed (scripts/deps.sh installs it)"; finish; exit 1; }
 
+pebble_env
+check "pebble_env exports a directory URL with nothing behind it yet" \
+  bash -c "[ -n \"\$PEBBLE_DIR_URL\" ] && ! curl -s -o /dev/null --cacert \"\$PEBBLE_CA_BUNDLE\" \"\$PEBBLE_DIR_URL\""
 check "pebble_start brings up Pebble and pebble-challtestsrv" pebble_start --nosleep
 check "the directory answers over TLS trusting PEBBLE_CA_BUNDLE" \
   bash -c "curl -sf --cacert '$PEBBLE_CA_BUNDLE' '$PEBBLE_DIR_URL' | grep -q '\"newOrder\"'"
@@ -33,6 +36,10 @@ set +e; legorun "$spare" two.example.test; rc=$?; set -e
 check "lego listening on another port is refused: validation is real" \
   bash -c "[ $rc -ne 0 ] && [ \$(grep -c 'Issued certificate serial' '$PEBBLE_LOG') = 1 ]"
 
+pebble_pause
+check "a paused Pebble answers nothing" bash -c "! curl -s -o /dev/null --max-time 1 --cacert '$PEBBLE_CA_BUNDLE' '$PEBBLE_DIR_URL'"
+pebble_resume
+check "and answers again once resumed" curl -sf -o /dev/null --max-time 5 --cacert "$PEBBLE_CA_BUNDLE" "$PEBBLE_DIR_URL"
 old_root=$(cat "$WORK/root.pem")
 pebble_kill
 check "after pebble_kill the directory is gone" bash -c "! curl -s -o /dev/null --cacert '$PEBBLE_CA_BUNDLE' '$PEBBLE_DIR_URL'"
