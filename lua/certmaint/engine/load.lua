@@ -10,6 +10,7 @@
 local core = require "certmaint.core"
 local certset = require "certmaint.certset"
 local storage_common = require "certmaint.storage.common"
+local issuers = require "certmaint.issuer"
 
 local M = {}
 
@@ -191,12 +192,30 @@ function M:load_other_folders(start, inflight, counts, to_obtain, check_keys)
   return still
 end
 
+--- Start what each issuer serves while the daemon runs (issuer:start: an
+-- ACME issuer's standby http-01 listener, for challenges other instances on
+-- the storage started). A failure is logged; the daemon goes on without it.
+function M:start_issuers()
+  for _, m in ipairs(self.issuers) do
+    local found, f = pcall(function() return m.start end) -- a strict object may raise on a missing key
+    if not found then f = nil end
+    if f then
+      local ok, res, err, code = pcall(f, m, { storage = self.storage, hooks = self.hooks })
+      if not ok or not res then
+        log("error", "issuer_start_failed", { issuer = issuers.describe(m),
+          error = ok and tostring(err) or tostring(res), code = ok and code or "error" })
+      end
+    end
+  end
+end
+
 --- Start-up: load storage, redeploy what the deploy targets do not have,
 -- obtain what is missing or whose names changed.
 -- Runs inside a loop task; waits for the first attempt of each obtain.
 function M:start()
   local tick = { kind = "start", obtained = 0, loaded = 0, failed = 0, renewed = 0, deployed = 0, deploy_failed = 0 }
   local collector = self:open_collector(tick)
+  self:start_issuers()
   local counts, to_obtain = self:load_all()
   tick.loaded = counts.ok
   log("info", "loaded", { certificates = counts.ok, missing = counts.missing,

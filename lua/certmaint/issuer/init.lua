@@ -16,6 +16,10 @@
 --                                                     ctx.reason: the RFC 5280 reason code, or nil)
 --   issuer:renewal_info(cert, ctx) -> { start = t, ["end"] = t, explanation_url = s, retry_after = t }
 --     | nil, err, code ("unsupported" when the CA has no ARI)            (optional: RFC 9773 ARI)
+--   issuer:start(ctx) -> true | nil, err, code: begin what the issuer serves while the
+--     daemon runs (ACME: http-01 standby listeners); the engine calls it at start-up and
+--     after SIGHUP, ctx = { storage =, hooks = }; a failure is logged, not fatal
+--                                                                        (optional)
 --   issuer:storage_key() -> the folder under certificates/ ("local", "127.0.0.1-14000-dir")
 --                                                                        (optional: default "custom")
 --   issuer:describe() -> text for logs                                     (optional: default "custom issuer")
@@ -34,7 +38,7 @@ local options = require "certmaint.options"
 local M = {}
 
 M.REQUIRED = { "issue" }
-M.OPTIONAL = { "revoke", "storage_key", "describe", "renewal_info" }
+M.OPTIONAL = { "revoke", "storage_key", "describe", "renewal_info", "start" }
 M.POLICIES = { "in_order", "first_random" } -- issuer_policy values
 M.DEFAULT_STORAGE_KEY = "custom"
 
@@ -44,6 +48,7 @@ local HINTS = {
   storage_key = "storage_key() -> a folder name",
   describe = "describe() -> text for logs",
   renewal_info = "renewal_info(cert, ctx) -> { start =, [\"end\"] =, retry_after = } | nil, err",
+  start = "start(ctx) -> true | nil, err",
 }
 
 local function method(obj, name)

@@ -373,3 +373,37 @@ describe("certmaint.acme.challenges.dns01", function()
     assert.matches('did you mean "propagation"', err, 1, true)
   end)
 end)
+
+describe("issuer:start at engine start-up (standby listeners for distributed solving)", function()
+  local logs
+  before_each(function() logs = testing.capture_logs() end)
+  after_each(testing.reset)
+
+  it("is called with the storage and the hook runner; a failure is logged and the engine goes on", function()
+    local calls = {}
+    local issuer = testing.issuer()
+    issuer.start = function(_, ctx)
+      calls[#calls + 1] = ctx
+      return nil, "port taken", "EADDRINUSE"
+    end
+    local e = testing.engine(require("certmaint.policy").validate({ certificates = { "a.example" } }, "spec"),
+      { issuer = issuer })
+    assert.equal(1, #calls)
+    assert.equal(e.storage, calls[1].storage)
+    assert.equal(e.engine.hooks, calls[1].hooks)
+    assert.is_truthy(e:cert("a.example"))
+    local text = table.concat(logs(), "\n")
+    assert.matches("event=issuer_start_failed", text, 1, true)
+    assert.matches('error="port taken"', text, 1, true)
+    assert.matches("code=EADDRINUSE", text, 1, true)
+  end)
+
+  it("a raising start is logged too", function()
+    local issuer = testing.issuer()
+    issuer.start = function() error("boom at start") end
+    local e = testing.engine(require("certmaint.policy").validate({ certificates = { "b.example" } }, "spec"),
+      { issuer = issuer })
+    assert.is_truthy(e:cert("b.example"))
+    assert.matches("boom at start", table.concat(logs(), "\n"), 1, true)
+  end)
+end)
