@@ -14,6 +14,7 @@
 --   locks/<lock name>.token   the last fencing token granted for that lock
 --   certmaint/state/<name>.json   a failing renewal's retry state (keys.state)
 --   certmaint/deploy/<name>.json  what was deployed where (keys.deploy)
+--   certmaint/acme/orders/<issuer>/<name>.json  an ACME order in flight (keys.acme_order)
 --
 -- <name> is core.name_storage_key(name): the normalised name, "*" written
 -- "wildcard_", IPv6 ':' written '-', names too long for a path component
@@ -33,6 +34,7 @@ M.ACME_PREFIX = "acme"
 M.LOCKS_PREFIX = "locks"
 M.STATE_PREFIX = "certmaint/state"
 M.DEPLOY_PREFIX = "certmaint/deploy"
+M.ACME_ORDERS_PREFIX = "certmaint/acme/orders"
 --- certmagic's lock name prefix for obtaining or renewing a certificate.
 M.ISSUE_LOCK_PREFIX = "issue_cert_"
 
@@ -326,6 +328,14 @@ function M.acme_account(ca, email)
     registration = prefix .. "/" .. reg_file .. ".json",
     private_key = prefix .. "/" .. key_file .. ".key",
   }
+end
+
+--- keys.acme_order(issuer_key, name) -> "certmaint/acme/orders/<issuer>/<namekey>.json":
+-- the URL of the ACME order open for the certificate whose first name is name,
+-- so a restart resumes it (acme/order.lua). Caddy ignores it.
+function M.acme_order(issuer_key, name)
+  check_issuer(issuer_key, "acme_order")
+  return M.ACME_ORDERS_PREFIX .. "/" .. issuer_key .. "/" .. M.name_key(name) .. ".json"
 end
 
 return M

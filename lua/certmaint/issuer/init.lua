@@ -206,4 +206,8 @@ function M.internal(opts)
   return require("certmaint.issuer.internal").new(opts)
 end
 
+function M.acme(opts)
+  return require("certmaint.issuer.acme").new(opts)
+end
+
 return M
