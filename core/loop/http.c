@@ -169,12 +169,24 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
     if (!name || !value) goto oom;
     for (i = 0; i < nlen; i++) name[i] = (char)tolower((unsigned char)name[i]);
     for (i = 0; i < x->nh; i++) {
-        if (strcmp(x->headers[i].name, name) == 0) { /* last wins */
+        if (strcmp(x->headers[i].name, name) != 0) continue;
+        if (strcmp(name, "link") == 0) {
+            /* Link is a list (RFC 8288): ACME's alternate chains come as several
+             * Link headers, so they are joined with ", " rather than replaced */
+            struct cm_buf b = {x->headers[i].value, strlen(x->headers[i].value), 0};
+            b.cap = b.len + 1;
+            if (cm_buf_append(&b, ", ", 2) != CM_OK || cm_buf_append(&b, value, vlen) != CM_OK) {
+                x->headers[i].value = b.data;
+                goto oom;
+            }
+            x->headers[i].value = b.data;
+            free(value);
+        } else { /* last wins */
             free(x->headers[i].value);
             x->headers[i].value = value;
-            free(name);
-            return size * n;
         }
+        free(name);
+        return size * n;
     }
     if (x->nh == x->hcap) {
         size_t cap = x->hcap ? x->hcap * 2 : 16;

@@ -459,6 +459,8 @@ static void test_http_responses(void)
     char *flood;
     size_t i, n = 0, cap = 200000;
     const char *dup = "HTTP/1.1 200 OK\r\nX-Dup: one\r\nx-dup:  two \r\nContent-Length: 2\r\n\r\nok";
+    const char *links = "HTTP/1.1 200 OK\r\nLink: <https://a/1>;rel=\"alternate\"\r\n"
+                        "link: <https://a/up>;rel=\"up\"\r\nContent-Length: 0\r\n\r\n";
     const char *info = "HTTP/1.1 100 Continue\r\nX-Early: 1\r\n\r\nHTTP/1.1 201 Created\r\n"
                        "Content-Length: 0\r\n\r\n";
     const char *partial = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc";
@@ -473,6 +475,12 @@ static void test_http_responses(void)
         CHECK_STR(header(ev, "x-dup"), "two");
         CHECK_STR(ev->body, "ok");
     }
+    cm_event_free(ev);
+
+    /* Link is a list: repeated headers are joined, not replaced (ACME alternates) */
+    ev = hand_request(lfd, p, links, strlen(links), 0);
+    CHECK(ev && !ev->failed && ev->http_status == 200);
+    if (ev) CHECK_STR(header(ev, "link"), "<https://a/1>;rel=\"alternate\", <https://a/up>;rel=\"up\"");
     cm_event_free(ev);
 
     ev = hand_request(lfd, p, info, strlen(info), 0);

@@ -195,12 +195,16 @@ local function start_authz(s, authz_url, authz)
     if ok then
       local active = { authz_url = authz_url, chal = chal, solver = solver, kind = c.entry.kind,
         identifier = ident }
-      local resp
-      resp, err, code = s.client:post(ch.url, "{}", s.account.signer, s.account.url)
-      if not resp then
-        solver:cleanup(chal)
-        return nil, err, code
+      if ch.status == "pending" or ch.status == nil then
+        local resp
+        resp, err, code = s.client:post(ch.url, "{}", s.account.signer, s.account.url)
+        if not resp then
+          solver:cleanup(chal)
+          return nil, err, code
+        end
       end
+      -- else the CA is already checking it (an order resumed after a restart):
+      -- only answer again
       return active
     end
     solver:cleanup(chal)

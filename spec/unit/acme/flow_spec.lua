@@ -1,0 +1,326 @@
+-- The ACME flow (client, account, order, http-01 solver, issuer.acme) against
+-- a simulated CA in the client's transport (spec/helpers/fake_acme.lua):
+-- http-01 is really fetched from the solver's listener on 127.0.0.1.
+local core = require "certmaint.core"
+local loop = require "certmaint.loop"
+local testing = require "certmaint.testing"
+local keys = require "certmaint.keys"
+local acme = require "certmaint.issuer.acme"
+local client_mod = require "certmaint.acme.client"
+local order = require "certmaint.acme.order"
+local fake = require "helpers.fake_acme"
+
+local function free_port()
+  local id, port = assert(core.http_serve { listen = "127.0.0.1:0" })
+  core.http_serve_close(id)
+  return port
+end
+
+local function run(fn)
+  local t = loop.spawn(fn)
+  assert(loop.run_until(function() return t.done end, { timeout = 30 }))
+  if not t.ok then error(t.error, 0) end
+  return table.unpack(t.results, 1, t.results.n)
+end
+
+local function csr_for(names)
+  local key = assert(core.key_generate("p256"))
+  return (core.csr_create(key, names)), key
+end
+
+-- an issuer (its own directory URL so its client is fresh) wired to a fake CA
+local seq = 0
+local function setup(opts, issuer_opts)
+  seq = seq + 1
+  local port = free_port()
+  opts = opts or {}
+  opts.http_port = port
+  local ca = fake.new(opts)
+  local o = { directory = fake.DIRECTORY .. "?spec=" .. seq, email = "ops@example.test",
+    challenges = { http01 = { listen = "127.0.0.1:" .. port } } }
+  for k, v in pairs(issuer_opts or {}) do o[k] = v end
+  local iss = acme.new(o)
+  ca:attach(iss:client())
+  return iss, ca, testing.memory(), port
+end
+
+local function issue(iss, storage, names, extra)
+  local csr = csr_for(names)
+  local req = { names = names, csr_pem = csr }
+  for k, v in pairs(extra or {}) do req[k] = v end
+  return run(function() return iss:issue(req, { storage = storage }) end)
+end
+
+describe("acme flow", function()
+  local logs
+  before_each(function() logs = testing.capture_logs() end)
+  after_each(testing.reset)
+
+  it("obtains a certificate through http-01 served on the solver's listener", function()
+    local iss, ca, storage, port = setup()
+    local res, err = issue(iss, storage, { "a.example.test", "www.a.example.test" })
+    assert.is_nil(err)
+    local facts = assert(core.cert_parse(res.chain_pem))
+    assert.same({ "a.example.test", "www.a.example.test" }, facts.names)
+    assert.equal(2, ca.responded)
+    assert.equal(1, ca.issued)
+    -- the listener is closed once nothing is left to validate
+    local closed = run(function() return loop.http { url = "http://127.0.0.1:" .. port .. "/", timeout = 2 } end)
+    assert.is_nil(closed)
+    -- account in certmagic's layout, key usable, no order left open
+    local files = keys.acme_account(iss.directory, "ops@example.test")
+    local reg = assert(core.json_decode(assert(storage:load(files.registration))))
+    assert.equal("valid", reg.status)
+    assert.truthy(reg.location:match("^https://ca.test/acct/"))
+    assert.same({ "mailto:ops@example.test" }, { table.unpack(reg.contact) })
+    assert.is_true(reg.termsOfServiceAgreed)
+    assert.truthy(core.jws_signer(assert(storage:load(files.private_key))))
+    assert.is_nil(storage:load(keys.acme_order(iss.issuer_key, "a.example.test")))
+  end)
+
+  it("registers one account for many orders at once and shares the nonce pool", function()
+    local iss, ca, storage = setup()
+    local done, results = 0, {}
+    for i = 1, 20 do
+      loop.spawn(function()
+        local names = { "n" .. i .. ".example.test" }
+        results[i] = { iss:issue({ names = names, csr_pem = csr_for(names) }, { storage = storage }) }
+        done = done + 1
+      end)
+    end
+    assert(loop.run_until(function() return done == 20 end, { timeout = 30 }))
+    for i = 1, 20 do assert.truthy(results[i][1], tostring(results[i][2] and results[i][2].message)) end
+    assert.equal(1, ca.counts["new-account"])
+    assert.equal(20, ca.issued)
+    local st = iss:client().stats
+    -- most POSTs ride on a nonce from an earlier response
+    assert.is_true(st.pooled_nonce_used > 4 * st.nonce_fetches, core.json_encode(st))
+  end)
+
+  it("reuses a stored account (certmagic's files) instead of registering", function()
+    local iss, ca, storage = setup()
+    assert(issue(iss, storage, { "a.example.test" }))
+    local iss2 = acme.new { directory = iss.directory, email = "ops@example.test",
+      challenges = { http01 = { listen = iss.checked_challenges.opts.http01.listen } } }
+    assert.equal(iss:client(), iss2:client()) -- one client a directory
+    assert(issue(iss2, storage, { "b.example.test" }))
+    assert.equal(1, ca.counts["new-account"])
+  end)
+
+  it("retries badNonce transparently", function()
+    local iss, ca, storage = setup { }
+    ca.bad_nonce_every = 3
+    local res, err = issue(iss, storage, { "a.example.test" })
+    assert.is_nil(err)
+    assert.truthy(res)
+    assert.is_true(iss:client().stats.bad_nonce >= 3)
+  end)
+
+  it("reuses authorizations that are already valid (no challenge answered)", function()
+    local iss, ca, storage = setup { reuse_valid = { ["a.example.test"] = true } }
+    assert(issue(iss, storage, { "a.example.test" }))
+    assert.is_nil(ca.responded)
+  end)
+
+  it("turns a problem into an error with the ACME type as code, and Retry-After into retry_after", function()
+    local iss, ca, storage = setup()
+    ca.fail["new-order"] = { status = 429, type = "rateLimited", detail = "too many certificates", retry_after = "120" }
+    local t0 = core.now()
+    local res, err, code = issue(iss, storage, { "a.example.test" })
+    assert.is_nil(res)
+    assert.equal("acme:rateLimited", code)
+    assert.is_false(err.final)
+    assert.near(t0 + 120, err.retry_after, 5)
+    assert.equal(err.retry_after, err.retry_at)
+    assert.truthy(err.message:find("too many certificates (rateLimited) at https://ca.test/new-order", 1, true))
+  end)
+
+  it("makes malformed, unauthorized and badCSR final; 5xx not", function()
+    for _, case in ipairs {
+      { 400, "malformed", true }, { 403, "unauthorized", true }, { 400, "badCSR", true },
+      { 500, "serverInternal", false }, { 503, "malformed", false },
+    } do
+      local iss, ca, storage = setup()
+      ca.fail["new-order"] = { status = case[1], type = case[2] }
+      local _, err, code = issue(iss, storage, { "a.example.test" })
+      assert.equal("acme:" .. case[2], code)
+      assert.equal(case[3], err.final, case[2] .. " " .. case[1])
+    end
+  end)
+
+  it("names the identifier and the challenge when validation fails, not final, no order left to resume", function()
+    local iss, ca, storage = setup()
+    -- the CA checks another port than the one we answer on
+    ca.http_port = free_port()
+    local res, err, code = issue(iss, storage, { "bad.example.test" })
+    assert.is_nil(res)
+    assert.equal("acme:incorrectResponse", code)
+    assert.is_false(err.final)
+    assert.truthy(err.message:find("http-01 challenge for bad.example.test (http01) failed", 1, true), err.message)
+    assert.is_nil(storage:load(keys.acme_order(iss.issuer_key, "bad.example.test")))
+  end)
+
+  it("honours Retry-After while polling, and polls fast without it", function()
+    local iss, ca, storage = setup { valid_after = 3 }
+    local t0 = core.now()
+    assert(issue(iss, storage, { "a.example.test" }))
+    local fast = core.now() - t0
+    assert.is_true(fast < 1, "no Retry-After: adaptive short waits, took " .. fast)
+
+    iss, ca, storage = setup { valid_after = 2, retry_after = "1" }
+    t0 = core.now()
+    assert(issue(iss, storage, { "b.example.test" }))
+    local slow = core.now() - t0
+    assert.is_true(slow >= 1, "Retry-After: 1 honoured, took " .. slow)
+  end)
+
+  it("resumes a stored order after a restart instead of opening a second one", function()
+    local iss, ca, storage = setup()
+    -- an order opened by an earlier run (stored, then the process died)
+    local acct = run(function() return iss:account(storage) end)
+    local o = ca:on_new_order(nil, { identifiers = setmetatable({ { type = "dns", value = "r.example.test" } },
+      core.json_array_mt) }, nil, ca.accounts[acct.url])
+    local url = o.headers.location
+    assert(storage:store(keys.acme_order(iss.issuer_key, "r.example.test"),
+      core.json_encode { url = url, names = setmetatable({ "r.example.test" }, core.json_array_mt), account = acct.url }))
+    local before = ca.counts["new-order"] or 0
+    local res, err = issue(iss, storage, { "r.example.test" })
+    assert.is_nil(err)
+    assert.truthy(res)
+    assert.equal(before, ca.counts["new-order"] or 0)
+    assert.equal(url, res.order_url)
+    local found = false
+    for _, l in ipairs(logs()) do if l:find("event=acme_order_resumed", 1, true) then found = true end end
+    assert.is_true(found)
+  end)
+
+  it("does not resume an order for other names", function()
+    local iss, ca, storage = setup()
+    local acct = run(function() return iss:account(storage) end)
+    assert(storage:store(keys.acme_order(iss.issuer_key, "r.example.test"),
+      core.json_encode { url = "https://ca.test/order/zzz", names = setmetatable({ "other.test" }, core.json_array_mt),
+        account = acct.url }))
+    assert(issue(iss, storage, { "r.example.test" }))
+    assert.equal(1, ca.counts["new-order"])
+  end)
+
+  it("sends replaces and profile, and retries at once without replaces when the CA refuses it", function()
+    local iss, ca, storage = setup({}, { profile = "shortlived" })
+    ca.fail["new-order"] = { status = 409, type = "alreadyReplaced", times = 1 }
+    local res, err = issue(iss, storage, { "a.example.test" }, { replaces = "aaa.bbb" })
+    assert.is_nil(err)
+    assert.truthy(res)
+    assert.equal(2, ca.counts["new-order"])
+    assert.is_nil(ca.last_order_payload.replaces)
+    assert.equal("shortlived", ca.last_order_payload.profile)
+  end)
+
+  it("picks the alternate chain named by preferred_chain, the default otherwise", function()
+    local iss, _, storage = setup({}, { preferred_chain = "Fake Root B" })
+    local res = assert(issue(iss, storage, { "a.example.test" }))
+    local facts = core.cert_parse(res.chain_pem)
+    local top = core.cert_parse_der(facts.chain_der[#facts.chain_der])
+    assert.equal("CN=Fake Root B", top.subject)
+    local iss2, _, storage2 = setup()
+    local res2 = assert(issue(iss2, storage2, { "a.example.test" }))
+    local top2 = core.cert_parse_der(core.cert_parse(res2.chain_pem).chain_der[1])
+    assert.equal("CN=Fake Root A", top2.subject)
+    -- the request's choice wins over the issuer's
+    local res3 = assert(issue(iss, storage, { "b.example.test" }, { preferred_chain = "Fake Root A" }))
+    assert.equal("CN=Fake Root A", core.cert_parse_der(core.cert_parse(res3.chain_pem).chain_der[1]).subject)
+  end)
+
+  it("needs dns-01 for a wildcard and says so", function()
+    local iss, _, storage = setup()
+    local res, err, code = issue(iss, storage, { "*.example.test" })
+    assert.is_nil(res)
+    assert.equal("acme:noChallenge", code)
+    assert.truthy(err.message:find("a wildcard needs dns01", 1, true), err.message)
+  end)
+
+  it("binds the account to an external account (EAB, HS256 over the account JWK)", function()
+    local mac = core.base64url_encode(string.rep("k", 32))
+    local iss, ca, storage = setup({}, { eab = { kid = "kid-1", hmac_key = mac } })
+    assert(issue(iss, storage, { "a.example.test" }))
+    local eab = ca.last_account_payload.externalAccountBinding
+    local protected = core.json_decode(core.base64url_decode(eab.protected))
+    assert.equal("HS256", protected.alg)
+    assert.equal("kid-1", protected.kid)
+    assert.equal("https://ca.test/new-account", protected.url)
+    local acct = run(function() return iss:account(storage) end)
+    assert.equal(acct.signer:jwk(), core.base64url_decode(eab.payload))
+    local again = core.json_decode(core.jws_hmac(mac, core.base64url_decode(eab.protected), acct.signer:jwk()))
+    assert.equal(again.signature, eab.signature)
+  end)
+
+  it("revokes by account key, or by the certificate's key with ctx.key_pem", function()
+    local iss, ca, storage = setup()
+    local names = { "a.example.test" }
+    local csr, key = csr_for(names)
+    local res = assert(run(function() return iss:issue({ names = names, csr_pem = csr }, { storage = storage }) end))
+    assert.is_true(run(function() return iss:revoke({ pem = res.chain_pem }, { storage = storage, reason = 4 }) end))
+    assert.equal(4, ca.revoked.reason)
+    assert.is_false(ca.revoked.by_jwk)
+    assert.equal(core.base64url_encode(core.cert_parse(res.chain_pem).der), ca.revoked.certificate)
+    assert.is_true(run(function() return iss:revoke(res.chain_pem, { storage = storage, key_pem = key }) end))
+    assert.is_true(ca.revoked.by_jwk)
+    local ok, err = run(function() return iss:revoke(res.chain_pem, { storage = storage, reason = 7 }) end)
+    assert.is_nil(ok)
+    assert.truthy(err.message:find("reason", 1, true))
+  end)
+
+  it("reads renewalInfo when the directory has it, and says unsupported otherwise", function()
+    local iss, _, storage = setup()
+    local res = assert(issue(iss, storage, { "a.example.test" }))
+    local ok, err, code = run(function() return iss:renewal_info({ pem = res.chain_pem }, { storage = storage }) end)
+    assert.is_nil(ok)
+    assert.equal("unsupported", err)
+    assert.equal("unsupported", code)
+
+    local asked
+    iss = setup({ renewal_info = function(id)
+      asked = id
+      return { body = { suggestedWindow = { start = "2030-01-01T00:00:00Z", ["end"] = "2030-01-02T00:00:00Z" },
+        explanationURL = "https://ca.test/why" }, retry_after = "3600" }
+    end })
+    local t0 = core.now()
+    local ri = assert(run(function() return iss:renewal_info(res.chain_pem, { storage = storage }) end))
+    assert.equal(core.ari_cert_id(res.chain_pem), asked)
+    assert.equal(1893456000, ri.start)
+    assert.equal(1893456000 + 86400, ri["end"])
+    assert.equal("https://ca.test/why", ri.explanation_url)
+    assert.near(t0 + 3600, ri.retry_after, 5)
+  end)
+end)
+
+describe("acme.client helpers", function()
+  it("reads Retry-After as seconds or an HTTP date", function()
+    assert.equal(1000 + 30, client_mod.parse_retry_after("30", 1000))
+    assert.equal(784111777, client_mod.parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 0))
+    assert.is_nil(client_mod.parse_retry_after("soon", 0))
+    assert.is_nil(client_mod.parse_retry_after(nil, 0))
+  end)
+
+  it("reads Link headers, several joined by commas", function()
+    local l = client_mod.parse_links('<https://a/cert/1/1>;rel="alternate", <https://a/issuer>; rel=up, '
+      .. '<https://a/cert/1/2>;rel="alternate"')
+    assert.same({ "https://a/cert/1/1", "https://a/cert/1/2" }, l.alternate)
+    assert.same({ "https://a/issuer" }, l.up)
+  end)
+
+  it("builds the protected header with kid, or the JWK without an account", function()
+    local signer = assert(core.jws_signer(assert(core.key_generate("p256"))))
+    local p = core.json_decode(client_mod.protected(signer, "n1", "https://x/y", "https://x/acct/1"))
+    assert.same({ alg = "ES256", kid = "https://x/acct/1", nonce = "n1", url = "https://x/y" }, p)
+    p = core.json_decode(client_mod.protected(signer, "n1", "https://x/y"))
+    assert.equal("EC", p.jwk.kty)
+    assert.is_nil(p.kid)
+  end)
+
+  it("turns the CSR's PEM into base64url DER", function()
+    local csr, _ = csr_for({ "a.example.test" })
+    local b = assert(order.csr_b64u(csr))
+    assert.same({ "a.example.test" }, core.csr_parse(core.base64url_decode(b)).names)
+    assert.is_nil(order.csr_b64u("garbage"))
+  end)
+end)

@@ -1,0 +1,72 @@
+-- The http-01 standalone solver on the core's in-loop server.
+local core = require "certmaint.core"
+local loop = require "certmaint.loop"
+local testing = require "certmaint.testing"
+local http01 = require "certmaint.acme.challenges.http01"
+
+local function free_port()
+  local id, port = assert(core.http_serve { listen = "127.0.0.1:0" })
+  core.http_serve_close(id)
+  return port
+end
+
+local function run(fn)
+  local t = loop.spawn(fn)
+  assert(loop.run_until(function() return t.done end, { timeout = 10 }))
+  if not t.ok then error(t.error, 0) end
+  return table.unpack(t.results, 1, t.results.n)
+end
+
+local function get(port, path)
+  return loop.http { url = "http://127.0.0.1:" .. port .. path, timeout = 5 }
+end
+
+describe("acme.challenges.http01", function()
+  before_each(function() testing.capture_logs() end)
+  after_each(testing.reset)
+
+  it("answers the key authorization at the token's path, nothing else, and closes when done", function()
+    local port = free_port()
+    local listen = "127.0.0.1:" .. port
+    local a = http01.new({ listen = listen }, {})
+    local b = http01.new({ listen = listen }, {})
+    local c1 = { identifier = "a.test", type = "http-01", token = "tok_A-1", key_authorization = "tok_A-1.thumb" }
+    local c2 = { identifier = "b.test", type = "http-01", token = "tokB", key_authorization = "tokB.thumb" }
+    run(function()
+      assert(a:present(c1))
+      assert(b:present(c2)) -- two solvers, one listener
+      assert.equal(port, (http01.serving(listen)))
+      local r = assert(get(port, "/.well-known/acme-challenge/tok_A-1"))
+      assert.equal(200, r.status)
+      assert.equal("tok_A-1.thumb", r.body)
+      assert.equal("tokB.thumb", assert(get(port, "/.well-known/acme-challenge/tokB")).body)
+      assert.equal(404, assert(get(port, "/.well-known/acme-challenge/other")).status)
+      assert.equal(404, assert(get(port, "/")).status)
+      assert(a:cleanup(c1))
+      assert.equal(404, assert(get(port, "/.well-known/acme-challenge/tok_A-1")).status)
+      assert.equal(200, assert(get(port, "/.well-known/acme-challenge/tokB")).status)
+      assert(b:cleanup(c2))
+      assert.is_nil(http01.serving(listen))
+      assert.is_nil(get(port, "/"))
+    end)
+  end)
+
+  it("refuses a token that is not base64url, and says which name", function()
+    local s = http01.new({ listen = "127.0.0.1:" .. free_port() }, {})
+    local ok, err, code = run(function()
+      return s:present { identifier = "a.test", token = "../etc", key_authorization = "x" }
+    end)
+    assert.is_nil(ok)
+    assert.equal("invalid", code)
+    assert.truthy(err:find("http-01 challenge for a.test", 1, true))
+  end)
+
+  it("reports a port it cannot listen on", function()
+    local id, port = assert(core.http_serve { listen = "127.0.0.1:0" })
+    local s = http01.new({ listen = "127.0.0.1:" .. port }, {})
+    local ok, err = run(function() return s:present { identifier = "a.test", token = "t", key_authorization = "t.x" } end)
+    core.http_serve_close(id)
+    assert.is_nil(ok)
+    assert.truthy(err:find("listening on 127.0.0.1:" .. port, 1, true), err)
+  end)
+end)
