@@ -226,13 +226,15 @@ local function finish_authz(s, active)
     if type(c) == "table" and c.type == active.chal.type then ch = c end
   end
   local why, t = chal_error_text(ch)
-  return nil, failure(string.format("%s challenge for %s (%s) failed: %s", active.chal.type, active.identifier,
-    active.kind, why), "acme:" .. (t or "invalid"), false)
+  local err, code = failure(string.format("%s challenge for %s (%s) failed: %s", active.chal.type,
+    active.identifier, active.kind, why), "acme:" .. (t or "invalid"), false)
+  return nil, err, code, true
 end
 
--- Every authorization of order o valid, or an error.
+-- Every authorization of order o valid, or nil, err, code, dead (dead: the
+-- order cannot succeed any more, an authorization failed).
 local function authorize(s, o)
-  local started, err, code = {}, nil, nil
+  local started, err, code, dead = {}, nil, nil, false
   for _, url in ipairs(type(o.authorizations) == "table" and o.authorizations or {}) do
     local resp
     resp, err, code = s.client:post_as_get(url, s.account.signer, s.account.url)
@@ -247,13 +249,14 @@ local function authorize(s, o)
       local ident = type(a.identifier) == "table" and a.identifier.value or url
       err, code = failure(string.format("the authorization for %s is %s", ident, tostring(a.status)),
         "acme:authorization", false)
+      dead = true
       break
     end
   end
   if not err then
     for _, active in ipairs(started) do
       local ok
-      ok, err, code = finish_authz(s, active)
+      ok, err, code, dead = finish_authz(s, active)
       if not ok then break end
     end
   end
@@ -264,7 +267,7 @@ local function authorize(s, o)
         error = type(cerr) == "table" and cerr.message or cerr })
     end
   end
-  if err then return nil, err, code end
+  if err then return nil, err, code, dead end
   return true
 end
 
@@ -346,10 +349,13 @@ function M.continue(s, req, o, url, rkey)
     created = core.now(), expires = o.expires })
   local ok, err, code
   if o.status == "pending" then
-    ok, err, code = authorize(s, o)
+    local dead
+    ok, err, code, dead = authorize(s, o)
     if not ok then
-      -- an invalid authorization makes the order invalid: do not resume it
-      if code ~= "timeout" and code ~= "connect" and code ~= "network" then drop_record(s, rkey) end
+      -- an invalid authorization makes the order invalid: do not resume it;
+      -- anything else (a challenge that could not be presented, the CA out of
+      -- reach) leaves it pending for the next attempt
+      if dead then drop_record(s, rkey) end
       return nil, err, code
     end
     o, err, code = poll(s, url, function(d) return d.status ~= "pending" end, "order for " .. primary)
