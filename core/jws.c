@@ -21,8 +21,11 @@
 /* RSA moduli beyond this are not keys anyone uses (and bound the JWK). */
 #define RSA_BITS_MAX 16384
 
+struct alg_info;
+
 struct cm_jws_signer {
     EVP_PKEY *key;
+    const struct alg_info *ai;
     const char *alg;
     char *jwk;
     size_t jwk_len;
@@ -183,7 +186,8 @@ int cm_jws_signer_new(const char *pem, size_t len, struct cm_jws_signer **out,
         return cm_fail(res, "ENOMEM", "jws signer: out of memory");
     }
     s->key = key;
-    if (cm_jws_jwk_of_key(key, &s->jwk, &s->jwk_len, &s->alg, res) != CM_OK ||
+    if (!(s->ai = alg_of(key, res)) ||
+        cm_jws_jwk_of_key(key, &s->jwk, &s->jwk_len, &s->alg, res) != CM_OK ||
         cm_jws_thumbprint(s->jwk, s->jwk_len, s->thumbprint, res) != CM_OK) {
         cm_jws_signer_free(s);
         return CM_ERR;
@@ -348,7 +352,7 @@ int cm_jws_sign(const struct cm_jws_signer *s, const char *protected_json, size_
 
     *out = NULL;
     if (out_len) *out_len = 0;
-    if (!(ai = alg_of(s->key, res))) return CM_ERR;
+    ai = s->ai;
     sig_max = (size_t)EVP_PKEY_get_size(s->key);
     if (jws_begin(protected_json, plen, payload, len, sig_max, &j, &input, &input_len, res) !=
         CM_OK)
