@@ -140,6 +140,18 @@ function Acme:solvers(ctx)
   return set
 end
 
+--- Start what runs while the daemon does (the engine calls it at start-up and
+-- after SIGHUP): http-01 standby listeners (http01 = { standby = true }).
+function Acme:start(ctx)
+  for _, e in ipairs(self:solvers(ctx)) do
+    if e.solver.start then
+      local ok, err, code = e.solver:start()
+      if not ok then return nil, err, code end
+    end
+  end
+  return true
+end
+
 function Acme:session(ctx, acct)
   return { client = self:client(), account = acct, solvers = self:solvers(ctx), storage = ctx.storage,
     issuer_key = self.issuer_key, poll_timeout = self.poll_timeout, max_poll_interval = self.max_poll_interval }

@@ -69,4 +69,53 @@ describe("acme.challenges.http01", function()
     assert.is_nil(ok)
     assert.truthy(err:find("listening on 127.0.0.1:" .. port, 1, true), err)
   end)
+  it("keeps the challenge in storage and answers another instance's from there (distributed)", function()
+    local keys = require "certmaint.keys"
+    local storage = testing.memory()
+    local other = testing.memory { share = storage } -- a second instance on the same data
+    local p1, p2 = free_port(), free_port()
+    local ctx = { storage = storage, issuer_key = "127.0.0.1-14000-dir" }
+    local orderer = http01.new({ listen = "127.0.0.1:" .. p1 }, ctx)
+    local stander = http01.new({ listen = "127.0.0.1:" .. p2, standby = true },
+      { storage = other, issuer_key = "127.0.0.1-14000-dir" })
+    local chal = { identifier = "d.test", type = "http-01", token = "tokD", key_authorization = "tokD.thumb",
+      url = "https://ca/chall/1" }
+    run(function()
+      assert(stander:start())
+      assert.equal(p2, (http01.serving("127.0.0.1:" .. p2)))
+      assert(orderer:present(chal))
+      assert.truthy(storage:load(keys.challenge_token("127.0.0.1-14000-dir", "d.test")))
+      -- the standby instance never saw this challenge: it finds it in storage
+      local r = assert(loop.http { url = "http://127.0.0.1:" .. p2 .. "/.well-known/acme-challenge/tokD",
+        headers = { "Host: d.test" }, timeout = 5 })
+      assert.equal(200, r.status)
+      assert.equal("tokD.thumb", r.body)
+      -- another host's name, or another token: not ours
+      r = assert(loop.http { url = "http://127.0.0.1:" .. p2 .. "/.well-known/acme-challenge/tokD",
+        headers = { "Host: e.test" }, timeout = 5 })
+      assert.equal(404, r.status)
+      r = assert(loop.http { url = "http://127.0.0.1:" .. p2 .. "/.well-known/acme-challenge/tokX",
+        headers = { "Host: d.test" }, timeout = 5 })
+      assert.equal(404, r.status)
+      assert(orderer:cleanup(chal))
+      assert.is_nil(storage:load(keys.challenge_token("127.0.0.1-14000-dir", "d.test")))
+      r = assert(loop.http { url = "http://127.0.0.1:" .. p2 .. "/.well-known/acme-challenge/tokD",
+        headers = { "Host: d.test" }, timeout = 5 })
+      assert.equal(404, r.status)
+      -- the ordering one closed, the standby one stays
+      assert.is_nil(http01.serving("127.0.0.1:" .. p1))
+      assert.equal(p2, (http01.serving("127.0.0.1:" .. p2)))
+    end)
+  end)
+
+  it("keeps nothing in storage with distributed = false", function()
+    local storage = testing.memory()
+    local s = http01.new({ listen = "127.0.0.1:" .. free_port(), distributed = false },
+      { storage = storage, issuer_key = "ca" })
+    run(function()
+      assert(s:present { identifier = "a.test", token = "t1", key_authorization = "t1.x" })
+      assert.same({}, storage:list("acme", true) or {})
+      assert(s:cleanup { identifier = "a.test", token = "t1", key_authorization = "t1.x" })
+    end)
+  end)
 end)

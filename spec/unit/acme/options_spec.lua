@@ -64,4 +64,24 @@ describe("certmaint.issuer.acme options", function()
     err = err_of { directory = DIR, challenges = { http01 = { listen = "0.0.0.0:80" }, prefer = { "dns01" } } }
     assert.truthy(err:find('challenges.prefer[1] names "dns01", which is not configured', 1, true), err)
   end)
+
+  it("orders solvers by preference", function()
+    local c = challenges.check({ http01 = { listen = "127.0.0.1:1" }, webroot = "/tmp",
+      dns01 = { present = function() end, cleanup = function() end } }, "x")
+    assert.same({ "http01", "webroot", "dns01" }, c.order)
+    assert.same({ dir = "/tmp" }, c.opts.webroot)
+    c = challenges.check({ http01 = { listen = "127.0.0.1:1" }, webroot = "/tmp",
+      dns01 = { present = function() end, cleanup = function() end }, prefer = { "dns01" } }, "x")
+    assert.same({ "dns01", "http01", "webroot" }, c.order)
+    local list = challenges.build(c, {})
+    assert.equal("dns-01", list[1].type)
+    local offered = { ["http-01"] = { type = "http-01" }, ["dns-01"] = { type = "dns-01" } }
+    local cands = challenges.candidates(list, offered, false)
+    assert.equal(3, #cands)
+    assert.equal("dns01", cands[1].entry.kind)
+    cands = challenges.candidates(list, offered, true)
+    assert.equal(1, #cands)
+    assert.equal("dns-01", cands[1].entry.type)
+  end)
+
 end)
