@@ -75,6 +75,9 @@ describe("tls_alpn01 solver", function()
       assert.equal(3, st.refused)
       assert.is_true(s:cleanup(chal))
       assert.is_nil(tls_alpn01.serving(LISTEN))
+      local closed = core.log_take()
+      assert.matches("event=acme_tls_alpn01_closed handshakes=1 listen=127.0.0.1:0 refused=3 timeouts=0",
+        closed[#closed], 1, true)
     end)
   end)
 

@@ -119,8 +119,11 @@ function Solver:cleanup(chal)
   end
   s.refs = s.refs - 1
   if s.refs <= 0 then
+    local st = core.tls_alpn_stats(s.id) or {}
     core.tls_alpn_close(s.id)
     servers[self.listen] = nil
+    core.log("info", "acme_tls_alpn01_closed", { listen = self.listen, handshakes = st.handshakes,
+      refused = st.refused, timeouts = st.timeouts })
   end
   return true
 end
