@@ -31,6 +31,8 @@ source "$SRC/tests/integration/lib.bash"
 source "$SRC/tests/integration/pebble.bash"
 
 now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f\n", b - a }'; }
+per_min() { awk -v n="$N" -v s="$1" 'BEGIN { printf "%.1f\n", n * 60 / s }'; }
 names() { local i; for i in $(seq 1 "$N"); do echo "host$i.run$1.bench.test"; done; }
 fail_leg() { echo "acme_throughput: $1" >&2; [ -n "${2:-}" ] && tail -n 15 "$2" >&2; return 1; }
 
@@ -47,7 +49,7 @@ leg_lego_serial() { # run dir -> seconds
     lego_cmd "$2/lego" --http --http.port "127.0.0.1:$PEBBLE_HTTP_PORT" -d "$name" run \
       >>"$2/lego.log" 2>&1 || { fail_leg "lego failed for $name" "$2/lego.log"; return 1; }
   done
-  echo "$(now) - $t0" | bc
+  since "$t0"
 }
 
 leg_lego_dns8() {
@@ -75,7 +77,7 @@ SH
   done
   for w in "${pids[@]}"; do wait "$w" || rc=1; done
   [ $rc = 0 ] || { fail_leg "a lego dns-01 worker failed" "$(ls -t "$dir"/lego*.log | head -1)"; return 1; }
-  echo "$(now) - $t0" | bc
+  since "$t0"
 }
 
 # all N certificates of this run in certmagic's layout under $1
@@ -136,7 +138,7 @@ leg_caddy() {
   caddyfile "$dir" $(names "$run") > "$dir/Caddyfile"
   t0=$(now)
   caddy_until "$dir" "$dir/Caddyfile" all_certs "$dir/storage" "$run" || return 1
-  echo "$(now) - $t0" | bc
+  since "$t0"
 }
 all_certs() { [ "$(count_certs "$1" "$2")" = "$N" ] && echo ok || true; }
 
@@ -166,7 +168,7 @@ LUA
   t0=$(now)
   "$CERTMAINT_BIN" --log-level warn once "$dir/policy.lua" >"$dir/certmaint.log" 2>&1 ||
     { fail_leg "certmaint once failed" "$dir/certmaint.log"; return 1; }
-  local t=$(echo "$(now) - $t0" | bc)
+  local t=$(since "$t0")
   [ "$(count_certs "$dir/storage" "$run")" = "$N" ] ||
     { fail_leg "certmaint: $(count_certs "$dir/storage" "$run") of $N certificates in storage" "$dir/certmaint.log"; return 1; }
   echo "$t"
@@ -185,7 +187,7 @@ for leg in $LEGS; do
     if s=$("leg_$leg" "$run" "$dir"); then
       issued=$(( $(pebble_issued) - issued0 ))
       printf '%-12s run %d: %3d certificates in %7.2f s = %6.1f/min (Pebble issued %d)\n' \
-        "$leg" "$run" "$N" "$s" "$(echo "$N * 60 / $s" | bc -l)" "$issued"
+        "$leg" "$run" "$N" "$s" "$(per_min "$s")" "$issued"
       secs+=("$s")
     else
       echo "$leg run $run: failed (Pebble log tail follows)" >&2; tail -n 5 "$PEBBLE_LOG" >&2
@@ -200,7 +202,7 @@ printf '| %-12s | %-6s | %-14s | %-12s |\n' client names "median seconds" certs/
 printf '| %-12s | %-6s | %-14s | %-12s |\n' ------------ ------ -------------- ------------
 for leg in $LEGS; do
   if [ -n "${RESULT[$leg]:-}" ]; then
-    printf '| %-12s | %-6s | %14.2f | %12.1f |\n' "$leg" "$N" "${RESULT[$leg]}" "$(echo "$N * 60 / ${RESULT[$leg]}" | bc -l)"
+    printf '| %-12s | %-6s | %14.2f | %12.1f |\n' "$leg" "$N" "${RESULT[$leg]}" "$(per_min "${RESULT[$leg]}")"
   else
     printf '| %-12s | %-6s | %14s | %12s |\n' "$leg" "$N" failed -
   fi

@@ -15,6 +15,7 @@ PACKAGES=(
   e2fsprogs                          # chattr: a storage spec makes a folder immutable (root)
   caddy curl                         # interop test: Caddy and certmaint share one storage tree
   pebble                             # ACME tests: Let's Encrypt's test CA and pebble-challtestsrv (its DNS)
+  iproute2                           # ss: the Pebble harness (tests/integration/pebble.bash) checks its ports are free
   lego                               # ACME throughput figure: a reference client beside certmaint and Caddy
 )
 
