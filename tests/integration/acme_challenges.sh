@@ -3,6 +3,7 @@
 # with real validation (pebble.bash): webroot (files served by another web
 # server, webroot_server.lua on Pebble's httpPort), dns-01 from policy hooks
 # driving pebble-challtestsrv's management API (one wildcard certificate),
+# both renewed by the window rule while daemons run (30 s certificates),
 # a dns-01 hook that fails (an error naming the name and the challenge), and
 # distributed solving: two instances on one storage, the one answering
 # http-01 is not the one that ordered, and Caddy on the same storage
@@ -10,7 +11,7 @@
 source "$(dirname "$0")/lib.bash"
 source "$(dirname "$0")/pebble.bash"
 
-pebble_start --nosleep
+pebble_start --nosleep --validity 30
 pebble_root > "$WORK/root.pem"
 store=$CERTMAINT_DATA/certificates/$PEBBLE_ISSUER_KEY
 
@@ -29,10 +30,18 @@ export WEBROOT=$WORK/www
 mkdir -p "$WEBROOT" "$CERTMAINT_DATA"
 # lua5.4 itself in the background (not lib.bash's lua54 function, whose
 # subshell would be what $! names and a TERM would leave the server running)
-${CERTMAINT_HOST_PRELOAD:+env LD_PRELOAD=$CERTMAINT_HOST_PRELOAD ASAN_OPTIONS=detect_leaks=0} \
-  lua5.4 "$SRC/tests/integration/webroot_server.lua" "$WEBROOT" "127.0.0.1:$PEBBLE_HTTP_PORT" >"$WORK/www.log" 2>&1 &
-www_pid=$!; PIDS+=("$www_pid")
-check "the webroot's web server listens on Pebble's httpPort" wait_for 10 grep -q "^listening" "$WORK/www.log"
+www_start() {
+  ${CERTMAINT_HOST_PRELOAD:+env LD_PRELOAD=$CERTMAINT_HOST_PRELOAD ASAN_OPTIONS=detect_leaks=0} \
+    lua5.4 "$SRC/tests/integration/webroot_server.lua" "$WEBROOT" "127.0.0.1:$PEBBLE_HTTP_PORT" >"$WORK/www.log" 2>&1 &
+  www_pid=$!; PIDS+=("$www_pid")
+  wait_for 10 grep -q "^listening" "$WORK/www.log"
+}
+www_stop() {
+  kill -TERM "$www_pid"
+  set +e; wait "$www_pid"; rc=$?; set -e
+  check "webroot: its web server stops on SIGTERM (exit $rc)" test "$rc" -eq 0
+}
+check "the webroot's web server listens on Pebble's httpPort" www_start
 set +e; "$BIN" once "$POL/acme_webroot.lua" 2>"$WORK/webroot.log"; rc=$?; set -e
 check "webroot: certmaint once obtains both certificates (exit $rc)" test "$rc" -eq 0
 check "webroot: both obtained" test "$(grep -c 'event=obtained' "$WORK/webroot.log")" -eq 2
@@ -49,9 +58,7 @@ check "webroot: no challenge is left in storage" \
   bash -c "[ -z \"\$(ls -A '$CERTMAINT_DATA/acme/$PEBBLE_ISSUER_KEY/challenge_tokens' 2>/dev/null)\" ]"
 check "webroot: Pebble issued two certificates" test "$(pebble_issued)" -eq 2
 issued_before=$(pebble_issued)
-kill -TERM "$www_pid"
-set +e; wait "$www_pid"; rc=$?; set -e
-check "webroot: its web server stops on SIGTERM (exit $rc)" test "$rc" -eq 0
+www_stop
 
 # --- dns-01, one wildcard ----------------------------------------------------------------
 set +e; "$BIN" once "$POL/acme_dns01.lua" 2>"$WORK/dns.log"; rc=$?; set -e
@@ -155,5 +162,36 @@ if command -v caddy >/dev/null; then
 else
   fail "caddy is not installed (scripts/deps.sh installs it)"
 fi
+
+# --- renewals by the window rule while the daemons run (webroot and dns-01) ----------
+# the certificates above live 30 s: each is due 20 s after it was issued
+issued_before=$(pebble_issued)
+serial() { openssl x509 -in "$store/$1/$1.crt" -noout -serial; }
+declare -A old_serial
+for n in web.example.test w1.example.test wildcard_.wild.example.test dns.example.test; do old_serial[$n]=$(serial "$n"); done
+export CERTMAINT_RENEW_CHECK=1s
+check "renewal: the webroot's web server is back on Pebble's httpPort" www_start
+"$BIN" run "$POL/acme_webroot.lua" 2>"$WORK/webroot-run.log" &
+web_run=$!; PIDS+=("$web_run")
+"$BIN" run "$POL/acme_dns01.lua" 2>"$WORK/dns-run.log" &
+dns_run=$!; PIDS+=("$dns_run")
+check "renewal: the webroot daemon renews both of its certificates" \
+  wait_for 45 bash -c "[ \$(grep -c 'event=renewed' '$WORK/webroot-run.log') -ge 2 ]"
+check "renewal: the dns-01 daemon renews both, the wildcard one included" \
+  wait_for 45 bash -c "grep -q 'event=renewed.*name=\*.wild.example.test' '$WORK/dns-run.log' && [ \$(grep -c 'event=renewed' '$WORK/dns-run.log') -ge 2 ]"
+for p in "$web_run" "$dns_run"; do kill -TERM "$p"; done
+set +e; wait "$web_run"; rc1=$?; wait "$dns_run"; rc2=$?; set -e
+check "renewal: both daemons stop on SIGTERM (exit $rc1, $rc2)" test "$rc1" -eq 0 -a "$rc2" -eq 0
+renewed=$(cat "$WORK/webroot-run.log" "$WORK/dns-run.log" | grep -c 'event=renewed' || true)
+check "renewal: Pebble issued one certificate per renewal ($(pebble_issued) = $issued_before + $renewed)" \
+  test "$(pebble_issued)" -eq $((issued_before + renewed))
+for n in web.example.test w1.example.test wildcard_.wild.example.test dns.example.test; do
+  check "renewal: $n holds a new certificate" test "$(serial "$n")" != "${old_serial[$n]}"
+  check "renewal: the renewed chain of $n verifies against Pebble's root" verified "$store" "$n"
+done
+check "renewal: no error in either daemon (badNonce and all handled)" \
+  bash -c "! grep -q 'level=error' '$WORK/webroot-run.log' '$WORK/dns-run.log'"
+check "renewal: no token file or folder is left in the webroot" test -z "$(ls -A "$WEBROOT")"
+www_stop
 
 finish

@@ -51,4 +51,5 @@ return certmaint.policy {
     challenges = { dns01 = { present = present, cleanup = cleanup } },
   },
   certificates = certificates,
+  renew_check_interval = os.getenv("CERTMAINT_RENEW_CHECK") or "10m",
 }

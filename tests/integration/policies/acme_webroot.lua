@@ -11,4 +11,5 @@ return certmaint.policy {
     challenges = { webroot = os.getenv("WEBROOT") },
   },
   certificates = { "web.example.test", { "w1.example.test", "w2.example.test" } },
+  renew_check_interval = os.getenv("CERTMAINT_RENEW_CHECK") or "10m",
 }
