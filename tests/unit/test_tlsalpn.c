@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -332,9 +333,49 @@ static void test_slow_and_garbage(void)
     } while (st.timeouts == 0 && cm_clock_monotonic() < end);
     CHECK(st.timeouts == 1);
     CHECK(st.connections == 0);
-    CHECK(read(fd, buf, sizeof buf) <= 0); /* closed by the server */
+    {
+        struct timeval tv = {2, 0}; /* never hang the test on a bug */
+        (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    }
+    CHECK(read(fd, buf, sizeof buf) == 0); /* closed by the server */
     close(fd);
     close(junk);
+}
+
+/* Past max_connections a new connection is closed at once, and counted. */
+static void test_connection_cap(void)
+{
+    struct cm_tlsalpn_opts o;
+    struct cm_tlsalpn_stats st;
+    struct cm_result res;
+    uint64_t id2;
+    int p2, saved = port, a, b;
+    char buf[8];
+    cm_tlsalpn_opts_init(&o);
+    o.listen = "127.0.0.1:0";
+    o.max_connections = 1;
+    CHECK(cm_tlsalpn_serve(loop, &o, &id2, &p2, &res) == CM_OK);
+    port = p2;
+    a = tcp_connect();
+    for (int i = 0; i < 5; i++) (void)cm_loop_step(loop, 0.01, &res);
+    b = tcp_connect();
+    for (int i = 0; i < 5; i++) (void)cm_loop_step(loop, 0.01, &res);
+    CHECK(a >= 0 && b >= 0);
+    {
+        struct timeval tv = {2, 0}; /* never hang the test on a bug */
+        (void)setsockopt(b, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    }
+    CHECK(read(b, buf, sizeof buf) == 0); /* closed without a byte */
+    CHECK(cm_tlsalpn_stats(loop, id2, &st, &res) == CM_OK);
+    CHECK(st.accepted == 1 && st.rejected == 1 && st.connections == 1);
+    close(a);
+    close(b);
+    CHECK(cm_tlsalpn_close(loop, id2) == 1);
+    port = saved;
+    /* max_connections 0 or over 65536 is refused */
+    o.max_connections = 0;
+    CHECK(cm_tlsalpn_serve(loop, &o, &id2, &p2, &res) == CM_ERR);
+    CHECK_STR(res.code, "invalid");
 }
 
 static void test_close_and_reset(void)
@@ -370,6 +411,7 @@ int main(void)
     test_handshakes();
     test_refusals();
     test_slow_and_garbage();
+    test_connection_cap();
     test_close_and_reset();
     cm_loop_shutdown();
     return CHECK_DONE();
