@@ -189,7 +189,10 @@ function Client:request(method, url, body, headers)
     max_bytes = self.max_bytes, ca_file = self.ca_file,
   }
   if not raw then
-    return nil, M.failure(string.format("%s %s: %s", method, url, tostring(err)), code or "network", false)
+    -- the core's errors already start "METHOD URL: "
+    local msg, where = tostring(err), method .. " " .. url .. ":"
+    if msg:sub(1, #where) ~= where then msg = where .. " " .. msg end
+    return nil, M.failure(msg, code or "network", false)
   end
   local resp = wrap(url, raw, core.now())
   local nonce = resp.headers["replay-nonce"]

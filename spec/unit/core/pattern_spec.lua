@@ -223,11 +223,10 @@ describe("core.pattern_*: the work bound and the watchdog", function()
       gsub = function() return core.pattern_gsub(SUBJECT, PATHOLOGICAL, "") end,
       gmatch = function() for _ in core.pattern_gmatch(SUBJECT, PATHOLOGICAL) do end end,
     } do
-      local t0 = core.monotonic()
+      -- the bound's own error (not a time check: timing belongs to bench/pattern.lua)
       local ok, err = pcall(fn)
       assert.is_false(ok, name)
       assert.matches("pattern too complex for this subject: more than 20 million matching steps", err, 1, true)
-      assert.is_true(core.monotonic() - t0 < 5, name)
     end
     assert.equal(20000000, core.PATTERN_STEPS_MAX)
   end)
@@ -252,11 +251,10 @@ describe("core.pattern_*: the work bound and the watchdog", function()
   end)
 
   it("a time limit ends a long match from inside the matcher (no count hook runs in C)", function()
-    local t0 = core.monotonic()
+    -- "timeout", not the step bound's error: the watchdog ended it before the 20 million steps
     local ok, err, code = core.watch_call({ seconds = 0.01 }, core.pattern_find, SUBJECT, PATHOLOGICAL)
     assert.is_false(ok)
     assert.equal("timeout", code)
     assert.matches("exceeded its time limit of 0.01s", err, 1, true)
-    assert.is_true(core.monotonic() - t0 < 2)
   end)
 end)
