@@ -4,7 +4,8 @@
 # without EAB (a final error naming externalAccountRequired), obtained with it;
 # preferred_chain picks the chain up to the alternate root (openssl verify
 # against that root, not the default one); `certmaint revoke` revokes at
-# Pebble (its management API says Revoked) and obtains a replacement.
+# Pebble (its management API says Revoked) and obtains a replacement; after
+# Pebble restarts (every account forgotten) the stored account is registered again.
 source "$(dirname "$0")/lib.bash"
 source "$(dirname "$0")/pebble.bash"
 
@@ -32,7 +33,7 @@ crt=$store/alt.example.test/alt.example.test.crt
 awk 'f<1{print} /END CERTIFICATE/{f++}' "$crt" > "$WORK/leaf.pem"
 awk 'f>=1{print} /END CERTIFICATE/{f++}' "$crt" > "$WORK/rest.pem"
 check "preferred_chain: the stored chain verifies against the alternate root" \
-  openssl verify -CAfile "$WORK/root1.pem" -untrusted "$WORK/rest.pem" "$WORK/leaf.pem"
+  bash -c "openssl verify -CAfile '$WORK/root1.pem' -untrusted '$WORK/rest.pem' '$WORK/leaf.pem' >/dev/null"
 check "preferred_chain: and not against the default root" \
   bash -c "! openssl verify -CAfile '$WORK/root0.pem' -untrusted '$WORK/rest.pem' '$WORK/leaf.pem' >/dev/null 2>&1"
 check "the account JSON records the binding it was made with" \
@@ -48,4 +49,13 @@ status=$(curl -sf --cacert "$PEBBLE_CA_BUNDLE" "$PEBBLE_MGMT/cert-status-by-seri
 check "Pebble reports serial $serial Revoked ($status)" test "$status" = Revoked
 new_serial=$(openssl x509 -in "$crt" -noout -serial | sed 's/^serial=//' | tr 'A-F' 'a-f')
 check "a replacement was obtained ($new_serial)" test "$new_serial" != "$serial"
+
+# Pebble restarted: it forgot every account; the stored one is registered again
+pebble_kill
+pebble_start
+set +e; EAB_KID=$EAB_KID_VALUE EAB_HMAC=$EAB_HMAC_VALUE "$BIN" renew "$policy" alt.example.test --force \
+  >"$WORK/renew.out" 2>"$WORK/renew.log"; rc=$?; set -e
+check "after a CA that lost its accounts, renew still succeeds (exit $rc)" test "$rc" -eq 0
+check "the forgotten account is noticed and registered again" \
+  bash -c "grep -q event=acme_account_unknown '$WORK/renew.log' && grep -q event=acme_account_registered '$WORK/renew.log'"
 finish

@@ -15,7 +15,8 @@
 -- storage register once.
 --
 --   account.get(client, storage, opts) -> acct | nil, err, code
---     opts = { email =, eab = { kid =, hmac_key = } }
+--     opts = { email =, eab = { kid =, hmac_key = }, stale = <account URL the CA
+--              no longer knows: registered again with the same key> }
 --     acct = { url = <account URL>, signer = core.jws_signer, key_pem =,
 --              contact = {...}, status = }
 local core = require "certmaint.core"
@@ -36,7 +37,8 @@ local function fail(msg, code, final)
 end
 
 -- The stored account, or nil (nothing stored), or nil, err, code (damaged).
-local function load(storage, files)
+-- A location equal to `stale` is dropped (the CA forgot that account).
+local function load(storage, files, stale)
   local key_pem, err, code = storage:load(files.private_key)
   if not key_pem then
     if code == "ENOENT" then return nil end
@@ -54,8 +56,10 @@ local function load(storage, files)
     if type(doc) == "table" then reg = doc
     else core.log("warn", "acme_account_unreadable", { key = files.registration, error = derr }) end
   end
+  local url = type(reg.location) == "string" and reg.location ~= "" and reg.location or nil
+  if url and url == stale then url = nil end
   return {
-    url = type(reg.location) == "string" and reg.location ~= "" and reg.location or nil,
+    url = url,
     status = reg.status, contact = reg.contact, reg = reg,
     signer = signer, key_pem = key_pem,
   }
@@ -114,7 +118,7 @@ end
 --- The account to use (see the header): stored, looked up, or made.
 function M.get(client, storage, opts)
   local files = keys.acme_account(client.directory_url, opts.email)
-  local acct, err, code = load(storage, files)
+  local acct, err, code = load(storage, files, opts.stale)
   if acct and acct.url then return acct end
   if err then return nil, err, code end
 
@@ -124,7 +128,7 @@ function M.get(client, storage, opts)
   if not lock then return nil, err, code end
   local ok, res, rerr, rcode = pcall(function()
     -- another instance may have made it while we waited
-    local a, e, c = load(storage, files)
+    local a, e, c = load(storage, files, opts.stale)
     if a and a.url then return a end
     if e then return nil, e, c end
     local signer, key_pem, made

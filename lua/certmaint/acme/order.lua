@@ -118,13 +118,20 @@ local function drop_record(s, key)
   s.storage:delete(key)
 end
 
--- The stored order for req, fetched again, when it can still be used.
+-- The stored order for req, fetched again, when it can still be used:
+-- o, url | nil, why (not usable: a new order is needed) | nil, err, code,
+-- true when the CA could not be asked (keep the record for the next attempt).
 local function resume(s, req, rec)
-  if not same_names(rec.names, req.names) or rec.account ~= s.account.url then return nil end
-  local resp = s.client:post_as_get(rec.url, s.account.signer, s.account.url)
-  if not resp or type(resp.json) ~= "table" then return nil end
+  if not same_names(rec.names, req.names) then return nil, "other names" end
+  if rec.account ~= s.account.url then return nil, "another account" end
+  local resp, err, code = s.client:post_as_get(rec.url, s.account.signer, s.account.url)
+  if not resp then
+    if not tostring(code):match("^acme:") and not tostring(code):match("^http:") then return nil, err, code, true end
+    return nil, tostring(code)
+  end
   local o = resp.json
-  if o.status ~= "pending" and o.status ~= "ready" then return nil, o.status end
+  if type(o) ~= "table" then return nil, "not an order" end
+  if o.status ~= "pending" and o.status ~= "ready" then return nil, "status " .. tostring(o.status) end
   return o, rec.url
 end
 
@@ -324,14 +331,16 @@ end
 function M.obtain(s, req)
   local primary = req.names[1]
   local rec, rkey = load_record(s, primary)
-  local o, url, resumed_status
+  local o, url
   if rec then
-    o, url = resume(s, req, rec)
+    local code, unreachable
+    o, url, code, unreachable = resume(s, req, rec)
     if o then
       core.log("info", "acme_order_resumed", { name = primary, order = url, status = o.status })
+    elseif unreachable then
+      return nil, url, code
     else
-      resumed_status = url
-      core.log("info", "acme_order_not_resumed", { name = primary, order = rec.url, status = resumed_status })
+      core.log("info", "acme_order_not_resumed", { name = primary, order = rec.url, why = url })
       drop_record(s, rkey)
     end
   end

@@ -111,7 +111,7 @@ function Acme:client()
 end
 
 --- The account for storage, fetched or made once even when many orders ask at once.
-function Acme:account(storage)
+function Acme:account(storage, stale)
   local a = self.accounts[storage]
   if a then return a end
   local waiting = self.pending[storage]
@@ -122,7 +122,8 @@ function Acme:account(storage)
   end
   local cond = loop.cond()
   self.pending[storage] = cond
-  local ok, res, err, code = pcall(account.get, self:client(), storage, { email = self.email, eab = self.eab })
+  local ok, res, err, code = pcall(account.get, self:client(), storage,
+    { email = self.email, eab = self.eab, stale = stale })
   self.pending[storage] = nil
   cond:notify_all()
   if not ok then error(res, 0) end
@@ -171,7 +172,7 @@ function Acme:issue(req, ctx)
     -- the CA forgot the account (a test CA restarted): register again, once
     self.accounts[ctx.storage] = nil
     core.log("warn", "acme_account_unknown", { directory = self.directory, account = acct.url })
-    acct, err, code = self:account(ctx.storage)
+    acct, err, code = self:account(ctx.storage, acct.url)
     if not acct then return nil, err, code end
     res, err, code = order.obtain(self:session(ctx, acct), r)
   end

@@ -194,6 +194,46 @@ describe("acme flow", function()
     assert.is_true(found)
   end)
 
+  it("registers again with the same key when the CA forgot the account (a restarted test CA)", function()
+    local iss, ca, storage = setup()
+    assert(issue(iss, storage, { "a.example.test" }))
+    local files = keys.acme_account(iss.directory, "ops@example.test")
+    local old = core.json_decode(storage:load(files.registration)).location
+    local key = storage:load(files.private_key)
+    ca.accounts = {} -- the CA lost its state
+    local res, err = issue(iss, storage, { "b.example.test" })
+    assert.is_nil(err)
+    assert.truthy(res)
+    local new = core.json_decode(storage:load(files.registration)).location
+    assert.are_not.equal(old, new)
+    assert.equal(key, storage:load(files.private_key))
+    assert.truthy(ca.accounts[new])
+  end)
+
+  it("keeps the stored order when the CA cannot be reached, and resumes it later", function()
+    local iss, ca, storage = setup()
+    local acct = run(function() return iss:account(storage) end)
+    local o = ca:on_new_order(nil, { identifiers = setmetatable({ { type = "dns", value = "u.example.test" } },
+      core.json_array_mt) }, nil, ca.accounts[acct.url])
+    local rkey = keys.acme_order(iss.issuer_key, "u.example.test")
+    assert(storage:store(rkey, core.json_encode { url = o.headers.location,
+      names = setmetatable({ "u.example.test" }, core.json_array_mt), account = acct.url }))
+    local handle = ca.handle
+    ca.handle = function(self, req)
+      if req.url:find("/order/", 1, true) then return nil, "connection refused", "connect" end
+      return handle(self, req)
+    end
+    local res, err, code = issue(iss, storage, { "u.example.test" })
+    assert.is_nil(res)
+    assert.equal("connect", code)
+    assert.is_false(err.final)
+    assert.truthy(storage:load(rkey))
+    ca.handle = handle
+    local again = assert(issue(iss, storage, { "u.example.test" }))
+    assert.equal(o.headers.location, again.order_url)
+    assert.is_nil(ca.counts["new-order"]) -- the stored one was used, no new order
+  end)
+
   it("does not resume an order for other names", function()
     local iss, ca, storage = setup()
     local acct = run(function() return iss:account(storage) end)
