@@ -73,7 +73,8 @@ end
 function CA:issue(o)
   assert(type(o) == "table" and type(o.names) == "table", "ca:issue needs { names = {...} }")
   local now = core.now()
-  local key = o.csr and nil or assert(core.key_generate(o.key_type or "p256"))
+  local key -- with a CSR the key is the requester's
+  if not o.csr then key = assert(core.key_generate(o.key_type or "p256")) end
   local leaf, serial = core.cert_issue {
     subject_key = key, csr = o.csr, names = o.names, cn = o.names[1],
     not_before = o.not_before or now, not_after = o.not_after or (now + 90 * 86400),

@@ -39,6 +39,17 @@ describe("certmaint.testing", function()
     assert.equal(testing.EPOCH + 3600, custom.next_update)
   end)
 
+  it("ca: issues for a CSR with the requester's key (no key of its own)", function()
+    testing.clock(testing.EPOCH)
+    local ca = testing.ca()
+    local key = assert(core.key_generate("p256"))
+    local csr = assert(core.csr_create(key, { "csr.test" }))
+    local leaf = ca:issue { names = { "csr.test" }, csr = csr }
+    assert.is_nil(leaf.key_pem)
+    assert.is_true(core.key_matches(leaf.cert_pem, key))
+    assert.same({ "csr.test" }, assert(core.cert_parse(leaf.cert_pem)).names)
+  end)
+
   it("issuer: counts what it issued and fails its first N calls", function()
     testing.clock(testing.EPOCH)
     local issuer = testing.issuer { lifetime = "10d", fail = 2 }
