@@ -9,6 +9,7 @@
  * posted; nothing is read until cm_httpd_respond or the deadline).
  */
 #include "httpd.h"
+#include "listen.h"
 #include "loop_impl.h"
 
 #include <errno.h>
@@ -834,100 +835,27 @@ int cm_httpd_respond(struct cm_loop *loop, uint64_t request_id, int status, cons
 
 /* --- servers ------------------------------------------------------------------ */
 
-static const char *errno_code(int e)
-{
-    switch (e) {
-    case EADDRINUSE: return "EADDRINUSE";
-    case EACCES: return "EACCES";
-    case EADDRNOTAVAIL: return "EADDRNOTAVAIL";
-    case EMFILE: return "EMFILE";
-    case ENFILE: return "ENFILE";
-    case ENOMEM: return "ENOMEM";
-    default: return "listen";
-    }
-}
-
-/* Split "host:port" / "[v6]:port" / ":port" into host and port text. */
-static int split_listen(const char *listen, char *host, size_t hsz, char *port, size_t psz)
-{
-    const char *colon, *h = listen, *alias = NULL;
-    size_t hl, pl;
-    int m;
-    if (listen[0] == '[') {
-        const char *close_br = strchr(listen, ']');
-        if (!close_br || close_br[1] != ':') return CM_ERR;
-        h = listen + 1;
-        hl = (size_t)(close_br - h);
-        colon = close_br + 1;
-    } else {
-        colon = strrchr(listen, ':');
-        if (!colon) return CM_ERR;
-        hl = (size_t)(colon - listen);
-        if (memchr(listen, ':', hl)) return CM_ERR; /* bare IPv6 needs brackets */
-    }
-    pl = strlen(colon + 1);
-    if (hl >= hsz || pl >= psz || pl == 0) return CM_ERR;
-    memcpy(host, h, hl);
-    host[hl] = '\0';
-    memcpy(port, colon + 1, pl + 1);
-    if (strspn(port, "0123456789") != pl || atol(port) > 65535) return CM_ERR;
-    if (strcmp(host, "localhost") == 0) alias = "127.0.0.1";
-    else if (host[0] == '\0' || strcmp(host, "*") == 0) alias = "0.0.0.0";
-    if (alias) {
-        m = snprintf(host, hsz, "%s", alias);
-        if (m < 0 || (size_t)m >= hsz) return CM_ERR;
-    }
-    return CM_OK;
-}
-
 int cm_httpd_serve(struct cm_loop *loop, const struct cm_httpd_opts *opts, uint64_t *id,
                    int *port, struct cm_result *res)
 {
     struct cm_httpd_state *st = state(loop);
     struct server *s = NULL;
-    struct addrinfo hints, *ai = NULL;
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    char host[64], portbuf[8];
-    int fd = -1, one = 1, rc = CM_ERR, gai, e;
+    int fd = -1, bound_port = 0, rc = CM_ERR;
 
-    if (!opts->listen || split_listen(opts->listen, host, sizeof host, portbuf, sizeof portbuf) != CM_OK)
-        return cm_fail(res, "invalid", "bad listen address \"%.80s\" (want HOST:PORT)",
-                       opts->listen ? opts->listen : "");
     if (!isfinite(opts->timeout) || opts->timeout <= 0 || opts->timeout > 3600)
         return cm_fail(res, "invalid", "server timeout must be > 0 and at most 3600 seconds");
     if (opts->max_connections == 0 || opts->max_connections > 65536)
         return cm_fail(res, "invalid", "max_connections must be between 1 and 65536");
     if (opts->max_body > CM_HTTPD_MAX_BODY)
         return cm_fail(res, "invalid", "max_body must be at most %zu bytes", CM_HTTPD_MAX_BODY);
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
-    if ((gai = getaddrinfo(host, portbuf, &hints, &ai)) != 0 || !ai)
-        return cm_fail(res, "invalid", "bad listen address \"%.80s\": %s", opts->listen,
-                       gai ? gai_strerror(gai) : "no address");
-    fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        e = errno;
-        cm_fail(res, errno_code(e), "socket: %s", strerror(e));
-        goto out;
-    }
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 511) != 0 ||
-        getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) {
-        e = errno;
-        cm_fail(res, errno_code(e), "cannot listen on %s: %s", opts->listen, strerror(e));
-        goto out;
-    }
+    if (cm_listen_tcp(opts->listen, &fd, &bound_port, res) != CM_OK) return CM_ERR;
     s = calloc(1, sizeof *s);
     if (!s) {
         cm_fail(res, "ENOMEM", "out of memory");
         goto out;
     }
     s->fd = fd;
-    s->port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
-                                       : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    s->port = bound_port;
     s->timeout = opts->timeout;
     s->max_conns = opts->max_connections;
     s->events = opts->events != 0;
@@ -959,7 +887,6 @@ out:
         free(s);
     }
     if (fd >= 0) close(fd);
-    if (ai) freeaddrinfo(ai);
     return rc;
 }
 

@@ -63,14 +63,14 @@ int cm_listen_tcp(const char *addr, int *fd, int *port, struct cm_result *res)
     *fd = -1;
     *port = 0;
     if (!addr || parse(addr, host, sizeof host, portbuf, sizeof portbuf) != CM_OK)
-        return cm_fail(res, "invalid", "bad addr address \"%.80s\" (want HOST:PORT)",
+        return cm_fail(res, "invalid", "bad listen address \"%.80s\" (want HOST:PORT)",
                        addr ? addr : "");
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
     if ((gai = getaddrinfo(host, portbuf, &hints, &ai)) != 0 || !ai)
-        return cm_fail(res, "invalid", "bad addr address \"%.80s\": %s", addr,
+        return cm_fail(res, "invalid", "bad listen address \"%.80s\": %s", addr,
                        gai ? gai_strerror(gai) : "no address");
     s = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (s < 0) {
@@ -84,7 +84,7 @@ int cm_listen_tcp(const char *addr, int *fd, int *port, struct cm_result *res)
         e = errno;
         close(s);
         freeaddrinfo(ai);
-        return cm_fail(res, errno_name(e), "cannot addr on %s: %s", addr, strerror(e));
+        return cm_fail(res, errno_name(e), "cannot listen on %s: %s", addr, strerror(e));
     }
     freeaddrinfo(ai);
     *port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
