@@ -12,7 +12,6 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
-#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,14 +110,6 @@ int main(int argc, char **argv)
     const char *limit = getenv("CERTMAINT_LUA_MEMORY_MAX");
     lua_State *L = NULL;
     int status, code = 1;
-
-    /* The start-up load grows the heap (and each parse thread's arena) by
-     * some hundred MiB one allocation at a time: grown in 16 MiB steps it
-     * costs a few hundred mprotect/brk calls at 100,000 certificates instead
-     * of 26,000.  Untouched padding is address space, not RSS; freed memory
-     * above 64 MiB still goes back to the system. */
-    mallopt(M_TOP_PAD, 16 << 20);
-    mallopt(M_TRIM_THRESHOLD, 64 << 20);
 
     if (limit && *limit) {
         char *end = NULL;
