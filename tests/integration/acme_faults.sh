@@ -36,6 +36,8 @@ return certmaint.policy {
 }
 LUA
 }
+# contains LINE PATTERN...: every (case-insensitive) pattern is in LINE
+contains() { local l=$1 p; shift; for p; do grep -qi -- "$p" <<<"$l" || return 1; done; }
 serial_of() { openssl x509 -in "$1" -noout -serial 2>/dev/null | cut -d= -f2; }
 crt=$store/v.example.test/v.example.test.crt
 
@@ -55,9 +57,8 @@ orders0=$(pebble_orders)
 pid=$!; PIDS+=("$pid")
 check "port closed: the renewal fails" wait_for 30 grep -q 'event=renew_failed' "$log"
 line=$(grep -m1 'event=renew_failed' "$log" || true)
-check "the error names the name and the challenge" \
-  bash -c "grep -q 'v.example.test' <<<'$line' && grep -q 'http-01' <<<'$line'"
-check "and says what Pebble saw (the connection refused)" grep -qi 'refused\|connect' <<<"$line"
+check "the error names the name and the challenge" contains "$line" v.example.test http-01
+check "and says what Pebble saw (the connection refused)" contains "$line" "connection refused"
 check "the job backs off (retry in 1m, certmagic's first interval)" \
   grep -q 'event=job_failed.*name=renew:v.example.test.*retry_in=1m' "$log"
 orders1=$(pebble_orders)
@@ -66,8 +67,9 @@ check "no new order while backing off ($orders1 orders after 8 s)" test "$(pebbl
 check "only one order for the failed attempt" test "$orders1" -eq $((orders0 + 1))
 check "the old certificate is kept" test "$(serial_of "$crt")" = "$old_serial"
 set +e; "$BIN" status "$WORK/closed.lua" --json >"$WORK/status.json" 2>/dev/null; set -e
-check "status shows the old certificate with the error and the next attempt a minute out" \
-  test "$(json_eval "$WORK/status.json" "v[1].serial ~= nil and v[1].last_error:find('http-01', 1, true) ~= nil and v[1].next_attempt ~= nil")" = true
+next=$(json_eval "$WORK/status.json" "v[1].serial and v[1].last_error:find('http-01', 1, true) and v[1].next_attempt or ''")
+check "status shows the old certificate, the error and the next attempt a minute out ($next)" \
+  bash -c "[ -n '$next' ] && [ \$(date -d '$next' +%s) -ge \$(( \$(date +%s) + 40 )) ]"
 kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
 
 # --- validation fails: something on Pebble's httpPort answers the wrong key authorization
@@ -93,7 +95,7 @@ kill "$caddy_pid"; wait "$caddy_pid" 2>/dev/null || true
 line=$(grep -m1 'event=renew_failed' "$WORK/wrong.out" || true)
 check "wrong key authorization: once fails" test "$rc" -ne 0
 check "the error names the name, the challenge and the mismatch" \
-  bash -c "grep -q 'v.example.test' <<<'$line' && grep -q 'http-01' <<<'$line' && grep -qi 'key authorization' <<<'$line'"
+  contains "$line" v.example.test http-01 "key authorization .* did not match"
 check "the old certificate is still kept" test "$(serial_of "$crt")" = "$old_serial"
 
 # --- the daemon killed in the middle of an order: the restart resumes it.
@@ -143,7 +145,7 @@ pid=$!; PIDS+=("$pid")
 check "rateLimited: the renewal fails" wait_for 20 grep -q 'event=renew_failed' "$log"
 line=$(grep -m1 'event=renew_failed' "$log" || true)
 check "reported as acme:rateLimited with the CA's detail" \
-  bash -c "grep -q 'code=acme:rateLimited' <<<'$line' && grep -q 'too many new orders' <<<'$line'"
+  contains "$line" "code=acme:rateLimited" "too many new orders"
 check "the retry waits for Retry-After (5m), not certmagic's 1m" \
   grep -Eq 'event=job_failed.*name=renew:r.example.test.*retry_in=(4m5[0-9]|5m)' "$log"
 sleep 5
