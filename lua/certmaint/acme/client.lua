@@ -223,11 +223,11 @@ function Client:directory()
     return d, e, c
   end
   if not resp then return done(nil, err, code) end
-  if resp.status ~= 200 then return done(M.response_error(resp, self.directory_url)) end
+  if resp.status ~= 200 then return done(nil, M.response_error(resp, self.directory_url)) end
   local d = resp.json
   if type(d) ~= "table" or type(d.newNonce) ~= "string" or type(d.newAccount) ~= "string"
     or type(d.newOrder) ~= "string" then
-    return done(M.failure("the ACME directory at " .. self.directory_url
+    return done(nil, M.failure("the ACME directory at " .. self.directory_url
       .. " is not a directory (no newNonce/newAccount/newOrder URLs)", "acme:directory", false))
   end
   self.dir, self.dir_at = d, now

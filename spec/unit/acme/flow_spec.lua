@@ -364,3 +364,42 @@ describe("acme.client helpers", function()
     assert.is_nil(order.csr_b64u("garbage"))
   end)
 end)
+
+describe("acme client: a directory that is not one", function()
+  -- the CA's answer as the transport hands it over
+  local function client_answering(raw)
+    local c = client_mod.new { directory = "https://ca.invalid/dir?bad=" .. tostring(raw) }
+    local asked = 0
+    function c:transport() asked = asked + 1 return raw end
+    return c, function() return asked end
+  end
+
+  for what, raw in pairs {
+    ["a 503 problem"] = { status = 503, headers = { ["content-type"] = "application/problem+json",
+      ["retry-after"] = "30" }, body = '{"type":"urn:ietf:params:acme:error:serverInternal","detail":"down"}' },
+    ["cut-off JSON"] = { status = 200, headers = { ["content-type"] = "application/json" }, body = '{"newNonce":' },
+    ["JSON without the URLs"] = { status = 200, headers = { ["content-type"] = "application/json" },
+      body = '{"newNonce":"https://ca.invalid/nonce"}' },
+  } do
+    it("fails with an error, never as a directory (" .. what .. "), and a nonce cannot be had", function()
+      local c = client_answering(raw)
+      local dir, err, code = run(function() return c:directory() end)
+      assert.is_nil(dir)
+      assert.equal("table", type(err))
+      assert.is_string(code)
+      assert.is_false(err.message:find("raised", 1, true) ~= nil)
+      if raw.status == 503 then
+        assert.equal("acme:serverInternal", code)
+        assert.is_false(err.final)
+        assert.is_number(err.retry_after)
+      else
+        assert.equal("acme:directory", code)
+        assert.matches("is not a directory", err.message, 1, true)
+      end
+      local n, nerr, ncode = run(function() return c:nonce() end)
+      assert.is_nil(n)
+      assert.equal(code, ncode)
+      assert.equal("table", type(nerr))
+    end)
+  end
+end)
