@@ -80,6 +80,14 @@ void cm_lua_check_options(lua_State *L, int idx, const char *what, const char *c
  * "file:line: fn: option 'key' …" naming the Lua caller; nothing raises with
  * malloc'd memory live (the callers park theirs in a userdata first). */
 
+/* The process's event loop (made on first use); raises when it cannot be
+ * made.  What every binding of a loop unit (lloop.c, ltlsalpn.c) starts from. */
+struct cm_loop;
+struct cm_loop *cm_lua_loop(lua_State *L);
+
+/* Argument arg as a loop id (a positive integer); raises otherwise. */
+uint64_t cm_lua_check_loop_id(lua_State *L, int arg);
+
 /* Raise "file:line: fn: <formatted message>" (lua_pushfstring formats). */
 int cm_lua_opt_error(lua_State *L, const char *fn, const char *fmt, ...);
 

@@ -23,7 +23,7 @@
 
 static int loop_users;
 
-static struct cm_loop *get_loop(lua_State *L)
+struct cm_loop *cm_lua_loop(lua_State *L)
 {
     struct cm_result res;
     struct cm_loop *loop = cm_loop_get(&res);
@@ -31,7 +31,7 @@ static struct cm_loop *get_loop(lua_State *L)
     return loop;
 }
 
-static uint64_t check_id(lua_State *L, int arg)
+uint64_t cm_lua_check_loop_id(lua_State *L, int arg)
 {
     lua_Integer id = luaL_checkinteger(L, arg);
     luaL_argcheck(L, id > 0, arg, "ids are positive integers");
@@ -146,7 +146,7 @@ static int l_timer(lua_State *L)
     lua_Number at = luaL_checknumber(L, 1);
     uint64_t id;
     luaL_argcheck(L, isfinite(at), 1, "time must be finite");
-    id = cm_loop_timer_add(get_loop(L), at, &res);
+    id = cm_loop_timer_add(cm_lua_loop(L), at, &res);
     if (!id) return cm_lua_fail(L, &res);
     push_id(L, id);
     return 1;
@@ -160,7 +160,7 @@ static int l_deadline(lua_State *L)
     lua_Number s = luaL_checknumber(L, 1);
     uint64_t id;
     luaL_argcheck(L, isfinite(s), 1, "seconds must be finite");
-    id = cm_loop_timer_after(get_loop(L), s, &res);
+    id = cm_loop_timer_after(cm_lua_loop(L), s, &res);
     if (!id) return cm_lua_fail(L, &res);
     push_id(L, id);
     return 1;
@@ -168,7 +168,7 @@ static int l_deadline(lua_State *L)
 
 static int l_timer_cancel(lua_State *L)
 {
-    lua_pushboolean(L, cm_loop_timer_cancel(get_loop(L), check_id(L, 1)));
+    lua_pushboolean(L, cm_loop_timer_cancel(cm_lua_loop(L), cm_lua_check_loop_id(L, 1)));
     return 1;
 }
 
@@ -198,14 +198,14 @@ static int l_http_request(lua_State *L)
     req.protocols = opt_string(L, 1, "protocols", req.protocols, NULL);
     req.insecure = opt_bool(L, 1, "insecure", 0);
     req.headers = string_list(L, 1, "headers", ": ", &req.header_count);
-    if (cm_http_request(get_loop(L), &req, &id, &res) != CM_OK) return cm_lua_fail(L, &res);
+    if (cm_http_request(cm_lua_loop(L), &req, &id, &res) != CM_OK) return cm_lua_fail(L, &res);
     push_id(L, id);
     return 1;
 }
 
 static int l_http_cancel(lua_State *L)
 {
-    lua_pushboolean(L, cm_http_cancel(get_loop(L), check_id(L, 1)));
+    lua_pushboolean(L, cm_http_cancel(cm_lua_loop(L), cm_lua_check_loop_id(L, 1)));
     return 1;
 }
 
@@ -258,14 +258,14 @@ static int l_exec(lua_State *L)
     } else {
         lua_pop(L, 1);
     }
-    if (cm_proc_exec(get_loop(L), &req, &id, &res) != CM_OK) return cm_lua_fail(L, &res);
+    if (cm_proc_exec(cm_lua_loop(L), &req, &id, &res) != CM_OK) return cm_lua_fail(L, &res);
     push_id(L, id);
     return 1;
 }
 
 static int l_exec_cancel(lua_State *L)
 {
-    lua_pushboolean(L, cm_proc_cancel(get_loop(L), check_id(L, 1)));
+    lua_pushboolean(L, cm_proc_cancel(cm_lua_loop(L), cm_lua_check_loop_id(L, 1)));
     return 1;
 }
 
@@ -292,14 +292,14 @@ static int l_signal_watch(lua_State *L)
         signos[n++] = s;
         lua_pop(L, 1);
     }
-    if (cm_loop_signal_watch(get_loop(L), signos, n, &res) != CM_OK) return cm_lua_fail(L, &res);
+    if (cm_loop_signal_watch(cm_lua_loop(L), signos, n, &res) != CM_OK) return cm_lua_fail(L, &res);
     lua_pushboolean(L, 1);
     return 1;
 }
 
 static int l_signal_unwatch(lua_State *L)
 {
-    cm_loop_signal_unwatch(get_loop(L));
+    cm_loop_signal_unwatch(cm_lua_loop(L));
     return 0;
 }
 
@@ -322,7 +322,7 @@ static int l_http_serve(lua_State *L)
     o.max_connections = opt_size(L, 1, "max_connections", o.max_connections);
     o.events = opt_bool(L, 1, "events", 0);
     o.max_body = opt_size(L, 1, "max_body", o.max_body);
-    if (cm_httpd_serve(get_loop(L), &o, &id, &port, &res) != CM_OK) return cm_lua_fail(L, &res);
+    if (cm_httpd_serve(cm_lua_loop(L), &o, &id, &port, &res) != CM_OK) return cm_lua_fail(L, &res);
     push_id(L, id);
     lua_pushinteger(L, port);
     return 2;
@@ -331,20 +331,20 @@ static int l_http_serve(lua_State *L)
 static int l_http_serve_set(lua_State *L)
 {
     struct cm_result res;
-    uint64_t id = check_id(L, 1);
+    uint64_t id = cm_lua_check_loop_id(L, 1);
     const char *path = luaL_checkstring(L, 2);
     size_t len;
     const char *body = luaL_checklstring(L, 3, &len);
     const char *ct = luaL_optstring(L, 4, NULL);
-    if (cm_httpd_set(get_loop(L), id, path, body, len, ct, &res) != CM_OK) return cm_lua_fail(L, &res);
+    if (cm_httpd_set(cm_lua_loop(L), id, path, body, len, ct, &res) != CM_OK) return cm_lua_fail(L, &res);
     lua_pushboolean(L, 1);
     return 1;
 }
 
 static int l_http_serve_unset(lua_State *L)
 {
-    uint64_t id = check_id(L, 1);
-    lua_pushboolean(L, cm_httpd_unset(get_loop(L), id, luaL_checkstring(L, 2)));
+    uint64_t id = cm_lua_check_loop_id(L, 1);
+    lua_pushboolean(L, cm_httpd_unset(cm_lua_loop(L), id, luaL_checkstring(L, 2)));
     return 1;
 }
 
@@ -355,7 +355,7 @@ static int l_http_serve_respond(lua_State *L)
 {
     static const char *const keys[] = {"status", "body", "headers", NULL};
     struct cm_result res;
-    uint64_t id = check_id(L, 1);
+    uint64_t id = cm_lua_check_loop_id(L, 1);
     const char **headers;
     const char *body;
     size_t blen = 0, n = 0;
@@ -370,7 +370,7 @@ static int l_http_serve_respond(lua_State *L)
     if (status < 200 || status > 599) return luaL_error(L, "http_serve_respond: status %d is not between 200 and 599", (int)status);
     body = opt_string(L, 2, "body", "", &blen);
     headers = string_list(L, 2, "headers", ": ", &n);
-    if (cm_httpd_respond(get_loop(L), id, (int)status, headers, n, body, blen, &res) != CM_OK)
+    if (cm_httpd_respond(cm_lua_loop(L), id, (int)status, headers, n, body, blen, &res) != CM_OK)
         return cm_lua_fail(L, &res);
     lua_pushboolean(L, 1);
     return 1;
@@ -378,7 +378,7 @@ static int l_http_serve_respond(lua_State *L)
 
 static int l_http_serve_close(lua_State *L)
 {
-    lua_pushboolean(L, cm_httpd_close(get_loop(L), check_id(L, 1)));
+    lua_pushboolean(L, cm_httpd_close(cm_lua_loop(L), cm_lua_check_loop_id(L, 1)));
     return 1;
 }
 
@@ -392,7 +392,7 @@ static int l_http_serve_stats(lua_State *L)
 {
     struct cm_httpd_stats st;
     struct cm_result res;
-    if (cm_httpd_stats(get_loop(L), check_id(L, 1), &st, &res) != CM_OK) return cm_lua_fail(L, &res);
+    if (cm_httpd_stats(cm_lua_loop(L), cm_lua_check_loop_id(L, 1), &st, &res) != CM_OK) return cm_lua_fail(L, &res);
     lua_createtable(L, 0, 11);
     set_int(L, "connections", (lua_Integer)st.connections);
     set_int(L, "paths", (lua_Integer)st.paths);
@@ -515,7 +515,7 @@ static void push_event(lua_State *L, const struct cm_event *ev)
 static int l_step(lua_State *L)
 {
     lua_Number timeout = luaL_optnumber(L, 1, 0);
-    struct cm_loop *loop = get_loop(L);
+    struct cm_loop *loop = cm_lua_loop(L);
     struct cm_result res;
     struct event_box *box;
     lua_Integer n = 0;
@@ -541,7 +541,7 @@ static int l_step(lua_State *L)
 static int l_loop_pending(lua_State *L)
 {
     struct cm_loop_counts c;
-    cm_loop_pending(get_loop(L), &c);
+    cm_loop_pending(cm_lua_loop(L), &c);
     lua_createtable(L, 0, 4);
     set_int(L, "timers", (lua_Integer)c.timers);
     set_int(L, "http", (lua_Integer)c.http);
@@ -552,7 +552,7 @@ static int l_loop_pending(lua_State *L)
 
 static int l_loop_reset(lua_State *L)
 {
-    cm_loop_reset(get_loop(L));
+    cm_loop_reset(cm_lua_loop(L));
     return 0;
 }
 

@@ -7,20 +7,6 @@
 #include "../loop/loop.h"
 #include "../loop/tlsalpn.h"
 
-static struct cm_loop *get_loop(lua_State *L)
-{
-    struct cm_result res;
-    struct cm_loop *loop = cm_loop_get(&res);
-    if (!loop) luaL_error(L, "cannot create the event loop: %s", res.message);
-    return loop;
-}
-
-static uint64_t check_id(lua_State *L, int arg)
-{
-    lua_Integer id = luaL_checkinteger(L, arg);
-    luaL_argcheck(L, id > 0, arg, "ids are positive integers");
-    return (uint64_t)id;
-}
 
 /* core.tls_alpn_serve{listen=, timeout=, max_connections=} -> id, port | nil, err, code */
 static int l_tls_alpn_serve(lua_State *L)
@@ -48,7 +34,7 @@ static int l_tls_alpn_serve(lua_State *L)
         o.max_connections = (size_t)lua_tointeger(L, -1);
     }
     lua_pop(L, 2);
-    if (cm_tlsalpn_serve(get_loop(L), &o, &id, &port, &res) != CM_OK) return cm_lua_fail(L, &res);
+    if (cm_tlsalpn_serve(cm_lua_loop(L), &o, &id, &port, &res) != CM_OK) return cm_lua_fail(L, &res);
     lua_pushinteger(L, (lua_Integer)id);
     lua_pushinteger(L, port);
     return 2;
@@ -58,11 +44,11 @@ static int l_tls_alpn_serve(lua_State *L)
 static int l_tls_alpn_set(lua_State *L)
 {
     struct cm_result res;
-    uint64_t id = check_id(L, 1);
+    uint64_t id = cm_lua_check_loop_id(L, 1);
     const char *identifier = luaL_checkstring(L, 2);
     size_t len;
     const char *ka = luaL_checklstring(L, 3, &len);
-    if (cm_tlsalpn_set(get_loop(L), id, identifier, ka, len, &res) != CM_OK)
+    if (cm_tlsalpn_set(cm_lua_loop(L), id, identifier, ka, len, &res) != CM_OK)
         return cm_lua_fail(L, &res);
     lua_pushboolean(L, 1);
     return 1;
@@ -70,14 +56,14 @@ static int l_tls_alpn_set(lua_State *L)
 
 static int l_tls_alpn_unset(lua_State *L)
 {
-    uint64_t id = check_id(L, 1);
-    lua_pushboolean(L, cm_tlsalpn_unset(get_loop(L), id, luaL_checkstring(L, 2)));
+    uint64_t id = cm_lua_check_loop_id(L, 1);
+    lua_pushboolean(L, cm_tlsalpn_unset(cm_lua_loop(L), id, luaL_checkstring(L, 2)));
     return 1;
 }
 
 static int l_tls_alpn_close(lua_State *L)
 {
-    lua_pushboolean(L, cm_tlsalpn_close(get_loop(L), check_id(L, 1)));
+    lua_pushboolean(L, cm_tlsalpn_close(cm_lua_loop(L), cm_lua_check_loop_id(L, 1)));
     return 1;
 }
 
@@ -91,7 +77,7 @@ static int l_tls_alpn_stats(lua_State *L)
 {
     struct cm_tlsalpn_stats st;
     struct cm_result res;
-    if (cm_tlsalpn_stats(get_loop(L), check_id(L, 1), &st, &res) != CM_OK)
+    if (cm_tlsalpn_stats(cm_lua_loop(L), cm_lua_check_loop_id(L, 1), &st, &res) != CM_OK)
         return cm_lua_fail(L, &res);
     lua_createtable(L, 0, 7);
     set_int(L, "connections", st.connections);
