@@ -7,12 +7,8 @@ local loop = require "certmaint.loop"
 local testing = require "certmaint.testing"
 local tokens = require "certmaint.acme.challenges.tokens"
 
-local function run(fn)
-  local task = loop.spawn(fn)
-  assert.is_true(loop.run_until(function() return task.done end, { timeout = 20 }))
-  if not task.ok then error(task.error, 0) end
-  return table.unpack(task.results, 1, task.results.n)
-end
+local tasks = require "helpers.loop_task"
+local function run(fn) return tasks.run(fn, 20) end
 
 describe("loop.serve", function()
   local logs

@@ -11,18 +11,10 @@ local tokens = require "certmaint.acme.challenges.tokens"
 
 local ISS = "127.0.0.1-14000-dir"
 
-local function free_port()
-  local id, port = assert(core.http_serve { listen = "127.0.0.1:0" })
-  core.http_serve_close(id)
-  return port
-end
 
-local function run(fn)
-  local t = loop.spawn(fn)
-  assert(loop.run_until(function() return t.done end, { timeout = 10 }))
-  if not t.ok then error(t.error, 0) end
-  return table.unpack(t.results, 1, t.results.n)
-end
+local tasks = require "helpers.loop_task"
+local function run(fn) return tasks.run(fn, 10) end
+local free_port = tasks.free_port
 
 local function get(port, token, host)
   return assert(loop.http { url = "http://127.0.0.1:" .. port .. "/.well-known/acme-challenge/" .. token,

@@ -10,18 +10,10 @@ local client_mod = require "certmaint.acme.client"
 local order = require "certmaint.acme.order"
 local fake = require "helpers.fake_acme"
 
-local function free_port()
-  local id, port = assert(core.http_serve { listen = "127.0.0.1:0" })
-  core.http_serve_close(id)
-  return port
-end
 
-local function run(fn)
-  local t = loop.spawn(fn)
-  assert(loop.run_until(function() return t.done end, { timeout = 30 }))
-  if not t.ok then error(t.error, 0) end
-  return table.unpack(t.results, 1, t.results.n)
-end
+local tasks = require "helpers.loop_task"
+local function run(fn) return tasks.run(fn, 30) end
+local free_port = tasks.free_port
 
 local function csr_for(names)
   local key = assert(core.key_generate("p256"))

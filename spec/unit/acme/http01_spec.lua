@@ -4,18 +4,10 @@ local loop = require "certmaint.loop"
 local testing = require "certmaint.testing"
 local http01 = require "certmaint.acme.challenges.http01"
 
-local function free_port()
-  local id, port = assert(core.http_serve { listen = "127.0.0.1:0" })
-  core.http_serve_close(id)
-  return port
-end
 
-local function run(fn)
-  local t = loop.spawn(fn)
-  assert(loop.run_until(function() return t.done end, { timeout = 10 }))
-  if not t.ok then error(t.error, 0) end
-  return table.unpack(t.results, 1, t.results.n)
-end
+local tasks = require "helpers.loop_task"
+local function run(fn) return tasks.run(fn, 10) end
+local free_port = tasks.free_port
 
 local function get(port, path)
   return loop.http { url = "http://127.0.0.1:" .. port .. path, timeout = 5 }
