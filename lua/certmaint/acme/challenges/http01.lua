@@ -60,26 +60,17 @@ end
 -- presented.
 local function miss_handler(s)
   return function(req)
-    local why, code = "no storage", "ENOENT"
+    local ka, why, code = nil, "no storage", "ENOENT"
     for storage, set in pairs(s.sources) do
       local ks = {}
       for k in pairs(set) do ks[#ks + 1] = k end
-      local ka
       ka, why, code = tokens.answer(storage, ks, req)
-      if ka then
-        core.log("info", "challenge_served", { identifier = tokens.host_identifier(req.host), challenge = "http-01",
-          distributed = true })
-        return { status = 200, body = ka, headers = { ["Content-Type"] = "application/octet-stream" } }
-      end
-      if code == "method" then
-        return { status = 405, body = "405 Method Not Allowed\n", headers = { Allow = "GET, HEAD" } }
-      end
+      if ka or code == "method" then break end
     end
-    if code ~= "ENOENT" and code ~= "invalid" then
-      core.log("warn", "challenge_lookup_failed", { host = req.host, path = req.path, error = why, code = code })
-      return { status = 503, body = "503 Service Unavailable\n" }
-    end
-    return { status = 404, body = "404 Not Found\n" }
+    return tokens.http_reply(req, ka, why, code, function()
+      core.log("info", "challenge_served", { identifier = tokens.host_identifier(req.host), challenge = "http-01",
+        distributed = true })
+    end)
   end
 end
 

@@ -177,24 +177,33 @@ function M.answer(storage, issuer_keys, req)
   return chal.key_authorization
 end
 
+--- The HTTP response for what M.answer said about req (ka, or why, code):
+-- 200 with the key authorization, 405 for another method, 503 when storage
+-- could not say (logged), else 404. `served` is called on a 200.
+function M.http_reply(req, ka, why, code, served)
+  if ka then
+    if served then served() end
+    return { status = 200, body = ka, headers = { ["Content-Type"] = "application/octet-stream" } }
+  end
+  if code == "method" then return { status = 405, body = "405 Method Not Allowed\n", headers = { Allow = "GET, HEAD" } } end
+  if code ~= "ENOENT" and code ~= "invalid" then
+    core.log("warn", "challenge_lookup_failed", { host = req.host, path = req.path, error = why, code = code })
+    return { status = 503, body = "503 Service Unavailable\n" }
+  end
+  return { status = 404, body = "404 Not Found\n" }
+end
+
 --- A loop.serve handler answering challenge paths from storage; anything
 -- else is 404. log(level, event, fields) is told what was served (default core.log).
 function M.responder(storage, issuer_keys, log)
   issuer_list(issuer_keys)
   return function(req)
     local ka, why, code = M.answer(storage, issuer_keys, req)
-    if ka then
+    return M.http_reply(req, ka, why, code, function()
       local say = log or core.log
       say("info", "challenge_served", { identifier = M.host_identifier(req.host), challenge = "http-01",
         distributed = true })
-      return { status = 200, body = ka, headers = { ["Content-Type"] = "text/plain" } }
-    end
-    if code == "method" then return { status = 405, body = "405 Method Not Allowed\n", headers = { Allow = "GET, HEAD" } } end
-    if code ~= "ENOENT" and code ~= "invalid" then
-      core.log("warn", "challenge_lookup_failed", { host = req.host, path = req.path, error = why, code = code })
-      return { status = 503, body = "503 Service Unavailable\n" }
-    end
-    return { status = 404, body = "404 Not Found\n" }
+    end)
   end
 end
 
