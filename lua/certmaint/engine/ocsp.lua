@@ -103,7 +103,7 @@ function M:refresh_staple(id, now, cfg, tick, revoked)
   local current = cert.ocsp
   local issuer_pem = M.issuer_pem_of(cert.pem)
   local key = M.staple_key(cert)
-  local info, der, err, code
+  local info, der, err, code, fetched
   if issuer_pem then
     -- 1. storage: another instance (or Caddy) may have a fresher one
     local stored = self.storage:load(key)
@@ -123,13 +123,7 @@ function M:refresh_staple(id, now, cfg, tick, revoked)
         der, err, code = self.responder:ocsp(url, req, cert, issuer_pem)
         if der then info, err, code = self:verify_staple(der, cert, issuer_pem, now, cfg.skew) end
       end
-      if info then
-        local sok, serr, scode = self.storage:store(key, der)
-        if not sok then
-          log("error", "staple_store_failed", { name = name, key = key, error = serr, code = scode })
-        end
-        tick.refreshed = tick.refreshed + 1
-      end
+      fetched = info ~= nil
     end
   else
     err, code = "the chain holds no issuer certificate to verify a response with", "chain"
@@ -138,6 +132,12 @@ function M:refresh_staple(id, now, cfg, tick, revoked)
   local staple, aerr = self:attach_staple(id, cert, der, info)
   if not staple then
     return self:staple_failed(id, cert, url, current, now, "cannot attach: " .. tostring(aerr), "toobig", tick)
+  end
+  if fetched then
+    -- stored for the other instances (and Caddy) and for a restart
+    local sok, serr, scode = self.storage:store(key, der)
+    if not sok then log("error", "staple_store_failed", { name = name, key = key, error = serr, code = scode }) end
+    tick.refreshed = tick.refreshed + 1
   end
   if not current or info.this_update > current.this_update or current.der ~= der then
     log("info", "staple_updated", { name = name, status = info.status, url = url,
