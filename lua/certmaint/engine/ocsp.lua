@@ -69,7 +69,9 @@ end
 function M:verify_staple(der, cert, issuer_pem, now, skew)
   local info, err, code = core.ocsp_response_parse(der, cert.pem, issuer_pem, now, skew)
   if not info then return nil, err, code end
-  if not info.next_update then return nil, "the response has no nextUpdate", "stale" end
+  -- (its status is still what the responder says: returned fourth, so a
+  -- revocation is acted on even when it cannot be stapled)
+  if not info.next_update then return nil, "the response has no nextUpdate: it cannot be stapled", "stale", info end
   -- the core checks these too (ocsp-core); checked here as well: never store a stale answer
   if info.next_update <= now then
     return nil, "the response is stale (nextUpdate " .. rfc3339.iso(info.next_update) .. ")", "stale"
@@ -121,7 +123,12 @@ function M:refresh_staple(id, now, cfg, tick, revoked)
       req, err, code = core.ocsp_request(cert.pem, issuer_pem)
       if req then
         der, err, code = self.responder:ocsp(url, req, cert, issuer_pem)
-        if der then info, err, code = self:verify_staple(der, cert, issuer_pem, now, cfg.skew) end
+        local unstapleable
+        if der then info, err, code, unstapleable = self:verify_staple(der, cert, issuer_pem, now, cfg.skew) end
+        if unstapleable and unstapleable.status == "revoked" then
+          revoked[id] = { status = "revoked", revoked_at = unstapleable.revoked_at, reason = unstapleable.reason,
+            source = "ocsp" }
+        end
       end
       fetched = info ~= nil
     end

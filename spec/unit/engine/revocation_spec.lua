@@ -84,6 +84,22 @@ describe("revocation", function()
       revoked_at = testing.EPOCH - 60 }, seen)
   end)
 
+  it("acts on a revoked answer that has no nextUpdate, though it cannot staple it", function()
+    local e, issuer = engine {}
+    local old = e:cert("a.test")
+    e.responder:fail(true, function(_, _, cert)
+      if cert.serial ~= old.serial then return ca:ocsp(cert.pem) end -- the replacement: good
+      return core.ocsp_response_build { issuer_cert = ca.cert_pem, issuer_key = ca.key_pem, cert = cert.pem,
+        status = "revoked", this_update = clock:now(), revoked_at = clock:now() }
+    end)
+    clock:advance(4 * DAY)
+    local tick = e:tick("ocsp")
+    assert.equal(1, tick.revoked)
+    assert.equal(2, issuer.issued)
+    assert.are_not.equal(old.serial, e:cert("a.test").serial)
+    assert.equal("good", e:cert("a.test").ocsp.status)
+  end)
+
   it("keeps it when on_revoked says keep, at warn level", function()
     local e, issuer = engine { on_revoked = function() return "keep" end }
     local c = e:cert("a.test")
