@@ -116,11 +116,15 @@ describe("revocation", function()
   it("removes it from the cache when on_revoked says remove, at error level", function()
     local e, issuer = engine { on_revoked = function() return "remove" end }
     logs()
-    local tick = revoke_and_tick(e)
+    local tick, old = revoke_and_tick(e)
     assert.equal(1, tick.revoked)
     assert.is_nil(e:cert("a.test"))
     assert.equal(1, issuer.issued)
     assert.equal(1, grep(logs(), "level=error event=revoked_removed name=a.test"))
+    -- the name is still managed: the renew pass obtains a new certificate, never reloads the revoked one
+    e:tick("renew")
+    assert.equal(2, issuer.issued)
+    assert.are_not.equal(old.serial, e:cert("a.test").serial)
   end)
 
   it("falls back to the default when on_revoked fails or answers nonsense", function()
