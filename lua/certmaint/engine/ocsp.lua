@@ -111,7 +111,7 @@ function M:refresh_staple(id, now, cfg, tick, revoked)
     local stored = self.storage:load(key)
     if stored and not (current and stored == current.der) then
       local sinfo = self:verify_staple(stored, cert, issuer_pem, now, cfg.skew)
-      if sinfo and M.refresh_time(sinfo, cert.not_after) > now
+      if sinfo and sinfo.status ~= "unknown" and M.refresh_time(sinfo, cert.not_after) > now
         and (not current or sinfo.this_update > current.this_update) then
         info, der = sinfo, stored
         tick.from_storage = tick.from_storage + 1
@@ -136,6 +136,12 @@ function M:refresh_staple(id, now, cfg, tick, revoked)
     err, code = "the chain holds no issuer certificate to verify a response with", "chain"
   end
   if not info then return self:staple_failed(id, cert, url, current, now, err, code, tick) end
+  if info.status == "unknown" then
+    -- nothing to staple (a client learns nothing from it), nor to store: asked
+    -- again next pass; a responder that has not caught up with a new certificate says this
+    return self:staple_failed(id, cert, url, current, now, "the responder does not know this certificate",
+      "unknown", tick, "staple_unknown")
+  end
   local staple, aerr = self:attach_staple(id, cert, der, info)
   if not staple then
     return self:staple_failed(id, cert, url, current, now, "cannot attach: " .. tostring(aerr), "toobig", tick)
@@ -153,8 +159,6 @@ function M:refresh_staple(id, now, cfg, tick, revoked)
   end
   if info.status == "revoked" then
     revoked[id] = { status = "revoked", revoked_at = info.revoked_at, reason = info.reason, source = "ocsp" }
-  elseif info.status == "unknown" then
-    log("warn", "staple_unknown", { name = name, url = url, why = "the responder does not know this certificate" })
   elseif (not current or current.der ~= der) and self.deploy_staple then
     self:deploy_staple(id, der)
   end
@@ -162,13 +166,18 @@ end
 
 -- A failed refresh: the staple we have stays while valid; one whose
 -- nextUpdate has passed is taken off (a server must not staple it).
-function M:staple_failed(id, cert, url, current, now, err, code, tick)
+-- `event` (default staple_fetch_failed, error level): staple_unknown is
+-- logged at warn level (the responder answered; it does not know the
+-- certificate yet), except when a staple is taken off.
+function M:staple_failed(id, cert, url, current, now, err, code, tick, event)
   tick.failed = tick.failed + 1
   local fields = { name = cert.names[1] or id, url = url, error = tostring(err), code = code }
+  local level = event == "staple_unknown" and "warn" or "error"
+  event = event or "staple_fetch_failed"
   if current and current.next_update > now then
     tick.kept = tick.kept + 1
     fields.kept_until = rfc3339.iso(current.next_update)
-    log("error", "staple_fetch_failed", fields)
+    log(level, event, fields)
   elseif current then
     self.cache:set(id, { ocsp = false })
     tick.removed = tick.removed + 1
@@ -176,7 +185,7 @@ function M:staple_failed(id, cert, url, current, now, err, code, tick)
     fields.action = "no staple is served until a response is fetched"
     log("error", "staple_expired", fields)
   else
-    log("error", "staple_fetch_failed", fields)
+    log(level, event, fields)
   end
 end
 
