@@ -358,4 +358,54 @@ function M:deploy_status(primary, serial, records)
   return out
 end
 
+--- The files targets of the policy that write staples (staple = true).
+function M:staple_targets()
+  local out = {}
+  for _, t in ipairs(self:deploy_targets()) do
+    if t.files and t.files.o.staple then out[#out + 1] = t end
+  end
+  return out
+end
+
+-- Write what self.staple_pending[id] holds to every staple target, until no
+-- newer staple arrived meanwhile (one task per certificate at a time).
+function M:run_staple_deploys(id)
+  while self.staple_pending[id] ~= nil do
+    local der = self.staple_pending[id] or nil
+    self.staple_pending[id] = nil
+    local cert = self.cache:get(id)
+    if not cert then break end -- dropped from the cache meanwhile: nothing is served
+    for _, t in ipairs(self:staple_targets()) do
+      local ok, res = pcall(t.files.deploy_staple, t.files, cert, der)
+      if not ok then
+        log("error", "staple_deploy_failed", { name = cert.names[1], target = t.id, error = res })
+      end
+    end
+  end
+  self.staple_running[id] = nil
+end
+
+--- The staple of cache entry id changed to der (nil: it has none any more):
+-- write it where the policy's deploy.files targets serve the certificate
+-- (a task; a staple changing again meanwhile is written after it), or, for
+-- a certificate of ocsp.staple_files, beside its file (engine/staple_files.lua).
+-- Returns true when something was queued.
+function M:deploy_staple(id, der)
+  if self.staple_files_by_id and self.staple_files_by_id[id] then return self:write_staple_file(id, der) end
+  if not self.by_id[id] or #self:staple_targets() == 0 then return false end
+  self.staple_pending = self.staple_pending or {}
+  self.staple_running = self.staple_running or {}
+  self.staple_pending[id] = der or false
+  if self.staple_running[id] then return true end
+  self.staple_running[id] = true
+  require("certmaint.loop").spawn_named("staple:" .. self.by_id[id].primary, function()
+    local ok, err = pcall(self.run_staple_deploys, self, id)
+    if not ok then
+      self.staple_running[id] = nil
+      log("error", "staple_deploy_failed", { id = id, error = err })
+    end
+  end)
+  return true
+end
+
 return M
