@@ -56,18 +56,19 @@ hooks against the clock shifted to TIME. Changes nothing.]],
   status = [[
 usage: certmaint status POLICY [--json] [--check]
 One row per managed certificate: names, issuer, not_after, time left, renewal
-due and when, staple status, what was deployed when (DEPLOYED), last error
+due and when, staple status ("(must-staple)" after it for a certificate with
+the TLS Feature extension), what was deployed when (DEPLOYED), last error
 (renewal or deploy) and retry state. --json prints a JSON array (names,
 managed, issuer, serial, not_before, not_after, renewal_due, renewal_at, ocsp,
-last_error, attempts, next_attempt, time_left, deploy). Exit status 0.
+must_staple, last_error, attempts, next_attempt, time_left, deploy). Exit status 0.
 
 --check makes it a monitoring check (Nagios style): one line on stdout, "certmaint
 OK: ..." with exit status 0, or "certmaint WARNING: N of M certificates need
 attention: NAME WHAT; ..." with exit status 1 when a certificate is not in
 storage, expired, expires inside its guard, is past its renewal time by more
 than two renew_check_intervals, has a last error (a failed renewal, a failing
-hook), its last deploy failed, a deploy target has an older certificate, or a
-policy hook failed while status asked it. With --json as well,
+hook), its last deploy failed, a deploy target has an older certificate, it is
+Must-Staple without a valid staple, or a policy hook failed while status asked it. With --json as well,
 the JSON goes to stdout and the line to stderr.]],
   renew = [[
 usage: certmaint renew POLICY [NAME...] [--force]
@@ -314,6 +315,7 @@ function commands.status(engine, args)
   local out = {}
   for _, r in ipairs(rows) do
     local staple = r.ocsp and (r.ocsp.status .. " until " .. M.iso(r.ocsp.next_update)) or "-"
+    if r.must_staple then staple = staple .. " (must-staple)" end
     local err = r.last_error
     if err and r.attempts and r.attempts > 0 and r.next_attempt and r.next_attempt > 0 then
       err = string.format("%s (attempt %d, retry %s)", err, r.attempts, M.iso(r.next_attempt))
