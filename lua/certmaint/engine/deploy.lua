@@ -388,11 +388,13 @@ end
 --- The staple of cache entry id changed to der (nil: it has none any more):
 -- write it where the policy's deploy.files targets serve the certificate
 -- (a task; a staple changing again meanwhile is written after it), or, for
--- a certificate of ocsp.staple_files, beside its file (engine/staple_files.lua).
--- Returns true when something was queued.
+-- a certificate of ocsp.staple_files, beside its file (engine/staple_files.lua;
+-- both when the policy manages that certificate too). Returns true when a
+-- write was queued or a staple file changed.
 function M:deploy_staple(id, der)
-  if self.staple_files_by_id and self.staple_files_by_id[id] then return self:write_staple_file(id, der) end
-  if not self.by_id[id] or #self:staple_targets() == 0 then return false end
+  local beside = false
+  if self.staple_files_by_id and self.staple_files_by_id[id] then beside = self:write_staple_file(id, der) == true end
+  if not self.by_id[id] or #self:staple_targets() == 0 then return beside end
   self.staple_pending = self.staple_pending or {}
   self.staple_running = self.staple_running or {}
   self.staple_pending[id] = der or false
