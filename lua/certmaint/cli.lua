@@ -245,6 +245,15 @@ local function deploy_text(list)
 end
 M.deploy_text = deploy_text
 
+-- A status row's STAPLE cell: the staple's status and next update ("-"
+-- without one), "(must-staple)" after it for a certificate with the TLS
+-- Feature extension, whose clients refuse it unstapled.
+function M.staple_text(r)
+  local cell = r.ocsp and (r.ocsp.status .. " until " .. M.iso(r.ocsp.next_update)) or "-"
+  if r.must_staple then cell = cell .. " (must-staple)" end
+  return cell
+end
+
 -- At most this many certificates are named in --check's one line.
 local CHECK_NAMED = 5
 
@@ -314,8 +323,7 @@ function commands.status(engine, args)
   if not ok then eprint("certmaint: status: " .. tostring(rows)) return 1 end
   local out = {}
   for _, r in ipairs(rows) do
-    local staple = r.ocsp and (r.ocsp.status .. " until " .. M.iso(r.ocsp.next_update)) or "-"
-    if r.must_staple then staple = staple .. " (must-staple)" end
+    local staple = M.staple_text(r)
     local err = r.last_error
     if err and r.attempts and r.attempts > 0 and r.next_attempt and r.next_attempt > 0 then
       err = string.format("%s (attempt %d, retry %s)", err, r.attempts, M.iso(r.next_attempt))
