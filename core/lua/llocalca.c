@@ -15,7 +15,7 @@ static int l_cert_issue(lua_State *L)
 {
     static const char *const keys[] = {
         "subject_key", "csr", "names", "cn", "not_before", "not_after", "is_ca", "path_len",
-        "ocsp_signing", "issuer_cert", "issuer_key", "ocsp_url", "crl_url", "serial", NULL,
+        "ocsp_signing", "issuer_cert", "issuer_key", "ocsp_url", "crl_url", "serial", "must_staple", NULL,
     };
     static const char fn[] = "core.cert_issue";
     struct cm_issue_opts o;
@@ -40,6 +40,7 @@ static int l_cert_issue(lua_State *L)
     o.ocsp_url = cm_lua_opt_string(L, 1, fn, "ocsp_url", 0, NULL);
     o.crl_url = cm_lua_opt_string(L, 1, fn, "crl_url", 0, NULL);
     o.serial_hex = cm_lua_opt_string(L, 1, fn, "serial", 0, NULL);
+    o.must_staple = cm_lua_opt_bool(L, 1, fn, "must_staple");
     t = lua_getfield(L, 1, "path_len");
     if (t == LUA_TNIL) o.path_len = -1;
     else if (t == LUA_TNUMBER && lua_isinteger(L, -1) && lua_tointeger(L, -1) >= 0 &&

@@ -88,6 +88,8 @@ static void push_facts(lua_State *L, const struct cm_cert_facts *f)
     lua_setfield(L, -2, "crl_urls");
     lua_pushboolean(L, f->is_ca);
     lua_setfield(L, -2, "is_ca");
+    lua_pushboolean(L, f->must_staple);
+    lua_setfield(L, -2, "must_staple");
     lua_pushlstring(L, (const char *)f->der, f->der_len);
     lua_setfield(L, -2, "der");
     lua_createtable(L, (int)f->chain_count, 0);
