@@ -125,7 +125,6 @@ function M:status_rows(now, each_row)
       if id then issuer, serial, nb, na, renew_at, _, _, _, staple, this_update, next_update = cache:facts(id) end
       if issuer then
         row.issuer, row.serial, row.not_before, row.not_after, row.renewal_at = issuer, serial, nb, na, renew_at
-        row.must_staple = cache:get(id, { pem = false }).must_staple
         if staple then row.ocsp = { status = staple, this_update = this_update, next_update = next_update } end
         row.must_staple = self:is_must_staple(id, must_staple_seen)
         if row.renewal_due == nil then row.renewal_due = (core.needs_renewal(nb, na, now, ropts)) end
