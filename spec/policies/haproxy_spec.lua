@@ -42,8 +42,9 @@ describe("policies/haproxy.lua", function()
     local function staple(der)
       assert.is_true(e.engine.cache:set(c.id, { ocsp = { status = "good", this_update = now,
         next_update = now + 86400, der = der } }))
-      e:deploy_staple(c.id, der)
+      local task = require("certmaint.loop").spawn(e.engine.deploy_staple, e.engine, c.id, der)
       e:wait()
+      assert.is_true(task.done and task.ok, tostring(task.error))
     end
     staple("DER-1")
     assert.equal("DER-1", helpers.read(dir .. "/certs/example.com.pem.ocsp"))

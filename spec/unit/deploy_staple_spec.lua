@@ -176,66 +176,99 @@ describe("Engine:deploy_staple", function()
   local function engine(layout, on_renewed)
     return testing.engine(certmaint.policy {
       certificates = { "a.test", "b.test" },
-      issuer = testing.issuer { ca = ca, lifetime = "30d", ocsp_url = "http://127.0.0.1:1/ocsp" },
+      issuer = testing.issuer { ca = ca, lifetime = "30d" }, -- no OCSP URL: the specs staple by hand
       on_renewed = on_renewed or certmaint.deploy.files { dir = dir, layout = layout,
         reload = { "sh", "-c", "echo x >> " .. count } },
     }, { clock = clock })
   end
 
-  local function staple(e, name)
+  local function staple(e, name, o)
     local c = e:cert(name)
-    local der = ca:ocsp(c.pem)
+    local der = ca:ocsp(c.pem, o)
     assert.is_true(e.engine.cache:set(c.id, { ocsp = { status = "good", this_update = clock:now(),
       next_update = clock:now() + 7 * 86400, der = der } }))
     return c.id, der
   end
 
-  it("writes the staple to the policy's files target as a task, then reloads", function()
+  local function deploy_staple(e, id, der)
+    local ok, res = in_task(e.engine.deploy_staple, e.engine, id, der)
+    assert.is_true(ok, tostring(res))
+    return res
+  end
+
+  it("writes the staple to the policy's files target in the caller's task, then reloads", function()
     local e = engine("haproxy")
     local before = reloads(count)
     assert.is_true(before > 0) -- the certificates were deployed
     assert.is_nil(lfs.attributes(dir .. "/a.test.pem.ocsp"))
     local id, der = staple(e, "a.test")
-    assert.is_true(e:deploy_staple(id, der))
-    e:wait()
+    assert.is_true(deploy_staple(e, id, der))
     assert.equal(der, helpers.read(dir .. "/a.test.pem.ocsp"))
     assert.is_nil(lfs.attributes(dir .. "/b.test.pem.ocsp"))
     assert.equal(before + 1, reloads(count))
+    assert.is_false(deploy_staple(e, id, der), "the same bytes: nothing written, no reload")
+    assert.equal(before + 1, reloads(count))
   end)
 
-  it("writes the newest staple when it changes again while one is written", function()
+  it("staples arriving at once from several tasks are all written, their reloads folded", function()
     local e = engine(nil)
     local before = reloads(count)
-    local id = staple(e, "a.test")
-    local c = e:cert("a.test")
-    local first = ca:ocsp(c.pem, { this_update = clock:now() - 60 })
-    local second = ca:ocsp(c.pem, { this_update = clock:now() })
-    assert.is_true(e:deploy_staple(id, first))
-    assert.is_true(e:deploy_staple(id, second)) -- before the task ran
-    e:wait()
-    assert.equal(second, helpers.read(dir .. "/a.test/ocsp.der"))
-    assert.equal(before + 1, reloads(count)) -- the first task took the newest before writing
+    local a, da = staple(e, "a.test")
+    local b, db = staple(e, "b.test")
+    local t1 = loop.spawn(e.engine.deploy_staple, e.engine, a, da)
+    local t2 = loop.spawn(e.engine.deploy_staple, e.engine, b, db)
+    loop.run_until_idle()
+    assert.is_true(t1.done and t1.ok and t2.done and t2.ok)
+    assert.equal(da, helpers.read(dir .. "/a.test/ocsp.der"))
+    assert.equal(db, helpers.read(dir .. "/b.test/ocsp.der"))
+    local n = reloads(count) - before
+    assert.is_true(n >= 1 and n <= 2, "reloads: " .. n)
   end)
 
   it("a renewal's deploy removes the old certificate's staple file", function()
     local e = engine("haproxy")
     local id, der = staple(e, "a.test")
-    e:deploy_staple(id, der)
-    e:wait()
+    deploy_staple(e, id, der)
     assert.is_truthy(lfs.attributes(dir .. "/a.test.pem.ocsp"))
     clock:advance("25d")
     e:tick("renew")
     assert.are_not.equal(id, e:cert("a.test").id)
     assert.is_nil(lfs.attributes(dir .. "/a.test.pem.ocsp"))
     -- the old certificate's staple arriving late is not written beside the new one
-    assert.is_false(e:deploy_staple(id, der))
-    e:wait()
+    assert.is_false(deploy_staple(e, id, der))
     assert.is_nil(lfs.attributes(dir .. "/a.test.pem.ocsp"))
+  end)
+
+  it("a target that cannot be written is logged, not raised", function()
+    local logs = testing.capture_logs()
+    local e = engine(nil)
+    local id, der = staple(e, "a.test")
+    os.execute("mkdir '" .. dir .. "/a.test/ocsp.der'")
+    assert.is_false(deploy_staple(e, id, der))
+    assert.matches("event=staple_deploy_failed", table.concat(logs(), "\n"), 1, true)
+  end)
+
+  it("the OCSP pass puts each verified staple beside its certificate, and a renewal's new one too", function()
+    local e = testing.engine(certmaint.policy {
+      certificates = { "a.test" },
+      issuer = testing.issuer { ca = ca, lifetime = "30d", ocsp_url = "http://127.0.0.1:1/ocsp" },
+      on_renewed = certmaint.deploy.files { dir = dir, layout = "haproxy" },
+    }, { clock = clock })
+    local c = e:cert("a.test")
+    assert.is_truthy(c.ocsp, "the start-up OCSP pass stapled it")
+    assert.equal(c.ocsp.der, helpers.read(dir .. "/a.test.pem.ocsp"))
+    clock:advance("25d")
+    e:tick("renew")
+    assert.is_nil(lfs.attributes(dir .. "/a.test.pem.ocsp"), "the old staple left with the old certificate")
+    e:tick("ocsp")
+    local renewed = e:cert("a.test")
+    assert.are_not.equal(c.id, renewed.id)
+    assert.equal(renewed.ocsp.der, helpers.read(dir .. "/a.test.pem.ocsp"))
   end)
 
   it("does nothing without a files target (an on_renewed function of the policy's own)", function()
     local e = engine(nil, function() end)
     local id, der = staple(e, "a.test")
-    assert.is_false(e:deploy_staple(id, der))
+    assert.is_false(deploy_staple(e, id, der))
   end)
 end)

@@ -367,47 +367,30 @@ function M:staple_targets()
   return out
 end
 
--- Write what self.staple_pending[id] holds to every staple target, until no
--- newer staple arrived meanwhile (one task per certificate at a time).
-function M:run_staple_deploys(id)
-  while self.staple_pending[id] ~= nil do
-    local der = self.staple_pending[id] or nil
-    self.staple_pending[id] = nil
-    local cert = self.cache:get(id)
-    if not cert then break end -- dropped from the cache meanwhile: nothing is served
-    for _, t in ipairs(self:staple_targets()) do
-      local ok, res = pcall(t.files.deploy_staple, t.files, cert, der)
-      if not ok then
-        log("error", "staple_deploy_failed", { name = cert.names[1], target = t.id, error = res })
-      end
+--- The staple of cache entry id changed to der (nil: it has none any more):
+-- write it where the policy's deploy.files targets serve the certificate,
+-- reloading the server when the bytes changed, and, for a certificate of
+-- ocsp.staple_files, beside its file (engine/staple_files.lua; both when the
+-- policy manages that certificate too). Runs in the caller's loop task (the
+-- OCSP pass's workers), so a pass, and `once`, ends with its staples written;
+-- reloads of concurrent callers fold into one (deploy.lua). A target that
+-- fails is logged (staple_deploy_failed), never raised. Returns true when a
+-- staple file changed.
+function M:deploy_staple(id, der)
+  local changed = false
+  if self.staple_files_by_id and self.staple_files_by_id[id] then changed = self:write_staple_file(id, der) == true end
+  local targets = self.by_id[id] and self:staple_targets() or {}
+  local cert = #targets > 0 and self.cache:get(id)
+  if not cert then return changed end -- not managed, no target, or gone from the cache
+  for _, t in ipairs(targets) do
+    local ok, res = pcall(t.files.deploy_staple, t.files, cert, der)
+    if not ok then
+      log("error", "staple_deploy_failed", { name = cert.names[1], target = t.id, error = tostring(res) })
+    elseif res == "written" or res == "removed" then
+      changed = true
     end
   end
-  self.staple_running[id] = nil
-end
-
---- The staple of cache entry id changed to der (nil: it has none any more):
--- write it where the policy's deploy.files targets serve the certificate
--- (a task; a staple changing again meanwhile is written after it), or, for
--- a certificate of ocsp.staple_files, beside its file (engine/staple_files.lua;
--- both when the policy manages that certificate too). Returns true when a
--- write was queued or a staple file changed.
-function M:deploy_staple(id, der)
-  local beside = false
-  if self.staple_files_by_id and self.staple_files_by_id[id] then beside = self:write_staple_file(id, der) == true end
-  if not self.by_id[id] or #self:staple_targets() == 0 then return beside end
-  self.staple_pending = self.staple_pending or {}
-  self.staple_running = self.staple_running or {}
-  self.staple_pending[id] = der or false
-  if self.staple_running[id] then return true end
-  self.staple_running[id] = true
-  require("certmaint.loop").spawn_named("staple:" .. self.by_id[id].primary, function()
-    local ok, err = pcall(self.run_staple_deploys, self, id)
-    if not ok then
-      self.staple_running[id] = nil
-      log("error", "staple_deploy_failed", { id = id, error = err })
-    end
-  end)
-  return true
+  return changed
 end
 
 return M
