@@ -266,6 +266,23 @@ describe("Engine:deploy_staple", function()
     assert.equal(renewed.ocsp.der, helpers.read(dir .. "/a.test.pem.ocsp"))
   end)
 
+  it("a staple past its nextUpdate with the responder down leaves the server's file too", function()
+    local e = testing.engine(certmaint.policy {
+      certificates = { "a.test" },
+      issuer = testing.issuer { ca = ca, lifetime = "30d", ocsp_url = "http://127.0.0.1:1/ocsp" },
+      on_renewed = certmaint.deploy.files { dir = dir },
+    }, { clock = clock })
+    assert.is_truthy(lfs.attributes(dir .. "/a.test/ocsp.der"))
+    e.responder:fail(true, "error")
+    clock:advance("4d")
+    e:tick("ocsp")
+    assert.is_truthy(lfs.attributes(dir .. "/a.test/ocsp.der"), "kept while valid")
+    clock:advance("4d") -- past the 7-day staple's nextUpdate
+    e:tick("ocsp")
+    assert.is_nil(e:cert("a.test").ocsp)
+    assert.is_nil(lfs.attributes(dir .. "/a.test/ocsp.der"))
+  end)
+
   it("does nothing without a files target (an on_renewed function of the policy's own)", function()
     local e = engine(nil, function() end)
     local id, der = staple(e, "a.test")
