@@ -329,6 +329,7 @@ function commands.status(engine, args)
   local ok, rows = run_task(function()
     engine:load_all { keys = false }
     engine:ari_refresh(now, nil, { fetch = false })
+    engine:attach_stored_must_staples(now) -- their flag says whether the stored staple is valid
     return true, engine:status_rows(now)
   end)
   if not ok then eprint("certmaint: status: " .. tostring(rows)) return 1 end
