@@ -28,6 +28,31 @@ function M:drop_staple_file(path)
   if not self.by_id[id] then self.cache:remove(id) end
 end
 
+--- A staple file found beside a newly loaded certificate may be an older
+-- certificate's (the file was replaced) or stale: one that does not verify
+-- for this certificate now is removed, so a server never staples it with
+-- the new one. (The OCSP pass writes a fresh one.)
+function M:check_staple_beside(id, path)
+  local out = M.staple_file_path(path)
+  local der = core.read_file(out, 65536 + 1)
+  if not der or not self.verify_staple then return end
+  local cert = self.cache:get(id)
+  local issuer_pem = self.issuer_pem_of(cert.pem)
+  local ok, err
+  if issuer_pem then
+    ok, err = self:verify_staple(der, cert, issuer_pem, core.now(), (self.policy.ocsp or {}).skew or 300)
+  else
+    err = "the chain holds no issuer certificate to verify it with"
+  end
+  if ok then return end
+  local removed, rerr = core.remove(out)
+  if removed then
+    log("info", "staple_file_removed", { path = out, why = "not a valid staple of " .. path .. ": " .. tostring(err) })
+  else
+    log("error", "staple_file_write_failed", { path = out, error = rerr })
+  end
+end
+
 --- Read ocsp.staple_files into the cache, unmanaged. Returns the number of
 -- files loaded and the number that failed (each failure logged at error
 -- level with its path).
@@ -57,6 +82,7 @@ function M:load_staple_files()
         local names = self.cache:get(id, { pem = false }).names
         log("info", "staple_file_loaded", { path = path, name = names[1] or "",
           managed = self.by_id[id] and true or nil })
+        self:check_staple_beside(id, path)
       end
       loaded = loaded + 1
     end
