@@ -69,7 +69,9 @@ end
 function M:verify_staple(der, cert, issuer_pem, now, skew)
   local info, err, code = core.ocsp_response_parse(der, cert.pem, issuer_pem, now, skew)
   if not info then return nil, err, code end
-  if not info.next_update then return nil, "the response has no nextUpdate", "stale" end
+  -- (its status is still what the responder says: returned fourth, so a
+  -- revocation is acted on even when it cannot be stapled)
+  if not info.next_update then return nil, "the response has no nextUpdate: it cannot be stapled", "stale", info end
   -- the core checks these too (ocsp-core); checked here as well: never store a stale answer
   if info.next_update <= now then
     return nil, "the response is stale (nextUpdate " .. rfc3339.iso(info.next_update) .. ")", "stale"
@@ -103,7 +105,7 @@ function M:refresh_staple(id, now, cfg, tick, revoked)
   local current = cert.ocsp
   local issuer_pem = M.issuer_pem_of(cert.pem)
   local key = M.staple_key(cert)
-  local info, der, err, code
+  local info, der, err, code, fetched
   if issuer_pem then
     -- 1. storage: another instance (or Caddy) may have a fresher one
     local stored = self.storage:load(key)
@@ -121,15 +123,14 @@ function M:refresh_staple(id, now, cfg, tick, revoked)
       req, err, code = core.ocsp_request(cert.pem, issuer_pem)
       if req then
         der, err, code = self.responder:ocsp(url, req, cert, issuer_pem)
-        if der then info, err, code = self:verify_staple(der, cert, issuer_pem, now, cfg.skew) end
-      end
-      if info then
-        local sok, serr, scode = self.storage:store(key, der)
-        if not sok then
-          log("error", "staple_store_failed", { name = name, key = key, error = serr, code = scode })
+        local unstapleable
+        if der then info, err, code, unstapleable = self:verify_staple(der, cert, issuer_pem, now, cfg.skew) end
+        if unstapleable and unstapleable.status == "revoked" then
+          revoked[id] = { status = "revoked", revoked_at = unstapleable.revoked_at, reason = unstapleable.reason,
+            source = "ocsp" }
         end
-        tick.refreshed = tick.refreshed + 1
       end
+      fetched = info ~= nil
     end
   else
     err, code = "the chain holds no issuer certificate to verify a response with", "chain"
@@ -138,6 +139,12 @@ function M:refresh_staple(id, now, cfg, tick, revoked)
   local staple, aerr = self:attach_staple(id, cert, der, info)
   if not staple then
     return self:staple_failed(id, cert, url, current, now, "cannot attach: " .. tostring(aerr), "toobig", tick)
+  end
+  if fetched then
+    -- stored for the other instances (and Caddy) and for a restart
+    local sok, serr, scode = self.storage:store(key, der)
+    if not sok then log("error", "staple_store_failed", { name = name, key = key, error = serr, code = scode }) end
+    tick.refreshed = tick.refreshed + 1
   end
   if not current or info.this_update > current.this_update or current.der ~= der then
     log("info", "staple_updated", { name = name, status = info.status, url = url,
@@ -234,8 +241,6 @@ function M:ocsp_pass()
       end
     end
     self:finish_collector(collector)
-    tick.replaced = (jobs_tick.renewed or 0) + (jobs_tick.reloaded or 0)
-    tick.replace_failed = jobs_tick.failed or 0
     -- the replacements are stapled in this pass, not an interval later
     local seen, fresh = {}, {}
     for _, id in ipairs(ids) do seen[id] = true end
@@ -245,13 +250,17 @@ function M:ocsp_pass()
     if #fresh > 0 then
       tick.due = tick.due + #fresh
       local again = self:refresh_staples(fresh, now, cfg, tick)
-      for _, id in ipairs(fresh) do -- a replacement revoked already: handled too, not waited for
+      collector = self:open_collector(jobs_tick)
+      for _, id in ipairs(fresh) do -- a replacement revoked already (the CA revoked it too): handled as well
         if again[id] then
           tick.revoked = tick.revoked + 1
-          self:handle_revoked(id, again[id])
+          self:handle_revoked(id, again[id], collector)
         end
       end
+      self:finish_collector(collector)
     end
+    tick.replaced = (jobs_tick.renewed or 0) + (jobs_tick.reloaded or 0)
+    tick.replace_failed = jobs_tick.failed or 0
   end
   if self.crl_pass then self:crl_pass(now, tick) end
   if self.must_staple_check then self:must_staple_check(now, tick) end
