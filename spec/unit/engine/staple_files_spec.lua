@@ -122,6 +122,21 @@ describe("ocsp.staple_files", function()
     assert.equal(staple, helpers.read(path .. ".ocsp"))
   end)
 
+  it("two files holding one certificate both get the staple; dropping one keeps the other", function()
+    local path, issued = chain_file("other.test")
+    local copy = dir .. "/copy.pem"
+    write(copy, issued.cert_pem)
+    local e = engine { path, copy }
+    local id = e.engine.cache:lookup("other.test")
+    local der = e.engine.cache:get(id).ocsp.der
+    assert.equal(der, helpers.read(path .. ".ocsp"))
+    assert.equal(der, helpers.read(copy .. ".ocsp"))
+    e.engine.policy.ocsp.staple_files = { copy }
+    e:load_staple_files()
+    assert.is_truthy(e.engine.cache:get(id), "still stapled for the file that stays")
+    assert.is_false(e:write_staple_file(id, der))
+  end)
+
   it("a missing or unparseable file is an error naming it; the others are stapled", function()
     local good = chain_file("other.test")
     local junk = dir .. "/junk.pem"
