@@ -41,7 +41,8 @@ M.iso = rfc3339.iso
 
 local function log(level, event, fields) core.log(level, event, fields or {}) end
 
-for _, part in ipairs { "load", "renew", "retry", "clean", "ocsp", "revocation", "status", "deploy", "attention", "ari" } do
+for _, part in ipairs { "load", "renew", "retry", "clean", "ocsp", "revocation", "status", "deploy", "attention", "ari",
+  "crl", "staple_files", "must_staple" } do
   for name, fn in pairs(require("certmaint.engine." .. part)) do
     if Engine[name] then error("engine: method " .. name .. " defined twice (engine/" .. part .. ".lua)") end
     Engine[name] = fn
