@@ -64,6 +64,7 @@ struct entry {
     uint32_t staple_len, attempts;
     uint16_t nnames, nocsp, ncrl;
     uint8_t staple_status;
+    uint8_t fixed_flags; /* CM_CACHE_MUST_STAPLE, CM_CACHE_CRL_ONLY: facts of the certificate */
 };
 
 struct cm_cache {
@@ -489,6 +490,8 @@ static int build_entry(const struct cm_cert_facts *f, struct built *out, struct 
     out->e.nnames = (uint16_t)nkeep;
     out->e.nocsp = (uint16_t)f->ocsp_urls.count;
     out->e.ncrl = (uint16_t)f->crl_urls.count;
+    out->e.fixed_flags = (uint8_t)((f->must_staple ? CM_CACHE_MUST_STAPLE : 0) |
+                                   (f->crl_urls.count && !f->ocsp_urls.count ? CM_CACHE_CRL_ONLY : 0));
     out->e.not_before = f->not_before;
     out->e.not_after = f->not_after;
     out->e.renew_at = (double)f->not_after;
@@ -561,7 +564,7 @@ static int insert_built(struct cm_cache *c, struct built *b, uint32_t *slot,
     s = c->n++;
     c->ent[s] = b->e;
     b->e.blob = NULL; /* owned by the cache now */
-    c->flags[s] = 0;
+    c->flags[s] = c->ent[s].fixed_flags;
     id_put(c->idt, c->id_mask, id_tag(c->ent[s].sha256), s);
     for (k = 0; k < c->ent[s].nnames; k++) {
         uint32_t len;
@@ -1444,7 +1447,7 @@ static int idbuf_push(struct idbuf *b, const struct cm_cache *c, uint32_t slot)
     return CM_OK;
 }
 
-enum scan_kind { SCAN_DUE, SCAN_STAPLES, SCAN_EXPIRED, SCAN_IDS };
+enum scan_kind { SCAN_DUE, SCAN_STAPLES, SCAN_CRL, SCAN_EXPIRED, SCAN_IDS };
 
 /* One linear pass over the hot arrays for kind; each kind's loop reads only
  * the one or two arrays it needs. */
@@ -1475,6 +1478,12 @@ static int scan(struct cm_cache *c, enum scan_kind kind, double now, double grac
     case SCAN_STAPLES: {
         const double *st = c->staple_at, *na = c->not_after;
         SCAN_LOOP(st[i] <= now && na[i] > now)
+        break;
+    }
+    case SCAN_CRL: {
+        const uint8_t *fl = c->flags;
+        const double *na = c->not_after;
+        SCAN_LOOP((fl[i] & CM_CACHE_CRL_ONLY) && na[i] > now)
         break;
     }
     case SCAN_EXPIRED: {
@@ -1508,6 +1517,12 @@ int cm_cache_scan_staples(struct cm_cache *c, double now, size_t limit,
                           struct cm_cache_id **ids, size_t *count, struct cm_result *res)
 {
     return scan(c, SCAN_STAPLES, now, 0, -1, limit, ids, count, res);
+}
+
+int cm_cache_scan_crl(struct cm_cache *c, double now, size_t limit,
+                      struct cm_cache_id **ids, size_t *count, struct cm_result *res)
+{
+    return scan(c, SCAN_CRL, now, 0, -1, limit, ids, count, res);
 }
 
 int cm_cache_scan_expired(struct cm_cache *c, double now, double grace, size_t limit,

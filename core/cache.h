@@ -47,6 +47,8 @@ struct cm_cache_id {
 #define CM_CACHE_MANAGED 0x01u   /* the daemon renews it */
 #define CM_CACHE_ON_DEMAND 0x02u /* obtained on demand (dropped if renewal fails) */
 #define CM_CACHE_HAS_STAPLE 0x04u
+#define CM_CACHE_MUST_STAPLE 0x08u /* TLS Feature status_request (cm_cert_facts.must_staple) */
+#define CM_CACHE_CRL_ONLY 0x10u    /* names a CRL distribution point and no OCSP responder */
 
 /* Bounds on what one entry may carry; larger input fails with "toobig". */
 #define CM_CACHE_MAX_LIST 4096              /* names, OCSP URLs or CRL URLs */
@@ -94,7 +96,7 @@ struct cm_cache_update {
  * All pointers point into memory the struct owns. */
 struct cm_cache_cert {
     struct cm_cache_id id;
-    unsigned flags; /* CM_CACHE_MANAGED | CM_CACHE_ON_DEMAND | CM_CACHE_HAS_STAPLE */
+    unsigned flags; /* CM_CACHE_MANAGED | ON_DEMAND | HAS_STAPLE | MUST_STAPLE | CRL_ONLY */
     int64_t not_before, not_after;
     double renew_at, next_attempt;
     unsigned attempts;
@@ -294,6 +296,8 @@ int cm_cache_find(struct cm_cache *c, const char *name, size_t len,
  * due:     managed, renew_at <= now and next_attempt <= now.
  * staples: names an OCSP responder, not expired (not_after > now), and has no
  *          staple or its staple's refresh_at <= now.
+ * crl:     not expired (not_after > now), names a CRL distribution point and
+ *          no OCSP responder (the CRL is the fallback where none is named).
  * expired: not_after + grace <= now.
  * ids:     every entry; managed = 1 or 0 keeps only managed / unmanaged ones,
  *          -1 keeps all. */
@@ -301,6 +305,8 @@ int cm_cache_scan_due(struct cm_cache *c, double now, size_t limit,
                       struct cm_cache_id **ids, size_t *count, struct cm_result *res);
 int cm_cache_scan_staples(struct cm_cache *c, double now, size_t limit,
                           struct cm_cache_id **ids, size_t *count, struct cm_result *res);
+int cm_cache_scan_crl(struct cm_cache *c, double now, size_t limit,
+                      struct cm_cache_id **ids, size_t *count, struct cm_result *res);
 int cm_cache_scan_expired(struct cm_cache *c, double now, double grace, size_t limit,
                           struct cm_cache_id **ids, size_t *count, struct cm_result *res);
 int cm_cache_ids(struct cm_cache *c, int managed, struct cm_cache_id **ids,

@@ -204,6 +204,26 @@ out:
     return ret;
 }
 
+/* RFC 7633 TLS Feature { status_request (5) }: Must-Staple. */
+static int add_must_staple(X509 *x, struct cm_result *res)
+{
+    TLS_FEATURE *tlsf = NULL;
+    ASN1_INTEGER *status_request = NULL;
+    int ret = CM_ERR;
+
+    if (!(tlsf = sk_ASN1_INTEGER_new_null()) || !(status_request = ASN1_INTEGER_new()) ||
+        ASN1_INTEGER_set(status_request, 5) != 1 || !sk_ASN1_INTEGER_push(tlsf, status_request)) {
+        ret = cm_fail_ssl(res, "crypto", "building the TLS Feature extension failed");
+        goto out;
+    }
+    status_request = NULL; /* the stack's now */
+    ret = add_ext(x, NID_tlsfeature, tlsf, 0, res);
+out:
+    ASN1_INTEGER_free(status_request); status_request = NULL;
+    sk_ASN1_INTEGER_pop_free(tlsf, ASN1_INTEGER_free); tlsf = NULL;
+    return ret;
+}
+
 int cm_cert_issue(const struct cm_issue_opts *o, char **cert_pem, char **serial_hex,
                   struct cm_result *res)
 {
@@ -300,6 +320,7 @@ int cm_cert_issue(const struct cm_issue_opts *o, char **cert_pem, char **serial_
         if (add_ext(x, NID_subject_alt_name, san, cn == NULL, res) != CM_OK) goto out;
     }
     if (add_urls(x, o, res) != CM_OK) goto out;
+    if (o->must_staple && add_must_staple(x, res) != CM_OK) goto out;
 
     if (X509_sign(x, issuer_key, EVP_sha256()) <= 0) goto crypto;
     if (!(bio = BIO_new(BIO_s_mem())) || PEM_write_bio_X509(bio, x) != 1 ||

@@ -35,13 +35,15 @@ struct cm_issue_opts {
     const char *issuer_key;    /* issuer private key PEM (required) */
     const char *ocsp_url;      /* AIA OCSP responder, optional */
     const char *crl_url;       /* CRL distribution point, optional */
+    int must_staple;           /* TLS Feature status_request (RFC 7633 Must-Staple) */
     const char *serial_hex;    /* serial as hex, optional; default 128 random bits, positive */
 };
 
 /* Issue an X.509 v3 certificate signed (SHA-256) by the issuer key:
  * basicConstraints (critical), keyUsage (critical; CA: keyCertSign|cRLSign,
  * leaf: digitalSignature, +keyEncipherment for RSA keys), EKU serverAuth +
- * clientAuth for leaves, SKI, AKI, SAN, and AIA/CDP when URLs are given.  For
+ * clientAuth for leaves, SKI, AKI, SAN, AIA/CDP when URLs are given, and
+ * the TLS Feature extension listing status_request with must_staple.  For
  * a self-signed certificate the subject key defaults to the issuer key and
  * must equal it.  *cert_pem and *serial_hex (lower-case, as
  * cm_cert_facts.serial_hex) are malloc'd for the caller.  Fails with

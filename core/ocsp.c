@@ -171,9 +171,27 @@ out:
     return ret;
 }
 
+/* The response is current at now: not issued in the future beyond skew,
+ * not past its nextUpdate (a response without one is never stale). */
+static int check_times(const struct cm_ocsp_info *info, int64_t now, int64_t skew,
+                       struct cm_result *res)
+{
+    if (info->this_update > now + skew)
+        return cm_fail(res, "notyet",
+                       "OCSP response thisUpdate %lld is %lld s after now (%lld), more than the "
+                       "%lld s skew allowed",
+                       (long long)info->this_update, (long long)(info->this_update - now),
+                       (long long)now, (long long)skew);
+    if (info->next_update && info->next_update <= now)
+        return cm_fail(res, "stale", "OCSP response is stale: nextUpdate %lld is %lld s before now",
+                       (long long)info->next_update, (long long)(now - info->next_update));
+    return CM_OK;
+}
+
 int cm_ocsp_response_parse(const unsigned char *der, size_t der_len, const char *cert_data,
                            size_t cert_len, const char *issuer_data, size_t issuer_len,
-                           int64_t now, struct cm_ocsp_info *out, struct cm_result *res)
+                           int64_t now, int64_t skew, struct cm_ocsp_info *out,
+                           struct cm_result *res)
 {
     OCSP_RESPONSE *resp = NULL;
     OCSP_BASICRESP *bs = NULL;
@@ -215,6 +233,7 @@ int cm_ocsp_response_parse(const unsigned char *der, size_t der_len, const char 
         goto out;
     }
     if (single_info(bs, single, &info, res) != CM_OK) goto out;
+    if (now > 0 && check_times(&info, now, skew < 0 ? 0 : skew, res) != CM_OK) goto out;
     ERR_clear_error();
     *out = info;
     ret = CM_OK;
@@ -228,5 +247,45 @@ out:
     X509_free(cert); cert = NULL;
     OCSP_BASICRESP_free(bs); bs = NULL;
     OCSP_RESPONSE_free(resp); resp = NULL;
+    return ret;
+}
+
+int cm_ocsp_request_build(const char *cert_data, size_t cert_len, const char *issuer_data,
+                          size_t issuer_len, unsigned char **der, size_t *der_len,
+                          struct cm_result *res)
+{
+    X509 *cert = NULL, *issuer = NULL;
+    OCSP_REQUEST *req = NULL;
+    OCSP_CERTID *id = NULL;
+    unsigned char *buf = NULL;
+    int n, ret = CM_ERR;
+
+    *der = NULL;
+    *der_len = 0;
+    if (!(cert = cm_ssl_load_cert(cert_data, cert_len, "certificate", res))) goto out;
+    if (!(issuer = cm_ssl_load_cert(issuer_data, issuer_len, "issuer certificate", res)))
+        goto out;
+    if (!(req = OCSP_REQUEST_new())) goto crypto;
+    if (!(id = OCSP_cert_to_id(EVP_sha1(), cert, issuer))) goto crypto;
+    if (!OCSP_request_add0_id(req, id)) goto crypto;
+    id = NULL; /* the request owns it now */
+    if ((n = i2d_OCSP_REQUEST(req, &buf)) <= 0) goto crypto;
+    if (!(*der = malloc((size_t)n))) {
+        ret = cm_fail(res, "ENOMEM", "out of memory for the OCSP request");
+        goto out;
+    }
+    memcpy(*der, buf, (size_t)n);
+    *der_len = (size_t)n;
+    ret = CM_OK;
+    goto out;
+crypto:
+    ret = cm_fail_ssl(res, "crypto", "building the OCSP request failed");
+out:
+    ERR_clear_error();
+    OPENSSL_free(buf); buf = NULL;
+    OCSP_CERTID_free(id); id = NULL;
+    OCSP_REQUEST_free(req); req = NULL;
+    X509_free(issuer); issuer = NULL;
+    X509_free(cert); cert = NULL;
     return ret;
 }

@@ -5,8 +5,10 @@
  * response is untrusted until its signature verifies against the issuer we
  * already hold (directly, or through a delegated responder certificate that
  * the issuer signed and that carries the OCSPSigning EKU) and its CertID
- * names our certificate.  Freshness (thisUpdate/nextUpdate against now) is a
- * policy decision and left to the caller: the times are returned.
+ * names our certificate.  Given `now`, it must also be current: thisUpdate
+ * not in the future (beyond a clock skew) and nextUpdate not passed.  When
+ * to refresh a current response is the caller's decision: the times are
+ * returned.  Requests (cm_ocsp_request_build) are what the OCSP pass sends.
  *
  * Certificate inputs are PEM (first certificate used) or DER, with lengths.
  */
@@ -33,18 +35,34 @@ struct cm_ocsp_info {
     int reason;            /* CRLReason when revoked and given, else -1 */
 };
 
+/* Clock skew allowed on a thisUpdate in the future, when the caller names none. */
+#define CM_OCSP_DEFAULT_SKEW 300
+
 /* Parse an OCSPResponse (DER) and check it is a successful response, signed
  * by the issuer or by a responder the issuer delegated to (OCSPSigning EKU),
- * with a SingleResponse for cert under any CertID hash.  `now` (Unix seconds)
- * is the time at which a delegated responder certificate must be valid; 0
- * skips that time check.  Fills *out.  Fails with "toobig", "parse" (not an
- * OCSP response, or cert/issuer unreadable), "ocsp:<responseStatus>" (e.g.
- * "ocsp:tryLater": the responder answered but with no response),
- * "verify" (signature or responder not trusted), "mismatch" (the response is
- * not about cert). */
+ * with a SingleResponse for cert under any CertID hash.  `now` (Unix seconds,
+ * > 0) is the time at which a delegated responder certificate must be valid
+ * and against which the response must be current: thisUpdate > now + skew
+ * fails with "notyet", a nextUpdate at or before now with "stale"; 0 skips
+ * every time check.  Fills *out only when every check passed.  Fails with
+ * "toobig", "parse" (not an OCSP response, or cert/issuer unreadable),
+ * "ocsp:<responseStatus>" (e.g. "ocsp:tryLater": the responder answered but
+ * with no response), "verify" (signature or responder not trusted),
+ * "mismatch" (the response is not about cert), "notyet", "stale"; *out is
+ * then zeroed. */
 int cm_ocsp_response_parse(const unsigned char *der, size_t der_len, const char *cert,
                            size_t cert_len, const char *issuer, size_t issuer_len, int64_t now,
-                           struct cm_ocsp_info *out, struct cm_result *res);
+                           int64_t skew, struct cm_ocsp_info *out, struct cm_result *res);
+
+/* Build the DER OCSPRequest asking about cert (PEM, first certificate, or
+ * DER) issued by issuer (the same forms): one Request with a SHA-1 CertID,
+ * as RFC 5019 (the lightweight profile every public responder serves)
+ * prescribes, no nonce (so responders may answer from cache), no signature.
+ * *der (*der_len bytes) is malloc'd for the caller.  Fails with "parse" /
+ * "toobig" (a certificate unreadable), "crypto"; *der is then NULL. */
+int cm_ocsp_request_build(const char *cert, size_t cert_len, const char *issuer,
+                          size_t issuer_len, unsigned char **der, size_t *der_len,
+                          struct cm_result *res);
 
 /* Read what a successful OCSPResponse says (its first SingleResponse)
  * WITHOUT verifying its signature or whom it is about: for deciding whether a

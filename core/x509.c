@@ -335,6 +335,19 @@ out:
     return ret;
 }
 
+/* RFC 7633 Must-Staple: the TLS Feature extension (1.3.6.1.5.5.7.1.24)
+ * lists status_request (5).  A malformed or repeated extension counts as
+ * absent, as X509V3_get_d2i treats it (and as the DER fast path agrees). */
+static int must_staple(const CM_TBS *tbs)
+{
+    TLS_FEATURE *tlsf = X509V3_get_d2i(tbs->extensions, NID_tlsfeature, NULL, NULL);
+    int i, found = 0;
+    for (i = 0; tlsf && !found && i < sk_ASN1_INTEGER_num(tlsf); i++)
+        found = ASN1_INTEGER_get(sk_ASN1_INTEGER_value(tlsf, i)) == 5;
+    sk_ASN1_INTEGER_pop_free(tlsf, ASN1_INTEGER_free);
+    return found;
+}
+
 /* Fill everything but der/chain_der from the decoded leaf. */
 static int facts_from_leaf(const CM_TBS *tbs, struct cm_cert_facts *f, struct cm_result *res)
 {
@@ -355,6 +368,7 @@ static int facts_from_leaf(const CM_TBS *tbs, struct cm_cert_facts *f, struct cm
     if (urls_from_cert(tbs, f) != CM_OK) goto oom;
     bc = X509V3_get_d2i(tbs->extensions, NID_basic_constraints, NULL, NULL);
     f->is_ca = bc && bc->ca;
+    f->must_staple = must_staple(tbs);
     /* A malformed optional extension makes X509V3_get_d2i return NULL and
      * queue an error; we treat it as absent, so do not leak it to the next
      * caller's cm_fail_ssl. */

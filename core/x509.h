@@ -35,6 +35,7 @@ struct cm_cert_facts {
     struct cm_strlist ocsp_urls;       /* AIA OCSP responders */
     struct cm_strlist crl_urls;        /* CRL distribution points (URIs) */
     int is_ca;                         /* basicConstraints CA:TRUE */
+    int must_staple;                   /* TLS Feature (RFC 7633) lists status_request (5) */
     unsigned char *der;                /* leaf DER */
     size_t der_len;
     unsigned char *chain_der;          /* the rest of the chain, DER certificates back to back */

@@ -88,6 +88,7 @@ static const unsigned char OID_SAN[] = {0x55, 0x1d, 0x11};
 static const unsigned char OID_BASIC_CONSTRAINTS[] = {0x55, 0x1d, 0x13};
 static const unsigned char OID_CRL_DP[] = {0x55, 0x1d, 0x1f};
 static const unsigned char OID_AIA[] = {0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x01, 0x01};
+static const unsigned char OID_TLS_FEATURE[] = {0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x01, 0x18};
 static const unsigned char OID_AD_OCSP[] = {0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01};
 
 /* ------------------------------------------------------------------------ */
@@ -336,8 +337,8 @@ static char *name_text(const struct ava *avas, size_t n)
 /* The extensions the facts come from; each at most once (OpenSSL's
  * X509V3_get_d2i treats a duplicate as absent: declined). */
 struct exts {
-    struct cm_der_elem san, aia, crl_dp, basic;
-    int has_san, has_aia, has_crl_dp, has_basic;
+    struct cm_der_elem san, aia, crl_dp, basic, tls_feature;
+    int has_san, has_aia, has_crl_dp, has_basic, has_tls_feature;
 };
 
 static int take_ext(struct cm_der_elem *slot, int *has, const struct cm_der_elem *value)
@@ -371,6 +372,8 @@ static int read_extensions(const struct cm_der_elem *seq, struct exts *x)
             rc = take_ext(&x->crl_dp, &x->has_crl_dp, &value);
         else if (oid_is(&oid, OID_BASIC_CONSTRAINTS, sizeof OID_BASIC_CONSTRAINTS))
             rc = take_ext(&x->basic, &x->has_basic, &value);
+        else if (oid_is(&oid, OID_TLS_FEATURE, sizeof OID_TLS_FEATURE))
+            rc = take_ext(&x->tls_feature, &x->has_tls_feature, &value);
         if (rc != CM_OK) return rc;
     }
     return CM_OK;
@@ -517,6 +520,21 @@ static int basic_is_ca(const struct cm_der_elem *value, int *is_ca)
     return cm_der_done(&in) ? CM_OK : DECLINE;
 }
 
+/* Features ::= SEQUENCE OF INTEGER (RFC 7633); *must_staple when one is
+ * status_request (5).  Any other shape is declined (OpenSSL then decides:
+ * it reads a malformed extension as absent). */
+static int tls_feature_must_staple(const struct cm_der_elem *value, int *must_staple)
+{
+    struct cm_der in;
+    struct cm_der_elem e;
+    if (ext_sequence(value, &in) != CM_OK) return DECLINE;
+    while (!cm_der_done(&in)) {
+        if (read_integer(&in, &e) != CM_OK) return DECLINE;
+        if (e.len == 1 && e.body[0] == 5) *must_staple = 1;
+    }
+    return CM_OK;
+}
+
 /* ------------------------------------------------------------------------ */
 /* the leaf                                                                 */
 
@@ -581,7 +599,9 @@ int cm_x509_der_leaf(const unsigned char *der, size_t len, size_t *used,
     if ((x.has_san && (rc = san_names(&x.san, &f.names)) != CM_OK) ||
         (x.has_aia && (rc = aia_ocsp(&x.aia, &f.ocsp_urls)) != CM_OK) ||
         (x.has_crl_dp && (rc = crl_urls(&x.crl_dp, &f.crl_urls)) != CM_OK) ||
-        (x.has_basic && (rc = basic_is_ca(&x.basic, &f.is_ca)) != CM_OK))
+        (x.has_basic && (rc = basic_is_ca(&x.basic, &f.is_ca)) != CM_OK) ||
+        (x.has_tls_feature &&
+         (rc = tls_feature_must_staple(&x.tls_feature, &f.must_staple)) != CM_OK))
         goto out;
     if (f.names.count == 0) { /* no usable SAN: the subject's last CN */
         for (i = 0; i < n_subject; i++)
@@ -603,6 +623,7 @@ int cm_x509_der_leaf(const unsigned char *der, size_t len, size_t *used,
     out->ocsp_urls = f.ocsp_urls;
     out->crl_urls = f.crl_urls;
     out->is_ca = f.is_ca;
+    out->must_staple = f.must_staple;
     memset(&f, 0, sizeof f);
     rc = CM_OK;
 out:

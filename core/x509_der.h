@@ -20,8 +20,8 @@
 #define CM_X509_DECLINED 1
 
 /* The facts of the leaf certificate at the start of der[0..len): not_before,
- * not_after, serial_hex, issuer, subject, names, ocsp_urls, crl_urls, is_ca
- * (not sha256, der or the chain: those fields are left as they are) into
+ * not_after, serial_hex, issuer, subject, names, ocsp_urls, crl_urls, is_ca,
+ * must_staple (not sha256, der or the chain: those fields are left as they are) into
  * *f, where they must be zero; *used gets the certificate's length.  CM_OK, CM_X509_DECLINED (*f untouched) or
  * CM_ERR (out of memory, *f untouched). */
 int cm_x509_der_leaf(const unsigned char *der, size_t len, size_t *used,

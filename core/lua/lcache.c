@@ -262,6 +262,8 @@ static int l_get(lua_State *L)
     lua_setfield(L, -2, "managed");
     lua_pushboolean(L, (v.flags & CM_CACHE_ON_DEMAND) != 0);
     lua_setfield(L, -2, "on_demand");
+    lua_pushboolean(L, (v.flags & CM_CACHE_MUST_STAPLE) != 0);
+    lua_setfield(L, -2, "must_staple");
     lua_pushstring(L, v.issuer);
     lua_setfield(L, -2, "issuer");
     lua_pushstring(L, v.subject);
@@ -1003,6 +1005,7 @@ static void text_value(lua_State *L, struct text *t, int idx, int indent, const 
 /* The fields a status row takes from the cache, in key order. */
 enum status_field {
     SF_ISSUER,
+    SF_MUST_STAPLE,
     SF_NOT_AFTER,
     SF_NOT_BEFORE,
     SF_OCSP,
@@ -1015,7 +1018,8 @@ enum status_field {
 };
 
 static const char *const STATUS_FIELD_NAMES[SF_COUNT] = {
-    "issuer", "not_after", "not_before", "ocsp", "renewal_at", "renewal_due", "serial", "time_left",
+    "issuer",      "must_staple", "not_after", "not_before", "ocsp",
+    "renewal_at",  "renewal_due", "serial",    "time_left",
 };
 
 #define STATUS_MAX_FIELDS 64
@@ -1051,6 +1055,10 @@ static void text_cache_field(lua_State *L, struct text *t, enum status_field f,
     switch (f) {
     case SF_ISSUER:
         text_string(L, t, v->issuer, strlen(v->issuer), at);
+        break;
+    case SF_MUST_STAPLE:
+        if (v->flags & CM_CACHE_MUST_STAPLE) TEXT_LIT(L, t, "true");
+        else TEXT_LIT(L, t, "false");
         break;
     case SF_NOT_AFTER:
         text_time(L, t, (double)v->not_after);
@@ -1092,8 +1100,8 @@ static void text_cache_field(lua_State *L, struct text *t, enum status_field f,
  * each a pretty JSON object as core.json_encode{pretty = true} writes it
  * inside an array ("  {\n    \"attempts\": 0,\n ...  }"), joined by ",\n",
  * with no brackets (the caller writes many batches as one array).  A row has
- * the cache's fields of its certificate -- issuer, not_after, not_before,
- * ocsp, renewal_at (null for never), serial, time_left (from opts.now), and
+ * the cache's fields of its certificate -- issuer, must_staple, not_after,
+ * not_before, ocsp, renewal_at (null for never), serial, time_left (from opts.now), and
  * with opts.renew (the rule's options) renewal_due by the default rule -- all
  * null (renewal_due false) without one, and the caller's fields: fields[name]
  * is a list holding row i's value at [i], written as json_encode would (nil:
@@ -1431,6 +1439,18 @@ static int l_staples_due(lua_State *L)
     return push_ids(L, g, n);
 }
 
+static int l_crl_due(lua_State *L)
+{
+    struct lcache *lc = check_open(L);
+    double now = luaL_checknumber(L, 2);
+    size_t limit = opt_limit(L, 3), n = 0;
+    struct cm_result res;
+    struct guard *g = guard_push(L);
+    if (cm_cache_scan_crl(lc->c, now, limit, &g->ids, &n, &res) != CM_OK)
+        return cm_lua_fail(L, &res);
+    return push_ids(L, g, n);
+}
+
 static int l_expired(lua_State *L)
 {
     struct lcache *lc = check_open(L);
@@ -1497,6 +1517,7 @@ int cm_lua_open_cache(lua_State *L)
         {"set", l_set},
         {"due", l_due},
         {"staples_due", l_staples_due},
+        {"crl_due", l_crl_due},
         {"expired", l_expired},
         {"ids", l_ids},
         {"count", l_count},

@@ -228,7 +228,7 @@ int luaopen_certmaint_core(lua_State *L)
         cm_lua_open_loop,    cm_lua_open_fs,    cm_lua_open_name,
         cm_lua_open_json,    cm_lua_open_crypto,
         cm_lua_open_renewal, cm_lua_open_watch, cm_lua_open_pattern,
-        cm_lua_open_jws,     cm_lua_open_tlsalpn,
+        cm_lua_open_jws,     cm_lua_open_tlsalpn, cm_lua_open_crl,
     };
     size_t i;
     lua_newtable(L);

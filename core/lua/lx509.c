@@ -1,6 +1,6 @@
 /* lx509.c - certificates, CSRs and OCSP checks for Lua (the core's x509.h
  * and ocsp.h): core.cert_parse, core.cert_parse_der, core.chain_pem,
- * core.csr_create, core.csr_parse, core.ocsp_response_parse,
+ * core.csr_create, core.csr_parse, core.ocsp_request, core.ocsp_response_parse,
  * core.ocsp_response_peek.  Keys are in lkey.c, the local CA in llocalca.c;
  * the three share the box of lx509.h, whose metatable is made here. */
 #include "lcore.h"
@@ -88,6 +88,8 @@ static void push_facts(lua_State *L, const struct cm_cert_facts *f)
     lua_setfield(L, -2, "crl_urls");
     lua_pushboolean(L, f->is_ca);
     lua_setfield(L, -2, "is_ca");
+    lua_pushboolean(L, f->must_staple);
+    lua_setfield(L, -2, "must_staple");
     lua_pushlstring(L, (const char *)f->der, f->der_len);
     lua_setfield(L, -2, "der");
     lua_createtable(L, (int)f->chain_count, 0);
@@ -223,19 +225,48 @@ static void push_ocsp_info(lua_State *L, const struct cm_ocsp_info *info)
     }
 }
 
-/* core.ocsp_response_parse(der, cert, issuer [, now]) -> info | nil, err, code */
+/* Argument arg as integer seconds (floored), def when absent; raises unless
+ * finite and within +-1e15 (a time or a duration). */
+static int64_t opt_seconds(lua_State *L, int arg, int64_t def)
+{
+    lua_Number n;
+    if (lua_isnoneornil(L, arg)) return def;
+    n = luaL_checknumber(L, arg);
+    luaL_argcheck(L, n > -1e15 && n < 1e15, arg, "out of range");
+    return (int64_t)floor(n);
+}
+
+/* core.ocsp_request(cert, issuer) -> der | nil, err, code */
+static int l_ocsp_request(lua_State *L)
+{
+    size_t cl, il, der_len = 0;
+    const char *cert = luaL_checklstring(L, 1, &cl);
+    const char *issuer = luaL_checklstring(L, 2, &il);
+    struct cm_lua_x509_box *b = cm_lua_x509_box_new(L);
+    struct cm_result res;
+
+    if (cm_ocsp_request_build(cert, cl, issuer, il, &b->bin, &der_len, &res) != CM_OK)
+        return cm_lua_fail(L, &res);
+    lua_pushlstring(L, (const char *)b->bin, der_len);
+    cm_lua_x509_box_release(b);
+    return 1;
+}
+
+/* core.ocsp_response_parse(der, cert, issuer [, now [, skew]]) -> info | nil, err, code */
 static int l_ocsp_response_parse(lua_State *L)
 {
     size_t dl, cl, il;
     const char *der = luaL_checklstring(L, 1, &dl);
     const char *cert = luaL_checklstring(L, 2, &cl);
     const char *issuer = luaL_checklstring(L, 3, &il);
-    int64_t now = (int64_t)floor(luaL_optnumber(L, 4, 0));
+    int64_t now = opt_seconds(L, 4, 0);
+    int64_t skew = opt_seconds(L, 5, CM_OCSP_DEFAULT_SKEW);
     struct cm_ocsp_info info;
     struct cm_result res;
 
-    if (cm_ocsp_response_parse((const unsigned char *)der, dl, cert, cl, issuer, il, now, &info,
-                               &res) != CM_OK)
+    luaL_argcheck(L, skew >= 0, 5, "skew must not be negative");
+    if (cm_ocsp_response_parse((const unsigned char *)der, dl, cert, cl, issuer, il, now, skew,
+                               &info, &res) != CM_OK)
         return cm_lua_fail(L, &res);
     push_ocsp_info(L, &info);
     return 1;
@@ -264,6 +295,7 @@ int cm_lua_open_x509(lua_State *L)
         {"chain_pem", l_chain_pem},
         {"csr_create", l_csr_create},
         {"csr_parse", l_csr_parse},
+        {"ocsp_request", l_ocsp_request},
         {"ocsp_response_parse", l_ocsp_response_parse},
         {"ocsp_response_peek", l_ocsp_response_peek},
         {NULL, NULL},

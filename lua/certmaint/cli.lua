@@ -56,18 +56,19 @@ hooks against the clock shifted to TIME. Changes nothing.]],
   status = [[
 usage: certmaint status POLICY [--json] [--check]
 One row per managed certificate: names, issuer, not_after, time left, renewal
-due and when, staple status, what was deployed when (DEPLOYED), last error
+due and when, staple status ("(must-staple)" after it for a certificate with
+the TLS Feature extension), what was deployed when (DEPLOYED), last error
 (renewal or deploy) and retry state. --json prints a JSON array (names,
 managed, issuer, serial, not_before, not_after, renewal_due, renewal_at, ocsp,
-last_error, attempts, next_attempt, time_left, deploy). Exit status 0.
+must_staple, last_error, attempts, next_attempt, time_left, deploy). Exit status 0.
 
 --check makes it a monitoring check (Nagios style): one line on stdout, "certmaint
 OK: ..." with exit status 0, or "certmaint WARNING: N of M certificates need
 attention: NAME WHAT; ..." with exit status 1 when a certificate is not in
 storage, expired, expires inside its guard, is past its renewal time by more
 than two renew_check_intervals, has a last error (a failed renewal, a failing
-hook), its last deploy failed, a deploy target has an older certificate, or a
-policy hook failed while status asked it. With --json as well,
+hook), its last deploy failed, a deploy target has an older certificate, it is
+Must-Staple without a valid staple, or a policy hook failed while status asked it. With --json as well,
 the JSON goes to stdout and the line to stderr.]],
   renew = [[
 usage: certmaint renew POLICY [NAME...] [--force]
@@ -244,6 +245,15 @@ local function deploy_text(list)
 end
 M.deploy_text = deploy_text
 
+-- A status row's STAPLE cell: the staple's status and next update ("-"
+-- without one), "(must-staple)" after it for a certificate with the TLS
+-- Feature extension, whose clients refuse it unstapled.
+function M.staple_text(r)
+  local cell = r.ocsp and (r.ocsp.status .. " until " .. M.iso(r.ocsp.next_update)) or "-"
+  if r.must_staple then cell = cell .. " (must-staple)" end
+  return cell
+end
+
 -- At most this many certificates are named in --check's one line.
 local CHECK_NAMED = 5
 
@@ -313,7 +323,7 @@ function commands.status(engine, args)
   if not ok then eprint("certmaint: status: " .. tostring(rows)) return 1 end
   local out = {}
   for _, r in ipairs(rows) do
-    local staple = r.ocsp and (r.ocsp.status .. " until " .. M.iso(r.ocsp.next_update)) or "-"
+    local staple = M.staple_text(r)
     local err = r.last_error
     if err and r.attempts and r.attempts > 0 and r.next_attempt and r.next_attempt > 0 then
       err = string.format("%s (attempt %d, retry %s)", err, r.attempts, M.iso(r.next_attempt))

@@ -10,6 +10,14 @@
 --     reload = { "systemctl", "reload", "haproxy" },
 --   }
 --
+-- With staple = true (the default) the certificate's OCSP staple goes beside
+-- it as DER, where the server reads one: <dir>/<name>.pem.ocsp for HAProxy
+-- (it loads <crt>.ocsp next to each crt), <dir>/<name>/ocsp.der for the
+-- split layout (nginx's ssl_stapling_file). Deploying a certificate writes
+-- its own staple or removes the file (never the previous certificate's);
+-- Target:deploy_staple writes a newer staple and reloads only when the
+-- bytes changed.
+--
 -- Every file is written atomically (temp, fsync, rename), keys 0600. The reload
 -- command runs through certmaint.exec, so it never blocks the loop; renewals
 -- that finish while a reload runs are folded into one more reload after it.
@@ -20,6 +28,12 @@ local core = require "certmaint.core"
 local options = require "certmaint.options"
 
 local M = {}
+
+-- Where each layout's server reads a DER staple (see the header).
+local STAPLES = {
+  split = function(dir, name) return dir .. "/" .. name .. "/ocsp.der" end,
+  haproxy = function(dir, name) return dir .. "/" .. name .. ".pem.ocsp" end,
+}
 
 local LAYOUTS = {
   -- nginx, Apache, Postfix, ...: separate chain and key, certbot's names
@@ -58,6 +72,7 @@ local SCHEMA = {
     check = function(v) return LAYOUTS[v] ~= nil, "must be \"split\" or \"haproxy\"" end },
   reload = { type = "any", check = check_reload }, -- { "nginx", "-s", "reload" } or "nginx -s reload"
   reload_timeout = { type = "duration", default = "60s" },
+  staple = { type = "boolean", default = true }, -- write the OCSP staple beside the certificate
   dir_mode = { type = "string", default = "0755",
     check = function(v) return v:match("^0?[0-7][0-7][0-7]$") ~= nil, "must be an octal string like \"0755\"" end },
 }
@@ -153,18 +168,81 @@ function Target:reload()
   return true
 end
 
---- Write cert's files, then reload: raises "deploy: ..." on failure.
+local function write_file(self, path, data, mode)
+  local parent = path:match("^(.*)/[^/]*$")
+  local ok, err = core.mkdir_p(parent, self.o.dir_mode)
+  if not ok then return nil, err end
+  return core.write_atomic(path, data, mode)
+end
+
+--- Where this target writes cert's staple, or nil with staple = false.
+function Target:staple_path(cert)
+  if not self.o.staple then return nil end
+  return STAPLES[self.o.layout](self.o.dir, safe_name(cert.names[1]))
+end
+
+-- Make the staple file say der (nil: no file). Returns changed | nil, err.
+local function put_staple(self, path, der, name)
+  local old = core.read_file(path, 65536 + 1)
+  if der then
+    if old == der then return false end
+    local ok, err = write_file(self, path, der, "0644")
+    if not ok then return nil, err end
+    core.log("info", "staple_deployed", { name = name, path = path, bytes = #der })
+    return true
+  end
+  local ok, err, code = core.remove(path)
+  if not ok then
+    if code == "ENOENT" then return false end
+    return nil, err
+  end
+  core.log("info", "staple_removed", { name = name, path = path })
+  return true
+end
+
+--- Write cert's files (and its staple, or remove a staple file left by the
+-- certificate before it), then reload: raises "deploy: ..." on failure.
 function Target:deploy(cert)
   for _, f in ipairs(self:files(cert)) do
-    local path, data, mode = f[1], f[2], f[3]
-    local parent = path:match("^(.*)/[^/]*$")
-    local ok, err = core.mkdir_p(parent, self.o.dir_mode)
+    local ok, err = write_file(self, f[1], f[2], f[3])
     if not ok then error("deploy: " .. err, 0) end
-    ok, err = core.write_atomic(path, data, mode)
-    if not ok then error("deploy: " .. err, 0) end
-    core.log("info", "deployed", { name = cert.names[1], path = path })
+    core.log("info", "deployed", { name = cert.names[1], path = f[1] })
+  end
+  local staple = self:staple_path(cert)
+  if staple then
+    local ok, err = put_staple(self, staple, cert.ocsp and cert.ocsp.der or nil, cert.names[1])
+    if ok == nil then error("deploy: " .. err, 0) end
   end
   return self:reload()
+end
+
+-- Is cert the certificate this target's files hold now? A staple written
+-- beside another certificate would be served with the wrong one.
+function Target:serves(cert)
+  local first = self:files(setmetatable({ key_pem = "" }, { __index = cert }))[1]
+  local data = core.read_file(first[1], #cert.pem + 65536)
+  return data ~= nil and data:sub(1, #cert.pem) == cert.pem
+end
+
+--- Put der (a verified DER OCSP response for cert; nil removes the file)
+-- where the server reads cert's staple, atomically, and reload when the
+-- bytes changed. cert: as cache:get gives it (names, pem). Returns
+-- "written" | "removed" | "unchanged" | "disabled" | "not_deployed" (the
+-- files hold another certificate: nothing written); raises "deploy: ..."
+-- when writing or the reload fails.
+function Target:deploy_staple(cert, der)
+  local path = self:staple_path(cert)
+  if not path then return "disabled" end
+  if der ~= nil and not self:serves(cert) then
+    core.log("info", "staple_not_deployed", { name = cert.names[1], path = path,
+      why = "the deployed certificate is another one" })
+    return "not_deployed"
+  end
+  local changed, err = put_staple(self, path, der, cert.names[1])
+  if changed == nil then error("deploy: " .. err, 0) end
+  if not changed then return "unchanged" end
+  self:reload()
+  return der and "written" or "removed"
 end
 
 return M

@@ -15,6 +15,7 @@
 --   certmaint/state/<name>.json   a failing renewal's retry state (keys.state)
 --   certmaint/deploy/<name>.json  what was deployed where (keys.deploy)
 --   certmaint/acme/orders/<issuer>/<name>.json  an ACME order in flight (keys.acme_order)
+--   certmaint/crl/<hash of the URL>.der  a CRL as downloaded, until its nextUpdate (keys.crl)
 --
 -- <name> is core.name_storage_key(name): the normalised name, "*" written
 -- "wildcard_", IPv6 ':' written '-', names too long for a path component
@@ -35,6 +36,7 @@ M.LOCKS_PREFIX = "locks"
 M.STATE_PREFIX = "certmaint/state"
 M.DEPLOY_PREFIX = "certmaint/deploy"
 M.ACME_ORDERS_PREFIX = "certmaint/acme/orders"
+M.CRL_PREFIX = "certmaint/crl"
 --- certmagic's lock name prefix for obtaining or renewing a certificate.
 M.ISSUE_LOCK_PREFIX = "issue_cert_"
 
@@ -272,6 +274,17 @@ end
 -- (engine/deploy.lua).  Caddy ignores it.
 function M.deploy(name)
   return M.DEPLOY_PREFIX .. "/" .. M.name_key(name) .. ".json"
+end
+
+--- keys.crl(url) -> "certmaint/crl/<32 hex>.der": the CRL downloaded from
+-- url (DER, as served), shared by every instance on the storage until its
+-- nextUpdate (engine/crl.lua; the clean pass deletes it after). The hex is
+-- the first half of SHA-256 of the URL: any URL, one path component, no
+-- two URLs on one key.  Caddy ignores it.
+function M.crl(url)
+  check_string(url, "crl", 2)
+  if url == "" then error("keys.crl: the URL is empty", 2) end
+  return M.CRL_PREFIX .. "/" .. core.sha256_hex(url):sub(1, 32) .. ".der"
 end
 
 local EMPTY_EMAIL = "default" -- certmagic's folder for accounts without e-mail

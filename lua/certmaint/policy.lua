@@ -37,6 +37,7 @@ M.LOG_LEVELS = { "debug", "info", "warn", "error" }
 M.STORAGE_METHODS = require("certmaint.storage").METHODS -- contract v2 (storage/init.lua)
 M.ISSUER_METHODS = issuer.REQUIRED -- and the optional ones: certmaint.issuer.check
 M.MAX_CONCURRENCY = 1000
+M.MAX_OCSP_CONCURRENCY = 1024 -- OCSP/CRL fetches at once (each holds a transfer and its buffer)
 M.MAX_NAMES = 100 -- SANs per certificate (Let's Encrypt's limit)
 
 local POLICY_MT = { __name = "certmaint.policy" }
@@ -227,6 +228,24 @@ function KINDS.record(v, field, path, ctx)
   return check_record(v, field.fields, path, ctx)
 end
 
+-- A list of file paths (non-empty strings), e.g. ocsp.staple_files.
+function KINDS.paths(v, _, path)
+  if type(v) ~= "table" then
+    return nil, field_error(path, "expected a list of file paths, got " .. describe(v))
+  end
+  local out = {}
+  for k, p in pairs(v) do
+    if math.type(k) ~= "integer" or k < 1 or k > #v then
+      return nil, field_error(path, "expected a list of file paths, got a table with key " .. describe(k))
+    end
+    if type(p) ~= "string" or p == "" or p:find("%z") then
+      return nil, field_error(string.format("%s[%d]", path, k), "expected a file path, got " .. describe(p))
+    end
+    out[k] = p
+  end
+  return out
+end
+
 -- certificates: { "a.example", { "b.example", "www.b.example" },
 --                 { names = { ... }, key_type = "p384", on_demand = true } }
 local ENTRY_FIELDS = {
@@ -376,6 +395,17 @@ M.FIELDS = {
     ocsp_staples              = { kind = "boolean", default = true },
     expired_certs             = { kind = "boolean", default = true },
     expired_cert_grace_period = { kind = "duration", default = "24h" },
+  } },
+  -- OCSP stapling and revocation checks (engine/ocsp.lua, engine/crl.lua; README "OCSP")
+  ocsp                 = { kind = "record", default = function() return {} end, fields = {
+    enabled           = { kind = "boolean", default = true },  -- false: no OCSP pass at all
+    concurrency       = { kind = "integer", min = 1, max = M.MAX_OCSP_CONCURRENCY, default = 16 }, -- fetches at once
+    timeout           = { kind = "duration", min = 1, default = "10s" }, -- each OCSP or CRL fetch, overall
+    max_response_size = { kind = "integer", min = 1024, max = 1024 * 1024, default = 65536 }, -- bytes of an OCSP answer
+    skew              = { kind = "duration", default = "5m" }, -- clock difference allowed to a thisUpdate
+    crl_checks        = { kind = "boolean", default = true },  -- CRLs for certificates naming no responder
+    max_crl_size      = { kind = "integer", min = 1024, max = 32 * 1024 * 1024, default = 32 * 1024 * 1024 },
+    staple_files      = { kind = "paths" }, -- PEM chains of servers certmaint does not manage, stapled only
   } },
   key_type             = { kind = "enum", values = M.KEY_TYPES, default = "p256" },
   concurrency          = { kind = "integer", min = 1, max = M.MAX_CONCURRENCY, default = 8 },

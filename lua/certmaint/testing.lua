@@ -65,11 +65,11 @@ function M.ca(opts)
     subject_key = key, issuer_key = key, cn = opts.name, is_ca = true, path_len = 0,
     not_before = now - 86400, not_after = now + 100 * 365 * 86400,
   })
-  return setmetatable({ cert_pem = pem, key_pem = key, revoked = {}, issued = {} }, CA)
+  return setmetatable({ cert_pem = pem, key_pem = key, revoked = {}, reasons = {}, issued = {}, crl_urls = {} }, CA)
 end
 
---- ca:issue{names=, not_before=, not_after=, ocsp_url=, key_type=, csr=} -> {cert_pem, key_pem, serial}
--- cert_pem is the leaf followed by the CA certificate.
+--- ca:issue{names=, not_before=, not_after=, ocsp_url=, crl_url=, key_type=, csr=, must_staple=}
+-- -> {cert_pem, key_pem, serial}; cert_pem is the leaf followed by the CA certificate.
 function CA:issue(o)
   assert(type(o) == "table" and type(o.names) == "table", "ca:issue needs { names = {...} }")
   local now = core.now()
@@ -78,30 +78,188 @@ function CA:issue(o)
   local leaf, serial = core.cert_issue {
     subject_key = key, csr = o.csr, names = o.names, cn = o.names[1],
     not_before = o.not_before or now, not_after = o.not_after or (now + 90 * 86400),
-    issuer_cert = self.cert_pem, issuer_key = self.key_pem, ocsp_url = o.ocsp_url,
+    issuer_cert = self.cert_pem, issuer_key = self.key_pem, ocsp_url = o.ocsp_url, crl_url = o.crl_url,
+    must_staple = o.must_staple,
   }
   assert(leaf, serial)
   self.issued[serial] = leaf
+  if o.crl_url then self.crl_urls[o.crl_url] = true end
   return { cert_pem = leaf .. self.cert_pem, key_pem = key, serial = serial }
 end
 
---- ca:ocsp(cert_pem, {status=, this_update=, next_update=}) -> DER response signed by the CA.
+--- ca:ocsp(cert_pem, {status=, this_update=, next_update=, revoked_at=, reason=}) -> DER
+-- response signed by the CA; without status, "revoked" (with the time and
+-- reason ca:revoke was given) for a revoked serial, else "good".
 function CA:ocsp(cert_pem, o)
   o = o or {}
   local now = core.now()
   local facts = assert(core.cert_parse(cert_pem))
   local status = o.status or (self.revoked[facts.serial] and "revoked" or "good")
+  local revoked = status == "revoked"
   return assert(core.ocsp_response_build {
     issuer_cert = self.cert_pem, issuer_key = self.key_pem, cert = cert_pem, status = status,
     this_update = o.this_update or now, next_update = o.next_update or (now + 7 * 86400),
-    revoked_at = o.revoked_at or (status == "revoked" and (self.revoked[facts.serial] or now)) or nil,
-    reason = o.reason,
+    revoked_at = o.revoked_at or (revoked and (self.revoked[facts.serial] or now)) or nil,
+    reason = o.reason or (revoked and self.reasons[facts.serial]) or nil,
   })
 end
 
---- ca:revoke(serial): later OCSP answers for that serial say "revoked".
-function CA:revoke(serial)
-  self.revoked[serial] = core.now()
+-- RFC 5280 reason names, for ca:revoke's reason given as a number
+M.REASONS = { [0] = "unspecified", "keyCompromise", "cACompromise", "affiliationChanged", "superseded",
+  "cessationOfOperation", "certificateHold", nil, "removeFromCRL", "privilegeWithdrawn", "aACompromise" }
+
+--- ca:revoke(serial [, {reason=, at=}]): later OCSP answers (and CRLs) for
+-- that serial say "revoked", at `at` (default now), with `reason` (a name
+-- such as "keyCompromise", or an RFC 5280 number; nil: none given).
+function CA:revoke(serial, o)
+  assert(type(serial) == "string", "ca:revoke needs a serial (hex)")
+  o = options.check(o, { reason = { type = "any" }, at = { type = "number" } }, "ca:revoke", 2)
+  local reason = o.reason
+  if type(reason) == "number" then reason = assert(M.REASONS[reason], "ca:revoke: no such reason code") end
+  if reason ~= nil and type(reason) ~= "string" then error("ca:revoke: reason must be a name or a number", 2) end
+  self.revoked[serial] = o.at or core.now()
+  self.reasons[serial] = reason
+end
+
+--- ca:crl{this_update=, next_update=, number=} -> DER CRL signed by the CA,
+-- listing every serial revoked so far (with its time and reason).
+function CA:crl(o)
+  o = options.check(o, { this_update = { type = "number" }, next_update = { type = "number" },
+    number = { type = "string" } }, "ca:crl", 2)
+  if not core.crl_build then error("ca:crl: this core has no crl_build", 2) end
+  local now = core.now()
+  local entries = {}
+  for serial, at in pairs(self.revoked) do
+    entries[#entries + 1] = { serial = serial, revoked_at = at, reason = self.reasons[serial] }
+  end
+  table.sort(entries, function(a, b) return a.serial < b.serial end)
+  return assert(core.crl_build {
+    issuer_cert = self.cert_pem, issuer_key = self.key_pem, entries = entries,
+    this_update = o.this_update or now, next_update = o.next_update or (now + 7 * 86400),
+    number = o.number,
+  })
+end
+
+-- an in-process OCSP responder and CRL server -------------------------------
+
+local Responder = {}
+Responder.__index = Responder
+
+local FAIL_HOW = { error = true, http = true, timeout = true, garbage = true, toobig = true, stale = true,
+  unknown = true }
+
+local function first_cert(pem)
+  return type(pem) == "string" and pem:match("%-%-%-%-%-BEGIN CERTIFICATE%-%-%-%-%-.-%-%-%-%-%-END CERTIFICATE%-%-%-%-%-")
+end
+
+--- testing.responder{cas = {ca, ...}}: what engine.new's `responder` is for
+-- specs, with the methods of certmaint.responder. It answers OCSP requests
+-- for certificates of its CAs (ca:ocsp, so ca:revoke shows) and serves
+-- ca:crl() at every crl_url a CA put in a certificate. It counts its calls
+-- in .calls ({kind=, url=, serial=} each) and can be made to fail.
+function M.responder(opts)
+  opts = options.check(opts, { cas = { type = "table", default = {} } }, "testing.responder", 2)
+  local self = setmetatable({ cas = {}, calls = {}, failing = {}, in_flight = 0, max_in_flight = 0 }, Responder)
+  for _, ca in ipairs(opts.cas) do self:add_ca(ca) end
+  return self
+end
+
+--- r:add_ca(ca): answer for ca's certificates too.
+function Responder:add_ca(ca)
+  for _, c in ipairs(self.cas) do if c == ca then return self end end
+  self.cas[#self.cas + 1] = ca
+  return self
+end
+
+--- r:fail(url_or_true, how): answers for `url` (true: every URL) fail from
+-- now on: how = "error" (connection refused, the default), "http" (status
+-- 500), "timeout", "garbage" (bytes that are no OCSP response or CRL),
+-- "toobig", "stale" (a correctly signed OCSP answer whose nextUpdate has
+-- passed), "unknown" (status unknown), or a function(kind, url, cert)
+-- returning what the responder returns. how = false: answer again.
+function Responder:fail(url, how)
+  if url ~= true and type(url) ~= "string" then error("responder:fail: a URL or true", 2) end
+  if how == nil then how = "error" end
+  if how ~= false and type(how) ~= "function" and not FAIL_HOW[how] then
+    error("responder:fail: how must be one of error, http, timeout, garbage, toobig, stale, unknown, "
+      .. "a function or false", 2)
+  end
+  self.failing[url] = how or nil
+  return self
+end
+
+--- r:count(kind [, url]) -> how many calls of kind ("ocsp" | "crl") it had.
+function Responder:count(kind, url)
+  local n = 0
+  for _, c in ipairs(self.calls) do
+    if c.kind == kind and (url == nil or c.url == url) then n = n + 1 end
+  end
+  return n
+end
+
+-- A planned failure for url: nil (none) or what to return.
+function Responder:planned(kind, url, cert, answer)
+  local how = self.failing[url]
+  if how == nil then how = self.failing[true] end
+  if how == nil then return nil end
+  if type(how) == "function" then return table.pack(how(kind, url, cert)) end
+  if how == "error" then return table.pack(nil, url .. ": connection refused (testing responder)", "connect") end
+  if how == "http" then return table.pack(nil, url .. ": HTTP status 500", "http") end
+  if how == "timeout" then return table.pack(nil, url .. ": timed out after 10s", "timeout") end
+  if how == "toobig" then return table.pack(nil, url .. ": answer larger than the size limit", "toobig") end
+  if how == "garbage" then return table.pack("\48\3\10\1\0 this is not DER") end
+  if kind == "ocsp" and (how == "stale" or how == "unknown") then return table.pack(answer(how)) end
+  return nil
+end
+
+-- The CA that issued cert (issuer_pem's first certificate is its certificate).
+function Responder:ca_of(issuer_pem)
+  local want = first_cert(issuer_pem)
+  for _, ca in ipairs(self.cas) do
+    if first_cert(ca.cert_pem) == want then return ca end
+  end
+  return nil
+end
+
+-- A task switch, so concurrent callers interleave as real fetches do.
+local function pause()
+  if loop.in_task() then loop.yield() end
+end
+
+--- r:ocsp(url, request_der, cert, issuer_pem) -> DER | nil, err, code
+-- (cert: the cached certificate, or its PEM).
+function Responder:ocsp(url, request_der, cert, issuer_pem)
+  local pem = type(cert) == "table" and cert.pem or cert
+  local facts = core.cert_parse(pem)
+  self.calls[#self.calls + 1] = { kind = "ocsp", url = url, serial = facts and facts.serial,
+    request = request_der }
+  self.in_flight = self.in_flight + 1
+  if self.in_flight > self.max_in_flight then self.max_in_flight = self.in_flight end
+  pause()
+  self.in_flight = self.in_flight - 1
+  local ca = self:ca_of(issuer_pem)
+  local planned = self:planned("ocsp", url, cert, function(how)
+    local now = core.now()
+    if how == "stale" then
+      return ca and ca:ocsp(pem, { this_update = now - 8 * 86400, next_update = now - 86400 })
+    end
+    return ca and ca:ocsp(pem, { status = "unknown" })
+  end)
+  if planned then return table.unpack(planned, 1, planned.n) end
+  if not ca then return nil, url .. ": HTTP status 404 (no testing CA issued this certificate)", "http" end
+  return ca:ocsp(pem)
+end
+
+--- r:crl(url) -> DER | nil, err, code: the CRL of the CA whose certificates name url.
+function Responder:crl(url)
+  self.calls[#self.calls + 1] = { kind = "crl", url = url }
+  pause()
+  local planned = self:planned("crl", url, nil)
+  if planned then return table.unpack(planned, 1, planned.n) end
+  for _, ca in ipairs(self.cas) do
+    if ca.crl_urls[url] then return ca:crl() end
+  end
+  return nil, url .. ": HTTP status 404 (no testing CA publishes a CRL here)", "http"
 end
 
 -- an issuer that counts and can fail ---------------------------------------
@@ -146,6 +304,8 @@ function M.issuer(opts)
     fail = { type = "number", default = 0 },
     final = { type = "boolean", default = false },
     ocsp_url = { type = "string" },
+    crl_url = { type = "string" },
+    must_staple = { type = "boolean" },
     name = { type = "string", default = "testing" },
     retry_after = { type = "duration" }, -- planned failures say "come back in this long"
     code = { type = "string", default = "planned" }, -- the code of planned failures
@@ -222,7 +382,7 @@ end
 
 function Issuer:revoke(cert, ctx)
   self.revoked[#self.revoked + 1] = { serial = cert.serial, reason = ctx and ctx.reason }
-  if self.ca.revoke then self.ca:revoke(cert.serial) end
+  if self.ca.revoke then self.ca:revoke(cert.serial, { reason = ctx and ctx.reason }) end
   return true
 end
 
@@ -327,8 +487,10 @@ function Issuer:issue(req, ctx)
     csr = req.csr_pem, names = req.names, cn = req.names[1],
     not_before = now, not_after = now + self.lifetime,
     issuer_cert = self.ca.cert_pem, issuer_key = self.ca.key_pem, ocsp_url = self.ocsp_url,
+    crl_url = self.crl_url, must_staple = self.must_staple,
   }
   if not leaf then return nil, serial, "issue" end
+  if self.crl_url and self.ca.crl_urls then self.ca.crl_urls[self.crl_url] = true end
   self.issued = self.issued + 1
   return { chain_pem = leaf .. self.ca.cert_pem, serial = serial }
 end
@@ -385,15 +547,27 @@ local function run_task(fn, ...)
   return table.unpack(task.results or {})
 end
 
---- testing.engine(policy, {clock=, storage=, issuer=, start=true}): an engine on
--- the fake clock with memory storage unless the policy names one. It starts
--- (loads and obtains) at once unless start=false.
+--- testing.engine(policy, {clock=, storage=, issuer=, responder=, start=true}): an
+-- engine on the fake clock with memory storage unless the policy names one.
+-- It gets an in-process responder (testing.responder; .responder) that
+-- answers OCSP and CRL requests for the issuer's testing CA, unless
+-- `responder` is given. It starts (loads and obtains) at once unless start=false.
 function M.engine(policy, opts)
   opts = opts or {}
   if not core.clock_is_fake() then core.clock_set(M.EPOCH) end
   local storage = opts.storage or policy.storage or require("certmaint.storage.memory").new()
-  local e = require("certmaint.engine").new(policy, { storage = storage, issuer = opts.issuer })
-  local self = setmetatable({ engine = e, storage = storage, clock = opts.clock }, TestEngine)
+  local responder = opts.responder
+  if not responder then
+    responder = M.responder()
+    local issuer = opts.issuer or policy.issuer
+    local members = issuer and require("certmaint.issuer").is_list(issuer) and issuer or { issuer }
+    for _, m in ipairs(members) do
+      local ok, ca = pcall(function() return m.ca end) -- a strict issuer object may raise on a missing key
+      if ok and type(ca) == "table" and ca.cert_pem and ca.ocsp then responder:add_ca(ca) end
+    end
+  end
+  local e = require("certmaint.engine").new(policy, { storage = storage, issuer = opts.issuer, responder = responder })
+  local self = setmetatable({ engine = e, storage = storage, clock = opts.clock, responder = responder }, TestEngine)
   if opts.start ~= false then self:start() end
   return self
 end

@@ -967,7 +967,7 @@ describe("cache:status_json", function()
   -- what the cache contributes to a row of a cached certificate
   local function cached(id, now)
     local g = c:get(id, { pem = false })
-    local o = { issuer = g.issuer, serial = g.serial, not_before = iso(g.not_before), not_after = iso(g.not_after),
+    local o = { issuer = g.issuer, must_staple = g.must_staple, serial = g.serial, not_before = iso(g.not_before), not_after = iso(g.not_after),
       renewal_at = g.renew_at ~= math.huge and iso(g.renew_at) or null, time_left = math.floor(g.not_after - now),
       ocsp = g.ocsp and { status = g.ocsp.status, this_update = iso(g.ocsp.this_update),
         next_update = iso(g.ocsp.next_update) } or null }
@@ -995,7 +995,7 @@ describe("cache:status_json", function()
         ocsp = { status = "good", this_update = "2025-12-31T23:59:00Z", next_update = "2026-01-08T00:00:00Z" },
         renewal_at = "2026-01-01T01:00:00Z", time_left = 86399 }),
       { names = { "a.example" }, managed = true, attempts = 0, next_attempt = null, renewal_due = false,
-        last_error = "no certificate in storage", issuer = null, serial = null, not_before = null,
+        last_error = "no certificate in storage", issuer = null, must_staple = null, serial = null, not_before = null,
         not_after = null, ocsp = null, renewal_at = null, time_left = null },
     })
     assert.equal("", c:status_json({}, { names = {} }, { now = now }))

@@ -48,7 +48,7 @@ describe("status --json's deploy field (engine STATUS_JSON_FORMS.deploy through 
     local text = c:status_json({ false, false }, { names = { { "a.example" }, { "b.example" } },
       deploy = { form(deploy), nil } }, { now = NOW })
     local objs = {
-      { names = { "a.example" }, issuer = null, serial = null, not_before = null, not_after = null, ocsp = null,
+      { names = { "a.example" }, issuer = null, must_staple = null, serial = null, not_before = null, not_after = null, ocsp = null,
         renewal_at = null, time_left = null, deploy = {
         { target = "files:/etc/nginx/certs", state = "failed", serial = "09", deployed_at = "2025-12-31T23:00:00Z",
           host = "web1", error = 'deploy: mkdir "x": Permission denied', attempts = 2,
@@ -56,7 +56,7 @@ describe("status --json's deploy field (engine STATUS_JSON_FORMS.deploy through 
         { target = "on_renewed", state = "unknown", serial = null, deployed_at = null, host = null, error = null,
           attempts = 0, next_attempt = null },
       } },
-      { names = { "b.example" }, issuer = null, serial = null, not_before = null, not_after = null, ocsp = null,
+      { names = { "b.example" }, issuer = null, must_staple = null, serial = null, not_before = null, not_after = null, ocsp = null,
         renewal_at = null, time_left = null, deploy = null },
     }
     assert.same(objs, core.json_decode("[" .. text .. "]"))

@@ -214,7 +214,7 @@ describe("certmaint.deploy.files", function()
     it("names the caller's file:line and the problem", function()
       assert.equal('option "dir" is required', err_of {})
       assert.equal('unknown option "layuot" (did you mean "layout"? known: dir, dir_mode, layout, reload, '
-        .. 'reload_timeout)', err_of { dir = dir, layuot = "haproxy" })
+        .. 'reload_timeout, staple)', err_of { dir = dir, layuot = "haproxy" })
       assert.equal('option "layout" must be "split" or "haproxy"', err_of { dir = dir, layout = "apache" })
       assert.equal('option "reload" is empty', err_of { dir = dir, reload = "  " })
       assert.equal('option "reload" is empty', err_of { dir = dir, reload = {} })

@@ -377,6 +377,7 @@ describe("engine", function()
       local function as_json(r)
         local function t(v) return v and v ~= math.huge and rfc3339.iso(v) or null end
         return { names = r.names, managed = r.managed, issuer = r.issuer or null, serial = r.serial or null,
+          must_staple = r.must_staple == nil and null or r.must_staple,
           not_before = t(r.not_before), not_after = t(r.not_after), renewal_at = t(r.renewal_at),
           renewal_due = r.renewal_due, last_error = r.last_error or null, attempts = r.attempts,
           next_attempt = t(r.next_attempt), time_left = r.not_after and math.floor(r.not_after - clock:now()) or null,

@@ -81,13 +81,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(&info, 0x5a, sizeof info);
     cm_result_clear(&res);
     rc = cm_ocsp_response_parse(data, size, leaf.data, leaf.len, issuer.data, issuer.len, 0,
-                                &info, &res);
+                                0, &info, &res);
     check_info(rc, &info, &res);
 
     memset(&info, 0x5a, sizeof info);
     cm_result_clear(&res);
     rc = cm_ocsp_response_parse(data, size, leaf.data, leaf.len, issuer.data, issuer.len,
-                                1767225600 /* 2026-01-01 */, &info, &res);
+                                1767225600 /* 2026-01-01 */, 300, &info, &res);
     check_info(rc, &info, &res);
     return 0;
 }

@@ -64,7 +64,8 @@ static int same_facts(const struct cm_cert_facts *a, const struct cm_cert_facts 
            same_list(&a->names, &b->names) && same_str(a->serial_hex, b->serial_hex) &&
            same_str(a->issuer, b->issuer) && same_str(a->subject, b->subject) &&
            same_list(&a->ocsp_urls, &b->ocsp_urls) && same_list(&a->crl_urls, &b->crl_urls) &&
-           a->is_ca == b->is_ca && same_bytes(a->der, a->der_len, b->der, b->der_len) &&
+           a->is_ca == b->is_ca && a->must_staple == b->must_staple &&
+           same_bytes(a->der, a->der_len, b->der, b->der_len) &&
            same_bytes(a->chain_der, a->chain_der_len, b->chain_der, b->chain_der_len) &&
            a->chain_count == b->chain_count;
 }

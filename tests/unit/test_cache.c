@@ -162,7 +162,7 @@ static void test_index_and_duplicates(void)
         CHECK_STR(cert.names.items[0], "example.com");
         CHECK_STR(cert.names.items[1], "www.example.com");
     }
-    CHECK(cert.flags == 0);
+    CHECK(cert.flags == CM_CACHE_CRL_ONLY); /* a CRL point, no OCSP responder */
     CHECK(cert.not_before == 100 && cert.not_after == 1000);
     CHECK(cert.renew_at == 1000); /* default: at the latest at expiry */
     CHECK(cert.next_attempt == 0);
@@ -185,13 +185,13 @@ static void test_index_and_duplicates(void)
     CHECK(id_eq(&id, &id2));
     CHECK(cm_cache_count(c) == 1);
     CHECK(cm_cache_get(c, &id, &cert, &res) == CM_OK);
-    CHECK(cert.flags == CM_CACHE_MANAGED);
+    CHECK(cert.flags == (CM_CACHE_MANAGED | CM_CACHE_CRL_ONLY));
     CHECK(cert.renew_at == 500);
     cm_cache_cert_free(&cert);
     id2 = add(c, &a, -1, NAN, NAN, &existed);
     CHECK(existed == 1);
     CHECK(cm_cache_get(c, &id, &cert, &res) == CM_OK);
-    CHECK(cert.flags == CM_CACHE_MANAGED && cert.renew_at == 500);
+    CHECK(cert.flags == (CM_CACHE_MANAGED | CM_CACHE_CRL_ONLY) && cert.renew_at == 500);
     cm_cache_cert_free(&cert);
 
     /* add with NULL opts and NULL outs */

@@ -229,6 +229,7 @@ static int same_facts(const struct cm_cert_facts *a, const struct cm_cert_facts 
            strcmp(a->serial_hex, b->serial_hex) == 0 && strcmp(a->issuer, b->issuer) == 0 &&
            strcmp(a->subject, b->subject) == 0 && same_list(&a->ocsp_urls, &b->ocsp_urls) &&
            same_list(&a->crl_urls, &b->crl_urls) && a->is_ca == b->is_ca &&
+           a->must_staple == b->must_staple &&
            a->der_len == b->der_len && memcmp(a->der, b->der, a->der_len) == 0 &&
            a->chain_der_len == b->chain_der_len && a->chain_count == b->chain_count &&
            (a->chain_der_len == 0 || memcmp(a->chain_der, b->chain_der, a->chain_der_len) == 0);

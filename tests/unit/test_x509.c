@@ -670,7 +670,7 @@ static int parse_ocsp(const unsigned char *der, size_t len, const struct ca *cer
                       const struct ca *issuer, struct cm_ocsp_info *info, struct cm_result *res)
 {
     return cm_ocsp_response_parse(der, len, cert->cert, strlen(cert->cert), issuer->cert,
-                                  strlen(issuer->cert), 0, info, res);
+                                  strlen(issuer->cert), 0, 0, info, res);
 }
 
 static void test_ocsp(void)

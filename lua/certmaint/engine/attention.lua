@@ -9,10 +9,13 @@
 --   - is past its renewal time by more than two renew check intervals (its
 --     window passed without a renewal: no daemon running, or one failing),
 --   - has a last error (a renewal that failed, a policy hook failing),
---   - had its last deploy fail, or a deploy target serves an older serial.
+--   - had its last deploy fail, or a deploy target serves an older serial,
+--   - is Must-Staple and has no valid staple (none, or past its nextUpdate):
+--     clients refuse it (engine/must_staple.lua).
 -- A policy hook that fails while status evaluates it counts as well.
 local core = require "certmaint.core"
 local rfc3339 = require "certmaint.rfc3339"
+local must_staple = require "certmaint.engine.must_staple"
 
 local M = {}
 
@@ -36,6 +39,10 @@ function M:attention(row, now)
       and now > row.renewal_at + M.OVERDUE_CHECKS * self.policy.renew_check_interval then
       out[#out + 1] = "renewal overdue since " .. rfc3339.iso(row.renewal_at)
     end
+  end
+  if row.must_staple and now < row.not_after then
+    local why = must_staple.staple_problem(row.ocsp, now)
+    if why then out[#out + 1] = "must-staple with " .. why end
   end
   if row.last_error then out[#out + 1] = "last error: " .. row.last_error end
   for _, d in ipairs(row.deploy or {}) do

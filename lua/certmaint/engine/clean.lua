@@ -1,4 +1,5 @@
---- The clean pass (DESIGN "Cleaning"): stale or unparseable staples, then
+--- The clean pass (DESIGN "Cleaning"): stale or unparseable staples and
+-- stored CRLs (engine/crl.lua clean_crls), then
 -- certificates expired longer than the grace period (with their key and
 -- metadata), then site folders left empty. Never deletes what the policy
 -- manages, nor a file it cannot parse as a certificate (that is reported).
@@ -80,8 +81,10 @@ end
 function M:clean_pass()
   local now = core.now()
   local cfg = self.policy.clean or {}
-  local tick = { kind = "clean", at = now, deleted = 0, kept = 0, unparseable = 0, staples_deleted = 0 }
+  local tick = { kind = "clean", at = now, deleted = 0, kept = 0, unparseable = 0, staples_deleted = 0,
+    crls_deleted = 0 }
   if cfg.ocsp_staples ~= false then self:clean_staples(now, tick) end
+  self:clean_crls(now, tick) -- engine/crl.lua: a CRL past its nextUpdate is of no use to anyone
   if cfg.expired_certs == false then return tick end
   local grace = cfg.expired_cert_grace_period or 86400
   for _, primary in ipairs(self.order) do -- managed and stored: kept

@@ -358,4 +358,39 @@ function M:deploy_status(primary, serial, records)
   return out
 end
 
+--- The files targets of the policy that write staples (staple = true).
+function M:staple_targets()
+  local out = {}
+  for _, t in ipairs(self:deploy_targets()) do
+    if t.files and t.files.o.staple then out[#out + 1] = t end
+  end
+  return out
+end
+
+--- The staple of cache entry id changed to der (nil: it has none any more):
+-- write it where the policy's deploy.files targets serve the certificate,
+-- reloading the server when the bytes changed, and, for a certificate of
+-- ocsp.staple_files, beside its file (engine/staple_files.lua; both when the
+-- policy manages that certificate too). Runs in the caller's loop task (the
+-- OCSP pass's workers), so a pass, and `once`, ends with its staples written;
+-- reloads of concurrent callers fold into one (deploy.lua). A target that
+-- fails is logged (staple_deploy_failed), never raised. Returns true when a
+-- staple file changed.
+function M:deploy_staple(id, der)
+  local changed = false
+  if self.staple_files_by_id and self.staple_files_by_id[id] then changed = self:write_staple_file(id, der) == true end
+  local targets = self.by_id[id] and self:staple_targets() or {}
+  local cert = #targets > 0 and self.cache:get(id)
+  if not cert then return changed end -- not managed, no target, or gone from the cache
+  for _, t in ipairs(targets) do
+    local ok, res = pcall(t.files.deploy_staple, t.files, cert, der)
+    if not ok then
+      log("error", "staple_deploy_failed", { name = cert.names[1], target = t.id, error = tostring(res) })
+    elseif res == "written" or res == "removed" then
+      changed = true
+    end
+  end
+  return changed
+end
+
 return M

@@ -16,7 +16,8 @@
 --   engine/renew.lua   the renew pass, renewal jobs, obtaining a certificate
 --   engine/retry.lua   retry state of failing renewals (the cache holds the schedule)
 --   engine/clean.lua   the clean pass
---   engine/ocsp.lua    the OCSP pass
+--   engine/ocsp.lua    the OCSP pass (staples: storage, responder, verify, attach)
+--   engine/revocation.lua  a revoked certificate: on_revoked, replacement, compromised keys
 --   engine/status.lua  status rows and `check`'s plan
 --   engine/deploy.lua  deploy as tracked state: records, retries, start-up redeploy
 --   engine/attention.lua  what needs attention (status --check)
@@ -40,7 +41,8 @@ M.iso = rfc3339.iso
 
 local function log(level, event, fields) core.log(level, event, fields or {}) end
 
-for _, part in ipairs { "load", "renew", "retry", "clean", "ocsp", "status", "deploy", "attention", "ari" } do
+for _, part in ipairs { "load", "renew", "retry", "clean", "ocsp", "revocation", "status", "deploy", "attention", "ari",
+  "crl", "staple_files", "must_staple" } do
   for name, fn in pairs(require("certmaint.engine." .. part)) do
     if Engine[name] then error("engine: method " .. name .. " defined twice (engine/" .. part .. ".lua)") end
     Engine[name] = fn
@@ -49,7 +51,10 @@ end
 
 --- engine.new(policy, opts): opts.data_dir (default "certmaint-data"),
 -- opts.storage / opts.issuer override the policy's (testing), opts.reload
--- (function returning a fresh policy, for SIGHUP).
+-- (function returning a fresh policy, for SIGHUP), opts.responder (where
+-- OCSP responses and CRLs come from: r:ocsp(url, request_der, cert,
+-- issuer_pem), r:crl(url); default certmaint.responder over HTTP with the
+-- policy's `ocsp` limits; certmaint.testing passes an in-process one).
 function M.new(policy, opts)
   opts = opts or {}
   local self = setmetatable({}, Engine)
@@ -71,6 +76,7 @@ function M.new(policy, opts)
   self.ari = {}             -- cache id -> ARI window record, or false (engine/ari.lua)
   self.ari_retry = {}       -- cache id -> next fetch of a window never obtained
   self.ari_unsupported = setmetatable({}, { __mode = "k" }) -- issuers whose CA has no renewalInfo
+  self.revoking = {}        -- cache id -> decision, while a revoked certificate is being replaced
   self:apply_policy(policy)
   self.jobs = jobs.new {
     concurrency = policy.concurrency or 8,
@@ -97,6 +103,8 @@ end
 function Engine:apply_policy(policy)
   self.policy = policy
   self.hooks = hooks.new(policy)
+  -- the default responder takes the policy's limits, so a reload changes them
+  self.responder = self.opts.responder or require("certmaint.responder").new(policy)
   self.renewal_opts = require("certmaint.policy").renewal_opts(policy)
   if not self.storage or policy.storage then
     self.storage = self.opts.storage or policy.storage
@@ -372,6 +380,7 @@ function Engine:run()
     end)
   end
   ticker("renew", "renew_check_interval")
+  ticker("ocsp", "ocsp_check_interval")
   ticker("clean", "clean_interval")
   log("info", "running", { certificates = #self.order, storage = self.storage.describe and self.storage:describe() or "?",
     issuer = issuers.describe(self.issuer) })

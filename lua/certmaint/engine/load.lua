@@ -210,9 +210,12 @@ function M:start_issuers()
 end
 
 --- Start-up: load storage, redeploy what the deploy targets do not have,
--- obtain what is missing or whose names changed.
+-- obtain what is missing or whose names changed; then, as background work
+-- of start-up (self.started is already true), the staple-only files and one
+-- OCSP pass (staples from storage attached, missing ones fetched) unless
+-- opts.ocsp == false (`certmaint once` runs its own pass).
 -- Runs inside a loop task; waits for the first attempt of each obtain.
-function M:start()
+function M:start(opts)
   local tick = { kind = "start", obtained = 0, loaded = 0, failed = 0, renewed = 0, deployed = 0, deploy_failed = 0 }
   local collector = self:open_collector(tick)
   self:start_issuers()
@@ -238,6 +241,11 @@ function M:start()
     self:finish_collector(c)
     tick.renewed = ari_tick.renewed
     tick.failed = tick.failed + (ari_tick.failed or 0)
+  end
+  if self.load_staple_files then self:load_staple_files() end -- engine/staple_files.lua, where present
+  if not (opts and opts.ocsp == false) and not self.stopping then
+    local ok, err = pcall(self.tick, self, "ocsp")
+    if not ok then log("error", "pass_failed", { kind = "ocsp", error = tostring(err) }) end
   end
   return tick
 end

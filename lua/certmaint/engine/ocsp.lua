@@ -1,15 +1,235 @@
---- The OCSP pass (ocsp_check_interval ticks). Staple fetching, verification
--- and revocation handling land here (issue 9); today the pass reports what
--- it would refresh: certificates that name a responder and whose staple is
--- missing or no longer fresh (the C scan cache:staples_due).
+--- The OCSP pass (ocsp_check_interval ticks; DESIGN "OCSP and revocation",
+-- "Behaviour to keep").
+--
+-- The C scan cache:staples_due(now) names the certificates that name a
+-- responder, are not expired, and have no staple or one past its refresh
+-- time (half its thisUpdate..nextUpdate span, the span's end clamped to the
+-- certificate's not_after). For each, with at most ocsp.concurrency at once:
+--   1. the staple in storage (certmagic's key, keys.ocsp(name,
+--      keys.fast_hash(chain PEM))) if it verifies, is fresh and is newer than
+--      the cached one (another instance fetched it);
+--   2. else the responder (self.responder:ocsp: GET or POST, timeout, size
+--      limit), the answer verified against the issuer
+--      (core.ocsp_response_parse with now and ocsp.skew), stored, attached;
+--   3. on failure the staple we have is kept while its nextUpdate has not
+--      passed; one that has passed is taken off the entry (error level).
+-- A revoked status goes to handle_revoked (engine/revocation.lua) once the
+-- fetches are done. Then the CRL pass and the Must-Staple check, where the
+-- engine has them (engine/crl.lua, engine/must_staple.lua).
 local core = require "certmaint.core"
+local loop = require "certmaint.loop"
+local keys = require "certmaint.keys"
+local rfc3339 = require "certmaint.rfc3339"
 
 local M = {}
 
+local function log(level, event, fields) core.log(level, event, fields or {}) end
+
+local PEM_CERT = "%-%-%-%-%-BEGIN CERTIFICATE%-%-%-%-%-.-%-%-%-%-%-END CERTIFICATE%-%-%-%-%-\n?"
+
+--- The issuer's certificate of a chain PEM (its second certificate), or nil.
+function M.issuer_pem_of(chain_pem)
+  local n = 0
+  for block in chain_pem:gmatch(PEM_CERT) do
+    n = n + 1
+    if n == 2 then return block end
+  end
+  return nil
+end
+
+--- When a staple {this_update, next_update} should be refreshed: half-way
+-- through its span, the span ending at the certificate's not_after if that
+-- comes first (a staple is of no use past its certificate).
+function M.refresh_time(info, not_after)
+  local stop = info.next_update
+  if not_after and not_after < stop then stop = not_after end
+  if stop <= info.this_update then return info.this_update end
+  return info.this_update + (stop - info.this_update) / 2
+end
+
+--- The storage key of cert's staple: certmagic's (first name, FNV-1a of the PEM chain).
+function M.staple_key(cert)
+  return keys.ocsp(cert.names[1], keys.fast_hash(cert.pem))
+end
+
+-- The pass's settings from the policy's ocsp record (defaults without one).
+local function settings(policy)
+  local o = policy.ocsp or {}
+  return {
+    enabled = o.enabled ~= false,
+    concurrency = o.concurrency or 16,
+    skew = o.skew or 300,
+  }
+end
+
+--- Verify `der` as cert's OCSP response at `now`: info | nil, err, code.
+-- The core checks signature, responder, CertID and (with now) thisUpdate
+-- against skew and nextUpdate; a response without nextUpdate cannot be
+-- kept as a staple (it says nothing about how long it holds).
+function M:verify_staple(der, cert, issuer_pem, now, skew)
+  local info, err, code = core.ocsp_response_parse(der, cert.pem, issuer_pem, now, skew)
+  if not info then return nil, err, code end
+  if not info.next_update then return nil, "the response has no nextUpdate", "stale" end
+  -- the core checks these too (ocsp-core); checked here as well: never store a stale answer
+  if info.next_update <= now then
+    return nil, "the response is stale (nextUpdate " .. rfc3339.iso(info.next_update) .. ")", "stale"
+  end
+  if info.this_update > now + skew then
+    return nil, "the response is not yet valid (thisUpdate " .. rfc3339.iso(info.this_update) .. ")", "notyet"
+  end
+  return info
+end
+
+-- Attach a verified staple to cache entry id. Returns the staple table.
+function M:attach_staple(id, cert, der, info)
+  local staple = { status = info.status, this_update = info.this_update, next_update = info.next_update,
+    refresh_at = M.refresh_time(info, cert.not_after), der = der }
+  local ok, err = self.cache:set(id, { ocsp = staple })
+  if ok == nil then return nil, err end
+  return staple
+end
+
+-- The staple for one certificate: from storage, else fetched. Records what
+-- happened in tick and, for a revoked status, in `revoked` (id -> info).
+function M:refresh_staple(id, now, cfg, tick, revoked)
+  local cert = self.cache:get(id)
+  if not cert or cert.not_after <= now then return end
+  local name = cert.names[1] or id
+  local url = cert.ocsp_urls and cert.ocsp_urls[1]
+  if not url then
+    log("debug", "staple_skipped", { name = name, why = "no OCSP responder named" })
+    return
+  end
+  local current = cert.ocsp
+  local issuer_pem = M.issuer_pem_of(cert.pem)
+  local key = M.staple_key(cert)
+  local info, der, err, code
+  if issuer_pem then
+    -- 1. storage: another instance (or Caddy) may have a fresher one
+    local stored = self.storage:load(key)
+    if stored and not (current and stored == current.der) then
+      local sinfo = self:verify_staple(stored, cert, issuer_pem, now, cfg.skew)
+      if sinfo and M.refresh_time(sinfo, cert.not_after) > now
+        and (not current or sinfo.this_update > current.this_update) then
+        info, der = sinfo, stored
+        tick.from_storage = tick.from_storage + 1
+      end
+    end
+    -- 2. the responder
+    if not info then
+      local req
+      req, err, code = core.ocsp_request(cert.pem, issuer_pem)
+      if req then
+        der, err, code = self.responder:ocsp(url, req, cert, issuer_pem)
+        if der then info, err, code = self:verify_staple(der, cert, issuer_pem, now, cfg.skew) end
+      end
+      if info then
+        local sok, serr, scode = self.storage:store(key, der)
+        if not sok then
+          log("error", "staple_store_failed", { name = name, key = key, error = serr, code = scode })
+        end
+        tick.refreshed = tick.refreshed + 1
+      end
+    end
+  else
+    err, code = "the chain holds no issuer certificate to verify a response with", "chain"
+  end
+  if not info then return self:staple_failed(id, cert, url, current, now, err, code, tick) end
+  local staple, aerr = self:attach_staple(id, cert, der, info)
+  if not staple then
+    return self:staple_failed(id, cert, url, current, now, "cannot attach: " .. tostring(aerr), "toobig", tick)
+  end
+  if not current or info.this_update > current.this_update or current.der ~= der then
+    log("info", "staple_updated", { name = name, status = info.status, url = url,
+      this_update = rfc3339.iso(info.this_update), next_update = rfc3339.iso(info.next_update),
+      refresh_at = rfc3339.iso(math.floor(staple.refresh_at)) })
+  end
+  if info.status == "revoked" then
+    revoked[id] = { status = "revoked", revoked_at = info.revoked_at, reason = info.reason, source = "ocsp" }
+  elseif info.status == "unknown" then
+    log("warn", "staple_unknown", { name = name, url = url, why = "the responder does not know this certificate" })
+  elseif (not current or current.der ~= der) and self.deploy_staple then
+    self:deploy_staple(id, der)
+  end
+end
+
+-- A failed refresh: the staple we have stays while valid; one whose
+-- nextUpdate has passed is taken off (a server must not staple it).
+function M:staple_failed(id, cert, url, current, now, err, code, tick)
+  tick.failed = tick.failed + 1
+  local fields = { name = cert.names[1] or id, url = url, error = tostring(err), code = code }
+  if current and current.next_update > now then
+    tick.kept = tick.kept + 1
+    fields.kept_until = rfc3339.iso(current.next_update)
+    log("error", "staple_fetch_failed", fields)
+  elseif current then
+    self.cache:set(id, { ocsp = false })
+    tick.removed = tick.removed + 1
+    fields.next_update = rfc3339.iso(current.next_update)
+    fields.action = "no staple is served until a response is fetched"
+    log("error", "staple_expired", fields)
+  else
+    log("error", "staple_fetch_failed", fields)
+  end
+end
+
+--- Refresh the staples of `ids` with at most `concurrency` at once; waits
+-- for all. Returns id -> revocation info for those found revoked.
+function M:refresh_staples(ids, now, cfg, tick)
+  local revoked = {}
+  local next_i, running = 1, 0
+  local done = loop.cond()
+  local function worker()
+    while next_i <= #ids and not self.stopping do
+      local id = ids[next_i]
+      next_i = next_i + 1
+      local ok, err = pcall(self.refresh_staple, self, id, now, cfg, tick, revoked)
+      if not ok then
+        tick.failed = tick.failed + 1
+        log("error", "staple_refresh_failed", { id = id, error = tostring(err) })
+      end
+    end
+    running = running - 1
+    done:notify_all()
+  end
+  local workers = math.min(cfg.concurrency, #ids)
+  for _ = 1, workers do
+    running = running + 1
+    loop.spawn_named("ocsp", worker)
+  end
+  while running > 0 do done:wait() end
+  return revoked
+end
+
+--- The OCSP pass. Runs inside a loop task. Returns the tick.
 function M:ocsp_pass()
   local now = core.now()
-  local due = self.cache:staples_due(now)
-  return { kind = "ocsp", at = now, due = #due, refreshed = 0 }
+  local tick = { kind = "ocsp", at = now, due = 0, refreshed = 0, from_storage = 0, failed = 0, kept = 0,
+    revoked = 0, removed = 0 }
+  local cfg = settings(self.policy)
+  if not cfg.enabled then return tick end
+  local ids = self.cache:staples_due(now)
+  tick.due = #ids
+  local revoked = self:refresh_staples(ids, now, cfg, tick)
+  if next(revoked) then
+    -- the replacements' first attempts are waited for (their counts apart:
+    -- tick.failed counts fetches)
+    local jobs_tick = {}
+    local collector = self:open_collector(jobs_tick)
+    for _, id in ipairs(ids) do -- in scan order: the log reads the same each run
+      local info = revoked[id]
+      if info then
+        tick.revoked = tick.revoked + 1
+        self:handle_revoked(id, info, collector)
+      end
+    end
+    self:finish_collector(collector)
+    tick.replaced = (jobs_tick.renewed or 0) + (jobs_tick.reloaded or 0)
+    tick.replace_failed = jobs_tick.failed or 0
+  end
+  if self.crl_pass then self:crl_pass(now, tick) end
+  if self.must_staple_check then self:must_staple_check(now, tick) end
+  return tick
 end
 
 return M

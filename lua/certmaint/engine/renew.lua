@@ -131,6 +131,10 @@ function M:reusable_key(e)
   local set = self:paths(e.primary)
   local key = self.storage:load(set.key)
   if not key then return nil end
+  if self:key_compromised(e, key) then
+    log("warn", "key_not_reused", { name = e.primary, why = "the key was revoked for keyCompromise" })
+    return nil
+  end
   local meta = self.storage:load(set.meta)
   local m = meta and core.json_decode(meta)
   local kt = type(m) == "table" and type(m.certmaint) == "table" and m.certmaint.key_type
@@ -167,7 +171,8 @@ function M:obtain(e, lock)
   local now = core.now()
   local reuse = e.reuse_key
   if reuse == nil then reuse = self.policy.reuse_key end
-  local key = reuse and self:reusable_key(e) or nil
+  -- a key revoked for keyCompromise is never reused (engine/revocation.lua)
+  local key = (reuse and not e.key_compromised) and self:reusable_key(e) or nil
   local err, code
   if not key then
     key, err, code = core.key_generate(e.key_type)
@@ -268,7 +273,8 @@ function M:renew_once(e, reason)
   ran, result, cert, code = pcall(function()
     -- another instance may have renewed while we waited for the lock
     local state, pem, stored, folder = self:read_stored(e)
-    if state == "ok" then
+    -- replacing a revoked certificate: storage's copy counts only if it is another one
+    if state == "ok" and not (e.revoked and stored.hash == e.revoked.hash) then
       local current = e.id and self.cache:get(e.id, { pem = false })
       if (not current or stored.hash ~= current.id) and not self:needs_renewal(stored, core.now()) then
         self:set_folder(e, folder)
@@ -342,6 +348,7 @@ function M:submit(e, reason, collector)
     if res then
       local cert = cert_or_err
       self:clear_state(e)
+      self:revoked_job_done(e, true)
       log("info", res, { name = e.primary, serial = cert.serial, not_after = rfc3339.iso(cert.not_after), attempt = attempt })
       self:notify_renewed(e, cert, res, collector) -- before collecting: the pass waits for the deploy too
       self:collect(job, (res == "reloaded") and "reloaded" or "renewed")
@@ -350,6 +357,7 @@ function M:submit(e, reason, collector)
     local err = cert_or_err
     local msg = message_of(err)
     log("error", "renew_failed", { name = e.primary, error = msg, attempt = attempt, code = code })
+    self:revoked_job_done(e, false, msg) -- a revoked certificate not replaced leaves the cache
     self:collect(job, "failed")
     if self.policy.on_error then
       self.hooks:notify("on_error", self.policy.on_error, { kind = "renew", name = e.primary, message = msg, code = code })

@@ -107,13 +107,15 @@ end
 M.STATUS_JSON_FORMS = JSON_FORMS
 
 --- One status row per managed entry (the facts `status` prints; `deploy`
--- is engine/deploy.lua's deploy_status, nil without on_renewed): a list,
+-- is engine/deploy.lua's deploy_status, nil without on_renewed;
+-- `must_staple` the certificate's TLS Feature flag): a list,
 -- or with each_row given, each_row(row) called per row and nothing kept.
 -- A row is the entry's status columns plus the certificate's facts from the
 -- cache (cache:facts: values, no copied certificate table).
 function M:status_rows(now, each_row)
   now = now or core.now()
   local cache, ropts, rows = self.cache, self.renewal_opts, {}
+  local must_staple_seen = {} -- engine/must_staple.lua's flag per id (kept from the last OCSP pass)
   self:each_status_batch(now, function(first, last, ids, fields)
     for j = 1, last - first + 1 do
       local row = { on_demand = self.entries[self.order[first + j - 1]].on_demand }
@@ -124,6 +126,7 @@ function M:status_rows(now, each_row)
       if issuer then
         row.issuer, row.serial, row.not_before, row.not_after, row.renewal_at = issuer, serial, nb, na, renew_at
         if staple then row.ocsp = { status = staple, this_update = this_update, next_update = next_update } end
+        row.must_staple = self:is_must_staple(id, must_staple_seen)
         if row.renewal_due == nil then row.renewal_due = (core.needs_renewal(nb, na, now, ropts)) end
       end
       if row.renewal_due == nil then row.renewal_due = false end

@@ -1,0 +1,221 @@
+--- CRL checks: the fallback for certificates that name CRL distribution
+-- points and no OCSP responder (every Let's Encrypt certificate since 2025).
+-- Run after each OCSP pass (engine/ocsp.lua calls crl_pass).
+--
+-- The C scan cache:crl_due(now) names them. They are grouped by CRL URL and
+-- issuer, so a CRL is fetched and verified once for all the certificates
+-- naming it. Per group, the first CRL that verifies against the issuer and
+-- is not stale (core.crl_parse with now and ocsp.skew):
+--   1. the parsed CRL kept in memory from an earlier pass, until nextUpdate;
+--   2. the copy in storage (keys.crl(url), shared by every instance);
+--   3. the CRL server (self.responder:crl(url): size limit ocsp.max_crl_size,
+--      timeout), stored as downloaded (log crl_updated).
+-- Then each certificate's serial is looked up; a listed one goes to
+-- handle_revoked with source "crl". A CRL that cannot be had is one
+-- error line per URL per pass (crl_failed), and nothing is revoked by it.
+-- The clean pass deletes stored CRLs past their nextUpdate (clean_crls).
+local core = require "certmaint.core"
+local loop = require "certmaint.loop"
+local keys = require "certmaint.keys"
+local rfc3339 = require "certmaint.rfc3339"
+
+local M = {}
+
+local function log(level, event, fields) core.log(level, event, fields or {}) end
+
+local PEM_CERT = "%-%-%-%-%-BEGIN CERTIFICATE%-%-%-%-%-.-%-%-%-%-%-END CERTIFICATE%-%-%-%-%-\n?"
+
+-- The issuer's certificate of a chain PEM (its second certificate), or nil.
+local function issuer_of(chain_pem)
+  local n = 0
+  for block in chain_pem:gmatch(PEM_CERT) do
+    n = n + 1
+    if n == 2 then return block end
+  end
+  return nil
+end
+
+-- The URL of a certificate's CRL: its first http(s) distribution point
+-- (ldap: and other schemes are not fetched).
+local function crl_url_of(cert)
+  for _, u in ipairs(cert.crl_urls or {}) do
+    if u:match("^[Hh][Tt][Tt][Pp][Ss]?://") then return u end
+  end
+  return nil
+end
+
+-- The pass's settings from the policy's ocsp record.
+local function settings(policy)
+  local o = policy.ocsp or {}
+  return { enabled = o.enabled ~= false and o.crl_checks ~= false, skew = o.skew or 300,
+    concurrency = o.concurrency or 16 }
+end
+
+--- The CRL of group g ({ url, issuer_pem, issuer_hash }) at now: the parsed
+-- CRL | nil, err, code. Records in tick what it took.
+function M:crl_for(g, now, skew, tick)
+  self.crls = self.crls or {} -- url .. " " .. issuer hash -> { crl =, next_update = }
+  local mkey = g.url .. " " .. g.issuer_hash
+  local held = self.crls[mkey]
+  if held and held.next_update and held.next_update > now then return held.crl end
+  self.crls[mkey] = nil
+  local key = keys.crl(g.url)
+  local stored = self.storage:load(key)
+  local crl, err, code
+  if stored then
+    crl = core.crl_parse(stored, g.issuer_pem, now, skew)
+    if crl and not crl:info().next_update then crl = nil end -- no end given: ask the server again
+  end
+  if not crl then
+    local der
+    der, err, code = self.responder:crl(g.url)
+    if not der then return nil, err, code end
+    crl, err, code = core.crl_parse(der, g.issuer_pem, now, skew)
+    if not crl then return nil, err, code end
+    tick.crl_fetched = tick.crl_fetched + 1
+    local info = crl:info()
+    local ok, serr, scode = self.storage:store(key, der)
+    if not ok then log("error", "crl_store_failed", { url = g.url, key = key, error = serr, code = scode }) end
+    log("info", "crl_updated", { url = g.url, entries = info.count, number = info.number,
+      this_update = rfc3339.iso(info.this_update),
+      next_update = info.next_update and rfc3339.iso(info.next_update) or nil })
+  end
+  local next_update = crl:info().next_update
+  if next_update then self.crls[mkey] = { crl = crl, next_update = next_update } end
+  return crl
+end
+
+-- Check one group's certificates against its CRL; listed ones are put in
+-- revoked (id -> info).
+function M:check_crl_group(g, now, cfg, tick, revoked)
+  local crl, err, code = self:crl_for(g, now, cfg.skew, tick)
+  if not crl then
+    tick.crl_failed = tick.crl_failed + 1
+    log("error", "crl_failed", { url = g.url, error = tostring(err), code = code, certificates = #g.ids,
+      action = "nothing revoked by it; tried again next pass" })
+    return
+  end
+  for i, id in ipairs(g.ids) do
+    tick.crl_checked = tick.crl_checked + 1
+    local entry = crl:lookup(g.serials[i])
+    if entry then
+      revoked[id] = { status = "revoked", revoked_at = entry.revoked_at, reason = entry.reason, source = "crl" }
+      log("info", "crl_listed", { name = g.names[i], serial = g.serials[i], url = g.url,
+        reason = entry.reason, revoked_at = entry.revoked_at and rfc3339.iso(entry.revoked_at) or nil })
+    end
+  end
+end
+
+--- The certificates due a CRL check, grouped: a list of { url, issuer_pem,
+-- issuer_hash, ids = {}, serials = {}, names = {} }.
+function M:crl_groups(now)
+  local groups, by_key = {}, {}
+  for _, id in ipairs(self.cache:crl_due(now)) do
+    local cert = self.cache:get(id)
+    local url = cert and crl_url_of(cert)
+    local name = cert and (cert.names[1] or id)
+    if not url then
+      if cert then log("debug", "crl_skipped", { name = name, why = "no http(s) CRL distribution point" }) end
+    else
+      local issuer_pem = issuer_of(cert.pem)
+      if not issuer_pem then
+        log("error", "crl_failed", { name = name, url = url,
+          error = "the chain holds no issuer certificate to verify a CRL with", code = "chain" })
+      else
+        local ihash = keys.fast_hash(issuer_pem)
+        local gk = url .. " " .. ihash
+        local g = by_key[gk]
+        if not g then
+          g = { url = url, issuer_pem = issuer_pem, issuer_hash = ihash, ids = {}, serials = {}, names = {} }
+          by_key[gk] = g
+          groups[#groups + 1] = g
+        end
+        local n = #g.ids + 1
+        g.ids[n], g.serials[n], g.names[n] = id, cert.serial, name
+      end
+    end
+  end
+  return groups
+end
+
+--- The CRL pass, at now (inside a loop task). Adds crl_checked (certificates
+-- looked up), crl_fetched (CRLs downloaded), crl_failed (URLs that failed)
+-- and crl_revoked to tick. Returns tick.
+function M:crl_pass(now, tick)
+  now = now or core.now()
+  tick = tick or {}
+  tick.crl_checked, tick.crl_fetched, tick.crl_failed, tick.crl_revoked = 0, 0, 0, 0
+  local cfg = settings(self.policy)
+  if not cfg.enabled or not self.cache.crl_due then return tick end
+  local groups = self:crl_groups(now)
+  local used = {}
+  for _, g in ipairs(groups) do used[g.url .. " " .. g.issuer_hash] = true end
+  for k in pairs(self.crls or {}) do
+    if not used[k] then self.crls[k] = nil end -- no certificate names it any more
+  end
+  local revoked = {}
+  -- groups fetched at once, bounded like the OCSP fetches
+  local next_i, running, done = 1, 0, loop.cond()
+  local function worker()
+    while next_i <= #groups and not self.stopping do
+      local g = groups[next_i]
+      next_i = next_i + 1
+      local ok, err = pcall(self.check_crl_group, self, g, now, cfg, tick, revoked)
+      if not ok then
+        tick.crl_failed = tick.crl_failed + 1
+        log("error", "crl_failed", { url = g.url, error = tostring(err) })
+      end
+    end
+    running = running - 1
+    done:notify_all()
+  end
+  for _ = 1, math.min(cfg.concurrency, #groups) do
+    running = running + 1
+    loop.spawn_named("crl", worker)
+  end
+  while running > 0 do done:wait() end
+  if next(revoked) then
+    local jobs_tick = {}
+    local collector = self.open_collector and self:open_collector(jobs_tick)
+    for _, g in ipairs(groups) do -- in scan order: the log reads the same each run
+      for _, id in ipairs(g.ids) do
+        if revoked[id] then
+          tick.crl_revoked = tick.crl_revoked + 1
+          self:handle_revoked(id, revoked[id], collector)
+        end
+      end
+    end
+    if collector then self:finish_collector(collector) end
+  end
+  return tick
+end
+
+--- Clean pass: stored CRLs that cannot be read as one, or whose nextUpdate
+-- has passed (none given counts as passed), are deleted.
+function M:clean_crls(now, tick)
+  local list = self.storage:list(keys.CRL_PREFIX, true) or {}
+  for _, k in ipairs(list) do
+    local der, lerr, lcode = self.storage:load(k)
+    local why
+    if der then
+      local info, err = core.crl_peek(der)
+      if not info then why = "unparseable: " .. tostring(err)
+      elseif not info.next_update or info.next_update <= now then
+        why = "stale: next update " .. (info.next_update and rfc3339.iso(info.next_update) or "not given")
+      end
+    elseif lcode ~= "ENOENT" then
+      why = "cannot be read: " .. tostring(lerr)
+    end
+    if why then
+      local ok, derr = self.storage:delete(k)
+      if ok then
+        tick.crls_deleted = (tick.crls_deleted or 0) + 1
+        log("info", "clean_deleted", { key = k, what = "CRL", why = why })
+      else
+        log("error", "clean_delete_failed", { key = k, error = derr })
+      end
+    end
+  end
+end
+
+return M

@@ -1,0 +1,63 @@
+--- Must-Staple (RFC 7633, the TLS Feature extension listing status_request):
+-- a client that sees it refuses the certificate unless the server staples a
+-- valid OCSP response, so such a certificate without one is an outage, not
+-- a missed optimisation. After each OCSP pass the engine says so at error
+-- level (event must_staple_unstapled); status flags these certificates and
+-- status --check counts one without a valid staple as needing attention.
+local core = require "certmaint.core"
+local rfc3339 = require "certmaint.rfc3339"
+
+local M = {}
+
+--- Why a must-staple certificate's staple `ocsp` (a cache entry's, or a
+-- status row's) is not valid at now, or nil when it is.
+function M.staple_problem(ocsp, now)
+  if not ocsp or not ocsp.status then return "no staple" end
+  if not ocsp.next_update or ocsp.next_update <= now then
+    return "staple expired " .. (ocsp.next_update and rfc3339.iso(ocsp.next_update) or "(no next update)")
+  end
+  return nil
+end
+
+--- Is cache entry id a must-staple certificate? The flag of a certificate
+-- never changes (the id is its hash), so it is kept per id between passes.
+function M:is_must_staple(id, seen)
+  local v = self.must_staple_ids and self.must_staple_ids[id]
+  if v == nil then
+    local c = self.cache:get(id, { pem = false })
+    v = (c and c.must_staple) and true or false
+  end
+  seen[id] = v
+  return v
+end
+
+--- After an OCSP pass: every cached must-staple certificate (managed, or
+-- from ocsp.staple_files) that is not expired and has no valid staple is an
+-- error-level event. tick.must_staple counts the must-staple certificates,
+-- tick.must_staple_unstapled those without a valid staple.
+function M:must_staple_check(now, tick)
+  now = now or core.now()
+  tick = tick or {}
+  local seen = {}
+  local n, bad = 0, 0
+  local function check(id)
+    if seen[id] ~= nil or not self:is_must_staple(id, seen) then return end
+    local c = self.cache:get(id, { pem = false })
+    if not c or c.not_after <= now then return end -- expired: the renew pass's business
+    n = n + 1
+    local why = M.staple_problem(c.ocsp, now)
+    if why then
+      bad = bad + 1
+      core.log("error", "must_staple_unstapled", { name = c.names[1] or "", serial = c.serial, why = why,
+        managed = c.managed })
+    end
+  end
+  for id in pairs(self.by_id) do check(id) end
+  for id in pairs(self.staple_files_by_id or {}) do check(id) end
+  self.must_staple_ids = seen -- only certificates still cached are remembered
+  tick.must_staple = n
+  tick.must_staple_unstapled = bad
+  return bad, n
+end
+
+return M

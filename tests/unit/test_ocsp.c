@@ -1,0 +1,235 @@
+/* test_ocsp.c - core/ocsp.c against the fixtures of scripts/make-ocsp-fixtures.sh
+ * (tests/fixtures/ocsp/README.md says what each file must give): requests
+ * equal to openssl's, every status and reason, the time checks, wrong
+ * signers, delegated responders, broken input. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "ocsp.h"
+
+#define T 1767225600LL /* 2026-01-01T00:00:00Z, the fixtures' thisUpdate */
+#define NOW (T + 3600)
+#define DAY 86400LL
+
+struct blob {
+    char *data;
+    size_t len;
+};
+
+static struct blob fixture(const char *name)
+{
+    char path[1024];
+    const char *src = getenv("CERTMAINT_SOURCE_DIR");
+    struct blob b = {NULL, 0};
+    FILE *fp;
+    long n;
+    snprintf(path, sizeof path, "%s/tests/fixtures/ocsp/%s", src ? src : "..", name);
+    if (!(fp = fopen(path, "rb"))) {
+        fprintf(stderr, "cannot open fixture %s\n", path);
+        exit(2);
+    }
+    if (fseek(fp, 0, SEEK_END) != 0 || (n = ftell(fp)) < 0 || fseek(fp, 0, SEEK_SET) != 0) exit(2);
+    if (!(b.data = malloc((size_t)n + 1)) || fread(b.data, 1, (size_t)n, fp) != (size_t)n) exit(2);
+    b.data[n] = '\0';
+    b.len = (size_t)n;
+    fclose(fp);
+    return b;
+}
+
+static struct blob ca, leaf, other_leaf, impostor;
+
+/* Parse fixture `name` about leaf under ca at now (skew 300); code "" for success. */
+static int parse(const char *name, int64_t now, struct cm_ocsp_info *info, struct cm_result *res)
+{
+    struct blob r = fixture(name);
+    int rc;
+    cm_result_clear(res);
+    memset(info, 0x5a, sizeof *info);
+    rc = cm_ocsp_response_parse((const unsigned char *)r.data, r.len, leaf.data, leaf.len,
+                                ca.data, ca.len, now, CM_OCSP_DEFAULT_SKEW, info, res);
+    free(r.data);
+    return rc;
+}
+
+static void expect_fail(const char *name, int64_t now, const char *code)
+{
+    struct cm_ocsp_info info, zero;
+    struct cm_result res;
+    memset(&zero, 0, sizeof zero);
+    CHECK(parse(name, now, &info, &res) == CM_ERR);
+    if (strcmp(res.code, code) != 0)
+        fprintf(stderr, "%s: code %s (%s), expected %s\n", name, res.code, res.message, code);
+    CHECK_STR(res.code, code);
+    CHECK(res.message[0] != '\0');
+    CHECK(memcmp(&info, &zero, sizeof info) == 0); /* never half an answer */
+}
+
+static void test_request(void)
+{
+    struct blob want = fixture("openssl_request.der");
+    unsigned char *der = NULL;
+    size_t len = 0;
+    struct cm_result res;
+
+    /* byte for byte what `openssl ocsp -no_nonce -reqout` sends: SHA-1 CertID, no nonce */
+    CHECK(cm_ocsp_request_build(leaf.data, leaf.len, ca.data, ca.len, &der, &len, &res) == CM_OK);
+    CHECK(der && len == want.len && memcmp(der, want.data, len) == 0);
+    free(der); der = NULL;
+    /* another leaf: another request */
+    CHECK(cm_ocsp_request_build(other_leaf.data, other_leaf.len, ca.data, ca.len, &der, &len,
+                                &res) == CM_OK);
+    CHECK(der && !(len == want.len && memcmp(der, want.data, len) == 0));
+    free(der); der = NULL;
+    /* unreadable inputs */
+    CHECK(cm_ocsp_request_build("junk", 4, ca.data, ca.len, &der, &len, &res) == CM_ERR);
+    CHECK_STR(res.code, "parse");
+    CHECK(der == NULL && len == 0);
+    CHECK(cm_ocsp_request_build(leaf.data, leaf.len, "", 0, &der, &len, &res) == CM_ERR);
+    CHECK_STR(res.code, "parse");
+    CHECK(der == NULL);
+    free(want.data);
+}
+
+static void test_statuses(void)
+{
+    static const int reasons[] = {0, 1, 2, 3, 4, 5, 6, 8, 9, 10};
+    struct cm_ocsp_info info;
+    struct cm_result res;
+    char name[64];
+    size_t i;
+
+    CHECK(parse("ocsp_good.der", NOW, &info, &res) == CM_OK);
+    CHECK(info.status == CM_OCSP_GOOD && info.this_update == T && info.next_update == T + 7 * DAY);
+    CHECK(info.produced_at == T && info.revoked_at == 0 && info.reason == -1);
+    CHECK(parse("ocsp_good_no_next.der", NOW, &info, &res) == CM_OK);
+    CHECK(info.status == CM_OCSP_GOOD && info.next_update == 0);
+    /* no nextUpdate: never stale, however late */
+    CHECK(parse("ocsp_good_no_next.der", T + 1000 * DAY, &info, &res) == CM_OK);
+    CHECK(parse("ocsp_unknown.der", NOW, &info, &res) == CM_OK);
+    CHECK(info.status == CM_OCSP_UNKNOWN);
+    CHECK(parse("ocsp_revoked_none.der", NOW, &info, &res) == CM_OK);
+    CHECK(info.status == CM_OCSP_REVOKED && info.revoked_at == T - DAY && info.reason == -1);
+    for (i = 0; i < sizeof reasons / sizeof reasons[0]; i++) {
+        snprintf(name, sizeof name, "ocsp_revoked_%d.der", reasons[i]);
+        CHECK(parse(name, NOW, &info, &res) == CM_OK);
+        CHECK(info.status == CM_OCSP_REVOKED && info.revoked_at == T - DAY);
+        CHECK(info.reason == reasons[i]);
+        CHECK(cm_ocsp_reason_name(info.reason) != NULL);
+    }
+    CHECK_STR(cm_ocsp_reason_name(1), "keyCompromise");
+    CHECK(cm_ocsp_reason_parse("aACompromise") == 10 && cm_ocsp_reason_name(7) == NULL);
+    /* openssl's responder, read the same way */
+    CHECK(parse("openssl_revoked.der", 0, &info, &res) == CM_OK);
+    CHECK(info.status == CM_OCSP_REVOKED && info.reason == 1);
+    CHECK(info.revoked_at == 1767139200); /* 2025-12-31T00:00:00Z */
+    CHECK(parse("openssl_revoked.der", info.this_update + 60, &info, &res) == CM_OK);
+}
+
+static void test_times(void)
+{
+    struct cm_ocsp_info info;
+    struct cm_result res;
+
+    expect_fail("ocsp_stale.der", NOW, "stale");
+    expect_fail("ocsp_notyet.der", NOW, "notyet");
+    /* time 0: no time check at all (the caller decides) */
+    CHECK(parse("ocsp_stale.der", 0, &info, &res) == CM_OK);
+    CHECK(info.next_update == T - DAY);
+    CHECK(parse("ocsp_notyet.der", 0, &info, &res) == CM_OK);
+    /* the boundaries: nextUpdate at now is stale, one second before it is not */
+    expect_fail("ocsp_good.der", T + 7 * DAY, "stale");
+    CHECK(parse("ocsp_good.der", T + 7 * DAY - 1, &info, &res) == CM_OK);
+    /* thisUpdate up to skew ahead of now passes, one second more does not */
+    CHECK(parse("ocsp_good.der", T - CM_OCSP_DEFAULT_SKEW, &info, &res) == CM_OK);
+    expect_fail("ocsp_good.der", T - CM_OCSP_DEFAULT_SKEW - 1, "notyet");
+    {
+        struct blob r = fixture("ocsp_good.der");
+        CHECK(cm_ocsp_response_parse((const unsigned char *)r.data, r.len, leaf.data, leaf.len,
+                                     ca.data, ca.len, T - 1, 0, &info, &res) == CM_ERR);
+        CHECK_STR(res.code, "notyet");
+        CHECK(cm_ocsp_response_parse((const unsigned char *)r.data, r.len, leaf.data, leaf.len,
+                                     ca.data, ca.len, T - 1, 1, &info, &res) == CM_OK);
+        free(r.data);
+    }
+}
+
+static void test_signers(void)
+{
+    struct cm_ocsp_info info;
+    struct cm_result res;
+    struct blob r;
+
+    expect_fail("ocsp_wrong_key.der", NOW, "verify");
+    expect_fail("ocsp_other_issuer.der", NOW, "verify");
+    expect_fail("ocsp_delegated_no_eku.der", NOW, "verify");
+    CHECK(parse("ocsp_delegated.der", NOW, &info, &res) == CM_OK);
+    CHECK(info.status == CM_OCSP_GOOD);
+    /* a response about leaf is not one about another certificate of the CA */
+    r = fixture("ocsp_good.der");
+    CHECK(cm_ocsp_response_parse((const unsigned char *)r.data, r.len, other_leaf.data,
+                                 other_leaf.len, ca.data, ca.len, NOW, 300, &info, &res) == CM_ERR);
+    CHECK_STR(res.code, "mismatch");
+    /* against the impostor (same name, its own key) the CA's response does not verify */
+    CHECK(cm_ocsp_response_parse((const unsigned char *)r.data, r.len, leaf.data, leaf.len,
+                                 impostor.data, impostor.len, NOW, 300, &info, &res) == CM_ERR);
+    CHECK_STR(res.code, "verify");
+    free(r.data);
+}
+
+static void test_broken(void)
+{
+    static const char *const statuses[] = {"malformedRequest", "internalError", "tryLater",
+                                           "sigRequired", "unauthorized"};
+    struct cm_ocsp_info info;
+    struct cm_result res;
+    char name[64], code[64];
+    size_t i;
+    struct blob r;
+
+    expect_fail("ocsp_truncated.der", NOW, "parse");
+    expect_fail("ocsp_trailing.der", NOW, "parse");
+    expect_fail("ocsp_garbage.der", NOW, "parse");
+    for (i = 0; i < sizeof statuses / sizeof statuses[0]; i++) {
+        snprintf(name, sizeof name, "ocsp_status_%s.der", statuses[i]);
+        snprintf(code, sizeof code, "ocsp:%s", statuses[i]);
+        expect_fail(name, NOW, code);
+        r = fixture(name);
+        CHECK(cm_ocsp_response_peek((const unsigned char *)r.data, r.len, &info, &res) == CM_ERR);
+        CHECK_STR(res.code, code);
+        free(r.data);
+    }
+    /* peek reads a stale response and one from the wrong key: it verifies nothing */
+    r = fixture("ocsp_stale.der");
+    CHECK(cm_ocsp_response_peek((const unsigned char *)r.data, r.len, &info, &res) == CM_OK);
+    CHECK(info.next_update == T - DAY);
+    free(r.data);
+    r = fixture("ocsp_wrong_key.der");
+    CHECK(cm_ocsp_response_peek((const unsigned char *)r.data, r.len, &info, &res) == CM_OK);
+    CHECK(info.status == CM_OCSP_GOOD);
+    free(r.data);
+    r = fixture("ocsp_truncated.der");
+    CHECK(cm_ocsp_response_peek((const unsigned char *)r.data, r.len, &info, &res) == CM_ERR);
+    CHECK_STR(res.code, "parse");
+    free(r.data);
+}
+
+int main(void)
+{
+    ca = fixture("ca.pem");
+    leaf = fixture("leaf.pem");
+    other_leaf = fixture("leaf_crl_only.pem");
+    impostor = fixture("impostor.pem");
+    test_request();
+    test_statuses();
+    test_times();
+    test_signers();
+    test_broken();
+    free(ca.data);
+    free(leaf.data);
+    free(other_leaf.data);
+    free(impostor.data);
+    return CHECK_DONE();
+}
