@@ -27,7 +27,6 @@
 #   ocsp_index_add CERT_PEM  list a certificate as good (the Pebble sync does this itself)
 #   ocsp_revoke SERIAL [REASON]  mark SERIAL (hex) revoked now; REASON an RFC 5280 name
 #                            (keyCompromise, superseded, ...) or none
-#   ocsp_sync                one index sync from Pebble's log (the background loop calls it)
 #   ocsp_query CERT_PEM      the reference client asks the responder: prints good, revoked,
 #                            unknown, or "invalid: ..." (not verified)
 #   ocsp_check_staple DER CERT_PEM  the reference client verifies a stored response:
@@ -142,23 +141,35 @@ ocsp_reason_name() {
 
 ocsp_pebble_status() { curl -sf --max-time 5 --cacert "$PEBBLE_CA_BUNDLE" "$PEBBLE_MGMT/cert-status-by-serial/$1"; }
 
-# What Pebble issued (its log) becomes good in the index; what was revoked
-# through ACME (Pebble logs no serial then: every known serial is asked
-# again after each revoke-cert request) becomes revoked with Pebble's time
-# and reason.
-OCSP_SEEN_REVOKES=0
-ocsp_sync() {
-  local serial json pem changed=0 revokes s at reason
-  for serial in $(grep -o 'Issued certificate serial [0-9a-f]*' "$PEBBLE_LOG" 2>/dev/null | awk '{print $4}'); do
-    grep -q "^$(ocsp_serial_key "$serial")	" "$OCSP_DIR/certs.tsv" && continue
-    json=$(ocsp_pebble_status "$serial") || continue
-    pem=$OCSP_DIR/pebble-$serial.pem
-    sed -n 's/.*"Certificate": *"\([^"]*\)".*/\1/p' <<<"$json" | sed 's/\\n/\n/g' > "$pem"
-    ocsp_index_add "$pem" no-write && changed=1
-  done
-  revokes=$(grep -c 'revoke-cert' "$PEBBLE_LOG" 2>/dev/null || true)
-  if [ "${revokes:-0}" -gt "$OCSP_SEEN_REVOKES" ]; then
-    OCSP_SEEN_REVOKES=$revokes
+# What Pebble issued becomes good in the index the moment Pebble logs it
+# (the client is still fetching the certificate, so its first question finds
+# it listed), with the real expiry and subject from /cert-status-by-serial
+# right after; what was revoked through ACME becomes revoked with Pebble's
+# time and reason. The background sync follows Pebble's log (tail -F).
+ocsp_sync_issued() { # SERIAL as Pebble logs it
+  local key json pem end subject
+  key=$(ocsp_serial_key "$1")
+  grep -q "^$key	" "$OCSP_DIR/certs.tsv" && return 0
+  (flock 9; printf '%s\t491231235959Z\t/CN=pebble-%s\n' "$key" "$1" >> "$OCSP_DIR/certs.tsv") 9>"$OCSP_DIR/index.lock"
+  ocsp_index_write
+  json=$(ocsp_pebble_status "$1") || return 0
+  pem=$OCSP_DIR/pebble-$1.pem
+  sed -n 's/.*"Certificate": *"\([^"]*\)".*/\1/p' <<<"$json" | sed 's/\\n/\n/g' > "$pem"
+  end=$(ocsp_utc_field "$(openssl x509 -in "$pem" -noout -enddate 2>/dev/null | sed 's/^notAfter=//')") || return 0
+  subject=$(openssl x509 -in "$pem" -noout -subject -nameopt compat | sed 's/^subject=//')
+  (flock 9
+   awk -F'\t' -v k="$key" -v e="$end" -v s="${subject:-/CN=pebble-$1}" 'BEGIN { OFS = "\t" }
+     $1 == k { $2 = e; $3 = s } { print }' "$OCSP_DIR/certs.tsv" > "$OCSP_DIR/certs.tsv.new" &&
+     mv "$OCSP_DIR/certs.tsv.new" "$OCSP_DIR/certs.tsv") 9>"$OCSP_DIR/index.lock"
+  ocsp_index_write
+}
+
+# Pebble logs no serial for a revoke-cert request, and logs it before the
+# handler runs: every known good serial is asked about until one turns up
+# revoked (for up to 3 s; a refused revocation revokes nothing).
+ocsp_sync_revoked() {
+  local i s json at reason found=0
+  for i in $(seq 1 30); do
     for s in $(cut -f1 "$OCSP_DIR/certs.tsv"); do
       grep -q "^$s	" "$OCSP_DIR/revoked.tsv" && continue
       json=$(ocsp_pebble_status "$s") || continue
@@ -167,16 +178,25 @@ ocsp_sync() {
       reason=$(sed -n 's/.*"Reason": *\([0-9]*\).*/\1/p' <<<"$json")
       (flock 9; printf '%s\t%s,%s\n' "$s" "$(ocsp_utc_field "${at:-now}")" "$(ocsp_reason_name "${reason:-0}")" \
         >> "$OCSP_DIR/revoked.tsv") 9>"$OCSP_DIR/index.lock"
-      changed=1
+      found=1
     done
-  fi
-  [ $changed = 1 ] && ocsp_index_write
+    [ $found = 1 ] && break
+    sleep 0.1
+  done
+  [ $found = 1 ] && ocsp_index_write
   true
 }
 
 ocsp_sync_start() {
   [ -n "$OCSP_SYNC_PID" ] && return 0
-  ( set +e; while :; do ocsp_sync; sleep 0.1; done ) >>"$OCSP_DIR/sync.log" 2>&1 &
+  ( set +e
+    # --pid: tail ends with the test even when this subshell is killed first
+    tail --pid=$$ -n +1 -F "$PEBBLE_LOG" 2>/dev/null | while IFS= read -r line; do
+      case $line in
+        *"Issued certificate serial "*) s=${line#*Issued certificate serial }; ocsp_sync_issued "${s%% *}" ;;
+        *revoke-cert*) ocsp_sync_revoked ;;
+      esac
+    done ) >>"$OCSP_DIR/sync.log" 2>&1 &
   OCSP_SYNC_PID=$!
 }
 
