@@ -161,9 +161,22 @@ openssl ca -gencrl -batch -config "$work/ca.cnf" -cert "$out/ca.pem" -keyfile "$
   -crlexts crl_ext -out "$work/openssl.crl.pem" 2>/dev/null
 openssl crl -in "$work/openssl.crl.pem" -outform DER -out "$out/openssl_crl.der"
 
+# TLS Feature variants from openssl (not the core's encoder): status_request
+# alone, status_request_v2 alone (not Must-Staple), both; valid from when made, 100 years
+for v in "status_request:status_request" "v2:status_request_v2" "both:status_request,status_request_v2"; do
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/tlsf.key" \
+    -subj "/CN=tlsf-${v%%:*}.example" -addext "subjectAltName=DNS:tlsf-${v%%:*}.example" \
+    -addext "tlsfeature=${v#*:}" -days 36500 -out "$out/tlsfeature_${v%%:*}.pem" 2>/dev/null
+done
+
 # ---- fuzz corpora: every response / CRL as a seed -------------------------
 mkdir -p "$here/tests/fuzz/corpus/ocsp" "$here/tests/fuzz/corpus/crl"
 rm -f "$here"/tests/fuzz/corpus/ocsp/fixture_* "$here"/tests/fuzz/corpus/crl/fixture_*
 for f in "$out"/ocsp_*.der "$out"/openssl_revoked.der; do cp "$f" "$here/tests/fuzz/corpus/ocsp/fixture_$(basename "$f")"; done
 for f in "$out"/crl_*.der "$out"/crl_*.pem "$out"/openssl_crl.der; do cp "$f" "$here/tests/fuzz/corpus/crl/fixture_$(basename "$f")"; done
+# Must-Staple certificates for the fast path's differential harness, as DER
+rm -f "$here"/tests/fuzz/corpus/x509_fastpath/fixture_ocsp_*
+for f in "$out"/leaf_must_staple.pem "$out"/tlsfeature_*.pem; do
+  openssl x509 -in "$f" -outform DER -out "$here/tests/fuzz/corpus/x509_fastpath/fixture_ocsp_$(basename "$f" .pem).der"
+done
 echo "wrote $(ls "$out" | wc -l) files to $out"

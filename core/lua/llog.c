@@ -33,6 +33,8 @@ static int l_log(lua_State *L)
     if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);
     top = lua_gettop(L);
+    /* room for every anchored key, then a value and its string per field */
+    luaL_checkstack(L, MAX_FIELDS + 4, "log fields");
     if (lua_istable(L, 3)) {
         lua_pushnil(L);
         while (lua_next(L, 3) != 0) {
@@ -48,7 +50,7 @@ static int l_log(lua_State *L)
         }
     }
     qsort(keys, n, sizeof keys[0], cmp_str);
-    luaL_checkstack(L, (int)n + 2, "log fields");
+    luaL_checkstack(L, 2 * (int)n + 2, "log fields");
     for (i = 0; i < n; i++) {
         lua_getfield(L, 3, keys[i]);
         if (lua_type(L, -1) == LUA_TBOOLEAN)

@@ -12,7 +12,7 @@ usage: certmaint [--log-format text|json] [--log-level LEVEL] [--data-dir DIR] C
 
 commands:
   run POLICY                     the daemon: load, obtain what is missing, then tick forever
-  once POLICY                    one renew and clean pass, then exit (cron, CI)
+  once POLICY                    one renew, OCSP and clean pass, then exit (cron, CI)
   check POLICY [--at TIME]       validate the policy and print what the passes would do
                                  (now, or at TIME), changing nothing
   status POLICY [--json] [--check]
@@ -47,7 +47,10 @@ SIGHUP re-reads POLICY; if it fails to load, the running policy stays.]],
   once = [[
 usage: certmaint once POLICY
 Load, redeploy what differs from storage, obtain what is missing, run one renew
-pass and one clean pass, exit. Exit status 1 if anything failed (a deploy or a policy hook too).]],
+pass, one OCSP pass (staples fetched, verified, stored; a revoked certificate
+handled as on_revoked decides) and one clean pass, exit. Exit status 1 if
+anything failed (a deploy, a revoked certificate's replacement, or a policy
+hook too); a staple that could not be fetched is logged at error level.]],
   check = [[
 usage: certmaint check POLICY [--at TIME]
 Validate POLICY and print, for each certificate, what the next passes would do
@@ -77,9 +80,13 @@ of them with --force. One attempt each; exit 1 if any failed.]],
   revoke = [[
 usage: certmaint revoke POLICY NAME [--reason N]
 Revoke NAME's certificate at the CA that issued it (the issuer of the policy's
-list whose storage folder holds it), then obtain a new one and deploy it.
+list whose storage folder holds it), then handle it as any revoked
+certificate: the policy's on_revoked decides (default: obtain a new one and
+deploy it; if that fails it is taken out of service).
 --reason N: the RFC 5280 reason code sent to the CA (0 unspecified,
 1 keyCompromise, 3 affiliationChanged, 4 superseded, 5 cessationOfOperation, ...).
+With 1 (keyCompromise) the key is set aside in storage and the replacement
+gets a fresh key, even with reuse_key = true.
 Exit status 1 if the revocation or the replacement failed.]],
   clean = [[
 usage: certmaint clean POLICY
@@ -194,19 +201,23 @@ function commands.run(engine)
 end
 
 function commands.once(engine)
-  local ok, start, renew, clean = run_task(function()
-    local s = engine:start()
+  local ok, start, renew, ocsp, clean = run_task(function()
+    local s = engine:start { ocsp = false } -- the OCSP pass runs below, once
     local r = engine:tick("renew")
+    local o = engine:tick("ocsp")
     local c = engine:tick("clean")
-    return true, s, r, c
+    return true, s, r, o, c
   end)
   if not ok then eprint("certmaint: " .. tostring(start)) return 1 end
-  local failed = (start.failed or 0) + (renew.failed or 0)
+  -- a staple that could not be fetched is an error in the log, not a failed
+  -- run: the certificate is still served (and stapled while the old staple holds)
+  local failed = (start.failed or 0) + (renew.failed or 0) + (ocsp.replace_failed or 0)
   local deploy_failed = (start.deploy_failed or 0) + (renew.deploy_failed or 0)
   io.stdout:write(string.format("loaded %d, obtained %d, renewed %d, reloaded %d, failed %d, deleted %d, "
-    .. "deployed %d, deploy failed %d\n",
+    .. "deployed %d, deploy failed %d, stapled %d, staples failed %d, revoked %d\n",
     start.loaded or 0, start.obtained or 0, renew.renewed or 0, renew.reloaded or 0, failed, clean.deleted or 0,
-    (start.deployed or 0) + (renew.deployed or 0), deploy_failed))
+    (start.deployed or 0) + (renew.deployed or 0), deploy_failed,
+    (ocsp.refreshed or 0) + (ocsp.from_storage or 0), ocsp.failed or 0, ocsp.revoked or 0))
   -- a policy hook that failed (the default rule decided, a deploy hook
   -- raised) needs the operator as much as a failed renewal: cron tells them
   local hook_errors = engine.hooks.errors
@@ -480,21 +491,34 @@ function commands.revoke(engine, args)
       return nil, "revoking " .. e.primary .. " (serial " .. cert.serial .. ") failed: "
         .. tostring(type(rerr) == "table" and rerr.message or rerr) .. (rcode and (" [" .. tostring(rcode) .. "]") or "")
     end
-    core.log("info", "revoked", { name = e.primary, serial = cert.serial, issuer = issuers.describe(iss),
+    core.log("info", "revoked_at_ca", { name = e.primary, serial = cert.serial, issuer = issuers.describe(iss),
       reason = reason and M.REVOKE_REASONS[reason] or nil })
     io.stdout:write(string.format("%s: revoked serial %s%s\n", e.primary, cert.serial,
       reason and (" (" .. M.REVOKE_REASONS[reason] .. ")") or ""))
-    -- a revoked certificate must not stay in service: replace it now
-    local res, c, code = engine:renew_once(e, "renew")
-    if not res then
-      return nil, "revoked, but obtaining a replacement failed: " .. tostring(type(c) == "table" and c.message or c)
-        .. " (the renew pass retries it)", code
-    end
-    io.stdout:write(string.format("%s: replaced by serial %s\n", e.primary, c.serial))
+    -- then as any revocation found (engine/revocation.lua): the policy's
+    -- on_revoked decides, keyCompromise sets the key aside, "renew" replaces
+    -- it now and takes it out of service if that fails
     local tick = {}
-    local deploys = engine:open_collector(tick)
-    engine:notify_renewed(e, c, res, deploys) -- the replacement is served, not only stored
-    engine:finish_collector(deploys)
+    local jobs = engine:open_collector(tick) -- the replacement's first attempt and its deploy
+    local old_id = e.id
+    local decision, herr = engine:handle_revoked(old_id, { status = "revoked", revoked_at = core.now(),
+      reason = reason and M.REVOKE_REASONS[reason] or nil, source = "cli" }, jobs)
+    engine:finish_collector(jobs)
+    if not decision then return nil, herr end
+    if decision == "keep" then
+      io.stdout:write(string.format("%s: kept in service, revoked (on_revoked decided \"keep\")\n", e.primary))
+      return true
+    elseif decision == "remove" then
+      io.stdout:write(string.format("%s: taken out of service (on_revoked decided \"remove\")\n", e.primary))
+      return true
+    end
+    if not e.id or e.id == old_id then
+      local st = engine.jobs:status("renew:" .. e.primary)
+      return nil, "revoked, but obtaining a replacement failed: " .. tostring(st and st.last_error or "see the log")
+        .. " (the certificate was taken out of service; the renew pass retries)"
+    end
+    local c = engine.cache:get(e.id, { pem = false })
+    io.stdout:write(string.format("%s: replaced by serial %s\n", e.primary, c.serial))
     if (tick.deploy_failed or 0) > 0 then return nil, "the new certificate could not be deployed (see the log)" end
     return true
   end)

@@ -26,6 +26,7 @@ return certmaint.policy {
   storage = certmaint.storage.file { root = "%s" },
   issuer = { wrap(internal, %s), wrap(certmaint.issuer.internal { name = "other" }, true) },
   certificates = { "revoke.test" },
+  reuse_key = %s,%s
 }
 ]]
 
@@ -44,10 +45,11 @@ describe("certmaint revoke", function()
     os.execute("rm -rf '" .. dir .. "'")
   end)
 
-  local function write_policy(can_revoke)
+  local function write_policy(can_revoke, reuse_key, extra)
     local path = dir .. "/policy.lua"
     local f = assert(io.open(path, "w"))
-    f:write(string.format(POLICY, "first", dir .. "/data", tostring(can_revoke)))
+    f:write(string.format(POLICY, "first", dir .. "/data", tostring(can_revoke), tostring(reuse_key or false),
+      extra or ""))
     f:close()
     return path
   end
@@ -61,6 +63,15 @@ describe("certmaint revoke", function()
   end
 
   local function text() return table.concat(logs(), "\n") end
+
+  local SITE = "/data/certificates/first/revoke.test/revoke.test"
+  local function read(path)
+    local f = io.open(path, "rb")
+    if not f then return nil end
+    local s = f:read("a")
+    f:close()
+    return s
+  end
 
   it("revokes at the issuer that issued it, with the reason, then replaces the certificate", function()
     local path = write_policy(true)
@@ -92,5 +103,33 @@ describe("certmaint revoke", function()
     assert.equal(1, cli.main { "revoke", path, "revoke.test" })
     assert.equal(old, stored_serial()) -- nothing replaced, nothing revoked elsewhere
     assert.not_matches("spec_revoke_called", text(), 1, true)
+  end)
+
+  it("with --reason 1 (keyCompromise) sets the key aside, 0600, and replaces it with a new key under reuse_key", function()
+    local path = write_policy(true, true)
+    assert(require("lfs").mkdir(dir .. "/data"))
+    assert.equal(0, cli.main { "once", path })
+    local old, old_key = assert(stored_serial()), assert(read(dir .. SITE .. ".key"))
+    assert.equal(0, cli.main { "revoke", path, "revoke.test", "--reason", "1" })
+    local new, new_key = assert(stored_serial()), assert(read(dir .. SITE .. ".key"))
+    assert.are_not.equal(old, new)
+    assert.are_not.equal(old_key, new_key)
+    local aside = dir .. "/data/certmaint/compromised/revoke.test/" .. old:lower() .. ".key"
+    assert.equal(old_key, read(aside))
+    assert.equal("rw-------", require("lfs").attributes(aside, "permissions"))
+    assert.matches("event=revoked decision=renew .*reason=keyCompromise .*source=cli", text())
+    -- a later renewal under reuse_key keeps the new key, never the old one
+    assert.equal(0, cli.main { "renew", path, "--force" })
+    assert.equal(new_key, read(dir .. SITE .. ".key"))
+  end)
+
+  it("follows on_revoked: keep leaves the certificate as it is", function()
+    local path = write_policy(true, false, '\n  on_revoked = function() return "keep" end,')
+    assert(require("lfs").mkdir(dir .. "/data"))
+    assert.equal(0, cli.main { "once", path })
+    local old = stored_serial()
+    assert.equal(0, cli.main { "revoke", path, "revoke.test", "--reason", "4" })
+    assert.equal(old, stored_serial())
+    assert.matches("event=revoked decision=keep", text())
   end)
 end)

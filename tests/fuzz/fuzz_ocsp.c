@@ -2,7 +2,10 @@
  * storage: untrusted bytes.  Each input goes through cm_ocsp_response_peek
  * and through cm_ocsp_response_parse against a fixed certificate and issuer
  * (tests/fixtures/x509/ok_leaf.pem under ok_intermediate.pem), at time 0
- * (no responder time check) and at a fixed time.
+ * (no responder time check) and at a fixed time; and against the pair the
+ * OCSP fixtures are about (tests/fixtures/ocsp/leaf.pem under ca.pem, whose
+ * responses seed the corpus as fixture_*) at their T + 1 h, with the time
+ * checks: a success there is current.
  *
  * Properties (ocsp.h): a result is an enum value, a CRLReason or -1, and
  * revoked_at is 0 unless revoked; a failure has a code and zeroes *out. */
@@ -65,13 +68,15 @@ static void check_info(int rc, const struct cm_ocsp_info *info, const struct cm_
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static struct blob leaf, issuer;
+    static struct blob leaf, issuer, ocsp_leaf, ocsp_ca;
     struct cm_ocsp_info info;
     struct cm_result res;
     int rc;
 
     load("ok_leaf.pem", &leaf);
     load("ok_intermediate.pem", &issuer);
+    load("../ocsp/leaf.pem", &ocsp_leaf);
+    load("../ocsp/ca.pem", &ocsp_ca);
 
     memset(&info, 0x5a, sizeof info);
     cm_result_clear(&res);
@@ -89,5 +94,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     rc = cm_ocsp_response_parse(data, size, leaf.data, leaf.len, issuer.data, issuer.len,
                                 1767225600 /* 2026-01-01 */, 300, &info, &res);
     check_info(rc, &info, &res);
+
+    memset(&info, 0x5a, sizeof info);
+    cm_result_clear(&res);
+    rc = cm_ocsp_response_parse(data, size, ocsp_leaf.data, ocsp_leaf.len, ocsp_ca.data,
+                                ocsp_ca.len, 1767229200, 300, &info, &res);
+    check_info(rc, &info, &res);
+    if (rc == CM_OK)
+        FUZZ_CHECK(info.this_update <= 1767229200 + 300 &&
+                   (info.next_update == 0 || info.next_update > 1767229200));
     return 0;
 }

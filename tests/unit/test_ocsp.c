@@ -9,6 +9,8 @@
 
 #include "check.h"
 #include "ocsp.h"
+#include "x509.h"
+#include "x509_der.h"
 
 #define T 1767225600LL /* 2026-01-01T00:00:00Z, the fixtures' thisUpdate */
 #define NOW (T + 3600)
@@ -216,6 +218,38 @@ static void test_broken(void)
     free(r.data);
 }
 
+/* must_staple: the same on the DER fast path and on OpenSSL's decoder. */
+static void test_must_staple(void)
+{
+    static const struct {
+        const char *name;
+        int must_staple;
+    } cases[] = {
+        {"leaf_must_staple.pem", 1},         {"leaf.pem", 0}, {"ca.pem", 0},
+        {"tlsfeature_status_request.pem", 1}, {"tlsfeature_v2.pem", 0},
+        {"tlsfeature_both.pem", 1},
+    };
+    static const enum cm_x509_decoder hows[] = {CM_X509_DECODE_OPENSSL, CM_X509_DECODE_FAST_ONLY,
+                                                CM_X509_DECODE_AUTO};
+    struct cm_cert_facts f;
+    struct cm_result res;
+    size_t i, j;
+
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct blob b = fixture(cases[i].name);
+        for (j = 0; j < sizeof hows / sizeof hows[0]; j++) {
+            memset(&f, 0, sizeof f);
+            CHECK(cm_x509_parse_chain_with(hows[j], b.data, b.len, &f, &res) == CM_OK);
+            if (f.must_staple != cases[i].must_staple)
+                fprintf(stderr, "%s: decoder %d: must_staple %d\n", cases[i].name, (int)hows[j],
+                        f.must_staple);
+            CHECK(f.must_staple == cases[i].must_staple);
+            cm_cert_facts_free(&f);
+        }
+        free(b.data);
+    }
+}
+
 int main(void)
 {
     ca = fixture("ca.pem");
@@ -227,6 +261,7 @@ int main(void)
     test_times();
     test_signers();
     test_broken();
+    test_must_staple();
     free(ca.data);
     free(leaf.data);
     free(other_leaf.data);

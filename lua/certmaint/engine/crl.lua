@@ -3,8 +3,8 @@
 -- Run after each OCSP pass (engine/ocsp.lua calls crl_pass).
 --
 -- The C scan cache:crl_due(now) names them. They are grouped by CRL URL and
--- issuer, so a CRL is fetched and verified once for all the certificates
--- naming it. Per group, the first CRL that verifies against the issuer and
+-- issuer name, so a CRL is fetched and verified once for all the
+-- certificates naming it. Per group, the first CRL that verifies against the issuer and
 -- is not stale (core.crl_parse with now and ocsp.skew):
 --   1. the parsed CRL kept in memory from an earlier pass, until nextUpdate;
 --   2. the copy in storage (keys.crl(url), shared by every instance);
@@ -51,7 +51,7 @@ local function settings(policy)
     concurrency = o.concurrency or 16 }
 end
 
---- The CRL of group g ({ url, issuer_pem, issuer_hash }) at now: the parsed
+--- The CRL of group g ({ url, issuer_pem, issuer_hash }, crl_groups) at now: the parsed
 -- CRL | nil, err, code. Records in tick what it took.
 function M:crl_for(g, now, skew, tick)
   self.crls = self.crls or {} -- url .. " " .. issuer hash -> { crl =, next_update = }
@@ -106,30 +106,38 @@ function M:check_crl_group(g, now, cfg, tick, revoked)
   end
 end
 
---- The certificates due a CRL check, grouped: a list of { url, issuer_pem,
--- issuer_hash, ids = {}, serials = {}, names = {} }.
+--- The certificates due a CRL check, grouped by CRL URL and issuer name: a
+-- list of { url, issuer, issuer_pem, issuer_hash, ids = {}, serials = {},
+-- names = {} }. Only the first certificate of a group has its chain copied
+-- out of the cache (for the issuer's certificate): serials are unique per
+-- issuer name (RFC 5280), and 100k certificates naming one CRL cost 100k
+-- facts, not 100k PEM chains.
 function M:crl_groups(now)
   local groups, by_key = {}, {}
   for _, id in ipairs(self.cache:crl_due(now)) do
-    local cert = self.cache:get(id)
+    local cert = self.cache:get(id, { pem = false })
     local url = cert and crl_url_of(cert)
     local name = cert and (cert.names[1] or id)
-    if not url then
-      if cert then log("debug", "crl_skipped", { name = name, why = "no http(s) CRL distribution point" }) end
-    else
-      local issuer_pem = issuer_of(cert.pem)
-      if not issuer_pem then
-        log("error", "crl_failed", { name = name, url = url,
-          error = "the chain holds no issuer certificate to verify a CRL with", code = "chain" })
-      else
-        local ihash = keys.fast_hash(issuer_pem)
-        local gk = url .. " " .. ihash
-        local g = by_key[gk]
-        if not g then
-          g = { url = url, issuer_pem = issuer_pem, issuer_hash = ihash, ids = {}, serials = {}, names = {} }
+    if cert and not url then
+      log("debug", "crl_skipped", { name = name, why = "no http(s) CRL distribution point" })
+    elseif cert then
+      local gk = url .. "\0" .. tostring(cert.issuer)
+      local g = by_key[gk]
+      if g == nil then
+        local full = self.cache:get(id)
+        local issuer_pem = full and issuer_of(full.pem)
+        if not issuer_pem then
+          log("error", "crl_failed", { name = name, url = url,
+            error = "the chain holds no issuer certificate to verify a CRL with", code = "chain" })
+          g = false -- (the next certificate of this issuer may carry it: asked again)
+        else
+          g = { url = url, issuer = cert.issuer, issuer_pem = issuer_pem, issuer_hash = keys.fast_hash(issuer_pem),
+            ids = {}, serials = {}, names = {} }
           by_key[gk] = g
           groups[#groups + 1] = g
         end
+      end
+      if g then
         local n = #g.ids + 1
         g.ids[n], g.serials[n], g.names[n] = id, cert.serial, name
       end

@@ -243,7 +243,7 @@ function M:start(opts)
     tick.failed = tick.failed + (ari_tick.failed or 0)
   end
   if self.load_staple_files then self:load_staple_files() end -- engine/staple_files.lua, where present
-  if not (opts and opts.ocsp == false) and not self.stopping then
+  if not (opts and opts.ocsp == false) and not self.stopping and self:ocsp_work(core.now()) then
     local ok, err = pcall(self.tick, self, "ocsp")
     if not ok then log("error", "pass_failed", { kind = "ocsp", error = tostring(err) }) end
   end

@@ -201,6 +201,15 @@ function M:refresh_staples(ids, now, cfg, tick)
   return revoked
 end
 
+--- Is there anything for an OCSP pass to do at `now` (a staple due, or a
+-- CRL check where the engine does them)? Start-up runs its pass only then,
+-- so a store whose certificates name no responder sees no "ocsp" tick.
+function M:ocsp_work(now)
+  if not settings(self.policy).enabled then return false end
+  if #self.cache:staples_due(now, 1) > 0 then return true end
+  return (self.crl_pass and self.cache.crl_due and #self.cache:crl_due(now, 1) > 0) or false
+end
+
 --- The OCSP pass. Runs inside a loop task. Returns the tick.
 function M:ocsp_pass()
   local now = core.now()
@@ -226,6 +235,22 @@ function M:ocsp_pass()
     self:finish_collector(collector)
     tick.replaced = (jobs_tick.renewed or 0) + (jobs_tick.reloaded or 0)
     tick.replace_failed = jobs_tick.failed or 0
+    -- the replacements are stapled in this pass, not an interval later
+    local seen, fresh = {}, {}
+    for _, id in ipairs(ids) do seen[id] = true end
+    for _, id in ipairs(self.cache:staples_due(now)) do
+      if not seen[id] and self.by_id[id] then fresh[#fresh + 1] = id end
+    end
+    if #fresh > 0 then
+      tick.due = tick.due + #fresh
+      local again = self:refresh_staples(fresh, now, cfg, tick)
+      for _, id in ipairs(fresh) do -- a replacement revoked already: handled too, not waited for
+        if again[id] then
+          tick.revoked = tick.revoked + 1
+          self:handle_revoked(id, again[id])
+        end
+      end
+    end
   end
   if self.crl_pass then self:crl_pass(now, tick) end
   if self.must_staple_check then self:must_staple_check(now, tick) end

@@ -131,7 +131,9 @@ function M:handle_revoked(id, info, collector)
     decision = "keep"
   end
   local compromised = M.is_key_compromise(info.reason)
-  log(decision == "keep" and "warn" or "error", "revoked", { name = name, serial = cert.serial,
+  -- found revoked: warn (the replacement or removal says the rest); the
+  -- operator's own `certmaint revoke`: info
+  log(info.source == "cli" and "info" or "warn", "revoked", { name = name, serial = cert.serial,
     source = info.source, reason = info.reason, revoked_at = info.revoked_at and rfc3339.iso(info.revoked_at) or nil,
     decision = decision })
   if compromised and e then
