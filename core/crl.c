@@ -221,7 +221,8 @@ int cm_crl_parse(const char *data, size_t len, const char *issuer_data, size_t i
 
     *out = NULL;
     if (!(crl = crl_decode(data, len, res))) goto out;
-    if (!(issuer = cm_ssl_load_cert(issuer_data, issuer_len, "issuer certificate", res))) goto out;
+    if (!(issuer = cm_ssl_load_issuer(issuer_data, issuer_len, "issuer certificate", res)))
+        goto out;
     if (crl_verify(crl, issuer, res) != CM_OK) goto out;
     if (!(c = calloc(1, sizeof *c))) {
         cm_fail(res, "ENOMEM", "out of memory for a CRL");

@@ -63,8 +63,18 @@ static const char *response_status_name(int st)
     }
 }
 
-/* The SingleResponse about cert, under whatever hash its CertID uses. */
-static OCSP_SINGLERESP *find_single(OCSP_BASICRESP *bs, X509 *cert, X509 *issuer)
+/* The CertID of the certificate with `serial` that issuer issued, under md:
+ * the hashes of the issuer's name and key, as OCSP_cert_to_id makes them
+ * (without needing the certificate itself decoded). */
+static OCSP_CERTID *cert_id(const EVP_MD *md, const ASN1_INTEGER *serial, X509 *issuer)
+{
+    return OCSP_cert_id_new(md, X509_get_subject_name(issuer), X509_get0_pubkey_bitstr(issuer),
+                            serial);
+}
+
+/* The SingleResponse about the certificate with `serial` that issuer issued,
+ * under whatever hash its CertID uses. */
+static OCSP_SINGLERESP *find_single(OCSP_BASICRESP *bs, const ASN1_INTEGER *serial, X509 *issuer)
 {
     int i, n = OCSP_resp_count(bs);
     for (i = 0; i < n; i++) {
@@ -76,7 +86,7 @@ static OCSP_SINGLERESP *find_single(OCSP_BASICRESP *bs, X509 *cert, X509 *issuer
         int same;
         if (!cid || !OCSP_id_get0_info(NULL, &md_obj, NULL, NULL, (OCSP_CERTID *)cid)) continue;
         if (!(md = EVP_get_digestbyobj(md_obj))) continue;
-        if (!(ours = OCSP_cert_to_id(md, cert, issuer))) continue;
+        if (!(ours = cert_id(md, serial, issuer))) continue;
         same = OCSP_id_cmp(ours, cid) == 0;
         OCSP_CERTID_free(ours); ours = NULL;
         if (same) return single;
@@ -195,7 +205,8 @@ int cm_ocsp_response_parse(const unsigned char *der, size_t der_len, const char 
 {
     OCSP_RESPONSE *resp = NULL;
     OCSP_BASICRESP *bs = NULL;
-    X509 *cert = NULL, *issuer = NULL;
+    ASN1_INTEGER *serial = NULL;
+    X509 *issuer = NULL;
     X509_STORE *store = NULL;
     STACK_OF(X509) *certs = NULL;
     OCSP_SINGLERESP *single;
@@ -206,8 +217,9 @@ int cm_ocsp_response_parse(const unsigned char *der, size_t der_len, const char 
     memset(&info, 0, sizeof info);
     memset(out, 0, sizeof *out);
     if (decode_basic(der, der_len, &resp, &bs, res) != CM_OK) goto out;
-    if (!(cert = cm_ssl_load_cert(cert_data, cert_len, "certificate", res))) goto out;
-    if (!(issuer = cm_ssl_load_cert(issuer_data, issuer_len, "issuer certificate", res)))
+    /* of the certificate only its serial is needed; the issuer is cached */
+    if (!(serial = cm_ssl_cert_serial(cert_data, cert_len, "certificate", res))) goto out;
+    if (!(issuer = cm_ssl_load_issuer(issuer_data, issuer_len, "issuer certificate", res)))
         goto out;
 
     /* Trust exactly the issuer (often an intermediate: PARTIAL_CHAIN).  No
@@ -227,7 +239,7 @@ int cm_ocsp_response_parse(const unsigned char *der, size_t der_len, const char 
                           "OCSP response is not signed by the issuer or a responder it delegated to");
         goto out;
     }
-    if (!(single = find_single(bs, cert, issuer))) {
+    if (!(single = find_single(bs, serial, issuer))) {
         ERR_clear_error();
         ret = cm_fail(res, "mismatch", "OCSP response is not about this certificate");
         goto out;
@@ -244,7 +256,7 @@ out:
     sk_X509_free(certs); certs = NULL; /* borrowed issuer: not popped */
     X509_STORE_free(store); store = NULL;
     X509_free(issuer); issuer = NULL;
-    X509_free(cert); cert = NULL;
+    ASN1_INTEGER_free(serial); serial = NULL;
     OCSP_BASICRESP_free(bs); bs = NULL;
     OCSP_RESPONSE_free(resp); resp = NULL;
     return ret;
@@ -254,7 +266,8 @@ int cm_ocsp_request_build(const char *cert_data, size_t cert_len, const char *is
                           size_t issuer_len, unsigned char **der, size_t *der_len,
                           struct cm_result *res)
 {
-    X509 *cert = NULL, *issuer = NULL;
+    ASN1_INTEGER *serial = NULL;
+    X509 *issuer = NULL;
     OCSP_REQUEST *req = NULL;
     OCSP_CERTID *id = NULL;
     unsigned char *buf = NULL;
@@ -262,11 +275,11 @@ int cm_ocsp_request_build(const char *cert_data, size_t cert_len, const char *is
 
     *der = NULL;
     *der_len = 0;
-    if (!(cert = cm_ssl_load_cert(cert_data, cert_len, "certificate", res))) goto out;
-    if (!(issuer = cm_ssl_load_cert(issuer_data, issuer_len, "issuer certificate", res)))
+    if (!(serial = cm_ssl_cert_serial(cert_data, cert_len, "certificate", res))) goto out;
+    if (!(issuer = cm_ssl_load_issuer(issuer_data, issuer_len, "issuer certificate", res)))
         goto out;
     if (!(req = OCSP_REQUEST_new())) goto crypto;
-    if (!(id = OCSP_cert_to_id(EVP_sha1(), cert, issuer))) goto crypto;
+    if (!(id = cert_id(EVP_sha1(), serial, issuer))) goto crypto;
     if (!OCSP_request_add0_id(req, id)) goto crypto;
     id = NULL; /* the request owns it now */
     if ((n = i2d_OCSP_REQUEST(req, &buf)) <= 0) goto crypto;
@@ -286,6 +299,6 @@ out:
     OCSP_CERTID_free(id); id = NULL;
     OCSP_REQUEST_free(req); req = NULL;
     X509_free(issuer); issuer = NULL;
-    X509_free(cert); cert = NULL;
+    ASN1_INTEGER_free(serial); serial = NULL;
     return ret;
 }

@@ -30,6 +30,18 @@ int cm_ssl_check_input(const char *data, size_t len, const char *what, struct cm
 
 X509 *cm_ssl_load_cert(const char *data, size_t len, const char *what, struct cm_result *res);
 
+/* cm_ssl_load_cert for an issuer certificate, which is checked against
+ * again and again: decoded once and kept in a small process-wide cache
+ * (keyed by the DER's SHA-256), so the caller gets a new reference to a
+ * shared X509 that it must free and must not change.  The same failures. */
+X509 *cm_ssl_load_issuer(const char *data, size_t len, const char *what, struct cm_result *res);
+
+/* The serialNumber of the first certificate (PEM or DER), read without
+ * decoding its public key (a lean template; what an OCSP CertID needs of the
+ * certificate it is about).  Caller frees.  NULL with "parse"/"toobig". */
+ASN1_INTEGER *cm_ssl_cert_serial(const char *data, size_t len, const char *what,
+                                 struct cm_result *res);
+
 /* ---- key.c ---- */
 
 /* A private key from PEM (PKCS#8 or traditional); encrypted keys are refused,

@@ -233,8 +233,6 @@ function M:ocsp_pass()
       end
     end
     self:finish_collector(collector)
-    tick.replaced = (jobs_tick.renewed or 0) + (jobs_tick.reloaded or 0)
-    tick.replace_failed = jobs_tick.failed or 0
     -- the replacements are stapled in this pass, not an interval later
     local seen, fresh = {}, {}
     for _, id in ipairs(ids) do seen[id] = true end
@@ -244,13 +242,17 @@ function M:ocsp_pass()
     if #fresh > 0 then
       tick.due = tick.due + #fresh
       local again = self:refresh_staples(fresh, now, cfg, tick)
-      for _, id in ipairs(fresh) do -- a replacement revoked already: handled too, not waited for
+      collector = self:open_collector(jobs_tick)
+      for _, id in ipairs(fresh) do -- a replacement revoked already (the CA revoked it too): handled as well
         if again[id] then
           tick.revoked = tick.revoked + 1
-          self:handle_revoked(id, again[id])
+          self:handle_revoked(id, again[id], collector)
         end
       end
+      self:finish_collector(collector)
     end
+    tick.replaced = (jobs_tick.renewed or 0) + (jobs_tick.reloaded or 0)
+    tick.replace_failed = jobs_tick.failed or 0
   end
   if self.crl_pass then self:crl_pass(now, tick) end
   if self.must_staple_check then self:must_staple_check(now, tick) end

@@ -248,6 +248,41 @@ describe("OCSP pass", function()
   end)
 end)
 
+describe("the daemon's OCSP ticker", function()
+  after_each(testing.reset)
+
+  it("runs a pass after start-up and then every ocsp_check_interval", function()
+    local loop = require "certmaint.loop"
+    local clock = testing.clock(testing.EPOCH)
+    testing.capture_logs()
+    local ca = testing.ca()
+    local kinds, ticked = {}, loop.cond()
+    local e = testing.engine(certmaint.policy {
+      certificates = { "a.test" },
+      issuer = testing.issuer { ca = ca, ocsp_url = URL },
+      ocsp_check_interval = "1h", renew_check_interval = "1d", clean_interval = "1d",
+      on_tick = function(t) kinds[#kinds + 1] = t.kind; ticked:notify_all() end,
+    }, { start = false })
+    local eng = e.engine
+    local function ocsp_ticks()
+      local n = 0
+      for _, k in ipairs(kinds) do if k == "ocsp" then n = n + 1 end end
+      return n
+    end
+    loop.spawn(function()
+      while ocsp_ticks() < 1 do ticked:wait() end   -- start-up's pass
+      clock:advance(4 * DAY)                         -- the staple is due; the ticker's hour has passed
+      while ocsp_ticks() < 2 do ticked:wait() end
+      eng.stopping = true
+      eng.wake:notify_all()
+    end)
+    eng:run()
+    assert.equal(2, ocsp_ticks())
+    assert.equal(2, e.responder:count("ocsp"))
+    assert.equal(clock:now(), eng.cache:get(eng.cache:lookup("a.test")).ocsp.this_update)
+  end)
+end)
+
 describe("policy ocsp record", function()
   it("has the documented defaults", function()
     local p = certmaint.policy { certificates = { "a.test" } }
