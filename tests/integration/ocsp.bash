@@ -86,8 +86,10 @@ ocsp_use_ca() {
 }
 
 # index.txt from certs.tsv + revoked.tsv, written atomically; a poke makes a
-# running responder take it. Serialised with the sync loop by a lock.
-ocsp_index_write() {
+# running responder take it (not with "quiet": a change of expiry or subject
+# only, which no answer depends on; the responder takes it with the next
+# request). Serialised with the sync loop by a lock.
+ocsp_index_write() { # [quiet]
   (
     flock 9
     awk -F'\t' -v revoked="$OCSP_DIR/revoked.tsv" 'BEGIN {
@@ -100,16 +102,19 @@ ocsp_index_write() {
       rm -f "$OCSP_DIR/index.txt.new"
     else
       mv "$OCSP_DIR/index.txt.new" "$OCSP_DIR/index.txt"
-      [ -n "$OCSP_PID" ] && ocsp_poke
+      [ -n "$OCSP_PID" ] && [ "${1:-}" != quiet ] && ocsp_poke
     fi
     true
   ) 9>"$OCSP_DIR/index.lock"
 }
 
-# one request whose answer nobody reads: the responder reloads a changed index after it
+# one request whose answer nobody reads: the responder reloads a changed
+# index after it (curl with a request made once: a few ms)
 ocsp_poke() {
-  openssl ocsp -issuer "$OCSP_DIR/signer.pem" -serial 0x1 -url "$OCSP_URL" -no_nonce \
-    -timeout 5 -noverify >/dev/null 2>&1 || true
+  [ -f "$OCSP_DIR/poke.der" ] ||
+    openssl ocsp -issuer "$OCSP_DIR/signer.pem" -serial 0x1 -no_nonce -reqout "$OCSP_DIR/poke.der" >/dev/null 2>&1
+  curl -s -o /dev/null --max-time 5 --data-binary @"$OCSP_DIR/poke.der" \
+    -H 'Content-Type: application/ocsp-request' "$OCSP_URL/" || true
 }
 
 ocsp_index_add() { # CERT_PEM [no-write]
@@ -146,22 +151,28 @@ ocsp_pebble_status() { curl -sf --max-time 5 --cacert "$PEBBLE_CA_BUNDLE" "$PEBB
 # it listed), with the real expiry and subject from /cert-status-by-serial
 # right after; what was revoked through ACME becomes revoked with Pebble's
 # time and reason. The background sync follows Pebble's log (tail -F).
-ocsp_sync_issued() { # SERIAL as Pebble logs it
-  local key json pem end subject
-  key=$(ocsp_serial_key "$1")
-  grep -q "^$key	" "$OCSP_DIR/certs.tsv" && return 0
-  (flock 9; printf '%s\t491231235959Z\t/CN=pebble-%s\n' "$key" "$1" >> "$OCSP_DIR/certs.tsv") 9>"$OCSP_DIR/index.lock"
-  ocsp_index_write
-  json=$(ocsp_pebble_status "$1") || return 0
-  pem=$OCSP_DIR/pebble-$1.pem
-  sed -n 's/.*"Certificate": *"\([^"]*\)".*/\1/p' <<<"$json" | sed 's/\\n/\n/g' > "$pem"
-  end=$(ocsp_utc_field "$(openssl x509 -in "$pem" -noout -enddate 2>/dev/null | sed 's/^notAfter=//')") || return 0
-  subject=$(openssl x509 -in "$pem" -noout -subject -nameopt compat | sed 's/^subject=//')
+ocsp_sync_issued() { # SERIAL... as Pebble logs them
+  local serial key json pem end subject added=()
   (flock 9
-   awk -F'\t' -v k="$key" -v e="$end" -v s="${subject:-/CN=pebble-$1}" 'BEGIN { OFS = "\t" }
-     $1 == k { $2 = e; $3 = s } { print }' "$OCSP_DIR/certs.tsv" > "$OCSP_DIR/certs.tsv.new" &&
-     mv "$OCSP_DIR/certs.tsv.new" "$OCSP_DIR/certs.tsv") 9>"$OCSP_DIR/index.lock"
+   for serial in "$@"; do
+     key=$(ocsp_serial_key "$serial")
+     grep -q "^$key	" "$OCSP_DIR/certs.tsv" ||
+       printf '%s\t491231235959Z\t/CN=pebble-%s\n' "$key" "$serial" >> "$OCSP_DIR/certs.tsv"
+   done) 9>"$OCSP_DIR/index.lock"
   ocsp_index_write
+  for serial in "$@"; do
+    key=$(ocsp_serial_key "$serial")
+    json=$(ocsp_pebble_status "$serial") || continue
+    pem=$OCSP_DIR/pebble-$serial.pem
+    sed -n 's/.*"Certificate": *"\([^"]*\)".*/\1/p' <<<"$json" | sed 's/\\n/\n/g' > "$pem"
+    end=$(ocsp_utc_field "$(openssl x509 -in "$pem" -noout -enddate 2>/dev/null | sed 's/^notAfter=//')") || continue
+    subject=$(openssl x509 -in "$pem" -noout -subject -nameopt compat | sed 's/^subject=//')
+    (flock 9
+     awk -F'\t' -v k="$key" -v e="$end" -v s="${subject:-/CN=pebble-$serial}" 'BEGIN { OFS = "\t" }
+       $1 == k { $2 = e; $3 = s } { print }' "$OCSP_DIR/certs.tsv" > "$OCSP_DIR/certs.tsv.new" &&
+       mv "$OCSP_DIR/certs.tsv.new" "$OCSP_DIR/certs.tsv") 9>"$OCSP_DIR/index.lock"
+  done
+  ocsp_index_write quiet
 }
 
 # Pebble logs no serial for a revoke-cert request, and logs it before the
@@ -192,10 +203,18 @@ ocsp_sync_start() {
   ( set +e
     # --pid: tail ends with the test even when this subshell is killed first
     tail --pid=$$ -n +1 -F "$PEBBLE_LOG" 2>/dev/null | while IFS= read -r line; do
-      case $line in
-        *"Issued certificate serial "*) s=${line#*Issued certificate serial }; ocsp_sync_issued "${s%% *}" ;;
-        *revoke-cert*) ocsp_sync_revoked ;;
-      esac
+      # every line already there in one go: one index write for a burst of issuances
+      batch=("$line")
+      while read -r -t 0 && IFS= read -r line; do batch+=("$line"); done
+      serials=() revoke=0
+      for line in "${batch[@]}"; do
+        case $line in
+          *"Issued certificate serial "*) s=${line#*Issued certificate serial }; serials+=("${s%% *}") ;;
+          *revoke-cert*) revoke=1 ;;
+        esac
+      done
+      [ ${#serials[@]} -gt 0 ] && ocsp_sync_issued "${serials[@]}"
+      [ $revoke = 1 ] && ocsp_sync_revoked
     done ) >>"$OCSP_DIR/sync.log" 2>&1 &
   OCSP_SYNC_PID=$!
 }
