@@ -57,7 +57,12 @@ RESPONDER_PID= SAMPLER_PID=
 cleanup() {
   [[ -n $SAMPLER_PID ]] && kill "$SAMPLER_PID" 2>/dev/null || true
   if [[ -n $RESPONDER_PID ]]; then
-    kill -TERM "$RESPONDER_PID" 2>/dev/null || true
+    # with -multi the parent outlives a SIGTERM: its children first, then it
+    local kids
+    kids=$(ps -o pid= --ppid "$RESPONDER_PID" 2>/dev/null || true)
+    # shellcheck disable=SC2086
+    [[ -n $kids ]] && kill -TERM $kids 2>/dev/null || true
+    kill -KILL "$RESPONDER_PID" 2>/dev/null || true
     wait "$RESPONDER_PID" 2>/dev/null || true
   fi
   [[ ${KEEP_WORK:-0} = 1 ]] && echo "# kept $RUN" >&2 || rm -rf "$RUN"
