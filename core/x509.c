@@ -141,7 +141,8 @@ static char *name_rfc2253(BIO *bio, const X509_NAME *name)
 
 /* RFC 5280 Certificate, field for field as OpenSSL's X509_CINF, except that
  * subjectPublicKeyInfo stays an undecoded SEQUENCE.  The ASN.1 template
- * macros need typedef names, hence the typedefs (our only ones). */
+ * macros need typedef names, hence the typedefs (the core has no others but
+ * crl.c's lean CRL templates). */
 typedef struct {
     ASN1_INTEGER *version;
     ASN1_INTEGER *serial;

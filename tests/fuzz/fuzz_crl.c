@@ -5,7 +5,8 @@
  * entries), at time 0 (no time checks) and at a fixed time.
  *
  * Properties (crl.h): a failure has a code, leaves *out NULL and the peeked
- * info zeroed; a parsed CRL says about itself what peek says; every entry
+ * info zeroed; peek counts the entries OpenSSL's decoder sees (where both
+ * read the input); a parsed CRL says about itself what peek says; every entry
  * OpenSSL's decoder sees is found by cm_crl_lookup under its serial (as
  * cm_cert_facts writes serials), with a CRLReason or -1; cRLNumber is
  * lower-case hex. */
@@ -144,7 +145,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(rc == CM_ERR && res.code[0] != '\0');
         FUZZ_CHECK(is_zero(&info, sizeof info));
     } else {
+        const unsigned char *p = data;
+        X509_CRL *x = size && data[0] == 0x30 ? d2i_X509_CRL(NULL, &p, (long)size) : NULL;
         check_number(&info);
+        if (x) {
+            STACK_OF(X509_REVOKED) *revoked = X509_CRL_get_REVOKED(x);
+            FUZZ_CHECK(info.count == (size_t)(revoked ? sk_X509_REVOKED_num(revoked) : 0));
+            X509_CRL_free(x);
+        }
     }
     check_parse(0, data, size, &ca, &info, rc);
     check_parse(1767229200 /* the fixtures' T + 1 h */, data, size, &ca, &info, rc);

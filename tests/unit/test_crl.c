@@ -8,6 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
 #include "check.h"
 #include "crl.h"
 #include "localca.h"
@@ -299,6 +305,67 @@ static void test_many(void)
     free(e);
 }
 
+/* A CRL whose entries the DER walk declines (a negative serial: OpenSSL
+ * encodes it, no conforming CA issues it) is read by OpenSSL's decoder, with
+ * the same results for the other entries. */
+static void test_declined_entries(void)
+{
+    BIO *bio = BIO_new_mem_buf(ca.data, (int)ca.len);
+    BIO *kbio = BIO_new_mem_buf(ca_key.data, (int)ca_key.len);
+    X509 *cax = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    EVP_PKEY *key = kbio ? PEM_read_bio_PrivateKey(kbio, NULL, NULL, NULL) : NULL;
+    X509_CRL *x = X509_CRL_new();
+    ASN1_TIME *t = ASN1_TIME_set(NULL, (time_t)T), *nt = ASN1_TIME_set(NULL, (time_t)(T + DAY));
+    static const long serials[] = {-0x1234, 0x1001, 0x7f};
+    unsigned char *der = NULL;
+    struct cm_crl *crl = NULL;
+    struct cm_crl_revoked rev;
+    struct cm_crl_info info;
+    struct cm_result res;
+    size_t i;
+    int n;
+
+    CHECK(cax && key && x && t && nt);
+    CHECK(X509_CRL_set_version(x, 1) == 1);
+    CHECK(X509_CRL_set_issuer_name(x, X509_get_subject_name(cax)) == 1);
+    CHECK(X509_CRL_set1_lastUpdate(x, t) == 1 && X509_CRL_set1_nextUpdate(x, nt) == 1);
+    for (i = 0; i < sizeof serials / sizeof serials[0]; i++) {
+        X509_REVOKED *r = X509_REVOKED_new();
+        ASN1_INTEGER *ai = ASN1_INTEGER_new();
+        ASN1_ENUMERATED *reason = ASN1_ENUMERATED_new();
+        CHECK(r && ai && reason && ASN1_INTEGER_set(ai, serials[i]) == 1);
+        CHECK(X509_REVOKED_set_serialNumber(r, ai) == 1);
+        CHECK(X509_REVOKED_set_revocationDate(r, t) == 1);
+        CHECK(ASN1_ENUMERATED_set(reason, (long)(i + 1)) == 1);
+        CHECK(X509_REVOKED_add1_ext_i2d(r, NID_crl_reason, reason, 0, 0) == 1);
+        CHECK(X509_CRL_add0_revoked(x, r) == 1);
+        ASN1_INTEGER_free(ai);
+        ASN1_ENUMERATED_free(reason);
+    }
+    CHECK(X509_CRL_sign(x, key, EVP_sha256()) > 0);
+    CHECK((n = i2d_X509_CRL(x, &der)) > 0);
+    CHECK(cm_crl_parse((const char *)der, (size_t)n, ca.data, ca.len, NOW, 300, &crl, &res) ==
+          CM_OK);
+    if (crl) {
+        cm_crl_get_info(crl, &info);
+        CHECK(info.count == 3);
+        CHECK(lookup(crl, "-1234", &rev) == 1 && rev.reason == 1 && rev.revoked_at == T);
+        CHECK(lookup(crl, "1234", &rev) == 0);
+        CHECK(lookup(crl, "1001", &rev) == 1 && rev.reason == 2);
+        CHECK(lookup(crl, "7F", &rev) == 1 && rev.reason == 3);
+    }
+    CHECK(cm_crl_peek((const char *)der, (size_t)n, &info, &res) == CM_OK && info.count == 3);
+    cm_crl_free(crl);
+    OPENSSL_free(der);
+    ASN1_TIME_free(t);
+    ASN1_TIME_free(nt);
+    X509_CRL_free(x);
+    EVP_PKEY_free(key);
+    X509_free(cax);
+    BIO_free(bio);
+    BIO_free(kbio);
+}
+
 static void test_peek(void)
 {
     struct cm_crl_info info;
@@ -339,6 +406,7 @@ int main(void)
     test_failures();
     test_no_crl_sign();
     test_many();
+    test_declined_entries();
     test_peek();
     free(ca.data);
     free(ca_key.data);

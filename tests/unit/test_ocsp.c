@@ -8,6 +8,8 @@
 #include <string.h>
 
 #include "check.h"
+#include "key.h"
+#include "localca.h"
 #include "ocsp.h"
 #include "x509.h"
 #include "x509_der.h"
@@ -250,6 +252,86 @@ static void test_must_staple(void)
     }
 }
 
+/* More issuers than the issuer cache holds (32), used round-robin twice and
+ * interleaved with the fixtures' CA: every check still runs against the
+ * right issuer, and an issuer's response never verifies under another. */
+static void test_many_issuers(void)
+{
+    enum { ISSUERS = 40 };
+    static const char *const name[] = {"cache.example"};
+    char *ca_pem[ISSUERS] = {NULL}, *ca_key[ISSUERS] = {NULL}, *leaf_pem[ISSUERS] = {NULL};
+    unsigned char *resp[ISSUERS] = {NULL};
+    size_t resp_len[ISSUERS] = {0};
+    struct cm_issue_opts o;
+    struct cm_ocsp_build_opts b;
+    struct cm_ocsp_info info;
+    struct cm_result res;
+    char *serial = NULL, cn[32];
+    int i, round, ok = 0, refused = 0;
+
+    for (i = 0; i < ISSUERS; i++) {
+        snprintf(cn, sizeof cn, "cache CA %d", i);
+        CHECK(cm_key_generate("p256", &ca_key[i], &res) == CM_OK);
+        memset(&o, 0, sizeof o);
+        o.issuer_key = ca_key[i];
+        o.cn = cn;
+        o.is_ca = 1;
+        o.path_len = -1;
+        o.not_before = T - DAY;
+        o.not_after = T + 100 * DAY;
+        CHECK(cm_cert_issue(&o, &ca_pem[i], &serial, &res) == CM_OK);
+        free(serial); serial = NULL;
+        memset(&o, 0, sizeof o);
+        o.subject_key = ca_key[i]; /* any key will do for the leaf */
+        o.names = name;
+        o.names_count = 1;
+        o.path_len = -1;
+        o.issuer_cert = ca_pem[i];
+        o.issuer_key = ca_key[i];
+        o.not_before = T - DAY;
+        o.not_after = T + 10 * DAY;
+        o.serial_hex = "1001"; /* the same serial under every CA: only the issuer tells them apart */
+        CHECK(cm_cert_issue(&o, &leaf_pem[i], &serial, &res) == CM_OK);
+        free(serial); serial = NULL;
+        memset(&b, 0, sizeof b);
+        b.issuer_cert = ca_pem[i];
+        b.issuer_cert_len = strlen(ca_pem[i]);
+        b.issuer_key = ca_key[i];
+        b.issuer_key_len = strlen(ca_key[i]);
+        b.cert = leaf_pem[i];
+        b.cert_len = strlen(leaf_pem[i]);
+        b.status = i % 2 ? CM_OCSP_REVOKED : CM_OCSP_GOOD;
+        b.this_update = T;
+        b.next_update = T + DAY;
+        b.reason = i % 2 ? 1 : -1;
+        CHECK(cm_ocsp_response_build(&b, &resp[i], &resp_len[i], &res) == CM_OK);
+    }
+    for (round = 0; round < 2; round++) {
+        for (i = 0; i < ISSUERS; i++) {
+            int other = (i + 1) % ISSUERS;
+            struct cm_ocsp_info fixture_info;
+            if (cm_ocsp_response_parse(resp[i], resp_len[i], leaf_pem[i], strlen(leaf_pem[i]),
+                                       ca_pem[i], strlen(ca_pem[i]), NOW, 300, &info,
+                                       &res) == CM_OK &&
+                info.status == (i % 2 ? CM_OCSP_REVOKED : CM_OCSP_GOOD))
+                ok++;
+            if (cm_ocsp_response_parse(resp[i], resp_len[i], leaf_pem[i], strlen(leaf_pem[i]),
+                                       ca_pem[other], strlen(ca_pem[other]), NOW, 300, &info,
+                                       &res) == CM_ERR)
+                refused++;
+            CHECK(parse("ocsp_good.der", NOW, &fixture_info, &res) == CM_OK);
+        }
+    }
+    CHECK(ok == 2 * ISSUERS);
+    CHECK(refused == 2 * ISSUERS);
+    for (i = 0; i < ISSUERS; i++) {
+        free(ca_pem[i]);
+        free(ca_key[i]);
+        free(leaf_pem[i]);
+        free(resp[i]);
+    }
+}
+
 int main(void)
 {
     ca = fixture("ca.pem");
@@ -262,6 +344,7 @@ int main(void)
     test_signers();
     test_broken();
     test_must_staple();
+    test_many_issuers();
     free(ca.data);
     free(leaf.data);
     free(other_leaf.data);
