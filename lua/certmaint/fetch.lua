@@ -101,7 +101,9 @@ function M.ocsp(url, request_der, opts)
   local get_url = M.ocsp_get_url(url, request_der)
   if get_url then
     local body, gerr, gcode = request({ method = "GET" }, o, get_url)
-    if not body then return nil, (gerr:gsub("^" .. get_url:gsub("%p", "%%%0"), url)), gcode end
+    -- the error names the responder's URL, not the request's base64
+    if not body and gerr:sub(1, #get_url) == get_url then gerr = url .. gerr:sub(#get_url + 1) end
+    if not body then return nil, gerr, gcode end
     return body
   end
   return request({ method = "POST", body = request_der,

@@ -69,7 +69,9 @@ end
 function M:verify_staple(der, cert, issuer_pem, now, skew)
   local info, err, code = core.ocsp_response_parse(der, cert.pem, issuer_pem, now, skew)
   if not info then return nil, err, code end
-  if not info.next_update then return nil, "the response has no nextUpdate", "stale" end
+  -- (its status is still what the responder says: returned fourth, so a
+  -- revocation is acted on even when it cannot be stapled)
+  if not info.next_update then return nil, "the response has no nextUpdate: it cannot be stapled", "stale", info end
   -- the core checks these too (ocsp-core); checked here as well: never store a stale answer
   if info.next_update <= now then
     return nil, "the response is stale (nextUpdate " .. rfc3339.iso(info.next_update) .. ")", "stale"
@@ -103,13 +105,13 @@ function M:refresh_staple(id, now, cfg, tick, revoked)
   local current = cert.ocsp
   local issuer_pem = M.issuer_pem_of(cert.pem)
   local key = M.staple_key(cert)
-  local info, der, err, code
+  local info, der, err, code, fetched
   if issuer_pem then
     -- 1. storage: another instance (or Caddy) may have a fresher one
     local stored = self.storage:load(key)
     if stored and not (current and stored == current.der) then
       local sinfo = self:verify_staple(stored, cert, issuer_pem, now, cfg.skew)
-      if sinfo and M.refresh_time(sinfo, cert.not_after) > now
+      if sinfo and sinfo.status ~= "unknown" and M.refresh_time(sinfo, cert.not_after) > now
         and (not current or sinfo.this_update > current.this_update) then
         info, der = sinfo, stored
         tick.from_storage = tick.from_storage + 1
@@ -121,23 +123,34 @@ function M:refresh_staple(id, now, cfg, tick, revoked)
       req, err, code = core.ocsp_request(cert.pem, issuer_pem)
       if req then
         der, err, code = self.responder:ocsp(url, req, cert, issuer_pem)
-        if der then info, err, code = self:verify_staple(der, cert, issuer_pem, now, cfg.skew) end
-      end
-      if info then
-        local sok, serr, scode = self.storage:store(key, der)
-        if not sok then
-          log("error", "staple_store_failed", { name = name, key = key, error = serr, code = scode })
+        local unstapleable
+        if der then info, err, code, unstapleable = self:verify_staple(der, cert, issuer_pem, now, cfg.skew) end
+        if unstapleable and unstapleable.status == "revoked" then
+          revoked[id] = { status = "revoked", revoked_at = unstapleable.revoked_at, reason = unstapleable.reason,
+            source = "ocsp" }
         end
-        tick.refreshed = tick.refreshed + 1
       end
+      fetched = info ~= nil
     end
   else
     err, code = "the chain holds no issuer certificate to verify a response with", "chain"
   end
   if not info then return self:staple_failed(id, cert, url, current, now, err, code, tick) end
+  if info.status == "unknown" then
+    -- nothing to staple (a client learns nothing from it), nor to store: asked
+    -- again next pass; a responder that has not caught up with a new certificate says this
+    return self:staple_failed(id, cert, url, current, now, "the responder does not know this certificate",
+      "unknown", tick, "staple_unknown")
+  end
   local staple, aerr = self:attach_staple(id, cert, der, info)
   if not staple then
     return self:staple_failed(id, cert, url, current, now, "cannot attach: " .. tostring(aerr), "toobig", tick)
+  end
+  if fetched then
+    -- stored for the other instances (and Caddy) and for a restart
+    local sok, serr, scode = self.storage:store(key, der)
+    if not sok then log("error", "staple_store_failed", { name = name, key = key, error = serr, code = scode }) end
+    tick.refreshed = tick.refreshed + 1
   end
   if not current or info.this_update > current.this_update or current.der ~= der then
     log("info", "staple_updated", { name = name, status = info.status, url = url,
@@ -146,8 +159,6 @@ function M:refresh_staple(id, now, cfg, tick, revoked)
   end
   if info.status == "revoked" then
     revoked[id] = { status = "revoked", revoked_at = info.revoked_at, reason = info.reason, source = "ocsp" }
-  elseif info.status == "unknown" then
-    log("warn", "staple_unknown", { name = name, url = url, why = "the responder does not know this certificate" })
   elseif (not current or current.der ~= der) and self.deploy_staple then
     self:deploy_staple(id, der)
   end
@@ -155,13 +166,18 @@ end
 
 -- A failed refresh: the staple we have stays while valid; one whose
 -- nextUpdate has passed is taken off (a server must not staple it).
-function M:staple_failed(id, cert, url, current, now, err, code, tick)
+-- `event` (default staple_fetch_failed, error level): staple_unknown is
+-- logged at warn level (the responder answered; it does not know the
+-- certificate yet), except when a staple is taken off.
+function M:staple_failed(id, cert, url, current, now, err, code, tick, event)
   tick.failed = tick.failed + 1
   local fields = { name = cert.names[1] or id, url = url, error = tostring(err), code = code }
+  local level = event == "staple_unknown" and "warn" or "error"
+  event = event or "staple_fetch_failed"
   if current and current.next_update > now then
     tick.kept = tick.kept + 1
     fields.kept_until = rfc3339.iso(current.next_update)
-    log("error", "staple_fetch_failed", fields)
+    log(level, event, fields)
   elseif current then
     self.cache:set(id, { ocsp = false })
     tick.removed = tick.removed + 1
@@ -169,7 +185,7 @@ function M:staple_failed(id, cert, url, current, now, err, code, tick)
     fields.action = "no staple is served until a response is fetched"
     log("error", "staple_expired", fields)
   else
-    log("error", "staple_fetch_failed", fields)
+    log(level, event, fields)
   end
 end
 

@@ -8,7 +8,9 @@
 --            that attempt fails the certificate leaves the cache (error
 --            `revoked_removed`): a revoked certificate is never served. The
 --            renew pass keeps trying to obtain one.
---   "remove" out of the cache at once (error `revoked_removed`).
+--   "remove" out of the cache at once (error `revoked_removed`); a managed
+--            name is then one without a certificate, which the renew pass
+--            obtains (never by reloading the revoked copy).
 --   "keep"   (default for unmanaged ones) logged at warn level.
 -- A revocation for keyCompromise moves the stored key aside (below) before
 -- anything else, so no renewal, restart or other instance can reuse it.
@@ -145,12 +147,14 @@ function M:handle_revoked(id, info, collector)
     end
   end
   if decision == "keep" then return decision end
+  -- storage's copy of this certificate is never loaded again for e (a
+  -- renewal takes another one or obtains)
+  if e then e.revoked = { hash = id, serial = cert.serial } end
   if decision == "remove" then
     self:remove_revoked(id, e, "on_revoked decided \"remove\"")
     return decision
   end
   self.revoking[id] = decision
-  e.revoked = { hash = id, serial = cert.serial }
   -- now, even when a failing renewal waits for its retry time
   local st = self.jobs:status("renew:" .. e.primary)
   if st and st.state == "waiting" then self.jobs:cancel("renew:" .. e.primary) end

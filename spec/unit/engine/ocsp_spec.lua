@@ -225,14 +225,37 @@ describe("OCSP pass", function()
     assert.equal(0, e.responder:count("ocsp"))
   end)
 
-  it("logs an unknown status at warn level and attaches it", function()
+  it("neither staples nor stores an unknown status, keeps the staple, and asks again next pass", function()
     local e = engine {}
+    local c = e:cert("a.test")
+    local der = c.ocsp.der
     e.responder:fail(true, "unknown")
     clock:advance(4 * DAY)
     take()
-    e:tick("ocsp")
-    assert.equal("unknown", e:cert("a.test").ocsp.status)
-    assert.equal(1, grep(take(), "level=warn event=staple_unknown"))
+    local tick = e:tick("ocsp")
+    assert.equal(1, tick.failed)
+    assert.equal(1, tick.kept)
+    assert.equal(der, e:cert("a.test").ocsp.der)
+    assert.equal(der, e.storage:load(staple_key(c)))
+    local got = take()
+    assert.equal(1, grep(got, "level=warn event=staple_unknown code=unknown .*kept_until="))
+    assert.equal(0, grep(got, "level=error"))
+    e.responder:fail(true, false) -- the responder caught up
+    clock:advance(60)
+    assert.equal(1, e:tick("ocsp").refreshed)
+    assert.equal("good", e:cert("a.test").ocsp.status)
+  end)
+
+  it("staples a new certificate once the responder knows it", function()
+    local e = engine({}, { start = false })
+    e.responder:fail(true, "unknown") -- the responder has not caught up with what the CA issued
+    e:start()
+    assert.is_nil(e:cert("a.test").ocsp) -- unknown is no staple
+    e.responder:fail(true, false)
+    local tick = e:tick("ocsp") -- the next pass, no time needed
+    assert.equal(1, tick.due)
+    assert.equal(1, tick.refreshed)
+    assert.equal("good", e:cert("a.test").ocsp.status)
   end)
 
   it("reports its tick to on_tick", function()

@@ -84,6 +84,22 @@ describe("revocation", function()
       revoked_at = testing.EPOCH - 60 }, seen)
   end)
 
+  it("acts on a revoked answer that has no nextUpdate, though it cannot staple it", function()
+    local e, issuer = engine {}
+    local old = e:cert("a.test")
+    e.responder:fail(true, function(_, _, cert)
+      if cert.serial ~= old.serial then return ca:ocsp(cert.pem) end -- the replacement: good
+      return core.ocsp_response_build { issuer_cert = ca.cert_pem, issuer_key = ca.key_pem, cert = cert.pem,
+        status = "revoked", this_update = clock:now(), revoked_at = clock:now() }
+    end)
+    clock:advance(4 * DAY)
+    local tick = e:tick("ocsp")
+    assert.equal(1, tick.revoked)
+    assert.equal(2, issuer.issued)
+    assert.are_not.equal(old.serial, e:cert("a.test").serial)
+    assert.equal("good", e:cert("a.test").ocsp.status)
+  end)
+
   it("keeps it when on_revoked says keep, at warn level", function()
     local e, issuer = engine { on_revoked = function() return "keep" end }
     local c = e:cert("a.test")
@@ -100,11 +116,15 @@ describe("revocation", function()
   it("removes it from the cache when on_revoked says remove, at error level", function()
     local e, issuer = engine { on_revoked = function() return "remove" end }
     logs()
-    local tick = revoke_and_tick(e)
+    local tick, old = revoke_and_tick(e)
     assert.equal(1, tick.revoked)
     assert.is_nil(e:cert("a.test"))
     assert.equal(1, issuer.issued)
     assert.equal(1, grep(logs(), "level=error event=revoked_removed name=a.test"))
+    -- the name is still managed: the renew pass obtains a new certificate, never reloads the revoked one
+    e:tick("renew")
+    assert.equal(2, issuer.issued)
+    assert.are_not.equal(old.serial, e:cert("a.test").serial)
   end)
 
   it("falls back to the default when on_revoked fails or answers nonsense", function()
