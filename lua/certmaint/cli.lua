@@ -305,6 +305,7 @@ function commands.status(engine, args)
       engine:load_all { keys = false }
       engine:ari_refresh(now, nil, { fetch = false })
       if json then
+        engine:attach_stored_staples(now) -- (no OCSP pass here: what storage holds)
         local ok, err = engine:status_json(now, io.stdout)
         if not ok then error(err, 0) end
       end
@@ -320,6 +321,7 @@ function commands.status(engine, args)
     local ok, err = run_task(function()
       engine:load_all { keys = false }
       engine:ari_refresh(now, nil, { fetch = false })
+      engine:attach_stored_staples(now) -- (no OCSP pass here: what storage holds)
       -- written in C a batch at a time: 100k rows never sit in memory as one tree
       return engine:status_json(now, io.stdout)
     end)
@@ -329,6 +331,7 @@ function commands.status(engine, args)
   local ok, rows = run_task(function()
     engine:load_all { keys = false }
     engine:ari_refresh(now, nil, { fetch = false })
+    engine:attach_stored_staples(now) -- (no OCSP pass here: what storage holds)
     return true, engine:status_rows(now)
   end)
   if not ok then eprint("certmaint: status: " .. tostring(rows)) return 1 end

@@ -168,6 +168,8 @@ function Target:reload()
   return true
 end
 
+local staple_of -- (below)
+
 local function write_file(self, path, data, mode)
   local parent = path:match("^(.*)/[^/]*$")
   local ok, err = core.mkdir_p(parent, self.o.dir_mode)
@@ -200,6 +202,24 @@ local function put_staple(self, path, der, name)
   return true
 end
 
+local PEM_CERT = "%-%-%-%-%-BEGIN CERTIFICATE%-%-%-%-%-.-%-%-%-%-%-END CERTIFICATE%-%-%-%-%-\n?"
+
+-- The staple file at path if it is a valid staple of cert now (verified
+-- against the issuer, the chain's second certificate), else nil.
+function staple_of(path, cert)
+  local der = core.read_file(path, 65536 + 1)
+  if not der then return nil end
+  local n, issuer = 0, nil
+  for block in cert.pem:gmatch(PEM_CERT) do
+    n = n + 1
+    if n == 2 then issuer = block break end
+  end
+  if not issuer then return nil end
+  local info = core.ocsp_response_parse(der, cert.pem, issuer, core.now())
+  if info and info.next_update and info.next_update > core.now() then return der end
+  return nil
+end
+
 --- Write cert's files (and its staple, or remove a staple file left by the
 -- certificate before it), then reload: raises "deploy: ..." on failure.
 function Target:deploy(cert)
@@ -210,7 +230,10 @@ function Target:deploy(cert)
   end
   local staple = self:staple_path(cert)
   if staple then
-    local ok, err = put_staple(self, staple, cert.ocsp and cert.ocsp.der or nil, cert.names[1])
+    -- without a staple attached (start-up redeploys before the OCSP pass),
+    -- the one in place stays if it is this certificate's own and valid
+    local der = (cert.ocsp and cert.ocsp.der) or staple_of(staple, cert)
+    local ok, err = put_staple(self, staple, der, cert.names[1])
     if ok == nil then error("deploy: " .. err, 0) end
   end
   return self:reload()

@@ -239,6 +239,26 @@ describe("Engine:deploy_staple", function()
     assert.is_nil(lfs.attributes(dir .. "/a.test.pem.ocsp"))
   end)
 
+  it("deploying a certificate again without its staple attached keeps its own valid staple file", function()
+    local e = engine("haproxy")
+    local c = e:cert("a.test")
+    local t = deploy.target_of(e.engine.policy.on_renewed)
+    local own = ca:ocsp(c.pem)
+    local f = assert(io.open(dir .. "/a.test.pem.ocsp", "wb")) f:write(own) f:close()
+    local view = setmetatable({ key_pem = helpers.read(dir .. "/a.test.pem"):sub(#c.pem + 1), ocsp = false },
+      { __index = c })
+    assert.is_true((in_task(t.deploy, t, view)))
+    assert.equal(own, helpers.read(dir .. "/a.test.pem.ocsp"))
+    -- but not a stale one, nor another certificate's
+    local stale = ca:ocsp(c.pem, { this_update = clock:now() - 9 * 86400, next_update = clock:now() - 86400 })
+    f = assert(io.open(dir .. "/a.test.pem.ocsp", "wb")) f:write(stale) f:close()
+    in_task(t.deploy, t, view)
+    assert.is_nil(lfs.attributes(dir .. "/a.test.pem.ocsp"))
+    f = assert(io.open(dir .. "/a.test.pem.ocsp", "wb")) f:write(ca:ocsp(e:cert("b.test").pem)) f:close()
+    in_task(t.deploy, t, view)
+    assert.is_nil(lfs.attributes(dir .. "/a.test.pem.ocsp"))
+  end)
+
   it("a target that cannot be written is logged, not raised", function()
     local logs = testing.capture_logs()
     local e = engine(nil)
@@ -264,6 +284,23 @@ describe("Engine:deploy_staple", function()
     local renewed = e:cert("a.test")
     assert.are_not.equal(c.id, renewed.id)
     assert.equal(renewed.ocsp.der, helpers.read(dir .. "/a.test.pem.ocsp"))
+  end)
+
+  it("a staple past its nextUpdate with the responder down leaves the server's file too", function()
+    local e = testing.engine(certmaint.policy {
+      certificates = { "a.test" },
+      issuer = testing.issuer { ca = ca, lifetime = "30d", ocsp_url = "http://127.0.0.1:1/ocsp" },
+      on_renewed = certmaint.deploy.files { dir = dir },
+    }, { clock = clock })
+    assert.is_truthy(lfs.attributes(dir .. "/a.test/ocsp.der"))
+    e.responder:fail(true, "error")
+    clock:advance("4d")
+    e:tick("ocsp")
+    assert.is_truthy(lfs.attributes(dir .. "/a.test/ocsp.der"), "kept while valid")
+    clock:advance("4d") -- past the 7-day staple's nextUpdate
+    e:tick("ocsp")
+    assert.is_nil(e:cert("a.test").ocsp)
+    assert.is_nil(lfs.attributes(dir .. "/a.test/ocsp.der"))
   end)
 
   it("does nothing without a files target (an on_renewed function of the policy's own)", function()

@@ -61,6 +61,7 @@ end
 function M:health(now)
   now = now or core.now()
   local errors_before = self.hooks.errors
+  self:attach_stored_must_staples(now) -- (no OCSP pass in a one-shot check)
   local result = { certificates = 0, attention = {} }
   self:status_rows(now, function(row)
     result.certificates = result.certificates + 1

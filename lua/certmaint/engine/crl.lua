@@ -148,7 +148,8 @@ end
 
 --- The CRL pass, at now (inside a loop task). Adds crl_checked (certificates
 -- looked up), crl_fetched (CRLs downloaded), crl_failed (URLs that failed)
--- and crl_revoked to tick. Returns tick.
+-- and crl_revoked (listed, handed to handle_revoked; also counted in the
+-- OCSP tick's revoked) to tick. Returns tick.
 function M:crl_pass(now, tick)
   now = now or core.now()
   tick = tick or {}
@@ -189,6 +190,7 @@ function M:crl_pass(now, tick)
       for _, id in ipairs(g.ids) do
         if revoked[id] then
           tick.crl_revoked = tick.crl_revoked + 1
+          if tick.revoked then tick.revoked = tick.revoked + 1 end -- the pass's total (once's summary)
           self:handle_revoked(id, revoked[id], collector)
         end
       end

@@ -31,6 +31,28 @@ function M:is_must_staple(id, seen)
   return v
 end
 
+--- One-shot commands (status, status --check) run no OCSP pass: attach the
+-- stored staple (certmagic's key, verified as the pass verifies it) to each
+-- cached must-staple certificate that has none, so they judge the staple a
+-- server would have, not an empty cache. Only must-staple certificates: the
+-- others need no verify per status call. Returns how many were attached.
+function M:attach_stored_must_staples(now)
+  if not (self.verify_staple and self.attach_staple and self.staple_key) then return 0 end
+  now = now or core.now()
+  local skew = (self.policy.ocsp or {}).skew or 300
+  local seen, n = {}, 0
+  for id in pairs(self.by_id) do
+    if self:is_must_staple(id, seen) then
+      local cert = self.cache:get(id)
+      local issuer_pem = cert and not cert.ocsp and self.issuer_pem_of(cert.pem)
+      local der = issuer_pem and self.storage:load(self.staple_key(cert))
+      local info = der and self:verify_staple(der, cert, issuer_pem, now, skew)
+      if info and self:attach_staple(id, cert, der, info) then n = n + 1 end
+    end
+  end
+  return n
+end
+
 --- After an OCSP pass: every cached must-staple certificate (managed, or
 -- from ocsp.staple_files) that is not expired and has no valid staple is an
 -- error-level event. tick.must_staple counts the must-staple certificates,

@@ -180,6 +180,7 @@ function M:staple_failed(id, cert, url, current, now, err, code, tick, event)
     log(level, event, fields)
   elseif current then
     self.cache:set(id, { ocsp = false })
+    if self.deploy_staple then self:deploy_staple(id, nil) end -- (H4) no stale staple left where servers read it
     tick.removed = tick.removed + 1
     fields.next_update = rfc3339.iso(current.next_update)
     fields.action = "no staple is served until a response is fetched"

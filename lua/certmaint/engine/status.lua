@@ -2,6 +2,7 @@
 local core = require "certmaint.core"
 local certset = require "certmaint.certset"
 local rfc3339 = require "certmaint.rfc3339"
+local keys = require "certmaint.keys"
 
 local M = {}
 
@@ -17,6 +18,43 @@ function M:certificates()
 end
 
 local BATCH = 2048 -- rows made (and, for --json, written) at once
+
+--- One-shot status runs no OCSP pass, so the cache holds no staples: take
+-- each managed certificate's stored staple (certmagic's key) into the cache
+-- so the rows show what a server is stapling. The daemon stores only
+-- staples it verified; this read-only view only peeks at them (times and
+-- status, core.ocsp_response_peek: a verify each would cost status on 100k
+-- certificates seconds), and a stale one is not shown. Must-Staple
+-- certificates get theirs verified first (engine/must_staple.lua), as
+-- status --check judges them. Returns how many were attached.
+function M:attach_stored_staples(now)
+  now = now or core.now()
+  local n = self:attach_stored_must_staples(now)
+  local ids, wanted = {}, {}
+  local function flush()
+    if #wanted == 0 then return end
+    local found = self.storage:load_many(wanted)
+    for i, k in ipairs(wanted) do
+      local der = found[k]
+      local info = der and core.ocsp_response_peek(der)
+      if info and info.next_update and info.next_update > now and info.this_update then
+        if self.cache:set(ids[i], { ocsp = { status = info.status, this_update = info.this_update,
+          next_update = info.next_update, der = der } }) then n = n + 1 end
+      end
+    end
+    ids, wanted = {}, {}
+  end
+  for _, primary in ipairs(self.order) do
+    local id = self.entries[primary].id
+    local c = id and self.cache:get(id)
+    if c and not c.ocsp and c.ocsp_urls and #c.ocsp_urls > 0 and c.names[1] then
+      ids[#ids + 1], wanted[#wanted + 1] = id, keys.ocsp(c.names[1], keys.fast_hash(c.pem))
+      if #wanted >= BATCH then flush() end
+    end
+  end
+  flush()
+  return n
+end
 
 -- Fields of cache:status_json's columns written as RFC 3339 times.
 local TIMES = { "next_attempt" }

@@ -121,6 +121,33 @@ describe("Must-Staple", function()
     os.execute("rm -rf '" .. dir .. "'")
   end)
 
+  it("status --check in another process judges the stored staple, not an empty cache", function()
+    local storage = testing.memory()
+    local function one_shot()
+      local e = testing.engine(certmaint.policy {
+        certificates = { "a.test" },
+        issuer = testing.issuer { ca = ca, lifetime = "30d", ocsp_url = OCSP_URL, must_staple = true },
+      }, { clock = clock, storage = storage, start = false })
+      local loop = require "certmaint.loop"
+      local task = loop.spawn(function() e.engine:load_all { keys = false } return e.engine:health(clock:now()) end)
+      loop.run_until_idle()
+      assert.is_true(task.done and task.ok, tostring(task.error))
+      return task.results[1], e
+    end
+    local daemon = testing.engine(certmaint.policy {
+      certificates = { "a.test" },
+      issuer = testing.issuer { ca = ca, lifetime = "30d", ocsp_url = OCSP_URL, must_staple = true },
+    }, { clock = clock, storage = storage })
+    assert.is_truthy(daemon:cert("a.test").ocsp, "the daemon stapled and stored it")
+    local health = one_shot()
+    assert.same({}, health.attention)
+    -- past the stored staple's nextUpdate (no daemon refreshed it): needs attention
+    clock:advance("8d")
+    health = one_shot()
+    assert.equal(1, #health.attention)
+    assert.matches("must-staple with no staple", health.attention[1].reasons[1], 1, true)
+  end)
+
   it("status text marks must-staple rows in the STAPLE column", function()
     local e = engine()
     local r = row(e)

@@ -99,6 +99,44 @@ describe("ocsp.staple_files", function()
     assert.equal(1, #lines("staple_file_removed"))
   end)
 
+  it("a staple file left beside a replaced certificate is removed at load, before any pass", function()
+    local path, issued = chain_file("other.test")
+    local old_staple = ca:ocsp(issued.cert_pem)
+    write(path .. ".ocsp", old_staple)
+    local renewed = ca:issue { names = { "other.test" }, ocsp_url = OCSP_URL }
+    write(path, renewed.cert_pem)
+    local e = engine({ path }, { start = false })
+    e.responder:fail(true, "error") -- no pass writes a new one
+    e:start()
+    assert.is_nil(lfs.attributes(path .. ".ocsp"))
+    assert.matches("not a valid staple", lines("staple_file_removed")[1] or "", 1, true)
+  end)
+
+  it("a valid staple file beside its certificate is kept at load", function()
+    local path, issued = chain_file("other.test")
+    local staple = ca:ocsp(issued.cert_pem)
+    write(path .. ".ocsp", staple)
+    local e = engine({ path }, { start = false })
+    e.responder:fail(true, "error")
+    e:start()
+    assert.equal(staple, helpers.read(path .. ".ocsp"))
+  end)
+
+  it("two files holding one certificate both get the staple; dropping one keeps the other", function()
+    local path, issued = chain_file("other.test")
+    local copy = dir .. "/copy.pem"
+    write(copy, issued.cert_pem)
+    local e = engine { path, copy }
+    local id = e.engine.cache:lookup("other.test")
+    local der = e.engine.cache:get(id).ocsp.der
+    assert.equal(der, helpers.read(path .. ".ocsp"))
+    assert.equal(der, helpers.read(copy .. ".ocsp"))
+    e.engine.policy.ocsp.staple_files = { copy }
+    e:load_staple_files()
+    assert.is_truthy(e.engine.cache:get(id), "still stapled for the file that stays")
+    assert.is_false(e:write_staple_file(id, der))
+  end)
+
   it("a missing or unparseable file is an error naming it; the others are stapled", function()
     local good = chain_file("other.test")
     local junk = dir .. "/junk.pem"
