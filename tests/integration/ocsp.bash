@@ -101,6 +101,12 @@ ocsp_index_write() { # [quiet]
     if cmp -s "$OCSP_DIR/index.txt.new" "$OCSP_DIR/index.txt"; then
       rm -f "$OCSP_DIR/index.txt.new"
     else
+      # the responder sees a change by stat (mtime in whole seconds, inode): two
+      # writes in one second onto a recycled inode would look unchanged, so
+      # each index gets an mtime of its own, a generation count
+      gen=$(( $(cat "$OCSP_DIR/index.gen" 2>/dev/null || echo 0) + 1 ))
+      echo "$gen" > "$OCSP_DIR/index.gen"
+      touch -m -d "@$((1500000000 + gen))" "$OCSP_DIR/index.txt.new"
       mv "$OCSP_DIR/index.txt.new" "$OCSP_DIR/index.txt"
       [ -n "$OCSP_PID" ] && [ "${1:-}" != quiet ] && ocsp_poke
     fi
