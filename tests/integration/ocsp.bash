@@ -40,6 +40,7 @@
 #                            a DER CRL signed by CERT/KEY (openssl ca -gencrl), nextUpdate
 #                            in SECONDS, listing the serials (hex)
 #   crl_publish FILE         serve FILE as $CRL_URL (atomic rename)
+#   crl_requests             GETs the CRL server answered so far
 #   cert_serial PEM_FILE     the first certificate's serial, lower-case hex
 
 command -v openssl >/dev/null && command -v flock >/dev/null && command -v cc >/dev/null || {
