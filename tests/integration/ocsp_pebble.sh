@@ -5,7 +5,9 @@
 # good staple, stored under certmagic's key (ocsp/<name>-<fast hash of the
 # chain>), shown by `status --json`, deployed beside the HAProxy PEM as
 # <name>.pem.ocsp (DER equal to the stored one); fresh staples are not
-# fetched again; the responder marks one revoked -> the next OCSP pass sees
+# fetched again; a chain certmaint does not manage (obtained by lego), named
+# in ocsp.staple_files, gets its staple beside it as <path>.ocsp and is
+# never renewed; the responder marks one revoked -> the next OCSP pass sees
 # it and replaces the certificate (a new serial from Pebble, the same key:
 # reuse_key, reason superseded) and the new one gets a good staple, deployed
 # in place of the old. Then `certmaint revoke --reason 1` (keyCompromise):
@@ -36,13 +38,20 @@ count_logged() { grep "event=$1" "$2" | grep -Ec "${3:-.}" || true; }
 status_json() { "$BIN" status "$policy" --json > "$WORK/status.json" 2>"$WORK/status.err"; }
 good_rows() {
   json_eval "$WORK/status.json" '(function() local n = 0
-    for _, r in ipairs(v) do if type(r.ocsp) == "table" and r.ocsp.status == "good" then n = n + 1 end end
+    for _, r in ipairs(v) do if r.managed and type(r.ocsp) == "table" and r.ocsp.status == "good" then n = n + 1 end end
     return n end)()'
 }
 row_field() { # NAME LUA-EXPR-OVER-r
   json_eval "$WORK/status.json" "(function() for _, r in ipairs(v) do
     if r.names[1] == '$1' then return $2 end end return 'no row' end)()"
 }
+
+# a certificate certmaint does not manage, from a reference client
+LEGO_CA_CERTIFICATES=$PEBBLE_CA_BUNDLE lego --server "$PEBBLE_DIR_URL" --accept-tos --email other@example.test \
+  --path "$WORK/lego" --http --http.port "127.0.0.1:$PEBBLE_HTTP_PORT" -d other.ocsp.test run >"$WORK/lego.out" 2>&1 ||
+  { cat "$WORK/lego.out"; fail "lego could not obtain other.ocsp.test"; }
+export CERTMAINT_STAPLE_FILE=$WORK/lego/certificates/other.ocsp.test.crt
+awk 'f<1{print} /END CERTIFICATE/{f++}' "$CERTMAINT_STAPLE_FILE" > "$WORK/other.leaf"
 
 "$BIN" run "$policy" 2>"$log" &
 pid=$!; PIDS+=("$pid")
@@ -59,8 +68,12 @@ for n in $names; do
   check "$n: it is deployed as $n.pem.ocsp, the same DER" \
     wait_for 10 cmp -s "$sf" "$CERTMAINT_DEPLOY_DIR/$n.pem.ocsp"
 done
+check "the staple-only file gets its staple beside it ($(basename "$CERTMAINT_STAPLE_FILE").ocsp)" \
+  wait_for 30 test -s "$CERTMAINT_STAPLE_FILE.ocsp"
+check "which verifies good for that certificate" \
+  test "$(ocsp_check_staple "$CERTMAINT_STAPLE_FILE.ocsp" "$WORK/other.leaf")" = good
 check "status --json while the daemon runs" status_json
-check "status --json shows a good staple on all three rows" test "$(good_rows)" = 3
+check "status --json shows a good staple on the three managed rows" test "$(good_rows)" = 3
 check "with next_update after this_update (RFC 3339)" \
   test "$(row_field a.ocsp.test 'tostring(r.ocsp.next_update > r.ocsp.this_update and r.ocsp.next_update:match("^%d%d%d%d%-%d%d%-%d%dT") ~= nil)')" = true
 check "and must_staple false (Pebble sets no TLS Feature)" test "$(row_field a.ocsp.test 'tostring(r.must_staple)')" = false
@@ -95,7 +108,10 @@ check "the deployed PEM is the new certificate" \
 status_json
 check "status --json: a has the new serial and a good staple" \
   test "$(row_field a.ocsp.test 'r.serial:lower() .. " " .. tostring(r.ocsp and r.ocsp.status)')" = "$(cert_serial "$new_a_leaf") good"
-check "b and c were not replaced (one issuance more in all)" test "$(pebble_issued)" -eq $((issued_before + 1))
+check "b, c and the staple-only certificate were not replaced (one issuance more in all)" \
+  test "$(pebble_issued)" -eq $((issued_before + 1))
+check "the staple-only certificate is the one lego obtained" \
+  test "$(openssl x509 -in "$CERTMAINT_STAPLE_FILE" -noout -serial)" = "$(openssl x509 -in "$WORK/other.leaf" -noout -serial)"
 kill -TERM "$pid"
 set +e; wait "$pid"; rc=$?; set -e
 check "SIGTERM: exit status 0" test "$rc" -eq 0
@@ -132,8 +148,8 @@ check "stored, verified good by the reference client" \
   test "$(ocsp_check_staple "$(staple_file b.ocsp.test)" "$(leaf b.ocsp.test)")" = good
 check "and deployed as b.ocsp.test.pem.ocsp" cmp -s "$(staple_file b.ocsp.test)" "$CERTMAINT_DEPLOY_DIR/b.ocsp.test.pem.ocsp"
 ocsp_tick=$(grep 'event=tick' "$WORK/once.log" | grep 'kind=ocsp' | head -1)
-check "its OCSP pass: three due, none failed ($ocsp_tick)" \
-  bash -c "grep -q ' due=3' <<<'$ocsp_tick' && grep -q ' failed=0' <<<'$ocsp_tick'"
+check "its OCSP pass: four due (three managed, one staple-only), none failed ($ocsp_tick)" \
+  bash -c "grep -q ' due=4' <<<'$ocsp_tick' && grep -q ' failed=0' <<<'$ocsp_tick'"
 "$BIN" once "$policy" >"$WORK/once2.out" 2>"$WORK/once2.log" || true
 ocsp_tick=$(grep 'event=tick' "$WORK/once2.log" | grep 'kind=ocsp' | head -1)
 from_storage=$(sed -n 's/.* from_storage=\([0-9]*\).*/\1/p' <<<"$ocsp_tick")
