@@ -6,7 +6,7 @@
 # then too slowly, then dies with a request in flight, then is gone. Every
 # failure is an error naming the responder's URL and why, and the staples
 # stay (stored, deployed, in status) until their nextUpdate; then they are
-# taken off with a clear error. The responder back: good staples again. The
+# taken off with a clear error, and their deployed files removed. The responder back: good staples again. The
 # daemon never stops. Staple output here is the split layout (nginx's
 # ssl_stapling_file <dir>/<name>/ocsp.der).
 source "$(dirname "$0")/lib.bash"
@@ -117,6 +117,10 @@ for n in $names; do
 done
 check "the error names the URL and the nextUpdate that passed" \
   bash -c "grep 'event=staple_expired' '$log' | head -1 | grep -F 'url=$OCSP_URL' | grep -q 'next_update='"
+for n in $names; do
+  check "$n: and removed where nginx reads it ($n/ocsp.der): an expired staple is never served" \
+    wait_for 10 test ! -e "$CERTMAINT_DEPLOY_DIR/$n/ocsp.der"
+done
 check "the tick counts them removed" \
   bash -c "grep 'event=tick' '$log' | grep 'kind=ocsp' | grep -Eq ' removed=[1-9]'"
 status_json
