@@ -51,7 +51,6 @@ command -v openssl >/dev/null && command -v flock >/dev/null && command -v cc >/
 OCSP_DIR=$WORK/ocsp
 OCSP_NMIN=${OCSP_NMIN:-1}
 OCSP_PID= OCSP_FAULT_PID= OCSP_SYNC_PID= CRL_PID=
-OCSP_PEBBLE=0
 OCSP_STUB=$SRC/tests/integration/stubs/ocsp_http.lua
 mkdir -p "$OCSP_DIR/crl"
 : > "$OCSP_DIR/certs.tsv"    # SERIAL \t expiry \t subject  (every certificate the responder knows)
@@ -159,7 +158,7 @@ ocsp_pebble_status() { curl -sf --max-time 5 --cacert "$PEBBLE_CA_BUNDLE" "$PEBB
 # right after; what was revoked through ACME becomes revoked with Pebble's
 # time and reason. The background sync follows Pebble's log (tail -F).
 ocsp_sync_issued() { # SERIAL... as Pebble logs them
-  local serial key json pem end subject added=()
+  local serial key json pem end subject
   (flock 9
    for serial in "$@"; do
      key=$(ocsp_serial_key "$serial")
@@ -256,7 +255,6 @@ ocsp_running() { [ -n "$OCSP_PID" ] && kill -0 "$OCSP_PID" 2>/dev/null; }
 ocsp_pebble_start() {
   ocsp_env || return 1
   pebble_start --ocsp "$OCSP_URL" "$@" || return 1
-  OCSP_PEBBLE=1
   curl -sf --cacert "$PEBBLE_CA_BUNDLE" "$PEBBLE_MGMT/intermediates/0" > "$OCSP_DIR/pebble-int.pem" &&
     (umask 077; curl -sf --cacert "$PEBBLE_CA_BUNDLE" "$PEBBLE_MGMT/intermediate-keys/0" > "$OCSP_DIR/pebble-int.key") &&
     pebble_root > "$OCSP_DIR/pebble-root.pem" ||

@@ -6,6 +6,8 @@
  * connections only).  Every other bind() is passed through unchanged.
  *
  *   cc -shared -fPIC -o bind_loopback.so bind_loopback.c -ldl
+ *
+ * (Not -pedantic: glibc declares bind() with a GNU transparent union for the address.)
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -21,7 +23,8 @@ int bind(int fd, const struct sockaddr *addr, socklen_t len)
     struct sockaddr_in6 in6;
 
     if (real_bind == NULL) {
-        real_bind = (int (*)(int, const struct sockaddr *, socklen_t))dlsym(RTLD_NEXT, "bind");
+        /* POSIX's way to take a function pointer from dlsym */
+        *(void **)&real_bind = dlsym(RTLD_NEXT, "bind");
         if (real_bind == NULL) {
             errno = ENOSYS;
             return -1;
