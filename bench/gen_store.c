@@ -1,4 +1,5 @@
-/* gen_store.c - a certificate store in certmagic's file layout, for startup.sh.
+/* gen_store.c - a certificate store in certmagic's file layout, for startup.sh
+ * (and ocsp_pass.sh).
  *
  *   gen_store init DIR                          CA key + certificate, one leaf key
  *   gen_store certs DIR ROOT ISSUER FIRST LAST  sites hostI.bench.test, FIRST <= I <= LAST
@@ -7,9 +8,9 @@
  * (the one shared P-256 leaf key, hard-linked to DIR/leaf.key when possible)
  * and .json (certmagic's metadata: sans, issuer_data).  Leaves live 90 days
  * from a day ago, with distinct random serials, a SAN, EKU serverAuth and an
- * OCSP URL, like an ACME CA's.  Standalone on purpose (only OpenSSL), so it
- * builds for any certmaint binary under test.  Not part of the product: it
- * exits on the first error.
+ * OCSP URL (http://ocsp.bench.test, or $GEN_STORE_OCSP_URL), like an ACME CA's.
+ * Standalone on purpose (only OpenSSL), so it builds for any certmaint binary
+ * under test.  Not part of the product: it exits on the first error.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -110,7 +111,10 @@ static X509 *make(EVP_PKEY *key, const char *cn, const char *san, X509 *ca, EVP_
         add_ext(x, ca, NID_authority_key_identifier, "keyid");
         snprintf(buf, sizeof buf, "DNS:%s", san);
         add_ext(x, ca, NID_subject_alt_name, buf);
-        add_ext(x, ca, NID_info_access, "OCSP;URI:http://ocsp.bench.test");
+        /* GEN_STORE_OCSP_URL: bench/ocsp_pass.sh points the certificates at its local responder */
+        snprintf(buf, sizeof buf, "OCSP;URI:%s",
+                 getenv("GEN_STORE_OCSP_URL") ? getenv("GEN_STORE_OCSP_URL") : "http://ocsp.bench.test");
+        add_ext(x, ca, NID_info_access, buf);
     }
     need(X509_sign(x, ca_key, EVP_sha256()) > 0, "sign");
     return x;
