@@ -28,16 +28,21 @@ function M:clean_staples(now, tick)
     elseif not info.next_update or info.next_update <= now then
       why = "stale: next update " .. (info.next_update and rfc3339.iso(info.next_update) or "not given")
     end
-    if why then
-      local ok, derr = self.storage:delete(k)
-      if ok then
-        tick.staples_deleted = tick.staples_deleted + 1
-        log("info", "clean_deleted", { key = k, what = "OCSP staple", why = why })
-      else
-        log("error", "clean_delete_failed", { key = k, error = derr })
-      end
-    end
+    if why then self:clean_delete(k, "OCSP staple", why, tick, "staples_deleted") end
   end
+end
+
+--- Delete storage key k for the clean pass, logged with what it was and
+-- why; counted in tick[counter].
+function M:clean_delete(k, what, why, tick, counter)
+  local ok, derr = self.storage:delete(k)
+  if ok then
+    tick[counter] = (tick[counter] or 0) + 1
+    log("info", "clean_deleted", { key = k, what = what, why = why })
+  else
+    log("error", "clean_delete_failed", { key = k, error = derr })
+  end
+  return ok
 end
 
 --- The keys of managed certificates (never cleaned).

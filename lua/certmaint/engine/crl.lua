@@ -23,17 +23,8 @@ local M = {}
 
 local function log(level, event, fields) core.log(level, event, fields or {}) end
 
-local PEM_CERT = "%-%-%-%-%-BEGIN CERTIFICATE%-%-%-%-%-.-%-%-%-%-%-END CERTIFICATE%-%-%-%-%-\n?"
-
 -- The issuer's certificate of a chain PEM (its second certificate), or nil.
-local function issuer_of(chain_pem)
-  local n = 0
-  for block in chain_pem:gmatch(PEM_CERT) do
-    n = n + 1
-    if n == 2 then return block end
-  end
-  return nil
-end
+local issuer_of = require("certmaint.engine.ocsp").issuer_pem_of
 
 -- The URL of a certificate's CRL: its first http(s) distribution point
 -- (ldap: and other schemes are not fetched).
@@ -216,15 +207,7 @@ function M:clean_crls(now, tick)
     elseif lcode ~= "ENOENT" then
       why = "cannot be read: " .. tostring(lerr)
     end
-    if why then
-      local ok, derr = self.storage:delete(k)
-      if ok then
-        tick.crls_deleted = (tick.crls_deleted or 0) + 1
-        log("info", "clean_deleted", { key = k, what = "CRL", why = why })
-      else
-        log("error", "clean_delete_failed", { key = k, error = derr })
-      end
-    end
+    if why then self:clean_delete(k, "CRL", why, tick, "crls_deleted") end
   end
 end
 
