@@ -232,7 +232,8 @@ end
 function commands.clean(engine)
   local ok, tick = run_task(function() engine:load_all { keys = false } return true, engine:tick("clean") end)
   if not ok then eprint("certmaint: " .. tostring(tick)) return 1 end
-  io.stdout:write(string.format("deleted %d, kept %d, unparseable %d\n", tick.deleted, tick.kept, tick.unparseable))
+  io.stdout:write(string.format("deleted %d, kept %d, unparseable %d, staples deleted %d, CRLs deleted %d\n",
+    tick.deleted, tick.kept, tick.unparseable, tick.staples_deleted or 0, tick.crls_deleted or 0))
   return 0
 end
 

@@ -120,9 +120,22 @@ lua54 -e "
   assert(core.write_atomic('$d/old.test.crt', pem, '0644'))
   assert(core.write_atomic('$d/old.test.key', key, '0600'))"
 echo 'not a certificate' > "$d/junk.crt"
+# and a staple that is no OCSP response, and a CRL past its nextUpdate
+mkdir -p "$CERTMAINT_DATA/ocsp" "$CERTMAINT_DATA/certmaint/crl"
+echo 'garbage' > "$CERTMAINT_DATA/ocsp/old.test-1a2b3c"
+lua54 -e "
+  local core = require 'certmaint.core'
+  local key = assert(core.key_generate('p256'))
+  local ca = assert(core.cert_issue { subject_key = key, issuer_key = key, names = { 'crl.ca.test' },
+    cn = 'crl ca', not_before = 1577836800, not_after = 1893456000, is_ca = true })
+  local crl = assert(core.crl_build { issuer_cert = ca, issuer_key = key, entries = {},
+    this_update = 1577836800, next_update = 1577923200 })
+  assert(core.write_atomic('$CERTMAINT_DATA/certmaint/crl/0123456789abcdef0123456789abcdef.der', crl, '0644'))"
 run clean "$POL/ok_basic.lua"
-check "clean deletes the expired certificate and keeps the unparseable file" \
-  bash -c "[ $rc -eq 0 ] && grep -q 'deleted 1' $out && grep -q 'unparseable 1' $out"
+check "clean deletes the expired certificate, the bad staple and the stale CRL, and keeps the unparseable file" \
+  bash -c "[ $rc -eq 0 ] && grep -q 'deleted 1' $out && grep -q 'unparseable 1' $out \
+    && grep -q 'staples deleted 1' $out && grep -q 'CRLs deleted 1' $out"
+check "the stale CRL is gone" test ! -e "$CERTMAINT_DATA/certmaint/crl/0123456789abcdef0123456789abcdef.der"
 check "expired certificate's key is gone" test ! -e "$d/old.test.key"
 check "the unparseable file is still there" test -e "$d/junk.crt"
 check "managed certificates are untouched" test -s "$crt"
