@@ -23,6 +23,8 @@ local rfc3339 = require "certmaint.rfc3339"
 
 local M = {}
 
+M.YIELD_EVERY = 32 -- staples a worker checks before it lets the loop run
+
 local function log(level, event, fields) core.log(level, event, fields or {}) end
 
 local PEM_CERT = "%-%-%-%-%-BEGIN CERTIFICATE%-%-%-%-%-.-%-%-%-%-%-END CERTIFICATE%-%-%-%-%-\n?"
@@ -197,6 +199,7 @@ function M:refresh_staples(ids, now, cfg, tick)
   local next_i, running = 1, 0
   local done = loop.cond()
   local function worker()
+    local since_yield = 0
     while next_i <= #ids and not self.stopping do
       local id = ids[next_i]
       next_i = next_i + 1
@@ -204,6 +207,14 @@ function M:refresh_staples(ids, now, cfg, tick)
       if not ok then
         tick.failed = tick.failed + 1
         log("error", "staple_refresh_failed", { id = id, error = tostring(err) })
+      end
+      -- staples taken from storage never wait: without this one worker
+      -- would check 100k of them while signals, challenges and the other
+      -- passes wait for the loop
+      since_yield = since_yield + 1
+      if since_yield >= M.YIELD_EVERY then
+        since_yield = 0
+        loop.yield()
       end
     end
     running = running - 1

@@ -8,6 +8,7 @@ local keys = require "certmaint.keys"
 
 local DAY = 86400
 local URL = "http://ocsp.ca.test/"
+local ENGINE_YIELD_EVERY = require("certmaint.engine.ocsp").YIELD_EVERY
 
 local function grep(lines, pattern)
   local n = 0
@@ -105,6 +106,28 @@ describe("OCSP pass", function()
     local second = engine({ issuer = issuer, storage = storage })
     assert.equal(0, second.responder:count("ocsp"))
     assert.equal(der, second:cert("a.test").ocsp.der)
+  end)
+
+  it("lets the loop run while it checks many staples that need no waiting", function()
+    local loop = require "certmaint.loop"
+    local names = {}
+    for i = 1, 10 * ENGINE_YIELD_EVERY do names[i] = ("s%d.test"):format(i) end
+    local e = engine { certificates = names, ocsp = { concurrency = 1 } }
+    -- every staple is in storage and none is on its entry: the pass takes them all from storage
+    for _, c in ipairs(e:cache()) do assert(e.engine.cache:set(c.id, { ocsp = false })) end
+    local probe, tick = 0, nil
+    loop.spawn(function() tick = e.engine:tick("ocsp") end)
+    loop.spawn(function()
+      while not tick do
+        probe = probe + 1
+        loop.yield()
+      end
+    end)
+    loop.run_until_idle()
+    assert.equal(#names, tick.from_storage)
+    assert.equal(#names, e.responder:count("ocsp")) -- start-up's only
+    -- one worker, 10 x YIELD_EVERY staples: the other task ran at least 10 times meanwhile
+    assert.is_true(probe >= 10, "the probe ran " .. probe .. " times")
   end)
 
   it("does not take a stored staple that fails verification", function()
