@@ -12,6 +12,7 @@
 
 #include "der.h"
 #include "encoding.h"
+#include "ocsp.h"
 #include "x509_ssl.h"
 
 /* One entry, fixed size so a CRL is one array: the serial's magnitude
@@ -431,20 +432,9 @@ int cm_crl_parse(const char *data, size_t len, const char *issuer_data, size_t i
         goto out;
     }
     if (crl_info(&l, &c->info, res) != CM_OK) goto out;
-    if (now > 0) {
-        if (skew < 0) skew = 0;
-        if (c->info.this_update > now + skew) {
-            cm_fail(res, "notyet", "CRL thisUpdate %lld is %lld s after now (%lld), more than the "
-                    "%lld s skew allowed", (long long)c->info.this_update,
-                    (long long)(c->info.this_update - now), (long long)now, (long long)skew);
-            goto out;
-        }
-        if (c->info.next_update && c->info.next_update <= now) {
-            cm_fail(res, "stale", "CRL is stale: nextUpdate %lld is %lld s before now",
-                    (long long)c->info.next_update, (long long)(now - c->info.next_update));
-            goto out;
-        }
-    }
+    if (now > 0 && cm_revocation_times_check("CRL", c->info.this_update, c->info.next_update, now,
+                                             skew, res) != CM_OK)
+        goto out;
     if (c->info.count) {
         if (!(c->entries = calloc(c->info.count, sizeof *c->entries))) {
             cm_fail(res, "ENOMEM", "out of memory for %zu CRL entries", c->info.count);

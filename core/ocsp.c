@@ -11,6 +11,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
 
+#include "rfc3339.h"
 #include "x509.h"
 #include "x509_ssl.h"
 
@@ -181,20 +182,24 @@ out:
     return ret;
 }
 
-/* The response is current at now: not issued in the future beyond skew,
- * not past its nextUpdate (a response without one is never stale). */
-static int check_times(const struct cm_ocsp_info *info, int64_t now, int64_t skew,
-                       struct cm_result *res)
+int cm_revocation_times_check(const char *what, int64_t this_update, int64_t next_update,
+                              int64_t now, int64_t skew, struct cm_result *res)
 {
-    if (info->this_update > now + skew)
+    char at[CM_RFC3339_ISO_MAX], nowtext[CM_RFC3339_ISO_MAX];
+    if (skew < 0) skew = 0;
+    cm_rfc3339_iso((double)now, nowtext);
+    if (this_update > now + skew) {
+        cm_rfc3339_iso((double)this_update, at);
         return cm_fail(res, "notyet",
-                       "OCSP response thisUpdate %lld is %lld s after now (%lld), more than the "
+                       "%s is not valid yet: thisUpdate %s is %lld s after now (%s), more than the "
                        "%lld s skew allowed",
-                       (long long)info->this_update, (long long)(info->this_update - now),
-                       (long long)now, (long long)skew);
-    if (info->next_update && info->next_update <= now)
-        return cm_fail(res, "stale", "OCSP response is stale: nextUpdate %lld is %lld s before now",
-                       (long long)info->next_update, (long long)(now - info->next_update));
+                       what, at, (long long)(this_update - now), nowtext, (long long)skew);
+    }
+    if (next_update && next_update <= now) {
+        cm_rfc3339_iso((double)next_update, at);
+        return cm_fail(res, "stale", "%s is stale: nextUpdate %s is %lld s before now (%s)", what,
+                       at, (long long)(now - next_update), nowtext);
+    }
     return CM_OK;
 }
 
@@ -245,7 +250,9 @@ int cm_ocsp_response_parse(const unsigned char *der, size_t der_len, const char 
         goto out;
     }
     if (single_info(bs, single, &info, res) != CM_OK) goto out;
-    if (now > 0 && check_times(&info, now, skew < 0 ? 0 : skew, res) != CM_OK) goto out;
+    if (now > 0 && cm_revocation_times_check("OCSP response", info.this_update, info.next_update, now,
+                                              skew, res) != CM_OK)
+        goto out;
     ERR_clear_error();
     *out = info;
     ret = CM_OK;

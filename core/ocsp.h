@@ -72,6 +72,14 @@ int cm_ocsp_request_build(const char *cert, size_t cert_len, const char *issuer,
 int cm_ocsp_response_peek(const unsigned char *der, size_t der_len, struct cm_ocsp_info *out,
                           struct cm_result *res);
 
+/* The update window of a signed revocation statement (an OCSP response,
+ * a CRL) at `now`: fails with "notyet" when this_update is more than `skew`
+ * seconds ahead (negative: 0), "stale" when next_update (0: none, never
+ * stale) is at or before now; the message names `what` and the times in
+ * RFC 3339. */
+int cm_revocation_times_check(const char *what, int64_t this_update, int64_t next_update,
+                              int64_t now, int64_t skew, struct cm_result *res);
+
 /* "good", "revoked", "unknown"; cm_ocsp_status_parse returns -1 for others. */
 const char *cm_ocsp_status_name(enum cm_ocsp_cert_status s);
 int cm_ocsp_status_parse(const char *name);
