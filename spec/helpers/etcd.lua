@@ -34,8 +34,9 @@ end
 local Server = {}
 Server.__index = Server
 
---- new() -> a server, not started: data dir and ports chosen.
-function M.new()
+--- new([extra_args]) -> a server, not started: data dir and ports chosen;
+-- extra_args (a list) go on etcd's command line.
+function M.new(extra_args)
   local f = io.open(M.BINARY, "rb")
   if not f then
     error("etcd binary " .. M.BINARY .. " not found: run scripts/deps.sh (etcd-server)", 2)
@@ -48,7 +49,7 @@ function M.new()
   local client, peer = M.free_port(), M.free_port()
   while peer == client do peer = M.free_port() end
   return setmetatable({ dir = dir, client_port = client, peer_port = peer,
-    url = "http://127.0.0.1:" .. client, pid = nil }, Server)
+    url = "http://127.0.0.1:" .. client, pid = nil, extra_args = extra_args or {} }, Server)
 end
 
 --- Is it answering /health?
@@ -65,6 +66,7 @@ function Server:start()
     "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
     "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
     "--initial-cluster", "spec=" .. peer, "--log-level", "error" }, " ")
+  for _, a in ipairs(self.extra_args) do cmd = cmd .. " " .. sh_quote(a) end
   local log = sh_quote(self.dir .. "/etcd.log")
   local pidfile = self.dir .. "/etcd.pid"
   os.remove(pidfile)

@@ -188,7 +188,9 @@ function Etcd:call(path, body, retried_auth)
             return self:call(path, body, true)
           end
           local code = "etcd"
-          if msg:find("too large", 1, true) then code = "toobig" end
+          if msg:find("too large", 1, true) or msg:find("too many operations", 1, true) then
+            code = "toobig" -- --max-request-bytes (1.5 MiB) or --max-txn-ops (128)
+          end
           if msg:find("permission denied", 1, true) then code = "EACCES" end
           return nil, string.format("etcd %s%s: %s", endpoint, path, msg), code
         end
@@ -370,9 +372,12 @@ end
 
 -- The compares that make a put of key behave as a file system would: no
 -- ancestor is a value (ENOTDIR), nothing lies below key (EISDIR).
-function Etcd:target_compares(key, out)
+-- seen (optional) drops the compares of directories another put checks already.
+function Etcd:target_compares(key, out, seen)
   local dir = key:match("^(.*)/[^/]*$")
   while dir do
+    if seen and seen[dir] then break end
+    if seen then seen[dir] = true end
     out[#out + 1] = { key = b64(self:dkey(dir)), target = "VERSION", version = "0" }
     dir = dir:match("^(.*)/[^/]*$")
   end
@@ -649,7 +654,10 @@ end
 
 function Etcd:_refresh(lock, now)
   local token = self.grants[lock.grant]
-  if not token then return false, nil end
+  if not token or not self.lease then -- the lease expired: its locks went with it
+    self.grants[lock.grant] = nil
+    return false, nil
+  end
   local key = self:lkey(lock.key)
   local doc, err = self:txn({ { key = b64(key), target = "MOD", mod_revision = tostring(token) } },
     { { request_put = { key = b64(key .. ".beat"), value = b64(beat_record(now)), lease = self.lease } } },
@@ -738,7 +746,8 @@ function Etcd:commit(tx)
     end
     cmp[1] = { key = b64(self:lkey(fence.key)), target = "MOD", mod_revision = tostring(token) }
   end
-  for _, p in ipairs(puts) do self:target_compares(p.key, cmp) end
+  local seen = {}
+  for _, p in ipairs(puts) do self:target_compares(p.key, cmp, seen) end
   for _, p in ipairs(puts) do
     ops[#ops + 1] = { request_put = { key = b64(self:dkey(p.key)), value = b64(self:envelope(p.value)) } }
   end
