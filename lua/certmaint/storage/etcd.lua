@@ -69,6 +69,8 @@ local SCHEMA = {
   username = { type = "string" },
   password = { type = "string" },
   ca_file = { type = "string" },
+  cert_file = { type = "string" },
+  key_file = { type = "string" },
   lock_ttl = { type = "duration", default = 30, check = function(v)
     return v >= 2 and math.floor(v) == v, "must be a whole number of seconds, at least 2"
   end },
@@ -86,6 +88,9 @@ function M.new(opts)
   if (o.username == nil) ~= (o.password == nil) then
     error("storage.etcd: username and password go together", 2)
   end
+  if o.key_file and not o.cert_file then
+    error("storage.etcd: key_file needs cert_file", 2)
+  end
   local prefix = o.prefix == "/" and "" or o.prefix
   local endpoints = {}
   for i, e in ipairs(o.endpoints) do endpoints[i] = e end
@@ -98,6 +103,8 @@ function M.new(opts)
     username = o.username,
     password = o.password,
     ca_file = o.ca_file,
+    cert_file = o.cert_file,
+    key_file = o.key_file,
     lock_ttl = o.lock_ttl,
     stale_after = o.stale_after or 2 * o.lock_ttl,
     timeout = o.timeout,
@@ -165,7 +172,8 @@ function Etcd:call(path, body, retried_auth)
       if self.auth_token then headers.Authorization = self.auth_token end
       local resp, err, code = http { url = endpoint .. path, method = "POST", body = text,
         headers = headers, timeout = self.timeout, connect_timeout = self.timeout,
-        max_bytes = 2 * self.max_bytes + 1024 * 1024, ca_file = self.ca_file }
+        max_bytes = 2 * self.max_bytes + 1024 * 1024, ca_file = self.ca_file,
+        cert_file = self.cert_file, key_file = self.key_file }
       if not resp then
         if not RETRY_CODES[code] then
           return nil, string.format("etcd %s: %s", endpoint, err), code
@@ -212,7 +220,8 @@ function Etcd:authenticate(endpoint)
   local resp, err, code = http { url = endpoint .. "/v3/auth/authenticate", method = "POST",
     body = assert(core.json_encode { name = self.username, password = self.password }),
     headers = { ["Content-Type"] = "application/json" }, timeout = self.timeout,
-    connect_timeout = self.timeout, ca_file = self.ca_file }
+    connect_timeout = self.timeout, ca_file = self.ca_file, cert_file = self.cert_file,
+    key_file = self.key_file }
   if not resp then
     if RETRY_CODES[code] then return nil, string.format("etcd %s: %s", endpoint, err), "unavailable" end
     return nil, string.format("etcd %s: %s", endpoint, err), code

@@ -313,3 +313,39 @@ describe("etcd storage with authentication", function()
     assert.is_true(ok, run)
   end)
 end)
+
+describe("etcd storage over TLS with a client certificate", function()
+  it("talks to an https endpoint with ca_file, cert_file and key_file; refuses without them", function()
+    local helpers = require "helpers.storage_backends"
+    local dir = helpers.tmpdir()
+    local tls = etcd_helper.make_tls(dir)
+    local own = etcd_helper.new(nil, tls):start()
+    local ok, run = pcall(function()
+      assert.matches("^https://127%.0%.0%.1:%d+$", own.url)
+      local s = etcd.new { endpoints = { own.url }, ca_file = tls.ca_file,
+        cert_file = tls.client_cert, key_file = tls.client_key }
+      assert.is_true(s:store("certificates/ca/t/t.crt", "OVER TLS"))
+      assert.equal("OVER TLS", s:load("certificates/ca/t/t.crt"))
+      local l = assert(s:lock("issue_cert_tls.example"))
+      assert.is_true(s:commit { put = { ["certificates/ca/t/t.key"] = "K" }, fence = l })
+      assert.is_true(s:unlock(l))
+      assert.is_true(s:close())
+      -- no client certificate: etcd refuses the handshake, and the error says where
+      local anon = etcd.new { endpoints = { own.url }, ca_file = tls.ca_file, timeout = 3 }
+      local v, err, code = anon:load("certificates/ca/t/t.crt")
+      assert.is_nil(v)
+      assert.is_string(code)
+      assert.matches("etcd " .. own.url .. ": ", err, 1, true)
+      -- not trusting etcd's CA: refused too
+      local untrusting = etcd.new { endpoints = { own.url }, cert_file = tls.client_cert,
+        key_file = tls.client_key, timeout = 3 }
+      local v2, err2 = untrusting:load("certificates/ca/t/t.crt")
+      assert.is_nil(v2)
+      assert.matches("etcd " .. own.url .. ": ", err2, 1, true)
+      return true
+    end)
+    own:destroy()
+    helpers.rm_rf(dir)
+    assert.is_true(ok, run)
+  end)
+end)
