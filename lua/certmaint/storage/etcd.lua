@@ -114,6 +114,7 @@ function M.new(opts)
     held = {},
     grants = {},      -- grant -> token (the lock key's mod_revision when granted)
     lease = nil,      -- this instance's lease id (a decimal string)
+    lease_until = 0,  -- core.monotonic() when it expires unless kept alive
     auth_token = nil,
     requests = 0,     -- requests sent (figures: etcd requests per renewal)
   }, Etcd)
@@ -168,6 +169,7 @@ function Etcd:call(path, body, retried_auth)
     end
     do
       self.requests = self.requests + 1
+      core.log("debug", "etcd_request", { endpoint = endpoint, path = path })
       local headers = { ["Content-Type"] = "application/json" }
       if self.auth_token then headers.Authorization = self.auth_token end
       local resp, err, code = http { url = endpoint .. path, method = "POST", body = text,
@@ -552,12 +554,19 @@ end
 function Etcd:lkey(lk) return self.locks .. lk end
 
 -- This instance's lease, granted when there is none -> id | nil, err, code.
+-- A lease past half its TTL since it was last granted or kept alive is not
+-- used for a new lock: it may expire (or be expiring: etcd still accepts
+-- puts on it for a moment) right after, taking the new lock with it.  Times
+-- are core.monotonic(): the lease lives in etcd's real time, whatever a
+-- spec does to core.now().
 function Etcd:ensure_lease()
-  if self.lease then return self.lease end
+  local t0 = core.monotonic()
+  if self.lease and t0 < self.lease_until - self.lock_ttl / 2 then return self.lease end
   local doc, err, code = self:call("/v3/lease/grant", { TTL = self.lock_ttl })
   if not doc then return nil, err, code end
   if not doc.ID then return nil, "etcd: lease grant gave no ID", "protocol" end
   self.lease = tostring(doc.ID)
+  self.lease_until = t0 + int(doc.TTL)
   return self.lease
 end
 
@@ -694,9 +703,12 @@ end
 -- that expired took every lock with it: they are reported lost.
 function Etcd:refresh_locks()
   if self.lease then
+    local t0 = core.monotonic()
     local doc, err = self:call("/v3/lease/keepalive", { ID = self.lease })
     local result = doc and (doc.result or doc)
-    if doc and int(result.TTL) <= 0 then
+    if doc and int(result.TTL) > 0 then
+      self.lease_until = t0 + int(result.TTL)
+    elseif doc then
       core.log("warn", "etcd_lease_expired", { lease = self.lease, storage = self:describe() })
       self.lease = nil
     elseif not doc then
@@ -758,7 +770,16 @@ function Etcd:commit(tx)
   local seen = {}
   for _, p in ipairs(puts) do self:target_compares(p.key, cmp, seen) end
   for _, p in ipairs(puts) do
-    ops[#ops + 1] = { request_put = { key = b64(self:dkey(p.key)), value = b64(self:envelope(p.value)) } }
+    -- a put below a folder this commit deletes would be deleted after it (as
+    -- the other backends apply puts, then deletes); etcd refuses a txn whose
+    -- put and delete ranges overlap, so it is left out instead
+    local doomed = false
+    for _, d in ipairs(deletes) do
+      if p.key:sub(1, #d + 1) == d .. "/" then doomed = true break end
+    end
+    if not doomed then
+      ops[#ops + 1] = { request_put = { key = b64(self:dkey(p.key)), value = b64(self:envelope(p.value)) } }
+    end
   end
   for _, key in ipairs(deletes) do delete_ops(self, key, ops) end
   step()

@@ -188,6 +188,36 @@ describe("etcd storage", function()
     assert.equal("NEW", b:load("c/two"))
   end)
 
+  it("commits a put below a folder the same commit deletes as the other backends do", function()
+    assert.is_true(a:store("gone/old", "x"))
+    assert.is_true(a:commit { put = { ["gone/new"] = "y", ["kept/v"] = "z" }, delete = { "gone" } })
+    assert.is_false(b:exists("gone"))
+    assert.equal("z", b:load("kept/v"))
+    local m = require("certmaint.storage.memory").new()
+    assert.is_true(m:store("gone/old", "x"))
+    assert.is_true(m:commit { put = { ["gone/new"] = "y", ["kept/v"] = "z" }, delete = { "gone" } })
+    assert.is_false(m:exists("gone"))
+  end)
+
+  it("takes a new lease when its own expired while it held no lock", function()
+    local short = etcd.new { endpoints = { server.url }, prefix = a.prefix, lock_ttl = 2 }
+    local l1 = assert(short:lock("issue_cert_idle.example"))
+    assert.is_true(short:unlock(l1))
+    local first = short.lease
+    -- idle: nobody keeps the lease alive (the engine beats only while it holds locks)
+    eventually(function()
+      local doc = assert(short:call("/v3/lease/timetolive", { ID = first }))
+      return math.tointeger(tonumber(doc.TTL or -1)) == -1
+    end)
+    local l2 = assert(short:lock("issue_cert_idle.example"))
+    assert.is_true(short.lease ~= first)
+    assert.is_true(l2.token > l1.token)
+    local _, _, code = b:lock("issue_cert_idle.example")
+    assert.equal("locked", code)
+    assert.is_true(short:close())
+    assert.truthy(b:lock("issue_cert_idle.example")) -- close revoked the lease: free at once
+  end)
+
   it("refuses a commit larger than one txn may be, changing nothing", function()
     local put = {}
     for i = 1, 130 do put["big/k" .. i] = "v" end
