@@ -619,7 +619,14 @@ function Etcd:_acquire(lk, name, grant, retried)
   local kv = kvs_of(doc.responses[1])[1]
   if not kv then return false, "unknown (just released)" end
   local beat = kvs_of(doc.responses[2])[1]
-  local owner, stale = self:lock_state(kv, beat, now)
+  local owner, stale, rec = self:lock_state(kv, beat, now)
+  if rec and rec.grant == grant and rec.owner == self.owner then
+    -- this very grant: an earlier try of this txn was applied, its answer
+    -- lost (a timeout, then fail-over); the grant's revision is the record's
+    local token = int(kv.mod_revision)
+    self.grants[grant] = token
+    return true, token
+  end
   if owner == self.owner then return false, owner .. " (this instance)" end
   if not stale then return false, owner end
   -- take it over only as it was read: neither the record nor its beat moved since

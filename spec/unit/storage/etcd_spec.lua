@@ -162,6 +162,25 @@ describe("etcd storage", function()
     assert.equal("NEW", a:load("certificates/ca/f/f.crt"))
   end)
 
+  it("takes a grant whose first try was applied but unanswered as granted (retry after fail-over)", function()
+    local common = require "certmaint.storage.common"
+    local lk = common.lock_key("issue_cert_retry.example")
+    local grant = common.new_grant()
+    assert(a:ensure_lease())
+    -- the first try of the grant's txn reached etcd; its answer was lost
+    local first = assert(a:txn(nil, a:grant_ops(lk, grant, a.lease, core.now())))
+    local ok, token = a:_acquire(lk, "issue_cert_retry.example", grant)
+    assert.is_true(ok)
+    assert.equal(math.tointeger(tonumber(first.header.revision)), token)
+    -- and it is a real grant: refreshed, fencing, released
+    a.held[lk] = { name = "issue_cert_retry.example", key = lk, token = token, grant = grant,
+      owner = a.owner, acquired = core.now() }
+    assert.equal(1, (a:refresh_locks()))
+    assert.is_true(a:commit { put = { ["r/v"] = "1" }, fence = a.held[lk] })
+    assert.is_true(a:unlock("issue_cert_retry.example"))
+    assert.truthy(b:lock("issue_cert_retry.example"))
+  end)
+
   it("gives tokens that are etcd revisions: larger across instances and prefixes", function()
     local l1 = assert(a:lock("issue_cert_t.example"))
     assert.is_true(a:store("x", "1"))
