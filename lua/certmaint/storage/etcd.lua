@@ -755,23 +755,35 @@ end
 
 --- commit{put =, delete =, fence =} -> true | nil, err, code: ONE txn whose
 -- compares are the fence (the lock key's mod_revision is still the grant's
--- token) and each put's target checks; then every put and delete.  Crash
--- injection (crash_after) has one step: the txn.
+-- token) and each put's target checks; then every put and delete.  The
+-- fence is checked by etcd in the txn, not read first (common.begin_commit's
+-- _holds would cost a request and prove nothing the compare does not).
+-- Crash injection (crash_after) has one step: the txn.
 function Etcd:commit(tx)
-  local puts, deletes, step, fence = common.begin_commit(self, tx, "0600", function(p)
-    if #p.value > self.max_bytes then
-      return nil, "commit " .. p.key .. ": larger than " .. self.max_bytes .. " bytes", "toobig"
-    end
-    return true
-  end, 2)
-  if puts == true or puts == nil then return puts, deletes, step end
-  local cmp, ops = {}, {}
+  local puts, deletes, fence = common.check_commit(tx, "0600", 2)
+  local step = common.crash_injector(self)
+  local token
   if fence then
-    local token = self.grants[fence.grant]
-    if not token then
+    local held = self.held[fence.key]
+    token = self.grants[fence.grant]
+    if held == nil or held.grant ~= fence.grant or not token then
       return nil, string.format("commit fenced: lock %s (token %d) is no longer held by this "
         .. "instance", fence.name, fence.token), "fenced"
     end
+  end
+  if #puts == 0 and #deletes == 0 then
+    if not fence then return true end
+    local ok, err, code = common.check_fence(self, fence) -- nothing to write: ask
+    if not ok then return nil, err, code end
+    return true
+  end
+  for _, p in ipairs(puts) do
+    if #p.value > self.max_bytes then
+      return nil, "commit " .. p.key .. ": larger than " .. self.max_bytes .. " bytes", "toobig"
+    end
+  end
+  local cmp, ops = {}, {}
+  if fence then
     cmp[1] = { key = b64(self:lkey(fence.key)), target = "MOD", mod_revision = tostring(token) }
   end
   local seen = {}
