@@ -177,6 +177,7 @@ function Etcd:call(path, body, retried_auth)
         max_bytes = 2 * self.max_bytes + 1024 * 1024, ca_file = self.ca_file,
         cert_file = self.cert_file, key_file = self.key_file }
       if not resp then
+        err = tostring(err):gsub("^%u+ %S+: ", "", 1) -- core's "POST <url>: ": the endpoint says it
         if not RETRY_CODES[code] then
           return nil, string.format("etcd %s: %s", endpoint, err), code
         end
@@ -225,6 +226,7 @@ function Etcd:authenticate(endpoint)
     connect_timeout = self.timeout, ca_file = self.ca_file, cert_file = self.cert_file,
     key_file = self.key_file }
   if not resp then
+    err = tostring(err):gsub("^%u+ %S+: ", "", 1)
     if RETRY_CODES[code] then return nil, string.format("etcd %s: %s", endpoint, err), "unavailable" end
     return nil, string.format("etcd %s: %s", endpoint, err), code
   end
