@@ -398,3 +398,37 @@ describe("etcd storage over TLS with a client certificate", function()
     assert.is_true(ok, run)
   end)
 end)
+
+describe("the engine on etcd storage", function()
+  local testing = require "certmaint.testing"
+  after_each(testing.reset)
+
+  it("obtains and renews through etcd, and says how many requests a renewal took", function()
+    local server = etcd_helper.shared()
+    local st = etcd_helper.storage(server)
+    local clock = testing.clock(testing.EPOCH)
+    local logs = testing.capture_logs()
+    local policy = assert(testing.load_policy("policies/local.lua", { env = { CERTMAINT_LIFETIME = "30d" } }))
+    local issuer = testing.issuer { lifetime = "30d" }
+    local e = testing.engine(policy, { clock = clock, issuer = issuer, storage = st })
+    local obtained = issuer.issued
+    assert.is_true(obtained > 0)
+    clock:advance("21d")
+    local before = st.requests
+    e:tick("renew")
+    e:wait()
+    assert.equal(2 * obtained, issuer.issued)
+    local per = (st.requests - before) / obtained
+    print(string.format("\netcd requests per renewal through the engine: %.1f (%d renewals)", per, obtained))
+    -- what was renewed is in etcd: a second engine on the same prefix loads it, renewing nothing
+    local other = require("certmaint.storage.etcd").new { endpoints = { server.url }, prefix = st.prefix }
+    local issuer2 = testing.issuer { lifetime = "30d" }
+    local e2 = testing.engine(policy, { clock = clock, issuer = issuer2, storage = other })
+    assert.equal(0, issuer2.issued)
+    assert.equal(#e:cache(), #e2:cache())
+    assert.not_matches("level=error", table.concat(logs(), "\n"))
+    st:close()
+    other:close()
+    st:delete_prefix()
+  end)
+end)
