@@ -181,6 +181,54 @@ describe("etcd storage", function()
     assert.truthy(b:lock("issue_cert_retry.example"))
   end)
 
+  it("binds the locks that tasks take at once to one lease, which the heartbeat keeps", function()
+    local loop = require "certmaint.loop"
+    local tasks = {}
+    for i = 1, 6 do
+      tasks[i] = loop.spawn(function() return a:lock("issue_cert_par" .. i .. ".example") end)
+    end
+    assert.is_true(loop.run_until(function()
+      for _, t in ipairs(tasks) do if not t.done then return false end end
+      return true
+    end, { timeout = 30 }))
+    loop.reset()
+    local leases = {}
+    for _, t in ipairs(tasks) do
+      assert.is_true(t.ok, t.error)
+      local lock = assert(t.results[1])
+      leases[a.grant_lease[lock.grant]] = true
+    end
+    assert.same({ [a.lease] = true }, leases)
+    local before = a.requests
+    assert.equal(6, (a:refresh_locks()))
+    assert.equal(1 + 6, a.requests - before) -- one keepalive, one beat a lock
+    assert.is_true(a:close())
+    for i = 1, 6 do assert.truthy(b:try_lock("issue_cert_par" .. i .. ".example")) end
+  end)
+
+  it("keeps alive an older lease that still holds locks after a new one was taken", function()
+    local short = etcd.new { endpoints = { server.url }, prefix = a.prefix, lock_ttl = 4 }
+    local first = assert(short:lock("issue_cert_old.example"))
+    local old_lease = short.lease
+    short.lease_until = core.monotonic() -- as if past half its TTL (etcd was out of reach)
+    local second = assert(short:lock("issue_cert_new.example"))
+    assert.is_true(short.lease ~= old_lease)
+    assert.equal(old_lease, short.grant_lease[first.grant])
+    -- beats for longer than the TTL: both leases, so both locks, live on
+    for _ = 1, 4 do
+      assert.equal(2, (short:refresh_locks()))
+      os.execute("sleep 1.5")
+    end
+    assert.equal(2, (short:refresh_locks()))
+    local _, _, code = b:lock("issue_cert_old.example")
+    assert.equal("locked", code)
+    assert.is_true(short:commit { put = { ["o/v"] = "1" }, fence = first })
+    assert.is_true(short:commit { put = { ["o/w"] = "2" }, fence = second })
+    assert.is_true(short:close()) -- revokes both
+    assert.truthy(b:try_lock("issue_cert_old.example"))
+    assert.truthy(b:try_lock("issue_cert_new.example"))
+  end)
+
   it("gives tokens that are etcd revisions: larger across instances and prefixes", function()
     local l1 = assert(a:lock("issue_cert_t.example"))
     assert.is_true(a:store("x", "1"))
