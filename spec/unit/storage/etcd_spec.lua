@@ -78,6 +78,20 @@ describe("etcd storage", function()
     assert.equal("parse", code)
   end)
 
+  it("stats a directory with its newest value's modified time", function()
+    core.clock_set(1700000000)
+    assert.is_true(a:store("d/older", "1"))
+    core.clock_set(1700000500)
+    assert.is_true(a:store("d/sub/newer", "22"))
+    core.clock_set(1700000100)
+    assert.is_true(a:store("d/middle", "333")) -- written last, but with an earlier clock
+    local st = assert(b:stat("d"))
+    assert.is_false(st.terminal)
+    assert.equal(1700000100, st.modified) -- the last written (etcd's revisions order them)
+    assert.equal(3, b:stat("d/middle").size)
+    assert.equal(1700000500, b:stat("d/sub/newer").modified)
+  end)
+
   it("lists over more than one page, and skips over child directories", function()
     local saved = etcd.PAGE
     etcd.PAGE = 10
