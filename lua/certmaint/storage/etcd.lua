@@ -69,6 +69,8 @@ local SCHEMA = {
   username = { type = "string" },
   password = { type = "string" },
   ca_file = { type = "string" },
+  cert_file = { type = "string" },
+  key_file = { type = "string" },
   lock_ttl = { type = "duration", default = 30, check = function(v)
     return v >= 2 and math.floor(v) == v, "must be a whole number of seconds, at least 2"
   end },
@@ -86,6 +88,9 @@ function M.new(opts)
   if (o.username == nil) ~= (o.password == nil) then
     error("storage.etcd: username and password go together", 2)
   end
+  if o.key_file and not o.cert_file then
+    error("storage.etcd: key_file needs cert_file", 2)
+  end
   local prefix = o.prefix == "/" and "" or o.prefix
   local endpoints = {}
   for i, e in ipairs(o.endpoints) do endpoints[i] = e end
@@ -98,6 +103,8 @@ function M.new(opts)
     username = o.username,
     password = o.password,
     ca_file = o.ca_file,
+    cert_file = o.cert_file,
+    key_file = o.key_file,
     lock_ttl = o.lock_ttl,
     stale_after = o.stale_after or 2 * o.lock_ttl,
     timeout = o.timeout,
@@ -107,6 +114,7 @@ function M.new(opts)
     held = {},
     grants = {},      -- grant -> token (the lock key's mod_revision when granted)
     lease = nil,      -- this instance's lease id (a decimal string)
+    lease_until = 0,  -- core.monotonic() when it expires unless kept alive
     auth_token = nil,
     requests = 0,     -- requests sent (figures: etcd requests per renewal)
   }, Etcd)
@@ -161,11 +169,13 @@ function Etcd:call(path, body, retried_auth)
     end
     do
       self.requests = self.requests + 1
+      core.log("debug", "etcd_request", { endpoint = endpoint, path = path })
       local headers = { ["Content-Type"] = "application/json" }
       if self.auth_token then headers.Authorization = self.auth_token end
       local resp, err, code = http { url = endpoint .. path, method = "POST", body = text,
         headers = headers, timeout = self.timeout, connect_timeout = self.timeout,
-        max_bytes = 2 * self.max_bytes + 1024 * 1024, ca_file = self.ca_file }
+        max_bytes = 2 * self.max_bytes + 1024 * 1024, ca_file = self.ca_file,
+        cert_file = self.cert_file, key_file = self.key_file }
       if not resp then
         if not RETRY_CODES[code] then
           return nil, string.format("etcd %s: %s", endpoint, err), code
@@ -188,7 +198,9 @@ function Etcd:call(path, body, retried_auth)
             return self:call(path, body, true)
           end
           local code = "etcd"
-          if msg:find("too large", 1, true) then code = "toobig" end
+          if msg:find("too large", 1, true) or msg:find("too many operations", 1, true) then
+            code = "toobig" -- --max-request-bytes (1.5 MiB) or --max-txn-ops (128)
+          end
           if msg:find("permission denied", 1, true) then code = "EACCES" end
           return nil, string.format("etcd %s%s: %s", endpoint, path, msg), code
         end
@@ -210,7 +222,8 @@ function Etcd:authenticate(endpoint)
   local resp, err, code = http { url = endpoint .. "/v3/auth/authenticate", method = "POST",
     body = assert(core.json_encode { name = self.username, password = self.password }),
     headers = { ["Content-Type"] = "application/json" }, timeout = self.timeout,
-    connect_timeout = self.timeout, ca_file = self.ca_file }
+    connect_timeout = self.timeout, ca_file = self.ca_file, cert_file = self.cert_file,
+    key_file = self.key_file }
   if not resp then
     if RETRY_CODES[code] then return nil, string.format("etcd %s: %s", endpoint, err), "unavailable" end
     return nil, string.format("etcd %s: %s", endpoint, err), code
@@ -370,9 +383,12 @@ end
 
 -- The compares that make a put of key behave as a file system would: no
 -- ancestor is a value (ENOTDIR), nothing lies below key (EISDIR).
-function Etcd:target_compares(key, out)
+-- seen (optional) drops the compares of directories another put checks already.
+function Etcd:target_compares(key, out, seen)
   local dir = key:match("^(.*)/[^/]*$")
   while dir do
+    if seen and seen[dir] then break end
+    if seen then seen[dir] = true end
     out[#out + 1] = { key = b64(self:dkey(dir)), target = "VERSION", version = "0" }
     dir = dir:match("^(.*)/[^/]*$")
   end
@@ -538,12 +554,19 @@ end
 function Etcd:lkey(lk) return self.locks .. lk end
 
 -- This instance's lease, granted when there is none -> id | nil, err, code.
+-- A lease past half its TTL since it was last granted or kept alive is not
+-- used for a new lock: it may expire (or be expiring: etcd still accepts
+-- puts on it for a moment) right after, taking the new lock with it.  Times
+-- are core.monotonic(): the lease lives in etcd's real time, whatever a
+-- spec does to core.now().
 function Etcd:ensure_lease()
-  if self.lease then return self.lease end
+  local t0 = core.monotonic()
+  if self.lease and t0 < self.lease_until - self.lock_ttl / 2 then return self.lease end
   local doc, err, code = self:call("/v3/lease/grant", { TTL = self.lock_ttl })
   if not doc then return nil, err, code end
   if not doc.ID then return nil, "etcd: lease grant gave no ID", "protocol" end
   self.lease = tostring(doc.ID)
+  self.lease_until = t0 + int(doc.TTL)
   return self.lease
 end
 
@@ -649,7 +672,10 @@ end
 
 function Etcd:_refresh(lock, now)
   local token = self.grants[lock.grant]
-  if not token then return false, nil end
+  if not token or not self.lease then -- the lease expired: its locks went with it
+    self.grants[lock.grant] = nil
+    return false, nil
+  end
   local key = self:lkey(lock.key)
   local doc, err = self:txn({ { key = b64(key), target = "MOD", mod_revision = tostring(token) } },
     { { request_put = { key = b64(key .. ".beat"), value = b64(beat_record(now)), lease = self.lease } } },
@@ -677,9 +703,12 @@ end
 -- that expired took every lock with it: they are reported lost.
 function Etcd:refresh_locks()
   if self.lease then
+    local t0 = core.monotonic()
     local doc, err = self:call("/v3/lease/keepalive", { ID = self.lease })
     local result = doc and (doc.result or doc)
-    if doc and int(result.TTL) <= 0 then
+    if doc and int(result.TTL) > 0 then
+      self.lease_until = t0 + int(result.TTL)
+    elseif doc then
       core.log("warn", "etcd_lease_expired", { lease = self.lease, storage = self:describe() })
       self.lease = nil
     elseif not doc then
@@ -738,9 +767,19 @@ function Etcd:commit(tx)
     end
     cmp[1] = { key = b64(self:lkey(fence.key)), target = "MOD", mod_revision = tostring(token) }
   end
-  for _, p in ipairs(puts) do self:target_compares(p.key, cmp) end
+  local seen = {}
+  for _, p in ipairs(puts) do self:target_compares(p.key, cmp, seen) end
   for _, p in ipairs(puts) do
-    ops[#ops + 1] = { request_put = { key = b64(self:dkey(p.key)), value = b64(self:envelope(p.value)) } }
+    -- a put below a folder this commit deletes would be deleted after it (as
+    -- the other backends apply puts, then deletes); etcd refuses a txn whose
+    -- put and delete ranges overlap, so it is left out instead
+    local doomed = false
+    for _, d in ipairs(deletes) do
+      if p.key:sub(1, #d + 1) == d .. "/" then doomed = true break end
+    end
+    if not doomed then
+      ops[#ops + 1] = { request_put = { key = b64(self:dkey(p.key)), value = b64(self:envelope(p.value)) } }
+    end
   end
   for _, key in ipairs(deletes) do delete_ops(self, key, ops) end
   step()
