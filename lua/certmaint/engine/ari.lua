@@ -247,7 +247,7 @@ function M:ari_fetch(e)
   local iss = self:ari_member(e)
   local id = e.id
   if not iss or not id then return end
-  local lock = self:try_take_lock(M.ari_lock_name(e.primary), "ari_fetch")
+  local lock = self:try_take_lock(M.ari_lock_name(e.primary), "ari_fetch", { fence = false })
   if not lock then
     -- another instance is asking (or the lock cannot be had): its window is read
     -- from storage at the next pass, a fetch of ours only if it stored none

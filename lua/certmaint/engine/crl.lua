@@ -68,7 +68,7 @@ function M:crl_for(g, now, skew, tick)
   if not crl then
     -- one instance at a time asks the CRL server (try_lock); another one busy
     -- with it stores what it gets, and this one reads that at its next pass
-    local lock, lerr = self:try_take_lock(M.crl_lock_name(key), "crl_fetch")
+    local lock, lerr = self:try_take_lock(M.crl_lock_name(key), "crl_fetch", { fence = false })
     if not lock then
       tick.crl_skipped = (tick.crl_skipped or 0) + 1
       return nil, "another instance is fetching this CRL" .. (lerr and (" (" .. tostring(lerr) .. ")") or ""), "skipped"

@@ -328,8 +328,8 @@ end
 --- Take a lock for work that another instance may as well do (ARI, staple
 -- and CRL fetches, the clean pass): one attempt. Returns the lock | false,
 -- holder (busy: logged at debug level as `<what>_skipped`) | nil, err, code.
-function Engine:try_take_lock(name, what)
-  local ok, lock, err, code = pcall(self.storage.try_lock, self.storage, name)
+function Engine:try_take_lock(name, what, opts)
+  local ok, lock, err, code = pcall(self.storage.try_lock, self.storage, name, opts)
   if not ok then error(lock, 0) end
   if lock == nil then
     log("warn", "lock_failed", { lock = name, error = err, code = code })

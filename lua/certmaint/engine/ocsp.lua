@@ -133,7 +133,7 @@ function M:refresh_staple(id, now, cfg, tick, revoked)
     -- with it stores what it gets, and this one takes that at its next pass
     local lock
     if not info then
-      lock = self:try_take_lock(M.staple_lock_name(key), "staple_fetch")
+      lock = self:try_take_lock(M.staple_lock_name(key), "staple_fetch", { fence = false })
       if not lock then
         tick.skipped = (tick.skipped or 0) + 1
         if current and current.next_update <= now then

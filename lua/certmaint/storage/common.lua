@@ -20,6 +20,8 @@
 --   backend:_holds(lock) -> true | false, holder | nil, err, code
 --            does storage still record this grant as lk's holder?
 -- and the fields owner, poll_interval, held = {} (lock key -> lock object).
+-- Optional: backend:_acquire_unfenced(lk, name, grant) -> true | as _acquire,
+--            a grant that records no token (try_lock{fence = false}).
 local core = require "certmaint.core"
 local keys = require "certmaint.keys"
 local rfc3339 = require "certmaint.rfc3339"
@@ -237,11 +239,21 @@ function M.is_lock(v)
     and math.type(v.token) == "integer"
 end
 
-local function one_attempt(backend, name, lk)
+-- unfenced: the caller will never fence a commit with this lock, so a
+-- backend whose tokens cost a write (file: an fsynced token file a lock
+-- name) may skip them (its optional _acquire_unfenced); the lock's token is 0.
+local function one_attempt(backend, name, lk, unfenced)
   local grant = M.new_grant()
-  local ok, token, code = backend:_acquire(lk, name, grant)
+  local ok, token, code
+  if unfenced and backend._acquire_unfenced then
+    ok, token, code = backend:_acquire_unfenced(lk, name, grant)
+    if ok then token = 0 end
+  else
+    ok, token, code = backend:_acquire(lk, name, grant)
+  end
   if ok then
     local lock = new_lock(backend, name, lk, token, grant)
+    lock.unfenced = unfenced or nil
     backend.held[lk] = lock
     return lock
   end
@@ -277,11 +289,14 @@ function M.lock(backend, name, opts)
   end
 end
 
---- backend:try_lock(name): one attempt, for work that can be skipped.
+--- backend:try_lock(name [, opts]): one attempt, for work that can be skipped.
+-- opts.fence = false: the lock will never fence a commit (fetches another
+-- instance may as well do), so the backend may skip recording a token.
 -- -> lock | false, holder | nil, err, code
-function M.try_lock(backend, name)
+function M.try_lock(backend, name, opts)
   local lk = M.lock_key(name, 3)
-  return one_attempt(backend, name, lk)
+  if opts ~= nil and type(opts) ~= "table" then error("storage try_lock: opts must be a table", 3) end
+  return one_attempt(backend, name, lk, opts ~= nil and opts.fence == false)
 end
 
 --- backend:unlock(lock_or_name) -> true | nil, err, "notheld"|code.
@@ -390,6 +405,10 @@ function M.check_commit(tx, default_mode, level)
   end
   if tx.fence ~= nil and not M.is_lock(tx.fence) then
     error("storage commit: fence must be a lock object (from lock or try_lock)", level)
+  end
+  if tx.fence ~= nil and tx.fence.unfenced then
+    error(string.format("storage commit: lock %s was taken with try_lock{fence = false} and cannot fence a commit",
+      tostring(tx.fence.name)), level)
   end
   local puts, deletes, seen = {}, {}, {}
   for key, value in pairs(tx.put or {}) do
@@ -596,8 +615,8 @@ function M.install(class)
     local lock, err, code = M.lock(self, name, opts)
     return lock, err, code
   end
-  function class:try_lock(name)
-    local lock, err, code = M.try_lock(self, name)
+  function class:try_lock(name, opts)
+    local lock, err, code = M.try_lock(self, name, opts)
     return lock, err, code
   end
   function class:unlock(what)

@@ -424,7 +424,14 @@ function File:grant(lk, name, grant)
 end
 
 -- One attempt at taking lock key lk (see common.lua for the results).
-function File:_acquire(lk, name, grant)
+function File:_acquire(lk, name, grant) return self:acquire_file(lk, name, grant, true) end
+
+-- The same without the token file (try_lock{fence = false}: a lock that never
+-- fences a commit, as for staple fetches, needs no fsynced token write).
+function File:_acquire_unfenced(lk, name, grant) return self:acquire_file(lk, name, grant, false) end
+
+-- The lock file itself; with_token: record the grant's token (File:grant).
+function File:acquire_file(lk, name, grant, with_token)
   local now = core.now()
   local body = common.encode_lock(self.owner, now, now, grant)
   local ok, err, code = self:refuse_symlinks(lk, "lock")
@@ -435,6 +442,7 @@ function File:_acquire(lk, name, grant)
     ok, err, code = core.create_exclusive(self:path(lk), body, LOCK_FILE_MODE)
     if ok then
       self.unreadable[lk] = nil
+      if not with_token then return true end
       return self:grant(lk, name, grant)
     end
     if code ~= "EEXIST" then return nil, err, code end
@@ -462,6 +470,7 @@ function File:_acquire(lk, name, grant)
         self.unreadable[lk] = nil
         core.log("warn", "lock_taken_over", { lock = name, stale_owner = rec and rec.owner or "?",
           reason = why, storage = self:describe() })
+        if not with_token then return true end
         return self:grant(lk, name, grant)
       end
       if code ~= "changed" and code ~= "ENOENT" and code ~= "EEXIST" then return nil, err, code end
