@@ -17,6 +17,7 @@ PACKAGES=(
   pebble                             # ACME tests: Let's Encrypt's test CA and pebble-challtestsrv (its DNS)
   iproute2                           # ss: the Pebble harness (tests/integration/pebble.bash) checks its ports are free
   lego                               # ACME throughput figure: a reference client beside certmaint and Caddy
+  etcd-server                        # the etcd storage backend's specs and cluster tests (/usr/bin/etcd)
 )
 
 missing=()

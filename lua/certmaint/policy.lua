@@ -390,6 +390,7 @@ M.FIELDS = {
   renew_check_interval = { kind = "duration", default = "10m", min = 1 },
   ocsp_check_interval  = { kind = "duration", default = "1h", min = 1 },
   clean_interval       = { kind = "duration", default = "24h", min = 1 },
+  lock_wait            = { kind = "duration", default = "5m" }, -- longest wait for a lock another instance holds
   renewal_window_ratio = { kind = "ratio" }, -- nil: 1/3, or 1/2 for lifetimes < 10 days (certmaint.renewal)
   clean                = { kind = "record", default = function() return {} end, fields = {
     ocsp_staples              = { kind = "boolean", default = true },

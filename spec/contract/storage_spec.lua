@@ -569,83 +569,87 @@ for _, backend in ipairs(helpers.backends) do
         assert.has_error(function() a:commit { fence = "issue_cert_x" } end)
       end)
 
-      it("leaves all-old or all-new after a crash between any two steps, and recovery", function()
-        core.clock_set(1700000000)
-        local outcomes, n = {}, 0
-        while true do
-          backend.reset(a)
-          put_old(a)
-          local lock = assert_lock(a:lock(NAME))
-          a.crash_after = n
-          local ran, err = pcall(a.commit, a, new_tx(lock))
-          if ran then
-            assert.is_true(err) -- more steps asked than there are: it just commits
-            assert.is_nil(a.crash_after)
-            assert.equal("new", state_of(b))
-            break
+      -- a journal between the commit point and the values in place (file, memory);
+      -- etcd commits in one txn: spec/unit/storage/etcd_spec.lua crashes around it
+      if backend.journal ~= false then
+        it("leaves all-old or all-new after a crash between any two steps, and recovery", function()
+          core.clock_set(1700000000)
+          local outcomes, n = {}, 0
+          while true do
+            backend.reset(a)
+            put_old(a)
+            local lock = assert_lock(a:lock(NAME))
+            a.crash_after = n
+            local ran, err = pcall(a.commit, a, new_tx(lock))
+            if ran then
+              assert.is_true(err) -- more steps asked than there are: it just commits
+              assert.is_nil(a.crash_after)
+              assert.equal("new", state_of(b))
+              break
+            end
+            assert.matches("injected crash", err, 1, true)
+            -- the process is gone; a new one starts on the same data after the
+            -- dead one's lock went stale
+            core.clock_advance(a.stale_after + 1)
+            local r = backend.reopen(a)
+            local rolled, discarded = r:recover()
+            assert.is_number(rolled, discarded)
+            outcomes[#outcomes + 1] = state_of(r)
+            assert.same({ 0, 0 }, { r:recover() }) -- idempotent: nothing left
+            assert.same({ 0, 0 }, { b:recover() })
+            assert.same({}, backend.staged(r))
+            -- the new instance can take the lock and commit on top
+            local l2 = assert_lock(r:lock(NAME))
+            assert.is_true(l2.token > lock.token)
+            assert.is_true(r:commit { put = { [SITE .. ".crt"] = "NEWER" }, fence = l2 })
+            n = n + 1
+            assert.is_true(n < 100)
           end
-          assert.matches("injected crash", err, 1, true)
-          -- the process is gone; a new one starts on the same data after the
-          -- dead one's lock went stale
-          core.clock_advance(a.stale_after + 1)
-          local r = backend.reopen(a)
-          local rolled, discarded = r:recover()
-          assert.is_number(rolled, discarded)
-          outcomes[#outcomes + 1] = state_of(r)
-          assert.same({ 0, 0 }, { r:recover() }) -- idempotent: nothing left
-          assert.same({ 0, 0 }, { b:recover() })
-          assert.same({}, backend.staged(r))
-          -- the new instance can take the lock and commit on top
-          local l2 = assert_lock(r:lock(NAME))
-          assert.is_true(l2.token > lock.token)
-          assert.is_true(r:commit { put = { [SITE .. ".crt"] = "NEWER" }, fence = l2 })
-          n = n + 1
-          assert.is_true(n < 100)
-        end
-        -- steps: 3 staged values, the commit point, 3 renames, the fsync, 1 delete, the removal
-        assert.equal(10, n)
-        for i, o in ipairs(outcomes) do
-          assert.equal(i <= 4 and "old" or "new", o, "crash after " .. (i - 1) .. " steps")
-        end
-      end)
+          -- steps: 3 staged values, the commit point, 3 renames, the fsync, 1 delete, the removal
+          assert.equal(10, n)
+          for i, o in ipairs(outcomes) do
+            assert.equal(i <= 4 and "old" or "new", o, "crash after " .. (i - 1) .. " steps")
+          end
+        end)
 
-      it("recovers when a crash interrupts the recovery itself", function()
-        core.clock_set(1700000000)
-        for k = 0, 6 do
-          backend.reset(a)
+        it("recovers when a crash interrupts the recovery itself", function()
+          core.clock_set(1700000000)
+          for k = 0, 6 do
+            backend.reset(a)
+            put_old(a)
+            a.crash_after = 5 -- committed, two values in place
+            assert.has_error(function() a:commit(new_tx()) end)
+            core.clock_advance(a.stale_after + 1)
+            local r1 = backend.reopen(a)
+            r1.crash_after = k
+            local ran = pcall(r1.recover, r1)
+            local r2 = backend.reopen(a)
+            local rolled = assert(r2:recover())
+            assert.equal(ran and 0 or 1, rolled, "k=" .. k)
+            assert.equal("new", state_of(r2))
+            assert.same({}, backend.staged(r2))
+          end
+        end)
+
+        it("keeps a young uncommitted transaction of another live instance", function()
+          core.clock_set(1700000000)
           put_old(a)
-          a.crash_after = 5 -- committed, two values in place
+          a.crash_after = 2 -- two values staged, not committed
           assert.has_error(function() a:commit(new_tx()) end)
+          -- b cannot tell a dead instance from one still staging: it waits stale_after
+          assert.same({ 0, 0 }, { b:recover() })
+          assert.equal("old", state_of(b))
+          assert.is_true(b:commit { put = { ["k/b"] = "b" } }) -- runs recover too: keeps it
           core.clock_advance(a.stale_after + 1)
-          local r1 = backend.reopen(a)
-          r1.crash_after = k
-          local ran = pcall(r1.recover, r1)
-          local r2 = backend.reopen(a)
-          local rolled = assert(r2:recover())
-          assert.equal(ran and 0 or 1, rolled, "k=" .. k)
-          assert.equal("new", state_of(r2))
-          assert.same({}, backend.staged(r2))
-        end
-      end)
-
-      it("keeps a young uncommitted transaction of another live instance", function()
-        core.clock_set(1700000000)
-        put_old(a)
-        a.crash_after = 2 -- two values staged, not committed
-        assert.has_error(function() a:commit(new_tx()) end)
-        -- b cannot tell a dead instance from one still staging: it waits stale_after
-        assert.same({ 0, 0 }, { b:recover() })
-        assert.equal("old", state_of(b))
-        assert.is_true(b:commit { put = { ["k/b"] = "b" } }) -- runs recover too: keeps it
-        core.clock_advance(a.stale_after + 1)
-        assert.same({ 0, 1 }, { b:recover() })
-        assert.equal("old", state_of(b))
-        assert.same({}, backend.staged(b))
-        -- its own instance discards it at once
-        a.crash_after = 1
-        assert.has_error(function() a:commit(new_tx()) end)
-        assert.same({ 0, 1 }, { a:recover() })
-      end)
+          assert.same({ 0, 1 }, { b:recover() })
+          assert.equal("old", state_of(b))
+          assert.same({}, backend.staged(b))
+          -- its own instance discards it at once
+          a.crash_after = 1
+          assert.has_error(function() a:commit(new_tx()) end)
+          assert.same({ 0, 1 }, { a:recover() })
+        end)
+      end
 
       it("recover is cheap and a no-op when nothing is pending", function()
         assert.same({ 0, 0 }, { a:recover() })

@@ -235,11 +235,47 @@ function M:ari_store(e, id, rec)
   return res, serr
 end
 
---- Ask e's issuer for its certificate's window (a loop task: may wait on HTTP).
+--- The lock name of e's ARI fetch: one instance asks the CA at a time.
+function M.ari_lock_name(primary) return "ari_" .. keys.name_key(primary) end
+
+--- Ask e's issuer for its certificate's window (a loop task: may wait on
+-- HTTP). Instances sharing the storage take turns (try_lock): while another
+-- one is at it this one skips, and reads the window it stored at the next
+-- pass; the one that gets the lock reads storage first, and asks the CA only
+-- when no other instance stored a window still current meanwhile.
 function M:ari_fetch(e)
   local iss = self:ari_member(e)
   local id = e.id
   if not iss or not id then return end
+  local lock = self:try_take_lock(M.ari_lock_name(e.primary), "ari_fetch")
+  if not lock then
+    -- another instance is asking (or the lock cannot be had): its window is read
+    -- from storage at the next pass, a fetch of ours only if it stored none
+    local old = self.ari[id]
+    self.ari[id] = nil
+    if not old then self.ari_retry[id] = core.now() + M.ARI_MIN_REFRESH end
+    return
+  end
+  local ok, err = pcall(function()
+    local now = core.now()
+    local rec = record_from_meta(self.storage:load(self:paths(e.primary).meta))
+    local old = self.ari[id]
+    if rec and rec.next_fetch > now and (not old or rec.next_fetch > old.next_fetch) and e.id == id then
+      -- fetched and stored by another instance meanwhile
+      self.ari[id], self.ari_retry[id] = rec, nil
+      self:ari_apply(e)
+      log("debug", "ari_from_storage", { name = e.primary, start = rfc3339.iso(rec.start),
+        ["end"] = rfc3339.iso(rec["end"]), next_fetch = rfc3339.iso(rec.next_fetch) })
+      return
+    end
+    self:ari_fetch_locked(e, iss, id)
+  end)
+  self:release_lock(lock)
+  if not ok then error(err, 0) end
+end
+
+-- ari_fetch's work, under the ARI lock of e.
+function M:ari_fetch_locked(e, iss, id)
   local cert = self.cache:get(id)
   if not cert then return end
   local now = core.now()

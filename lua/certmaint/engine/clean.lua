@@ -3,7 +3,15 @@
 -- certificates expired longer than the grace period (with their key and
 -- metadata), then site folders left empty. Never deletes what the policy
 -- manages, nor a file it cannot parse as a certificate (that is reported).
+--
+-- Instances sharing one storage clean in turn: the pass takes try_lock("clean")
+-- (busy: skipped), reads certmaint/last_clean (RFC 3339) and skips when
+-- another instance cleaned within clean_interval; it records the time after,
+-- fenced by that lock. It also removes stale locks (not refreshed for the
+-- backend's stale time: their holders died) and, on a backend that has them,
+-- temp files of writes that never finished (older than a renew tick).
 local core = require "certmaint.core"
+local common = require "certmaint.storage.common"
 local keys = require "certmaint.keys"
 local rfc3339 = require "certmaint.rfc3339"
 
@@ -83,14 +91,96 @@ function M:each_unmanaged_stored(fn, opts)
   return #crts
 end
 
+M.LAST_CLEAN_KEY = "certmaint/last_clean"
+M.CLEAN_LOCK = "clean"
+
+--- Locks whose holder stopped refreshing them (died) for longer than the
+-- backend's stale time are removed. Each is taken over first (try_lock: the
+-- backend's own compare-and-swap), then released, so a lock some instance
+-- takes over or refreshes meanwhile is never removed under it. Backends that
+-- keep no lock records under locks/ (memory, etcd's leases) have none.
+function M:clean_stale_locks(now, tick)
+  local stale_after = self.storage.stale_after or common.STALE_AFTER
+  local held = self.storage.held or {}
+  for _, k in ipairs(self.storage:list(keys.LOCKS_PREFIX, false) or {}) do
+    if k:sub(-5) == ".lock" and not held[k] then
+      local rec = common.decode_lock(self.storage:load(k))
+      if rec and common.is_stale(rec.updated, now, stale_after) then
+        local lock = self.storage:try_lock(k)
+        if lock then
+          local ok, err = self.storage:unlock(lock)
+          if ok then
+            tick.locks_deleted = (tick.locks_deleted or 0) + 1
+            log("info", "clean_deleted", { key = k, what = "stale lock", owner = rec.owner,
+              updated = rfc3339.iso(rec.updated) })
+          else
+            log("error", "clean_delete_failed", { key = k, error = err })
+          end
+        end
+      end
+    end
+  end
+end
+
+--- Temp files of writes that never finished, older than one renew tick.
+function M:clean_temp_files(now, tick)
+  if not self.storage.clean_temp then return end
+  local removed, err = self.storage:clean_temp(now - (self.policy.renew_check_interval or 600))
+  if not removed then
+    log("error", "clean_delete_failed", { what = "temp files", error = err })
+    return
+  end
+  for _, k in ipairs(removed) do log("info", "clean_deleted", { key = k, what = "unfinished write's temp file" }) end
+  tick.temp_deleted = (tick.temp_deleted or 0) + #removed
+end
+
+--- The clean pass, once per clean_interval among the instances sharing the
+-- storage (see the top of this file). Returns the tick; tick.skipped says why
+-- it did nothing.
 function M:clean_pass()
   local now = core.now()
-  local cfg = self.policy.clean or {}
   local tick = { kind = "clean", at = now, deleted = 0, kept = 0, unparseable = 0, staples_deleted = 0,
     crls_deleted = 0 }
+  local lock, holder = self:try_take_lock(M.CLEAN_LOCK, "clean")
+  if not lock then
+    tick.skipped = lock == false and ("another instance is cleaning: " .. tostring(holder))
+      or ("the clean lock cannot be taken: " .. tostring(holder))
+    return tick
+  end
+  local ok, err = pcall(function()
+    local last = self.storage:load(M.LAST_CLEAN_KEY)
+    local at = last and rfc3339.parse((last:gsub("%s+$", "")))
+    local interval = self.policy.clean_interval or 86400
+    -- this instance's own record does not stop it: its ticker keeps the interval
+    if at and last ~= self.last_clean_written and now - at < interval and now >= at then
+      tick.skipped = "another instance cleaned at " .. rfc3339.iso(at)
+      log("info", "clean_skipped", { last_clean = rfc3339.iso(at), why = "another instance cleaned within the interval" })
+      return
+    end
+    self:clean_work(now, tick)
+    self:clean_stale_locks(now, tick)
+    self:clean_temp_files(now, tick)
+    local text = rfc3339.format(now) .. "\n"
+    local cok, cerr, ccode = self.storage:commit { put = { [M.LAST_CLEAN_KEY] = text }, fence = lock }
+    if cok then
+      self.last_clean_written = text
+    elseif ccode == "fenced" then
+      self:log_fenced(lock, cerr, { key = M.LAST_CLEAN_KEY })
+    else
+      log("error", "last_clean_store_failed", { key = M.LAST_CLEAN_KEY, error = cerr, code = ccode })
+    end
+  end)
+  self:release_lock(lock)
+  if not ok then error(err, 0) end
+  return tick
+end
+
+-- What one clean pass removes (under the clean lock).
+function M:clean_work(now, tick)
+  local cfg = self.policy.clean or {}
   if cfg.ocsp_staples ~= false then self:clean_staples(now, tick) end
   self:clean_crls(now, tick) -- engine/crl.lua: a CRL past its nextUpdate is of no use to anyone
-  if cfg.expired_certs == false then return tick end
+  if cfg.expired_certs == false then return end
   local grace = cfg.expired_cert_grace_period or 86400
   for _, primary in ipairs(self.order) do -- managed and stored: kept
     if self.entries[primary].id then tick.kept = tick.kept + 1 end
@@ -124,7 +214,6 @@ function M:clean_pass()
       log("info", "clean_deleted", { key = site, what = "empty site folder" })
     end
   end
-  return tick
 end
 
 return M

@@ -42,6 +42,18 @@ local function settings(policy)
     concurrency = o.concurrency or 16 }
 end
 
+--- The lock name of the fetch of the CRL stored at key.
+function M.crl_lock_name(key) return "crl_" .. key:gsub("^.*/", "") end
+
+-- The CRL stored at key for group g, parsed, when usable at now | nil.
+function M:stored_crl(key, g, now, skew)
+  local stored = self.storage:load(key)
+  if not stored then return nil end
+  local crl = core.crl_parse(stored, g.issuer_pem, now, skew)
+  if crl and not crl:info().next_update then return nil end -- no end given: ask the server again
+  return crl
+end
+
 --- The CRL of group g ({ url, issuer_pem, issuer_hash }, crl_groups) at now: the parsed
 -- CRL | nil, err, code. Records in tick what it took.
 function M:crl_for(g, now, skew, tick)
@@ -51,25 +63,35 @@ function M:crl_for(g, now, skew, tick)
   if held and held.next_update and held.next_update > now then return held.crl end
   self.crls[mkey] = nil
   local key = keys.crl(g.url)
-  local stored = self.storage:load(key)
-  local crl, err, code
-  if stored then
-    crl = core.crl_parse(stored, g.issuer_pem, now, skew)
-    if crl and not crl:info().next_update then crl = nil end -- no end given: ask the server again
-  end
+  local crl = self:stored_crl(key, g, now, skew)
+  local err, code
   if not crl then
-    local der
-    der, err, code = self.responder:crl(g.url)
-    if not der then return nil, err, code end
-    crl, err, code = core.crl_parse(der, g.issuer_pem, now, skew)
+    -- one instance at a time asks the CRL server (try_lock); another one busy
+    -- with it stores what it gets, and this one reads that at its next pass
+    local lock, lerr = self:try_take_lock(M.crl_lock_name(key), "crl_fetch")
+    if not lock then
+      tick.crl_skipped = (tick.crl_skipped or 0) + 1
+      return nil, "another instance is fetching this CRL" .. (lerr and (" (" .. tostring(lerr) .. ")") or ""), "skipped"
+    end
+    local ok, perr = pcall(function()
+      crl = self:stored_crl(key, g, now, skew) -- the last holder may just have stored it
+      if crl then return end
+      local der
+      der, err, code = self.responder:crl(g.url)
+      if not der then return end
+      crl, err, code = core.crl_parse(der, g.issuer_pem, now, skew)
+      if not crl then return end
+      tick.crl_fetched = tick.crl_fetched + 1
+      local info = crl:info()
+      local sok, serr, scode = self.storage:store(key, der)
+      if not sok then log("error", "crl_store_failed", { url = g.url, key = key, error = serr, code = scode }) end
+      log("info", "crl_updated", { url = g.url, entries = info.count, number = info.number,
+        this_update = rfc3339.iso(info.this_update),
+        next_update = info.next_update and rfc3339.iso(info.next_update) or nil })
+    end)
+    self:release_lock(lock)
+    if not ok then error(perr, 0) end
     if not crl then return nil, err, code end
-    tick.crl_fetched = tick.crl_fetched + 1
-    local info = crl:info()
-    local ok, serr, scode = self.storage:store(key, der)
-    if not ok then log("error", "crl_store_failed", { url = g.url, key = key, error = serr, code = scode }) end
-    log("info", "crl_updated", { url = g.url, entries = info.count, number = info.number,
-      this_update = rfc3339.iso(info.this_update),
-      next_update = info.next_update and rfc3339.iso(info.next_update) or nil })
   end
   local next_update = crl:info().next_update
   if next_update then self.crls[mkey] = { crl = crl, next_update = next_update } end
@@ -80,6 +102,7 @@ end
 -- revoked (id -> info).
 function M:check_crl_group(g, now, cfg, tick, revoked)
   local crl, err, code = self:crl_for(g, now, cfg.skew, tick)
+  if not crl and code == "skipped" then return end -- another instance fetches it (logged at debug level)
   if not crl then
     tick.crl_failed = tick.crl_failed + 1
     log("error", "crl_failed", { url = g.url, error = tostring(err), code = code, certificates = #g.ids,

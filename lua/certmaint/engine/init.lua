@@ -293,17 +293,64 @@ function Engine:tick(kind)
 end
 
 --- Take a storage lock for this engine's work; the heartbeat keeps it fresh
--- until release_lock. Returns the lock | nil, err, code.
+-- until release_lock. A lock another instance holds is waited for at most
+-- the policy's lock_wait (default 5 min): `lock_waiting` is logged once, with
+-- the holder, and giving up is `lock_wait_timeout` (an error: the job retries
+-- on its back-off). Returns the lock | nil, err, code.
 function Engine:take_lock(name)
   self:ensure_heartbeat()
-  self.lock_waiters = self.lock_waiters + 1
-  local ok, lock, err, code = pcall(self.storage.lock, self.storage, name)
-  self.lock_waiters = self.lock_waiters - 1
+  local ok, lock, err, code = pcall(self.storage.try_lock, self.storage, name)
   if not ok then error(lock, 0) end
-  if not lock then return nil, err, code end
+  if lock == nil then return nil, err, code end
+  if not lock then
+    local holder = err
+    local wait = self.policy.lock_wait or 300
+    log("info", "lock_waiting", { lock = name, holder = holder, max_wait = wait })
+    local started = core.now()
+    self.lock_waiters = self.lock_waiters + 1
+    ok, lock, err, code = pcall(self.storage.lock, self.storage, name, { timeout = wait })
+    self.lock_waiters = self.lock_waiters - 1
+    if not ok then error(lock, 0) end
+    if not lock then
+      if code == "timeout" or code == "locked" then
+        log("error", "lock_wait_timeout", { lock = name, waited = core.now() - started, error = err })
+        return nil, { message = tostring(err) }, "lock_wait_timeout"
+      end
+      return nil, err, code
+    end
+    log("info", "lock_acquired", { lock = name, waited = core.now() - started, token = lock.token })
+  end
   self.locks_held = self.locks_held + 1
   self.lock_event:notify_all()
   return lock
+end
+
+--- Take a lock for work that another instance may as well do (ARI, staple
+-- and CRL fetches, the clean pass): one attempt. Returns the lock | false,
+-- holder (busy: logged at debug level as `<what>_skipped`) | nil, err, code.
+function Engine:try_take_lock(name, what)
+  local ok, lock, err, code = pcall(self.storage.try_lock, self.storage, name)
+  if not ok then error(lock, 0) end
+  if lock == nil then
+    log("warn", "lock_failed", { lock = name, error = err, code = code })
+    return nil, err, code
+  end
+  if not lock then
+    log("debug", what .. "_skipped", { lock = name, holder = err, why = "another instance is at it" })
+    return false, err
+  end
+  self:ensure_heartbeat()
+  self.locks_held = self.locks_held + 1
+  self.lock_event:notify_all()
+  return lock
+end
+
+--- A fenced commit was refused: another instance holds the lock now (this
+-- one paused or lost it past the stale time). Logged at error level.
+function Engine:log_fenced(lock, err, fields)
+  local f = { lock = lock and lock.name, token = lock and lock.token, error = type(err) == "table" and err.message or err }
+  for k, v in pairs(fields or {}) do f[k] = v end
+  log("error", "commit_fenced", f)
 end
 
 function Engine:release_lock(lock)

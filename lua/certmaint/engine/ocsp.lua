@@ -91,6 +91,23 @@ function M:attach_staple(id, cert, der, info)
   return staple
 end
 
+--- The lock name of the fetch of the staple stored at key.
+function M.staple_lock_name(key) return "ocsp_" .. key:gsub("^.*/", "") end
+
+-- A stored staple at key for cert that is good to use and fresher than the
+-- one attached (current): info, der | nil.
+function M:stored_staple(key, cert, issuer_pem, current, now, cfg)
+  local stored = self.storage:load(key)
+  if stored and not (current and stored == current.der) then
+    local sinfo = self:verify_staple(stored, cert, issuer_pem, now, cfg.skew)
+    if sinfo and sinfo.status ~= "unknown" and M.refresh_time(sinfo, cert.not_after) > now
+      and (not current or sinfo.this_update > current.this_update) then
+      return sinfo, stored
+    end
+  end
+  return nil
+end
+
 -- The staple for one certificate: from storage, else fetched. Records what
 -- happened in tick and, for a revoked status, in `revoked` (id -> info).
 function M:refresh_staple(id, now, cfg, tick, revoked)
@@ -108,17 +125,26 @@ function M:refresh_staple(id, now, cfg, tick, revoked)
   local info, der, err, code, fetched
   if issuer_pem then
     -- 1. storage: another instance (or Caddy) may have a fresher one
-    local stored = self.storage:load(key)
-    if stored and not (current and stored == current.der) then
-      local sinfo = self:verify_staple(stored, cert, issuer_pem, now, cfg.skew)
-      if sinfo and sinfo.status ~= "unknown" and M.refresh_time(sinfo, cert.not_after) > now
-        and (not current or sinfo.this_update > current.this_update) then
-        info, der = sinfo, stored
-        tick.from_storage = tick.from_storage + 1
+    info, der = self:stored_staple(key, cert, issuer_pem, current, now, cfg)
+    if info then tick.from_storage = tick.from_storage + 1 end
+    -- 2. the responder, asked by one instance at a time (try_lock): one busy
+    -- with it stores what it gets, and this one takes that at its next pass
+    local lock
+    if not info then
+      lock = self:try_take_lock(M.staple_lock_name(key), "staple_fetch")
+      if not lock then
+        tick.skipped = (tick.skipped or 0) + 1
+        return
       end
     end
-    -- 2. the responder
-    if not info then
+    local ok, perr = pcall(function()
+      if not lock then return end
+      -- read again under the lock: the instance that held it may just have stored one
+      info, der = self:stored_staple(key, cert, issuer_pem, current, now, cfg)
+      if info then
+        tick.from_storage = tick.from_storage + 1
+        return
+      end
       local req
       req, err, code = core.ocsp_request(cert.pem, issuer_pem)
       if req then
@@ -131,7 +157,14 @@ function M:refresh_staple(id, now, cfg, tick, revoked)
         end
       end
       fetched = info ~= nil
-    end
+      if fetched and info.status ~= "unknown" then
+        -- stored for the other instances (and Caddy) and for a restart, before the lock goes
+        local sok, serr, scode = self.storage:store(key, der)
+        if not sok then log("error", "staple_store_failed", { name = name, key = key, error = serr, code = scode }) end
+      end
+    end)
+    if lock then self:release_lock(lock) end
+    if not ok then error(perr, 0) end
   else
     err, code = "the chain holds no issuer certificate to verify a response with", "chain"
   end
@@ -146,12 +179,7 @@ function M:refresh_staple(id, now, cfg, tick, revoked)
   if not staple then
     return self:staple_failed(id, cert, url, current, now, "cannot attach: " .. tostring(aerr), "toobig", tick)
   end
-  if fetched then
-    -- stored for the other instances (and Caddy) and for a restart
-    local sok, serr, scode = self.storage:store(key, der)
-    if not sok then log("error", "staple_store_failed", { name = name, key = key, error = serr, code = scode }) end
-    tick.refreshed = tick.refreshed + 1
-  end
+  if fetched then tick.refreshed = tick.refreshed + 1 end
   if not current or info.this_update > current.this_update or current.der ~= der then
     log("info", "staple_updated", { name = name, status = info.status, url = url,
       this_update = rfc3339.iso(info.this_update), next_update = rfc3339.iso(info.next_update),

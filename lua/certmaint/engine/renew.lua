@@ -284,6 +284,7 @@ function M:renew_once(e, reason)
       end
     end
     local chain, ferr, fcode = self:obtain(e, lock)
+    if not chain and fcode == "fenced" then return self:lost_lock(e, lock, ferr) end
     if not chain then return nil, ferr, fcode end
     local c, lerr, lcode = self:cache_put(e, chain)
     if not c then
@@ -297,6 +298,26 @@ function M:renew_once(e, reason)
   self:release_lock(lock)
   if not ran then return nil, tostring(result), "error" end
   return result, cert, code
+end
+
+--- The commit of e's new set was refused by its fence: another instance
+-- took the lock (this one paused or lost it past the stale time) and may have
+-- committed a set of its own. Logged (commit_fenced); storage is read again
+-- and what the new holder committed is reloaded. Returns "reloaded", cert |
+-- nil, err, "fenced" (nothing usable stored yet: the job retries).
+function M:lost_lock(e, lock, err)
+  self:log_fenced(lock, err, { name = e.primary })
+  local state, pem, stored, folder = self:read_stored(e)
+  if state == "ok" and not (e.revoked and stored.hash == e.revoked.hash) then
+    local current = e.id and self.cache:get(e.id, { pem = false })
+    if not current or stored.hash ~= current.id then
+      self:set_folder(e, folder)
+      local c, lerr, lcode = self:cache_put(e, pem)
+      if not c then return nil, lerr, lcode end
+      return "reloaded", c
+    end
+  end
+  return nil, { message = "lost the lock " .. lock.name .. ": " .. message_of(err) }, "fenced"
 end
 
 -- Pass collectors: a pass waits for the first attempt of the jobs it queued

@@ -69,7 +69,10 @@ function M:set_aside_key(e, cert)
     if not key_pem or not core.key_matches(cert.pem, key_pem) then return true end
     local aside = M.compromised_key(e.primary, cert.serial)
     local cok, cerr, ccode = self.storage:commit { put = { [aside] = key_pem }, delete = { set.key }, fence = lock }
-    if not cok then return nil, cerr, ccode end
+    if not cok then
+      if ccode == "fenced" then self:log_fenced(lock, cerr, { name = e.primary }) end
+      return nil, cerr, ccode
+    end
     log("warn", "key_set_aside", { name = e.primary, serial = cert.serial, key = aside,
       why = "revoked for keyCompromise: never reused" })
     return true

@@ -264,6 +264,43 @@ function File:delete(key)
   return true
 end
 
+--- clean_temp(before) -> removed (the relative paths, sorted) | nil, err, code.
+-- Removes the temp and aside files of writes that never finished (a crash, a
+-- kill -9 between write and rename: core/fileio.c's ".<name>.tmp-<hex>" and
+-- ".<name>.stale-<hex>") last modified before `before` (core.now() time),
+-- anywhere under the root; a write in progress is younger than that. The
+-- journal is recover()'s business and left alone. Symbolic links are never
+-- followed. The clean pass calls it (engine/clean.lua).
+function File:clean_temp(before)
+  if type(before) ~= "number" then error("storage clean_temp: before must be a number", 2) end
+  local removed = {}
+  local function walk(dir, rel)
+    local ok, iter, state = pcall(lfs.dir, dir)
+    if not ok then return end -- gone meanwhile, or unreadable: nothing of ours to remove there
+    local names = {}
+    for name in iter, state do
+      if name ~= "." and name ~= ".." then names[#names + 1] = name end
+    end
+    for _, name in ipairs(names) do
+      local path, key = dir .. "/" .. name, join(rel, name)
+      local attr = lfs.symlinkattributes(path)
+      if attr and attr.mode == "directory" then
+        if not (rel == "" and name == JOURNAL_DIR) then walk(path, key) end
+      elseif attr and is_side_file(name) and attr.modification < before then
+        if core.remove(path) then removed[#removed + 1] = key end
+      end
+    end
+  end
+  local st, err, code = core.stat(self.root)
+  if not st then
+    if code == "ENOENT" then return removed end
+    return nil, err, code
+  end
+  walk(self.root, "")
+  table.sort(removed)
+  return removed
+end
+
 -- ---- bulk reads -------------------------------------------------------------
 
 --- load_many(keys) -> found, failed: found[key] = value for each key read;

@@ -2,6 +2,7 @@
 -- contract every backend keeps (spec/contract/storage_spec.lua checks it).
 --
 --   storage = certmaint.storage.file { root = "/var/lib/certmaint" }
+--   storage = certmaint.storage.etcd { endpoints = { "http://127.0.0.1:2379" } }
 --   storage = certmaint.storage.memory()
 --
 -- Contract v2.  EVERY METHOD MAY WAIT: a network backend (etcd) yields to the
@@ -63,6 +64,10 @@ local M = {}
 
 function M.file(opts)
   return require("certmaint.storage.file").new(opts)
+end
+
+function M.etcd(opts)
+  return require("certmaint.storage.etcd").new(opts)
 end
 
 function M.memory(opts)
