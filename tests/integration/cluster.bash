@@ -106,9 +106,9 @@ cluster_duplicates() {
       END { print d + 0 }'
 }
 
-# certificate locks held now: the file backend's lock files, or the etcd keys
-# under the members' prefix (whatever holds "issue_cert_<name>" and an owner
-# "host:pid:hex" in its value)
+# certificate locks held now: the file backend's lock files, or etcd's
+# <prefix>/locks/locks/issue_cert_<name>.lock keys (storage/etcd.lua's layout), each
+# holding a lock record whose owner is "host:pid:hex"
 cluster_lock_holders() {
   local f k owner
   if [ "$CLUSTER_STORAGE" = file ]; then
@@ -119,11 +119,16 @@ cluster_lock_holders() {
       printf '%s %s\n' "${k%.lock}" "$(cut -d: -f3 <<<"$owner")"
     done
   else
-    for k in $(etcd_keys /certmaint-it/ | grep 'issue_cert_'); do
-      owner=$(etcd_get "$k" 2>/dev/null | grep -o '[^": ]*:[0-9]\+:[0-9a-f]\+' | head -n 1) || continue
-      [ -n "$owner" ] || continue
-      printf '%s %s\n' "$(sed 's/.*issue_cert_//; s/\.lock$//; s/[/].*//' <<<"$k")" "$(cut -d: -f2 <<<"$owner")"
-    done
+    # one range request over the locks, keys and values (base64) in pairs
+    local kv
+    kv=$(etcd_range /certmaint-it/locks/) || return 0
+    while read -r k v; do
+      k=$(base64 -d <<<"$k"); case $k in */issue_cert_*) ;; *) continue ;; esac
+      case $k in *.beat) continue ;; esac
+      owner=$(base64 -d <<<"$v" | grep -o '"owner":"[^"]*"' | head -n 1) || continue
+      k=${k##*/issue_cert_}
+      printf '%s %s\n' "${k%.lock}" "$(cut -d: -f3 <<<"$owner")"
+    done <<<"$kv"
   fi
 }
 
@@ -133,11 +138,19 @@ cluster_logged_issuances() {
   for i in "${!MEMBER_LOG[@]}"; do member_events "$i" "obtained|renewed" "$1"; done | wc -l
 }
 
+# Renewals hold a lock for a fraction of a second: at the first lock seen,
+# Pebble is paused (SIGSTOP) so every holder stays where it is while the
+# holders are read again and one is chosen; Pebble resumes right after the
+# kill (or when no holder fits, and the watch goes on).
 cluster_kill_lock_holder() {
-  local end=$((SECONDS + 60)) name pid i j
+  local end=$((SECONDS + 60)) name pid i j holders
   declare -A seen=()
   for name in $CLUSTER_NAMES; do seen[$name]=$(cluster_logged_issuances "$name"); done
   while [ $SECONDS -lt $end ]; do
+    holders=$(cluster_lock_holders)
+    if [ -z "$holders" ]; then sleep 0.02; continue; fi
+    pebble_pause
+    sleep 0.3 # holders only reloading what another issued need no Pebble: let them finish
     while read -r name pid; do
       [ -n "$name" ] || continue
       for i in 2 3; do
@@ -147,6 +160,7 @@ cluster_kill_lock_holder() {
         for j in 1 2 3; do KILLED_BEFORE[$j]=$(member_events "$j" "obtained|renewed|reloaded" "$name" | wc -l); done
         kill -KILL "$pid" 2>/dev/null || continue
         KILLED_AT=$(date +%s.%N) KILLED_MEMBER=$i KILLED_NAME=$name
+        pebble_resume
         { wait "$pid" || true; } 2>/dev/null
         # every name the killed member was renewing (queued, not done): what it
         # obtained and did not commit or record is obtained again
@@ -156,7 +170,8 @@ cluster_kill_lock_holder() {
         return 0
       done
     done <<<"$(cluster_lock_holders)"
-    sleep 0.02
+    pebble_resume
+    sleep 0.5
   done
   return 1
 }

@@ -17,6 +17,7 @@
 #   etcd_pause / etcd_resume   SIGSTOP / SIGCONT
 #   etcd_get KEY    the value stored at KEY (printed), status 1 when absent
 #   etcd_keys PREFIX  every key under PREFIX, one a line
+#   etcd_range PREFIX "key value" lines under PREFIX, both base64
 #   etcd_requests   KV, Lease and Lock requests etcd handled so far (its /metrics
 #                   gRPC counters: the JSON gateway calls go through them)
 
@@ -91,6 +92,19 @@ etcd_keys() {
   for k in $(grep -o '"key":"[^"]*"' <<<"$out" | sed 's/"key":"//; s/"$//'); do
     printf '%s' "$k" | base64 -d; echo
   done
+}
+
+# etcd_range PREFIX: "key value" lines (both base64, as etcd sends them) under PREFIX
+etcd_range() {
+  local last code end out
+  last=${1: -1}; code=$(printf '%d' "'$last")
+  end=${1%?}$(printf "\\$(printf '%03o' $((code + 1)))")
+  out=$(curl -sf --max-time 10 -d "{\"key\":\"$(etcd_b64 "$1")\",\"range_end\":\"$(etcd_b64 "$end")\"}" \
+    "$ETCD_URL/v3/kv/range") || return 1
+  lua5.4 -e 'for kv in io.read("a"):gmatch("{[^{}]*}") do
+      local k, v = kv:match([["key":"([^"]*)"]]), kv:match([["value":"([^"]*)"]])
+      if k then print(k, v or "") end
+    end' <<<"$out"
 }
 
 etcd_requests() {
