@@ -8,6 +8,7 @@
 #   cluster_env STORAGE     "file" (SHARED_DATA) or "etcd" (ETCD_URL): export the
 #                           members' environment (call after pebble_start/etcd_env)
 #   member_start I / member_stop I (SIGTERM, its exit status) / member_kill I (SIGKILL)
+#   member_pause I / member_resume I (SIGSTOP / SIGCONT)
 #   MEMBER_PID[I], MEMBER_LOG[I]
 #   member_events I EVENTS NAME   the member's log lines for NAME with event in EVENTS
 #                                 (an ERE alternation: "obtained|renewed")
@@ -19,6 +20,7 @@
 #   cluster_duplicates [NAMES]    issuances of one name less than CLUSTER_ROUND_GAP seconds
 #                                 after the previous one (NAMES, space-separated: left out)
 #   cluster_lock_holders          "name pid" for each certificate lock held now
+#   cluster_catch_lock_holder     (below) a lock holder caught with Pebble paused
 #   cluster_kill_lock_holder      wait (up to 60 s) for member 2 or 3 to hold the lock
 #                                 of a name it is about to renew, SIGKILL it; sets
 #                                 KILLED_MEMBER KILLED_NAME KILLED_AT (epoch, ns) and
@@ -56,6 +58,8 @@ member_stop() {
   return $rc
 }
 member_kill() { { kill -KILL "${MEMBER_PID[$1]}"; wait "${MEMBER_PID[$1]}" || true; } 2>/dev/null; }
+member_pause() { kill -STOP "${MEMBER_PID[$1]}"; }
+member_resume() { kill -CONT "${MEMBER_PID[$1]}"; }
 
 member_events() { grep -E "event=($2) .*name=$3( |$)" "${MEMBER_LOG[$1]}" || true; }
 member_last_serial() {
@@ -138,42 +142,68 @@ cluster_logged_issuances() {
   for i in "${!MEMBER_LOG[@]}"; do member_events "$i" "obtained|renewed" "$1"; done | wc -l
 }
 
-# Renewals hold a lock for a fraction of a second: at the first lock seen,
-# Pebble is paused (SIGSTOP) so every holder stays where it is while the
-# holders are read again and one is chosen; Pebble resumes right after the
-# kill (or when no holder fits, and the watch goes on).
-cluster_kill_lock_holder() {
-  local end=$((SECONDS + 60)) name pid i j holders
-  declare -A seen=()
-  for name in $CLUSTER_NAMES; do seen[$name]=$(cluster_logged_issuances "$name"); done
+# A round of renewals holds its locks for well under a second. So Pebble is
+# paused (SIGSTOP) just before the next name falls due (20 s after its last
+# issuance): the members that take the locks then wait on Pebble, holding
+# them, while one holder is chosen. cluster_catch_lock_holder returns with
+# Pebble paused and CAUGHT_MEMBER CAUGHT_NAME set: member 2 or 3 holds the
+# lock of a name due for renewal (not one that is only reloading what another
+# issued); the caller resumes Pebble. Tries for up to 60 s.
+CAUGHT_MEMBER= CAUGHT_NAME=
+CLUSTER_RENEW_AFTER=20
+# the time (epoch) a member last logged NAME obtained or renewed
+cluster_last_issued() {
+  local i ts
+  ts=$(for i in "${!MEMBER_LOG[@]}"; do member_events "$i" "obtained|renewed" "$1"; done |
+    grep -o '^ts=[^ ]*' | cut -d= -f2 | sort | tail -n 1)
+  date -d "${ts:-1970-01-01T00:00:00Z}" +%s
+}
+cluster_next_due() {
+  local n t min=
+  for n in $CLUSTER_NAMES; do
+    t=$(cluster_last_issued "$n"); [ -z "$min" ] || [ "$t" -lt "$min" ] && min=$t
+  done
+  echo $((min + CLUSTER_RENEW_AFTER))
+}
+cluster_holder_due() {
+  local name pid i
+  while read -r name pid; do
+    [ -n "$name" ] || continue
+    for i in 2 3; do
+      [ "${MEMBER_PID[$i]}" = "$pid" ] || continue
+      [ $(($(date +%s) - $(cluster_last_issued "$name"))) -gt "$CLUSTER_ROUND_GAP" ] || continue
+      CAUGHT_MEMBER=$i CAUGHT_NAME=$name
+      return 0
+    done
+  done <<<"$(cluster_lock_holders)"
+  return 1
+}
+cluster_catch_lock_holder() {
+  local end=$((SECONDS + 60)) due wait
   while [ $SECONDS -lt $end ]; do
-    holders=$(cluster_lock_holders)
-    if [ -z "$holders" ]; then sleep 0.02; continue; fi
+    due=$(cluster_next_due)
+    wait=$((due - $(date +%s) - 1))
+    [ "$wait" -gt 0 ] && sleep "$wait"
     pebble_pause
-    sleep 0.3 # holders only reloading what another issued need no Pebble: let them finish
-    while read -r name pid; do
-      [ -n "$name" ] || continue
-      for i in 2 3; do
-        [ "${MEMBER_PID[$i]}" = "$pid" ] || continue
-        # a renewal still to come: not one whose holder only reloads what another issued
-        [ "$(cluster_logged_issuances "$name")" = "${seen[$name]:-x}" ] || continue
-        for j in 1 2 3; do KILLED_BEFORE[$j]=$(member_events "$j" "obtained|renewed|reloaded" "$name" | wc -l); done
-        kill -KILL "$pid" 2>/dev/null || continue
-        KILLED_AT=$(date +%s.%N) KILLED_MEMBER=$i KILLED_NAME=$name
-        pebble_resume
-        { wait "$pid" || true; } 2>/dev/null
-        # every name the killed member was renewing (queued, not done): what it
-        # obtained and did not commit or record is obtained again
-        KILLED_IN_FLIGHT=$(awk '/event=job_queued name=renew:/ { sub(/.*name=renew:/, ""); q[$1] = 1 }
-          /event=job_done .*name=renew:/ { sub(/.*name=renew:/, ""); delete q[$1] }
-          END { for (n in q) print n }' "${MEMBER_LOG[$i]}" | sort | tr '\n' ' ')
-        return 0
-      done
-    done <<<"$(cluster_lock_holders)"
+    wait_for 6 cluster_holder_due && return 0
     pebble_resume
-    sleep 0.5
+    sleep 2
   done
   return 1
+}
+
+cluster_kill_lock_holder() {
+  local j
+  cluster_catch_lock_holder || return 1
+  for j in 1 2 3; do KILLED_BEFORE[$j]=$(member_events "$j" "obtained|renewed|reloaded" "$CAUGHT_NAME" | wc -l); done
+  member_kill "$CAUGHT_MEMBER"
+  KILLED_AT=$(date +%s.%N) KILLED_MEMBER=$CAUGHT_MEMBER KILLED_NAME=$CAUGHT_NAME
+  pebble_resume
+  # every name the killed member was renewing (queued, not done): what it
+  # obtained and did not commit or record is obtained again
+  KILLED_IN_FLIGHT=$(awk '/event=job_queued name=renew:/ { sub(/.*name=renew:/, ""); q[$1] = 1 }
+    /event=job_done .*name=renew:/ { sub(/.*name=renew:/, ""); delete q[$1] }
+    END { for (n in q) print n }' "${MEMBER_LOG[$KILLED_MEMBER]}" | sort | tr '\n' ' ')
 }
 
 cluster_handover_seconds() {
@@ -246,4 +276,24 @@ cluster_scenario() {
   for i in "${survivors[@]}"; do
     check "no error in member $i's log" bash -c "! grep 'level=error' '${MEMBER_LOG[$i]}'"
   done
+}
+
+# cluster_stored_set_ok NAME: the certificate and key stored for NAME parse
+# and belong together (etcd: behind storage/etcd.lua's one-line envelope)
+cluster_stored_set_ok() {
+  local dir=certificates/$PEBBLE_ISSUER_KEY/$1 crt=$WORK/stored-$1.crt key=$WORK/stored-$1.key
+  if [ "$CLUSTER_STORAGE" = etcd ]; then
+    etcd_get "/certmaint-it/data/$dir/$1.crt" | tail -n +2 >"$crt" || return 1
+    etcd_get "/certmaint-it/data/$dir/$1.key" | tail -n +2 >"$key" || return 1
+  else
+    cp "$SHARED_DATA/$dir/$1.crt" "$crt" && cp "$SHARED_DATA/$dir/$1.key" "$key" || return 1
+  fi
+  local a b
+  a=$(openssl x509 -in "$crt" -noout -pubkey 2>/dev/null) && [ -n "$a" ] || return 1
+  b=$(openssl pkey -in "$key" -pubout 2>/dev/null) && [ -n "$b" ] || return 1
+  [ "$a" = "$b" ]
+}
+cluster_storage_intact() {
+  local n
+  for n in $CLUSTER_NAMES; do cluster_stored_set_ok "$n" || { echo "stored set of $n is damaged" >&2; return 1; }; done
 }
