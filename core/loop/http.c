@@ -569,6 +569,8 @@ int cm_http_request(struct cm_loop *loop, const struct cm_http_req *req, uint64_
     SETOPT(CURLOPT_PIPEWAIT, 1L);
     SETOPT(CURLOPT_OPENSOCKETFUNCTION, open_socket);
     if (req->ca_file) SETOPT(CURLOPT_CAINFO, req->ca_file);
+    if (req->cert_file) SETOPT(CURLOPT_SSLCERT, req->cert_file);
+    if (req->key_file) SETOPT(CURLOPT_SSLKEY, req->key_file);
     if (req->insecure) {
         SETOPT(CURLOPT_SSL_VERIFYPEER, 0L);
         SETOPT(CURLOPT_SSL_VERIFYHOST, 0L);

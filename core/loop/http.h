@@ -38,6 +38,8 @@ struct cm_http_req {
     double stall_timeout;           /* abort below 1 byte/s for this long (default 15) */
     size_t max_bytes;               /* response body cap (default 1 MiB) */
     const char *ca_file;            /* PEM bundle to trust; NULL: system store */
+    const char *cert_file;          /* PEM client certificate (TLS client auth); NULL: none */
+    const char *key_file;           /* PEM private key of cert_file; NULL: in cert_file */
     const char *protocols;          /* "http,https" (default) or "https" or "http" */
     int insecure;                   /* 1: skip certificate and host checks */
 };

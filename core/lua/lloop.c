@@ -178,7 +178,8 @@ static int l_http_request(lua_State *L)
 {
     static const char *const keys[] = {"url", "method", "headers", "body", "timeout",
                                        "connect_timeout", "stall_timeout", "max_bytes",
-                                       "ca_file", "protocols", "insecure", NULL};
+                                       "ca_file", "cert_file", "key_file", "protocols",
+                                       "insecure", NULL};
     struct cm_http_req req;
     struct cm_result res;
     uint64_t id = 0;
@@ -195,6 +196,8 @@ static int l_http_request(lua_State *L)
     req.stall_timeout = opt_number(L, 1, "stall_timeout", req.stall_timeout);
     req.max_bytes = opt_size(L, 1, "max_bytes", req.max_bytes);
     req.ca_file = opt_string(L, 1, "ca_file", NULL, NULL);
+    req.cert_file = opt_string(L, 1, "cert_file", NULL, NULL);
+    req.key_file = opt_string(L, 1, "key_file", NULL, NULL);
     req.protocols = opt_string(L, 1, "protocols", req.protocols, NULL);
     req.insecure = opt_bool(L, 1, "insecure", 0);
     req.headers = string_list(L, 1, "headers", ": ", &req.header_count);

@@ -17,8 +17,14 @@ M.BINARY = os.getenv("CERTMAINT_ETCD") or "/usr/bin/etcd"
 
 local function sh_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
+-- Children run without the sanitizer preload of an ASan spec run (etcd is a
+-- Go program, curl and sh need no ASan).
+local CLEAN_ENV = "env -u LD_PRELOAD -u ASAN_OPTIONS -u UBSAN_OPTIONS "
+
+local function execute(cmd) return os.execute(CLEAN_ENV .. "sh -c " .. sh_quote(cmd)) end
+
 local function run(cmd)
-  local p = assert(io.popen(cmd, "r"))
+  local p = assert(io.popen(CLEAN_ENV .. "sh -c " .. sh_quote(cmd), "r"))
   local out = p:read("a")
   p:close()
   return out
@@ -34,9 +40,12 @@ end
 local Server = {}
 Server.__index = Server
 
---- new([extra_args]) -> a server, not started: data dir and ports chosen;
--- extra_args (a list) go on etcd's command line.
-function M.new(extra_args)
+--- new([extra_args [, tls]]) -> a server, not started: data dir and ports
+-- chosen; extra_args (a list) go on etcd's command line.  tls = {ca_file=,
+-- cert_file=, key_file=} serves clients over https with client certificates
+-- required (signed by ca_file); health checks then present tls.client_cert/
+-- client_key.
+function M.new(extra_args, tls)
   local f = io.open(M.BINARY, "rb")
   if not f then
     error("etcd binary " .. M.BINARY .. " not found: run scripts/deps.sh (etcd-server)", 2)
@@ -49,12 +58,18 @@ function M.new(extra_args)
   local client, peer = M.free_port(), M.free_port()
   while peer == client do peer = M.free_port() end
   return setmetatable({ dir = dir, client_port = client, peer_port = peer,
-    url = "http://127.0.0.1:" .. client, pid = nil, extra_args = extra_args or {} }, Server)
+    url = (tls and "https" or "http") .. "://127.0.0.1:" .. client, pid = nil,
+    extra_args = extra_args or {}, tls = tls }, Server)
 end
 
 --- Is it answering /health?
 function Server:healthy()
-  return run("curl -sf --max-time 1 " .. self.url .. "/health 2>/dev/null"):find('"true"', 1, true) ~= nil
+  local tls = ""
+  if self.tls then
+    tls = string.format("--cacert %s --cert %s --key %s ", sh_quote(self.tls.ca_file),
+      sh_quote(self.tls.client_cert), sh_quote(self.tls.client_key))
+  end
+  return run("curl -sf --max-time 1 " .. tls .. self.url .. "/health 2>/dev/null"):find('"true"', 1, true) ~= nil
 end
 
 --- Start (or start again) and wait until healthy -> self.  A watchdog shell
@@ -67,26 +82,30 @@ function Server:start()
     "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
     "--initial-cluster", "spec=" .. peer, "--log-level", "error" }, " ")
   for _, a in ipairs(self.extra_args) do cmd = cmd .. " " .. sh_quote(a) end
+  if self.tls then
+    cmd = cmd .. " --client-cert-auth --trusted-ca-file " .. sh_quote(self.tls.ca_file)
+      .. " --cert-file " .. sh_quote(self.tls.cert_file) .. " --key-file " .. sh_quote(self.tls.key_file)
+  end
   local log = sh_quote(self.dir .. "/etcd.log")
   local pidfile = self.dir .. "/etcd.pid"
   os.remove(pidfile)
   local watchdog = string.format("(%s >>%s 2>&1 & e=$!; echo $e >%s; while kill -0 %d 2>/dev/null "
     .. "&& kill -0 $e 2>/dev/null; do sleep 1; done; kill $e 2>/dev/null) >/dev/null 2>&1 </dev/null &",
     cmd, log, sh_quote(pidfile), core.getpid())
-  os.execute("sh -c " .. sh_quote(watchdog))
+  execute(watchdog)
   local pid
   for _ = 1, 100 do
     local f = io.open(pidfile)
     pid = f and math.tointeger(tonumber(f:read("a"):match("%d+") or ""))
     if f then f:close() end
     if pid then break end
-    os.execute("sleep 0.05")
+    execute("sleep 0.05")
   end
   assert(pid, "etcd did not start")
   self.pid = pid
   for _ = 1, 200 do
     if self:healthy() then return self end
-    os.execute("sleep 0.1")
+    execute("sleep 0.1")
   end
   local f = io.open(self.dir .. "/etcd.log")
   local text = f and f:read("a") or ""
@@ -98,7 +117,7 @@ end
 --- Stop it (SIGTERM, then wait for the process to go) -> self.
 function Server:stop()
   if not self.pid then return self end
-  os.execute(string.format("kill %d 2>/dev/null; for i in $(seq 100); do kill -0 %d 2>/dev/null "
+  execute(string.format("kill %d 2>/dev/null; for i in $(seq 100); do kill -0 %d 2>/dev/null "
     .. "|| break; sleep 0.05; done; kill -9 %d 2>/dev/null", self.pid, self.pid, self.pid))
   self.pid = nil
   return self
@@ -107,7 +126,32 @@ end
 --- Stop it and remove its data directory.
 function Server:destroy()
   self:stop()
-  os.execute("rm -rf " .. sh_quote(self.dir))
+  execute("rm -rf " .. sh_quote(self.dir))
+end
+
+--- make_tls(dir) -> {ca_file, cert_file, key_file, client_cert, client_key}:
+-- a throw-away CA (openssl), a server certificate for 127.0.0.1 and a client
+-- certificate, all P-256, written into dir.  The server's certificate is for
+-- clientAuth too: etcd 3.4's JSON gateway presents it to etcd's own gRPC
+-- port, and with --client-cert-auth it is refused otherwise.
+function M.make_tls(dir)
+  local q = sh_quote
+  local function f(name) return dir .. "/" .. name end
+  local script = table.concat({
+    "set -e; cd " .. q(dir),
+    "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=spec-ca"
+      .. " -keyout ca.key -out ca.pem",
+    "printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' > server.ext",
+    "printf 'extendedKeyUsage=clientAuth\n' > client.ext",
+    "for who in server client; do openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
+      .. " -subj /CN=$who -keyout $who.key -out $who.csr;"
+      .. " openssl x509 -req -in $who.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2"
+      .. " -extfile $who.ext -out $who.pem; done",
+  }, "\n")
+  local ok = execute(script .. " >/dev/null 2>&1")
+  assert(ok, "openssl could not make the spec's TLS files")
+  return { ca_file = f("ca.pem"), cert_file = f("server.pem"), key_file = f("server.key"),
+    client_cert = f("client.pem"), client_key = f("client.key") }
 end
 
 local shared

@@ -11,6 +11,7 @@ local common = require "certmaint.storage.common"
 local file = require "certmaint.storage.file"
 local helpers = require "helpers.policies"
 local lfs = require "lfs"
+local loop = require "certmaint.loop"
 
 local DAY = 86400
 
@@ -44,6 +45,14 @@ describe("the clean pass across instances", function()
     return testing.engine(certmaint.policy(fields))
   end
 
+  -- a clean pass as the daemon's clean ticker runs it
+  local function scheduled_clean(e)
+    local task = loop.spawn(e.engine.tick, e.engine, "clean", { scheduled = true })
+    loop.run_until_idle()
+    assert(task.done and task.ok, tostring(task.error))
+    return task.results[1]
+  end
+
   -- an expired certificate nobody manages, for the pass to delete
   local function plant_expired(storage, name)
     local c = ca:issue { names = { name }, not_before = clock:now() - 40 * DAY, not_after = clock:now() - 10 * DAY }
@@ -58,26 +67,42 @@ describe("the clean pass across instances", function()
     local sb = testing.memory { share = sa }
     local a, b = engine(sa), engine(sb)
     plant_expired(sa, "old.test")
-    local ta = a:tick("clean")
+    local ta = scheduled_clean(a)
     assert.equal(1, ta.deleted)
     assert.is_nil(ta.skipped)
     assert.equal(rfc3339.format(clock:now()) .. "\n", sa:load("certmaint/last_clean"))
     local crt = plant_expired(sa, "older.test")
     clock:advance(3600)
-    local tb = b:tick("clean")
+    local tb = scheduled_clean(b)
     assert.matches("another instance cleaned at 2026%-01%-01T00:00:00Z", tb.skipped)
     assert.equal(0, tb.deleted)
     assert.is_true(sa:exists(crt))
     assert.equal(1, grep(logs(), "level=info event=clean_skipped .*last_clean=2026%-01%-01T00:00:00Z"))
     -- A's own record does not stop A (its ticker keeps the interval)
-    assert.is_nil(a:tick("clean").skipped)
+    assert.is_nil(scheduled_clean(a).skipped)
     assert.is_false(sa:exists(crt))
     plant_expired(sa, "oldest.test")
     clock:advance(DAY + 1)
-    tb = b:tick("clean")
+    tb = scheduled_clean(b)
     assert.is_nil(tb.skipped)
     assert.equal(1, tb.deleted)
     assert.equal(rfc3339.format(clock:now()) .. "\n", sa:load("certmaint/last_clean"))
+  end)
+
+  it("cleans when asked by hand (certmaint clean, once) even if another instance just did, and records it", function()
+    local sa = testing.memory()
+    local sb = testing.memory { share = sa }
+    local a, b = engine(sa), engine(sb)
+    assert.is_nil(scheduled_clean(a).skipped)
+    local crt = plant_expired(sa, "old.test")
+    clock:advance(60)
+    local tb = b:tick("clean") -- what the command line runs
+    assert.is_nil(tb.skipped)
+    assert.equal(1, tb.deleted)
+    assert.is_false(sa:exists(crt))
+    assert.equal(rfc3339.format(clock:now()) .. "\n", sa:load("certmaint/last_clean"))
+    -- and the daemons leave the interval to it
+    assert.matches("another instance cleaned", scheduled_clean(a).skipped)
   end)
 
   it("skips the pass while another instance holds the clean lock", function()

@@ -252,7 +252,8 @@ describe("certmaint.loop", function()
       assert.is_string(b)
       assert.has_error(function() core.http_request { url = "http://x/", tiemout = 3 } end,
         'core.http_request: unknown option "tiemout" (did you mean "timeout"? known: body, ca_file, '
-        .. 'connect_timeout, headers, insecure, max_bytes, method, protocols, stall_timeout, timeout, url)')
+        .. 'cert_file, connect_timeout, headers, insecure, key_file, max_bytes, method, protocols, '
+        .. 'stall_timeout, timeout, url)')
     end)
 
     it("sends methods, headers and bodies", function()

@@ -5,9 +5,10 @@
 -- manages, nor a file it cannot parse as a certificate (that is reported).
 --
 -- Instances sharing one storage clean in turn: the pass takes try_lock("clean")
--- (busy: skipped), reads certmaint/last_clean (RFC 3339) and skips when
--- another instance cleaned within clean_interval; it records the time after,
--- fenced by that lock. It also removes stale locks (not refreshed for the
+-- (busy: skipped) and records certmaint/last_clean (RFC 3339) after, fenced by
+-- that lock; a scheduled pass (the daemon's clean ticker) reads it first and
+-- skips when another instance cleaned within clean_interval. A pass asked for
+-- by hand (`certmaint clean`, `once`) cleans whenever it can take the lock. It also removes stale locks (not refreshed for the
 -- backend's stale time: their holders died) and, on a backend that has them,
 -- temp files of writes that never finished (older than a renew tick).
 local core = require "certmaint.core"
@@ -135,9 +136,10 @@ function M:clean_temp_files(now, tick)
 end
 
 --- The clean pass, once per clean_interval among the instances sharing the
--- storage (see the top of this file). Returns the tick; tick.skipped says why
--- it did nothing.
-function M:clean_pass()
+-- storage when opts.scheduled (see the top of this file). Returns the tick;
+-- tick.skipped says why it did nothing.
+function M:clean_pass(opts)
+  local scheduled = opts and opts.scheduled
   local now = core.now()
   local tick = { kind = "clean", at = now, deleted = 0, kept = 0, unparseable = 0, staples_deleted = 0,
     crls_deleted = 0 }
@@ -152,7 +154,7 @@ function M:clean_pass()
     local at = last and rfc3339.parse((last:gsub("%s+$", "")))
     local interval = self.policy.clean_interval or 86400
     -- this instance's own record does not stop it: its ticker keeps the interval
-    if at and last ~= self.last_clean_written and now - at < interval and now >= at then
+    if scheduled and at and last ~= self.last_clean_written and now - at < interval and now >= at then
       tick.skipped = "another instance cleaned at " .. rfc3339.iso(at)
       log("info", "clean_skipped", { last_clean = rfc3339.iso(at), why = "another instance cleaned within the interval" })
       return

@@ -269,10 +269,10 @@ function Engine:managed_names()
 end
 
 --- One pass of a kind, then on_tick. Runs inside a loop task.
-function Engine:tick(kind)
+function Engine:tick(kind, opts)
   local tick
   if kind == "renew" then tick = self:renew_pass()
-  elseif kind == "clean" then tick = self:clean_pass()
+  elseif kind == "clean" then tick = self:clean_pass(opts)
   elseif kind == "ocsp" then tick = self:ocsp_pass()
   else error("unknown tick kind " .. tostring(kind), 2) end
   tick.lua_kib = math.floor(collectgarbage("count")) -- the Lua heap, so a leak shows in the log
@@ -312,7 +312,7 @@ function Engine:take_lock(name)
     self.lock_waiters = self.lock_waiters - 1
     if not ok then error(lock, 0) end
     if not lock then
-      if code == "timeout" or code == "locked" then
+      if code == "timeout" then
         log("error", "lock_wait_timeout", { lock = name, waited = core.now() - started, error = err })
         return nil, { message = tostring(err) }, "lock_wait_timeout"
       end
@@ -417,7 +417,8 @@ function Engine:run()
         local now = core.now()
         if self.started and now >= last + interval then
           last = now
-          local ok, err = pcall(self.tick, self, kind)
+          -- scheduled: the clean pass leaves the interval to whichever instance cleaned last
+          local ok, err = pcall(self.tick, self, kind, { scheduled = true })
           if not ok then log("error", "pass_failed", { kind = kind, error = err }) end
         elseif self.started and kind == "renew" then
           local ok, err = pcall(self.retry_due, self)

@@ -134,6 +134,10 @@ function M:refresh_staple(id, now, cfg, tick, revoked)
       lock = self:try_take_lock(M.staple_lock_name(key), "staple_fetch")
       if not lock then
         tick.skipped = (tick.skipped or 0) + 1
+        if current and current.next_update <= now then
+          -- never served past its nextUpdate, whoever is fetching the next one
+          return self:staple_failed(id, cert, url, current, now, "another instance is fetching its successor", "skipped", tick)
+        end
         return
       end
     end

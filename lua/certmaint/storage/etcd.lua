@@ -69,6 +69,8 @@ local SCHEMA = {
   username = { type = "string" },
   password = { type = "string" },
   ca_file = { type = "string" },
+  cert_file = { type = "string" },
+  key_file = { type = "string" },
   lock_ttl = { type = "duration", default = 30, check = function(v)
     return v >= 2 and math.floor(v) == v, "must be a whole number of seconds, at least 2"
   end },
@@ -86,6 +88,9 @@ function M.new(opts)
   if (o.username == nil) ~= (o.password == nil) then
     error("storage.etcd: username and password go together", 2)
   end
+  if o.key_file and not o.cert_file then
+    error("storage.etcd: key_file needs cert_file", 2)
+  end
   local prefix = o.prefix == "/" and "" or o.prefix
   local endpoints = {}
   for i, e in ipairs(o.endpoints) do endpoints[i] = e end
@@ -98,6 +103,8 @@ function M.new(opts)
     username = o.username,
     password = o.password,
     ca_file = o.ca_file,
+    cert_file = o.cert_file,
+    key_file = o.key_file,
     lock_ttl = o.lock_ttl,
     stale_after = o.stale_after or 2 * o.lock_ttl,
     timeout = o.timeout,
@@ -107,6 +114,7 @@ function M.new(opts)
     held = {},
     grants = {},      -- grant -> token (the lock key's mod_revision when granted)
     lease = nil,      -- this instance's lease id (a decimal string)
+    lease_until = 0,  -- core.monotonic() when it expires unless kept alive
     auth_token = nil,
     requests = 0,     -- requests sent (figures: etcd requests per renewal)
   }, Etcd)
@@ -161,12 +169,15 @@ function Etcd:call(path, body, retried_auth)
     end
     do
       self.requests = self.requests + 1
+      core.log("debug", "etcd_request", { endpoint = endpoint, path = path })
       local headers = { ["Content-Type"] = "application/json" }
       if self.auth_token then headers.Authorization = self.auth_token end
       local resp, err, code = http { url = endpoint .. path, method = "POST", body = text,
         headers = headers, timeout = self.timeout, connect_timeout = self.timeout,
-        max_bytes = 2 * self.max_bytes + 1024 * 1024, ca_file = self.ca_file }
+        max_bytes = 2 * self.max_bytes + 1024 * 1024, ca_file = self.ca_file,
+        cert_file = self.cert_file, key_file = self.key_file }
       if not resp then
+        err = tostring(err):gsub("^%u+ %S+: ", "", 1) -- core's "POST <url>: ": the endpoint says it
         if not RETRY_CODES[code] then
           return nil, string.format("etcd %s: %s", endpoint, err), code
         end
@@ -212,8 +223,10 @@ function Etcd:authenticate(endpoint)
   local resp, err, code = http { url = endpoint .. "/v3/auth/authenticate", method = "POST",
     body = assert(core.json_encode { name = self.username, password = self.password }),
     headers = { ["Content-Type"] = "application/json" }, timeout = self.timeout,
-    connect_timeout = self.timeout, ca_file = self.ca_file }
+    connect_timeout = self.timeout, ca_file = self.ca_file, cert_file = self.cert_file,
+    key_file = self.key_file }
   if not resp then
+    err = tostring(err):gsub("^%u+ %S+: ", "", 1)
     if RETRY_CODES[code] then return nil, string.format("etcd %s: %s", endpoint, err), "unavailable" end
     return nil, string.format("etcd %s: %s", endpoint, err), code
   end
@@ -543,12 +556,19 @@ end
 function Etcd:lkey(lk) return self.locks .. lk end
 
 -- This instance's lease, granted when there is none -> id | nil, err, code.
+-- A lease past half its TTL since it was last granted or kept alive is not
+-- used for a new lock: it may expire (or be expiring: etcd still accepts
+-- puts on it for a moment) right after, taking the new lock with it.  Times
+-- are core.monotonic(): the lease lives in etcd's real time, whatever a
+-- spec does to core.now().
 function Etcd:ensure_lease()
-  if self.lease then return self.lease end
+  local t0 = core.monotonic()
+  if self.lease and t0 < self.lease_until - self.lock_ttl / 2 then return self.lease end
   local doc, err, code = self:call("/v3/lease/grant", { TTL = self.lock_ttl })
   if not doc then return nil, err, code end
   if not doc.ID then return nil, "etcd: lease grant gave no ID", "protocol" end
   self.lease = tostring(doc.ID)
+  self.lease_until = t0 + int(doc.TTL)
   return self.lease
 end
 
@@ -601,7 +621,14 @@ function Etcd:_acquire(lk, name, grant, retried)
   local kv = kvs_of(doc.responses[1])[1]
   if not kv then return false, "unknown (just released)" end
   local beat = kvs_of(doc.responses[2])[1]
-  local owner, stale = self:lock_state(kv, beat, now)
+  local owner, stale, rec = self:lock_state(kv, beat, now)
+  if rec and rec.grant == grant and rec.owner == self.owner then
+    -- this very grant: an earlier try of this txn was applied, its answer
+    -- lost (a timeout, then fail-over); the grant's revision is the record's
+    local token = int(kv.mod_revision)
+    self.grants[grant] = token
+    return true, token
+  end
   if owner == self.owner then return false, owner .. " (this instance)" end
   if not stale then return false, owner end
   -- take it over only as it was read: neither the record nor its beat moved since
@@ -685,9 +712,12 @@ end
 -- that expired took every lock with it: they are reported lost.
 function Etcd:refresh_locks()
   if self.lease then
+    local t0 = core.monotonic()
     local doc, err = self:call("/v3/lease/keepalive", { ID = self.lease })
     local result = doc and (doc.result or doc)
-    if doc and int(result.TTL) <= 0 then
+    if doc and int(result.TTL) > 0 then
+      self.lease_until = t0 + int(result.TTL)
+    elseif doc then
       core.log("warn", "etcd_lease_expired", { lease = self.lease, storage = self:describe() })
       self.lease = nil
     elseif not doc then
@@ -727,29 +757,50 @@ end
 
 --- commit{put =, delete =, fence =} -> true | nil, err, code: ONE txn whose
 -- compares are the fence (the lock key's mod_revision is still the grant's
--- token) and each put's target checks; then every put and delete.  Crash
--- injection (crash_after) has one step: the txn.
+-- token) and each put's target checks; then every put and delete.  The
+-- fence is checked by etcd in the txn, not read first (common.begin_commit's
+-- _holds would cost a request and prove nothing the compare does not).
+-- Crash injection (crash_after) has one step: the txn.
 function Etcd:commit(tx)
-  local puts, deletes, step, fence = common.begin_commit(self, tx, "0600", function(p)
-    if #p.value > self.max_bytes then
-      return nil, "commit " .. p.key .. ": larger than " .. self.max_bytes .. " bytes", "toobig"
-    end
-    return true
-  end, 2)
-  if puts == true or puts == nil then return puts, deletes, step end
-  local cmp, ops = {}, {}
+  local puts, deletes, fence = common.check_commit(tx, "0600", 2)
+  local step = common.crash_injector(self)
+  local token
   if fence then
-    local token = self.grants[fence.grant]
-    if not token then
+    local held = self.held[fence.key]
+    token = self.grants[fence.grant]
+    if held == nil or held.grant ~= fence.grant or not token then
       return nil, string.format("commit fenced: lock %s (token %d) is no longer held by this "
         .. "instance", fence.name, fence.token), "fenced"
     end
+  end
+  if #puts == 0 and #deletes == 0 then
+    if not fence then return true end
+    local ok, err, code = common.check_fence(self, fence) -- nothing to write: ask
+    if not ok then return nil, err, code end
+    return true
+  end
+  for _, p in ipairs(puts) do
+    if #p.value > self.max_bytes then
+      return nil, "commit " .. p.key .. ": larger than " .. self.max_bytes .. " bytes", "toobig"
+    end
+  end
+  local cmp, ops = {}, {}
+  if fence then
     cmp[1] = { key = b64(self:lkey(fence.key)), target = "MOD", mod_revision = tostring(token) }
   end
   local seen = {}
   for _, p in ipairs(puts) do self:target_compares(p.key, cmp, seen) end
   for _, p in ipairs(puts) do
-    ops[#ops + 1] = { request_put = { key = b64(self:dkey(p.key)), value = b64(self:envelope(p.value)) } }
+    -- a put below a folder this commit deletes would be deleted after it (as
+    -- the other backends apply puts, then deletes); etcd refuses a txn whose
+    -- put and delete ranges overlap, so it is left out instead
+    local doomed = false
+    for _, d in ipairs(deletes) do
+      if p.key:sub(1, #d + 1) == d .. "/" then doomed = true break end
+    end
+    if not doomed then
+      ops[#ops + 1] = { request_put = { key = b64(self:dkey(p.key)), value = b64(self:envelope(p.value)) } }
+    end
   end
   for _, key in ipairs(deletes) do delete_ops(self, key, ops) end
   step()
