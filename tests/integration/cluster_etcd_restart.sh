@@ -12,7 +12,7 @@ source "$(dirname "$0")/cluster.bash"
 pebble_start --validity 40 --nosleep
 etcd_start
 cluster_env etcd
-export CLUSTER_LOCK_TTL=5s
+export CLUSTER_LOCK_TTL=10s
 for i in 1 2 3; do member_start "$i"; done
 check "every one of the 12 names is obtained" wait_for 90 cluster_issued_at_least 1
 due=$(cluster_next_due)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fencing across instances on a real etcd: member 2 or 3, caught holding a
 # renewal's lock (Pebble paused for the moment), is frozen with SIGSTOP past
-# its 4 s lease; another member takes the lock and renews. Thawed (SIGCONT),
+# its 6 s lease (above the 5 s heartbeat); another member takes the lock and renews. Thawed (SIGCONT),
 # the paused member cannot overwrite what the new holder committed: it is
 # refused (`commit_fenced` when it reaches its commit; `lock_lost` and a failed
 # renewal when the lost lease is found first -- the FIGURE line says which),
@@ -15,7 +15,7 @@ source "$(dirname "$0")/cluster.bash"
 pebble_start --validity 40 --nosleep
 etcd_start
 cluster_env etcd
-export CLUSTER_LOCK_TTL=4s
+export CLUSTER_LOCK_TTL=6s
 for i in 1 2 3; do member_start "$i"; done
 check "every one of the 12 names is obtained" wait_for 90 cluster_issued_at_least 1
 check "a member (2 or 3) is caught holding a renewal's lock" cluster_catch_lock_holder
