@@ -15,6 +15,7 @@
 --   CERTMAINT_ETCD_PREFIX      key prefix in etcd (default /certmaint)
 --   CERTMAINT_ETCD_USERNAME, CERTMAINT_ETCD_PASSWORD  etcd authentication (optional, together)
 --   CERTMAINT_ETCD_CA_FILE     trust for etcd's TLS (https endpoints), optional
+--   CERTMAINT_ETCD_CERT_FILE, CERTMAINT_ETCD_KEY_FILE  a TLS client certificate for etcd (optional)
 --   CERTMAINT_LOCK_TTL         etcd lease of a lock: a dead instance's locks last this long (default 30s)
 --   CERTMAINT_LOCK_WAIT        longest wait for a lock another instance holds (default 5m)
 --   CERTMAINT_NAMES            the certificates: comma-separated, each one's names
@@ -59,6 +60,8 @@ return certmaint.policy {
     username = env("CERTMAINT_ETCD_USERNAME"),
     password = env("CERTMAINT_ETCD_PASSWORD"),
     ca_file = env("CERTMAINT_ETCD_CA_FILE"),
+    cert_file = env("CERTMAINT_ETCD_CERT_FILE"),
+    key_file = env("CERTMAINT_ETCD_KEY_FILE"),
     lock_ttl = env("CERTMAINT_LOCK_TTL") or "30s",
   },
   issuer = certmaint.issuer.acme {

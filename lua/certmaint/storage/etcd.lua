@@ -113,6 +113,8 @@ function M.new(opts)
     owner = common.new_owner(),
     held = {},
     grants = {},      -- grant -> token (the lock key's mod_revision when granted)
+    grant_lease = {}, -- grant -> the lease its lock is bound to
+    expired_leases = {}, -- leases the last heartbeat found expired
     lease = nil,      -- this instance's lease id (a decimal string)
     lease_until = 0,  -- core.monotonic() when it expires unless kept alive
     auth_token = nil,
@@ -553,6 +555,14 @@ end
 
 -- ---- locks (the primitives under common.lua's lock life cycle) -------------
 
+function Etcd:remember_grant(grant, token, lease)
+  self.grants[grant], self.grant_lease[grant] = token, lease
+end
+
+function Etcd:forget_grant(grant)
+  self.grants[grant], self.grant_lease[grant] = nil, nil
+end
+
 function Etcd:lkey(lk) return self.locks .. lk end
 
 -- This instance's lease, granted when there is none -> id | nil, err, code.
@@ -567,6 +577,10 @@ function Etcd:ensure_lease()
   local doc, err, code = self:call("/v3/lease/grant", { TTL = self.lock_ttl })
   if not doc then return nil, err, code end
   if not doc.ID then return nil, "etcd: lease grant gave no ID", "protocol" end
+  -- another task of this instance may have granted one meanwhile (both
+  -- waited on their grant): keep that, so all locks share one kept-alive
+  -- lease; ours has no key and just expires
+  if self.lease and core.monotonic() < self.lease_until - self.lock_ttl / 2 then return self.lease end
   self.lease = tostring(doc.ID)
   self.lease_until = t0 + int(doc.TTL)
   return self.lease
@@ -615,7 +629,7 @@ function Etcd:_acquire(lk, name, grant, retried)
   end
   if doc.succeeded then
     local token = int(doc.header.revision)
-    self.grants[grant] = token
+    self:remember_grant(grant, token, lease)
     return true, token
   end
   local kv = kvs_of(doc.responses[1])[1]
@@ -626,7 +640,7 @@ function Etcd:_acquire(lk, name, grant, retried)
     -- this very grant: an earlier try of this txn was applied, its answer
     -- lost (a timeout, then fail-over); the grant's revision is the record's
     local token = int(kv.mod_revision)
-    self.grants[grant] = token
+    self:remember_grant(grant, token, lease)
     return true, token
   end
   if owner == self.owner then return false, owner .. " (this instance)" end
@@ -643,7 +657,7 @@ function Etcd:_acquire(lk, name, grant, retried)
   if not doc.succeeded then return false, owner end
   core.log("warn", "lock_taken_over", { lock = name, stale_owner = owner, storage = self:describe() })
   local token = int(doc.header.revision)
-  self.grants[grant] = token
+  self:remember_grant(grant, token, lease)
   return true, token
 end
 
@@ -652,7 +666,7 @@ function Etcd:_release(lk, grant)
   local cmp
   if grant ~= nil then
     local token = self.grants[grant]
-    self.grants[grant] = nil
+    self:forget_grant(grant)
     if not token then return false, "another grant" end
     cmp = { { key = b64(key), target = "MOD", mod_revision = tostring(token) } }
   else
@@ -664,7 +678,7 @@ function Etcd:_release(lk, grant)
     local rec = common.decode_lock(unb64(kv.value))
     if not rec or rec.owner ~= self.owner then return false, rec and rec.owner or "unknown" end
     cmp = { { key = b64(key), target = "MOD", mod_revision = tostring(kv.mod_revision) } }
-    if rec.grant then self.grants[rec.grant] = nil end
+    if rec.grant then self:forget_grant(rec.grant) end
   end
   local doc, err, code = self:txn(cmp,
     { { request_delete_range = { key = b64(key) } }, { request_delete_range = { key = b64(key .. ".beat") } } },
@@ -680,18 +694,18 @@ function Etcd:_release(lk, grant)
 end
 
 function Etcd:_refresh(lock, now)
-  local token = self.grants[lock.grant]
-  if not token or not self.lease then -- the lease expired: its locks went with it
-    self.grants[lock.grant] = nil
+  local token, lease = self.grants[lock.grant], self.grant_lease[lock.grant]
+  if not token or self.expired_leases[lease] then -- its lease expired: the lock went with it
+    self:forget_grant(lock.grant)
     return false, nil
   end
   local key = self:lkey(lock.key)
   local doc, err = self:txn({ { key = b64(key), target = "MOD", mod_revision = tostring(token) } },
-    { { request_put = { key = b64(key .. ".beat"), value = b64(beat_record(now)), lease = self.lease } } },
+    { { request_put = { key = b64(key .. ".beat"), value = b64(beat_record(now)), lease = lease } } },
     { range(key) })
   if not doc then return nil, err end
   if doc.succeeded then return true end
-  self.grants[lock.grant] = nil
+  self:forget_grant(lock.grant)
   local kv = kvs_of(doc.responses[1])[1]
   local rec = kv and common.decode_lock(unb64(kv.value))
   return false, rec and rec.owner or nil
@@ -711,16 +725,26 @@ end
 -- (one keepalive), then each held lock's heartbeat (one txn each).  A lease
 -- that expired took every lock with it: they are reported lost.
 function Etcd:refresh_locks()
-  if self.lease then
+  -- every lease a held lock is bound to (normally just self.lease; an older
+  -- one too if self.lease was replaced while locks on it were held)
+  local leases, seen = {}, {}
+  if self.lease then leases[1], seen[self.lease] = self.lease, true end
+  for _, lock in pairs(self.held) do
+    local lease = self.grant_lease[lock.grant]
+    if lease and not seen[lease] then leases[#leases + 1], seen[lease] = lease, true end
+  end
+  self.expired_leases = {}
+  for _, lease in ipairs(leases) do
     local t0 = core.monotonic()
-    local doc, err = self:call("/v3/lease/keepalive", { ID = self.lease })
+    local doc, err = self:call("/v3/lease/keepalive", { ID = lease })
     local result = doc and (doc.result or doc)
     if doc and int(result.TTL) > 0 then
-      self.lease_until = t0 + int(result.TTL)
+      if lease == self.lease then self.lease_until = t0 + int(result.TTL) end
     elseif doc then
-      core.log("warn", "etcd_lease_expired", { lease = self.lease, storage = self:describe() })
-      self.lease = nil
-    elseif not doc then
+      core.log("warn", "etcd_lease_expired", { lease = lease, storage = self:describe() })
+      self.expired_leases[lease] = true
+      if lease == self.lease then self.lease = nil end
+    else
       core.log("warn", "etcd_keepalive_failed", { error = err, storage = self:describe() })
     end
   end
@@ -728,14 +752,21 @@ function Etcd:refresh_locks()
   return refreshed, lost
 end
 
---- close() -> true: revoke this instance's lease (its locks go with it).
+--- close() -> true | nil, err, code: revoke this instance's leases (its
+-- locks go with them).  Optional in the contract: the daemon may call it on
+-- shutdown; without it the lease just runs out (lock_ttl).
 function Etcd:close()
-  if not self.lease then return true end
-  local lease = self.lease
+  local leases, seen = {}, {}
+  for _, lease in pairs(self.grant_lease) do
+    if not seen[lease] then leases[#leases + 1], seen[lease] = lease, true end
+  end
+  if self.lease and not seen[self.lease] then leases[#leases + 1] = self.lease end
   self.lease = nil
-  self.held, self.grants = {}, {}
-  local doc, err, code = self:call("/v3/lease/revoke", { ID = lease })
-  if not doc then return nil, err, code end
+  self.held, self.grants, self.grant_lease = {}, {}, {}
+  for _, lease in ipairs(leases) do
+    local doc, err, code = self:call("/v3/lease/revoke", { ID = lease })
+    if not doc and not tostring(err):find("lease not found", 1, true) then return nil, err, code end
+  end
   return true
 end
 

@@ -78,6 +78,20 @@ describe("etcd storage", function()
     assert.equal("parse", code)
   end)
 
+  it("stats a directory with its newest value's modified time", function()
+    core.clock_set(1700000000)
+    assert.is_true(a:store("d/older", "1"))
+    core.clock_set(1700000500)
+    assert.is_true(a:store("d/sub/newer", "22"))
+    core.clock_set(1700000100)
+    assert.is_true(a:store("d/middle", "333")) -- written last, but with an earlier clock
+    local st = assert(b:stat("d"))
+    assert.is_false(st.terminal)
+    assert.equal(1700000100, st.modified) -- the last written (etcd's revisions order them)
+    assert.equal(3, b:stat("d/middle").size)
+    assert.equal(1700000500, b:stat("d/sub/newer").modified)
+  end)
+
   it("lists over more than one page, and skips over child directories", function()
     local saved = etcd.PAGE
     etcd.PAGE = 10
@@ -179,6 +193,54 @@ describe("etcd storage", function()
     assert.is_true(a:commit { put = { ["r/v"] = "1" }, fence = a.held[lk] })
     assert.is_true(a:unlock("issue_cert_retry.example"))
     assert.truthy(b:lock("issue_cert_retry.example"))
+  end)
+
+  it("binds the locks that tasks take at once to one lease, which the heartbeat keeps", function()
+    local loop = require "certmaint.loop"
+    local tasks = {}
+    for i = 1, 6 do
+      tasks[i] = loop.spawn(function() return a:lock("issue_cert_par" .. i .. ".example") end)
+    end
+    assert.is_true(loop.run_until(function()
+      for _, t in ipairs(tasks) do if not t.done then return false end end
+      return true
+    end, { timeout = 30 }))
+    loop.reset()
+    local leases = {}
+    for _, t in ipairs(tasks) do
+      assert.is_true(t.ok, t.error)
+      local lock = assert(t.results[1])
+      leases[a.grant_lease[lock.grant]] = true
+    end
+    assert.same({ [a.lease] = true }, leases)
+    local before = a.requests
+    assert.equal(6, (a:refresh_locks()))
+    assert.equal(1 + 6, a.requests - before) -- one keepalive, one beat a lock
+    assert.is_true(a:close())
+    for i = 1, 6 do assert.truthy(b:try_lock("issue_cert_par" .. i .. ".example")) end
+  end)
+
+  it("keeps alive an older lease that still holds locks after a new one was taken", function()
+    local short = etcd.new { endpoints = { server.url }, prefix = a.prefix, lock_ttl = 4 }
+    local first = assert(short:lock("issue_cert_old.example"))
+    local old_lease = short.lease
+    short.lease_until = core.monotonic() -- as if past half its TTL (etcd was out of reach)
+    local second = assert(short:lock("issue_cert_new.example"))
+    assert.is_true(short.lease ~= old_lease)
+    assert.equal(old_lease, short.grant_lease[first.grant])
+    -- beats for longer than the TTL: both leases, so both locks, live on
+    for _ = 1, 4 do
+      assert.equal(2, (short:refresh_locks()))
+      os.execute("sleep 1.5")
+    end
+    assert.equal(2, (short:refresh_locks()))
+    local _, _, code = b:lock("issue_cert_old.example")
+    assert.equal("locked", code)
+    assert.is_true(short:commit { put = { ["o/v"] = "1" }, fence = first })
+    assert.is_true(short:commit { put = { ["o/w"] = "2" }, fence = second })
+    assert.is_true(short:close()) -- revokes both
+    assert.truthy(b:try_lock("issue_cert_old.example"))
+    assert.truthy(b:try_lock("issue_cert_new.example"))
   end)
 
   it("gives tokens that are etcd revisions: larger across instances and prefixes", function()
@@ -396,5 +458,39 @@ describe("etcd storage over TLS with a client certificate", function()
     own:destroy()
     helpers.rm_rf(dir)
     assert.is_true(ok, run)
+  end)
+end)
+
+describe("the engine on etcd storage", function()
+  local testing = require "certmaint.testing"
+  after_each(testing.reset)
+
+  it("obtains and renews through etcd, and says how many requests a renewal took", function()
+    local server = etcd_helper.shared()
+    local st = etcd_helper.storage(server)
+    local clock = testing.clock(testing.EPOCH)
+    local logs = testing.capture_logs()
+    local policy = assert(testing.load_policy("policies/local.lua", { env = { CERTMAINT_LIFETIME = "30d" } }))
+    local issuer = testing.issuer { lifetime = "30d" }
+    local e = testing.engine(policy, { clock = clock, issuer = issuer, storage = st })
+    local obtained = issuer.issued
+    assert.is_true(obtained > 0)
+    clock:advance("21d")
+    local before = st.requests
+    e:tick("renew")
+    e:wait()
+    assert.equal(2 * obtained, issuer.issued)
+    local per = (st.requests - before) / obtained
+    print(string.format("\netcd requests per renewal through the engine: %.1f (%d renewals)", per, obtained))
+    -- what was renewed is in etcd: a second engine on the same prefix loads it, renewing nothing
+    local other = require("certmaint.storage.etcd").new { endpoints = { server.url }, prefix = st.prefix }
+    local issuer2 = testing.issuer { lifetime = "30d" }
+    local e2 = testing.engine(policy, { clock = clock, issuer = issuer2, storage = other })
+    assert.equal(0, issuer2.issued)
+    assert.equal(#e:cache(), #e2:cache())
+    assert.not_matches("level=error", table.concat(logs(), "\n"))
+    st:close()
+    other:close()
+    st:delete_prefix()
   end)
 end)

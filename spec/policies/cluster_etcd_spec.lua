@@ -38,7 +38,12 @@ describe("policies/cluster-etcd.lua", function()
       CERTMAINT_ACME_DIRECTORY = "https://127.0.0.1:14000/dir", CERTMAINT_EMAIL = "ops@example.com",
       CERTMAINT_HTTP01_LISTEN = "127.0.0.1:5002", CERTMAINT_HTTP01_STANDBY = "1",
       CERTMAINT_RENEW_CHECK_INTERVAL = "15s",
+      CERTMAINT_ETCD_CA_FILE = "/etc/etcd/ca.pem", CERTMAINT_ETCD_CERT_FILE = "/etc/etcd/node.pem",
+      CERTMAINT_ETCD_KEY_FILE = "/etc/etcd/node.key",
     })
+    assert.equal("/etc/etcd/ca.pem", p.storage.ca_file)
+    assert.equal("/etc/etcd/node.pem", p.storage.cert_file)
+    assert.equal("/etc/etcd/node.key", p.storage.key_file)
     assert.same({ "http://10.0.0.1:2379", "http://10.0.0.2:2379", "http://10.0.0.3:2379" }, p.storage.endpoints)
     assert.equal("etcd:http://10.0.0.1:2379/lb-certs", p.storage:describe())
     assert.equal(20, p.storage.lock_ttl)
@@ -71,6 +76,8 @@ describe("policies/cluster-etcd.lua", function()
     assert.matches("cluster%-etcd%.lua:%d+: storage%.etcd: option \"endpoints\" entry 1 must be a URL", err)
     _, err = load { CERTMAINT_ETCD_USERNAME = "root" }
     assert.matches("cluster%-etcd%.lua:%d+: storage%.etcd: username and password go together", err)
+    _, err = load { CERTMAINT_ETCD_KEY_FILE = "/etc/etcd/node.key" }
+    assert.matches("cluster%-etcd%.lua:%d+: storage%.etcd: key_file needs cert_file", err)
     _, err = load { CERTMAINT_LOCK_WAIT = "a while" }
     assert.matches("cluster%-etcd%.lua:%d+: policy field \"lock_wait\": bad duration \"a while\"", err)
     _, err = load { CERTMAINT_HTTP01_LISTEN = "port 80" }
