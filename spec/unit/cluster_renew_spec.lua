@@ -170,6 +170,40 @@ describe("two instances on one storage", function()
       assert.equal(a:cert("a.test").serial, b:cert("a.test").serial)
     end)
 
+    it("a renewal that fails after its lock was lost reloads what the new holder committed", function()
+      local inner = testing.issuer { ca = ca, lifetime = "30d" }
+      local g = gated(inner)
+      g.closed = false
+      local a, b = pair({}, {}, { issuer_a = g })
+      clock:advance(21 * DAY)
+      local theirs
+      -- A stalls past the stale time; B takes the lock over, finishes A's
+      -- order for itself and commits; A's heartbeat then finds the lock lost,
+      -- and A's order fails (the certificate is for B's key)
+      g.during = function()
+        g.during = nil
+        clock:advance(b.storage.stale_after + 1)
+        local lock = assert(b.storage:try_lock(keys.lock_name("a.test")))
+        local issued = ca:issue { names = { "a.test" }, not_before = clock:now(), not_after = clock:now() + 30 * DAY }
+        local facts = assert(core.cert_parse(issued.cert_pem))
+        assert(certset.write(b.storage, b.engine:paths("a.test"), { crt = issued.cert_pem, key = issued.key_pem,
+          meta = certset.meta({ "a.test" }, "B", facts.serial, {}) }, lock))
+        theirs = { serial = facts.serial }
+        assert.equal(0, a.storage:refresh_locks()) -- A's heartbeat: lost
+        assert(b.storage:unlock(lock))
+        g.inner = { issue = function() return nil, { message = "issuer returned a certificate for another key" }, "mismatch" end }
+      end
+      local ta = a:tick("renew")
+      assert.is_table(theirs)
+      assert.equal(1, ta.reloaded)
+      assert.equal(0, ta.failed)
+      assert.equal(theirs.serial, a:cert("a.test").serial)
+      take()
+      assert.equal(1, grep(lines, "level=error event=lock_lost .*lock=issue_cert_a%.test"))
+      assert.equal(1, grep(lines, "level=error event=renewal_lock_lost .*name=a%.test"))
+      assert.equal(0, grep(lines, "event=renew_failed"))
+    end)
+
     it("a fenced commit is a lost lock: commit_fenced logged, the new holder's certificate reloaded", function()
       local inner = testing.issuer { ca = ca, lifetime = "30d" }
       local g = gated(inner)

@@ -31,18 +31,19 @@ sleep 1
 member_resume "$paused"
 echo "member $paused resumed (SIGCONT)"
 # Refused either at the commit (etcd's fenced txn: commit_fenced) or before
-# it: the heartbeat finds the lease gone (lock_lost) and the renewal fails
-# without writing (the new holder resumed the paused one's ACME order, so the
-# thawed member is handed a certificate for the new holder's key).
+# it: the heartbeat finds the lease gone (lock_lost) and the renewal, which
+# fails without writing (the new holder resumed the paused one's ACME order,
+# so the thawed member is handed a certificate for the new holder's key), is
+# taken as a lost lock (renewal_lock_lost): what the new holder stored is reloaded.
 refused() { grep -q "event=commit_fenced.*issue_cert_$name" "${MEMBER_LOG[$paused]}" ||
   { grep -q "event=lock_lost lock=issue_cert_$name" "${MEMBER_LOG[$paused]}" &&
-    grep -q "event=renew_failed .*name=$name" "${MEMBER_LOG[$paused]}"; }; }
-check "the thawed member is refused: commit_fenced, or lock_lost and its renewal failed" wait_for 40 refused
+    grep -q "event=renewal_lock_lost .*name=$name" "${MEMBER_LOG[$paused]}"; }; }
+check "the thawed member is refused: commit_fenced, or lock_lost and renewal_lock_lost" wait_for 40 refused
 if grep -q "event=commit_fenced" "${MEMBER_LOG[$paused]}"; then
   echo "FIGURE fence_refusal=commit_fenced"; grep "event=commit_fenced" "${MEMBER_LOG[$paused]}" | head -n 3 || true
 else
   echo "FIGURE fence_refusal=lock_lost_before_commit (commit_fenced not reached)"
-  grep -E "event=(lock_lost|renew_failed)" "${MEMBER_LOG[$paused]}" | head -n 3 || true
+  grep -E "event=(lock_lost|renewal_lock_lost)" "${MEMBER_LOG[$paused]}" | head -n 3 || true
 fi
 new_serial=""
 for i in "${others[@]}"; do

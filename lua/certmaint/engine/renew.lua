@@ -284,7 +284,10 @@ function M:renew_once(e, reason)
       end
     end
     local chain, ferr, fcode = self:obtain(e, lock)
-    if not chain and fcode == "fenced" then return self:lost_lock(e, lock, ferr) end
+    -- a failure after the heartbeat found the lock lost (this instance was
+    -- paused past the stale time; the new holder may have finished the order)
+    -- is a lost lock too: what the new holder committed is reloaded
+    if not chain and (fcode == "fenced" or lock.lost) then return self:lost_lock(e, lock, ferr, fcode ~= "fenced") end
     if not chain then return nil, ferr, fcode end
     local c, lerr, lcode = self:cache_put(e, chain)
     if not c then
@@ -300,13 +303,19 @@ function M:renew_once(e, reason)
   return result, cert, code
 end
 
---- The commit of e's new set was refused by its fence: another instance
+--- The commit of e's new set was refused by its fence, or the renewal failed
+-- after the heartbeat found its lock lost (not_fenced): another instance
 -- took the lock (this one paused or lost it past the stale time) and may have
--- committed a set of its own. Logged (commit_fenced); storage is read again
+-- committed a set of its own. Logged (commit_fenced, or renewal_lock_lost); storage is read again
 -- and what the new holder committed is reloaded. Returns "reloaded", cert |
 -- nil, err, "fenced" (nothing usable stored yet: the job retries).
-function M:lost_lock(e, lock, err)
-  self:log_fenced(lock, err, { name = e.primary })
+function M:lost_lock(e, lock, err, not_fenced)
+  if not_fenced then
+    log("error", "renewal_lock_lost", { name = e.primary, lock = lock.name, error = message_of(err),
+      action = "reading what the new holder stored" })
+  else
+    self:log_fenced(lock, err, { name = e.primary })
+  end
   local state, pem, stored, folder = self:read_stored(e)
   if state == "ok" and not (e.revoked and stored.hash == e.revoked.hash) then
     local current = e.id and self.cache:get(e.id, { pem = false })

@@ -352,6 +352,7 @@ function M.refresh_locks(backend)
         storage = backend:describe() })
     else
       backend.held[lk] = nil
+      lock.lost = true -- the work under it can tell (engine/renew.lua: reload, not fail)
       lost[#lost + 1] = lock.name
       core.log("error", "lock_lost", { lock = lock.name, owner = holder or "none",
         storage = backend:describe() })
