@@ -5,6 +5,7 @@
 #define CM_CHECK_H
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int check_passed, check_failed;
@@ -36,5 +37,36 @@ static int check_passed, check_failed;
 #define CHECK_DONE()                                                           \
     (printf("%d passed, %d failed\n", check_passed, check_failed),             \
      check_failed ? 1 : 0)
+
+
+/* A committed fixture file, NUL-terminated after its len bytes:
+ * $CERTMAINT_SOURCE_DIR/tests/fixtures/<dir>/<name> (the source tree's
+ * parent of build/ when unset).  A fixture that cannot be read ends the test
+ * binary with status 2: a test without its input proves nothing.  Leaked on
+ * purpose: the binary exits soon after. */
+struct blob {
+    char *data;
+    size_t len;
+};
+
+static inline struct blob check_fixture(const char *dir, const char *name)
+{
+    char path[1024];
+    const char *src = getenv("CERTMAINT_SOURCE_DIR");
+    struct blob b = {NULL, 0};
+    FILE *fp;
+    long n;
+    snprintf(path, sizeof path, "%s/tests/fixtures/%s/%s", src ? src : "..", dir, name);
+    if (!(fp = fopen(path, "rb"))) {
+        fprintf(stderr, "cannot open fixture %s\n", path);
+        exit(2);
+    }
+    if (fseek(fp, 0, SEEK_END) != 0 || (n = ftell(fp)) < 0 || fseek(fp, 0, SEEK_SET) != 0) exit(2);
+    if (!(b.data = malloc((size_t)n + 1)) || fread(b.data, 1, (size_t)n, fp) != (size_t)n) exit(2);
+    b.data[n] = '\0';
+    b.len = (size_t)n;
+    fclose(fp);
+    return b;
+}
 
 #endif

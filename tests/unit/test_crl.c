@@ -22,30 +22,7 @@
 #define NOW (T + 3600)
 #define DAY 86400LL
 
-struct blob {
-    char *data;
-    size_t len;
-};
-
-static struct blob fixture(const char *name)
-{
-    char path[1024];
-    const char *src = getenv("CERTMAINT_SOURCE_DIR");
-    struct blob b = {NULL, 0};
-    FILE *fp;
-    long n;
-    snprintf(path, sizeof path, "%s/tests/fixtures/ocsp/%s", src ? src : "..", name);
-    if (!(fp = fopen(path, "rb"))) {
-        fprintf(stderr, "cannot open fixture %s\n", path);
-        exit(2);
-    }
-    if (fseek(fp, 0, SEEK_END) != 0 || (n = ftell(fp)) < 0 || fseek(fp, 0, SEEK_SET) != 0) exit(2);
-    if (!(b.data = malloc((size_t)n + 1)) || fread(b.data, 1, (size_t)n, fp) != (size_t)n) exit(2);
-    b.data[n] = '\0';
-    b.len = (size_t)n;
-    fclose(fp);
-    return b;
-}
+static struct blob fixture(const char *name) { return check_fixture("ocsp", name); }
 
 static struct blob ca, ca_key, leaf, leaf_key, other;
 
