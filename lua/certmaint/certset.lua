@@ -92,13 +92,13 @@ function M.read(storage, set, names, opts)
 end
 
 --- Write a whole set as one commit. files = { crt=, key=, meta= }; fence is
--- the lock the writer holds. Returns true | nil, err, code ("fenced" when
--- another instance has taken the lock since).
-function M.write(storage, set, files, fence)
-  return storage:commit {
-    put = { [set.key] = files.key, [set.crt] = files.crt, [set.meta] = files.meta },
-    fence = fence,
-  }
+-- the lock the writer holds; deletes (optional) a list of keys removed in the
+-- same commit (the issuer's order state). Returns true | nil, err, code
+-- ("fenced" when another instance has taken the lock since).
+function M.write(storage, set, files, fence, deletes)
+  local tx = { put = { [set.key] = files.key, [set.crt] = files.crt, [set.meta] = files.meta }, fence = fence }
+  if deletes and #deletes > 0 then tx.delete = deletes end
+  return storage:commit(tx)
 end
 
 --- Finish whatever a crash cut short in storage (interrupted commits), once

@@ -15,6 +15,8 @@
 --   certmaint/state/<name>.json   a failing renewal's retry state (keys.state)
 --   certmaint/deploy/<name>.json  what was deployed where (keys.deploy)
 --   certmaint/acme/orders/<issuer>/<name>.json  an ACME order in flight (keys.acme_order)
+--   certmaint/acme/orders/<issuer>/<name>.key   the private key its CSR was made for,
+--                                 stored before finalize (keys.acme_order_key, 0600)
 --   certmaint/crl/<hash of the URL>.der  a CRL as downloaded, until its nextUpdate (keys.crl)
 --
 -- <name> is core.name_storage_key(name): the normalised name, "*" written
@@ -349,6 +351,16 @@ end
 function M.acme_order(issuer_key, name)
   check_issuer(issuer_key, "acme_order")
   return M.ACME_ORDERS_PREFIX .. "/" .. issuer_key .. "/" .. M.name_key(name) .. ".json"
+end
+
+--- keys.acme_order_key(issuer_key, name) -> "certmaint/acme/orders/<issuer>/<namekey>.key":
+-- the private key of the CSR the open order was finalized with, stored before
+-- finalize so that whoever resumes the order (after a crash, or another
+-- instance of a cluster) can take the certificate the CA issued for it
+-- instead of ordering a second one. A private key: 0600 in every backend.
+function M.acme_order_key(issuer_key, name)
+  check_issuer(issuer_key, "acme_order_key")
+  return M.ACME_ORDERS_PREFIX .. "/" .. issuer_key .. "/" .. M.name_key(name) .. ".key"
 end
 
 return M

@@ -88,6 +88,34 @@ describe("two instances on one storage", function()
   end
 
   describe("the renewal protocol", function()
+    it("beats as often as the storage's locks need: a 3 s stale time keeps a 10 s renewal's lock held", function()
+      local sa = testing.memory { stale_after = 3 }
+      local sb = testing.memory { share = sa, stale_after = 3 }
+      assert.equal(1.5, sa.heartbeat_interval) -- half of stale_after, under the usual 5 s
+      assert.equal(5, testing.memory().heartbeat_interval)
+      local inner = testing.issuer { ca = ca, lifetime = "30d" }
+      local g = gated(inner)
+      g.closed = false
+      local seen = {}
+      local a = testing.engine(certmaint.policy { certificates = { "a.test" }, storage = sa, issuer = g })
+      clock:advance(21 * DAY)
+      -- A's order takes 10 s; all along B finds the lock held, never stale
+      g.during = function()
+        g.during = nil
+        for _ = 1, 10 do
+          clock:advance(1)
+          loop.sleep(0) -- the heartbeat timer runs
+          local got, holder = sb:try_lock(keys.lock_name("a.test"))
+          seen[#seen + 1] = got and "taken" or tostring(holder and "held")
+          if got then sb:unlock(got) end
+        end
+      end
+      local ta = a:tick("renew")
+      assert.equal(1, ta.renewed)
+      assert.same({ "held", "held", "held", "held", "held", "held", "held", "held", "held", "held" }, seen)
+      assert.equal(0, grep(take(), "event=lock_lost"))
+    end)
+
     it("renews a name once: the other instance re-reads under the lock and reloads", function()
       local a, b, ia, ib = pair({}, {})
       assert.equal(1, ia.issued) -- A obtained at start-up

@@ -4,17 +4,26 @@
 -- preference, polling, finalize with the CSR, chain download (alternates
 -- with `preferred_chain`).
 --
---   order.obtain(s, req) -> { chain_pem =, order_url =, chains = n } | nil, err, code
+--   order.obtain(s, req) -> { chain_pem =, key_pem =, order_url =, chains = n,
+--                             commit_deletes = { keys } } | nil, err, code
 --     s   = { client =, account =, solvers = (challenges.build's list), storage =,
 --             issuer_key =, poll_timeout = seconds, max_poll_interval = seconds }
---     req = { names = {...}, csr_pem =, replaces =, profile =, preferred_chain = }
+--     req = { names = {...}, csr_pem =, key_pem = (the CSR's key), replaces =,
+--             profile =, preferred_chain = }
 --
 -- Order state: while an order is open its URL is kept in storage under
 --   certmaint/acme/orders/<issuer>/<name>.json  (keys.acme_order)
 -- so a restart in the middle resumes it (same names, same account, not yet
--- expired or invalid) instead of opening a second order. An order already
--- finalized with the previous run's CSR cannot be used (its key is gone): then
--- a new order is made, whose authorizations the CA normally reuses.
+-- expired or invalid) instead of opening a second order. Before finalize the
+-- CSR's private key is stored beside it (<name>.key, keys.acme_order_key,
+-- 0600): an order the CA finalized, or even issued, before the process died
+-- is then finished by whoever resumes it (a restart, another instance of a
+-- cluster), with that key (returned as key_pem), instead of issuing twice.
+-- Both stay in storage until the caller has stored the certificate: they are
+-- returned as commit_deletes for the caller to delete in the same commit, so
+-- no crash point between the CA issuing and the certificate being stored
+-- loses the certificate. A finalized order whose key is not stored (req
+-- without key_pem) cannot be resumed: a new order is made then.
 --
 -- Polling adapts: the first wait is FIRST_POLL seconds and doubles up to
 -- max_poll_interval; a Retry-After from the CA replaces the computed wait.
@@ -116,12 +125,17 @@ end
 
 local function drop_record(s, key)
   s.storage:delete(key)
+  s.storage:delete((key:gsub("%.json$", ".key")))
 end
 
+-- the stored key of the order whose record is at rkey (keys.acme_order_key)
+local function key_of(rkey) return (rkey:gsub("%.json$", ".key")) end
+
 -- The stored order for req, fetched again, when it can still be used:
--- o, url | nil, why (not usable: a new order is needed) | nil, err, code,
--- true when the CA could not be asked (keep the record for the next attempt).
-local function resume(s, req, rec)
+-- o, url, key_pem (of an order already finalized) | nil, why (not usable: a
+-- new order is needed) | nil, err, code, true when the CA could not be asked
+-- or storage not read (keep the record for the next attempt).
+local function resume(s, req, rec, rkey)
   if not same_names(rec.names, req.names) then return nil, "other names" end
   if rec.account ~= s.account.url then return nil, "another account" end
   local resp, err, code = s.client:post_as_get(rec.url, s.account.signer, s.account.url)
@@ -131,8 +145,15 @@ local function resume(s, req, rec)
   end
   local o = resp.json
   if type(o) ~= "table" then return nil, "not an order" end
-  if o.status ~= "pending" and o.status ~= "ready" then return nil, "status " .. tostring(o.status) end
-  return o, rec.url
+  if o.status == "pending" or o.status == "ready" then return o, rec.url end
+  if o.status ~= "processing" and o.status ~= "valid" then return nil, "status " .. tostring(o.status) end
+  -- finalized: usable only with the key its CSR was made for
+  local key, kerr, kcode = s.storage:load(key_of(rkey))
+  if not key then
+    if kcode ~= "ENOENT" and kcode ~= nil then return nil, kerr, kcode, true end
+    return nil, "status " .. o.status .. " and the CSR's key is not stored"
+  end
+  return o, rec.url, key
 end
 
 local function new_order(s, req)
@@ -331,13 +352,15 @@ end
 function M.obtain(s, req)
   local primary = req.names[1]
   local rec, rkey = load_record(s, primary)
-  local o, url
+  local o, url, key
   if rec then
-    local code, unreachable
-    o, url, code, unreachable = resume(s, req, rec)
+    local unreachable
+    o, url, key, unreachable = resume(s, req, rec, rkey)
     if o then
       core.log("info", "acme_order_resumed", { name = primary, order = url, status = o.status })
+      if type(key) ~= "string" then key = nil end
     elseif unreachable then
+      local code = key
       return nil, url, code
     else
       core.log("info", "acme_order_not_resumed", { name = primary, order = rec.url, why = url })
@@ -349,13 +372,18 @@ function M.obtain(s, req)
     o, url, code = new_order(s, req)
     if not o then return nil, url, code end
   end
-  return M.continue(s, req, o, url, rkey)
+  return M.continue(s, req, o, url, rkey, key)
 end
 
-function M.continue(s, req, o, url, rkey)
+-- key_pem: the stored key of a resumed order already finalized (else req.key_pem)
+function M.continue(s, req, o, url, rkey, key_pem)
   local primary = req.names[1]
-  store_record(s, rkey, { url = url, names = json_array({ table.unpack(req.names) }), account = s.account.url,
-    created = core.now(), expires = o.expires })
+  key_pem = key_pem or req.key_pem
+  local kkey = key_of(rkey)
+  if o.status == "pending" or o.status == "ready" then
+    store_record(s, rkey, { url = url, names = json_array({ table.unpack(req.names) }), account = s.account.url,
+      created = core.now(), expires = o.expires })
+  end
   local ok, err, code
   if o.status == "pending" then
     local dead
@@ -374,6 +402,15 @@ function M.continue(s, req, o, url, rkey)
     local csr
     csr, err = M.csr_b64u(req.csr_pem)
     if not csr then return nil, failure(err, "acme:badCSR", true) end
+    if req.key_pem then
+      -- whoever resumes a finalized order needs this key: no finalize unless it is stored
+      ok, err, code = s.storage:store(kkey, req.key_pem)
+      if not ok then
+        return nil, failure(string.format("the order for %s is not finalized: its key could not be stored at %s: %s",
+          primary, kkey, tostring(type(err) == "table" and err.message or err)), code or "storage", false)
+      end
+    end
+    key_pem = req.key_pem
     local resp
     resp, err, code = s.client:post(o.finalize, encode({ csr = csr }), s.account.signer, s.account.url)
     if not resp then
@@ -396,8 +433,14 @@ function M.continue(s, req, o, url, rkey)
   local pem, chains
   pem, chains, code = download(s, o.certificate, req.preferred_chain)
   if not pem then return nil, chains, code end
-  drop_record(s, rkey)
-  return { chain_pem = pem, order_url = url, certificate_url = o.certificate, chains = chains }
+  if key_pem and not core.key_matches(pem, key_pem) then
+    -- a stored key of another attempt: this certificate can never be used
+    drop_record(s, rkey)
+    return nil, failure(string.format("the certificate of the order for %s at %s is not for the stored key %s",
+      primary, url, kkey), "mismatch", false)
+  end
+  return { chain_pem = pem, key_pem = key_pem, order_url = url, certificate_url = o.certificate, chains = chains,
+    commit_deletes = { rkey, kkey } }
 end
 
 return M

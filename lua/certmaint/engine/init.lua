@@ -358,7 +358,8 @@ function Engine:release_lock(lock)
   return self.storage:unlock(lock)
 end
 
---- Keep this instance's storage locks fresh (every LOCK_HEARTBEAT seconds)
+--- Keep this instance's storage locks fresh (every storage.heartbeat_interval
+-- seconds: shorter than 5 s when its locks go stale sooner; else LOCK_HEARTBEAT)
 -- while it holds any, so no other instance takes them for stale. With none
 -- held it waits on lock_event: an idle daemon does not wake for it.
 function Engine:ensure_heartbeat()
@@ -368,7 +369,7 @@ function Engine:ensure_heartbeat()
       if self.locks_held == 0 then
         self.lock_event:wait()
       else
-        loop.sleep(M.LOCK_HEARTBEAT)
+        loop.sleep(self.storage.heartbeat_interval or M.LOCK_HEARTBEAT)
         local ok, err = pcall(self.storage.refresh_locks, self.storage)
         if not ok then log("error", "lock_heartbeat_failed", { error = err }) end
       end

@@ -195,7 +195,7 @@ function M:obtain(e, lock)
     else
       if wait then e.issuer_wait[iss] = nil end
       -- replaces names a certificate of this CA only: another one would refuse it
-      local req = { names = e.names, csr_pem = csr, key_type = e.key_type, profile = profile,
+      local req = { names = e.names, csr_pem = csr, key_pem = key, key_type = e.key_type, profile = profile,
         replaces = (folder == own) and replaces or nil }
       -- a member that raises is a failed member: the next one is still asked
       local called, res, ierr, icode = pcall(iss.issue, iss, req, { storage = self.storage, now = now, hooks = self.hooks })
@@ -239,11 +239,30 @@ function M:obtain(e, lock)
   }, last_code or "waiting"
 end
 
---- Store what issuer `iss` returned for e under its folder, as one commit.
--- Returns chain_pem, facts | nil, err, code.
+--- Store what issuer `iss` returned for e under its folder, as one commit
+-- that also deletes the issuer's res.commit_deletes (its order state). The
+-- key is res.key_pem when the issuer says the certificate is for another one
+-- (an order finished after a crash). Returns chain_pem, facts | nil, err, code.
 function M:store_issued(e, lock, iss, folder, key, res)
   if type(res) ~= "table" or type(res.chain_pem) ~= "string" then
     return nil, { message = issuers.describe(iss) .. " returned no chain_pem" }, "issuer"
+  end
+  if res.key_pem ~= nil then
+    if type(res.key_pem) ~= "string" then
+      return nil, { message = issuers.describe(iss) .. " returned a key_pem that is not a string" }, "issuer"
+    end
+    key = res.key_pem
+  end
+  local deletes = res.commit_deletes
+  if deletes ~= nil then
+    local bad = type(deletes) ~= "table"
+    for i, k in ipairs(bad and {} or deletes) do
+      if type(k) ~= "string" or k == "" then bad = i end
+    end
+    if bad then
+      return nil, { message = issuers.describe(iss) .. " returned commit_deletes that is not a list of storage keys" },
+        "issuer"
+    end
   end
   local facts, err, code = core.cert_parse(res.chain_pem)
   if not facts then return nil, { message = "issuer returned an unusable certificate: " .. err }, code end
@@ -257,7 +276,7 @@ function M:store_issued(e, lock, iss, folder, key, res)
       { key_type = e.key_type,
         -- certmagic keeps the ACME certificate URL as issuer_data.url
         issuer_data = res.issuer_data or (type(res.certificate_url) == "string" and { url = res.certificate_url } or nil) }),
-  }, lock)
+  }, lock, deletes)
   if not ok then return nil, err, code end
   self:set_folder(e, folder)
   return res.chain_pem, facts

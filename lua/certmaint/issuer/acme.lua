@@ -158,12 +158,16 @@ function Acme:session(ctx, acct)
     issuer_key = self.issuer_key, poll_timeout = self.poll_timeout, max_poll_interval = self.max_poll_interval }
 end
 
---- Obtain a certificate (see certmaint.issuer): req.names, req.csr_pem.
+--- Obtain a certificate (see certmaint.issuer): req.names, req.csr_pem and
+-- req.key_pem (the CSR's key: stored with the order before finalize so that
+-- a resumer can finish it). The answer's key_pem is the key the certificate
+-- is for (another attempt's, for an order resumed after finalize), and its
+-- commit_deletes the order's state, to delete in the commit that stores it.
 function Acme:issue(req, ctx)
   local acct, err, code = self:account(ctx.storage)
   if not acct then return nil, err, code end
   local r = {
-    names = req.names, csr_pem = req.csr_pem, replaces = req.replaces,
+    names = req.names, csr_pem = req.csr_pem, key_pem = req.key_pem, replaces = req.replaces,
     profile = req.profile or self.profile, preferred_chain = req.preferred_chain or self.preferred_chain,
   }
   local res
@@ -178,8 +182,8 @@ function Acme:issue(req, ctx)
   end
   if not res then return nil, err, code end
   local facts = core.cert_parse(res.chain_pem)
-  return { chain_pem = res.chain_pem, serial = facts and facts.serial, order_url = res.order_url,
-    certificate_url = res.certificate_url }
+  return { chain_pem = res.chain_pem, key_pem = res.key_pem, serial = facts and facts.serial,
+    order_url = res.order_url, certificate_url = res.certificate_url, commit_deletes = res.commit_deletes }
 end
 
 local function cert_pem(cert)

@@ -3,13 +3,18 @@
 --   issuer = certmaint.issuer.internal { lifetime = "7d" }
 --
 -- An issuer is an object (a table or userdata) with
---   issuer:issue(req, ctx) -> { chain_pem = "..." } | nil, err, code      (required)
---     req = { names = {...}, csr_pem = "...", key_type = "p256",
+--   issuer:issue(req, ctx) -> { chain_pem = "..." [, key_pem =, commit_deletes =] } | nil, err, code
+--                                                                        (required)
+--     req = { names = {...}, csr_pem = "...", key_pem = "..." (the CSR's key), key_type = "p256",
 --             profile = "..." | nil,        (the policy's `profile`: ACME profiles extension)
 --             replaces = "<ARI cert ID>" | nil, (RFC 9773: the certificate this one replaces,
 --                                           only when it came from this issuer)
 --             preferred_chain = ... | nil }
 --     ctx = { storage = backend, now = unix seconds }
+--     The answer's key_pem (optional) says the certificate is for another key than
+--     req.key_pem (an order finished after a crash, made with the earlier attempt's
+--     key); commit_deletes (optional) lists storage keys the engine deletes in the
+--     very commit that stores the certificate (the issuer's state for the order).
 --     err may be a table { message = ..., final = true } for errors not worth retrying,
 --     with `retry_after` (absolute Unix time) when the CA said when to come back
 --   issuer:revoke(cert, ctx) -> true | nil, err, code                      (optional: `certmaint revoke`;

@@ -32,6 +32,16 @@ local M = {}
 M.HEARTBEAT_INTERVAL = 5
 M.STALE_AFTER = 10
 M.POLL_INTERVAL = 1
+
+--- Seconds between refresh_locks for a backend whose held locks can be taken
+-- (stale, or their lease expired) after `limit` seconds: the usual 5 s, or
+-- half the limit when that is shorter, so a held lock gets two beats before
+-- anyone may take it, as certmagic's 5 s in 10 s (the engine reads
+-- backend.heartbeat_interval).
+function M.heartbeat_for(limit) return math.min(M.HEARTBEAT_INTERVAL, limit / 2) end
+
+--- A schema check (options.check) for durations that must be positive.
+function M.more_than_zero(v) return v > 0, "must be more than 0 seconds" end
 M.READ_MAX = 16 * 1024 * 1024 -- bound on one value: certificates, keys, staples
 M.KEY_MAX = 1024
 

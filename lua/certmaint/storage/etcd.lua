@@ -20,7 +20,8 @@
 -- directory while some key "a/b/..." exists.
 --
 -- Locks.  Each instance holds one lease (granted with lock_ttl, kept alive by
--- refresh_locks, the engine's 5 s heartbeat); every lock it takes is bound to
+-- refresh_locks, the engine's heartbeat: every 5 s, or lock_ttl / 2 when that
+-- is shorter: heartbeat_interval); every lock it takes is bound to
 -- it, so a crashed instance's locks vanish with its lease.  A grant is one
 -- txn "create_revision(lock) == 0 -> put lock"; its fencing token is the
 -- txn's revision, which is also the lock key's mod_revision: etcd's
@@ -74,7 +75,7 @@ local SCHEMA = {
   lock_ttl = { type = "duration", default = 30, check = function(v)
     return v >= 2 and math.floor(v) == v, "must be a whole number of seconds, at least 2"
   end },
-  stale_after = { type = "duration" },
+  stale_after = { type = "duration", check = common.more_than_zero },
   timeout = { type = "duration", default = 10, check = function(v) return v > 0, "must be more than 0" end },
   poll_interval = { type = "duration", default = common.POLL_INTERVAL,
     check = function(v) return v > 0, "must be more than 0" end },
@@ -107,6 +108,8 @@ function M.new(opts)
     key_file = o.key_file,
     lock_ttl = o.lock_ttl,
     stale_after = o.stale_after or 2 * o.lock_ttl,
+    -- the lease must be kept alive well within lock_ttl: a short TTL beats faster
+    heartbeat_interval = common.heartbeat_for(math.min(o.lock_ttl, o.stale_after or 2 * o.lock_ttl)),
     timeout = o.timeout,
     poll_interval = o.poll_interval,
     max_bytes = o.max_bytes,

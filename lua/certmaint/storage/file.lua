@@ -63,7 +63,7 @@ end
 local SCHEMA = {
   root = { type = "string", required = true,
     check = function(v) return v ~= "", "must not be empty" end },
-  stale_after = { type = "duration", default = common.STALE_AFTER },
+  stale_after = { type = "duration", default = common.STALE_AFTER, check = common.more_than_zero },
   poll_interval = { type = "duration", default = common.POLL_INTERVAL,
     check = function(v) return v > 0, "must be more than 0" end },
   file_mode = { type = "string", default = "0600", check = octal },
@@ -82,6 +82,7 @@ function M.new(opts)
   return setmetatable({
     root = root,
     stale_after = o.stale_after,
+    heartbeat_interval = common.heartbeat_for(o.stale_after),
     poll_interval = o.poll_interval,
     file_mode = o.file_mode,
     dir_mode = o.dir_mode,

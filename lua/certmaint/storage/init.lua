@@ -44,7 +44,9 @@
 --        busy lock fails at once with "locked".  Not re-entrant.
 --   try_lock(name)             -> lock | false, holder | nil, err, code (one attempt)
 --   unlock(lock_or_name)       -> true | nil, err, "notheld"|code
---   refresh_locks()            -> refreshed, lost_names (the heartbeat, every 5 s)
+--   refresh_locks()            -> refreshed, lost_names (the heartbeat: every
+--                                 backend.heartbeat_interval seconds, a field,
+--                                 5 s when the backend has none)
 --   commit{put = {[key] = value}, delete = {key, ...}, fence = lock}
 --                              -> true | nil, err, "fenced"|code: all of it or
 --        none of it (after recover(), even across a crash); "fenced" when fence

@@ -28,7 +28,7 @@ common.install(Memory) -- lock, try_lock, unlock, refresh_locks, recover, load_i
 local SCHEMA = {
   share = { type = "table",
     check = function(v) return getmetatable(v) == Memory, "must be a memory storage" end },
-  stale_after = { type = "duration", default = common.STALE_AFTER },
+  stale_after = { type = "duration", default = common.STALE_AFTER, check = common.more_than_zero },
   poll_interval = { type = "duration", default = common.POLL_INTERVAL,
     check = function(v) return v > 0, "must be more than 0" end },
   max_bytes = { type = "number", default = common.READ_MAX,
@@ -44,6 +44,7 @@ function M.new(opts)
   return setmetatable({
     state = o.share and o.share.state or { files = {}, dirs = {}, locks = {}, tokens = {}, journal = {} },
     stale_after = o.stale_after,
+    heartbeat_interval = common.heartbeat_for(o.stale_after),
     poll_interval = o.poll_interval,
     max_bytes = o.max_bytes,
     owner = common.new_owner(),

@@ -67,7 +67,11 @@ describe("acme flow", function()
     assert.same({ "mailto:ops@example.test" }, { table.unpack(reg.contact) })
     assert.is_true(reg.termsOfServiceAgreed)
     assert.truthy(core.jws_signer(assert(storage:load(files.private_key))))
-    assert.is_nil(storage:load(keys.acme_order(iss.issuer_key, "a.example.test")))
+    -- the order's state stays until the caller stores the certificate: it is
+    -- handed back for the caller's commit to delete
+    local rkey = keys.acme_order(iss.issuer_key, "a.example.test")
+    assert.truthy(storage:load(rkey))
+    assert.same({ rkey, keys.acme_order_key(iss.issuer_key, "a.example.test") }, res.commit_deletes)
   end)
 
   it("registers one account for many orders at once and shares the nonce pool", function()
@@ -184,6 +188,106 @@ describe("acme flow", function()
     local found = false
     for _, l in ipairs(logs()) do if l:find("event=acme_order_resumed", 1, true) then found = true end end
     assert.is_true(found)
+  end)
+
+  describe("an order the CA finalized before the process died", function()
+    -- the process "dies" once the CA has issued: the certificate cannot be downloaded
+    local function die_after_issuance(ca)
+      local handle = ca.handle
+      ca.handle = function(self, req)
+        if req.url:find("/cert/", 1, true) then return nil, "connection refused", "connect" end
+        return handle(self, req)
+      end
+      return function() ca.handle = handle end
+    end
+
+    -- res, key (the CSR's), err, code
+    local function issue_with_key(iss, storage, names)
+      local csr, key = csr_for(names)
+      local res, err, code = run(function()
+        return iss:issue({ names = names, csr_pem = csr, key_pem = key }, { storage = storage })
+      end)
+      return res, key, err, code
+    end
+
+    it("is finished by the next attempt with the stored key: no second order, no second issuance", function()
+      local iss, ca, storage = setup()
+      local revive = die_after_issuance(ca)
+      local res, first_key = issue_with_key(iss, storage, { "f.example.test" })
+      assert.is_nil(res)
+      assert.equal(1, ca.issued)
+      local kkey = keys.acme_order_key(iss.issuer_key, "f.example.test")
+      assert.equal(first_key, storage:load(kkey))
+      assert.is_true(require("certmaint.storage.common").is_private(kkey)) -- 0600 in every backend
+      revive()
+      -- the next attempt (a restart, another cluster member) comes with a new key
+      local again, second_key = issue_with_key(iss, storage, { "f.example.test" })
+      assert.truthy(again)
+      assert.are_not.equal(first_key, second_key)
+      assert.equal(1, ca.counts["new-order"])
+      assert.equal(1, ca.issued)
+      assert.equal(first_key, again.key_pem)
+      assert.is_true(core.key_matches(again.chain_pem, again.key_pem))
+      assert.same({ keys.acme_order(iss.issuer_key, "f.example.test"), kkey }, again.commit_deletes)
+      local resumed = false
+      for _, l in ipairs(logs()) do
+        if l:find("event=acme_order_resumed", 1, true) and l:find("status=valid", 1, true) then resumed = true end
+      end
+      assert.is_true(resumed)
+    end)
+
+    it("is not resumed when its key was not stored (no key_pem given): a new order", function()
+      local iss, ca, storage = setup()
+      local revive = die_after_issuance(ca)
+      assert.is_nil(issue(iss, storage, { "g.example.test" }))
+      revive()
+      local again = assert(issue(iss, storage, { "g.example.test" }))
+      assert.equal(2, ca.counts["new-order"])
+      assert.equal(2, ca.issued)
+      assert.is_nil(again.key_pem)
+      local why = false
+      for _, l in ipairs(logs()) do
+        if l:find("event=acme_order_not_resumed", 1, true) and l:find("key is not stored", 1, true) then why = true end
+      end
+      assert.is_true(why)
+    end)
+
+    it("is never finalized when the key cannot be stored, and says where", function()
+      local iss, ca, storage = setup()
+      local store = storage.store
+      storage.store = function(self, key, value, o)
+        if key:match("%.key$") and key:find("orders", 1, true) then return nil, "disk full", "ENOSPC" end
+        return store(self, key, value, o)
+      end
+      local res, _, err, code = issue_with_key(iss, storage, { "h.example.test" })
+      storage.store = store
+      assert.is_nil(res)
+      assert.equal(0, ca.issued or 0)
+      assert.equal("ENOSPC", code)
+      assert.is_false(err.final)
+      assert.truthy(err.message:find("not finalized", 1, true), err.message)
+      assert.truthy(err.message:find(keys.acme_order_key(iss.issuer_key, "h.example.test"), 1, true), err.message)
+    end)
+
+    it("with a stored key that is not the certificate's: dropped, named, a new order next", function()
+      local iss, ca, storage = setup()
+      local revive = die_after_issuance(ca)
+      assert.is_nil((issue_with_key(iss, storage, { "m.example.test" })))
+      revive()
+      local kkey = keys.acme_order_key(iss.issuer_key, "m.example.test")
+      assert(storage:store(kkey, (assert(core.key_generate("p256")))))
+      local res, err, code = run(function()
+        local names = { "m.example.test" }
+        return iss:issue({ names = names, csr_pem = (csr_for(names)) }, { storage = storage })
+      end)
+      assert.is_nil(res)
+      assert.equal("mismatch", code)
+      assert.truthy(err.message:find(kkey, 1, true), err.message)
+      assert.is_nil(storage:load(kkey))
+      assert.is_nil(storage:load(keys.acme_order(iss.issuer_key, "m.example.test")))
+      assert.truthy(issue_with_key(iss, storage, { "m.example.test" }))
+      assert.equal(2, ca.counts["new-order"])
+    end)
   end)
 
   it("registers again with the same key when the CA forgot the account (a restarted test CA)", function()

@@ -60,6 +60,11 @@ describe("etcd storage", function()
     local s = etcd.new { endpoints = { server.url }, lock_ttl = "1m", timeout = "3s" }
     assert.equal(60, s.lock_ttl)
     assert.equal(120, s.stale_after) -- 2 x lock_ttl: the lease frees a lock first
+    assert.equal(5, s.heartbeat_interval)
+    -- a short lease is kept alive twice per TTL, not every 5 s (it would expire between beats)
+    assert.equal(1, etcd.new { endpoints = { server.url }, lock_ttl = "2s" }.heartbeat_interval)
+    assert.equal(2, etcd.new { endpoints = { server.url }, lock_ttl = "30s", stale_after = "4s" }.heartbeat_interval)
+    assert.has_error(function() etcd.new { endpoints = { server.url }, stale_after = 0 } end)
     assert.equal(3, s.timeout)
     assert.equal("etcd:" .. server.url .. "/certmaint", s:describe())
   end)
