@@ -97,4 +97,26 @@ describe("two instances on one etcd", function()
     assert.equal(theirs.serial, stored.serial)
     assert.equal(1, grep(logs(), "level=error event=commit_fenced .*lock=issue_cert_a%.test .*token=%d+"))
   end)
+
+  it("revokes its lease on shutdown: a lock it held is free for the other instance at once", function()
+    local a = engine(sa)
+    assert.truthy(sa:lock("held_at_shutdown.test"))
+    assert.falsy((sb:try_lock("held_at_shutdown.test")))
+    a:shutdown()
+    -- the lease (lock_ttl 30 s) was revoked, not left to run out
+    assert.truthy(sb:try_lock("held_at_shutdown.test"))
+    assert.equal(0, grep(logs(), "storage_close_failed"))
+    sb:unlock("held_at_shutdown.test")
+  end)
+
+  it("logs a storage close that fails and stops all the same", function()
+    local a = engine(sa)
+    local real_close = sa.close
+    sa.close = function() return nil, "etcd: connection refused", "connect" end
+    a:shutdown()
+    sa.close = real_close
+    local lines = logs()
+    assert.equal(1, grep(lines, "storage_close_failed.*connection refused"))
+    assert.equal(1, grep(lines, "event=stopped"))
+  end)
 end)

@@ -37,6 +37,7 @@ Engine.__index = Engine
 
 M.LOCK_HEARTBEAT = 5        -- seconds between lock refreshes (certmagic: 5 s)
 M.SHUTDOWN_GRACE = 60       -- seconds in-flight jobs get to finish on SIGTERM
+M.CLOSE_GRACE = 10          -- seconds storage:close() gets on shutdown (etcd: revoke leases)
 M.iso = rfc3339.iso
 
 local function log(level, event, fields) core.log(level, event, fields or {}) end
@@ -437,6 +438,26 @@ function Engine:run()
   self:shutdown()
 end
 
+--- Give the storage its close() (optional in the contract) once the jobs
+-- are done: etcd revokes this instance's leases, so its locks go now rather
+-- than lock_ttl later and a peer takes over the names at once. Bounded by
+-- CLOSE_GRACE; a failure is logged, never raised (the locks still expire).
+function Engine:close_storage()
+  local storage = self.storage
+  if type(storage) ~= "table" or type(storage.close) ~= "function" then return end
+  local task = loop.spawn_named("storage:close", function() return storage:close() end)
+  loop.run_until(function() return task.done end, { timeout = M.CLOSE_GRACE })
+  local err
+  if not task.done then
+    err = "did not finish in " .. M.CLOSE_GRACE .. " s"
+  elseif not task.ok then
+    err = tostring(task.error)
+  elseif not task.results[1] then
+    err = tostring(task.results[2])
+  end
+  if err then log("warn", "storage_close_failed", { storage = storage.describe and storage:describe() or "?", error = err }) end
+end
+
 --- Stop cleanly: no new jobs, in-flight jobs get SHUTDOWN_GRACE to finish
 -- (their writes and unlocks complete), then the loop is cleared. A job still
 -- waiting for a busy storage lock holds nothing and has written nothing, so
@@ -452,6 +473,7 @@ function Engine:shutdown()
     end
     return running <= self.lock_waiters
   end, { timeout = M.SHUTDOWN_GRACE })
+  self:close_storage()
   log("info", "stopped", {})
   core.watch_stopping(false)
   loop.reset()

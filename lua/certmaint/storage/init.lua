@@ -55,6 +55,9 @@
 --   recover()                  -> rolled_forward, discarded | nil, err, code:
 --        finish what a crash left of commits (cheap when nothing is pending)
 --   describe()                 -> "file:/var/lib/certmaint", "memory:1", ...
+--   close()                    -> true | nil, err, code (optional): give up what
+--        the instance holds; the daemon calls it once on shutdown, after the
+--        jobs (etcd revokes its leases, so a peer takes the names at once)
 --   check_root(create)         -> true, created | nil, err, code  (optional: backends
 --        with a root that can be missing; file's says "storage root X does not
 --        exist", "ENOENT", or makes it when create is true)
