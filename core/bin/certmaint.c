@@ -1,4 +1,7 @@
 /* certmaint.c - the executable: one lua_State running lua/certmaint/cli.lua.
+ * Built a second time as certmaint-bench with CM_ENTRY_MODULE "certmaint.bench"
+ * (and CM_WITH_BENCHGEN: the benchmark tree generator preloaded), so the
+ * benchmark runs the very same embedded modules the daemon does.
  *
  * Host setup runs inside a protected C function (lua.c's pmain), so even an
  * out-of-memory during start-up is reported, not fatal.  The Lua side
@@ -17,6 +20,13 @@
 #include <string.h>
 
 #include "lcore.h"
+
+#ifndef CM_ENTRY_MODULE
+#define CM_ENTRY_MODULE "certmaint.cli"
+#endif
+#ifdef CM_WITH_BENCHGEN
+int luaopen_certmaint_benchgen(lua_State *L);
+#endif
 
 #define DEFAULT_MEMORY_MAX ((size_t)4 << 30) /* 4 GiB: ~2 KiB of Lua heap a certificate (bench/README.md) */
 
@@ -72,6 +82,10 @@ static int pmain(lua_State *L)
     lua_getfield(L, -1, "preload");
     lua_pushcfunction(L, luaopen_certmaint_core);
     lua_setfield(L, -2, "certmaint.core");
+#ifdef CM_WITH_BENCHGEN
+    lua_pushcfunction(L, luaopen_certmaint_benchgen);
+    lua_setfield(L, -2, "certmaint.benchgen");
+#endif
     lua_pop(L, 1);
     lua_getfield(L, -1, "searchers");
     for (i = (int)luaL_len(L, -1); i >= 2; i--) {
@@ -91,7 +105,7 @@ static int pmain(lua_State *L)
     lua_setglobal(L, "arg");
 
     lua_getglobal(L, "require");
-    lua_pushliteral(L, "certmaint.cli");
+    lua_pushliteral(L, CM_ENTRY_MODULE);
     lua_call(L, 1, 1);
     lua_getfield(L, -1, "main");
     lua_createtable(L, argc, 0);

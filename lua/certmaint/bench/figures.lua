@@ -1,0 +1,310 @@
+--- certmaint.bench.figures: the figures of certmaint-bench, each through the
+-- daemon's own code (certmaint.bench has the command line).
+--
+-- One engine per issuer folder of the tree (certificates/<issuer>/), with the
+-- file storage at the tree, an issuer that fails at once and a responder that
+-- fails at once (no CA, no network: what is timed is certmaint's own work).
+-- Figures run in this order whatever order they are asked in, each on what
+-- the ones before it left (as a daemon's first minutes would):
+--   load          engine.new + load_all: every certificate read, parsed
+--                 (chain, metadata; the key's presence checked, as start-up does) and cached
+--   load_staples  a fresh load, plus start-up's OCSP pass attaching each
+--                 certificate's stored staple (read, parsed, verified)
+--   scan_due      one renew pass finding the due ones; their jobs run to their
+--                 end against the failing issuer (each failure recorded)
+--   scan          one renew pass with nothing due (the due ones are waiting to
+--                 retry, as in a daemon's steady state)
+--   ocsp          parse + verify one stored DER response per certificate against its issuer
+--   ocsp_noverify the same without the signature check
+--   clean         the clean pass deleting expired certificates (no grace), on a
+--                 hard-linked copy of the tree; N = certificates stored
+--   clean_ocsp    the clean pass deleting stale staples only; N = staples stored
+local core = require "certmaint.core"
+local loop = require "certmaint.loop"
+local keys = require "certmaint.keys"
+local measure = require "certmaint.bench.measure"
+local lfs = require "lfs"
+
+local M = {}
+
+M.ORDER = { "load", "load_staples", "scan_due", "scan", "ocsp", "ocsp_noverify", "clean", "clean_ocsp" }
+
+local function say(fmt, ...) io.stderr:write(("certmaint-bench: " .. fmt .. "\n"):format(...)) end
+
+-- ---- the tree ------------------------------------------------------------------
+
+--- The issuer folders under dir/certificates and, per folder, the names of its
+-- sites (a site folder holding <site>.crt; certmagic writes "*." as "wildcard_.").
+-- -> list of { issuer_key =, names = } | nil, err
+function M.scan_tree(dir)
+  local root = dir .. "/" .. keys.CERTS_PREFIX
+  if lfs.attributes(root, "mode") ~= "directory" then
+    return nil, dir .. ": no certificates/ folder here (not a storage tree in certmagic's file layout)"
+  end
+  local folders = {}
+  for issuer in lfs.dir(root) do
+    local idir = root .. "/" .. issuer
+    if issuer:sub(1, 1) ~= "." and lfs.attributes(idir, "mode") == "directory" then
+      local names = {}
+      for site in lfs.dir(idir) do
+        if site:sub(1, 1) ~= "." and lfs.attributes(("%s/%s/%s.crt"):format(idir, site, site), "mode") == "file" then
+          names[#names + 1] = (site:gsub("^wildcard_%.", "*."))
+        end
+      end
+      table.sort(names)
+      if #names > 0 then folders[#folders + 1] = { issuer_key = issuer, names = names } end
+    end
+  end
+  table.sort(folders, function(a, b) return a.issuer_key < b.issuer_key end)
+  if #folders == 0 then return nil, root .. ": no certificates in it (<issuer>/<name>/<name>.crt)" end
+  return folders
+end
+
+--- The stored staples (keys under ocsp/) of the tree.
+local function staple_keys(storage)
+  return storage:list(keys.OCSP_PREFIX, true) or {}
+end
+
+-- ---- the stand-ins for the CA and the responder ---------------------------------
+
+local function failing_issuer(issuer_key)
+  return {
+    issue = function() return nil, "certmaint-bench: the issuer fails at once", "bench" end,
+    storage_key = function() return issuer_key end,
+    describe = function() return "certmaint-bench failing issuer (" .. issuer_key .. ")" end,
+  }
+end
+
+local FAILING_RESPONDER = {
+  ocsp = function() return nil, "certmaint-bench: the responder fails at once", "bench" end,
+  crl = function() return nil, "certmaint-bench: the CRL server fails at once", "bench" end,
+}
+
+--- The policy of one issuer folder (names: the folder's unless given).
+function M.policy(dir, folder, opts)
+  local certmaint = require "certmaint"
+  opts = opts or {}
+  return certmaint.policy {
+    certificates = opts.names or folder.names,
+    storage = certmaint.storage.file { root = dir },
+    issuer = failing_issuer(folder.issuer_key),
+    log = { level = opts.log_level or "error" },
+    ocsp = { crl_checks = false },
+    clean = { expired_cert_grace_period = 0, ocsp_staples = opts.clean_staples ~= false,
+      expired_certs = opts.clean_certs ~= false },
+  }
+end
+
+-- ---- a run ------------------------------------------------------------------------
+
+local Run = {}
+Run.__index = Run
+
+function M.new(dir, opts)
+  -- the log is captured and summed up after each figure (untimed): the
+  -- stand-in responder's failures would otherwise be a line per certificate
+  core.log_config { level = opts and opts.log_level or "error", capture = true, echo = false }
+  local folders, err = M.scan_tree(dir)
+  if not folders then return nil, err end
+  local self = setmetatable({ dir = dir, opts = opts or {}, folders = folders, total = 0 }, Run)
+  for _, f in ipairs(folders) do self.total = self.total + #f.names end
+  return self
+end
+
+--- The log lines of the last figure: how many, and the first few, on stderr.
+function Run:drain_log(figure)
+  local lines = core.log_take()
+  if #lines == 0 then return end
+  local events = {}
+  for _, l in ipairs(lines) do
+    local ev = l:match("event=(%S+)") or "?"
+    events[ev] = (events[ev] or 0) + 1
+  end
+  local parts = {}
+  for ev, n in pairs(events) do parts[#parts + 1] = ev .. "=" .. n end
+  table.sort(parts)
+  say("%s: %d log lines (%s); first: %s", figure, #lines, table.concat(parts, " "), lines[1])
+end
+
+function Run:emit(figure, n, seconds, peak)
+  self:drain_log(figure)
+  io.stdout:write(measure.result_line(figure, n, seconds, peak), "\n")
+  io.stdout:flush()
+end
+
+-- Engines over dir, loaded: one per folder.
+function Run:load_engines(dir, opts)
+  local engine_mod = require "certmaint.engine"
+  local engines, loaded, failed = {}, 0, 0
+  for _, folder in ipairs(self.folders) do
+    local e = engine_mod.new(M.policy(dir, folder, opts), { responder = FAILING_RESPONDER })
+    local counts = e:load_all()
+    loaded = loaded + counts.ok
+    failed = failed + counts.error + counts.missing + counts.names_changed
+    engines[#engines + 1] = e
+  end
+  if failed > 0 then say("%d of %d certificates did not load (the log says why)", failed, loaded + failed) end
+  return engines, loaded
+end
+
+-- Start-up's OCSP pass on each engine: the stored staples attached. -> attached, due
+local function ocsp_passes(engines)
+  local attached, due = 0, 0
+  for _, e in ipairs(engines) do
+    local t = e:tick("ocsp")
+    attached, due = attached + (t.from_storage or 0), due + (t.due or 0)
+  end
+  return attached, due
+end
+
+local function renew_passes(engines)
+  local due, failed = 0, 0
+  for _, e in ipairs(engines) do
+    local t = e:tick("renew")
+    due, failed = due + (t.due or 0), failed + (t.failed or 0)
+  end
+  return due, failed
+end
+
+function Run:fig_load()
+  self.engines = nil
+  local seconds, peak, engines, loaded = measure.timed(function() return self:load_engines(self.dir, self.opts) end)
+  self.engines = engines
+  self:emit("load", loaded, seconds, peak)
+end
+
+function Run:fig_load_staples()
+  self.engines = nil
+  local attached, due
+  local seconds, peak, engines, loaded = measure.timed(function()
+    local engines, loaded = self:load_engines(self.dir, self.opts)
+    attached, due = ocsp_passes(engines)
+    return engines, loaded
+  end)
+  self.engines, self.staples_attached = engines, true
+  say("load_staples: %d staples attached from storage (%d certificates needed one)", attached, due)
+  self:emit("load_staples", loaded, seconds, peak)
+end
+
+function Run:base()
+  if not self.engines then self.engines = self:load_engines(self.dir, self.opts) end
+  return self.engines
+end
+
+function Run:fig_scan_due()
+  local engines = self:base()
+  local seconds, peak, due, failed = measure.timed(function() return renew_passes(engines) end)
+  self.due_done = true
+  say("scan_due: %d due, %d renewals failed against the failing issuer", due, failed)
+  self:emit("scan_due", self.total, seconds, peak)
+end
+
+function Run:fig_scan()
+  local engines = self:base()
+  if not self.due_done then renew_passes(engines) self.due_done = true end -- the due ones now wait to retry
+  local seconds, peak, due = measure.timed(function() return renew_passes(engines) end)
+  if due > 0 then say("scan: %d were due all the same", due) end
+  self:emit("scan", self.total, seconds, peak)
+end
+
+-- Every certificate with a stored staple: { {der =, cert = PEM chain, issuer = PEM} ... }
+function Run:staple_items()
+  local engines = self:base()
+  local ocsp = require "certmaint.engine.ocsp"
+  local items = {}
+  for _, e in ipairs(engines) do
+    local ids, wanted = {}, {}
+    for _, primary in ipairs(e.order) do
+      local id = e.entries[primary].id
+      if id then
+        local cert = e.cache:get(id)
+        ids[#ids + 1] = { id = id, cert = cert, key = ocsp.staple_key(cert) }
+        wanted[#wanted + 1] = ids[#ids].key
+      end
+    end
+    local found = e.storage:load_many(wanted)
+    for _, it in ipairs(ids) do
+      local der = found[it.key]
+      if der then
+        items[#items + 1] = { id = it.id, der = der, cert = it.cert, issuer = ocsp.issuer_pem_of(it.cert.pem),
+          engine = e }
+      end
+    end
+  end
+  return items
+end
+
+-- The engine's own check of one stored staple (engine/ocsp.lua verify_staple),
+-- or the parse alone (core.ocsp_response_peek) without verify.
+function Run:fig_ocsp(verify)
+  local items = self:staple_items()
+  local now, skew = core.now(), 300
+  local good = 0
+  local seconds, peak = measure.timed(function()
+    for _, it in ipairs(items) do
+      local info
+      if verify then info = it.engine:verify_staple(it.der, it.cert, it.issuer, now, skew)
+      else info = core.ocsp_response_peek(it.der) end
+      if info then good = good + 1 end
+    end
+  end)
+  say("%s: %d of %d responses %s", verify and "ocsp" or "ocsp_noverify", good, #items,
+    verify and "verified and fresh" or "parsed")
+  self:emit(verify and "ocsp" or "ocsp_noverify", #items, seconds, peak)
+end
+
+-- A hard-linked copy of the tree in a fresh temporary folder (untimed).
+function Run:scratch_copy()
+  local tmp = os.tmpname()
+  os.remove(tmp)
+  local cmd = ("cp -al %q %q"):format(self.dir, tmp)
+  local ok = os.execute(cmd)
+  if not ok then error("certmaint-bench: cannot copy the tree for a clean figure: " .. cmd, 0) end
+  return tmp
+end
+
+local function remove_tree(dir)
+  os.execute(("rm -rf %q"):format(dir))
+end
+
+function Run:clean_figure(figure, opts)
+  local copy = self:scratch_copy()
+  local ok, err = pcall(function()
+    local engine_mod = require "certmaint.engine"
+    local e = engine_mod.new(M.policy(copy, self.folders[1], {
+      names = {}, clean_staples = opts.staples, clean_certs = opts.certs, log_level = self.opts.log_level,
+    }), { responder = FAILING_RESPONDER })
+    local n = opts.certs and self.total or #staple_keys(e.storage)
+    local seconds, peak, tick = measure.timed(function() return e:tick("clean") end)
+    if tick.skipped then error("certmaint-bench: the clean pass was skipped: " .. tick.skipped, 0) end
+    say("%s: %d certificates deleted, %d kept, %d staples deleted", figure, tick.deleted or 0, tick.kept or 0,
+      tick.staples_deleted or 0)
+    self:emit(figure, n, seconds, peak)
+  end)
+  remove_tree(copy)
+  if not ok then error(err, 0) end
+end
+
+function Run:fig_clean() self:clean_figure("clean", { certs = true, staples = false }) end
+function Run:fig_clean_ocsp() self:clean_figure("clean_ocsp", { certs = false, staples = true }) end
+
+--- Run the figures asked for (a set of names), in M.ORDER, inside a loop task.
+function Run:run(wanted)
+  local set = {}
+  for _, f in ipairs(wanted) do set[f] = true end
+  say("%s: %d certificates in %d issuer folder(s)", self.dir, self.total, #self.folders)
+  local task = loop.spawn_named("bench", function()
+    for _, f in ipairs(M.ORDER) do
+      if set[f] then
+        if f == "ocsp" then self:fig_ocsp(true)
+        elseif f == "ocsp_noverify" then self:fig_ocsp(false)
+        else self["fig_" .. f](self) end
+      end
+    end
+  end)
+  loop.run_until(function() return task.done end)
+  if not task.ok then error(task.error, 0) end
+  return 0
+end
+
+return M
