@@ -511,6 +511,7 @@ struct walk {
     size_t count, cap, max_files;
     unsigned max_depth;
     const char *skip_top;
+    int side_files; /* list only the temp and aside files (clean_temp), not the others */
     struct cm_result *res;
 };
 
@@ -564,10 +565,13 @@ static int walk_dir(struct walk *w, char *full, size_t full_len, char *rel, size
     struct dirent *de;
     int rc = CM_ERR;
 
-    if (!(d = opendir(full))) return fail_errno(w->res, errno, "list", full);
+    if (!(d = opendir(full))) {
+        if (errno == ENOENT && depth > 0) return CM_OK; /* removed meanwhile: nothing in it to list */
+        return fail_errno(w->res, errno, "list", full);
+    }
     for (;;) {
         size_t nlen;
-        int is_dir;
+        int is_dir, side;
         errno = 0;
         if (!(de = readdir(d))) {
             if (errno) {
@@ -577,7 +581,9 @@ static int walk_dir(struct walk *w, char *full, size_t full_len, char *rel, size
             break;
         }
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
-        if (is_side_file(de->d_name)) continue;
+        side = is_side_file(de->d_name);
+        if (side && !w->side_files) continue;                          /* a crash's leftovers: never listed */
+        if (!side && w->side_files && de->d_type == DT_REG) continue; /* only those wanted */
         if (depth == 0 && w->skip_top && strcmp(de->d_name, w->skip_top) == 0) continue;
         nlen = strlen(de->d_name);
         if (full_len + 1 + nlen >= PATH_MAX || rel_len + 1 + nlen >= PATH_MAX) {
@@ -609,7 +615,7 @@ static int walk_dir(struct walk *w, char *full, size_t full_len, char *rel, size
             if (walk_dir(w, full, full_len + 1 + nlen, rel, rel_len ? rel_len + 1 + nlen : nlen,
                          depth + 1) != CM_OK)
                 goto out;
-        } else if (walk_add(w, rel) != CM_OK) {
+        } else if ((side || !w->side_files) && walk_add(w, rel) != CM_OK) {
             goto out;
         }
     next:
@@ -629,8 +635,8 @@ static int cmp_paths(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-int cm_fileio_walk(const char *dir, const char *skip_top, unsigned max_depth, size_t max_files,
-                   char ***paths, size_t *count, struct cm_result *res)
+static int walk_tree(const char *dir, const char *skip_top, int side_files, unsigned max_depth,
+                     size_t max_files, char ***paths, size_t *count, struct cm_result *res)
 {
     struct walk w;
     char *full = NULL, *rel = NULL;
@@ -643,6 +649,7 @@ int cm_fileio_walk(const char *dir, const char *skip_top, unsigned max_depth, si
     w.max_files = max_files;
     w.max_depth = max_depth;
     w.skip_top = skip_top;
+    w.side_files = side_files;
     w.res = res;
     if (dlen == 0 || dlen >= PATH_MAX) return cm_fail(res, "ENAMETOOLONG", "list: bad directory");
     full = malloc(PATH_MAX);
@@ -665,6 +672,18 @@ out:
     free(full); full = NULL;
     free(rel); rel = NULL;
     return rc;
+}
+
+int cm_fileio_walk(const char *dir, const char *skip_top, unsigned max_depth, size_t max_files,
+                   char ***paths, size_t *count, struct cm_result *res)
+{
+    return walk_tree(dir, skip_top, 0, max_depth, max_files, paths, count, res);
+}
+
+int cm_fileio_walk_side_files(const char *dir, const char *skip_top, unsigned max_depth, size_t max_files,
+                              char ***paths, size_t *count, struct cm_result *res)
+{
+    return walk_tree(dir, skip_top, 1, max_depth, max_files, paths, count, res);
 }
 
 void cm_fileio_paths_free(char **paths, size_t count)

@@ -148,6 +148,12 @@ int cm_fileio_pid_alive(long pid);
 int cm_fileio_walk(const char *dir, const char *skip_top, unsigned max_depth, size_t max_files,
                    char ***paths, size_t *count, struct cm_result *res);
 
+/* The same walk listing only those temp and aside files (what a crash left:
+ * the clean pass removes the old ones), in one pass that makes no string for
+ * any other file. */
+int cm_fileio_walk_side_files(const char *dir, const char *skip_top, unsigned max_depth, size_t max_files,
+                              char ***paths, size_t *count, struct cm_result *res);
+
 /* Free what cm_fileio_walk returned; NULL is fine. */
 void cm_fileio_paths_free(char **paths, size_t count);
 

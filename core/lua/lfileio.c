@@ -141,11 +141,13 @@ static int walk_gc(lua_State *L)
     return 0;
 }
 
-/* list_files(dir [, {skip_top =, max_depth = 64, max_files = 10000000}]) ->
- * sorted relative paths of every file below dir | nil, err, code */
+/* list_files(dir [, {skip_top =, max_depth = 64, max_files = 10000000, side_files = false}]) ->
+ * sorted relative paths of every file below dir | nil, err, code; side_files:
+ * only our temp and aside files (cm_fileio_walk_side_files) */
 static int l_list_files(lua_State *L)
 {
-    static const char *const keys[] = {"skip_top", "max_depth", "max_files", NULL};
+    static const char *const keys[] = {"skip_top", "max_depth", "max_files", "side_files", NULL};
+    int side_files = 0;
     const char *dir = check_path(L, 1);
     const char *skip = NULL;
     lua_Integer depth = 64, maxf = 10000000;
@@ -158,6 +160,7 @@ static int l_list_files(lua_State *L)
         if (lua_getfield(L, 2, "skip_top") != LUA_TNIL) skip = luaL_checkstring(L, -1);
         if (lua_getfield(L, 2, "max_depth") != LUA_TNIL) depth = luaL_checkinteger(L, -1);
         if (lua_getfield(L, 2, "max_files") != LUA_TNIL) maxf = luaL_checkinteger(L, -1);
+        if (lua_getfield(L, 2, "side_files") != LUA_TNIL) side_files = lua_toboolean(L, -1);
         luaL_argcheck(L, depth >= 0 && depth <= 1024, 2, "max_depth out of range");
         luaL_argcheck(L, maxf >= 0, 2, "max_files out of range");
     }
@@ -165,7 +168,8 @@ static int l_list_files(lua_State *L)
     box->paths = NULL;
     box->count = 0;
     luaL_setmetatable(L, "certmaint.fileio.walk");
-    if (cm_fileio_walk(dir, skip, (unsigned)depth, (size_t)maxf, &box->paths, &box->count, &res) != CM_OK)
+    if ((side_files ? cm_fileio_walk_side_files : cm_fileio_walk)(dir, skip, (unsigned)depth, (size_t)maxf,
+                                                                  &box->paths, &box->count, &res) != CM_OK)
         return cm_lua_fail(L, &res);
     lua_createtable(L, (int)(box->count > INT32_MAX ? INT32_MAX : box->count), 0);
     for (i = 0; i < box->count; i++) {

@@ -452,6 +452,16 @@ static void test_walk(void)
     if (n == 6) CHECK_STR(paths[4], "journal/t1/0");
     cm_fileio_paths_free(paths, n);
 
+    /* only the side files: what a crash left, anywhere but the skipped top entry */
+    put("walk/journal/.t.tmp-00", "side, in the journal");
+    CHECK(cm_fileio_walk_side_files(root, "journal", 64, 1000, &paths, &n, &res) == CM_OK);
+    CHECK(n == 2);
+    if (n == 2) {
+        CHECK_STR(paths[0], "a/.y.stale-ff");
+        CHECK_STR(paths[1], "a/.y.tmp-0123abcd");
+    }
+    cm_fileio_paths_free(paths, n);
+
     /* bounds: depth and count, nothing returned */
     CHECK(cm_fileio_walk(root, "journal", 1, 1000, &paths, &n, &res) == CM_ERR);
     CHECK_STR(res.code, "toobig");

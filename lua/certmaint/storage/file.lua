@@ -274,30 +274,23 @@ end
 -- followed. The clean pass calls it (engine/clean.lua).
 function File:clean_temp(before)
   if type(before) ~= "number" then error("storage clean_temp: before must be a number", 2) end
-  local removed = {}
-  local function walk(dir, rel)
-    local ok, iter, state = pcall(lfs.dir, dir)
-    if not ok then return end -- gone meanwhile, or unreadable: nothing of ours to remove there
-    local names = {}
-    for name in iter, state do
-      if name ~= "." and name ~= ".." then names[#names + 1] = name end
-    end
-    for _, name in ipairs(names) do
-      local path, key = dir .. "/" .. name, join(rel, name)
-      local attr = lfs.symlinkattributes(path)
-      if attr and attr.mode == "directory" then
-        if not (rel == "" and name == JOURNAL_DIR) then walk(path, key) end
-      elseif attr and is_side_file(name) and attr.modification < before then
-        if core.remove(path) then removed[#removed + 1] = key end
-      end
-    end
-  end
   local st, err, code = core.stat(self.root)
   if not st then
-    if code == "ENOENT" then return removed end
+    if code == "ENOENT" then return {} end
     return nil, err, code
   end
-  walk(self.root, "")
+  -- one C walk that makes strings only for the side files (a crash's
+  -- leftovers, rare): the tree itself is 3 files a certificate
+  local found, werr, wcode = core.list_files(self.root, { skip_top = JOURNAL_DIR, side_files = true })
+  if not found then return nil, werr, wcode end
+  local removed = {}
+  for _, key in ipairs(found) do
+    local path = self.root .. "/" .. key
+    local attr = lfs.symlinkattributes(path)
+    if attr and attr.mode ~= "directory" and attr.modification < before then
+      if core.remove(path) then removed[#removed + 1] = key end
+    end
+  end
   table.sort(removed)
   return removed
 end
