@@ -49,6 +49,11 @@ check "Caddy stored caddys.test in the same tree" wait_for 20 test -s "$data/cer
 kill "${PIDS[-1]}" 2>/dev/null || true
 
 set +e; "$BIN" --log-level warn once "$WORK/policy.lua" >"$WORK/out" 2>&1; rc=$?; set -e
+# certmaint-bench reads the tree Caddy and certmaint wrote together
+bench_out=$("${CERTMAINT_BENCH_BIN:?}" --store "$data" --bench load 2>"$WORK/bench.err" || true)
+check "certmaint-bench loads both certificates of the shared tree, Caddy's included ($bench_out)" \
+  bash -c "grep -Eq '^RESULT load 2 [0-9.]+ [0-9.]+ [0-9.]+$' <<< '$bench_out'"
+check "certmaint-bench loads Caddy's certificate without complaint" bash -c "! grep -q 'did not load' '$WORK/bench.err'"
 check "certmaint loads Caddy's certificate instead of obtaining one" \
   bash -c "[ $rc -eq 0 ] && grep -q 'loaded 2, obtained 0' $WORK/out"
 set +e; "$BIN" status "$WORK/policy.lua" --json >"$WORK/status.json" 2>/dev/null; set -e
