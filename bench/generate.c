@@ -54,7 +54,7 @@ enum role { ROLE_FRESH = 0, ROLE_DUE = 1, ROLE_EXPIRED = 2 };
 #define STALE_STAPLE 4               /* flag beside the role */
 
 /* Streams of the seeded generator, so roles, serials and offsets differ. */
-enum { STREAM_ROLES = 1, STREAM_STALE = 2, STREAM_SERIAL = 3, STREAM_OFFSET = 4 };
+enum { STREAM_EXPIRED = 1, STREAM_DUE = 2, STREAM_STALE = 3, STREAM_SERIAL = 4, STREAM_OFFSET = 5 };
 
 /* What the option checks say a value must be (the binding uses them too). */
 static const char EXPECT_DIR[] = "a non-empty string (a directory)";
@@ -505,7 +505,8 @@ static int make_one(struct worker *w, int64_t index, struct cm_result *res)
         goto out;
     }
 
-    /* the staple: signed by the issuer itself, responder ID by name, no certs */
+    /* the staple: signed by the issuer itself, responder ID by name, no certs;
+     * OpenSSL stamps producedAt with the wall clock, whatever opts.now says */
     if (!(id = OCSP_cert_to_id(EVP_sha1(), x, w->icert)) || !(bs = OCSP_BASICRESP_new()) ||
         !(tu = ASN1_GENERALIZEDTIME_set(NULL, (time_t)this_update)) ||
         !(nu = ASN1_GENERALIZEDTIME_set(NULL, (time_t)next_update)) ||
@@ -669,8 +670,8 @@ int cm_bench_generate(const struct cm_bench_gen_opts *o, struct cm_bench_gen_sum
         cm_fail(res, "ENOMEM", "generate: role tables for %" PRId64 " certificates", o->n);
         goto out;
     }
-    mark_chosen(roles, perm, o->n, n_expired, o->seed, STREAM_ROLES, ROLE_EXPIRED, 0);
-    mark_chosen(roles, perm, o->n, n_due, o->seed, STREAM_ROLES + 16, ROLE_DUE, 1);
+    mark_chosen(roles, perm, o->n, n_expired, o->seed, STREAM_EXPIRED, ROLE_EXPIRED, 0);
+    mark_chosen(roles, perm, o->n, n_due, o->seed, STREAM_DUE, ROLE_DUE, 1);
     mark_chosen(roles, perm, o->n, n_stale, o->seed, STREAM_STALE, STALE_STAPLE, 0);
     free(perm); perm = NULL;
     sh.roles = roles;

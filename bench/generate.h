@@ -65,8 +65,10 @@ void cm_bench_gen_opts_init(struct cm_bench_gen_opts *o);
  * days ago.  Staples: thisUpdate now - 1h, nextUpdate now + 7d; stale ones
  * thisUpdate now - 8d, nextUpdate now - 1d.  Fills *out (may be NULL) on
  * success.  Fails with "invalid" (an option, named in the message), "exists"
- * (dir already holds certificates/), "ENOTDIR"/"EACCES"/errno names from the
- * file system, "crypto"; what was written by then stays. */
+ * (dir already holds certificates/), "toolong" (a path over 4095 bytes),
+ * errno names from the file system ("ENOTDIR", "EACCES", "ENOSPC", ...),
+ * "ENOMEM", "crypto"; what was written by then stays.  The staples'
+ * producedAt is the wall clock (OpenSSL stamps it), even with opts.now. */
 int cm_bench_generate(const struct cm_bench_gen_opts *o, struct cm_bench_gen_summary *out,
                       struct cm_result *res);
 
