@@ -7,7 +7,9 @@
 -- certificate's not_after). For each, with at most ocsp.concurrency at once:
 --   1. the staple in storage (certmagic's key, keys.ocsp(name,
 --      keys.fast_hash(chain PEM))) if it verifies, is fresh and is newer than
---      the cached one (another instance fetched it);
+--      the cached one (another instance fetched it): for all of them first,
+--      in batches checked and attached on the core's threads
+--      (stored_staples_batch, cache:verify_staples_start);
 --   2. else the responder (self.responder:ocsp: GET or POST, timeout, size
 --      limit), the answer verified against the issuer
 --      (core.ocsp_response_parse with now and ocsp.skew), stored, attached;
