@@ -186,6 +186,7 @@ static long issuer_of(struct cm_ocsp_batch *b, struct issuer_index *ix, size_t *
         if (is->len == len && memcmp(is->der, der, len) == 0) return ix->slot[h];
         h = (h + 1) & ix->mask;
     }
+    if (b->nissuers >= ix->mask) return -1; /* never with the table at 2n slots, n < 2^19 */
     if (b->nissuers == *cap) {
         size_t ncap = *cap ? *cap * 2 : 4;
         struct issuer *grown = realloc(b->issuers, ncap * sizeof *grown);
@@ -221,10 +222,11 @@ int cm_ocsp_batch_start(struct cm_ocsp_batch **out, struct cm_cache *c,
     if (!(b = calloc(1, sizeof *b))) goto nomem;
     if (opts) b->o = *opts;
     else cm_ocsp_batch_opts_init(&b->o);
-    if (b->o.now < 0 || b->o.skew < 0 || b->o.max_bytes == 0 ||
+    if (b->o.now < 0 || b->o.skew < 0 || b->o.max_bytes == 0 || n >= (1u << 19) ||
         b->o.max_bytes > CM_OCSP_MAX_INPUT || b->o.threads > CM_OCSP_BATCH_MAX_THREADS) {
         batch_free(b);
-        return cm_fail(res, "invalid", "ocsp batch: now, skew, max_bytes or threads out of range");
+        return cm_fail(res, "invalid",
+                       "ocsp batch: now, skew, max_bytes, threads or the item count out of range");
     }
     b->items = items;
     b->n = n;

@@ -80,7 +80,7 @@ double cm_ocsp_refresh_time(double this_update, double next_update, double not_a
 
 struct cm_ocsp_batch;
 
-/* Start checking items[0..n) against the entries of c: reads c now, starts
+/* Start checking items[0..n) (n < 2^19) against the entries of c: reads c now, starts
  * the threads and returns.  Until finish or free, the items belong to the
  * batch.  Fails (*out NULL) with "ENOMEM" or "invalid" (opts out of range);
  * every other failure is an item's.  n == 0 is a batch with nothing to do. */
