@@ -27,7 +27,9 @@ struct issuer {
 
 /* What start gathered for one item. */
 struct prep {
-    size_t leaf_off, leaf_len; /* into leaves */
+    size_t leaf_off, leaf_len; /* into leaves: the serialNumber's DER (serial_only), else the
+                                * whole leaf */
+    int serial_only;
     long issuer;               /* index into issuers; -1: failed before (item res) */
 };
 
@@ -84,9 +86,17 @@ static void check_item(struct cm_ocsp_batch *b, size_t i, struct cm_fileio_buf *
         der_len = len;
     }
     if (cm_ssl_ocsp_decode(der, der_len, &resp, &bs, &it->res) != CM_OK) goto out;
-    if (!(serial = cm_ssl_cert_serial((const char *)b->leaves + p->leaf_off, p->leaf_len,
-                                      "certificate", &it->res)))
+    if (p->serial_only) {
+        /* the INTEGER start took from the leaf: what the certificate template decodes */
+        const unsigned char *q = b->leaves + p->leaf_off;
+        if (!(serial = d2i_ASN1_INTEGER(NULL, &q, (long)p->leaf_len))) {
+            cm_fail_ssl(&it->res, "parse", "certificate: not a DER certificate");
+            goto out;
+        }
+    } else if (!(serial = cm_ssl_cert_serial((const char *)b->leaves + p->leaf_off, p->leaf_len,
+                                             "certificate", &it->res))) {
         goto out;
+    }
     is = &b->issuers[p->issuer];
     if (!is->x) {
         it->res = is->err;
@@ -158,6 +168,32 @@ static size_t first_cert_len(const unsigned char *chain, size_t len)
     struct cm_der_elem e;
     if (cm_der_next(&d, &e) != CM_OK) return len; /* the loader reports it */
     return (size_t)(d.p - chain);
+}
+
+/* The serialNumber element (tag, length, contents) of a DER certificate,
+ * read strictly: SEQUENCE { SEQUENCE { [0] version OPTIONAL, INTEGER, ... }
+ * ... }.  0 when it does not read so (the worker then decodes the whole
+ * leaf, as cm_ocsp_response_parse does).  Only the serial is needed of the
+ * certificate an OCSP response is about; a decode of the leaf was a fifth of
+ * an RSA check. */
+static int serial_element(const unsigned char *der, size_t len, const unsigned char **at,
+                          size_t *n)
+{
+    struct cm_der d = cm_der_init(der, len), tbs;
+    struct cm_der_elem cert, tbs_e, e;
+    int present;
+    const unsigned char *start;
+    if (cm_der_expect(&d, CM_DER_SEQUENCE, &cert) != CM_OK) return 0;
+    d = cm_der_inside(&cert);
+    if (cm_der_expect(&d, CM_DER_SEQUENCE, &tbs_e) != CM_OK) return 0;
+    tbs = cm_der_inside(&tbs_e);
+    if (cm_der_optional(&tbs, CM_DER_CONTEXT_CONS(0), &e, &present) != CM_OK) return 0;
+    start = tbs.p;
+    if (cm_der_expect(&tbs, CM_DER_INTEGER, &e) != CM_OK) return 0;
+    if (cm_der_integer_ok(e.body, e.len) != CM_OK) return 0;
+    *at = start;
+    *n = (size_t)(tbs.p - start);
+    return 1;
 }
 
 /* Small open-addressing index of the distinct issuers, keyed by length and
@@ -262,19 +298,26 @@ int cm_ocsp_batch_start(struct cm_ocsp_batch **out, struct cm_cache *c,
         } else {
             long k = issuer_of(b, &ix, &cap, v.chain_der, first_cert_len(v.chain_der, v.chain_der_len));
             if (k < 0) goto nomem;
+            const unsigned char *ser;
+            size_t ser_len;
             b->prep[i].issuer = k;
-            b->prep[i].leaf_len = v.der_len;
-            total += v.der_len;
+            b->prep[i].serial_only = serial_element(v.der, v.der_len, &ser, &ser_len);
+            b->prep[i].leaf_len = b->prep[i].serial_only ? ser_len : v.der_len;
+            total += b->prep[i].leaf_len;
         }
     }
     free(ix.slot); ix.slot = NULL;
     if (!(b->leaves = malloc(total ? total : 1))) goto nomem;
     for (i = 0; i < n; i++) {
         if (b->prep[i].issuer < 0) continue;
+        const unsigned char *from;
+        size_t len;
         cm_cache_view(c, &items[i].id, &v); /* the same cache, unchanged since the pass above */
-        memcpy(b->leaves + at, v.der, v.der_len);
+        from = v.der;
+        if (!b->prep[i].serial_only || !serial_element(v.der, v.der_len, &from, &len)) from = v.der;
+        memcpy(b->leaves + at, from, b->prep[i].leaf_len);
         b->prep[i].leaf_off = at;
-        at += v.der_len;
+        at += b->prep[i].leaf_len;
     }
     /* the cache's bytes are not ours to keep: only the decoded issuers stay */
     for (i = 0; i < b->nissuers; i++) b->issuers[i].der = NULL;
