@@ -11,6 +11,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
 
+#include "ocsp_ssl.h"
 #include "rfc3339.h"
 #include "x509.h"
 #include "x509_ssl.h"
@@ -95,10 +96,8 @@ static OCSP_SINGLERESP *find_single(OCSP_BASICRESP *bs, const ASN1_INTEGER *seri
     return NULL;
 }
 
-/* Decode a successful OCSPResponse and its BasicOCSPResponse (both owned by
- * the caller on success). */
-static int decode_basic(const unsigned char *der, size_t der_len, OCSP_RESPONSE **resp_out,
-                        OCSP_BASICRESP **bs_out, struct cm_result *res)
+int cm_ssl_ocsp_decode(const unsigned char *der, size_t der_len, OCSP_RESPONSE **resp_out,
+                       OCSP_BASICRESP **bs_out, struct cm_result *res)
 {
     OCSP_RESPONSE *resp = NULL;
     const unsigned char *p = der;
@@ -167,7 +166,7 @@ int cm_ocsp_response_peek(const unsigned char *der, size_t der_len, struct cm_oc
 
     memset(&info, 0, sizeof info);
     memset(out, 0, sizeof *out);
-    if (decode_basic(der, der_len, &resp, &bs, res) != CM_OK) goto out;
+    if (cm_ssl_ocsp_decode(der, der_len, &resp, &bs, res) != CM_OK) goto out;
     if (OCSP_resp_count(bs) < 1 || !(single = OCSP_resp_get0(bs, 0))) {
         ret = cm_fail(res, "parse", "OCSP response holds no certificate status");
         goto out;
@@ -203,46 +202,51 @@ int cm_revocation_times_check(const char *what, int64_t this_update, int64_t nex
     return CM_OK;
 }
 
-int cm_ocsp_response_parse(const unsigned char *der, size_t der_len, const char *cert_data,
-                           size_t cert_len, const char *issuer_data, size_t issuer_len,
-                           int64_t now, int64_t skew, struct cm_ocsp_info *out,
-                           struct cm_result *res)
+X509_STORE *cm_ssl_ocsp_trust(X509 *issuer, int64_t now, struct cm_result *res)
 {
-    OCSP_RESPONSE *resp = NULL;
-    OCSP_BASICRESP *bs = NULL;
-    ASN1_INTEGER *serial = NULL;
-    X509 *issuer = NULL;
     X509_STORE *store = NULL;
-    STACK_OF(X509) *certs = NULL;
-    OCSP_SINGLERESP *single;
     X509_VERIFY_PARAM *param;
-    struct cm_ocsp_info info;
-    int ret = CM_ERR;
 
-    memset(&info, 0, sizeof info);
-    memset(out, 0, sizeof *out);
-    if (decode_basic(der, der_len, &resp, &bs, res) != CM_OK) goto out;
-    /* of the certificate only its serial is needed; the issuer is cached */
-    if (!(serial = cm_ssl_cert_serial(cert_data, cert_len, "certificate", res))) goto out;
-    if (!(issuer = cm_ssl_load_issuer(issuer_data, issuer_len, "issuer certificate", res)))
-        goto out;
-
-    /* Trust exactly the issuer (often an intermediate: PARTIAL_CHAIN).  No
-     * OCSP_NOCHECKS: OpenSSL then accepts a signer only if it is the issuer
-     * named by the CertIDs, or a responder that issuer signed with the
-     * OCSPSigning EKU.  OCSP_NOEXPLICIT: never fall back to "anything under
-     * a self-signed root may answer", which a root issuer would allow. */
+    /* Trust exactly the issuer (often an intermediate: PARTIAL_CHAIN). */
     if (!(store = X509_STORE_new()) || X509_STORE_add_cert(store, issuer) != 1) goto crypto;
     param = X509_STORE_get0_param(store);
     if (X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_PARTIAL_CHAIN |
                                                (now ? 0 : X509_V_FLAG_NO_CHECK_TIME)) != 1)
         goto crypto;
     if (now) X509_VERIFY_PARAM_set_time(param, (time_t)now);
-    if (!(certs = sk_X509_new_null()) || !sk_X509_push(certs, issuer)) goto crypto;
-    if (OCSP_basic_verify(bs, certs, store, OCSP_NOEXPLICIT) != 1) {
-        ret = cm_fail_ssl(res, "verify",
-                          "OCSP response is not signed by the issuer or a responder it delegated to");
-        goto out;
+    return store;
+crypto:
+    cm_fail_ssl(res, "crypto", "checking the OCSP response failed");
+    X509_STORE_free(store); store = NULL;
+    return NULL;
+}
+
+int cm_ssl_ocsp_check(OCSP_BASICRESP *bs, const ASN1_INTEGER *serial, X509 *issuer,
+                      X509_STORE *store, int verify_signature, int64_t now, int64_t skew,
+                      struct cm_ocsp_info *out, struct cm_result *res)
+{
+    STACK_OF(X509) *certs = NULL;
+    OCSP_SINGLERESP *single;
+    struct cm_ocsp_info info;
+    int ret = CM_ERR;
+
+    memset(&info, 0, sizeof info);
+    memset(out, 0, sizeof *out);
+    if (verify_signature) {
+        /* No OCSP_NOCHECKS: OpenSSL then accepts a signer only if it is the
+         * issuer named by the CertIDs, or a responder that issuer signed with
+         * the OCSPSigning EKU.  OCSP_NOEXPLICIT: never fall back to "anything
+         * under a self-signed root may answer", which a root issuer would
+         * allow.  The stack is per call: the store may be shared by threads. */
+        if (!store || !(certs = sk_X509_new_null()) || !sk_X509_push(certs, issuer)) {
+            ret = cm_fail_ssl(res, "crypto", "checking the OCSP response failed");
+            goto out;
+        }
+        if (OCSP_basic_verify(bs, certs, store, OCSP_NOEXPLICIT) != 1) {
+            ret = cm_fail_ssl(res, "verify",
+                              "OCSP response is not signed by the issuer or a responder it delegated to");
+            goto out;
+        }
     }
     if (!(single = find_single(bs, serial, issuer))) {
         ERR_clear_error();
@@ -253,14 +257,36 @@ int cm_ocsp_response_parse(const unsigned char *der, size_t der_len, const char 
     if (now > 0 && cm_revocation_times_check("OCSP response", info.this_update, info.next_update, now,
                                               skew, res) != CM_OK)
         goto out;
-    ERR_clear_error();
     *out = info;
     ret = CM_OK;
-    goto out;
-crypto:
-    ret = cm_fail_ssl(res, "crypto", "checking the OCSP response failed");
 out:
+    ERR_clear_error();
     sk_X509_free(certs); certs = NULL; /* borrowed issuer: not popped */
+    return ret;
+}
+
+int cm_ocsp_response_parse(const unsigned char *der, size_t der_len, const char *cert_data,
+                           size_t cert_len, const char *issuer_data, size_t issuer_len,
+                           int64_t now, int64_t skew, struct cm_ocsp_info *out,
+                           struct cm_result *res)
+{
+    OCSP_RESPONSE *resp = NULL;
+    OCSP_BASICRESP *bs = NULL;
+    ASN1_INTEGER *serial = NULL;
+    X509 *issuer = NULL;
+    X509_STORE *store = NULL;
+    int ret = CM_ERR;
+
+    memset(out, 0, sizeof *out);
+    if (cm_ssl_ocsp_decode(der, der_len, &resp, &bs, res) != CM_OK) goto out;
+    /* of the certificate only its serial is needed; the issuer is cached */
+    if (!(serial = cm_ssl_cert_serial(cert_data, cert_len, "certificate", res))) goto out;
+    if (!(issuer = cm_ssl_load_issuer(issuer_data, issuer_len, "issuer certificate", res)))
+        goto out;
+    if (!(store = cm_ssl_ocsp_trust(issuer, now, res))) goto out;
+    ret = cm_ssl_ocsp_check(bs, serial, issuer, store, 1, now, skew, out, res);
+out:
+    ERR_clear_error();
     X509_STORE_free(store); store = NULL;
     X509_free(issuer); issuer = NULL;
     ASN1_INTEGER_free(serial); serial = NULL;

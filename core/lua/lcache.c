@@ -7,6 +7,7 @@
  * error raised by the Lua API cannot leak it.
  */
 #include "lcore.h"
+#include "locsp_batch.h"
 #include "lrenewal.h"
 
 #include <lualib.h>
@@ -60,6 +61,18 @@ static struct lcache *check_open(lua_State *L)
     struct lcache *lc = luaL_checkudata(L, 1, CACHE_MT);
     if (!lc->c) luaL_error(L, "attempt to use a closed cache");
     return lc;
+}
+
+struct cm_cache *cm_lua_cache_check(lua_State *L, int idx)
+{
+    struct lcache *lc = luaL_checkudata(L, idx, CACHE_MT);
+    if (!lc->c) luaL_error(L, "attempt to use a closed cache");
+    return lc->c;
+}
+
+struct cm_cache *cm_lua_cache_opt(lua_State *L, int idx)
+{
+    return ((struct lcache *)luaL_checkudata(L, idx, CACHE_MT))->c;
 }
 
 static void check_id(lua_State *L, int arg, struct cm_cache_id *id)
@@ -1522,6 +1535,8 @@ int cm_lua_open_cache(lua_State *L)
         {"ids", l_ids},
         {"count", l_count},
         {"memory", l_memory},
+        {"verify_staples", cm_lua_cache_verify_staples},
+        {"verify_staples_start", cm_lua_cache_verify_staples_start},
         {"close", l_close},
         {NULL, NULL},
     };
@@ -1556,6 +1571,7 @@ int cm_lua_open_cache(lua_State *L)
         lua_setfield(L, -2, "__index");
     }
     lua_pop(L, 1);
+    cm_lua_open_ocsp_batch(L);
     if (luaL_newmetatable(L, GUARD_MT)) {
         lua_pushcfunction(L, guard_gc);
         lua_setfield(L, -2, "__gc");

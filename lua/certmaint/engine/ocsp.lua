@@ -7,7 +7,9 @@
 -- certificate's not_after). For each, with at most ocsp.concurrency at once:
 --   1. the staple in storage (certmagic's key, keys.ocsp(name,
 --      keys.fast_hash(chain PEM))) if it verifies, is fresh and is newer than
---      the cached one (another instance fetched it);
+--      the cached one (another instance fetched it): for all of them first,
+--      in batches checked and attached on the core's threads
+--      (stored_staples_batch, cache:verify_staples_start);
 --   2. else the responder (self.responder:ocsp: GET or POST, timeout, size
 --      limit), the answer verified against the issuer
 --      (core.ocsp_response_parse with now and ocsp.skew), stored, attached;
@@ -112,7 +114,9 @@ end
 
 -- The staple for one certificate: from storage, else fetched. Records what
 -- happened in tick and, for a revoked status, in `revoked` (id -> info).
-function M:refresh_staple(id, now, cfg, tick, revoked)
+-- stored_checked: step 1 was done by stored_staples_batch (nothing usable
+-- there), so this goes straight to the locked fetch.
+function M:refresh_staple(id, now, cfg, tick, revoked, stored_checked)
   local cert = self.cache:get(id)
   if not cert or cert.not_after <= now then return end
   local name = cert.names[1] or id
@@ -127,8 +131,10 @@ function M:refresh_staple(id, now, cfg, tick, revoked)
   local info, der, err, code, fetched
   if issuer_pem then
     -- 1. storage: another instance (or Caddy) may have a fresher one
-    info, der = self:stored_staple(key, cert, issuer_pem, current, now, cfg)
-    if info then tick.from_storage = tick.from_storage + 1 end
+    if not stored_checked then
+      info, der = self:stored_staple(key, cert, issuer_pem, current, now, cfg)
+      if info then tick.from_storage = tick.from_storage + 1 end
+    end
     -- 2. the responder, asked by one instance at a time (try_lock): one busy
     -- with it stores what it gets, and this one takes that at its next pass
     local lock
@@ -186,10 +192,16 @@ function M:refresh_staple(id, now, cfg, tick, revoked)
     return self:staple_failed(id, cert, url, current, now, "cannot attach: " .. tostring(aerr), "toobig", tick)
   end
   if fetched then tick.refreshed = tick.refreshed + 1 end
+  self:staple_attached(id, cert, url, current, der, info, staple.refresh_at, revoked)
+end
+
+-- What follows attaching staple `der` (info) to id, which had `current`:
+-- logged, a revocation noted, deployed.
+function M:staple_attached(id, cert, url, current, der, info, refresh_at, revoked)
   if not current or info.this_update > current.this_update or current.der ~= der then
-    log("info", "staple_updated", { name = name, status = info.status, url = url,
+    log("info", "staple_updated", { name = cert.names[1] or id, status = info.status, url = url,
       this_update = rfc3339.iso(info.this_update), next_update = rfc3339.iso(info.next_update),
-      refresh_at = rfc3339.iso(math.floor(staple.refresh_at)) })
+      refresh_at = rfc3339.iso(math.floor(refresh_at)) })
   end
   if info.status == "revoked" then
     revoked[id] = { status = "revoked", revoked_at = info.revoked_at, reason = info.reason, source = "ocsp" }
@@ -226,8 +238,102 @@ end
 
 --- Refresh the staples of `ids` with at most `concurrency` at once; waits
 -- for all. Returns id -> revocation info for those found revoked.
+-- Step 1 for many certificates at once: their stored staples are read and
+-- verified on the core's threads (cache:verify_staples_start; the file
+-- backend's files are read there too), and those the pass takes (what
+-- stored_staple would return: verified, good or revoked, fresh, newer than
+-- the attached one) are attached in C. Batches of STAPLE_BATCH, the next
+-- one checked while this one's results are handled. Returns the ids left
+-- for the responder (in ids' order); the others are done.
+M.STAPLE_BATCH = 512
+M.VERIFY_THREADS = 2 -- the cores the daemon is given
+
+function M:stored_staples_batch(ids, now, cfg, tick, revoked)
+  local storage = self.storage
+  local files = type(storage.file_paths) == "function"
+  local want_der = files and self.deploy_staple ~= nil
+  local left, handled = {}, {}
+  local function prepare(first)
+    local b = { ids = {}, certs = {}, keys = {}, first = first }
+    for i = first, math.min(#ids, first + M.STAPLE_BATCH - 1) do
+      local id = ids[i]
+      local cert = self.cache:get(id)
+      -- what refresh_staple does not verify from storage goes there as it is
+      if cert and cert.not_after > now and cert.ocsp_urls and cert.ocsp_urls[1] and M.issuer_pem_of(cert.pem) then
+        local n = #b.ids + 1
+        b.ids[n], b.certs[n], b.keys[n] = id, cert, M.staple_key(cert)
+      end
+    end
+    local list = b.keys
+    if not files then
+      local found = storage:load_many(b.keys)
+      local ids2, certs2, ders = {}, {}, {}
+      for j, k in ipairs(b.keys) do
+        local der = found[k]
+        -- the one attached already is no newer than itself (stored_staple)
+        if der and not (b.certs[j].ocsp and b.certs[j].ocsp.der == der) then
+          ids2[#ids2 + 1], certs2[#ids2 + 1], ders[#ids2 + 1] = b.ids[j], b.certs[j], der
+        end
+      end
+      b.ids, b.certs, list = ids2, certs2, ders
+    else
+      list = storage:file_paths(b.keys)
+    end
+    b.list = list
+    b.batch = self.cache:verify_staples_start(b.ids, list, { now = now, skew = cfg.skew,
+      threads = M.VERIFY_THREADS, files = files, attach = true, ders = want_der })
+    return b
+  end
+  local function handle(b)
+    for _ = 1, 4 do -- the threads are mostly done: let the loop run meanwhile, never spin
+      if b.batch:ready() then break end
+      loop.yield()
+    end
+    local r = b.batch:finish()
+    local since_yield = 0
+    for j, id in ipairs(b.ids) do
+      local cert = b.certs[j]
+      local url = cert.ocsp_urls[1]
+      if r.attached[j] then
+        handled[id] = true
+        tick.from_storage = tick.from_storage + 1
+        local info = { status = r.status[j], this_update = r.this_update[j], next_update = r.next_update[j],
+          revoked_at = r.revoked_at[j], reason = r.reason[j] }
+        local der = files and r.der[j] or (not files and b.list[j]) or nil
+        local ok, err = pcall(self.staple_attached, self, id, cert, url, cert.ocsp, der, info, r.refresh_at[j], revoked)
+        if not ok then log("error", "staple_refresh_failed", { id = id, error = tostring(err) }) end
+      elseif r.ok[j] and r.code[j] then
+        -- verified and to be attached, but the cache refused it (refresh_staple's "cannot attach")
+        handled[id] = true
+        self:staple_failed(id, cert, url, cert.ocsp, now, "cannot attach: " .. tostring(r.error[j]), "toobig", tick)
+      end
+      since_yield = since_yield + 1
+      if since_yield >= M.YIELD_EVERY then
+        since_yield = 0
+        loop.yield()
+      end
+    end
+  end
+  local cur = #ids > 0 and prepare(1) or nil
+  while cur do
+    local nxt
+    if not self.stopping and cur.first + M.STAPLE_BATCH <= #ids then nxt = prepare(cur.first + M.STAPLE_BATCH) end
+    local ok, err = pcall(handle, cur)
+    if not ok then
+      if nxt then nxt.batch:drop() end
+      error(err, 0)
+    end
+    cur = nxt
+  end
+  for _, id in ipairs(ids) do
+    if not handled[id] then left[#left + 1] = id end
+  end
+  return left
+end
+
 function M:refresh_staples(ids, now, cfg, tick)
   local revoked = {}
+  ids = self:stored_staples_batch(ids, now, cfg, tick, revoked)
   local next_i, running = 1, 0
   local done = loop.cond()
   local function worker()
@@ -235,7 +341,7 @@ function M:refresh_staples(ids, now, cfg, tick)
     while next_i <= #ids and not self.stopping do
       local id = ids[next_i]
       next_i = next_i + 1
-      local ok, err = pcall(self.refresh_staple, self, id, now, cfg, tick, revoked)
+      local ok, err = pcall(self.refresh_staple, self, id, now, cfg, tick, revoked, true)
       if not ok then
         tick.failed = tick.failed + 1
         log("error", "staple_refresh_failed", { id = id, error = tostring(err) })

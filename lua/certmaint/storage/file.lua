@@ -313,6 +313,17 @@ function File:load_many(list)
   return found, failed
 end
 
+--- file_paths(keys) -> paths: where the values at keys are (whether or not
+-- they exist), for the core to read them on its threads (the OCSP pass's
+-- cache:verify_staples_start with files = true). Not in the contract: a
+-- caller checks for it and uses load_many otherwise.
+function File:file_paths(list)
+  if type(list) ~= "table" then error("storage file_paths: keys must be a list", 2) end
+  local paths, root = {}, self.root .. "/"
+  for i = 1, #list do paths[i] = root .. common.check_key(list[i], "file_paths", false, 2) end
+  return paths
+end
+
 --- load_into_cache(cache, keys, opts) -> r (see common.load_into_cache):
 -- one cache:add_many call whose parse threads read the files too, so the
 -- file system's latency overlaps the parsing (the start-up path of 100k

@@ -130,6 +130,64 @@ describe("OCSP pass", function()
     assert.is_true(probe >= 10, "the probe ran " .. probe .. " times")
   end)
 
+  it("checks stored staples in batches on the core's threads, file storage reading the files there", function()
+    local helpers = require "helpers.policies"
+    local ocsp = require "certmaint.engine.ocsp"
+    local dir = helpers.tmpdir()
+    local storage = require("certmaint.storage").file { root = dir }
+    local saved = ocsp.STAPLE_BATCH
+    ocsp.STAPLE_BATCH = 4 -- several batches, the next started while one is handled
+    local names = {}
+    for i = 1, 11 do names[i] = ("f%d.test"):format(i) end
+    local e = engine { certificates = names, storage = storage }
+    clock:advance(4 * DAY) -- every staple is due
+    local by_name, other = {}, testing.ca()
+    for i, name in ipairs(names) do
+      local c = e:cert(name)
+      by_name[name] = c
+      local der
+      if i == 3 then der = other:ocsp(c.pem, { this_update = clock:now() }) -- signed by another CA
+      elseif i == 5 then der = ca:ocsp(c.pem, { this_update = clock:now(), status = "unknown" })
+      elseif i == 7 then der = nil -- nothing stored: removed
+      else der = ca:ocsp(c.pem, { this_update = clock:now() - 60, next_update = clock:now() - 60 + 7 * DAY }) end
+      if der then assert(storage:store(staple_key(c), der)) else assert(storage:delete(staple_key(c))) end
+    end
+    take()
+    local asked = e.responder:count("ocsp")
+    local tick = e:tick("ocsp")
+    ocsp.STAPLE_BATCH = saved
+    assert.equal(11, tick.due)
+    assert.equal(8, tick.from_storage)
+    assert.equal(3, tick.refreshed) -- the bad, the unknown and the missing one: asked
+    assert.equal(asked + 3, e.responder:count("ocsp"))
+    for i, name in ipairs(names) do
+      local st = e:cert(name).ocsp
+      if i == 3 or i == 5 or i == 7 then
+        assert.equal(clock:now(), st.this_update, name) -- fetched now
+      else
+        assert.equal(clock:now() - 60, st.this_update, name)
+        assert.equal(storage:load(staple_key(by_name[name])), st.der)
+        assert.equal(clock:now() - 60 + 3.5 * DAY, st.refresh_at)
+      end
+    end
+    assert.equal(11, grep(take(), "level=info event=staple_updated"))
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
+
+  it("a stored revoked staple taken by the batch is handled as revoked", function()
+    local e = engine { certificates = { "a.test", "b.test" } }
+    clock:advance(4 * DAY)
+    local c = e:cert("b.test")
+    local old_serial = c.serial
+    ca:revoke(c.serial, { reason = "keyCompromise" })
+    assert(e.storage:store(staple_key(c), ca:ocsp(c.pem, { this_update = clock:now() - 60 })))
+    assert(e.storage:store(staple_key(e:cert("a.test")), ca:ocsp(e:cert("a.test").pem, { this_update = clock:now() - 60 })))
+    local tick = e:tick("ocsp")
+    assert.equal(2, tick.from_storage)
+    assert.equal(1, tick.revoked)
+    assert.not_equal(old_serial, e:cert("b.test").serial) -- replaced
+  end)
+
   it("does not take a stored staple that fails verification", function()
     local e = engine {}
     clock:advance(4 * DAY)

@@ -1,0 +1,345 @@
+/* locsp_batch.c - cache:verify_staples / cache:verify_staples_start (ocsp_batch.h).
+ *
+ *   cache:verify_staples(ids, responses, opts) -> r
+ *   cache:verify_staples_start(ids, responses, opts) -> batch
+ *   batch:ready() -> bool (never blocks); batch:finish() -> r; batch:drop()
+ *
+ * ids[i] names a cache entry, responses[i] is its DER response or, with
+ * files = true, the path of a file holding it.  opts: now (Unix seconds; absent:
+ * 0, no time checks, as core.ocsp_response_parse), skew (300), threads (2,
+ * 0..16), files, max_bytes (1..65536), verify (true; false: parse-only),
+ * attach (false), ders (false; with files: r.der[i] for the ok items).
+ * r is by column, like add_many's: r.ok[i] (boolean); when ok, r.status[i],
+ * r.this_update[i], r.next_update[i] (nil when the response has none),
+ * r.produced_at[i], r.revoked_at[i] and r.reason[i] (revoked), r.refresh_at[i]
+ * (nil when the entry went away); r.attached[i] (boolean); r.error[i],
+ * r.code[i] when not ok, or when ok and attaching failed.
+ */
+#include "lcore.h"
+#include "locsp_batch.h"
+#include "lrenewal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "../cache.h"
+#include "../ocsp_batch.h"
+
+#define OBATCH_MT "certmaint.cache.ocsp_batch"
+#define OBATCH_MAX 16384 /* items of one batch (each carries a struct cm_result) */
+
+/* A batch on the core's threads.  It owns its items and a copy of every
+ * response or path (the threads read them while Lua runs); uservalue 1 is
+ * the cache. */
+struct lobatch {
+    struct cm_ocsp_batch *b; /* NULL once finished or dropped */
+    struct cm_ocsp_batch_item *items;
+    size_t n;
+    char *bytes;             /* the responses / paths, back to back */
+    int files, ders, finished;
+};
+
+static void lobatch_release(struct lobatch *lb)
+{
+    cm_ocsp_batch_free(lb->b); /* stops and joins the threads first */
+    lb->b = NULL;
+    cm_ocsp_batch_items_free(lb->items, lb->n);
+    free(lb->items); lb->items = NULL;
+    free(lb->bytes); lb->bytes = NULL;
+}
+
+static int l_obatch_gc(lua_State *L)
+{
+    lobatch_release(luaL_checkudata(L, 1, OBATCH_MT));
+    return 0;
+}
+
+/* Read (ids, responses, opts) at 2, 3, 4 into *o; raise on a caller's bug. */
+static size_t read_args(lua_State *L, const char *what, struct cm_ocsp_batch_opts *o, int *files,
+                        int *ders)
+{
+    static const char *const keys[] = {"now", "skew", "threads", "files", "max_bytes", "verify",
+                                       "attach", "ders", NULL};
+    lua_Integer n, i;
+    luaL_checktype(L, 2, LUA_TTABLE);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_settop(L, 4);
+    cm_ocsp_batch_opts_init(o);
+    *files = *ders = 0;
+    if (!lua_isnil(L, 4)) {
+        luaL_checktype(L, 4, LUA_TTABLE);
+        cm_lua_check_options(L, 4, what, keys);
+        o->now = cm_lua_opt_time(L, 4, what, "now", 0);
+        if (o->now < 0) cm_lua_opt_error(L, what, "option 'now' must not be negative");
+        if (lua_getfield(L, 4, "skew") != LUA_TNIL) {
+            o->skew = cm_lua_opt_time(L, 4, what, "skew", 0);
+            if (o->skew < 0) cm_lua_opt_error(L, what, "option 'skew' must not be negative");
+        }
+        lua_pop(L, 1);
+        if (lua_getfield(L, 4, "threads") != LUA_TNIL) {
+            if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0 ||
+                lua_tointeger(L, -1) > (lua_Integer)CM_OCSP_BATCH_MAX_THREADS)
+                cm_lua_opt_error(L, what, "option 'threads' must be an integer in 0..%d",
+                                 (int)CM_OCSP_BATCH_MAX_THREADS);
+            o->threads = (unsigned)lua_tointeger(L, -1);
+        }
+        lua_pop(L, 1);
+        if (lua_getfield(L, 4, "max_bytes") != LUA_TNIL) {
+            if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 ||
+                lua_tointeger(L, -1) > (lua_Integer)CM_OCSP_MAX_INPUT)
+                cm_lua_opt_error(L, what, "option 'max_bytes' must be an integer in 1..%d",
+                                 (int)CM_OCSP_MAX_INPUT);
+            o->max_bytes = (size_t)lua_tointeger(L, -1);
+        }
+        lua_pop(L, 1);
+        *files = cm_lua_opt_bool(L, 4, what, "files");
+        *ders = cm_lua_opt_bool(L, 4, what, "ders");
+        o->attach = cm_lua_opt_bool(L, 4, what, "attach");
+        lua_getfield(L, 4, "verify");
+        if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
+            cm_lua_opt_error(L, what, "option 'verify' must be a boolean");
+        if (!lua_isnil(L, -1)) o->verify = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+        if (o->attach && !o->verify)
+            cm_lua_opt_error(L, what, "option 'attach' needs verify: an unverified response is never a staple");
+        if (o->attach && o->now <= 0)
+            cm_lua_opt_error(L, what, "option 'attach' needs 'now'");
+    }
+    o->keep_der = *files && *ders;
+    n = (lua_Integer)lua_rawlen(L, 2);
+    if ((lua_Integer)lua_rawlen(L, 3) != n)
+        cm_lua_opt_error(L, what, "%d ids but %d responses", (int)n, (int)lua_rawlen(L, 3));
+    if (n > OBATCH_MAX) cm_lua_opt_error(L, what, "at most %d responses a batch", OBATCH_MAX);
+    for (i = 1; i <= n; i++) {
+        struct cm_cache_id id;
+        size_t len;
+        const char *s;
+        if (lua_rawgeti(L, 2, i) != LUA_TSTRING || !(s = lua_tolstring(L, -1, &len)) ||
+            cm_cache_id_parse(s, len, &id) != CM_OK)
+            cm_lua_opt_error(L, what, "ids[%d] must be a certificate id (64 hex digits)", (int)i);
+        if (lua_rawgeti(L, 3, i) != LUA_TSTRING)
+            cm_lua_opt_error(L, what, "responses[%d] must be a string, not %s", (int)i,
+                             luaL_typename(L, -1));
+        s = lua_tolstring(L, -1, &len);
+        if (*files && (len == 0 || strlen(s) != len))
+            cm_lua_opt_error(L, what, "responses[%d] must be a file path (files = true)", (int)i);
+        lua_pop(L, 2);
+    }
+    return (size_t)n;
+}
+
+/* Make the batch userdata (pushed) with its own copies of the arguments. */
+static struct lobatch *new_batch(lua_State *L, const char *what, size_t n, int files, int ders)
+{
+    struct lobatch *lb = lua_newuserdatauv(L, sizeof *lb, 1);
+    size_t i, total = 1, at = 0;
+    memset(lb, 0, sizeof *lb);
+    luaL_setmetatable(L, OBATCH_MT);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+    lb->n = n;
+    lb->files = files;
+    lb->ders = ders;
+    for (i = 1; i <= n; i++) {
+        lua_rawgeti(L, 3, (lua_Integer)i);
+        total += lua_rawlen(L, -1) + 1;
+        lua_pop(L, 1);
+    }
+    if (!(lb->items = calloc(n ? n : 1, sizeof *lb->items)) || !(lb->bytes = malloc(total)))
+        luaL_error(L, "%s: out of memory", what); /* __gc frees what was made */
+    for (i = 0; i < n; i++) {
+        struct cm_ocsp_batch_item *it = &lb->items[i];
+        size_t len;
+        const char *s;
+        lua_rawgeti(L, 2, (lua_Integer)i + 1);
+        s = lua_tolstring(L, -1, &len);
+        cm_cache_id_parse(s, len, &it->id); /* checked by read_args */
+        lua_rawgeti(L, 3, (lua_Integer)i + 1);
+        s = lua_tolstring(L, -1, &len);
+        memcpy(lb->bytes + at, s, len);
+        lb->bytes[at + len] = '\0';
+        if (files) {
+            it->path = lb->bytes + at;
+        } else {
+            it->der = (const unsigned char *)lb->bytes + at;
+            it->der_len = len;
+        }
+        at += len + 1;
+        lua_pop(L, 2);
+    }
+    return lb;
+}
+
+static void set_col(lua_State *L, int r, const char *col, lua_Integer i)
+{
+    lua_getfield(L, r, col);
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, i);
+    lua_pop(L, 1);
+}
+
+/* Push r for the finished items of lb. */
+static void push_results(lua_State *L, const struct lobatch *lb)
+{
+    static const char *const cols[] = {"ok", "status", "this_update", "next_update",
+                                       "produced_at", "revoked_at", "reason", "refresh_at",
+                                       "attached", "error", "code", "der", NULL};
+    size_t i;
+    int k, r;
+    lua_createtable(L, 0, 12);
+    r = lua_gettop(L);
+    for (k = 0; cols[k]; k++) {
+        int dense = k <= 4 || strcmp(cols[k], "refresh_at") == 0 || strcmp(cols[k], "attached") == 0;
+        lua_createtable(L, dense ? (int)lb->n : 0, 0);
+        lua_setfield(L, r, cols[k]);
+    }
+    for (i = 0; i < lb->n; i++) {
+        const struct cm_ocsp_batch_item *it = &lb->items[i];
+        lua_Integer li = (lua_Integer)i + 1;
+        lua_pushboolean(L, it->ok);
+        set_col(L, r, "ok", li);
+        lua_pushboolean(L, it->attached);
+        set_col(L, r, "attached", li);
+        if (!it->ok || it->attach_failed) {
+            lua_pushstring(L, it->res.message[0] ? it->res.message : "error");
+            set_col(L, r, "error", li);
+            lua_pushstring(L, it->res.code[0] ? it->res.code : "error");
+            set_col(L, r, "code", li);
+        }
+        if (!it->ok) continue;
+        lua_pushstring(L, cm_ocsp_status_name(it->info.status));
+        set_col(L, r, "status", li);
+        lua_pushinteger(L, (lua_Integer)it->info.this_update);
+        set_col(L, r, "this_update", li);
+        if (it->info.next_update) {
+            lua_pushinteger(L, (lua_Integer)it->info.next_update);
+            set_col(L, r, "next_update", li);
+        }
+        lua_pushinteger(L, (lua_Integer)it->info.produced_at);
+        set_col(L, r, "produced_at", li);
+        if (it->info.status == CM_OCSP_REVOKED) {
+            lua_pushinteger(L, (lua_Integer)it->info.revoked_at);
+            set_col(L, r, "revoked_at", li);
+            if (cm_ocsp_reason_name(it->info.reason)) {
+                lua_pushstring(L, cm_ocsp_reason_name(it->info.reason));
+                set_col(L, r, "reason", li);
+            }
+        }
+        if (it->refresh_at == it->refresh_at) { /* not NaN: the entry was there */
+            cm_lua_push_time(L, it->refresh_at);
+            set_col(L, r, "refresh_at", li);
+        }
+        if (lb->files && lb->ders && it->file_der) {
+            lua_pushlstring(L, (const char *)it->file_der, it->file_der_len);
+            set_col(L, r, "der", li);
+        }
+    }
+}
+
+/* Start lb's batch on the cache at 1; nil, err, code pushed on failure. */
+static int start(lua_State *L, struct lobatch *lb, const struct cm_ocsp_batch_opts *o)
+{
+    struct cm_result res;
+    struct cm_cache *c = cm_lua_cache_check(L, 1);
+    if (cm_ocsp_batch_start(&lb->b, c, lb->items, lb->n, o, &res) != CM_OK) {
+        lb->b = NULL;
+        return cm_lua_fail(L, &res);
+    }
+    return 0;
+}
+
+/* Finish lb on the cache of its uservalue and push r. */
+static int finish(lua_State *L, int idx, struct lobatch *lb)
+{
+    struct cm_cache *c;
+    lua_getiuservalue(L, idx, 1);
+    c = cm_lua_cache_opt(L, -1);
+    lua_pop(L, 1);
+    if (!c) {
+        lobatch_release(lb);
+        return luaL_error(L, "attempt to use a closed cache");
+    }
+    cm_ocsp_batch_finish(c, lb->b); /* frees it */
+    lb->b = NULL;
+    lb->finished = 1;
+    push_results(L, lb);
+    lobatch_release(lb);
+    return 1;
+}
+
+int cm_lua_cache_verify_staples(lua_State *L)
+{
+    static const char what[] = "cache:verify_staples";
+    struct cm_ocsp_batch_opts o;
+    struct lobatch *lb;
+    int files, ders, rc;
+    size_t n;
+    cm_lua_cache_check(L, 1);
+    n = read_args(L, what, &o, &files, &ders);
+    lb = new_batch(L, what, n, files, ders);
+    if ((rc = start(L, lb, &o)) != 0) return rc;
+    return finish(L, 5, lb);
+}
+
+int cm_lua_cache_verify_staples_start(lua_State *L)
+{
+    static const char what[] = "cache:verify_staples_start";
+    struct cm_ocsp_batch_opts o;
+    struct lobatch *lb;
+    int files, ders, rc;
+    size_t n;
+    cm_lua_cache_check(L, 1);
+    n = read_args(L, what, &o, &files, &ders);
+    lb = new_batch(L, what, n, files, ders);
+    if ((rc = start(L, lb, &o)) != 0) return rc;
+    return 1;
+}
+
+static struct lobatch *check_batch(lua_State *L)
+{
+    struct lobatch *lb = luaL_checkudata(L, 1, OBATCH_MT);
+    if (lb->finished) luaL_error(L, "ocsp batch: finished already");
+    if (!lb->items) luaL_error(L, "ocsp batch: dropped");
+    return lb;
+}
+
+static int l_obatch_ready(lua_State *L)
+{
+    struct lobatch *lb = check_batch(L);
+    lua_pushboolean(L, cm_ocsp_batch_ready(lb->b));
+    return 1;
+}
+
+static int l_obatch_finish(lua_State *L)
+{
+    struct lobatch *lb = check_batch(L);
+    lua_settop(L, 1);
+    return finish(L, 1, lb);
+}
+
+/* batch:drop(): stop (joins the threads), attach nothing; idempotent. */
+static int l_obatch_drop(lua_State *L)
+{
+    struct lobatch *lb = luaL_checkudata(L, 1, OBATCH_MT);
+    if (!lb->finished) lobatch_release(lb);
+    return 0;
+}
+
+void cm_lua_open_ocsp_batch(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        {"ready", l_obatch_ready},
+        {"finish", l_obatch_finish},
+        {"drop", l_obatch_drop},
+        {NULL, NULL},
+    };
+    if (luaL_newmetatable(L, OBATCH_MT)) {
+        lua_pushcfunction(L, l_obatch_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, l_obatch_gc);
+        lua_setfield(L, -2, "__close");
+        luaL_newlib(L, methods);
+        lua_setfield(L, -2, "__index");
+    }
+    lua_pop(L, 1);
+}

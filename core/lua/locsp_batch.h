@@ -1,0 +1,20 @@
+/* locsp_batch.h - the cache's OCSP batch methods (locsp_batch.c), registered
+ * by lcache.c, and the cache accessors lcache.c gives them. */
+#ifndef CM_LOCSP_BATCH_H
+#define CM_LOCSP_BATCH_H
+
+#include <lua.h>
+
+struct cm_cache;
+
+/* The open cache at idx; raises unless it is one. */
+struct cm_cache *cm_lua_cache_check(lua_State *L, int idx);
+/* The cache at idx, or NULL when it is closed; raises unless it is a cache. */
+struct cm_cache *cm_lua_cache_opt(lua_State *L, int idx);
+
+int cm_lua_cache_verify_staples(lua_State *L);
+int cm_lua_cache_verify_staples_start(lua_State *L);
+/* Make the batch metatable (once). */
+void cm_lua_open_ocsp_batch(lua_State *L);
+
+#endif

@@ -1,0 +1,431 @@
+/* ocsp_batch.c - many OCSP responses checked on worker threads (ocsp_batch.h). */
+#include "ocsp_batch.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+
+#include "der.h"
+#include "fileio.h"
+#include "ocsp_ssl.h"
+#include "x509_ssl.h"
+
+#define CLAIM 8u /* items a worker claims at once: fewer atomic operations */
+
+/* A distinct issuer of the batch, decoded once. */
+struct issuer {
+    const unsigned char *der; /* the cache's, valid during start only (dedup) */
+    size_t len;
+    X509 *x;                  /* NULL: it failed to load (err) */
+    X509_STORE *store;        /* verify only */
+    struct cm_result err;
+};
+
+/* What start gathered for one item. */
+struct prep {
+    size_t leaf_off, leaf_len; /* into leaves: the serialNumber's DER (serial_only), else the
+                                * whole leaf */
+    int serial_only;
+    long issuer;               /* index into issuers; -1: failed before (item res) */
+};
+
+struct cm_ocsp_batch {
+    struct cm_ocsp_batch_opts o;
+    struct cm_ocsp_batch_item *items;
+    size_t n;
+    struct prep *prep;
+    unsigned char *leaves; /* the leaf DER of every item, back to back */
+    struct issuer *issuers;
+    size_t nissuers;
+    pthread_t tid[CM_OCSP_BATCH_MAX_THREADS];
+    unsigned started;
+    atomic_size_t next; /* next item to claim */
+    atomic_size_t done; /* items checked */
+    atomic_int stop;
+    int keep; /* items read from a file keep the bytes (keep_der, or to attach them) */
+};
+
+void cm_ocsp_batch_opts_init(struct cm_ocsp_batch_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->skew = CM_OCSP_DEFAULT_SKEW;
+    o->threads = 2;
+    o->max_bytes = CM_OCSP_MAX_INPUT;
+    o->verify = 1;
+}
+
+double cm_ocsp_refresh_time(double this_update, double next_update, double not_after)
+{
+    double stop = next_update;
+    if (not_after < stop) stop = not_after;
+    if (stop <= this_update) return this_update;
+    return this_update + (stop - this_update) / 2;
+}
+
+/* Check item i (on a worker, or inline in finish).  rd: the thread's read buffer. */
+static void check_item(struct cm_ocsp_batch *b, size_t i, struct cm_fileio_buf *rd)
+{
+    struct cm_ocsp_batch_item *it = &b->items[i];
+    const struct prep *p = &b->prep[i];
+    const unsigned char *der = it->der;
+    size_t der_len = it->der_len;
+    OCSP_RESPONSE *resp = NULL;
+    OCSP_BASICRESP *bs = NULL;
+    ASN1_INTEGER *serial = NULL;
+    const struct issuer *is;
+
+    if (p->issuer < 0) return; /* start said why */
+    if (!der && it->path) {
+        size_t len = 0;
+        if (cm_fileio_read_into(it->path, b->o.max_bytes, rd, &len, &it->res) != CM_OK) return;
+        der = (const unsigned char *)rd->data;
+        der_len = len;
+    }
+    if (cm_ssl_ocsp_decode(der, der_len, &resp, &bs, &it->res) != CM_OK) goto out;
+    if (p->serial_only) {
+        /* the INTEGER start took from the leaf: what the certificate template decodes */
+        const unsigned char *q = b->leaves + p->leaf_off;
+        if (!(serial = d2i_ASN1_INTEGER(NULL, &q, (long)p->leaf_len))) {
+            cm_fail_ssl(&it->res, "parse", "certificate: not a DER certificate");
+            goto out;
+        }
+    } else if (!(serial = cm_ssl_cert_serial((const char *)b->leaves + p->leaf_off, p->leaf_len,
+                                             "certificate", &it->res))) {
+        goto out;
+    }
+    is = &b->issuers[p->issuer];
+    if (!is->x) {
+        it->res = is->err;
+        goto out;
+    }
+    if (cm_ssl_ocsp_check(bs, serial, is->x, is->store, b->o.verify, b->o.now, b->o.skew,
+                          &it->info, &it->res) != CM_OK)
+        goto out;
+    it->ok = 1;
+    if (!it->der && b->keep) {
+        if (!(it->file_der = malloc(der_len ? der_len : 1))) {
+            it->ok = 0;
+            memset(&it->info, 0, sizeof it->info);
+            cm_fail(&it->res, "ENOMEM", "out of memory for the OCSP response read");
+            goto out;
+        }
+        memcpy(it->file_der, der, der_len);
+        it->file_der_len = der_len;
+    }
+    cm_result_clear(&it->res);
+out:
+    ERR_clear_error();
+    ASN1_INTEGER_free(serial); serial = NULL;
+    OCSP_BASICRESP_free(bs); bs = NULL;
+    OCSP_RESPONSE_free(resp); resp = NULL;
+}
+
+static void *worker(void *arg)
+{
+    struct cm_ocsp_batch *b = arg;
+    struct cm_fileio_buf rd = {NULL, 0};
+    for (;;) {
+        size_t i, first, last;
+        if (atomic_load_explicit(&b->stop, memory_order_relaxed)) break;
+        first = atomic_fetch_add_explicit(&b->next, CLAIM, memory_order_relaxed);
+        if (first >= b->n) break;
+        last = first + CLAIM < b->n ? first + CLAIM : b->n;
+        for (i = first; i < last; i++) check_item(b, i, &rd);
+        atomic_fetch_add_explicit(&b->done, last - first, memory_order_release);
+    }
+    cm_fileio_buf_free(&rd);
+    /* OpenSSL's per-thread error queue and caches */
+    OPENSSL_thread_stop();
+    return NULL;
+}
+
+static void batch_free(struct cm_ocsp_batch *b)
+{
+    size_t k;
+    unsigned t;
+    if (!b) return;
+    atomic_store(&b->stop, 1);
+    for (t = 0; t < b->started; t++) pthread_join(b->tid[t], NULL);
+    b->started = 0;
+    for (k = 0; k < b->nissuers; k++) {
+        X509_STORE_free(b->issuers[k].store);
+        X509_free(b->issuers[k].x);
+    }
+    free(b->issuers);
+    free(b->leaves);
+    free(b->prep);
+    free(b);
+}
+
+/* The DER of the first certificate of a chain (the issuer): its first element. */
+static size_t first_cert_len(const unsigned char *chain, size_t len)
+{
+    struct cm_der d = cm_der_init(chain, len);
+    struct cm_der_elem e;
+    if (cm_der_next(&d, &e) != CM_OK) return len; /* the loader reports it */
+    return (size_t)(d.p - chain);
+}
+
+/* The serialNumber element (tag, length, contents) of a DER certificate,
+ * read strictly: SEQUENCE { SEQUENCE { [0] version OPTIONAL, INTEGER, ... }
+ * ... }.  0 when it does not read so (the worker then decodes the whole
+ * leaf, as cm_ocsp_response_parse does).  Only the serial is needed of the
+ * certificate an OCSP response is about; a decode of the leaf was a fifth of
+ * an RSA check. */
+static int serial_element(const unsigned char *der, size_t len, const unsigned char **at,
+                          size_t *n)
+{
+    struct cm_der d = cm_der_init(der, len), tbs;
+    struct cm_der_elem cert, tbs_e, e;
+    int present;
+    const unsigned char *start;
+    if (cm_der_expect(&d, CM_DER_SEQUENCE, &cert) != CM_OK) return 0;
+    d = cm_der_inside(&cert);
+    if (cm_der_expect(&d, CM_DER_SEQUENCE, &tbs_e) != CM_OK) return 0;
+    tbs = cm_der_inside(&tbs_e);
+    if (cm_der_optional(&tbs, CM_DER_CONTEXT_CONS(0), &e, &present) != CM_OK) return 0;
+    start = tbs.p;
+    if (cm_der_expect(&tbs, CM_DER_INTEGER, &e) != CM_OK) return 0;
+    if (cm_der_integer_ok(e.body, e.len) != CM_OK) return 0;
+    *at = start;
+    *n = (size_t)(tbs.p - start);
+    return 1;
+}
+
+/* Small open-addressing index of the distinct issuers, keyed by length and
+ * the certificate's last bytes (its signature: as good as random). */
+struct issuer_index {
+    long *slot; /* issuer index, -1 empty */
+    size_t mask;
+};
+
+static uint64_t issuer_key(const unsigned char *der, size_t len)
+{
+    uint64_t h = 1469598103934665603ull ^ len;
+    size_t k, from = len > 16 ? len - 16 : 0;
+    for (k = from; k < len; k++) h = (h ^ der[k]) * 1099511628211ull;
+    return h;
+}
+
+/* The issuer index for der (adding and loading it when new); -1 out of memory. */
+static long issuer_of(struct cm_ocsp_batch *b, struct issuer_index *ix, size_t *cap,
+                      const unsigned char *der, size_t len)
+{
+    size_t h = (size_t)issuer_key(der, len) & ix->mask;
+    struct issuer *is;
+    while (ix->slot[h] >= 0) {
+        is = &b->issuers[ix->slot[h]];
+        if (is->len == len && memcmp(is->der, der, len) == 0) return ix->slot[h];
+        h = (h + 1) & ix->mask;
+    }
+    if (b->nissuers >= ix->mask) return -1; /* never with the table at 2n slots, n < 2^19 */
+    if (b->nissuers == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 4;
+        struct issuer *grown = realloc(b->issuers, ncap * sizeof *grown);
+        if (!grown) return -1;
+        b->issuers = grown;
+        *cap = ncap;
+    }
+    is = &b->issuers[b->nissuers];
+    memset(is, 0, sizeof *is);
+    is->der = der;
+    is->len = len;
+    if ((is->x = cm_ssl_load_issuer((const char *)der, len, "issuer certificate", &is->err)) &&
+        b->o.verify && !(is->store = cm_ssl_ocsp_trust(is->x, b->o.now, &is->err))) {
+        X509_free(is->x);
+        is->x = NULL;
+    }
+    ERR_clear_error();
+    ix->slot[h] = (long)b->nissuers;
+    return (long)b->nissuers++;
+}
+
+int cm_ocsp_batch_start(struct cm_ocsp_batch **out, struct cm_cache *c,
+                        struct cm_ocsp_batch_item *items, size_t n,
+                        const struct cm_ocsp_batch_opts *opts, struct cm_result *res)
+{
+    struct cm_ocsp_batch *b = NULL;
+    struct issuer_index ix = {NULL, 0};
+    struct cm_cache_view v;
+    size_t i, total = 0, at = 0, cap = 0, want;
+    unsigned t, nthreads;
+
+    *out = NULL;
+    if (!(b = calloc(1, sizeof *b))) goto nomem;
+    if (opts) b->o = *opts;
+    else cm_ocsp_batch_opts_init(&b->o);
+    if (b->o.now < 0 || b->o.skew < 0 || b->o.max_bytes == 0 || n >= (1u << 19) ||
+        b->o.max_bytes > CM_OCSP_MAX_INPUT || b->o.threads > CM_OCSP_BATCH_MAX_THREADS) {
+        batch_free(b);
+        return cm_fail(res, "invalid",
+                       "ocsp batch: now, skew, max_bytes, threads or the item count out of range");
+    }
+    b->items = items;
+    b->n = n;
+    b->keep = b->o.keep_der || b->o.attach;
+    atomic_init(&b->next, 0);
+    atomic_init(&b->done, 0);
+    atomic_init(&b->stop, 0);
+    if (n == 0) {
+        *out = b;
+        return CM_OK;
+    }
+    if (!(b->prep = calloc(n, sizeof *b->prep))) goto nomem;
+    for (want = 16; want < 2 * n && want < (1u << 20); want *= 2) {}
+    /* distinct issuers are few; the table is sized for the worst case anyway */
+    if (!(ix.slot = malloc(want * sizeof *ix.slot))) goto nomem;
+    ix.mask = want - 1;
+    for (i = 0; i < want; i++) ix.slot[i] = -1;
+    for (i = 0; i < n; i++) {
+        struct cm_ocsp_batch_item *it = &items[i];
+        it->ok = it->attached = it->attach_failed = 0;
+        memset(&it->info, 0, sizeof it->info);
+        it->refresh_at = NAN;
+        it->file_der = NULL;
+        it->file_der_len = 0;
+        cm_result_clear(&it->res);
+        b->prep[i].issuer = -1;
+        if (!cm_cache_view(c, &it->id, &v)) {
+            cm_fail(&it->res, "absent", "no certificate with this id in the cache");
+        } else if (!v.chain_der || v.chain_count == 0) {
+            cm_fail(&it->res, "chain", "the chain holds no issuer certificate to verify a response with");
+        } else if (!it->der && !it->path) {
+            cm_fail(&it->res, "invalid", "no OCSP response and no file to read it from");
+        } else {
+            long k = issuer_of(b, &ix, &cap, v.chain_der, first_cert_len(v.chain_der, v.chain_der_len));
+            if (k < 0) goto nomem;
+            const unsigned char *ser;
+            size_t ser_len;
+            b->prep[i].issuer = k;
+            b->prep[i].serial_only = serial_element(v.der, v.der_len, &ser, &ser_len);
+            b->prep[i].leaf_len = b->prep[i].serial_only ? ser_len : v.der_len;
+            total += b->prep[i].leaf_len;
+        }
+    }
+    free(ix.slot); ix.slot = NULL;
+    if (!(b->leaves = malloc(total ? total : 1))) goto nomem;
+    for (i = 0; i < n; i++) {
+        if (b->prep[i].issuer < 0) continue;
+        const unsigned char *from;
+        size_t len;
+        cm_cache_view(c, &items[i].id, &v); /* the same cache, unchanged since the pass above */
+        from = v.der;
+        if (!b->prep[i].serial_only || !serial_element(v.der, v.der_len, &from, &len)) from = v.der;
+        memcpy(b->leaves + at, from, b->prep[i].leaf_len);
+        b->prep[i].leaf_off = at;
+        at += b->prep[i].leaf_len;
+    }
+    /* the cache's bytes are not ours to keep: only the decoded issuers stay */
+    for (i = 0; i < b->nissuers; i++) b->issuers[i].der = NULL;
+    nthreads = b->o.threads;
+    if ((size_t)nthreads > (n + CLAIM - 1) / CLAIM) nthreads = (unsigned)((n + CLAIM - 1) / CLAIM);
+    /* a thread that cannot be made is only less parallelism (finish does the rest) */
+    for (t = 0; t < nthreads; t++) {
+        if (pthread_create(&b->tid[t], NULL, worker, b) != 0) break;
+        b->started++;
+    }
+    *out = b;
+    return CM_OK;
+nomem:
+    free(ix.slot);
+    batch_free(b);
+    return cm_fail(res, "ENOMEM", "ocsp batch: out of memory");
+}
+
+int cm_ocsp_batch_ready(struct cm_ocsp_batch *b)
+{
+    if (!b || b->started == 0) return 1;
+    return atomic_load_explicit(&b->done, memory_order_acquire) >= b->n;
+}
+
+/* Attach item it as its entry's staple when the OCSP pass would take it. */
+static void attach(struct cm_cache *c, const struct cm_ocsp_batch_opts *o,
+                   struct cm_ocsp_batch_item *it)
+{
+    struct cm_cache_view v;
+    struct cm_cache_staple st;
+    struct cm_cache_update u;
+    struct cm_result r;
+
+    if (!cm_cache_view(c, &it->id, &v)) return; /* gone meanwhile */
+    it->refresh_at = cm_ocsp_refresh_time((double)it->info.this_update,
+                                          (double)it->info.next_update, (double)v.not_after);
+    if (!o->attach || !o->verify || o->now <= 0) return;
+    if (it->info.status == CM_OCSP_UNKNOWN || it->info.next_update == 0) return;
+    if (!(it->refresh_at > (double)o->now)) return;
+    if ((v.flags & CM_CACHE_HAS_STAPLE) && !((double)it->info.this_update > v.staple.this_update))
+        return;
+    memset(&st, 0, sizeof st);
+    st.status = it->info.status;
+    st.this_update = (double)it->info.this_update;
+    st.next_update = (double)it->info.next_update;
+    st.refresh_at = it->refresh_at;
+    st.der = it->der ? it->der : it->file_der;
+    st.der_len = it->der ? it->der_len : it->file_der_len;
+    memset(&u, 0, sizeof u);
+    u.fields = CM_CACHE_SET_OCSP;
+    u.ocsp = &st;
+    if (cm_cache_set(c, &it->id, &u, &r) != CM_OK) {
+        it->attach_failed = 1;
+        it->res = r;
+        return;
+    }
+    it->attached = 1;
+}
+
+void cm_ocsp_batch_finish(struct cm_cache *c, struct cm_ocsp_batch *b)
+{
+    size_t i;
+    unsigned t;
+    int drop_der;
+    if (!b) return;
+    for (t = 0; t < b->started; t++) pthread_join(b->tid[t], NULL);
+    b->started = 0;
+    /* what no thread claimed (none ran, or some could not be made) */
+    if (atomic_load(&b->next) < b->n) {
+        struct cm_fileio_buf rd = {NULL, 0};
+        for (i = atomic_load(&b->next); i < b->n; i++) check_item(b, i, &rd);
+        cm_fileio_buf_free(&rd);
+    }
+    /* attaching a file's response needs its bytes: kept for it, then
+     * dropped unless the caller asked for them */
+    drop_der = !b->o.keep_der;
+    for (i = 0; i < b->n; i++) {
+        struct cm_ocsp_batch_item *it = &b->items[i];
+        if (it->ok) attach(c, &b->o, it);
+        if (drop_der) {
+            free(it->file_der);
+            it->file_der = NULL;
+            it->file_der_len = 0;
+        }
+    }
+    batch_free(b);
+}
+
+void cm_ocsp_batch_free(struct cm_ocsp_batch *b)
+{
+    batch_free(b);
+}
+
+void cm_ocsp_batch_items_free(struct cm_ocsp_batch_item *items, size_t n)
+{
+    size_t i;
+    for (i = 0; items && i < n; i++) {
+        free(items[i].file_der);
+        items[i].file_der = NULL;
+        items[i].file_der_len = 0;
+    }
+}
+
+int cm_ocsp_verify_many(struct cm_cache *c, struct cm_ocsp_batch_item *items, size_t n,
+                        const struct cm_ocsp_batch_opts *opts, struct cm_result *res)
+{
+    struct cm_ocsp_batch *b = NULL;
+    if (cm_ocsp_batch_start(&b, c, items, n, opts, res) != CM_OK) return CM_ERR;
+    cm_ocsp_batch_finish(c, b);
+    return CM_OK;
+}
