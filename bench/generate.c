@@ -61,6 +61,7 @@ static const char EXPECT_DIR[] = "a non-empty string (a directory)";
 static const char EXPECT_N[] = "an integer from 1 to 10000000";
 static const char EXPECT_FRACTION[] = "a number between 0 and 1";
 static const char EXPECT_SEED[] = "an integer";
+static const char EXPECT_CA_KEY_TYPE[] = "\"p256\", \"p384\" or \"rsa2048\"";
 static const char EXPECT_ISSUER[] =
     "a storage key as certmagic's KeyBuilder.Safe makes it (lower-case letters, digits, "
     "'_', '@', '.', '-'; not empty, no '..')";
@@ -76,6 +77,7 @@ void cm_bench_gen_opts_init(struct cm_bench_gen_opts *o)
     o->stale_staples = 0.05;
     o->seed = 1;
     o->issuer_key = DEFAULT_ISSUER_KEY;
+    o->ca_key_type = "p256";
     o->threads = 2;
 }
 
@@ -160,6 +162,10 @@ static int check_opts(const struct cm_bench_gen_opts *o, struct cm_result *res)
     if (!issuer_key_ok(o->issuer_key))
         return cm_fail(res, "invalid", "generate: option 'issuer_key' must be %s, got \"%s\"",
                        EXPECT_ISSUER, o->issuer_key ? o->issuer_key : "(null)");
+    if (!o->ca_key_type || (strcmp(o->ca_key_type, "p256") != 0 && strcmp(o->ca_key_type, "p384") != 0 &&
+                            strcmp(o->ca_key_type, "rsa2048") != 0))
+        return cm_fail(res, "invalid", "generate: option 'ca_key_type' must be %s, got \"%s\"",
+                       EXPECT_CA_KEY_TYPE, o->ca_key_type ? o->ca_key_type : "(null)");
     if (o->threads < 1 || o->threads > CM_BENCH_GEN_MAX_THREADS)
         return cm_fail(res, "invalid", "generate: option 'threads' must be %s, got %d",
                        EXPECT_THREADS, o->threads);
@@ -238,17 +244,17 @@ static void ca_free(struct ca *ca)
     free(ca->inter_pem); ca->inter_pem = NULL;
 }
 
-/* A P-256 root (10 years from a year ago) and a P-256 intermediate under it,
- * through the local CA the internal issuer uses. */
-static int ca_make(struct ca *ca, int64_t now, struct cm_result *res)
+/* A root (10 years from a year ago) and an intermediate under it, both of
+ * key_type, through the local CA the internal issuer uses. */
+static int ca_make(struct ca *ca, const char *key_type, int64_t now, struct cm_result *res)
 {
     struct cm_issue_opts io;
     char *serial = NULL;
     int rc = CM_ERR;
 
     memset(ca, 0, sizeof *ca);
-    if (cm_key_generate("p256", &ca->root_key, res) != CM_OK) goto out;
-    if (cm_key_generate("p256", &ca->inter_key, res) != CM_OK) goto out;
+    if (cm_key_generate(key_type, &ca->root_key, res) != CM_OK) goto out;
+    if (cm_key_generate(key_type, &ca->inter_key, res) != CM_OK) goto out;
     memset(&io, 0, sizeof io);
     io.cn = "certmaint bench root";
     io.not_before = now - 365 * DAY;
@@ -676,7 +682,7 @@ int cm_bench_generate(const struct cm_bench_gen_opts *o, struct cm_bench_gen_sum
     free(perm); perm = NULL;
     sh.roles = roles;
 
-    if (ca_make(&ca, sh.now, res) != CM_OK || write_ca(o->dir, &ca, &bytes, res) != CM_OK)
+    if (ca_make(&ca, o->ca_key_type, sh.now, res) != CM_OK || write_ca(o->dir, &ca, &bytes, res) != CM_OK)
         goto out;
 
     if (!(workers = calloc((size_t)o->threads, sizeof *workers))) {
@@ -739,7 +745,7 @@ out:
  * "invalid"; a dir that holds certificates/ returns "exists". */
 
 static const char *const KNOWN[] = {"dir", "n", "due", "expired", "stale_staples", "seed",
-                                    "issuer_key", "threads", "progress", "now", NULL};
+                                    "issuer_key", "ca_key_type", "threads", "progress", "now", NULL};
 
 /* Raise on a key of opts (at index 1) that is not an option; of several,
  * the smallest string is named so that the message is stable. */
@@ -760,11 +766,11 @@ static void check_known(lua_State *L)
             bad = lua_tostring(L, -1); /* the key stays in the table, so the string lives */
     }
     if (bad)
-        luaL_error(L, "generate: unknown option \"%s\" (known: dir, due, expired, issuer_key, "
-                   "n, now, progress, seed, stale_staples, threads)", bad);
+        luaL_error(L, "generate: unknown option \"%s\" (known: ca_key_type, dir, due, expired, "
+                   "issuer_key, n, now, progress, seed, stale_staples, threads)", bad);
     if (non_string)
-        luaL_error(L, "generate: options are named (name = value); known: dir, due, expired, "
-                   "issuer_key, n, now, progress, seed, stale_staples, threads");
+        luaL_error(L, "generate: options are named (name = value); known: ca_key_type, dir, due, "
+                   "expired, issuer_key, n, now, progress, seed, stale_staples, threads");
 }
 
 /* Push nil, "generate: option 'key' must be <expect>, got <what the value is>", "invalid". */
@@ -840,6 +846,8 @@ static int l_generate(lua_State *L)
     o.seed = (uint64_t)seed;
     if (!field_string(L, "issuer_key", &o.issuer_key))
         return bad_option(L, "issuer_key", EXPECT_ISSUER);
+    if (!field_string(L, "ca_key_type", &o.ca_key_type))
+        return bad_option(L, "ca_key_type", EXPECT_CA_KEY_TYPE);
     if (!field_integer(L, "threads", &threads) || threads < 1 ||
         threads > CM_BENCH_GEN_MAX_THREADS)
         return bad_option(L, "threads", EXPECT_THREADS);

@@ -41,6 +41,8 @@ struct cm_bench_gen_opts {
     uint64_t seed;            /* default 1 */
     const char *issuer_key;   /* certificates/<issuer_key>/, a certmagic Safe key,
                                  default "acme-v02.api.letsencrypt.org-directory" */
+    const char *ca_key_type;  /* the root's and intermediate's key: "p256" (default), "p384" or
+                                 "rsa2048" (what signs the leaves and the OCSP responses) */
     int threads;              /* worker threads, 1..CM_BENCH_GEN_MAX_THREADS, default 2 */
     int progress;             /* print a line to stderr at every 10% */
     int64_t now;              /* Unix seconds the tree is generated at; 0: the wall clock */

@@ -174,6 +174,22 @@ describe("certmaint.benchgen.generate", function()
     assert.same(before, files_of(dir))
   end)
 
+  it("signs with an RSA-2048 CA when asked (ca_key_type), as Let's Encrypt's RSA intermediates do", function()
+    local base = helpers.tmpdir()
+    local s = assert(generate(base .. "/rsa", { n = 3, stale_staples = 0, expired = 0, due = 0, ca_key_type = "rsa2048" }))
+    local inter = assert(helpers.read(base .. "/rsa/bench-ca/intermediate.pem"))
+    local p = assert(io.popen("openssl pkey -noout -text -in '" .. base .. "/rsa/bench-ca/intermediate.key'"))
+    local text = p:read("a")
+    p:close()
+    assert.matches("Private%-Key: %(2048 bit", text)
+    for i = 1, 3 do
+      local crt = assert(helpers.read(base .. "/rsa/" .. keys.cert(ISSUER, name_of(i))))
+      local der = assert(helpers.read(base .. "/rsa/" .. keys.ocsp(name_of(i), keys.fast_hash(crt))))
+      assert.equal("good", assert(core.ocsp_response_parse(der, crt, inter, s.now)).status)
+    end
+    os.execute("rm -rf '" .. base .. "'")
+  end)
+
   it("names the option that is wrong, and what it must be", function()
     local base = helpers.tmpdir()
     local cases = {
@@ -187,6 +203,7 @@ describe("certmaint.benchgen.generate", function()
       { { progress = 1 }, "generate: option 'progress' must be a boolean, got 1" },
       { { issuer_key = "Not Safe" }, "generate: option 'issuer_key' must be" },
       { { issuer_key = "a..b" }, "generate: option 'issuer_key' must be" },
+      { { ca_key_type = "dsa" }, 'generate: option \'ca_key_type\' must be "p256", "p384" or "rsa2048", got "dsa"' },
       { { dir = "" }, "generate: option 'dir' must be a non-empty string (a directory), got a string" },
       { { due = 0.6, expired = 0.6 }, "generate: options 'due' and 'expired' together must not exceed 1, got 0.6 + 0.6" },
     }
@@ -202,8 +219,8 @@ describe("certmaint.benchgen.generate", function()
     assert.equal("generate: option 'dir' must be a non-empty string (a directory), got nothing", err)
     assert.is_nil(core.stat(base .. "/x"), "nothing written for bad options")
     assert.has_error(function() benchgen.generate { dir = base .. "/x", n = 1, thread = 2 } end,
-      'generate: unknown option "thread" (known: dir, due, expired, issuer_key, n, now, progress, seed, '
-        .. 'stale_staples, threads)')
+      'generate: unknown option "thread" (known: ca_key_type, dir, due, expired, issuer_key, n, now, progress, '
+        .. 'seed, stale_staples, threads)')
     os.execute("rm -rf '" .. base .. "'")
   end)
 

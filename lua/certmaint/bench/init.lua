@@ -23,7 +23,7 @@ for _, f in ipairs(M.FIGURES) do KNOWN[f] = true end
 local USAGE = [[
 usage: certmaint-bench --store DIR [--bench FIGURES] [--log-level error|warn|info]
        certmaint-bench --generate N --store DIR [--due F] [--expired F] [--stale F] [--seed S]
-                       [--issuer-key KEY] [--threads T]
+                       [--issuer-key KEY] [--ca-key-type p256|p384|rsa2048] [--threads T]
 FIGURES: a comma-separated list of ]] .. table.concat(M.FIGURES, ",") .. [[ (default: all)
 Each figure prints: RESULT <figure> <N> <seconds> <per_item_us> <peak_rss_MiB>
 ]]
@@ -52,6 +52,7 @@ local function parse_args(args)
     elseif a == "--stale" then o.stale = value(a)
     elseif a == "--seed" then o.seed = value(a)
     elseif a == "--threads" then o.threads = value(a)
+    elseif a == "--ca-key-type" then o.ca_key_type = value(a)
     elseif a == "--log-level" then o.log_level = value(a)
     elseif a == "-h" or a == "--help" then o.help = true
     else error({ usage = "unknown argument '" .. a .. "'" }) end
@@ -113,7 +114,8 @@ function M.main(args)
         n = number_arg(o.generate, "--generate", 1, nil, true),
         due = number_arg(o.due, "--due", 0, 1), expired = number_arg(o.expired, "--expired", 0, 1),
         stale_staples = number_arg(o.stale, "--stale", 0, 1), seed = number_arg(o.seed, "--seed", 0, nil, true),
-        threads = number_arg(o.threads, "--threads", 0, 64, true), issuer_key = o.issuer_key,
+        threads = number_arg(o.threads, "--threads", 1, 64, true), issuer_key = o.issuer_key,
+        ca_key_type = o.ca_key_type,
       })
     end
     local list = figure_list(o.bench)
