@@ -492,6 +492,9 @@ static void push_event(lua_State *L, const struct cm_event *ev)
         set_str(L, "body", ev->body, ev->body_len);
         lua_pushliteral(L, "http_request");
         break;
+    case CM_EVENT_WORK:
+        lua_pushliteral(L, "work");
+        break;
     case CM_EVENT_SIGNAL: {
         const char *name = cm_loop_signal_name(ev->signo);
         lua_pushstring(L, name ? name : "?");
@@ -545,11 +548,12 @@ static int l_loop_pending(lua_State *L)
 {
     struct cm_loop_counts c;
     cm_loop_pending(cm_lua_loop(L), &c);
-    lua_createtable(L, 0, 4);
+    lua_createtable(L, 0, 5);
     set_int(L, "timers", (lua_Integer)c.timers);
     set_int(L, "http", (lua_Integer)c.http);
     set_int(L, "exec", (lua_Integer)c.exec);
     set_int(L, "servers", (lua_Integer)c.servers);
+    set_int(L, "work", (lua_Integer)c.work);
     return 1;
 }
 
