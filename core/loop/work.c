@@ -244,9 +244,9 @@ void cm_work_reset(struct cm_loop *loop)
     if (!s) return;
     pthread_mutex_lock(&s->mu);
     dropped = list_take(&s->queue);
-    while (s->running > 0) pthread_cond_wait(&s->drained, &s->mu);
-    done = list_take(&s->finished);
     pthread_mutex_unlock(&s->mu);
+    /* the dropped ones first: nothing of theirs runs, so their owners may
+     * let go of them before the running ones finish */
     while (dropped) {
         struct work_item *next = dropped->next;
         s->outstanding--;
@@ -254,6 +254,10 @@ void cm_work_reset(struct cm_loop *loop)
         free(dropped);
         dropped = next;
     }
+    pthread_mutex_lock(&s->mu);
+    while (s->running > 0) pthread_cond_wait(&s->drained, &s->mu);
+    done = list_take(&s->finished);
+    pthread_mutex_unlock(&s->mu);
     report(loop, s, done, 0);
     if (s->efd >= 0) (void)!read(s->efd, &n, sizeof n);
 }
