@@ -12,6 +12,11 @@
  *   job:busy()                     -> submitted and not yet reported
  *   job:steps()                    -> steps done (the crash injector's count)
  * phase: "stage", "apply" (manifest required: the commit point), "write".
+ *
+ *   core.file_job(op, path [, data, mode]) -> job: one blocking file call
+ *     of core's, op "write_atomic" | "create_exclusive" | "remove", as a
+ *     job (run/submit/result as above, no phase; result: true | nil, err, code)
+ *     so the storage's lock files are fsynced off the loop too.
  * An injected crash is code "crash".  A job's userdata may be collected
  * while it runs on a worker: the job then frees itself when reported.
  */
@@ -21,14 +26,21 @@
 #include <string.h>
 
 #include "../commit.h"
+#include "../fileio.h"
 #include "../loop/loop.h"
 #include "../loop/work.h"
 
 #define JOB_MT "certmaint.commit_job"
 #define FN "core.commit_job"
 
+enum file_op { OP_NONE = 0, OP_WRITE_ATOMIC, OP_CREATE_EXCLUSIVE, OP_REMOVE };
+
 struct job {
     struct cm_commit c;
+    enum file_op op;            /* a core.file_job: one call, c.res its outcome */
+    char *path, *data;
+    size_t len;
+    mode_t mode;
     enum cm_commit_phase phase;
     int rc;         /* of the last run */
     int ran;        /* a run finished (result() has something to say) */
@@ -43,6 +55,8 @@ struct box {
 static void job_free(struct job *j)
 {
     cm_commit_free(&j->c);
+    free(j->path);
+    free(j->data);
     free(j);
 }
 
@@ -174,8 +188,10 @@ static void set_phase(lua_State *L, struct job *j)
 {
     static const char *const phases[] = {"stage", "apply", "write", NULL};
     static const enum cm_commit_phase values[] = {CM_COMMIT_STAGE, CM_COMMIT_APPLY, CM_COMMIT_WRITE};
-    int p = luaL_checkoption(L, 2, NULL, phases);
+    int p;
     if (j->busy) luaL_error(L, "commit job: already running");
+    if (j->op != OP_NONE) return; /* a file job: one call, no phases */
+    p = luaL_checkoption(L, 2, NULL, phases);
     j->phase = values[p];
     if (j->phase != CM_COMMIT_WRITE && !j->c.txn) luaL_error(L, "commit job: phase %s needs a txn", phases[p]);
     if (j->phase == CM_COMMIT_APPLY) {
@@ -198,6 +214,7 @@ static int push_result(lua_State *L, struct job *j)
         lua_pushboolean(L, 1);
         return 1;
     }
+    if (j->op != OP_NONE) return cm_lua_fail(L, &j->c.res);
     lua_pushnil(L);
     lua_pushstring(L, j->c.res.message);
     lua_pushstring(L, j->c.res.code[0] ? j->c.res.code : "EIO");
@@ -207,11 +224,22 @@ static int push_result(lua_State *L, struct job *j)
     return 6;
 }
 
+static int run_job(struct job *j)
+{
+    switch (j->op) {
+    case OP_WRITE_ATOMIC: return cm_fileio_write_atomic(j->path, j->data, j->len, j->mode, &j->c.res);
+    case OP_CREATE_EXCLUSIVE: return cm_fileio_create_exclusive(j->path, j->data, j->len, j->mode, &j->c.res);
+    case OP_REMOVE: return cm_fileio_remove(j->path, &j->c.res);
+    case OP_NONE: break;
+    }
+    return cm_commit_run(&j->c, j->phase);
+}
+
 static int l_job_run(lua_State *L)
 {
     struct job *j = check_job(L);
     set_phase(L, j);
-    j->rc = cm_commit_run(&j->c, j->phase);
+    j->rc = run_job(j);
     j->ran = 1;
     return push_result(L, j);
 }
@@ -219,7 +247,7 @@ static int l_job_run(lua_State *L)
 static void job_work(void *arg)
 {
     struct job *j = arg;
-    j->rc = cm_commit_run(&j->c, j->phase);
+    j->rc = run_job(j);
 }
 
 static void job_done(void *arg, int ran)
@@ -267,10 +295,43 @@ static int l_job_steps(lua_State *L)
     return 1;
 }
 
+/* core.file_job(op, path [, data [, mode = "0600"]]) */
+static int l_file_job(lua_State *L)
+{
+    static const char *const ops[] = {"write_atomic", "create_exclusive", "remove", NULL};
+    static const enum file_op values[] = {OP_WRITE_ATOMIC, OP_CREATE_EXCLUSIVE, OP_REMOVE};
+    int op = luaL_checkoption(L, 1, NULL, ops);
+    size_t plen, dlen = 0;
+    const char *path = luaL_checklstring(L, 2, &plen), *data = NULL;
+    mode_t mode = 0600;
+    struct box *b;
+    struct job *j;
+    luaL_argcheck(L, plen > 0 && strlen(path) == plen, 2, "path must be non-empty, without NUL");
+    if (values[op] != OP_REMOVE) {
+        data = luaL_checklstring(L, 3, &dlen);
+        if (!lua_isnoneornil(L, 4)) mode = parse_mode(L, luaL_checkstring(L, 4), "mode");
+    }
+    b = lua_newuserdatauv(L, sizeof *b, 0);
+    b->job = NULL;
+    luaL_setmetatable(L, JOB_MT);
+    if (!(j = calloc(1, sizeof *j))) return luaL_error(L, "out of memory");
+    cm_commit_init(&j->c);
+    b->job = j;
+    j->op = values[op];
+    j->mode = mode;
+    j->path = dup_bytes(L, path, plen);
+    if (data) {
+        j->data = dup_bytes(L, data, dlen);
+        j->len = dlen;
+    }
+    return 1;
+}
+
 int cm_lua_open_commit(lua_State *L)
 {
     static const luaL_Reg fns[] = {
         {"commit_job", l_commit_job},
+        {"file_job", l_file_job},
         {NULL, NULL},
     };
     static const luaL_Reg methods[] = {

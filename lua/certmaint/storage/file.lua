@@ -389,6 +389,19 @@ end
 
 -- ---- locks ---------------------------------------------------------------
 
+-- One blocking file call of core's (write_atomic, create_exclusive, remove):
+-- from a loop task on a worker thread (core.file_job: the loop goes on while
+-- it fsyncs), elsewhere here.  The lock files' fsyncs were most of what an
+-- obtain still did on the loop thread.
+local function file_call(op, path, data, mode)
+  if loop.in_task() and coroutine.isyieldable() then
+    local ok, err, code = loop.work(core.file_job(op, path, data, mode))
+    return ok, err, code
+  end
+  local ok, err, code = core[op](path, data, mode)
+  return ok, err, code
+end
+
 -- The current lock record at lock key lk: text, record (nil if unreadable)
 -- | nil, err, code ("ENOENT" when there is none).
 function File:read_lock(lk)
@@ -432,7 +445,7 @@ function File:grant(lk, name, grant)
   if last then
     token = last + 1
     local ok
-    ok, err, code = core.write_atomic(self:path(token_key(lk)), assert(core.json_encode {
+    ok, err, code = file_call("write_atomic", self:path(token_key(lk)), assert(core.json_encode {
       token = token, owner = self.owner, grant = grant, granted = rfc3339.format(core.now()),
     }) .. "\n", LOCK_FILE_MODE)
     if ok then
@@ -461,7 +474,7 @@ function File:acquire_file(lk, name, grant, with_token)
   ok, err, code = core.mkdir_p(self:path(parent_of(lk)), self.dir_mode)
   if not ok then return nil, err, code end
   for _ = 1, 8 do -- a lock released or taken over between two steps: try again
-    ok, err, code = core.create_exclusive(self:path(lk), body, LOCK_FILE_MODE)
+    ok, err, code = file_call("create_exclusive", self:path(lk), body, LOCK_FILE_MODE)
     if ok then
       self.unreadable[lk] = nil
       if not with_token then return true end
@@ -512,7 +525,7 @@ function File:_release(lk, grant)
   if not rec then return false, "an unreadable lock file" end
   if rec.owner ~= self.owner then return false, rec.owner end
   if grant ~= nil and rec.grant ~= grant then return false, rec.owner .. " (another grant)" end
-  local ok, err, rcode = core.remove(self:path(lk))
+  local ok, err, rcode = file_call("remove", self:path(lk))
   if not ok and rcode ~= "ENOENT" then return nil, err, rcode end
   return true
 end
@@ -521,6 +534,8 @@ function File:_refresh(lock, now)
   local text, rec, code = self:read_lock(lock.key)
   if not text and code ~= "ENOENT" then return nil, rec end
   if text and rec and rec.owner == self.owner and rec.grant == lock.grant then
+    -- here, not on a worker: a release while it waited could be undone by
+    -- this write, leaving a lock file nobody holds
     local ok, err = core.write_atomic(self:path(lock.key),
       common.encode_lock(self.owner, rec.created, now, lock.grant), LOCK_FILE_MODE)
     if not ok then return nil, err end
