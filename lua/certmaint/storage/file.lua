@@ -661,22 +661,18 @@ function File:recover_with(step)
     if lfs.symlinkattributes(jdir, "mode") == nil then return 0, 0 end
     return nil, "recover " .. jdir .. ": " .. tostring(iter), "EIO"
   end
+  -- this instance's own commits still running (on a worker) are their own
+  -- to finish: left out before sorting, as each commit lists them all
   local ids = {}
   for name in iter, state do
-    if name ~= "." and name ~= ".." then ids[#ids + 1] = name end
+    if name ~= "." and name ~= ".." and not self:txn_in_progress(name) then ids[#ids + 1] = name end
   end
   if #ids == 0 then return 0, 0 end
   table.sort(ids)
   local rolled, discarded = 0, 0
   for _, id in ipairs(ids) do
-    -- this instance's own commit, still running on a worker, is its own to finish
     local tdir = JOURNAL .. "/" .. id
-    local text, err, code
-    if self:txn_in_progress(id) then
-      code = "inflight"
-    else
-      text, err, code = core.read_file(self:path(tdir .. "/" .. MANIFEST), common.READ_MAX)
-    end
+    local text, err, code = core.read_file(self:path(tdir .. "/" .. MANIFEST), common.READ_MAX)
     if text then
       local m = decode_manifest(text)
       if not m then
@@ -695,7 +691,7 @@ function File:recover_with(step)
         if not rok and rcode ~= "ENOENT" then return nil, rerr, rcode end
         discarded = discarded + 1
       end
-    elseif code ~= "inflight" then
+    else
       return nil, err, code
     end
   end
