@@ -78,15 +78,15 @@ static int job_gc(lua_State *L)
     return 0;
 }
 
-static mode_t parse_mode(lua_State *L, const char *s, const char *what)
+static mode_t parse_mode(lua_State *L, const char *fn, const char *s, const char *what)
 {
     char *end = NULL;
     size_t len = strlen(s);
     unsigned long v;
     if (len < 3 || len > 4 || strspn(s, "01234567") != len)
-        cm_lua_opt_error(L, FN, "%s must be an octal string like \"0600\"", what);
+        cm_lua_opt_error(L, fn, "%s must be an octal string like \"0600\"", what);
     v = strtoul(s, &end, 8);
-    if (*end != '\0' || v > 0777) cm_lua_opt_error(L, FN, "%s must be permission bits (<= 0777)", what);
+    if (*end != '\0' || v > 0777) cm_lua_opt_error(L, fn, "%s must be permission bits (<= 0777)", what);
     return (mode_t)v;
 }
 
@@ -131,7 +131,7 @@ static int l_commit_job(lua_State *L)
         if (!*s || strchr(s, '/')) cm_lua_opt_error(L, FN, "txn must be a name without '/'");
         j->c.txn = dup_bytes(L, s, strlen(s));
     }
-    if ((s = cm_lua_opt_string(L, 1, FN, "dir_mode", 0, NULL))) j->c.dir_mode = parse_mode(L, s, "dir_mode");
+    if ((s = cm_lua_opt_string(L, 1, FN, "dir_mode", 0, NULL))) j->c.dir_mode = parse_mode(L, FN, s, "dir_mode");
     if (lua_getfield(L, 1, "crash_after") != LUA_TNIL) {
         if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
             cm_lua_opt_error(L, FN, "crash_after must be an integer >= 0");
@@ -151,7 +151,7 @@ static int l_commit_job(lua_State *L)
                 if (lua_rawgeti(L, -1, i) != LUA_TTABLE) cm_lua_opt_error(L, FN, "puts[%d] must be a table", (int)i);
                 s = name_field(L, -1, "key", "a put's key");
                 v = cm_lua_opt_string(L, -1, FN, "value", 1, &vlen);
-                p->mode = parse_mode(L, cm_lua_opt_string(L, -1, FN, "mode", 1, NULL), "a put's mode");
+                p->mode = parse_mode(L, FN, cm_lua_opt_string(L, -1, FN, "mode", 1, NULL), "a put's mode");
                 p->key = dup_bytes(L, s, strlen(s));
                 if (!(p->data = malloc(vlen ? vlen : 1))) return luaL_error(L, "out of memory");
                 if (vlen) memcpy(p->data, v, vlen);
@@ -309,7 +309,7 @@ static int l_file_job(lua_State *L)
     luaL_argcheck(L, plen > 0 && strlen(path) == plen, 2, "path must be non-empty, without NUL");
     if (values[op] != OP_REMOVE) {
         data = luaL_checklstring(L, 3, &dlen);
-        if (!lua_isnoneornil(L, 4)) mode = parse_mode(L, luaL_checkstring(L, 4), "mode");
+        if (!lua_isnoneornil(L, 4)) mode = parse_mode(L, "core.file_job", luaL_checkstring(L, 4), "mode");
     }
     b = lua_newuserdatauv(L, sizeof *b, 0);
     b->job = NULL;

@@ -149,6 +149,27 @@ describe("storage.file from loop tasks", function()
     for i, o in ipairs(outcomes) do assert.equal(i <= 4 and "old" or "new", o, "crash after " .. (i - 1)) end
   end)
 
+  it("takes and releases a lock from a task, its files written on a worker", function()
+    local c = counter()
+    local during, token = task.run(function()
+      local before = c.n
+      local lock = assert(s:try_lock("issue_cert_example.com"))
+      assert.equal("rw-r--r--", perms(root .. "/locks/issue_cert_example.com.lock"))
+      assert.equal(lock.token, core.json_decode(s:load("locks/issue_cert_example.com.token")).token)
+      assert(s:unlock(lock))
+      return c.n - before, lock.token
+    end)
+    c.stop = true
+    assert.is_true(during >= 1)
+    assert.is_nil(lfs.attributes(root .. "/locks/issue_cert_example.com.lock"))
+    local again = task.run(function() return assert(s:try_lock("issue_cert_example.com")) end)
+    assert.is_true(again.token > token)
+    local ok, err, code = core.file_job("remove", root .. "/locks/none.lock"):run()
+    assert.is_nil(ok)
+    assert.equal("ENOENT", code)
+    assert.matches("none.lock", err)
+  end)
+
   it("runs the same job on the calling thread outside a task", function()
     assert.is_false(loop.in_task())
     assert.is_true(s:commit { put = { ["a/b.key"] = "K" }, delete = { "none" } })
