@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "work.h"
 
 #define MAX_EPOLL_EVENTS 256
 #define MAX_WAIT_MS (24 * 3600 * 1000)
@@ -78,6 +79,7 @@ struct cm_loop {
     struct cm_proc_state *proc;
     struct cm_httpd_state *httpd;
     struct cm_tlsalpn_state *tlsalpn;
+    struct cm_work_state *work;
 };
 
 static struct cm_loop *the_loop;
@@ -130,6 +132,7 @@ void cm_buf_free(struct cm_buf *b)
 struct cm_http_state **cm_loop_http_slot(struct cm_loop *loop) { return &loop->http; }
 struct cm_proc_state **cm_loop_proc_slot(struct cm_loop *loop) { return &loop->proc; }
 struct cm_httpd_state **cm_loop_httpd_slot(struct cm_loop *loop) { return &loop->httpd; }
+struct cm_work_state **cm_loop_work_slot(struct cm_loop *loop) { return &loop->work; }
 struct cm_tlsalpn_state **cm_loop_tlsalpn_slot(struct cm_loop *loop) { return &loop->tlsalpn; }
 
 /* --- ids ----------------------------------------------------------------- */
@@ -825,6 +828,7 @@ void cm_loop_pending(struct cm_loop *loop, struct cm_loop_counts *c)
     c->http = cm_http_count(loop);
     c->exec = cm_proc_count(loop);
     c->servers = cm_httpd_count(loop) + cm_tlsalpn_count(loop);
+    c->work = cm_work_count(loop);
 }
 
 void cm_loop_reset(struct cm_loop *loop)
@@ -834,12 +838,15 @@ void cm_loop_reset(struct cm_loop *loop)
     cm_proc_reset(loop);
     cm_httpd_reset(loop);
     cm_tlsalpn_reset(loop);
+    cm_work_reset(loop);
     cm_loop_signal_unwatch(loop);
     drop_events(loop);
 }
 
 static void loop_free(struct cm_loop *loop)
 {
+    /* first: a running job finishes before anything else goes away */
+    cm_work_destroy(loop);
     cancel_all_timers(loop);
     cm_httpd_destroy(loop);
     cm_tlsalpn_destroy(loop);
@@ -892,7 +899,8 @@ struct cm_loop *cm_loop_get(struct cm_result *res)
         loop->pipe_was_default = 1;
     }
     if (cm_http_init(loop, res) != CM_OK || cm_proc_init(loop, res) != CM_OK ||
-        cm_httpd_init(loop, res) != CM_OK || cm_tlsalpn_init(loop, res) != CM_OK) {
+        cm_httpd_init(loop, res) != CM_OK || cm_tlsalpn_init(loop, res) != CM_OK ||
+        cm_work_init(loop, res) != CM_OK) {
         loop_free(loop);
         return NULL;
     }

@@ -17,7 +17,8 @@
  * is real even when the clock is not.
  *
  * Ids are unique (per process) positive integers across all kinds.
- * The loop is a process-wide singleton made on first use; one thread only.
+ * The loop is a process-wide singleton made on first use; one thread only
+ * (work.h's pool runs jobs on threads of its own, reported back here).
  */
 #ifndef CM_LOOP_H
 #define CM_LOOP_H
@@ -35,6 +36,7 @@ enum cm_event_kind {
     CM_EVENT_EXEC,
     CM_EVENT_SIGNAL,
     CM_EVENT_HTTPD_REQUEST,     /* a request for the host (httpd.h event mode) */
+    CM_EVENT_WORK,              /* a worker-pool job finished (work.h) */
 };
 
 /* One response header; names are lower-case, one entry a name (last wins). */
@@ -78,6 +80,7 @@ struct cm_loop_counts {
     size_t http;     /* transfers in flight */
     size_t exec;     /* children not yet reported (cancelled ones not counted) */
     size_t servers;  /* open servers: HTTP (httpd.h) and tls-alpn-01 (tlsalpn.h) */
+    size_t work;     /* worker-pool jobs not yet reported (work.h) */
 };
 
 /* The process-wide loop, created on first call (epoll, curl multi).
@@ -90,8 +93,9 @@ struct cm_loop *cm_loop_get(struct cm_result *res);
 void cm_loop_shutdown(void);
 
 /* Cancel everything for test isolation: timers, transfers, children
- * (SIGKILL; reaped in the background, not counted), servers, watched signals
- * and queued events.  The loop stays usable. */
+ * (SIGKILL; reaped in the background, not counted), servers, watched signals,
+ * worker jobs not started (running ones are waited for) and queued events.
+ * The loop stays usable. */
 void cm_loop_reset(struct cm_loop *loop);
 
 /* Run one iteration: wait at most `timeout` seconds (0 = poll, < 0 = no

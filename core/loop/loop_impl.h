@@ -1,6 +1,7 @@
 /* loop_impl.h - what the loop's units (loop, http, httpd, proc) share.
  *
- * Private to core/loop.c, core/http.c, core/httpd.c, core/tlsalpn.c, core/proc.c: fd
+ * Private to core/loop.c, core/http.c, core/httpd.c, core/tlsalpn.c, core/proc.c,
+ * core/work.c: fd
  * watchers, internal (monotonic) timers, the id map and the event queue.
  * Everything runs on the one loop thread.
  */
@@ -87,10 +88,12 @@ struct cm_http_state;
 struct cm_proc_state;
 struct cm_httpd_state;
 struct cm_tlsalpn_state;
+struct cm_work_state;
 struct cm_http_state **cm_loop_http_slot(struct cm_loop *loop);
 struct cm_proc_state **cm_loop_proc_slot(struct cm_loop *loop);
 struct cm_httpd_state **cm_loop_httpd_slot(struct cm_loop *loop);
 struct cm_tlsalpn_state **cm_loop_tlsalpn_slot(struct cm_loop *loop);
+struct cm_work_state **cm_loop_work_slot(struct cm_loop *loop);
 
 /* http.c */
 int cm_http_init(struct cm_loop *loop, struct cm_result *res);
@@ -113,6 +116,10 @@ int cm_tlsalpn_init(struct cm_loop *loop, struct cm_result *res);
 void cm_tlsalpn_reset(struct cm_loop *loop);  /* close all servers */
 void cm_tlsalpn_destroy(struct cm_loop *loop);
 size_t cm_tlsalpn_count(struct cm_loop *loop);
+/* work.c */
+int cm_work_init(struct cm_loop *loop, struct cm_result *res);
+void cm_work_reset(struct cm_loop *loop);   /* drop queued jobs, wait for running ones */
+void cm_work_destroy(struct cm_loop *loop); /* the same, then join the threads */
 
 /* loop.c: SIGCHLD through the signalfd, for systems without pidfd.
  * CM_ERR when the signalfd cannot be set up. */

@@ -38,6 +38,15 @@
 --                                    | nil, err, code [, partial result]
 --   loop.wait_signal()            -> signal name ("TERM", ...)
 --   loop.yield()                  let the other runnable tasks run first
+--   loop.work(job, ...)           a blocking job (core.commit_job) on the C
+--                                 loop's worker threads: job:submit(...),
+--                                 then the task waits for its event while
+--                                 the other tasks run, and returns
+--                                 job:result().  Outside a task, or where the
+--                                 task cannot wait (a decision hook), it runs
+--                                 job:run(...) on this thread instead.  A job
+--                                 that started is never stopped: cancelling
+--                                 the task only stops the waiting.
 --   c:wait([timeout])             on a condition c = loop.cond(): true when
 --                                 notified, false once `timeout` seconds of
 --                                 core.now() time passed (as loop.sleep)
@@ -77,7 +86,7 @@
 --                                 (with the real clock and an opts.timeout it
 --                                 waits the timeout out first).
 --   loop.run_until_idle({timeout=}) steps until no task is runnable and none
---                                 waits on http/exec; tasks sleeping on timers
+--                                 waits on http/exec/work; tasks sleeping on timers
 --                                 not yet due (and condition waiters) count as
 --                                 idle.  It never moves a fake clock.
 --   loop.run() / loop.stop()      run_until stop() is called (or stalled)
@@ -97,7 +106,7 @@
 --                                 core.signal_watch.  Returns a function that
 --                                 removes fn.
 --   loop.in_task(), loop.stats() -> {tasks=, running=, failed=, completed=,
---                                 cancelled=, sleeping=, waiting_io=,
+--                                 cancelled=, sleeping=, waiting_io= (http, exec, work),
 --                                 waiting_signal=, waiting_cond=, timers=}
 --   loop.reset()                  drop every task (closing their coroutines)
 --                                 and loop.at timer, cancel timers/transfers/
@@ -131,7 +140,7 @@ local ntimers = 0                 -- pending loop.at timers
 local signal_waiters = {}
 local signal_handlers = {}
 local serve_handlers = {}          -- server id -> handler (loop.serve)
-local function new_nwait() return { sleep = 0, http = 0, exec = 0, signal = 0, cond = 0 } end
+local function new_nwait() return { sleep = 0, http = 0, exec = 0, signal = 0, cond = 0, work = 0 } end
 local nwait = new_nwait()
 local function new_counters() return { failed = 0, completed = 0, cancelled = 0 } end
 local counters = new_counters()
@@ -249,6 +258,8 @@ local function unwait(task)
     waiting[w.id] = nil
     core.timer_cancel(w.deadline)
     waiting[w.deadline] = nil
+  elseif w.kind == "work" then
+    waiting[w.id] = nil -- the job runs on; its event finds no one
   elseif w.kind == "signal" then
     for i, t in ipairs(signal_waiters) do
       if t == task then table.remove(signal_waiters, i) break end
@@ -361,6 +372,16 @@ function M.exec(argv, opts)
   -- the child gets SIGTERM at timeout and SIGKILL after the grace: wait for both
   return io_wait(task, "exec", id, timeout, tonumber(opts.kill_grace) or EXEC_GRACE, core.exec_cancel,
     tostring(argv[1]))
+end
+
+function M.work(job, ...)
+  if not M.in_task() or not coroutine.isyieldable() then return job:run(...) end
+  local task = check_context("work")
+  local id, err, code = job:submit(...)
+  if not id then return nil, err, code end
+  waiting[id] = task
+  await(task, { kind = "work", id = id })
+  return job:result()
 end
 
 -- conditions ---------------------------------------------------------------------
@@ -520,6 +541,8 @@ local function dispatch(ev)
   if not w or task.done then return end
   if w.kind == "sleep" then
     if w.id == ev.id then wake(task) end
+  elseif w.kind == "work" then
+    if w.id == ev.id then wake(task) end
   elseif w.kind == "cond" then
     if w.id == ev.id then
       w.id = nil
@@ -571,9 +594,9 @@ end
 -- signals always can; timers only with the real clock (with a fake clock
 -- their time comes only when a test moves it, which no blocked step sees).
 local function can_wake()
-  if nwait.http + nwait.exec + nwait.signal > 0 or #signal_handlers > 0 then return true end
+  if nwait.http + nwait.exec + nwait.signal + nwait.work > 0 or #signal_handlers > 0 then return true end
   local p = core.loop_pending()
-  if p.http > 0 or p.exec > 0 then return true end
+  if p.http > 0 or p.exec > 0 or core.work_pending() > 0 then return true end
   return p.timers > 0 and not core.clock_is_fake()
 end
 
@@ -604,7 +627,7 @@ function M.run_until(pred, opts)
   return true
 end
 
-local function busy() return #runq > 0 or nwait.http > 0 or nwait.exec > 0 end
+local function busy() return #runq > 0 or nwait.http > 0 or nwait.exec > 0 or nwait.work > 0 end
 
 function M.run_until_idle(opts)
   check_driver("run_until_idle")
@@ -672,7 +695,7 @@ function M.stats()
     completed = counters.completed,
     cancelled = counters.cancelled,
     sleeping = nwait.sleep,
-    waiting_io = nwait.http + nwait.exec,
+    waiting_io = nwait.http + nwait.exec + nwait.work, -- work: a worker-pool job
     waiting_signal = nwait.signal,
     waiting_cond = nwait.cond,
     timers = ntimers,

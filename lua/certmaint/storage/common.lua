@@ -485,7 +485,8 @@ function M.parse_txn_id(id)
 end
 
 --- May recover() discard the uncommitted transaction id?  Yes if it is ours
--- (this instance runs one commit at a time, so it cannot be in progress) or
+-- (a backend whose commits overlap skips its own ones still in progress
+-- before asking: the file backend's inflight set) or
 -- older than stale_after (its instance died, or is paused so long its locks
 -- went stale anyway); no while another live instance may still be staging it.
 function M.txn_abandoned(backend, id, now)

@@ -33,6 +33,17 @@
 -- (abandoned: ours, or older than stale_after).  commit() runs it first.
 -- "journal" is therefore a reserved top-level key here.
 --
+-- Off the loop thread: commit's file work (staging, the manifest, apply) is
+-- one C job (core.commit_job, core/commit.c: the same steps, fsyncs and
+-- modes), run on the loop's worker threads from a loop task (loop.work: the
+-- other tasks run meanwhile) and on the calling thread elsewhere; so is a
+-- store() from a task.  The fence is still checked here, between the staging
+-- job and the commit-point job.  Since commits of one instance may now
+-- overlap, recover() skips this instance's transactions still in progress,
+-- and writes to the same key wait for each other, so they land in call
+-- order.  A reader in another task may see a set half applied, as another
+-- instance's reader always could (the limit below).
+--
 -- Limits (a shared directory has no leases): the fence is checked just
 -- before the commit point, so an instance paused longer than stale_after
 -- exactly between that check and its manifest write could still land a
@@ -47,6 +58,7 @@ local lfs = require "lfs"
 local options = require "certmaint.options"
 local common = require "certmaint.storage.common"
 local keys = require "certmaint.keys"
+local loop = require "certmaint.loop"
 local rfc3339 = require "certmaint.rfc3339"
 
 local M = {}
@@ -90,6 +102,8 @@ function M.new(opts)
     owner = common.new_owner(),
     held = {},       -- lock key -> lock name, for the locks this instance holds
     unreadable = {}, -- lock key -> core.now() when first seen unreadable
+    writing = {},    -- key -> loop.cond of the commit or store writing it on a worker
+    inflight = {},   -- txn id -> its write guard, while this instance's commit runs
   }, File)
 end
 
@@ -157,6 +171,13 @@ function File:store(key, value, opts)
   local mode = common.store_mode(key, opts, self.file_mode, 2)
   local safe, serr, scode = self:refuse_symlinks(key, "store")
   if not safe then return nil, serr, scode end
+  if loop.in_task() and coroutine.isyieldable() then
+    -- the fsyncs on a worker thread: the loop goes on meanwhile
+    local guard <close> = self:begin_write({ key })
+    local ok, err, code = loop.work(core.commit_job { root = self.root, dir_mode = self.dir_mode,
+      puts = { { key = key, value = value, mode = mode } } }, "write")
+    return ok, err, code
+  end
   local dir = parent_of(key)
   local ok, err, code = core.mkdir_p(dir and self:path(dir) or self.root, self.dir_mode)
   if not ok then return nil, err, code end
@@ -372,6 +393,19 @@ end
 
 -- ---- locks ---------------------------------------------------------------
 
+-- One blocking file call of core's (write_atomic, create_exclusive, remove):
+-- from a loop task on a worker thread (core.file_job: the loop goes on while
+-- it fsyncs), elsewhere here.  The lock files' fsyncs were most of what an
+-- obtain still did on the loop thread.
+local function file_call(op, path, data, mode)
+  if loop.in_task() and coroutine.isyieldable() then
+    local ok, err, code = loop.work(core.file_job(op, path, data, mode))
+    return ok, err, code
+  end
+  local ok, err, code = core[op](path, data, mode)
+  return ok, err, code
+end
+
 -- The current lock record at lock key lk: text, record (nil if unreadable)
 -- | nil, err, code ("ENOENT" when there is none).
 function File:read_lock(lk)
@@ -415,7 +449,7 @@ function File:grant(lk, name, grant)
   if last then
     token = last + 1
     local ok
-    ok, err, code = core.write_atomic(self:path(token_key(lk)), assert(core.json_encode {
+    ok, err, code = file_call("write_atomic", self:path(token_key(lk)), assert(core.json_encode {
       token = token, owner = self.owner, grant = grant, granted = rfc3339.format(core.now()),
     }) .. "\n", LOCK_FILE_MODE)
     if ok then
@@ -444,7 +478,7 @@ function File:acquire_file(lk, name, grant, with_token)
   ok, err, code = core.mkdir_p(self:path(parent_of(lk)), self.dir_mode)
   if not ok then return nil, err, code end
   for _ = 1, 8 do -- a lock released or taken over between two steps: try again
-    ok, err, code = core.create_exclusive(self:path(lk), body, LOCK_FILE_MODE)
+    ok, err, code = file_call("create_exclusive", self:path(lk), body, LOCK_FILE_MODE)
     if ok then
       self.unreadable[lk] = nil
       if not with_token then return true end
@@ -495,7 +529,7 @@ function File:_release(lk, grant)
   if not rec then return false, "an unreadable lock file" end
   if rec.owner ~= self.owner then return false, rec.owner end
   if grant ~= nil and rec.grant ~= grant then return false, rec.owner .. " (another grant)" end
-  local ok, err, rcode = core.remove(self:path(lk))
+  local ok, err, rcode = file_call("remove", self:path(lk))
   if not ok and rcode ~= "ENOENT" then return nil, err, rcode end
   return true
 end
@@ -504,6 +538,8 @@ function File:_refresh(lock, now)
   local text, rec, code = self:read_lock(lock.key)
   if not text and code ~= "ENOENT" then return nil, rec end
   if text and rec and rec.owner == self.owner and rec.grant == lock.grant then
+    -- here, not on a worker: a release while it waited could be undone by
+    -- this write, leaving a lock file nobody holds
     local ok, err = core.write_atomic(self:path(lock.key),
       common.encode_lock(self.owner, rec.created, now, lock.grant), LOCK_FILE_MODE)
     if not ok then return nil, err end
@@ -629,9 +665,11 @@ function File:recover_with(step)
     if lfs.symlinkattributes(jdir, "mode") == nil then return 0, 0 end
     return nil, "recover " .. jdir .. ": " .. tostring(iter), "EIO"
   end
+  -- this instance's own commits still running (on a worker) are their own
+  -- to finish: left out before sorting, as each commit lists them all
   local ids = {}
   for name in iter, state do
-    if name ~= "." and name ~= ".." then ids[#ids + 1] = name end
+    if name ~= "." and name ~= ".." and not self:txn_in_progress(name) then ids[#ids + 1] = name end
   end
   if #ids == 0 then return 0, 0 end
   table.sort(ids)
@@ -682,47 +720,101 @@ function File:commit(tx)
       end
     end
   end
+  -- begin_commit consumes (and checks) crash_after: the C job counts the steps
+  local crash_after = self.crash_after
   local puts, deletes, step, fence = common.begin_commit(self, tx, self.file_mode,
     function(p) return self:check_target(p.key) end, 2)
   if puts == true or puts == nil then return puts, deletes, step end
   local ok, err, code
   local id = common.new_txn_id(self, core.now())
   local tdir = JOURNAL .. "/" .. id
-  local function abandon(...)
-    remove_tree(self:path(tdir))
-    return ...
-  end
   ok, err, code = self:refuse_symlinks(tdir, "commit")
   if not ok then return nil, err, code end
-  ok, err, code = core.mkdir_p(self:path(tdir), self.dir_mode)
-  if not ok then return nil, err, code end
+  local touched = {}
+  for i, p in ipairs(puts) do touched[i] = p.key end
+  for _, key in ipairs(deletes) do touched[#touched + 1] = key end
+  local guard <close> = self:begin_write(touched, id)
   local m = { version = 1, id = id, owner = self.owner, created = rfc3339.format(core.now()),
     put = empty_array(), delete = empty_array() }
   if fence then m.fence = { lock = fence.key, token = fence.token, grant = fence.grant } end
   for i, p in ipairs(puts) do
-    step()
-    local file = tostring(i - 1)
-    ok, err, code = core.write_atomic(self:path(tdir .. "/" .. file), p.value, p.mode)
-    if not ok then return abandon(nil, err, code) end
-    m.put[i] = { key = p.key, file = file, mode = p.mode, size = #p.value }
+    m.put[i] = { key = p.key, file = tostring(i - 1), mode = p.mode, size = #p.value }
   end
   for i, key in ipairs(deletes) do m.delete[i] = key end
-  step()
+  -- puts in the manifest's order: put i is staged as "<i - 1>"
+  local job = core.commit_job { root = self.root, txn = id, dir_mode = self.dir_mode, puts = puts,
+    deletes = deletes, crash_after = crash_after }
+  guard.job = job
+  ok, err, code = loop.work(job, "stage")
+  if not ok then
+    if code == "crash" then error("injected crash", 2) end
+    return nil, err, code
+  end
   -- the fence again, right before the commit point: a takeover while staging
   ok, err, code = common.check_fence(self, fence)
-  if not ok then return abandon(nil, err, code) end
-  ok, err, code = core.write_atomic(self:path(tdir .. "/" .. MANIFEST),
-    assert(core.json_encode(m)), "0600")
-  if not ok then return abandon(nil, err, code) end
-  -- committed: from here a failure is finished by the next recover()
-  ok, err, code = self:apply(tdir, m, step)
   if not ok then
-    core.log("error", "storage_commit_unfinished", { txn = id, error = err,
-      storage = self:describe() })
-    return nil, "commit " .. id .. " is committed but not yet applied (recover() finishes it): "
-      .. tostring(err), code
+    remove_tree(self:path(tdir))
+    return nil, err, code
   end
-  return true
+  local committed
+  ok, err, code, _, _, committed = loop.work(job, "apply", assert(core.json_encode(m)))
+  if ok then return true end
+  if code == "crash" then error("injected crash", 2) end
+  if not committed then return nil, err, code end
+  -- committed: the next recover() finishes it
+  core.log("error", "storage_commit_unfinished", { txn = id, error = err, storage = self:describe() })
+  return nil, "commit " .. id .. " is committed but not yet applied (recover() finishes it): "
+    .. tostring(err), code
+end
+
+-- ---- writes on the worker threads ---------------------------------------------
+
+local Guard = {}
+Guard.__index = Guard
+
+-- Released when its commit or store returns, fails, or its task is
+-- cancelled (a job already running finishes on its own; its transaction is
+-- then recover()'s once the job is no longer busy).
+function Guard:__close()
+  local self_ = self.storage
+  for _, k in ipairs(self.keys) do
+    if self_.writing[k] == self.cond then self_.writing[k] = nil end
+  end
+  self.active = false
+  if self.txn and not (self.job and self.job:busy()) then self_.inflight[self.txn] = nil end
+  self.cond:notify_all()
+end
+
+--- begin_write(keys [, txn]) -> guard (a to-be-closed value): wait (in a
+-- task) until no other write of this instance is on any of keys, then mark
+-- them; txn, if given, is this instance's transaction in progress
+-- (recover() leaves it alone) until the guard is closed.
+function File:begin_write(list, txn)
+  if loop.in_task() and coroutine.isyieldable() then
+    local i = 1
+    while i <= #list do
+      local c = self.writing[list[i]]
+      if c then
+        c:wait()
+        i = 1
+      else
+        i = i + 1
+      end
+    end
+  end
+  local g = setmetatable({ storage = self, keys = list, cond = loop.cond(), txn = txn, active = true }, Guard)
+  for _, k in ipairs(list) do self.writing[k] = g.cond end
+  if txn then self.inflight[txn] = g end
+  return g
+end
+
+--- Is txn a commit of this instance still running (its task, or its job)?
+function File:txn_in_progress(txn)
+  local g = self.inflight[txn]
+  if not g then return false end
+  if g.active or (g.job and g.job:busy()) then return true end
+  self.inflight[txn] = nil
+  return false
 end
 
 return M
