@@ -29,16 +29,20 @@ M.YIELD_EVERY = 32 -- staples a worker checks before it lets the loop run
 
 local function log(level, event, fields) core.log(level, event, fields or {}) end
 
-local PEM_CERT = "%-%-%-%-%-BEGIN CERTIFICATE%-%-%-%-%-.-%-%-%-%-%-END CERTIFICATE%-%-%-%-%-\n?"
+local BEGIN_CERT, END_CERT = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
 
---- The issuer's certificate of a chain PEM (its second certificate), or nil.
+--- The issuer's certificate of a chain PEM (its second certificate, with the
+-- newline after it), or nil. Plain finds: a pattern with `.-` over a chain
+-- cost ~20 us a certificate, which the OCSP pass pays for each one.
 function M.issuer_pem_of(chain_pem)
-  local n = 0
-  for block in chain_pem:gmatch(PEM_CERT) do
-    n = n + 1
-    if n == 2 then return block end
-  end
-  return nil
+  local b1 = chain_pem:find(BEGIN_CERT, 1, true)
+  local e1 = b1 and chain_pem:find(END_CERT, b1 + #BEGIN_CERT, true)
+  local b2 = e1 and chain_pem:find(BEGIN_CERT, e1 + #END_CERT, true)
+  local e2 = b2 and chain_pem:find(END_CERT, b2 + #BEGIN_CERT, true)
+  if not e2 then return nil end
+  local stop = e2 + #END_CERT - 1
+  if chain_pem:byte(stop + 1) == 10 then stop = stop + 1 end
+  return chain_pem:sub(b2, stop)
 end
 
 --- When a staple {this_update, next_update} should be refreshed: half-way

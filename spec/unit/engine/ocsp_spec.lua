@@ -408,3 +408,20 @@ describe("policy ocsp record", function()
     assert.matches("ocsp.staple_files", err, 1, true)
   end)
 end)
+
+describe("engine.ocsp.issuer_pem_of", function()
+  local ocsp = require "certmaint.engine.ocsp"
+  local function block(body) return "-----BEGIN CERTIFICATE-----\n" .. body .. "\n-----END CERTIFICATE-----\n" end
+
+  it("gives the chain's second certificate, its newline included", function()
+    assert.equal(block("BBB"), ocsp.issuer_pem_of(block("AAA") .. block("BBB") .. block("CCC")))
+    assert.equal(block("BBB"):sub(1, -2), ocsp.issuer_pem_of(block("AAA") .. block("BBB"):sub(1, -2)))
+  end)
+
+  it("gives nil for a chain of one, or a second certificate that never ends", function()
+    assert.is_nil(ocsp.issuer_pem_of(block("AAA")))
+    assert.is_nil(ocsp.issuer_pem_of(block("AAA") .. "-----BEGIN CERTIFICATE-----\nBBB\n"))
+    assert.is_nil(ocsp.issuer_pem_of("-----END CERTIFICATE-----\n" .. block("AAA")))
+    assert.is_nil(ocsp.issuer_pem_of(""))
+  end)
+end)
