@@ -55,6 +55,22 @@ static int l_obatch_gc(lua_State *L)
 }
 
 /* Read (ids, responses, opts) at 2, 3, 4 into *o; raise on a caller's bug. */
+
+/* Option `name` of the options table at index 4: an integer in lo..hi, or
+ * dflt when absent; anything else raises, naming it. */
+static lua_Integer opt_int_in(lua_State *L, const char *what, const char *name, lua_Integer lo,
+                              lua_Integer hi, lua_Integer dflt)
+{
+    lua_Integer v = dflt;
+    if (lua_getfield(L, 4, name) != LUA_TNIL) {
+        if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < lo || lua_tointeger(L, -1) > hi)
+            cm_lua_opt_error(L, what, "option '%s' must be an integer in %d..%d", name, (int)lo, (int)hi);
+        v = lua_tointeger(L, -1);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
 static size_t read_args(lua_State *L, const char *what, struct cm_ocsp_batch_opts *o, int *files,
                         int *ders)
 {
@@ -76,22 +92,8 @@ static size_t read_args(lua_State *L, const char *what, struct cm_ocsp_batch_opt
             if (o->skew < 0) cm_lua_opt_error(L, what, "option 'skew' must not be negative");
         }
         lua_pop(L, 1);
-        if (lua_getfield(L, 4, "threads") != LUA_TNIL) {
-            if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0 ||
-                lua_tointeger(L, -1) > (lua_Integer)CM_OCSP_BATCH_MAX_THREADS)
-                cm_lua_opt_error(L, what, "option 'threads' must be an integer in 0..%d",
-                                 (int)CM_OCSP_BATCH_MAX_THREADS);
-            o->threads = (unsigned)lua_tointeger(L, -1);
-        }
-        lua_pop(L, 1);
-        if (lua_getfield(L, 4, "max_bytes") != LUA_TNIL) {
-            if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 ||
-                lua_tointeger(L, -1) > (lua_Integer)CM_OCSP_MAX_INPUT)
-                cm_lua_opt_error(L, what, "option 'max_bytes' must be an integer in 1..%d",
-                                 (int)CM_OCSP_MAX_INPUT);
-            o->max_bytes = (size_t)lua_tointeger(L, -1);
-        }
-        lua_pop(L, 1);
+        o->threads = (unsigned)opt_int_in(L, what, "threads", 0, CM_OCSP_BATCH_MAX_THREADS, o->threads);
+        o->max_bytes = (size_t)opt_int_in(L, what, "max_bytes", 1, CM_OCSP_MAX_INPUT, (lua_Integer)o->max_bytes);
         *files = cm_lua_opt_bool(L, 4, what, "files");
         *ders = cm_lua_opt_bool(L, 4, what, "ders");
         o->attach = cm_lua_opt_bool(L, 4, what, "attach");
