@@ -269,32 +269,33 @@ static int finish(lua_State *L, int idx, struct lobatch *lb)
     return 1;
 }
 
-int cm_lua_cache_verify_staples(lua_State *L)
+/* What both entry points do: check the arguments, make the batch userdata
+ * (pushed, index 5) and start it. -> the batch | NULL with nil, err, code
+ * pushed (*rc the count to return). */
+static struct lobatch *begin(lua_State *L, const char *what, int *rc)
 {
-    static const char what[] = "cache:verify_staples";
     struct cm_ocsp_batch_opts o;
     struct lobatch *lb;
-    int files, ders, rc;
+    int files, ders;
     size_t n;
     cm_lua_cache_check(L, 1);
     n = read_args(L, what, &o, &files, &ders);
     lb = new_batch(L, what, n, files, ders);
-    if ((rc = start(L, lb, &o)) != 0) return rc;
-    return finish(L, 5, lb);
+    if ((*rc = start(L, lb, &o)) != 0) return NULL;
+    return lb;
+}
+
+int cm_lua_cache_verify_staples(lua_State *L)
+{
+    int rc;
+    struct lobatch *lb = begin(L, "cache:verify_staples", &rc);
+    return lb ? finish(L, 5, lb) : rc;
 }
 
 int cm_lua_cache_verify_staples_start(lua_State *L)
 {
-    static const char what[] = "cache:verify_staples_start";
-    struct cm_ocsp_batch_opts o;
-    struct lobatch *lb;
-    int files, ders, rc;
-    size_t n;
-    cm_lua_cache_check(L, 1);
-    n = read_args(L, what, &o, &files, &ders);
-    lb = new_batch(L, what, n, files, ders);
-    if ((rc = start(L, lb, &o)) != 0) return rc;
-    return 1;
+    int rc;
+    return begin(L, "cache:verify_staples_start", &rc) ? 1 : rc;
 }
 
 static struct lobatch *check_batch(lua_State *L)

@@ -194,7 +194,7 @@ function Run:fig_load_staples()
     attached, due, stored_s = ocsp_passes(engines)
     return engines, loaded
   end)
-  self.engines, self.staples_attached = engines, true
+  self.engines = engines
   say("load_staples: %d staples attached from storage (%d certificates needed one); load %.3f s, stored "
     .. "staples read, verified and attached %.3f s (%.1f us a certificate), fetch attempts for the rest %.3f s",
     attached, due, load_s, stored_s, stored_s / math.max(loaded, 1) * 1e6, seconds - load_s - stored_s)

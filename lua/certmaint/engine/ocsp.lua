@@ -27,6 +27,19 @@ local M = {}
 
 M.YIELD_EVERY = 32 -- staples a worker checks before it lets the loop run
 
+--- A function to call once per staple handled: every YIELD_EVERY calls it
+-- lets the loop run (loop.yield).
+function M.pacer()
+  local n = 0
+  return function()
+    n = n + 1
+    if n >= M.YIELD_EVERY then
+      n = 0
+      loop.yield()
+    end
+  end
+end
+
 local function log(level, event, fields) core.log(level, event, fields or {}) end
 
 local BEGIN_CERT, END_CERT = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
@@ -294,7 +307,7 @@ function M:stored_staples_batch(ids, now, cfg, tick, revoked)
       loop.yield()
     end
     local r = b.batch:finish()
-    local since_yield = 0
+    local pace = M.pacer()
     for j, id in ipairs(b.ids) do
       local cert = b.certs[j]
       local url = cert.ocsp_urls[1]
@@ -311,11 +324,7 @@ function M:stored_staples_batch(ids, now, cfg, tick, revoked)
         handled[id] = true
         self:staple_failed(id, cert, url, cert.ocsp, now, "cannot attach: " .. tostring(r.error[j]), "toobig", tick)
       end
-      since_yield = since_yield + 1
-      if since_yield >= M.YIELD_EVERY then
-        since_yield = 0
-        loop.yield()
-      end
+      pace()
     end
   end
   local cur = #ids > 0 and prepare(1) or nil
@@ -341,7 +350,7 @@ function M:refresh_staples(ids, now, cfg, tick)
   local next_i, running = 1, 0
   local done = loop.cond()
   local function worker()
-    local since_yield = 0
+    local pace = M.pacer()
     while next_i <= #ids and not self.stopping do
       local id = ids[next_i]
       next_i = next_i + 1
@@ -353,11 +362,7 @@ function M:refresh_staples(ids, now, cfg, tick)
       -- staples taken from storage never wait: without this one worker
       -- would check 100k of them while signals, challenges and the other
       -- passes wait for the loop
-      since_yield = since_yield + 1
-      if since_yield >= M.YIELD_EVERY then
-        since_yield = 0
-        loop.yield()
-      end
+      pace()
     end
     running = running - 1
     done:notify_all()

@@ -2,12 +2,7 @@
 -- (keys in tests/fixtures/jws/, see its README).
 local core = require "certmaint.core"
 
-local function read(name)
-  local f = assert(io.open("tests/fixtures/jws/" .. name, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = require("helpers.fixtures").reader("jws")
 
 local function b64u_json(jws, member)
   return jws:match('"' .. member .. '":"([^"]*)"')

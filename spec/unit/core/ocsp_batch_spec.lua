@@ -4,12 +4,7 @@
 -- from strings or files; attach; argument errors; one value returned each.
 local core = require "certmaint.core"
 
-local function read(name)
-  local f = assert(io.open("tests/fixtures/ocsp/" .. name, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = require("helpers.fixtures").reader("ocsp")
 
 local T, DAY = 1767225600, 86400
 local NOW = T + 3600

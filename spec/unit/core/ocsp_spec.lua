@@ -3,12 +3,7 @@
 -- must_staple in core.cert_parse and the cache.
 local core = require "certmaint.core"
 
-local function read(name)
-  local f = assert(io.open("tests/fixtures/ocsp/" .. name, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = require("helpers.fixtures").reader("ocsp")
 
 local T, DAY = 1767225600, 86400
 local NOW = T + 3600
