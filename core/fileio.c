@@ -506,12 +506,19 @@ int cm_fileio_pid_alive(long pid)
 
 /* ---- walking a tree ------------------------------------------------------ */
 
-struct walk {
+/* One list of relative paths the walk fills. */
+struct walk_list {
     char **paths;
-    size_t count, cap, max_files;
+    size_t count, cap;
+};
+
+struct walk {
+    struct walk_list files, side; /* side: temp and aside files, in the clean walk */
+    size_t max_files;
     unsigned max_depth;
     const char *skip_top;
     int side_files; /* list only the temp and aside files (clean_temp), not the others */
+    const char *crt_top; /* the clean walk: *.crt files below this top entry, and side files */
     struct cm_result *res;
 };
 
@@ -539,21 +546,39 @@ static int is_side_file(const char *name)
     return has_hex_suffix(name, ".tmp-") || has_hex_suffix(name, ".stale-");
 }
 
-static int walk_add(struct walk *w, const char *rel)
+static int walk_add(struct walk *w, struct walk_list *l, const char *rel)
 {
     char *copy;
-    if (w->count >= w->max_files)
+    if (w->files.count + w->side.count >= w->max_files)
         return cm_fail(w->res, "toobig", "list: more than %zu files", w->max_files);
-    if (w->count == w->cap) {
-        size_t cap = w->cap ? w->cap * 2 : 256;
-        char **grown = realloc(w->paths, cap * sizeof *grown);
+    if (l->count == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 256;
+        char **grown = realloc(l->paths, cap * sizeof *grown);
         if (!grown) return cm_fail(w->res, "ENOMEM", "list: out of memory");
-        w->paths = grown;
-        w->cap = cap;
+        l->paths = grown;
+        l->cap = cap;
     }
     if (!(copy = strdup(rel))) return cm_fail(w->res, "ENOMEM", "list: out of memory");
-    w->paths[w->count++] = copy;
+    l->paths[l->count++] = copy;
     return CM_OK;
+}
+
+/* The clean walk's certificate files: "<crt_top>/.../<name>.crt". */
+static int is_clean_crt(const struct walk *w, const char *rel, size_t rel_len)
+{
+    size_t top = strlen(w->crt_top);
+    return rel_len > top + 5 && memcmp(rel, w->crt_top, top) == 0 && rel[top] == '/' &&
+           memcmp(rel + rel_len - 4, ".crt", 4) == 0;
+}
+
+/* Where a non-directory entry goes: its list, or NULL (not listed). */
+static struct walk_list *walk_list_for(struct walk *w, int side, const char *rel, size_t rel_len)
+{
+    if (w->crt_top) {
+        if (side) return &w->side;
+        return is_clean_crt(w, rel, rel_len) ? &w->files : NULL;
+    }
+    return side == w->side_files ? &w->files : NULL;
 }
 
 /* Walk full (the directory), whose path relative to the root is rel ("" at
@@ -582,8 +607,10 @@ static int walk_dir(struct walk *w, char *full, size_t full_len, char *rel, size
         }
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
         side = is_side_file(de->d_name);
-        if (side && !w->side_files) continue;                          /* a crash's leftovers: never listed */
-        if (!side && w->side_files && de->d_type == DT_REG) continue; /* only those wanted */
+        if (!w->crt_top) {
+            if (side && !w->side_files) continue;                          /* a crash's leftovers: never listed */
+            if (!side && w->side_files && de->d_type == DT_REG) continue; /* only those wanted */
+        }
         if (depth == 0 && w->skip_top && strcmp(de->d_name, w->skip_top) == 0) continue;
         nlen = strlen(de->d_name);
         if (full_len + 1 + nlen >= PATH_MAX || rel_len + 1 + nlen >= PATH_MAX) {
@@ -615,8 +642,10 @@ static int walk_dir(struct walk *w, char *full, size_t full_len, char *rel, size
             if (walk_dir(w, full, full_len + 1 + nlen, rel, rel_len ? rel_len + 1 + nlen : nlen,
                          depth + 1) != CM_OK)
                 goto out;
-        } else if ((side || !w->side_files) && walk_add(w, rel) != CM_OK) {
-            goto out;
+        } else {
+            size_t now_len = rel_len ? rel_len + 1 + nlen : nlen;
+            struct walk_list *l = walk_list_for(w, side, rel, now_len);
+            if (l && walk_add(w, l, rel) != CM_OK) goto out;
         }
     next:
         full[full_len] = '\0';
@@ -635,13 +664,46 @@ static int cmp_paths(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+static void walk_list_free(struct walk_list *l)
+{
+    cm_fileio_paths_free(l->paths, l->count);
+    memset(l, 0, sizeof *l);
+}
+
+/* Run the walk w (filled but for its lists) over dir; each list sorted. */
+static int walk_run(struct walk *w, const char *dir)
+{
+    char *full = NULL, *rel = NULL;
+    size_t dlen = strlen(dir);
+    int rc = CM_ERR;
+
+    if (dlen == 0 || dlen >= PATH_MAX) return cm_fail(w->res, "ENAMETOOLONG", "list: bad directory");
+    full = malloc(PATH_MAX);
+    rel = malloc(PATH_MAX);
+    if (!full || !rel) {
+        cm_fail(w->res, "ENOMEM", "list: out of memory");
+        goto out;
+    }
+    memcpy(full, dir, dlen + 1);
+    rel[0] = '\0';
+    if (walk_dir(w, full, dlen, rel, 0, 0) != CM_OK) goto out;
+    if (w->files.count > 1) qsort(w->files.paths, w->files.count, sizeof *w->files.paths, cmp_paths);
+    if (w->side.count > 1) qsort(w->side.paths, w->side.count, sizeof *w->side.paths, cmp_paths);
+    rc = CM_OK;
+out:
+    if (rc != CM_OK) {
+        walk_list_free(&w->files);
+        walk_list_free(&w->side);
+    }
+    free(full); full = NULL;
+    free(rel); rel = NULL;
+    return rc;
+}
+
 static int walk_tree(const char *dir, const char *skip_top, int side_files, unsigned max_depth,
                      size_t max_files, char ***paths, size_t *count, struct cm_result *res)
 {
     struct walk w;
-    char *full = NULL, *rel = NULL;
-    size_t dlen = strlen(dir);
-    int rc = CM_ERR;
 
     *paths = NULL;
     *count = 0;
@@ -651,27 +713,39 @@ static int walk_tree(const char *dir, const char *skip_top, int side_files, unsi
     w.skip_top = skip_top;
     w.side_files = side_files;
     w.res = res;
-    if (dlen == 0 || dlen >= PATH_MAX) return cm_fail(res, "ENAMETOOLONG", "list: bad directory");
-    full = malloc(PATH_MAX);
-    rel = malloc(PATH_MAX);
-    if (!full || !rel) {
-        cm_fail(res, "ENOMEM", "list: out of memory");
-        goto out;
-    }
-    memcpy(full, dir, dlen + 1);
-    rel[0] = '\0';
-    if (walk_dir(&w, full, dlen, rel, 0, 0) != CM_OK) goto out;
-    if (w.count > 1) qsort(w.paths, w.count, sizeof *w.paths, cmp_paths);
-    *paths = w.paths;
-    *count = w.count;
-    w.paths = NULL;
-    w.count = 0;
-    rc = CM_OK;
-out:
-    cm_fileio_paths_free(w.paths, w.count);
-    free(full); full = NULL;
-    free(rel); rel = NULL;
-    return rc;
+    if (walk_run(&w, dir) != CM_OK) return CM_ERR;
+    *paths = w.files.paths;
+    *count = w.files.count;
+    return CM_OK;
+}
+
+int cm_fileio_walk_clean(const char *dir, const char *skip_top, const char *crt_top, unsigned max_depth,
+                         size_t max_files, struct cm_fileio_clean_walk *out, struct cm_result *res)
+{
+    struct walk w;
+
+    memset(out, 0, sizeof *out);
+    if (!crt_top || !*crt_top || strchr(crt_top, '/'))
+        return cm_fail(res, "invalid", "list: the certificates folder must be one top-level name");
+    memset(&w, 0, sizeof w);
+    w.max_files = max_files;
+    w.max_depth = max_depth;
+    w.skip_top = skip_top;
+    w.crt_top = crt_top;
+    w.res = res;
+    if (walk_run(&w, dir) != CM_OK) return CM_ERR;
+    out->crts = w.files.paths;
+    out->crt_count = w.files.count;
+    out->side = w.side.paths;
+    out->side_count = w.side.count;
+    return CM_OK;
+}
+
+void cm_fileio_clean_walk_free(struct cm_fileio_clean_walk *cw)
+{
+    cm_fileio_paths_free(cw->crts, cw->crt_count);
+    cm_fileio_paths_free(cw->side, cw->side_count);
+    memset(cw, 0, sizeof *cw);
 }
 
 int cm_fileio_walk(const char *dir, const char *skip_top, unsigned max_depth, size_t max_files,
@@ -692,4 +766,173 @@ void cm_fileio_paths_free(char **paths, size_t count)
     if (!paths) return;
     for (i = 0; i < count; i++) { free(paths[i]); paths[i] = NULL; }
     free(paths);
+}
+
+/* ---- removing many files ------------------------------------------------- */
+
+/* Open the folder rel (relative to rootfd; "" is the root itself) one
+ * component at a time, never following a symbolic link: *fd, or -1 with an
+ * errno (ENOENT: gone; ELOOP/ENOTDIR: a link or a file on the way). */
+static int open_below(int rootfd, const char *rel, int *fd)
+{
+    char comp[NAME_MAX + 1];
+    const char *p = rel;
+    int cur = dup(rootfd);
+    *fd = -1;
+    if (cur < 0) return errno;
+    while (*p) {
+        const char *slash = strchr(p, '/');
+        size_t len = slash ? (size_t)(slash - p) : strlen(p);
+        int next;
+        if (len == 0 || len > NAME_MAX) {
+            close(cur);
+            return ENAMETOOLONG;
+        }
+        memcpy(comp, p, len);
+        comp[len] = '\0';
+        next = openat(cur, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (next < 0) {
+            int err = errno;
+            struct stat st;
+            /* Linux says ENOTDIR for a link with O_DIRECTORY: tell them apart */
+            if (err == ENOTDIR && fstatat(cur, comp, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
+                err = ELOOP;
+            close(cur);
+            return err;
+        }
+        close(cur);
+        cur = next;
+        p += len;
+        if (*p == '/') p++;
+    }
+    *fd = cur;
+    return 0;
+}
+
+/* The folders a removal changed, fsynced once each at the end. */
+struct dirty_dirs {
+    char **dirs;
+    size_t count, cap;
+};
+
+static int dirty_add(struct dirty_dirs *d, const char *dir, size_t len)
+{
+    char *copy;
+    if (d->count && strlen(d->dirs[d->count - 1]) == len && memcmp(d->dirs[d->count - 1], dir, len) == 0)
+        return 0; /* the same folder again (sorted input): the common case */
+    if (d->count == d->cap) {
+        size_t cap = d->cap ? d->cap * 2 : 16;
+        char **grown = realloc(d->dirs, cap * sizeof *grown);
+        if (!grown) return ENOMEM;
+        d->dirs = grown;
+        d->cap = cap;
+    }
+    if (!(copy = strndup(dir, len))) return ENOMEM;
+    d->dirs[d->count++] = copy;
+    return 0;
+}
+
+/* Length of rel's folder part ("a/b" of "a/b/c"; 0 for "c"). */
+static size_t parent_len(const char *rel, size_t len)
+{
+    while (len > 0 && rel[len - 1] != '/') len--;
+    return len ? len - 1 : 0;
+}
+
+/* The folder group [start, end) of remove_many done: prune it when empty,
+ * mark what changed dirty. */
+static int remove_group_done(int rootfd, const char *dir, size_t dlen, int prune_empty,
+                             struct dirty_dirs *dirty)
+{
+    if (prune_empty && dlen > 0) {
+        size_t glen = parent_len(dir, dlen);
+        char *gdir = strndup(dir, glen), *base;
+        int gfd = -1, err;
+        if (!gdir) return ENOMEM;
+        base = strndup(dir + (glen ? glen + 1 : 0), dlen - (glen ? glen + 1 : 0));
+        if (!base) {
+            free(gdir);
+            return ENOMEM;
+        }
+        err = open_below(rootfd, gdir, &gfd);
+        if (err == 0 && unlinkat(gfd, base, AT_REMOVEDIR) == 0) {
+            close(gfd);
+            free(base);
+            free(gdir);
+            return dirty_add(dirty, dir, glen);
+        }
+        if (gfd >= 0) close(gfd);
+        free(base);
+        free(gdir);
+        /* not empty (or not ours to remove): the folder itself changed */
+    }
+    return dirty_add(dirty, dir, dlen);
+}
+
+int cm_fileio_remove_many(const char *root, char *const *rel, size_t n, int prune_empty,
+                          unsigned char *ok, struct cm_result *res)
+{
+    struct dirty_dirs dirty = {NULL, 0, 0};
+    int rootfd, dirfd = -1, dir_err = 0, failed = 0, err;
+    const char *dir = NULL;
+    size_t dlen = 0, i;
+
+    if (ok) memset(ok, 0, n);
+    rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (rootfd < 0) return fail_errno(res, errno, "remove below", root);
+    for (i = 0; i < n; i++) {
+        size_t len = strlen(rel[i]), plen = parent_len(rel[i], len);
+        const char *base = rel[i] + (plen ? plen + 1 : 0);
+        if (!dir || plen != dlen || memcmp(rel[i], dir, plen) != 0) {
+            if (dirfd >= 0) {
+                close(dirfd);
+                dirfd = -1;
+                if ((err = remove_group_done(rootfd, dir, dlen, prune_empty, &dirty)) != 0) goto fail_err;
+            }
+            dir = rel[i];
+            dlen = plen;
+            {
+                char *d = strndup(rel[i], plen);
+                if (!d) { err = ENOMEM; goto fail_err; }
+                dir_err = open_below(rootfd, d, &dirfd);
+                free(d);
+            }
+        }
+        if (dir_err == ENOENT) { /* its folder is gone: so is it */
+            if (ok) ok[i] = 2;
+            continue;
+        }
+        if (dir_err != 0) {
+            if (!failed++)
+                cm_fail(res, cm_errno_name(dir_err), "remove %s/%s: %s%s", root, rel[i], strerror(dir_err),
+                        dir_err == ELOOP || dir_err == ENOTDIR ? " (a symbolic link or file among its folders)" : "");
+            continue;
+        }
+        if (unlinkat(dirfd, base, 0) == 0) {
+            if (ok) ok[i] = 1;
+        } else if (errno == ENOENT) {
+            if (ok) ok[i] = 2;
+        } else if (!failed++) {
+            fail_errno(res, errno, "remove", rel[i]);
+        }
+    }
+    if (dirfd >= 0) {
+        close(dirfd);
+        dirfd = -1;
+        if ((err = remove_group_done(rootfd, dir, dlen, prune_empty, &dirty)) != 0) goto fail_err;
+    }
+    for (i = 0; i < dirty.count; i++) {
+        int fd;
+        if (open_below(rootfd, dirty.dirs[i], &fd) != 0) continue; /* gone since: nothing to sync */
+        if (fsync(fd) != 0 && errno != EINVAL && !failed++) fail_errno(res, errno, "fsync directory", dirty.dirs[i]);
+        close(fd);
+    }
+    goto out;
+fail_err:
+    if (!failed++) fail_errno(res, err, "remove below", root);
+out:
+    if (dirfd >= 0) close(dirfd);
+    close(rootfd);
+    cm_fileio_paths_free(dirty.dirs, dirty.count);
+    return failed ? CM_ERR : CM_OK;
 }

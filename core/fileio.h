@@ -154,6 +154,35 @@ int cm_fileio_walk(const char *dir, const char *skip_top, unsigned max_depth, si
 int cm_fileio_walk_side_files(const char *dir, const char *skip_top, unsigned max_depth, size_t max_files,
                               char ***paths, size_t *count, struct cm_result *res);
 
+/* The clean pass's one walk (cm_fileio_walk_clean): the certificate files
+ * (names ending in ".crt" below the top-level folder crt_top) and, anywhere below the root, the temp and aside
+ * files; both sorted, relative to the walked folder. */
+struct cm_fileio_clean_walk {
+    char **crts;
+    size_t crt_count;
+    char **side;
+    size_t side_count;
+};
+
+/* One walk of dir (as cm_fileio_walk: links not followed, skip_top skipped)
+ * filling *out, so the clean pass reads the tree's folders once for both of
+ * its listings.  Free with cm_fileio_clean_walk_free (also after failure). */
+int cm_fileio_walk_clean(const char *dir, const char *skip_top, const char *crt_top, unsigned max_depth,
+                         size_t max_files, struct cm_fileio_clean_walk *out, struct cm_result *res);
+void cm_fileio_clean_walk_free(struct cm_fileio_clean_walk *cw);
+
+/* Remove the files rel[0..n) below root, each resolved without following a
+ * symbolic link on the way (a link among the folders: "ELOOP", that file
+ * kept); a missing one is no failure.  With prune_empty, a folder left
+ * empty by the removal (not root) is removed too.  Each folder changed is
+ * fsynced once, at the end, not once a file (the clean pass deletes
+ * thousands).  ok[i] (may be NULL) is 1 for each file removed, 2 for one
+ * that was not there, 0 for one that could not be removed; the first
+ * failure of a file goes into *res and the others go on: CM_OK only when
+ * all were removed.  rel must be sorted (so a folder's files are together). */
+int cm_fileio_remove_many(const char *root, char *const *rel, size_t n, int prune_empty,
+                          unsigned char *ok, struct cm_result *res);
+
 /* Free what cm_fileio_walk returned; NULL is fine. */
 void cm_fileio_paths_free(char **paths, size_t count);
 

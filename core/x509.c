@@ -669,6 +669,33 @@ out:
     return ret;
 }
 
+int cm_x509_leaf_not_after(const char *pem, size_t len, int64_t *not_after, struct cm_result *res)
+{
+    struct pem_span spans[MAX_CHAIN];
+    struct cm_cert_facts f;
+    unsigned char small[6144], *buf = small;
+    size_t count = 0, n = 0, cap;
+    int rc;
+
+    if (!pem || len == 0) return cm_fail(res, "parse", "no PEM certificate found: input is empty");
+    if (len > CM_X509_MAX_INPUT)
+        return cm_fail(res, "toobig", "PEM data is %zu bytes, more than the %d allowed", len,
+                       CM_X509_MAX_INPUT);
+    if (pem_scan(pem, len, spans, &count, res) != CM_OK) return CM_ERR;
+    cap = cm_base64_decoded_max(spans[0].len);
+    if (cap > sizeof small && !(buf = malloc(cap))) return cm_fail(res, "ENOMEM", "out of memory decoding PEM");
+    rc = cm_base64_decode_into(spans[0].body, spans[0].len, PEM_BASE64, buf, cap, &n, NULL) == CM_OK && n > 0
+             ? cm_x509_der_not_after(buf, n, not_after)
+             : CM_X509_DECLINED;
+    if (buf != small) free(buf);
+    if (rc == CM_OK) return CM_OK;
+    /* declined: the full parser decides (and says what is wrong) */
+    if (cm_x509_parse_chain(pem, len, &f, res) != CM_OK) return CM_ERR;
+    *not_after = f.not_after;
+    cm_cert_facts_free(&f);
+    return CM_OK;
+}
+
 /* ------------------------------------------------------------------------ */
 /* DER to PEM                                                               */
 

@@ -57,6 +57,12 @@ int cm_x509_parse_der_chain(const unsigned char *der, size_t len,
 /* Free everything *f owns and zero it; safe on a zeroed struct. */
 void cm_cert_facts_free(struct cm_cert_facts *f);
 
+/* The leaf's notAfter of a PEM chain, without the rest of its facts (the
+ * clean pass's scan of every stored certificate): the fast path's shape
+ * check and validity, else the full parse's verdict.  CM_ERR with res
+ * ("parse", "toobig", "ENOMEM") as cm_x509_parse_chain fails. */
+int cm_x509_leaf_not_after(const char *pem, size_t len, int64_t *not_after, struct cm_result *res);
+
 /* Free every item and the array of *l and zero it; safe on a zeroed list. */
 void cm_strlist_free(struct cm_strlist *l);
 

@@ -214,6 +214,17 @@ int cm_x509_der_shallow(const unsigned char *der, size_t len, size_t *used)
     return read_certificate(der, len, used, &t);
 }
 
+int cm_x509_der_not_after(const unsigned char *der, size_t len, int64_t *not_after)
+{
+    struct tbs t;
+    size_t used = 0;
+    int rc = read_certificate(der, len, &used, &t);
+    if (rc != CM_OK) return rc;
+    if (used != len) return DECLINE;
+    *not_after = t.not_after;
+    return CM_OK;
+}
+
 /* ------------------------------------------------------------------------ */
 /* names in RFC 2253 text                                                   */
 

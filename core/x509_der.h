@@ -12,6 +12,7 @@
 #define CM_X509_DER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "result.h"
 #include "x509.h"
@@ -32,6 +33,10 @@ int cm_x509_der_leaf(const unsigned char *der, size_t len, size_t *used,
  * extensions not decoded) at the start of der[0..len); *used gets its
  * length.  CM_OK or CM_X509_DECLINED. */
 int cm_x509_der_shallow(const unsigned char *der, size_t len, size_t *used);
+
+/* The notAfter of the certificate that is exactly der[0..len), with the
+ * shape check of cm_x509_der_shallow: CM_OK or CM_X509_DECLINED. */
+int cm_x509_der_not_after(const unsigned char *der, size_t len, int64_t *not_after);
 
 /* The attribute types the fast path names in an RFC 2253 DN, as OpenSSL's
  * short names: table[0..return) (for the tests, which check it against

@@ -364,6 +364,56 @@ static int l_pid_alive(lua_State *L)
     return 1;
 }
 
+/* remove_many(root, rels [, {prune_empty = false}]) -> removed | nil, err, code, removed:
+ * cm_fileio_remove_many; removed[i] is "removed", "missing" (was not there)
+ * or false (the failure names the first such) for each rels[i]. */
+static int l_remove_many(lua_State *L)
+{
+    static const char *const keys[] = {"prune_empty", NULL};
+    const char *root = check_path(L, 1);
+    int prune = 0, rc;
+    lua_Integer n, i;
+    char **rels;
+    unsigned char *ok;
+    struct cm_result res;
+
+    luaL_checktype(L, 2, LUA_TTABLE);
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        cm_lua_check_options(L, 3, "core.remove_many", keys);
+        if (lua_getfield(L, 3, "prune_empty") != LUA_TNIL) prune = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    n = (lua_Integer)lua_rawlen(L, 2);
+    luaL_argcheck(L, n <= READ_FILES_MAX, 2, "too many paths");
+    /* userdata memory: freed by Lua whatever happens below */
+    rels = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *rels, 0);
+    ok = lua_newuserdatauv(L, (size_t)(n ? n : 1), 0);
+    for (i = 1; i <= n; i++) {
+        size_t len;
+        lua_rawgeti(L, 2, i);
+        if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "core.remove_many: path %d is not a string", (int)i);
+        rels[i - 1] = (char *)lua_tolstring(L, -1, &len); /* anchored in the table at 2 */
+        if (len == 0 || strlen(rels[i - 1]) != len || rels[i - 1][0] == '/')
+            luaL_error(L, "core.remove_many: path %d must be relative, non-empty, without NUL", (int)i);
+        lua_pop(L, 1);
+    }
+    rc = cm_fileio_remove_many(root, rels, (size_t)n, prune, ok, &res);
+    lua_createtable(L, (int)n, 0);
+    for (i = 0; i < n; i++) {
+        if (ok[i] == 1) lua_pushliteral(L, "removed");
+        else if (ok[i] == 2) lua_pushliteral(L, "missing");
+        else lua_pushboolean(L, 0);
+        lua_rawseti(L, -2, i + 1);
+    }
+    if (rc == CM_OK) return 1;
+    lua_pushnil(L);
+    lua_pushstring(L, res.message);
+    lua_pushstring(L, res.code);
+    lua_rotate(L, -4, -1); /* nil, err, code, removed */
+    return 4;
+}
+
 int cm_lua_open_fs(lua_State *L)
 {
     static const luaL_Reg fns[] = {
@@ -379,6 +429,7 @@ int cm_lua_open_fs(lua_State *L)
         {"stat", l_stat},
         {"remove", l_remove},
         {"rmdir", l_rmdir},
+        {"remove_many", l_remove_many},
         {"hostname", l_hostname},
         {"getpid", l_getpid},
         {"pid_alive", l_pid_alive},

@@ -323,6 +323,10 @@ function Run:clean_figure(figure, opts)
     if tick.skipped then error("certmaint-bench: the clean pass was skipped: " .. tick.skipped, 0) end
     say("%s: %d certificates deleted, %d kept, %d staples deleted", figure, tick.deleted or 0, tick.kept or 0,
       tick.staples_deleted or 0)
+    local phases = {}
+    for phase, s in pairs(tick.seconds or {}) do phases[#phases + 1] = ("%s %.3f s"):format(phase, s) end
+    table.sort(phases)
+    say("%s: time by step: %s", figure, table.concat(phases, ", "))
     self:emit(figure, n, seconds, peak)
   end)
   remove_tree(copy)

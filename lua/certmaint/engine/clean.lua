@@ -93,6 +93,15 @@ function M:each_unmanaged_stored(fn, opts)
 end
 
 M.LAST_CLEAN_KEY = "certmaint/last_clean"
+
+-- fn(...) with its wall time added to tick.seconds[phase] (where a clean
+-- pass spends its time: the bench prints it, status could)
+local function timed(tick, phase, fn, ...)
+  local t0 = core.monotonic()
+  fn(...)
+  tick.seconds = tick.seconds or {}
+  tick.seconds[phase] = (tick.seconds[phase] or 0) + core.monotonic() - t0
+end
 M.CLEAN_LOCK = "clean"
 
 --- Locks whose holder stopped refreshing them (died) for longer than the
@@ -123,16 +132,56 @@ function M:clean_stale_locks(now, tick)
   end
 end
 
---- Temp files of writes that never finished, older than one renew tick.
+-- Unfinished writes' temp files older than this are a crash's leftovers.
+function M:temp_cutoff(now) return now - (self.policy.renew_check_interval or 600) end
+
+--- Temp files of writes that never finished, older than one renew tick
+-- (a backend without a clean scan, which finds them itself).
 function M:clean_temp_files(now, tick)
   if not self.storage.clean_temp then return end
-  local removed, err = self.storage:clean_temp(now - (self.policy.renew_check_interval or 600))
+  local removed, err = self.storage:clean_temp(self:temp_cutoff(now))
   if not removed then
     log("error", "clean_delete_failed", { what = "temp files", error = err })
     return
   end
   for _, k in ipairs(removed) do log("info", "clean_deleted", { key = k, what = "unfinished write's temp file" }) end
   tick.temp_deleted = (tick.temp_deleted or 0) + #removed
+end
+
+--- Delete the files at list (storage keys) in one storage call where the
+-- backend has one (the file backend syncs each folder once, not each file),
+-- each removal logged as `what` with fields_of(key)'s fields; prune_empty:
+-- also a folder they leave empty. Returns how many were removed.
+function M:delete_files(list, what, prune_empty, fields_of)
+  if #list == 0 then return 0 end
+  local result, err, code, partial
+  if self.storage.delete_many then
+    result, err, code, partial = self.storage:delete_many(list, { prune_empty = prune_empty })
+    result = result or partial
+  else
+    result = {}
+    for _, k in ipairs(list) do
+      if not self.storage:exists(k) then
+        result[k] = "missing"
+      else
+        local ok, derr, dcode = self.storage:delete(k)
+        result[k] = ok and "removed" or false
+        if not ok then err, code = err or derr, code or dcode end
+      end
+    end
+  end
+  local n = 0
+  for _, k in ipairs(list) do
+    if result[k] == "removed" then
+      n = n + 1
+      local fields = fields_of and fields_of(k) or {}
+      fields.key, fields.what = k, fields.what or what
+      log("info", "clean_deleted", fields)
+    elseif result[k] == false then
+      log("error", "clean_delete_failed", { key = k, error = err, code = code })
+    end
+  end
+  return n
 end
 
 --- The clean pass, once per clean_interval among the instances sharing the
@@ -159,9 +208,9 @@ function M:clean_pass(opts)
       log("info", "clean_skipped", { last_clean = rfc3339.iso(at), why = "another instance cleaned within the interval" })
       return
     end
-    self:clean_work(now, tick)
-    self:clean_stale_locks(now, tick)
-    self:clean_temp_files(now, tick)
+    local scanned = self:clean_work(now, tick)
+    timed(tick, "locks", self.clean_stale_locks, self, now, tick)
+    if not scanned then timed(tick, "temp", self.clean_temp_files, self, now, tick) end
     local text = rfc3339.format(now) .. "\n"
     local cok, cerr, ccode = self.storage:commit { put = { [M.LAST_CLEAN_KEY] = text }, fence = lock }
     if cok then
@@ -177,17 +226,72 @@ function M:clean_pass(opts)
   return tick
 end
 
--- What one clean pass removes (under the clean lock).
+-- What one clean pass removes (under the clean lock). Returns true when
+-- the backend's clean scan found (and this removed) the temp files too.
 function M:clean_work(now, tick)
   local cfg = self.policy.clean or {}
-  if cfg.ocsp_staples ~= false then self:clean_staples(now, tick) end
-  self:clean_crls(now, tick) -- engine/crl.lua: a CRL past its nextUpdate is of no use to anyone
-  if cfg.expired_certs == false then return end
+  if cfg.ocsp_staples ~= false then timed(tick, "staples", self.clean_staples, self, now, tick) end
+  -- engine/crl.lua: a CRL past its nextUpdate is of no use to anyone
+  timed(tick, "crls", self.clean_crls, self, now, tick)
+  if cfg.expired_certs == false then return false end
   local grace = cfg.expired_cert_grace_period or 86400
+  if self.storage.clean_scan then
+    timed(tick, "certs", self.clean_scanned, self, now, tick, grace)
+    return true
+  end
+  timed(tick, "certs", self.clean_expired_certs, self, now, tick, grace)
+  return false
+end
+
+-- The files of the certificate set stored at crt_key (".crt"), in the
+-- order they are deleted.
+local function set_files(crt_key)
+  local base = crt_key:sub(1, -5)
+  return { base .. ".crt", base .. ".key", base .. ".json" }
+end
+
+--- The clean pass over the backend's clean scan (storage:clean_scan, the file
+-- backend's: one walk for the certificates and the temp files, each
+-- certificate read on threads for its notAfter only): the temp files first
+-- (so a site folder they were in can go with its certificate), then the
+-- expired sets in one delete_many, their site folders with them when empty.
+function M:clean_scanned(now, tick, grace)
+  local scan, err, code = self.storage:clean_scan { expired_before = now - grace,
+    temp_before = self:temp_cutoff(now) }
+  if not scan then
+    log("error", "clean_scan_failed", { error = err, code = code })
+    return
+  end
+  tick.temp_deleted = (tick.temp_deleted or 0) + self:delete_files(scan.temp, "unfinished write's temp file", false)
+  local managed = self:managed_crt_keys()
+  for _, f in ipairs(scan.failed) do
+    if not managed[f.key] then
+      tick.unparseable = tick.unparseable + 1
+      log("warn", "clean_unparseable", { key = f.key, error = f.error })
+    end
+  end
+  local doomed, not_after = {}, {}
+  for _, it in ipairs(scan.expired) do
+    if not (managed[it.key] or self.by_id[it.id]) then
+      tick.deleted = tick.deleted + 1
+      for _, k in ipairs(set_files(it.key)) do
+        doomed[#doomed + 1] = k
+        not_after[k] = it.not_after
+      end
+    end
+  end
+  tick.kept = tick.kept + scan.certificates - tick.deleted - tick.unparseable
+  self:delete_files(doomed, nil, true, function(k) return { not_after = rfc3339.iso(not_after[k]) } end)
+end
+
+--- Stored certificates expired longer than the grace period, with their key
+-- and metadata, then the site folders they leave empty (a backend without a
+-- clean scan).
+function M:clean_expired_certs(now, tick, grace)
   for _, primary in ipairs(self.order) do -- managed and stored: kept
     if self.entries[primary].id then tick.kept = tick.kept + 1 end
   end
-  local sites = {}
+  local sites, doomed, not_after = {}, {}, {}
   self:each_unmanaged_stored(function(k, facts)
     if facts and self.by_id[facts.hash] then
       tick.kept = tick.kept + 1
@@ -195,13 +299,9 @@ function M:clean_work(now, tick)
       tick.unparseable = tick.unparseable + 1
       log("warn", "clean_unparseable", { key = k })
     elseif facts.not_after + grace <= now then
-      local base = k:sub(1, -5)
-      for _, ext in ipairs { ".crt", ".key", ".json" } do
-        if self.storage:exists(base .. ext) then
-          local ok, err = self.storage:delete(base .. ext)
-          if ok then log("info", "clean_deleted", { key = base .. ext, not_after = rfc3339.iso(facts.not_after) })
-          else log("error", "clean_delete_failed", { key = base .. ext, error = err }) end
-        end
+      for _, f in ipairs(set_files(k)) do
+        doomed[#doomed + 1] = f
+        not_after[f] = facts.not_after
       end
       tick.deleted = tick.deleted + 1
       sites[dirname(k)] = true
@@ -209,6 +309,7 @@ function M:clean_work(now, tick)
       tick.kept = tick.kept + 1
     end
   end)
+  self:delete_files(doomed, nil, false, function(k) return { not_after = rfc3339.iso(not_after[k]) } end)
   for site in pairs(sites) do
     local rest = self.storage:list(site, false)
     if rest and #rest == 0 then

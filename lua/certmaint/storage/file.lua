@@ -316,6 +316,42 @@ function File:clean_temp(before)
   return removed
 end
 
+--- clean_scan{expired_before = t, temp_before = t} -> scan | nil, err, code:
+-- the clean pass's one walk of the tree (core.clean_scan): every stored
+-- certificate under certificates/ read on threads for its leaf's notAfter,
+-- and the temp files of unfinished writes. scan = {certificates = n,
+-- expired = {{key, not_after, id}}, failed = {{key, error, code}}, temp = {key}}.
+function File:clean_scan(opts)
+  if type(opts) ~= "table" or type(opts.expired_before) ~= "number" or type(opts.temp_before) ~= "number" then
+    error("storage clean_scan: expired_before and temp_before must be numbers", 2)
+  end
+  local st, err, code = core.stat(self.root)
+  if not st then
+    if code == "ENOENT" then return { certificates = 0, expired = {}, failed = {}, temp = {} } end
+    return nil, err, code
+  end
+  return core.clean_scan(self.root, { crt_top = keys.CERTS_PREFIX, skip_top = JOURNAL_DIR,
+    expired_before = math.floor(opts.expired_before), temp_before = math.floor(opts.temp_before),
+    threads = 4, max_bytes = math.min(self.max_bytes, 1024 * 1024) })
+end
+
+--- delete_many(keys [, {prune_empty = true}]) -> result | nil, err, code, result:
+-- removes the files at keys (not folders), syncing each folder once rather
+-- than once a file; result[key] = "removed" | "missing" | false. prune_empty
+-- also removes a folder they leave empty. A link among the folders is
+-- refused (that file kept), as delete does.
+function File:delete_many(list, opts)
+  if type(list) ~= "table" then error("storage delete_many: keys must be a list", 2) end
+  local sorted = {}
+  for i = 1, #list do sorted[i] = common.check_key(list[i], "delete_many", false, 2) end
+  table.sort(sorted)
+  local removed, err, code, partial = core.remove_many(self.root, sorted, { prune_empty = opts and opts.prune_empty })
+  local out = {}
+  for i, k in ipairs(sorted) do out[k] = (removed or partial)[i] end
+  if not removed then return nil, err, code, out end
+  return out
+end
+
 -- ---- bulk reads -------------------------------------------------------------
 
 --- load_many(keys) -> found, failed: found[key] = value for each key read;
