@@ -514,6 +514,7 @@ struct walk_list {
 
 struct walk {
     struct walk_list files, side; /* side: temp and aside files, in the clean walk */
+    struct walk_list sites;       /* the clean walk's site folders, left unread */
     size_t max_files;
     unsigned max_depth;
     const char *skip_top;
@@ -525,9 +526,10 @@ struct walk {
 /* "." + anything + suffix + one or more hex digits, to the end. */
 static int has_hex_suffix(const char *name, const char *suffix)
 {
-    const char *p = strstr(name + 1, suffix);
+    const char *p;
     size_t k;
-    if (name[0] != '.' || !p) return 0;
+    if (name[0] != '.') return 0; /* most names: no search at all */
+    if (!(p = strstr(name + 1, suffix))) return 0;
     for (;;) {
         const char *next = strstr(p + 1, suffix);
         if (!next) break;
@@ -546,10 +548,12 @@ static int is_side_file(const char *name)
     return has_hex_suffix(name, ".tmp-") || has_hex_suffix(name, ".stale-");
 }
 
+int cm_fileio_is_side_file(const char *name) { return is_side_file(name); }
+
 static int walk_add(struct walk *w, struct walk_list *l, const char *rel)
 {
     char *copy;
-    if (w->files.count + w->side.count >= w->max_files)
+    if (w->files.count + w->side.count + w->sites.count >= w->max_files)
         return cm_fail(w->res, "toobig", "list: more than %zu files", w->max_files);
     if (l->count == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 256;
@@ -634,7 +638,11 @@ static int walk_dir(struct walk *w, char *full, size_t full_len, char *rel, size
         } else {
             is_dir = 0;
         }
-        if (is_dir) {
+        if (is_dir && w->crt_top && depth == 2 && strncmp(rel, w->crt_top, strlen(w->crt_top)) == 0 &&
+            rel[strlen(w->crt_top)] == '/') {
+            /* <crt_top>/<issuer>/<site>: the caller reads it (on its threads) */
+            if (walk_add(w, &w->sites, rel) != CM_OK) goto out;
+        } else if (is_dir) {
             if (depth + 1 > w->max_depth) {
                 cm_fail(w->res, "toobig", "list %s: deeper than %u levels", rel, w->max_depth);
                 goto out;
@@ -694,6 +702,7 @@ out:
     if (rc != CM_OK) {
         walk_list_free(&w->files);
         walk_list_free(&w->side);
+        walk_list_free(&w->sites);
     }
     free(full); full = NULL;
     free(rel); rel = NULL;
@@ -738,6 +747,8 @@ int cm_fileio_walk_clean(const char *dir, const char *skip_top, const char *crt_
     out->crt_count = w.files.count;
     out->side = w.side.paths;
     out->side_count = w.side.count;
+    out->sites = w.sites.paths;
+    out->site_count = w.sites.count;
     return CM_OK;
 }
 
@@ -745,6 +756,7 @@ void cm_fileio_clean_walk_free(struct cm_fileio_clean_walk *cw)
 {
     cm_fileio_paths_free(cw->crts, cw->crt_count);
     cm_fileio_paths_free(cw->side, cw->side_count);
+    cm_fileio_paths_free(cw->sites, cw->site_count);
     memset(cw, 0, sizeof *cw);
 }
 

@@ -155,21 +155,29 @@ int cm_fileio_walk_side_files(const char *dir, const char *skip_top, unsigned ma
                               char ***paths, size_t *count, struct cm_result *res);
 
 /* The clean pass's one walk (cm_fileio_walk_clean): the certificate files
- * (names ending in ".crt" below the top-level folder crt_top) and, anywhere below the root, the temp and aside
- * files; both sorted, relative to the walked folder. */
+ * (names ending in ".crt" below the top-level folder crt_top) and, anywhere
+ * below the root, the temp and aside files, except inside the site folders
+ * (<crt_top>/<issuer>/<site>), which are listed in sites unread: the caller
+ * reads them on its threads (100k small folders are most of a walk's time).
+ * All sorted, relative to the walked folder. */
 struct cm_fileio_clean_walk {
     char **crts;
     size_t crt_count;
     char **side;
     size_t side_count;
+    char **sites;
+    size_t site_count;
 };
 
 /* One walk of dir (as cm_fileio_walk: links not followed, skip_top skipped)
- * filling *out, so the clean pass reads the tree's folders once for both of
- * its listings.  Free with cm_fileio_clean_walk_free (also after failure). */
+ * filling *out.  Free with cm_fileio_clean_walk_free (also after failure). */
 int cm_fileio_walk_clean(const char *dir, const char *skip_top, const char *crt_top, unsigned max_depth,
                          size_t max_files, struct cm_fileio_clean_walk *out, struct cm_result *res);
 void cm_fileio_clean_walk_free(struct cm_fileio_clean_walk *cw);
+
+/* 1 for the name of one of our temp or aside files (".*.tmp-<hex>",
+ * ".*.stale-<hex>": what a crash leaves), else 0. */
+int cm_fileio_is_side_file(const char *name);
 
 /* Remove the files rel[0..n) below root, each resolved without following a
  * symbolic link on the way (a link among the folders: "ELOOP", that file

@@ -222,8 +222,8 @@ crypto:
 }
 
 int cm_ssl_ocsp_check(OCSP_BASICRESP *bs, const ASN1_INTEGER *serial, X509 *issuer,
-                      X509_STORE *store, int verify_signature, int64_t now, int64_t skew,
-                      struct cm_ocsp_info *out, struct cm_result *res)
+                      X509_STORE *store, int signed_ok, int verify_signature,
+                      int64_t now, int64_t skew, struct cm_ocsp_info *out, struct cm_result *res)
 {
     STACK_OF(X509) *certs = NULL;
     OCSP_SINGLERESP *single;
@@ -232,7 +232,7 @@ int cm_ssl_ocsp_check(OCSP_BASICRESP *bs, const ASN1_INTEGER *serial, X509 *issu
 
     memset(&info, 0, sizeof info);
     memset(out, 0, sizeof *out);
-    if (verify_signature) {
+    if (verify_signature && !signed_ok) {
         /* No OCSP_NOCHECKS: OpenSSL then accepts a signer only if it is the
          * issuer named by the CertIDs, or a responder that issuer signed with
          * the OCSPSigning EKU.  OCSP_NOEXPLICIT: never fall back to "anything
@@ -284,7 +284,7 @@ int cm_ocsp_response_parse(const unsigned char *der, size_t der_len, const char 
     if (!(issuer = cm_ssl_load_issuer(issuer_data, issuer_len, "issuer certificate", res)))
         goto out;
     if (!(store = cm_ssl_ocsp_trust(issuer, now, res))) goto out;
-    ret = cm_ssl_ocsp_check(bs, serial, issuer, store, 1, now, skew, out, res);
+    ret = cm_ssl_ocsp_check(bs, serial, issuer, store, 0, 1, now, skew, out, res);
 out:
     ERR_clear_error();
     X509_STORE_free(store); store = NULL;

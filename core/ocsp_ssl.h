@@ -16,6 +16,7 @@
 #include <openssl/x509.h>
 
 #include "ocsp.h"
+#include "ocsp_fast.h"
 #include "result.h"
 
 /* Decode a successful OCSPResponse and its BasicOCSPResponse (both the
@@ -33,10 +34,12 @@ X509_STORE *cm_ssl_ocsp_trust(X509 *issuer, int64_t now, struct cm_result *res);
  * verify_signature; skipped otherwise: a parse-only measurement, never for
  * trusting a response), the SingleResponse about serial under issuer, its
  * times at now/skew.  Fills *out only on success (zeroed otherwise).
+ * signed_ok: the signature is known good already (ocsp_fast.h's path), so
+ * OCSP_basic_verify is skipped.
  * Nothing passed in is changed, so threads may share issuer and store.
  * Fails with "crypto", "verify", "mismatch", "parse", "notyet", "stale". */
 int cm_ssl_ocsp_check(OCSP_BASICRESP *bs, const ASN1_INTEGER *serial, X509 *issuer,
-                      X509_STORE *store, int verify_signature, int64_t now, int64_t skew,
-                      struct cm_ocsp_info *out, struct cm_result *res);
+                      X509_STORE *store, int signed_ok, int verify_signature,
+                      int64_t now, int64_t skew, struct cm_ocsp_info *out, struct cm_result *res);
 
 #endif
