@@ -1537,6 +1537,7 @@ int cm_lua_open_cache(lua_State *L)
         {"memory", l_memory},
         {"verify_staples", cm_lua_cache_verify_staples},
         {"verify_staples_start", cm_lua_cache_verify_staples_start},
+        {"staple_plan", cm_lua_cache_staple_plan},
         {"close", l_close},
         {NULL, NULL},
     };

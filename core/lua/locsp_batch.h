@@ -14,6 +14,8 @@ struct cm_cache *cm_lua_cache_opt(lua_State *L, int idx);
 
 int cm_lua_cache_verify_staples(lua_State *L);
 int cm_lua_cache_verify_staples_start(lua_State *L);
+/* cache:staple_plan (lstaple_plan.c) */
+int cm_lua_cache_staple_plan(lua_State *L);
 /* Make the batch metatable (once). */
 void cm_lua_open_ocsp_batch(lua_State *L);
 

@@ -271,15 +271,13 @@ function M:stored_staples_batch(ids, now, cfg, tick, revoked)
   local want_der = files and self.deploy_staple ~= nil
   local left, handled = {}, {}
   local function prepare(first)
-    local b = { ids = {}, certs = {}, keys = {}, first = first }
-    for i = first, math.min(#ids, first + M.STAPLE_BATCH - 1) do
-      local id = ids[i]
-      local cert = self.cache:get(id)
-      -- what refresh_staple does not verify from storage goes there as it is
-      if cert and cert.not_after > now and cert.ocsp_urls and cert.ocsp_urls[1] and M.issuer_pem_of(cert.pem) then
-        local n = #b.ids + 1
-        b.ids[n], b.certs[n], b.keys[n] = id, cert, M.staple_key(cert)
-      end
+    -- in C (cache:staple_plan): what refresh_staple does not verify from
+    -- storage (expired, no responder, no issuer) goes there as it is; each
+    -- certificate as the few fields the rest of the step reads of it
+    local plan = self.cache:staple_plan(table.move(ids, first, math.min(#ids, first + M.STAPLE_BATCH - 1), 1, {}), now)
+    local b = { ids = plan.ids, certs = {}, keys = plan.keys, first = first }
+    for j = 1, #plan.ids do
+      b.certs[j] = { names = { plan.names[j] }, ocsp_urls = { plan.urls[j] }, ocsp = plan.current[j] or nil }
     end
     local list = b.keys
     if not files then
