@@ -2,14 +2,15 @@
 # figures.sh - the bench/README.md results table: certmaint-bench RUNS times on
 # each tree, the median of each figure.
 #
-#   [BENCH=build/certmaint-bench] [RUNS=3] [FIGURES=load,...] bash bench/figures.sh TREE...
+#   [BENCH=build/certmaint-bench] [RUNS=3] [FIGURES=load,...] [WARM=1] bash bench/figures.sh TREE...
 #
 # TREE is a folder certmaint-bench --generate wrote (or any tree in certmagic's
 # file layout). Each run is a fresh process (the peak RSS of a figure is the
 # process's VmHWM, reset before it); load runs alone in its own process first,
 # so its peak RSS is not raised by what other figures left. Prints a Markdown
 # table: figure, N, median seconds, median us per item, median peak RSS MiB,
-# and the spread (min-max us per item) of the runs.
+# and the spread (min-max us per item) of the runs. WARM=1 passes --warm (the
+# tree read into the page cache before each figure, untimed).
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 BENCH=${BENCH:-$SRC/build/certmaint-bench}
@@ -17,6 +18,8 @@ RUNS=${RUNS:-3}
 FIGURES=${FIGURES:-load_staples,scan_due,scan,ocsp,ocsp_noverify,clean,clean_ocsp}
 [[ -x $BENCH ]] || { echo "figures.sh: no certmaint-bench at $BENCH (set BENCH=...)" >&2; exit 2; }
 (( $# > 0 )) || { echo "usage: bash bench/figures.sh TREE..." >&2; exit 2; }
+WARM_ARG=()
+[[ -n ${WARM:-} ]] && WARM_ARG=(--warm)
 OUT=$(mktemp)
 trap 'rm -f "$OUT"' EXIT
 echo "| tree | figure | N | s (median) | µs per item (median) | min-max µs | peak RSS MiB (median) |"
@@ -24,8 +27,8 @@ echo "| --- | --- | --- | --- | --- | --- | --- |"
 for tree in "$@"; do
   : > "$OUT"
   for ((r = 1; r <= RUNS; r++)); do
-    "$BENCH" --store "$tree" --bench load 2>/dev/null | grep '^RESULT' >> "$OUT"
-    "$BENCH" --store "$tree" --bench "$FIGURES" 2>/dev/null | grep '^RESULT' >> "$OUT"
+    "$BENCH" --store "$tree" --bench load "${WARM_ARG[@]}" 2>/dev/null | grep '^RESULT' >> "$OUT"
+    "$BENCH" --store "$tree" --bench "$FIGURES" "${WARM_ARG[@]}" 2>/dev/null | grep '^RESULT' >> "$OUT"
   done
   for f in load load_staples scan_due scan ocsp ocsp_noverify clean clean_ocsp; do
     grep -q "^RESULT $f " "$OUT" || continue

@@ -44,6 +44,10 @@ check "ocsp: the 90 fresh responses verify" grep -q "ocsp: 90 of 100 responses v
 check "clean deletes the 5 expired certificates" grep -q "clean: 5 certificates deleted" "$WORK/bench.err"
 check "clean_ocsp deletes the 10 stale staples" grep -Eq "clean_ocsp: 0 certificates deleted, 0 kept, 10 staples deleted" "$WORK/bench.err"
 check "the tree itself is whole afterwards (cleaned on a copy)" bash -c "[ $(crts) -eq 100 ] && [ $(staples) -eq 100 ]"
+check "clean reports its time by step" grep -Eq "clean: time by step: certs [0-9.]+ s" "$WORK/bench.err"
+"$BENCH" --store "$tree" --bench load,clean --warm >"$WORK/warm.out" 2>"$WORK/warm.err"
+check "--warm reads the tree before each figure and the figures still run" \
+  bash -c "[ \$(grep -c 'warm: the tree read in' '$WORK/warm.err') -eq 2 ] && grep -q '^RESULT clean 100 ' '$WORK/warm.out'"
 
 set +e
 "$BENCH" --store "$tree" --bench load,bogus >/dev/null 2>"$WORK/e1"; rc1=$?

@@ -21,11 +21,13 @@ local KNOWN = {}
 for _, f in ipairs(M.FIGURES) do KNOWN[f] = true end
 
 local USAGE = [[
-usage: certmaint-bench --store DIR [--bench FIGURES] [--log-level error|warn|info]
+usage: certmaint-bench --store DIR [--bench FIGURES] [--warm] [--log-level error|warn|info]
        certmaint-bench --generate N --store DIR [--due F] [--expired F] [--stale F] [--seed S]
                        [--issuer-key KEY] [--ca-key-type p256|p384|rsa2048] [--threads T]
 FIGURES: a comma-separated list of ]] .. table.concat(M.FIGURES, ",") .. [[ (default: all)
 Each figure prints: RESULT <figure> <N> <seconds> <per_item_us> <peak_rss_MiB>
+--warm reads every file of the tree (untimed) before each figure, so it runs on a
+warm page cache whatever evicted the tree meanwhile (see bench/README.md)
 ]]
 
 local function say(fmt, ...) io.stderr:write(("certmaint-bench: " .. fmt .. "\n"):format(...)) end
@@ -54,6 +56,7 @@ local function parse_args(args)
     elseif a == "--threads" then o.threads = value(a)
     elseif a == "--ca-key-type" then o.ca_key_type = value(a)
     elseif a == "--log-level" then o.log_level = value(a)
+    elseif a == "--warm" then o.warm = true
     elseif a == "-h" or a == "--help" then o.help = true
     else error({ usage = "unknown argument '" .. a .. "'" }) end
     i = i + 1
@@ -119,7 +122,7 @@ function M.main(args)
       })
     end
     local list = figure_list(o.bench)
-    local run, err = figures.new(o.store, { log_level = o.log_level })
+    local run, err = figures.new(o.store, { log_level = o.log_level, warm = o.warm })
     if not run then say("%s", err) return 1 end
     return run:run(list)
   end)
