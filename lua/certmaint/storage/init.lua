@@ -34,6 +34,20 @@
 --                                 certificates/<issuer_key>/), opts.keys = true checking
 --                                 each private key exists; the file backend builds the
 --                                 paths in C (the start-up load's hot path)
+--   clean_scan{expired_before = t, temp_before = t} -> scan | nil, err, code (optional:
+--                                 the clean pass falls back to list + load_into_cache +
+--                                 clean_temp): one walk finding the certificates under
+--                                 certificates/ whose leaf's notAfter <= expired_before
+--                                 (scan.expired = {{key, not_after, id}}), those that
+--                                 cannot be read or parsed (scan.failed = {{key, error,
+--                                 code}}), how many (scan.certificates), and the temp
+--                                 files of unfinished writes older than temp_before
+--                                 (scan.temp = {key}); the file backend reads on threads
+--   delete_many(keys [, {prune_empty = true}]) -> result | nil, err, code, result
+--                                 (optional: the clean pass deletes one key at a time
+--                                 without it): result[key] = "removed" | "missing" | false;
+--                                 the file backend syncs each folder once, and with
+--                                 prune_empty removes a folder the files leave empty
 --   store(key, value [, {mode = "0644"}]) -> true | nil, err, code (private keys 0600)
 --   delete(key)                -> true | nil, err, code (a prefix with all below it)
 --   exists(key)                -> boolean (files and prefixes)
