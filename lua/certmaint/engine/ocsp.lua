@@ -214,9 +214,9 @@ end
 
 -- What follows attaching staple `der` (info) to id, which had `current`:
 -- logged, a revocation noted, deployed.
-function M:staple_attached(id, cert, url, current, der, info, refresh_at, revoked)
+function M:staple_attached(id, cert, url, current, der, info, refresh_at, revoked, quiet)
   if not current or info.this_update > current.this_update or current.der ~= der then
-    log("info", "staple_updated", { name = cert.names[1] or id, status = info.status, url = url,
+    log(quiet and "debug" or "info", "staple_updated", { name = cert.names[1] or id, status = info.status, url = url,
       this_update = rfc3339.iso(info.this_update), next_update = rfc3339.iso(info.next_update),
       refresh_at = rfc3339.iso(math.floor(refresh_at)) })
   end
@@ -269,7 +269,7 @@ function M:stored_staples_batch(ids, now, cfg, tick, revoked)
   local storage = self.storage
   local files = type(storage.file_paths) == "function"
   local want_der = files and self.deploy_staple ~= nil
-  local left, handled = {}, {}
+  local left, handled, loaded = {}, {}, {}
   local function prepare(first)
     -- in C (cache:staple_plan): what refresh_staple does not verify from
     -- storage (expired, no responder, no issuer) goes there as it is; each
@@ -315,7 +315,12 @@ function M:stored_staples_batch(ids, now, cfg, tick, revoked)
         local info = { status = r.status[j], this_update = r.this_update[j], next_update = r.next_update[j],
           revoked_at = r.revoked_at[j], reason = r.reason[j] }
         local der = files and r.der[j] or (not files and b.list[j]) or nil
-        local ok, err = pcall(self.staple_attached, self, id, cert, url, cert.ocsp, der, info, r.refresh_at[j], revoked)
+        -- the first staple of an entry (start-up: 100k of them) is counted in
+        -- one line below, each at debug level; a change is logged as it comes
+        local first = cert.ocsp == nil
+        if first then loaded[info.status] = (loaded[info.status] or 0) + 1 end
+        local ok, err = pcall(self.staple_attached, self, id, cert, url, cert.ocsp, der, info, r.refresh_at[j], revoked,
+          first)
         if not ok then log("error", "staple_refresh_failed", { id = id, error = tostring(err) }) end
       elseif r.ok[j] and r.code[j] then
         -- verified and to be attached, but the cache refused it (refresh_staple's "cannot attach")
@@ -335,6 +340,12 @@ function M:stored_staples_batch(ids, now, cfg, tick, revoked)
       error(err, 0)
     end
     cur = nxt
+  end
+  if next(loaded) then
+    local total = 0
+    for _, n in pairs(loaded) do total = total + n end
+    log("info", "staples_loaded", { count = total, good = loaded.good, revoked = loaded.revoked,
+      unknown = loaded.unknown, from = "storage" })
   end
   for _, id in ipairs(ids) do
     if not handled[id] then left[#left + 1] = id end
