@@ -168,8 +168,8 @@ static void batch_cases(void)
         c[i].sig = sig[i];
         c[i].siglen = sign(key, dgst[i], 32, sig[i], sizeof sig[i]);
         if (i % 3 == 1) dgst[i][5] ^= 0x40;                     /* wrong digest */
-        if (i % 5 == 2) c[i].siglen = 0;                        /* no signature */
         if (i % 7 == 3) sig[i][c[i].siglen - 1] ^= 0x01;        /* s changed */
+        if (i % 5 == 2) c[i].siglen = 0;                        /* no signature */
     }
     cm_ecdsa_fixed_verify_many(k, c, N);
     for (i = 0; i < N; i++) {
