@@ -61,6 +61,19 @@ function M.used(ledger, limits, now)
   return (count_and_free(ledger.orders, limits.orders_per_window, limits.window, now)), limits.orders_per_window
 end
 
+--- When n more orders fit under the account limit (now when they already do).
+function M.account_free_at(ledger, limits, now, n)
+  local limit, window = limits.orders_per_window, limits.window
+  local list, cut, first = ledger.orders, now - window, nil
+  for i, t in ipairs(list) do
+    if t > cut then first = i break end
+  end
+  local used = first and (#list - first + 1) or 0
+  n = math.min(n, limit)
+  if used + n <= limit then return now end
+  return list[first + used + n - limit - 1] + window
+end
+
 --- May an order counted against `domains` (a list of registered domains;
 -- empty: the account limit only) be placed at now? Returns true | false,
 -- free_at (the earliest time it may), why ("account" | "domain <d>").

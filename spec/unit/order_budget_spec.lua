@@ -40,6 +40,17 @@ describe("certmaint.order_budget (the ledger)", function()
     assert.equal(3, (budget.used(l, limits, 161)))
   end)
 
+  it("says when n more orders fit", function()
+    local l = budget.new()
+    for _, t in ipairs { 100, 110, 120 } do budget.record(l, t, {}) end
+    assert.equal(160, budget.account_free_at(l, limits, 125, 1))
+    assert.equal(170, budget.account_free_at(l, limits, 125, 2))
+    assert.equal(180, budget.account_free_at(l, limits, 125, 3))
+    assert.equal(180, budget.account_free_at(l, limits, 125, 10)) -- never more than the limit
+    assert.equal(165, budget.account_free_at(l, limits, 165, 1))
+    assert.equal(200, budget.account_free_at(budget.new(), limits, 200, 3))
+  end)
+
   it("limits orders per registered domain apart from the account", function()
     local l = budget.new()
     budget.record(l, 0, { "example.com" })

@@ -5,8 +5,10 @@
 -- bench/storm.sh
 local certmaint = require "certmaint"
 local n = tonumber(os.getenv("CERTMAINT_STORM_N") or "60")
+-- CERTMAINT_STORM_DOMAINS registered domains (storm01.test, ...), the names spread over them
+local domains = tonumber(os.getenv("CERTMAINT_STORM_DOMAINS") or "1")
 local certs = {}
-for i = 1, n do certs[i] = string.format("s%04d.storm.test", i) end
+for i = 1, n do certs[i] = string.format("s%04d.storm%02d.test", i, (i - 1) % domains + 1) end
 return certmaint.policy {
   storage = certmaint.storage.file { root = os.getenv("CERTMAINT_DATA") },
   issuer = certmaint.issuer.acme {
