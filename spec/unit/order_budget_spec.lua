@@ -182,7 +182,7 @@ describe("the order budget in the engine", function()
     assert.equal(5, issuer.issued)
     assert.equal(7, tick.waiting)
     -- the window slides: 5 more, then the last 2
-    clock:advance(30 * 60)
+    clock:advance(30 * 60 + 1)
     e:wait() -- the ticker's wake-up for the budget (retry_due) admits them
     assert.equal(10, issuer.issued)
     clock:advance(HOUR)
@@ -191,6 +191,31 @@ describe("the order budget in the engine", function()
     assert.equal(12, issuer.issued)
     assert.equal(12, #e:cache())
     assert.equal(0, grep(logs(), "event=renew_failed"))
+  end)
+
+  it("spreads a storm: never more queued and running at once than the concurrency", function()
+    local inner = testing.issuer { ca = ca }
+    local engine, most = nil, 0
+    local issuer = { ca = ca }
+    function issuer.issue(_, req, ctx)
+      if engine then most = math.max(most, engine.jobs:pending()) end
+      return inner:issue(req, ctx)
+    end
+    function issuer.storage_key() return "testing" end
+    function issuer.describe() return "counting testing issuer" end
+    local e = testing.engine(make { storage = memory.new(), issuer = issuer, certificates = names(40),
+      concurrency = 3, order_budget = { orders_per_window = 100 } }, { start = false })
+    engine = e.engine
+    e:start()
+    assert.equal(40, inner.issued)
+    assert.is_true(most >= 1)
+    assert.is_true(most <= 3, "at most 3 queued and running, saw " .. most)
+    -- without a budget the old way: every due certificate queued at once
+    local inner2 = testing.issuer { ca = ca }
+    local e2 = testing.engine(certmaint.policy { storage = memory.new(), issuer = inner2, certificates = names(40),
+      concurrency = 3 }, { start = false })
+    e2:start()
+    assert.equal(40, inner2.issued)
   end)
 
   it("gives the certificates closest to expiry the budget first", function()

@@ -266,14 +266,19 @@ function M:budget_admit(cands, tick, collector)
   -- (a storage failure is not decided here: the order's reservation reports it)
   local l = self:budget_load(b, core.now(), false) or ledger_mod.new()
   local waiting, soonest, why = 0, nil, nil
+  local account_full = false -- once the account's limit is reached the rest wait for it unchecked
   for _, c in ipairs(cands) do
     if self.stopping then break end
     local st = self.jobs:status("renew:" .. c.e.primary)
     local busy = st and (st.state == "queued" or st.state == "running"
       or (st.state == "waiting" and st.next_attempt > core.now()))
-    if not busy then
+    -- busy: its job is already at it, or backing off; nothing to admit
+    if not busy and account_full then
+      waiting = waiting + 1
+    elseif not busy then
       local domains = self:budget_counts_domain(b, c.e) and self:budget_domains(b, c.e.names) or {}
       local fits, free_at, what = ledger_mod.check(l, b.limits, core.now(), domains)
+      if not fits and what == "account" then account_full = true end
       if fits then
         -- spread: no more queued and running at once than the concurrency
         while self.jobs:pending() >= self.jobs.concurrency and not self.stopping do self.job_event:wait() end
