@@ -8,6 +8,7 @@ local keys = require "certmaint.keys"
 local budget = require "certmaint.order_budget"
 local public_suffix = require "certmaint.public_suffix"
 local memory = require "certmaint.storage.memory"
+local loop = require "certmaint.loop"
 local fs = require "helpers.storage_backends"
 
 local DAY, HOUR = 86400, 3600
@@ -306,6 +307,49 @@ describe("the order budget in the engine", function()
     assert.equal(4, a_issuer.issued)
     assert.equal(1, b_issuer.issued) -- 4 + 1 = the budget of 5
     assert.is_truthy(a and b)
+  end)
+
+  it("an order that finds the budget taken meanwhile waits for it, not fails (renewal_deferred)", function()
+    local task = require "helpers.loop_task"
+    local storage = memory.new()
+    local issuer = testing.issuer { ca = ca }
+    local e = testing.engine(make { storage = storage, issuer = issuer, certificates = names(2) })
+    assert.equal(2, issuer.issued)
+    -- another instance on the storage took the rest of the window meanwhile
+    local l = stored_ledger(storage)
+    for _ = 1, 3 do budget.record(l, core.now(), {}) end
+    assert(storage:store(LEDGER, budget.encode(l)))
+    local entry = e.engine.entries["n01.example.com"]
+    local res, err, code = task.run(function() return e.engine:renew_once(entry, "renew") end)
+    assert.is_nil(res)
+    assert.equal("order_budget", code)
+    assert.equal(core.now() + HOUR, err.retry_after)
+    assert.matches("order budget of testing issuer .* used up %(account%)", err.message)
+    assert.equal(2, issuer.issued)
+    -- a slot that frees within seconds is waited for inside the job
+    -- (n01's own attempt is held back by the retry_after it was given)
+    clock:advance(HOUR - 5)
+    logs() -- drained: what follows is counted alone
+    local other = e.engine.entries["n02.example.com"]
+    local t = loop.spawn(function() return e.engine:renew_once(other, "renew") end)
+    loop.run_until_idle()
+    assert.is_false(t.done) -- sleeping in its job until the slot frees
+    assert.equal(2, issuer.issued)
+    clock:advance(5)
+    assert.is_true(loop.run_until(function() return t.done end, { timeout = 5 }))
+    assert.equal(3, issuer.issued)
+    assert.equal("renewed", t.results[1])
+    assert.is_true(core.now() >= testing.EPOCH + HOUR)
+    -- a job that meets it logs renewal_deferred (info), never renew_failed
+    l = stored_ledger(storage)
+    for _ = 1, 5 do budget.record(l, core.now(), {}) end
+    assert(storage:store(LEDGER, budget.encode(l)))
+    e.engine:submit(entry, "renew")
+    e:wait()
+    local lines = logs()
+    assert.equal(1, grep(lines, "level=info event=renewal_deferred .*name=n01.example.com"))
+    assert.equal(0, grep(lines, "event=renew_failed"))
+    assert.equal(3, issuer.issued)
   end)
 
   it("rebuilds a corrupt ledger from the certificates issued in the window, with an error event", function()
