@@ -12,6 +12,7 @@ PACKAGES=(
   libidn2-dev                        # IDN U-labels to A-labels when names become keys
   lua-filesystem                     # the file storage backend walks directories with lfs
   lua-busted                         # policy and Lua specs
+  publicsuffix                       # the order budget's registered domains (/usr/share/publicsuffix)
   e2fsprogs                          # chattr: a storage spec makes a folder immutable (root)
   caddy curl                         # interop test: Caddy and certmaint share one storage tree
   pebble                             # ACME tests: Let's Encrypt's test CA and pebble-challtestsrv (its DNS)

@@ -401,6 +401,30 @@ function Queue:submit(name, fn)
   return true
 end
 
+--- Restore a job that was waiting to retry when the process stopped (its
+-- state as saved from q:status): it waits again until next_attempt, with
+-- its attempts, first_attempt and place in the back-off kept, so a restart
+-- neither retries at once nor starts the back-off over. Nothing happens for
+-- a name already known here. Returns true if restored.
+function Queue:restore(name, st)
+  if type(name) ~= "string" or name == "" then error("jobs:restore: name must be a non-empty string", 2) end
+  if type(st) ~= "table" then error("jobs:restore: state must be a table", 2) end
+  if self.jobs[name] then return false end
+  local attempts = math.tointeger(st.attempts)
+  local next_attempt = time_or_nil(st.next_attempt)
+  if not attempts or attempts < 1 or not next_attempt then return false end
+  local job = {
+    name = name, state = "new", attempts = attempts, retry_index = math.min(attempts, #self.intervals),
+    first_attempt = time_or_nil(st.first_attempt) or next_attempt, next_attempt = next_attempt,
+    last_error = type(st.last_error) == "string" and st.last_error or nil,
+  }
+  self.jobs[name] = job
+  heap_push(self, job)
+  set_state(self, job, "waiting")
+  arm(self)
+  return true
+end
+
 local function snapshot(job)
   return {
     name = job.name,

@@ -246,6 +246,15 @@ function KINDS.paths(v, _, path)
   return out
 end
 
+-- A file path, or false (order_budget.public_suffix_list: false = no list).
+function KINDS.path_or_false(v, _, path)
+  if v == false then return false end
+  if type(v) ~= "string" or v == "" or v:find("%z") then
+    return nil, field_error(path, "expected a file path or false, got " .. describe(v))
+  end
+  return v
+end
+
 -- certificates: { "a.example", { "b.example", "www.b.example" },
 --                 { names = { ... }, key_type = "p384", on_demand = true } }
 local ENTRY_FIELDS = {
@@ -407,6 +416,18 @@ M.FIELDS = {
     crl_checks        = { kind = "boolean", default = true },  -- CRLs for certificates naming no responder
     max_crl_size      = { kind = "integer", min = 1024, max = 32 * 1024 * 1024, default = 32 * 1024 * 1024 },
     staple_files      = { kind = "paths" }, -- PEM chains of servers certmaint does not manage, stapled only
+  } },
+  -- the new-order budget per CA account (engine/order_budget.lua; README "Renewal storms");
+  -- nil: Let's Encrypt's limits for ACME issuers, none for others
+  order_budget         = { kind = "record", fields = {
+    enabled             = { kind = "boolean", default = true },
+    orders_per_window   = { kind = "integer", min = 1, default = 300 },   -- new orders per account per window
+    window              = { kind = "duration", min = 1, default = "3h" },
+    per_domain          = { kind = "integer", min = 1, default = 50 },    -- orders per registered domain per window
+    per_domain_window   = { kind = "duration", min = 1, default = "168h" },
+    renewals_per_domain = { kind = "boolean", default = false }, -- count renewals against per_domain (LE does not)
+    public_suffix_list  = { kind = "path_or_false", default = "/usr/share/publicsuffix/public_suffix_list.dat" },
+    registered_domain   = { kind = "hook" }, -- (name) -> the domain its per_domain count goes to
   } },
   key_type             = { kind = "enum", values = M.KEY_TYPES, default = "p256" },
   concurrency          = { kind = "integer", min = 1, max = M.MAX_CONCURRENCY, default = 8 },

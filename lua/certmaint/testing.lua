@@ -465,6 +465,10 @@ function Issuer:issue(req, ctx)
     key_type = req.key_type, csr_pem = req.csr_pem }
   self.reqs[#self.reqs + 1] = r
   local now = ctx and ctx.now or core.now()
+  if ctx and ctx.before_order then -- an order budget applies (the policy's order_budget): as ACME's newOrder asks
+    local ok, err, code = ctx.before_order(req.names)
+    if not ok then return nil, err, code end
+  end
   if self.calls <= self.fail then
     return nil, { message = "testing issuer: planned failure " .. self.calls .. " of " .. self.fail,
       final = self.final, retry_after = self.retry_after and (now + self.retry_after) or nil }, self.code

@@ -159,6 +159,12 @@ end
 local function new_order(s, req)
   local dir, err, code = s.client:directory()
   if not dir then return nil, err, code end
+  if s.before_order then
+    -- the caller's order budget (engine/order_budget.lua): a new order only with room in it
+    local ok
+    ok, err, code = s.before_order(req.names)
+    if not ok then return nil, err, code end
+  end
   local ids = {}
   for i, n in ipairs(req.names) do ids[i] = identifier_of(n) end
   local payload = { identifiers = json_array(ids) }

@@ -43,7 +43,7 @@ M.iso = rfc3339.iso
 local function log(level, event, fields) core.log(level, event, fields or {}) end
 
 for _, part in ipairs { "load", "renew", "retry", "clean", "ocsp", "revocation", "status", "deploy", "attention", "ari",
-  "crl", "staple_files", "must_staple" } do
+  "crl", "staple_files", "must_staple", "order_budget" } do
   for name, fn in pairs(require("certmaint.engine." .. part)) do
     if Engine[name] then error("engine: method " .. name .. " defined twice (engine/" .. part .. ".lua)") end
     Engine[name] = fn
@@ -384,6 +384,8 @@ function Engine:next_renew_wait(interval, last)
   local due = last + interval
   local retry = self.jobs:next_wakeup()
   if retry and retry < due then due = retry end
+  local budget = self:budget_wakeup() -- renewals waiting for the order budget (engine/order_budget.lua)
+  if budget and budget < due then due = budget end
   return math.max(due - core.now(), 0)
 end
 

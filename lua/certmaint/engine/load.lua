@@ -220,14 +220,17 @@ function M:start(opts)
   local collector = self:open_collector(tick)
   self:start_issuers()
   local counts, to_obtain = self:load_all()
+  self:restore_states() -- failing renewals keep their back-off across a restart (engine/retry.lua)
   tick.loaded = counts.ok
   log("info", "loaded", { certificates = counts.ok, missing = counts.missing,
     names_changed = counts.names_changed, errors = counts.error })
   self:redeploy_changed(collector) -- what storage holds is what the servers get
+  local cands = {}
   for _, e in ipairs(to_obtain) do
     log("info", "obtaining", { name = e.primary, reason = e.load_state })
-    self:submit(e, "obtain", collector)
+    cands[#cands + 1] = { e = e, reason = "obtain", not_after = -math.huge }
   end
+  self:budget_admit(cands, { queued = 0 }, collector) -- within the CA's order budget (engine/order_budget.lua)
   self:finish_collector(collector)
   tick.obtained = tick.renewed or 0
   tick.renewed = nil

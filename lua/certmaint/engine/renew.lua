@@ -198,7 +198,9 @@ function M:obtain(e, lock)
       local req = { names = e.names, csr_pem = csr, key_pem = key, key_type = e.key_type, profile = profile,
         replaces = (folder == own) and replaces or nil }
       -- a member that raises is a failed member: the next one is still asked
-      local called, res, ierr, icode = pcall(iss.issue, iss, req, { storage = self.storage, now = now, hooks = self.hooks })
+      -- before_order: the issuer reserves each new order in the CA's budget (engine/order_budget.lua)
+      local called, res, ierr, icode = pcall(iss.issue, iss, req, { storage = self.storage, now = now, hooks = self.hooks,
+        before_order = self:budget_before_order(iss, e) })
       if not called then res, ierr, icode = nil, { message = issuers.describe(iss) .. " raised: " .. tostring(res) }, "error" end
       if res then
         if next(e.issuer_wait or {}) == nil then e.issuer_wait = nil end
@@ -405,6 +407,12 @@ function M:submit(e, reason, collector)
     end
     local err = cert_or_err
     local msg = message_of(err)
+    if code == "order_budget" then
+      -- the budget is used up: the renewal waits for it, it did not fail
+      log("info", "renewal_deferred", { name = e.primary, error = msg, attempt = attempt, code = code })
+      self:collect(job, "deferred")
+      return nil, err, code
+    end
     log("error", "renew_failed", { name = e.primary, error = msg, attempt = attempt, code = code })
     self:revoked_job_done(e, false, msg) -- a revoked certificate not replaced leaves the cache
     self:collect(job, "failed")
@@ -448,8 +456,10 @@ function M:due_ids(now)
 end
 
 -- Queue a job for every certificate due at `now` (and every entry still
--- without one); counts go into tick.
+-- without one), within the CA's order budget (engine/order_budget.lua);
+-- counts go into tick.
 function M:queue_due(now, tick, collector)
+  local cands = {}
   for _, id in ipairs(self:due_ids(now)) do
     local cert = self.cache:get(id, { pem = false })
     local e = self.by_id[id]
@@ -460,7 +470,7 @@ function M:queue_due(now, tick, collector)
       tick.dropped = tick.dropped + 1
     elseif e then
       tick.due = tick.due + 1
-      if self:submit(e, "renew", collector) then tick.queued = tick.queued + 1 end
+      cands[#cands + 1] = { e = e, reason = "renew", not_after = cert and cert.not_after or -math.huge }
     end
   end
   -- entries still without a certificate (an obtain failed) retry here once
@@ -469,10 +479,16 @@ function M:queue_due(now, tick, collector)
     local e = self.entries[primary]
     if not e or e.id then
       self.uncached[primary] = nil
-    elseif self:submit(e, "obtain", collector) then
-      tick.due, tick.queued = tick.due + 1, tick.queued + 1
+    else
+      local st = self.jobs:status("renew:" .. primary) -- one queued, running or backing off is not due
+      if not (st and (st.state == "queued" or st.state == "running"
+          or (st.state == "waiting" and st.next_attempt > now))) then
+        tick.due = tick.due + 1
+        cands[#cands + 1] = { e = e, reason = "obtain", not_after = -math.huge }
+      end
     end
   end
+  self:budget_admit(cands, tick, collector)
 end
 
 --- The renew pass (DESIGN "Behaviour to keep").
@@ -494,6 +510,8 @@ end
 function M:retry_due()
   local now = core.now()
   local wake = self.jobs:next_wakeup()
+  local budget = self:budget_wakeup() -- renewals waiting for the order budget
+  if budget and (not wake or budget < wake) then wake = budget end
   if self.stopping or not wake or wake > now then return 0 end
   local tick = { due = 0, queued = 0, dropped = 0 }
   self:queue_due(now, tick)

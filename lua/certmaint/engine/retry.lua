@@ -50,4 +50,22 @@ function M:load_states()
   return out
 end
 
+--- Start-up: the back-off of renewals that were failing when the last
+-- process stopped, from storage (save_state wrote it): each waits until its
+-- saved next_attempt (the cache and the job queue both say so), its place in
+-- the back-off kept, so a restart neither retries at once nor starts the
+-- back-off over. Returns how many were restored.
+function M:restore_states()
+  local n = 0
+  for primary, st in pairs(self:load_states()) do
+    local e = self.entries[primary]
+    if e and st.state == "waiting" and type(st.next_attempt) == "number" and st.next_attempt > core.now()
+        and self.jobs:restore("renew:" .. primary, st) then
+      n = n + 1
+    end
+  end
+  if n > 0 then core.log("info", "backoff_restored", { renewals = n }) end
+  return n
+end
+
 return M

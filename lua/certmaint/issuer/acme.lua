@@ -155,7 +155,8 @@ end
 
 function Acme:session(ctx, acct)
   return { client = self:client(), account = acct, solvers = self:solvers(ctx), storage = ctx.storage,
-    issuer_key = self.issuer_key, poll_timeout = self.poll_timeout, max_poll_interval = self.max_poll_interval }
+    issuer_key = self.issuer_key, poll_timeout = self.poll_timeout, max_poll_interval = self.max_poll_interval,
+    before_order = ctx.before_order } -- the engine's order budget, asked before each newOrder
 end
 
 --- Obtain a certificate (see certmaint.issuer): req.names, req.csr_pem and
