@@ -5,6 +5,7 @@
 
 static int fake_on;
 static double fake_now;
+static double fake_elapsed;
 
 double cm_clock_now(void)
 {
@@ -21,8 +22,20 @@ double cm_clock_monotonic(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static double real_elapsed(void)
+{
+    struct timespec ts;
+#ifdef CLOCK_BOOTTIME
+    if (clock_gettime(CLOCK_BOOTTIME, &ts) == 0) return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+#endif
+    return cm_clock_monotonic();
+}
+
+double cm_clock_elapsed(void) { return fake_on ? fake_elapsed : real_elapsed(); }
+
 void cm_clock_set_fake(double t)
 {
+    if (!fake_on) fake_elapsed = real_elapsed(); /* continues from the real one */
     fake_on = 1;
     fake_now = t;
 }
@@ -33,5 +46,13 @@ int cm_clock_is_fake(void) { return fake_on; }
 
 void cm_clock_advance(double dt)
 {
-    if (fake_on && dt > 0) fake_now += dt;
+    if (fake_on && dt > 0) {
+        fake_now += dt;
+        fake_elapsed += dt;
+    }
+}
+
+void cm_clock_jump(double dt)
+{
+    if (fake_on) fake_now += dt;
 }

@@ -1,8 +1,9 @@
 /* loop.c - the epoll loop: watchers, timers, signals, the event queue.
  *
  * Two timer heaps.  User timers (cm_loop_timer_add) are ordered by their
- * clock time while the clock is fake and by their monotonic deadline while
- * it is real; the heap is re-keyed when the clock switches.  Internal timers
+ * deadline on the elapsed clock (cm_clock_elapsed: fake with the clock, else
+ * CLOCK_BOOTTIME), so a step of the wall clock neither stretches nor shrinks a
+ * sleep and a suspend counts; the heap is re-keyed when the clock switches.  Internal timers
  * (struct cm_itimer: curl's timeout, exec and connection deadlines, and the
  * deadlines of cm_loop_timer_after) are always monotonic.
  *
@@ -35,7 +36,7 @@
 struct utimer {
     uint64_t id;
     double at;      /* cm_clock_now() time */
-    double mono;    /* the same instant on the monotonic clock, when armed */
+    double mono;    /* the same instant on the elapsed clock, when armed */
     size_t idx;     /* heap slot + 1 */
 };
 
@@ -217,8 +218,8 @@ void cm_loop_id_del(struct cm_loop *loop, uint64_t id)
 
 static int ut_less(const struct cm_loop *loop, const struct utimer *a, const struct utimer *b)
 {
-    double ka = loop->fake_mode ? a->at : a->mono, kb = loop->fake_mode ? b->at : b->mono;
-    return ka < kb || (ka == kb && a->id < b->id);
+    (void)loop;
+    return a->mono < b->mono || (a->mono == b->mono && a->id < b->id);
 }
 
 static void uheap_place(struct cm_loop *loop, size_t i, struct utimer *t)
@@ -346,8 +347,13 @@ static void sync_clock_mode(struct cm_loop *loop)
 {
     int fake = cm_clock_is_fake() ? 1 : 0;
     size_t i;
+    double now, el;
     if (fake == loop->fake_mode) return;
     loop->fake_mode = fake;
+    /* the elapsed clock changed: each timer keeps its wall-clock time */
+    now = cm_clock_now();
+    el = cm_clock_elapsed();
+    for (i = 0; i < loop->ucount; i++) loop->uheap[i]->mono = el + (loop->uheap[i]->at - now);
     for (i = loop->ucount / 2 + 1; i-- > 0;)
         if (i < loop->ucount) uheap_down(loop, i);
 }
@@ -648,7 +654,7 @@ uint64_t cm_loop_timer_add(struct cm_loop *loop, double at, struct cm_result *re
     t->id = cm_loop_new_id(loop);
     t->at = at;
     now = cm_clock_now();
-    t->mono = cm_clock_monotonic() + (at - now);
+    t->mono = cm_clock_elapsed() + (at - now);
     if (cm_loop_id_put(loop, t->id, CM_ID_TIMER, t, res) != CM_OK) {
         free(t); t = NULL;
         return 0;
@@ -750,15 +756,10 @@ static void fire_itimers(struct cm_loop *loop)
     }
 }
 
-static int utimer_due(const struct cm_loop *loop, const struct utimer *t, double now, double mono)
-{
-    return loop->fake_mode ? t->at <= now : t->mono <= mono;
-}
-
 static void fire_utimers(struct cm_loop *loop)
 {
-    double now = cm_clock_now(), mono = cm_clock_monotonic();
-    while (loop->ucount && utimer_due(loop, loop->uheap[0], now, mono)) {
+    double el = cm_clock_elapsed();
+    while (loop->ucount && loop->uheap[0]->mono <= el) {
         struct utimer *t = loop->uheap[0];
         struct cm_event *ev = cm_event_new(CM_EVENT_TIMER, t->id);
         if (!ev) break; /* out of memory: it stays due for the next step */
@@ -782,10 +783,11 @@ static int wait_ms(struct cm_loop *loop, double timeout)
     }
     if (loop->ucount) {
         struct utimer *t = loop->uheap[0];
+        double el = cm_clock_elapsed();
         if (loop->fake_mode) {
-            if (t->at <= cm_clock_now()) w = 0;
-        } else if (t->mono - mono < w) {
-            w = t->mono - mono;
+            if (t->mono <= el) w = 0; /* fake time moves only when a test moves it */
+        } else if (t->mono - el < w) {
+            w = t->mono - el;
         }
     }
     if (w <= 0) return 0;
