@@ -71,8 +71,11 @@ end
 function M:next_tick_wait(interval, last_elapsed, with_retries)
   local wait = last_elapsed + interval - core.elapsed()
   if with_retries then
-    local retry = self.jobs:next_wakeup()
-    if retry and retry - core.now() < wait then wait = retry - core.now() end
+    -- a retry already due that retry_due did not take (wall time says the
+    -- certificate is not due after all: the clock stepped back) waits for
+    -- the next pass; counting it would wake the ticker again at once, forever
+    local retry, now = self.jobs:next_wakeup(), core.now()
+    if retry and retry > now and retry - now < wait then wait = retry - now end
   end
   return math.max(wait, 0)
 end

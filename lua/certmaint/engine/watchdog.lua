@@ -110,7 +110,7 @@ function M:daemon_health()
     local kind, interval = w[1], w[2]
     local p = self.passes and self.passes[kind]
     if p then
-      local late = el - (p.last_elapsed or p.since) - n * interval
+      local late = el - math.max(p.last_elapsed or p.since, p.grace_from or -math.huge) - n * interval
       local r = { pass = kind, interval = interval, completed = p.completed, last_completed = p.last_completed,
         stalled = late > 0, late = late > 0 and late or nil,
         running_for = p.running_since and (el - p.running_since) or nil }
@@ -125,15 +125,25 @@ local function round(x) return x and math.floor(x + 0.5) end
 
 --- One look: log what became stalled, write the health file, tell systemd.
 function M:watchdog_check()
+  -- the watchdog itself ran late by far: the machine was suspended, or the
+  -- process stopped. The passes get their intervals again from now, so a
+  -- resume is not a stall (and they are due at once: the tickers run them).
+  local el, period = core.elapsed(), self:watchdog_period()
+  if self.watchdog_last and el - self.watchdog_last > 2 * period + 1 then
+    log("info", "resumed", { after = math.floor(el - self.watchdog_last) })
+    for _, p in pairs(self.passes) do p.grace_from = el end
+  end
+  self.watchdog_last = el
+  self:clock_watch() -- a step of the wall clock is noticed (and retries moved) within a period
   local h = self:daemon_health()
   local stalled = {}
   for _, r in ipairs(h.passes) do
     local p = self.passes[r.pass]
     if r.stalled then
-      stalled[#stalled + 1] = string.format("%s pass stalled (%ds late)", r.pass, round(r.late))
+      stalled[#stalled + 1] = string.format("%s pass stalled (%ds late)", r.pass, math.ceil(r.late))
       if not p.stalled then
         p.stalled = true
-        log("error", "pass_stalled", { pass = r.pass, late = round(r.late), interval = r.interval,
+        log("error", "pass_stalled", { pass = r.pass, late = math.ceil(r.late), interval = r.interval,
           intervals = h.watchdog_intervals, running_for = round(r.running_for),
           last_completed = r.last_completed and rfc3339.iso(r.last_completed) or "never" })
       end
@@ -173,7 +183,7 @@ function M:write_health(h, state)
   local passes = {}
   for i, r in ipairs(h.passes) do
     passes[i] = { pass = r.pass, interval = r.interval, completed = r.completed,
-      last_completed = iso_or_nil(r.last_completed), stalled = r.stalled, late = round(r.late),
+      last_completed = iso_or_nil(r.last_completed), stalled = r.stalled, late = r.late and math.ceil(r.late),
       running_for = round(r.running_for) }
   end
   local rec = {
