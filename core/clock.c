@@ -6,6 +6,7 @@
 static int fake_on;
 static double fake_now;
 static double fake_elapsed;
+static double elapsed_offset; /* real elapsed = boot time + this: no jump when a fake clock ends */
 
 double cm_clock_now(void)
 {
@@ -31,16 +32,21 @@ static double real_elapsed(void)
     return cm_clock_monotonic();
 }
 
-double cm_clock_elapsed(void) { return fake_on ? fake_elapsed : real_elapsed(); }
+double cm_clock_elapsed(void) { return fake_on ? fake_elapsed : real_elapsed() + elapsed_offset; }
 
 void cm_clock_set_fake(double t)
 {
-    if (!fake_on) fake_elapsed = real_elapsed(); /* continues from the real one */
+    if (!fake_on) fake_elapsed = real_elapsed() + elapsed_offset; /* continues from the real one */
     fake_on = 1;
     fake_now = t;
 }
 
-void cm_clock_set_real(void) { fake_on = 0; }
+void cm_clock_set_real(void)
+{
+    /* the elapsed clock goes on from where the fake one was: never backwards */
+    if (fake_on) elapsed_offset = fake_elapsed - real_elapsed();
+    fake_on = 0;
+}
 
 int cm_clock_is_fake(void) { return fake_on; }
 

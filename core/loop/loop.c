@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -71,6 +72,9 @@ struct cm_loop {
 
     int sigfd;
     struct cm_watch *sigw;
+    int boot_fd;             /* timerfd on CLOCK_BOOTTIME at the first user timer, or -1 */
+    struct cm_watch *boot_w;
+    double boot_armed;       /* the elapsed-clock deadline it is armed at; 0: disarmed */
     sigset_t watched;     /* signals reported as events */
     sigset_t we_blocked;  /* signals this loop blocked (and must unblock) */
     int want_chld;
@@ -346,16 +350,10 @@ void cm_loop_itimer_stop(struct cm_loop *loop, struct cm_itimer *t)
 static void sync_clock_mode(struct cm_loop *loop)
 {
     int fake = cm_clock_is_fake() ? 1 : 0;
-    size_t i;
-    double now, el;
+    /* the elapsed clock runs on across the switch (clock.c): deadlines keep
+     * their order and what is left of them */
     if (fake == loop->fake_mode) return;
     loop->fake_mode = fake;
-    /* the elapsed clock changed: each timer keeps its wall-clock time */
-    now = cm_clock_now();
-    el = cm_clock_elapsed();
-    for (i = 0; i < loop->ucount; i++) loop->uheap[i]->mono = el + (loop->uheap[i]->at - now);
-    for (i = loop->ucount / 2 + 1; i-- > 0;)
-        if (i < loop->ucount) uheap_down(loop, i);
 }
 
 /* --- events --------------------------------------------------------------- */
@@ -770,6 +768,51 @@ static void fire_utimers(struct cm_loop *loop)
     }
 }
 
+/* --- waking after a suspend ------------------------------------------------- */
+
+/* epoll_wait's timeout runs on CLOCK_MONOTONIC, which stops while the machine
+ * sleeps: a 10-minute sleep begun before an 8-hour suspend would end 10
+ * minutes after the resume.  A timerfd on CLOCK_BOOTTIME armed at the first
+ * user timer fires as soon as the machine is back, so what became due while
+ * it slept runs at once.  (No timerfd: the epoll timeout alone, as before.) */
+static void on_boot_timer(struct cm_loop *loop, struct cm_watch *w, uint32_t revents)
+{
+    uint64_t n;
+    (void)revents;
+    while (read(w->fd, &n, sizeof n) == (ssize_t)sizeof n) continue; /* fire_utimers does the rest */
+    loop->boot_armed = 0;
+}
+
+static void boot_timer_init(struct cm_loop *loop)
+{
+    loop->boot_fd = timerfd_create(CLOCK_BOOTTIME, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (loop->boot_fd < 0) return;
+    loop->boot_w = cm_loop_watch_add(loop, loop->boot_fd, EPOLLIN, on_boot_timer, NULL, NULL);
+    if (!loop->boot_w) {
+        close(loop->boot_fd);
+        loop->boot_fd = -1;
+    }
+}
+
+static void boot_timer_arm(struct cm_loop *loop)
+{
+    struct itimerspec its;
+    double at = 0, left;
+    if (loop->boot_fd < 0) return;
+    if (!loop->fake_mode && loop->ucount) at = loop->uheap[0]->mono;
+    if (at == loop->boot_armed) return;
+    memset(&its, 0, sizeof its);
+    if (at != 0) {
+        /* relative: a CLOCK_BOOTTIME timerfd counts the time suspended */
+        left = at - cm_clock_elapsed();
+        if (left < 1e-6) left = 1e-6;
+        its.it_value.tv_sec = (time_t)left;
+        its.it_value.tv_nsec = (long)((left - (double)its.it_value.tv_sec) * 1e9);
+        if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0) its.it_value.tv_nsec = 1;
+    }
+    if (timerfd_settime(loop->boot_fd, 0, &its, NULL) == 0) loop->boot_armed = at;
+}
+
 /* --- the loop ------------------------------------------------------------- */
 
 static int wait_ms(struct cm_loop *loop, double timeout)
@@ -807,6 +850,7 @@ int cm_loop_step(struct cm_loop *loop, double timeout, struct cm_result *res)
     if (isnan(timeout)) timeout = 0;
     sync_clock_mode(loop);
     free_graveyard(loop);
+    boot_timer_arm(loop);
     n = epoll_wait(loop->epfd, evs, MAX_EPOLL_EVENTS, wait_ms(loop, timeout));
     if (n < 0) {
         if (errno != EINTR) return cm_fail(res, "epoll", "epoll_wait: %s", strerror(errno));
@@ -857,6 +901,8 @@ static void loop_free(struct cm_loop *loop)
     cm_loop_signal_unwatch(loop);
     if (loop->sigw) { cm_loop_watch_del(loop, loop->sigw); loop->sigw = NULL; }
     if (loop->sigfd >= 0) { close(loop->sigfd); loop->sigfd = -1; }
+    if (loop->boot_w) { cm_loop_watch_del(loop, loop->boot_w); loop->boot_w = NULL; }
+    if (loop->boot_fd >= 0) { close(loop->boot_fd); loop->boot_fd = -1; }
     if (sigismember(&loop->we_blocked, SIGCHLD) == 1) {
         sigset_t one;
         sigemptyset(&one);
@@ -884,6 +930,7 @@ struct cm_loop *cm_loop_get(struct cm_result *res)
         return NULL;
     }
     loop->sigfd = -1;
+    loop->boot_fd = -1;
     sigemptyset(&loop->watched);
     sigemptyset(&loop->we_blocked);
     loop->fake_mode = cm_clock_is_fake() ? 1 : 0;
@@ -906,6 +953,7 @@ struct cm_loop *cm_loop_get(struct cm_result *res)
         loop_free(loop);
         return NULL;
     }
+    boot_timer_init(loop);
     the_loop = loop;
     return loop;
 }
