@@ -9,6 +9,18 @@ local loop = require "certmaint.loop"
 
 local DAY, MIN = 86400, 60
 
+-- the watchdog rewrites its health file (fsynced) every minute of fake time:
+-- on tmpfs where there is one, so a month of fake time costs no disk flushes
+local function health_path()
+  local lfs = require "lfs"
+  local name = os.tmpname()
+  if lfs.attributes("/dev/shm", "mode") == "directory" then
+    os.remove(name)
+    return "/dev/shm/" .. name:match("[^/]+$") .. "-certmaint-health.json"
+  end
+  return name
+end
+
 local function count(lines, pattern)
   local n = 0
   for _, l in ipairs(lines) do if l:find(pattern) then n = n + 1 end end
@@ -23,7 +35,7 @@ describe("time", function()
     ca = testing.ca()
     logs = testing.capture_logs()
     lines = {}
-    health = os.tmpname()
+    health = health_path()
   end)
 
   after_each(function()
@@ -75,7 +87,7 @@ describe("time", function()
     assert.equal(before + 3, renew_ticks()) -- on schedule, not a day later
     assert.equal(1, count(take(), "event=clock_jump .*delta=%-86400"))
     -- and what wall time then requires still happens: the renewal at 20 days
-    run_for(21 * DAY + DAY - 60 * MIN, 10 * MIN)
+    run_for(21 * DAY + DAY - 60 * MIN, 60 * MIN)
     assert.equal(2, e.engine.issuer.issued)
     assert.equal(0, count(take(), "level=error"))
   end)
@@ -190,7 +202,7 @@ describe("watchdog", function()
     clock = testing.clock(testing.EPOCH)
     ca = testing.ca()
     logs = testing.capture_logs()
-    health = os.tmpname()
+    health = health_path()
   end)
 
   after_each(function()
