@@ -2,9 +2,11 @@
 --
 -- The daemon's tickers report each pass they start and finish
 -- (engine/timewatch.lua). A pass that has not completed within
--- policy.watchdog_intervals (default 3) of its intervals — counted on the
--- elapsed clock from the daemon's start or the pass's last completion — is
--- stalled: one error-level event `pass_stalled` (pass, late, interval,
+-- policy.watchdog_intervals (default 3) of its intervals, and at least
+-- MIN_STALL seconds — counted on the elapsed clock from the daemon's start or
+-- the pass's last completion — is stalled (a renew pass waits for the
+-- renewals it queued: with a 1 s interval a pass of a few seconds is
+-- normal): one error-level event `pass_stalled` (pass, late, interval,
 -- last_completed) when it becomes so, `pass_recovered` when it completes
 -- again. A pass that fails still completed: failures are pass_failed's.
 --
@@ -31,6 +33,7 @@ local M = {}
 M.DEFAULT_INTERVALS = 3     -- policy.watchdog_intervals when not set
 M.HEALTH_WRITE_MAX = 60     -- seconds between health file writes, at most
 M.HEALTH_VERSION = 1
+M.MIN_STALL = 60            -- seconds: no pass is stalled sooner, however short its interval
 
 local function log(level, event, fields) core.log(level, event, fields or {}) end
 
@@ -110,7 +113,8 @@ function M:daemon_health()
     local kind, interval = w[1], w[2]
     local p = self.passes and self.passes[kind]
     if p then
-      local late = el - math.max(p.last_elapsed or p.since, p.grace_from or -math.huge) - n * interval
+      local late = el - math.max(p.last_elapsed or p.since, p.grace_from or -math.huge)
+        - math.max(n * interval, M.MIN_STALL)
       local r = { pass = kind, interval = interval, completed = p.completed, last_completed = p.last_completed,
         stalled = late > 0, late = late > 0 and late or nil,
         running_for = p.running_since and (el - p.running_since) or nil }

@@ -485,6 +485,7 @@ function File:acquire_file(lk, name, grant, with_token)
     ok, err, code = file_call("create_exclusive", self:path(lk), body, LOCK_FILE_MODE)
     if ok then
       self.unreadable[lk] = nil
+      staleness.forget(self.seen_locks, lk) -- released meanwhile: what we saw of it is history
       if not with_token then return true end
       return self:grant(lk, name, grant)
     end
