@@ -13,7 +13,16 @@ double cm_clock_now(void);
 /* Monotonic seconds for measuring real elapsed time; never faked. */
 double cm_clock_monotonic(void);
 
-/* Fake the clock at t (Unix seconds). */
+/* Seconds elapsed on a clock that never jumps and keeps counting while the
+ * machine is suspended (CLOCK_BOOTTIME): what the loop's timers and the
+ * engine's pass intervals and back-offs are measured on, so a wall-clock step
+ * neither stretches nor shrinks them and a resume finds them due.  With a
+ * fake clock it is fake too: cm_clock_advance moves it with the wall time,
+ * cm_clock_jump and cm_clock_set_fake (while fake) move only the wall time. */
+double cm_clock_elapsed(void);
+
+/* Fake the clock at t (Unix seconds).  While the clock is fake already this
+ * is a step of the wall clock only (the elapsed clock does not move). */
 void cm_clock_set_fake(double t);
 
 /* Return to the wall clock. */
@@ -24,5 +33,9 @@ int cm_clock_is_fake(void);
 
 /* Move a fake clock forward by dt seconds (dt >= 0); no effect when real. */
 void cm_clock_advance(double dt);
+
+/* Step a fake wall clock by dt seconds (either sign), the elapsed clock
+ * unchanged: an NTP step or an operator's `date -s`.  No effect when real. */
+void cm_clock_jump(double dt);
 
 #endif

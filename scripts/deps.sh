@@ -19,6 +19,7 @@ PACKAGES=(
   iproute2                           # ss: the Pebble harness (tests/integration/pebble.bash) checks its ports are free
   lego                               # ACME throughput figure: a reference client beside certmaint and Caddy
   etcd-server                        # the etcd storage backend's specs and cluster tests (/usr/bin/etcd)
+  faketime                           # time tests: the daemon under wall-clock jumps (tests/integration/time_jumps.bash)
 )
 
 missing=()

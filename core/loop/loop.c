@@ -1,8 +1,9 @@
 /* loop.c - the epoll loop: watchers, timers, signals, the event queue.
  *
  * Two timer heaps.  User timers (cm_loop_timer_add) are ordered by their
- * clock time while the clock is fake and by their monotonic deadline while
- * it is real; the heap is re-keyed when the clock switches.  Internal timers
+ * deadline on the elapsed clock (cm_clock_elapsed: fake with the clock, else
+ * CLOCK_BOOTTIME), so a step of the wall clock neither stretches nor shrinks a
+ * sleep and a suspend counts; the heap is re-keyed when the clock switches.  Internal timers
  * (struct cm_itimer: curl's timeout, exec and connection deadlines, and the
  * deadlines of cm_loop_timer_after) are always monotonic.
  *
@@ -22,6 +23,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -35,7 +37,7 @@
 struct utimer {
     uint64_t id;
     double at;      /* cm_clock_now() time */
-    double mono;    /* the same instant on the monotonic clock, when armed */
+    double mono;    /* the same instant on the elapsed clock, when armed */
     size_t idx;     /* heap slot + 1 */
 };
 
@@ -70,6 +72,9 @@ struct cm_loop {
 
     int sigfd;
     struct cm_watch *sigw;
+    int boot_fd;             /* timerfd on CLOCK_BOOTTIME at the first user timer, or -1 */
+    struct cm_watch *boot_w;
+    double boot_armed;       /* the elapsed-clock deadline it is armed at; 0: disarmed */
     sigset_t watched;     /* signals reported as events */
     sigset_t we_blocked;  /* signals this loop blocked (and must unblock) */
     int want_chld;
@@ -217,8 +222,8 @@ void cm_loop_id_del(struct cm_loop *loop, uint64_t id)
 
 static int ut_less(const struct cm_loop *loop, const struct utimer *a, const struct utimer *b)
 {
-    double ka = loop->fake_mode ? a->at : a->mono, kb = loop->fake_mode ? b->at : b->mono;
-    return ka < kb || (ka == kb && a->id < b->id);
+    (void)loop;
+    return a->mono < b->mono || (a->mono == b->mono && a->id < b->id);
 }
 
 static void uheap_place(struct cm_loop *loop, size_t i, struct utimer *t)
@@ -345,11 +350,10 @@ void cm_loop_itimer_stop(struct cm_loop *loop, struct cm_itimer *t)
 static void sync_clock_mode(struct cm_loop *loop)
 {
     int fake = cm_clock_is_fake() ? 1 : 0;
-    size_t i;
+    /* the elapsed clock runs on across the switch (clock.c): deadlines keep
+     * their order and what is left of them */
     if (fake == loop->fake_mode) return;
     loop->fake_mode = fake;
-    for (i = loop->ucount / 2 + 1; i-- > 0;)
-        if (i < loop->ucount) uheap_down(loop, i);
 }
 
 /* --- events --------------------------------------------------------------- */
@@ -648,7 +652,7 @@ uint64_t cm_loop_timer_add(struct cm_loop *loop, double at, struct cm_result *re
     t->id = cm_loop_new_id(loop);
     t->at = at;
     now = cm_clock_now();
-    t->mono = cm_clock_monotonic() + (at - now);
+    t->mono = cm_clock_elapsed() + (at - now);
     if (cm_loop_id_put(loop, t->id, CM_ID_TIMER, t, res) != CM_OK) {
         free(t); t = NULL;
         return 0;
@@ -750,15 +754,10 @@ static void fire_itimers(struct cm_loop *loop)
     }
 }
 
-static int utimer_due(const struct cm_loop *loop, const struct utimer *t, double now, double mono)
-{
-    return loop->fake_mode ? t->at <= now : t->mono <= mono;
-}
-
 static void fire_utimers(struct cm_loop *loop)
 {
-    double now = cm_clock_now(), mono = cm_clock_monotonic();
-    while (loop->ucount && utimer_due(loop, loop->uheap[0], now, mono)) {
+    double el = cm_clock_elapsed();
+    while (loop->ucount && loop->uheap[0]->mono <= el) {
         struct utimer *t = loop->uheap[0];
         struct cm_event *ev = cm_event_new(CM_EVENT_TIMER, t->id);
         if (!ev) break; /* out of memory: it stays due for the next step */
@@ -767,6 +766,51 @@ static void fire_utimers(struct cm_loop *loop)
         free(t);
         cm_loop_post(loop, ev);
     }
+}
+
+/* --- waking after a suspend ------------------------------------------------- */
+
+/* epoll_wait's timeout runs on CLOCK_MONOTONIC, which stops while the machine
+ * sleeps: a 10-minute sleep begun before an 8-hour suspend would end 10
+ * minutes after the resume.  A timerfd on CLOCK_BOOTTIME armed at the first
+ * user timer fires as soon as the machine is back, so what became due while
+ * it slept runs at once.  (No timerfd: the epoll timeout alone, as before.) */
+static void on_boot_timer(struct cm_loop *loop, struct cm_watch *w, uint32_t revents)
+{
+    uint64_t n;
+    (void)revents;
+    while (read(w->fd, &n, sizeof n) == (ssize_t)sizeof n) continue; /* fire_utimers does the rest */
+    loop->boot_armed = 0;
+}
+
+static void boot_timer_init(struct cm_loop *loop)
+{
+    loop->boot_fd = timerfd_create(CLOCK_BOOTTIME, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (loop->boot_fd < 0) return;
+    loop->boot_w = cm_loop_watch_add(loop, loop->boot_fd, EPOLLIN, on_boot_timer, NULL, NULL);
+    if (!loop->boot_w) {
+        close(loop->boot_fd);
+        loop->boot_fd = -1;
+    }
+}
+
+static void boot_timer_arm(struct cm_loop *loop)
+{
+    struct itimerspec its;
+    double at = 0, left;
+    if (loop->boot_fd < 0) return;
+    if (!loop->fake_mode && loop->ucount) at = loop->uheap[0]->mono;
+    if (at == loop->boot_armed) return;
+    memset(&its, 0, sizeof its);
+    if (at != 0) {
+        /* relative: a CLOCK_BOOTTIME timerfd counts the time suspended */
+        left = at - cm_clock_elapsed();
+        if (left < 1e-6) left = 1e-6;
+        its.it_value.tv_sec = (time_t)left;
+        its.it_value.tv_nsec = (long)((left - (double)its.it_value.tv_sec) * 1e9);
+        if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0) its.it_value.tv_nsec = 1;
+    }
+    if (timerfd_settime(loop->boot_fd, 0, &its, NULL) == 0) loop->boot_armed = at;
 }
 
 /* --- the loop ------------------------------------------------------------- */
@@ -782,10 +826,11 @@ static int wait_ms(struct cm_loop *loop, double timeout)
     }
     if (loop->ucount) {
         struct utimer *t = loop->uheap[0];
+        double el = cm_clock_elapsed();
         if (loop->fake_mode) {
-            if (t->at <= cm_clock_now()) w = 0;
-        } else if (t->mono - mono < w) {
-            w = t->mono - mono;
+            if (t->mono <= el) w = 0; /* fake time moves only when a test moves it */
+        } else if (t->mono - el < w) {
+            w = t->mono - el;
         }
     }
     if (w <= 0) return 0;
@@ -805,6 +850,7 @@ int cm_loop_step(struct cm_loop *loop, double timeout, struct cm_result *res)
     if (isnan(timeout)) timeout = 0;
     sync_clock_mode(loop);
     free_graveyard(loop);
+    boot_timer_arm(loop);
     n = epoll_wait(loop->epfd, evs, MAX_EPOLL_EVENTS, wait_ms(loop, timeout));
     if (n < 0) {
         if (errno != EINTR) return cm_fail(res, "epoll", "epoll_wait: %s", strerror(errno));
@@ -855,6 +901,8 @@ static void loop_free(struct cm_loop *loop)
     cm_loop_signal_unwatch(loop);
     if (loop->sigw) { cm_loop_watch_del(loop, loop->sigw); loop->sigw = NULL; }
     if (loop->sigfd >= 0) { close(loop->sigfd); loop->sigfd = -1; }
+    if (loop->boot_w) { cm_loop_watch_del(loop, loop->boot_w); loop->boot_w = NULL; }
+    if (loop->boot_fd >= 0) { close(loop->boot_fd); loop->boot_fd = -1; }
     if (sigismember(&loop->we_blocked, SIGCHLD) == 1) {
         sigset_t one;
         sigemptyset(&one);
@@ -882,6 +930,7 @@ struct cm_loop *cm_loop_get(struct cm_result *res)
         return NULL;
     }
     loop->sigfd = -1;
+    loop->boot_fd = -1;
     sigemptyset(&loop->watched);
     sigemptyset(&loop->we_blocked);
     loop->fake_mode = cm_clock_is_fake() ? 1 : 0;
@@ -904,6 +953,7 @@ struct cm_loop *cm_loop_get(struct cm_result *res)
         loop_free(loop);
         return NULL;
     }
+    boot_timer_init(loop);
     the_loop = loop;
     return loop;
 }

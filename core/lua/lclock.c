@@ -1,5 +1,5 @@
-/* lclock.c - core.now, core.monotonic, core.clock_set, core.clock_advance,
- * core.rfc3339_iso. */
+/* lclock.c - core.now, core.monotonic, core.elapsed, core.clock_set,
+ * core.clock_advance, core.clock_jump, core.rfc3339_iso. */
 #include "lcore.h"
 
 #include "../clock.h"
@@ -14,6 +14,25 @@ static int l_now(lua_State *L)
 static int l_monotonic(lua_State *L)
 {
     lua_pushnumber(L, cm_clock_monotonic());
+    return 1;
+}
+
+/* elapsed() -> seconds on the clock timers and intervals use (clock.h). */
+static int l_elapsed(lua_State *L)
+{
+    lua_pushnumber(L, cm_clock_elapsed());
+    return 1;
+}
+
+/* clock_jump(dt): step the fake wall clock by dt (either sign), the elapsed
+ * clock unchanged -> the new now. */
+static int l_clock_jump(lua_State *L)
+{
+    lua_Number dt = luaL_checknumber(L, 1);
+    luaL_argcheck(L, dt == dt, 1, "not a number");
+    luaL_argcheck(L, cm_clock_is_fake(), 1, "the clock is real; call clock_set first");
+    cm_clock_jump(dt);
+    lua_pushnumber(L, cm_clock_now());
     return 1;
 }
 
@@ -59,6 +78,8 @@ int cm_lua_open_clock(lua_State *L)
     static const luaL_Reg fns[] = {
         {"now", l_now},
         {"monotonic", l_monotonic},
+        {"elapsed", l_elapsed},
+        {"clock_jump", l_clock_jump},
         {"clock_set", l_clock_set},
         {"clock_advance", l_clock_advance},
         {"clock_is_fake", l_clock_is_fake},

@@ -15,10 +15,11 @@ commands:
   once POLICY                    one renew, OCSP and clean pass, then exit (cron, CI)
   check POLICY [--at TIME]       validate the policy and print what the passes would do
                                  (now, or at TIME), changing nothing
-  status POLICY [--json] [--check]
+  status POLICY [--json] [--check] [--daemon]
                                  one row per certificate: names, issuer, expiry, renewal,
                                  deploys, errors; --check: one line, exit 1 if anything
-                                 needs attention (a monitoring check)
+                                 needs attention, 2 if the daemon is stalled or gone
+                                 (a monitoring check); --daemon: the daemon's health
   renew POLICY [NAME...] [--force]
                                  renew the named (default: all due) certificates now
   revoke POLICY NAME [--reason N]
@@ -57,7 +58,7 @@ Validate POLICY and print, for each certificate, what the next passes would do
 and when (obtain / renew at T / clean / report), running the policy's real
 hooks against the clock shifted to TIME. Changes nothing.]],
   status = [[
-usage: certmaint status POLICY [--json] [--check]
+usage: certmaint status POLICY [--json] [--check] [--daemon]
 One row per managed certificate: names, issuer, not_after, time left, renewal
 due and when, staple status ("(must-staple)" after it for a certificate with
 the TLS Feature extension), what was deployed when (DEPLOYED), last error
@@ -72,7 +73,16 @@ storage, expired, expires inside its guard, is past its renewal time by more
 than two renew_check_intervals, has a last error (a failed renewal, a failing
 hook), its last deploy failed, a deploy target has an older certificate, it is
 Must-Staple without a valid staple, or a policy hook failed while status asked it. With --json as well,
-the JSON goes to stdout and the line to stderr.]],
+the JSON goes to stdout and the line to stderr.
+It also reads the health file `certmaint run` keeps (policy health_file; default
+<storage root>/health/<host>.json): "certmaint CRITICAL: ..." with exit status 2
+when a pass has not completed within watchdog_intervals of its intervals, or the
+daemon stopped, died or stopped updating the file. No file (no daemon ever ran
+here, e.g. a cron setup with `once`): not checked.
+
+--daemon prints that health file (passes, when each last completed, stalled or
+not) and what is wrong with it; with --json as one object {health_file,
+problems, record}. Exit status 0.]],
   renew = [[
 usage: certmaint renew POLICY [NAME...] [--force]
 Renew the named certificates (default: every managed one) that are due, or all
@@ -272,6 +282,15 @@ local CHECK_NAMED = 5
 -- status --check: the one-line summary (Nagios style) and the exit status.
 local function check_summary(health)
   local n, bad = health.certificates, health.attention
+  if health.daemon and #health.daemon > 0 then
+    -- the daemon itself (engine/watchdog.lua): CRITICAL, before any certificate
+    local line = "certmaint CRITICAL: " .. table.concat(health.daemon, "; ")
+    if #bad > 0 or health.hook_errors > 0 then
+      local rest = check_summary({ certificates = n, attention = bad, hook_errors = health.hook_errors })
+      line = line .. "; " .. rest:gsub("^certmaint WARNING: ", "")
+    end
+    return (line:gsub("[%c]+", " ")), 2
+  end
   if #bad == 0 and health.hook_errors == 0 then
     return string.format("certmaint OK: %d certificate%s, none needs attention", n, n == 1 and "" or "s"), 0
   end
@@ -294,13 +313,37 @@ end
 M.check_summary = check_summary
 
 function commands.status(engine, args)
-  local json, check = false, false
+  local json, check, daemon = false, false, false
   for _, a in ipairs(args) do
     if a == "--json" then json = true
     elseif a == "--check" then check = true
+    elseif a == "--daemon" then daemon = true
     else return usage_error("status: unexpected argument '" .. a .. "'") end
   end
   local now = core.now()
+  if daemon and not check then
+    -- the daemon's health file as it wrote it, with the verdict (engine/watchdog.lua)
+    local problems, rec = engine:daemon_problems(now)
+    local out = { health_file = engine:health_file(), problems = problems, record = rec or core.json_null }
+    if json then
+      io.stdout:write(assert(core.json_encode(out)), "\n")
+    else
+      io.stdout:write("health file: ", out.health_file, "\n")
+      if not rec then io.stdout:write("no daemon record", #problems > 0 and (": " .. problems[1]) or "", "\n") end
+      if rec then
+        io.stdout:write(string.format("daemon: %s, pid %s on %s, started %s, updated %s\n", tostring(rec.state),
+          tostring(rec.pid), tostring(rec.host), tostring(rec.started), tostring(rec.updated)))
+        local rows = {}
+        for _, p in ipairs(rec.passes) do
+          rows[#rows + 1] = { tostring(p.pass), tostring(p.interval), tostring(p.completed),
+            tostring(p.last_completed or "never"), p.stalled and ("stalled, " .. tostring(p.late) .. "s late") or "ok" }
+        end
+        print_table({ "PASS", "INTERVAL", "COMPLETED", "LAST COMPLETED", "STATE" }, rows)
+      end
+      for _, p in ipairs(problems) do io.stdout:write("problem: ", p, "\n") end
+    end
+    return 0
+  end
   if check then
     local ok, health = run_task(function()
       engine:load_all { keys = false }
@@ -310,7 +353,9 @@ function commands.status(engine, args)
         local ok, err = engine:status_json(now, io.stdout)
         if not ok then error(err, 0) end
       end
-      return true, engine:health(now)
+      local h = engine:health(now)
+      h.daemon = engine:daemon_problems(now)
+      return true, h
     end)
     if not ok then eprint("certmaint: status: " .. tostring(health)) return 1 end
     local line, code = check_summary(health)

@@ -469,6 +469,18 @@ function Queue:next_wakeup()
   return top and top.next_attempt
 end
 
+--- Move every waiting job's next_attempt by delta seconds (the wall clock
+-- stepped by delta: a back-off is real time, engine/timewatch.lua). The heap's
+-- order does not change.
+function Queue:shift_waiting(delta)
+  for _, job in ipairs(self.heap) do job.next_attempt = job.next_attempt + delta end
+  if self.timer and self.timer.pending then
+    self.timer:cancel()
+    self.timer = nil
+  end
+  arm(self)
+end
+
 --- Cancel a job: a queued or waiting one is forgotten at once; a running one
 -- finishes its attempt (it cannot be interrupted safely), is not retried and
 -- keeps its name reserved until then. Done/failed records are forgotten.

@@ -224,6 +224,14 @@ local function check_record(v, fields, path, ctx)
   return out
 end
 
+-- One file path (a non-empty string without NUL), e.g. health_file.
+function KINDS.path(v, _, path)
+  if type(v) ~= "string" or v == "" or v:find("%z") then
+    return nil, field_error(path, "expected a file path, got " .. describe(v))
+  end
+  return v
+end
+
 function KINDS.record(v, field, path, ctx)
   return check_record(v, field.fields, path, ctx)
 end
@@ -400,6 +408,9 @@ M.FIELDS = {
   ocsp_check_interval  = { kind = "duration", default = "1h", min = 1 },
   clean_interval       = { kind = "duration", default = "24h", min = 1 },
   lock_wait            = { kind = "duration", default = "5m" }, -- longest wait for a lock another instance holds
+  -- the daemon's watchdog (engine/watchdog.lua; README "Watchdog and health")
+  watchdog_intervals   = { kind = "integer", min = 1, max = 1000, default = 3 }, -- a pass not done in N intervals is stalled
+  health_file          = { kind = "path" }, -- nil: <storage root or data dir>/health/<host>.json
   renewal_window_ratio = { kind = "ratio" }, -- nil: 1/3, or 1/2 for lifetimes < 10 days (certmaint.renewal)
   clean                = { kind = "record", default = function() return {} end, fields = {
     ocsp_staples              = { kind = "boolean", default = true },

@@ -40,9 +40,19 @@ function Clock:advance(seconds)
   return core.clock_advance(s)
 end
 
+--- Forward: as advance. Backward: a step of the wall clock (as jump).
 function Clock:set(t)
   if t < core.now() then core.clock_set(t) else core.clock_advance(t - core.now()) end
   return core.now()
+end
+
+--- Step the wall clock by `seconds` (either sign) while elapsed time stands
+-- still: an NTP step or `date -s`. Timers and pass intervals run on elapsed
+-- time (core.elapsed), so they do not move; advance moves both, as a suspend
+-- does (nothing runs until the loop next turns).
+function Clock:jump(seconds)
+  assert(type(seconds) == "number", "clock:jump needs a number of seconds")
+  return core.clock_jump(seconds)
 end
 
 --- Back to the wall clock.

@@ -123,9 +123,10 @@ describe("the clean pass across instances", function()
 
   it("removes stale locks through a takeover, and leaves live ones (file backend)", function()
     local root = dir .. "/data"
-    local sa = file.new { root = root }
-    local dead = file.new { root = root } -- an instance that died holding a lock
-    local live = file.new { root = root }
+    -- max_skew = 0: stale by the wall clock at first look (storage/staleness.lua)
+    local sa = file.new { root = root, max_skew = 0 }
+    local dead = file.new { root = root, max_skew = 0 } -- an instance that died holding a lock
+    local live = file.new { root = root, max_skew = 0 }
     local a = engine(sa)
     assert(dead:try_lock(keys.lock_name("gone.test")))
     clock:advance(60) -- dead stopped its heartbeat a minute ago

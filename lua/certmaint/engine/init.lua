@@ -22,6 +22,8 @@
 --   engine/deploy.lua  deploy as tracked state: records, retries, start-up redeploy
 --   engine/attention.lua  what needs attention (status --check)
 --   engine/ari.lua     ACME Renewal Information: windows fetched, stored, applied
+--   engine/timewatch.lua  the tickers; wall vs elapsed time, steps of the wall clock
+--   engine/watchdog.lua   stalled passes, the health file, systemd notification
 -- certmaint.certset reads and writes a certificate set (.crt .key .json).
 local core = require "certmaint.core"
 local loop = require "certmaint.loop"
@@ -43,7 +45,7 @@ M.iso = rfc3339.iso
 local function log(level, event, fields) core.log(level, event, fields or {}) end
 
 for _, part in ipairs { "load", "renew", "retry", "clean", "ocsp", "revocation", "status", "deploy", "attention", "ari",
-  "crl", "staple_files", "must_staple", "order_budget" } do
+  "crl", "staple_files", "must_staple", "order_budget", "timewatch", "watchdog" } do
   for name, fn in pairs(require("certmaint.engine." .. part)) do
     if Engine[name] then error("engine: method " .. name .. " defined twice (engine/" .. part .. ".lua)") end
     Engine[name] = fn
@@ -378,17 +380,6 @@ function Engine:ensure_heartbeat()
   end)
 end
 
---- The renew ticker sleeps until its interval passes or the earliest retry
--- of a failing renewal is due, whichever comes first (one timer, whatever N).
-function Engine:next_renew_wait(interval, last)
-  local due = last + interval
-  local retry = self.jobs:next_wakeup()
-  if retry and retry < due then due = retry end
-  local budget = self:budget_wakeup() -- renewals waiting for the order budget (engine/order_budget.lua)
-  if budget and budget < due then due = budget end
-  return math.max(due - core.now(), 0)
-end
-
 --- Run forever: tickers, lock heartbeat, signals. Returns when stopped.
 function Engine:run()
   core.signal_watch { "TERM", "INT", "HUP" }
@@ -403,37 +394,16 @@ function Engine:run()
       self.lock_event:notify_all()
     end
   end)
+  self:watchdog_start()
   loop.spawn_named("start", function()
     local ok, tick = pcall(self.start, self)
     if not ok then log("error", "start_failed", { error = tick }) end
+    self:watchdog_ready()
   end)
-  local function ticker(kind, interval_field)
-    loop.spawn_named("ticker:" .. kind, function()
-      local last = core.now()
-      while not self.stopping do
-        local interval = self.policy[interval_field]
-        if kind == "renew" then
-          self.wake:wait(self:next_renew_wait(interval, last))
-        else
-          loop.sleep(interval)
-        end
-        if self.stopping then break end
-        local now = core.now()
-        if self.started and now >= last + interval then
-          last = now
-          -- scheduled: the clean pass leaves the interval to whichever instance cleaned last
-          local ok, err = pcall(self.tick, self, kind, { scheduled = true })
-          if not ok then log("error", "pass_failed", { kind = kind, error = err }) end
-        elseif self.started and kind == "renew" then
-          local ok, err = pcall(self.retry_due, self)
-          if not ok then log("error", "pass_failed", { kind = "retry", error = err }) end
-        end
-      end
-    end)
-  end
-  ticker("renew", "renew_check_interval")
-  ticker("ocsp", "ocsp_check_interval")
-  ticker("clean", "clean_interval")
+  -- tickers (engine/timewatch.lua): intervals on elapsed time, decisions on wall time
+  self:start_ticker("renew", "renew_check_interval")
+  self:start_ticker("ocsp", "ocsp_check_interval")
+  self:start_ticker("clean", "clean_interval")
   log("info", "running", { certificates = #self.order, storage = self.storage.describe and self.storage:describe() or "?",
     issuer = issuers.describe(self.issuer) })
   loop.run_until(function() return self.stopping end)
@@ -476,6 +446,7 @@ function Engine:shutdown()
     return running <= self.lock_waiters
   end, { timeout = M.SHUTDOWN_GRACE })
   self:close_storage()
+  self:watchdog_stop()
   log("info", "stopped", {})
   core.watch_stopping(false)
   loop.reset()

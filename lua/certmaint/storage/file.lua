@@ -60,6 +60,7 @@ local common = require "certmaint.storage.common"
 local keys = require "certmaint.keys"
 local loop = require "certmaint.loop"
 local rfc3339 = require "certmaint.rfc3339"
+local staleness = require "certmaint.storage.staleness"
 
 local M = {}
 
@@ -76,6 +77,8 @@ local SCHEMA = {
   root = { type = "string", required = true,
     check = function(v) return v ~= "", "must not be empty" end },
   stale_after = { type = "duration", default = common.STALE_AFTER, check = common.more_than_zero },
+  -- clock difference between instances tolerated when judging a lock stale (storage/staleness.lua)
+  max_skew = { type = "duration", default = staleness.MAX_SKEW },
   poll_interval = { type = "duration", default = common.POLL_INTERVAL,
     check = function(v) return v > 0, "must be more than 0" end },
   file_mode = { type = "string", default = "0600", check = octal },
@@ -101,7 +104,8 @@ function M.new(opts)
     max_bytes = o.max_bytes,
     owner = common.new_owner(),
     held = {},       -- lock key -> lock name, for the locks this instance holds
-    unreadable = {}, -- lock key -> core.now() when first seen unreadable
+    unreadable = {}, -- lock key -> core.elapsed() when first seen unreadable
+    seen_locks = staleness.new(o.max_skew), -- others' lock records as last seen (staleness.lua)
     writing = {},    -- key -> loop.cond of the commit or store writing it on a worker
     inflight = {},   -- txn id -> its write guard, while this instance's commit runs
   }, File)
@@ -517,6 +521,7 @@ function File:acquire_file(lk, name, grant, with_token)
     ok, err, code = file_call("create_exclusive", self:path(lk), body, LOCK_FILE_MODE)
     if ok then
       self.unreadable[lk] = nil
+      staleness.forget(self.seen_locks, lk) -- released meanwhile: what we saw of it is history
       if not with_token then return true end
       return self:grant(lk, name, grant)
     end
@@ -528,21 +533,22 @@ function File:acquire_file(lk, name, grant, with_token)
         self.unreadable[lk] = nil
         holder = rec.owner == self.owner and rec.owner .. " (this instance)" or rec.owner
         if rec.owner ~= self.owner then
-          if common.is_stale(rec.updated, now, self.stale_after) then stale, why = true, "stale"
-          elseif common.owner_dead(rec.owner) then stale, why = true, "owner_dead" end
+          if common.owner_dead(rec.owner) then stale, why = true, "owner_dead"
+          else stale, why = staleness.judge(self.seen_locks, lk, text, rec, now, self.stale_after) end
         end
       else
         -- Empty or garbled (a writer without our atomic create, or a torn
         -- disk): stale once it has stayed unreadable for stale_after.
-        self.unreadable[lk] = self.unreadable[lk] or now
+        self.unreadable[lk] = self.unreadable[lk] or core.elapsed()
         holder = "an unreadable lock file"
-        stale = now - self.unreadable[lk] > self.stale_after
+        stale = core.elapsed() - self.unreadable[lk] > self.stale_after
         why = "unreadable"
       end
       if not stale then return false, holder end
       ok, err, code = core.replace_if_unchanged(self:path(lk), text, body, LOCK_FILE_MODE)
       if ok then
         self.unreadable[lk] = nil
+        staleness.forget(self.seen_locks, lk)
         core.log("warn", "lock_taken_over", { lock = name, stale_owner = rec and rec.owner or "?",
           reason = why, storage = self:describe() })
         if not with_token then return true end
