@@ -18,6 +18,7 @@ PACKAGES=(
   iproute2                           # ss: the Pebble harness (tests/integration/pebble.bash) checks its ports are free
   lego                               # ACME throughput figure: a reference client beside certmaint and Caddy
   etcd-server                        # the etcd storage backend's specs and cluster tests (/usr/bin/etcd)
+  clang libclang-rt-14-dev           # scripts/fuzz.sh: libFuzzer with ASan and UBSan (CI runs it)
 )
 
 missing=()
