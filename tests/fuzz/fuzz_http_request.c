@@ -73,7 +73,10 @@ static int connect_to(int port)
     a.sin_port = htons((uint16_t)port);
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     /* blocking connect: the listener's backlog takes it before accept() */
-    FUZZ_CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        fprintf(stderr, "fuzz_http_request: connect to 127.0.0.1:%d: %s\n", port, strerror(errno));
+        abort();
+    }
     FUZZ_CHECK(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == 0);
     return fd;
 }
@@ -177,6 +180,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(closed || cm_clock_monotonic() < deadline);
     }
     check_responses(out, out_len);
+    {
+        /* the server has closed: reset instead of FIN, so no TIME_WAIT is
+         * left for each input to exhaust the ephemeral ports */
+        struct linger lg = {1, 0};
+        FUZZ_CHECK(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg) == 0);
+    }
     close(fd);
     free(out); out = NULL;
     /* let the server see the close and free the connection */
