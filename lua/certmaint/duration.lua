@@ -61,7 +61,8 @@ local function parse_string(s)
     local rank = UNIT_RANK[unit]
     if rank <= last_rank then return nil end -- "1m1m", "30m1h"
     last_rank = rank
-    total = total + tonumber(num) * UNIT_SECONDS[unit]
+    -- in floats: "99999999999999999d" in integers wraps around to a negative total
+    total = total + (tonumber(num) + 0.0) * UNIT_SECONDS[unit]
     pos = nxt
   end
   if total ~= total or total >= M.MAX_SECONDS then return nil end

@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +64,20 @@ static void start(void)
     }
 }
 
+/* A connect() interrupted by a signal (libFuzzer's alarm) goes on in the
+ * background: wait for it and say whether it worked. */
+static int connected(int fd)
+{
+    struct pollfd p = {fd, POLLOUT, 0};
+    int err = 0;
+    socklen_t len = sizeof err;
+    while (poll(&p, 1, -1) < 0)
+        if (errno != EINTR) return 0;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) return 0;
+    errno = err;
+    return err == 0;
+}
+
 static int connect_to(int port)
 {
     struct sockaddr_in a;
@@ -73,7 +88,7 @@ static int connect_to(int port)
     a.sin_port = htons((uint16_t)port);
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     /* blocking connect: the listener's backlog takes it before accept() */
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0 && !(errno == EINTR && connected(fd))) {
         fprintf(stderr, "fuzz_http_request: connect to 127.0.0.1:%d: %s\n", port, strerror(errno));
         abort();
     }
@@ -158,7 +173,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (sent < size) {
             n = send(fd, data + sent, size - sent, MSG_NOSIGNAL);
             if (n > 0) sent += (size_t)n;
-            else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) sent = size; /* the server closed */
+            else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                sent = size; /* the server closed */
         }
         if (sent == size && !shut) {
             shutdown(fd, SHUT_WR);
@@ -172,7 +188,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 out_len += (size_t)n;
                 FUZZ_CHECK(out_len < MAX_OUT); /* a few short answers, never this much */
             } else {
-                if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) closed = 1;
+                if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) closed = 1;
                 break;
             }
         }
