@@ -3,7 +3,8 @@
 # tests/fuzz/ (all, or those named: x509_chain lua_acme ...) with libFuzzer
 # for S seconds each (default 60; a longer campaign: --seconds 3600), N at a
 # time (default 2: the CI machine's cores).  Prints per harness the
-# executions, crashes and coverage, then one summary line:
+# executions, crashes and coverage (cov: C edges; ft: libFuzzer's features,
+# which include the Lua harnesses' Lua line edges), then one summary line:
 #   FUZZ harnesses=<n> executions=<total> crashes=<n>
 # Exit status: 0 when nothing crashed, 1 when something did, 2 on bad usage.
 #
@@ -74,10 +75,11 @@ fuzz_one() {
   # a crash skips the final stats: take the last status line
   [ -n "$execs" ] || execs=$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#')
   cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | cut -d' ' -f2)
+  ft=$(grep -oE "ft: [0-9]+" "$log" | tail -1 | cut -d" " -f2)
   crashes=$(find "$art" -type f | wc -l)
   if [ "$rc" != 0 ] && [ "$crashes" = 0 ]; then crashes=1; fi   # died without an artifact
-  echo "${execs:-0} $crashes ${cov:-?} $rc" >"$build/fuzz-run/$h.result"
-  printf '   fuzz_%-18s executions=%-10s crashes=%s cov=%s\n' "$h" "${execs:-0}" "$crashes" "${cov:-?}"
+  echo "${execs:-0} $crashes ${cov:-?} ${ft:-?} $rc" >"$build/fuzz-run/$h.result"
+  printf '   fuzz_%-18s executions=%-10s crashes=%s cov=%s ft=%s\n' "$h" "${execs:-0}" "$crashes" "${cov:-?}" "${ft:-?}"
 }
 
 echo "== fuzzing ${#harnesses[@]} harnesses for ${seconds}s each, $jobs at a time"
@@ -94,14 +96,14 @@ wait || true
 total=0 crashed=0
 echo "== summary (${seconds}s each)"
 for h in "${harnesses[@]}"; do
-  read -r execs crashes cov rc <"$build/fuzz-run/$h.result" || { execs=0 crashes=1 cov=? rc=?; }
+  read -r execs crashes cov ft rc <"$build/fuzz-run/$h.result" || { execs=0 crashes=1 cov=? ft=? rc=?; }
   total=$((total + execs))
   verdict=ok
   if [ "$crashes" != 0 ]; then
     crashed=$((crashed + crashes))
     verdict="CRASHED (exit $rc; $(ls "$build/artifacts/$h" 2>/dev/null | tr '\n' ' ')log: build-fuzz/fuzz-run/$h.log)"
   fi
-  printf '%-20s executions %-10s crashes %-3s cov %-6s %s\n' "$h" "$execs" "$crashes" "$cov" "$verdict"
+  printf '%-18s executions %-10s crashes %-3s cov %-5s ft %-6s %s\n' "$h" "$execs" "$crashes" "$cov" "$ft" "$verdict"
   if [ "$crashes" != 0 ]; then
     grep -E 'ERROR:|runtime error:|SUMMARY:|property broken|a Lua runtime error' "$build/fuzz-run/$h.log" \
       | head -5 | sed 's/^/   /'
