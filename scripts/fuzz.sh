@@ -73,9 +73,9 @@ fuzz_one() {
   local execs cov crashes
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   # a crash skips the final stats: take the last status line
-  [ -n "$execs" ] || execs=$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#')
-  cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | cut -d' ' -f2)
-  ft=$(grep -oE "ft: [0-9]+" "$log" | tail -1 | cut -d" " -f2)
+  [ -n "$execs" ] || execs=$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#' || true)
+  cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | cut -d' ' -f2 || true)
+  ft=$(grep -oE "ft: [0-9]+" "$log" | tail -1 | cut -d" " -f2 || true)
   crashes=$(find "$art" -type f | wc -l)
   if [ "$rc" != 0 ] && [ "$crashes" = 0 ]; then crashes=1; fi   # died without an artifact
   echo "${execs:-0} $crashes ${cov:-?} ${ft:-?} $rc" >"$build/fuzz-run/$h.result"
