@@ -4,6 +4,7 @@
 #include "crypto.h"
 #include "encoding.h"
 #include "key.h"
+#include "x509_ssl.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -188,7 +189,9 @@ int cm_jws_signer_new(const char *pem, size_t len, struct cm_jws_signer **out,
     s->key = key;
     if (!(s->ai = alg_of(key, res)) ||
         cm_jws_jwk_of_key(key, &s->jwk, &s->jwk_len, &s->alg, res) != CM_OK ||
-        cm_jws_thumbprint(s->jwk, s->jwk_len, s->thumbprint, res) != CM_OK) {
+        cm_jws_thumbprint(s->jwk, s->jwk_len, s->thumbprint, res) != CM_OK ||
+        /* once a signer: a damaged key would sign every request invalidly */
+        cm_ssl_key_self_check(key, "jws signer key", res) != CM_OK) {
         cm_jws_signer_free(s);
         return CM_ERR;
     }

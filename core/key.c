@@ -41,6 +41,35 @@ EVP_PKEY *cm_ssl_load_private_key(const char *pem, size_t len, const char *what,
     return pkey;
 }
 
+int cm_ssl_key_self_check(EVP_PKEY *key, const char *what, struct cm_result *res)
+{
+    static const unsigned char msg[] = "certmaint: does this key sign what it verifies?";
+    EVP_MD_CTX *ctx = NULL;
+    unsigned char *sig = NULL;
+    size_t sig_len = 0;
+    int id = EVP_PKEY_get_base_id(key), ret = CM_ERR;
+    const EVP_MD *md = id == EVP_PKEY_ED25519 || id == EVP_PKEY_ED448 ? NULL : EVP_sha256();
+
+    if (!(ctx = EVP_MD_CTX_new()) || EVP_DigestSignInit(ctx, NULL, md, NULL, key) != 1 ||
+        EVP_DigestSign(ctx, NULL, &sig_len, msg, sizeof msg - 1) != 1 || !(sig = malloc(sig_len ? sig_len : 1)) ||
+        EVP_DigestSign(ctx, sig, &sig_len, msg, sizeof msg - 1) != 1) {
+        cm_fail_ssl(res, "parse", "%s: the private key cannot sign (damaged?)", what);
+        goto out;
+    }
+    EVP_MD_CTX_free(ctx);
+    if (!(ctx = EVP_MD_CTX_new()) || EVP_DigestVerifyInit(ctx, NULL, md, NULL, key) != 1 ||
+        EVP_DigestVerify(ctx, sig, sig_len, msg, sizeof msg - 1) != 1) {
+        cm_fail_ssl(res, "parse", "%s: the private key's parts do not agree: its signatures do not verify "
+                    "under its own public key (a damaged key file?)", what);
+        goto out;
+    }
+    ret = CM_OK;
+out:
+    free(sig); sig = NULL;
+    EVP_MD_CTX_free(ctx); ctx = NULL;
+    return ret;
+}
+
 EVP_PKEY *cm_ssl_load_public_key(const char *pem, size_t len, const char *what,
                                  struct cm_result *res)
 {

@@ -1066,6 +1066,13 @@ int cm_csr_create(const char *key_pem, size_t key_len, const char *const *names,
     ext = NULL; /* owned by exts now */
     if (X509_REQ_add_extensions(req, exts) != 1) goto crypto;
     if (X509_REQ_sign(req, key, EVP_sha256()) <= 0) goto crypto;
+    /* a damaged key signs a CSR that does not verify: say so here, not as the CA's badCSR */
+    if (X509_REQ_verify(req, key) != 1) {
+        ERR_clear_error();
+        cm_fail(res, "parse", "CSR key: the private key's parts do not agree: the CSR it signed does not "
+                "verify (a damaged key file?)");
+        goto out;
+    }
     if (csr_der) {
         if ((der_n = i2d_X509_REQ(req, &der)) <= 0) goto crypto;
         *csr_der = malloc((size_t)der_n);

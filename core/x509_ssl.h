@@ -49,6 +49,12 @@ ASN1_INTEGER *cm_ssl_cert_serial(const char *data, size_t len, const char *what,
 EVP_PKEY *cm_ssl_load_private_key(const char *pem, size_t len, const char *what,
                                   struct cm_result *res);
 
+/* Sign a fixed message with key and verify it under key's own public half.
+ * A damaged private key whose parts disagree (RSA's n != p*q, an EC scalar
+ * that is not its public point's) loads, but signs what nobody can verify:
+ * CSRs a CA refuses, JWS it rejects.  CM_ERR with "parse" naming `what`. */
+int cm_ssl_key_self_check(EVP_PKEY *key, const char *what, struct cm_result *res);
+
 /* A key from "PUBLIC KEY" PEM, or the public half of a private key PEM. */
 EVP_PKEY *cm_ssl_load_public_key(const char *pem, size_t len, const char *what,
                                  struct cm_result *res);

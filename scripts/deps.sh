@@ -20,6 +20,7 @@ PACKAGES=(
   lego                               # ACME throughput figure: a reference client beside certmaint and Caddy
   etcd-server                        # the etcd storage backend's specs and cluster tests (/usr/bin/etcd)
   faketime                           # time tests: the daemon under wall-clock jumps (tests/integration/time_jumps.bash)
+  clang libclang-rt-14-dev           # scripts/fuzz.sh: libFuzzer with ASan and UBSan (CI runs it)
 )
 
 missing=()

@@ -33,6 +33,10 @@ end
 
 M.HINT = '(use seconds or "90s", "10m", "1h", "7d")'
 
+-- Longest duration a string may say: 2^53 s (285 million years), past which a
+-- number has no millisecond left and format's text no longer parses back.
+M.MAX_SECONDS = 2 ^ 53
+
 -- Longest string we look at: a real duration is a handful of characters, and
 -- the value is quoted back in the error message.
 local MAX_LEN = 64
@@ -57,10 +61,11 @@ local function parse_string(s)
     local rank = UNIT_RANK[unit]
     if rank <= last_rank then return nil end -- "1m1m", "30m1h"
     last_rank = rank
-    total = total + tonumber(num) * UNIT_SECONDS[unit]
+    -- in floats: "99999999999999999d" in integers wraps around to a negative total
+    total = total + (tonumber(num) + 0.0) * UNIT_SECONDS[unit]
     pos = nxt
   end
-  if total ~= total or total == math.huge then return nil end
+  if total ~= total or total >= M.MAX_SECONDS then return nil end
   return total
 end
 
@@ -116,7 +121,9 @@ function M.format(seconds)
     else
       local n = whole // size
       if n > 0 then
-        parts[#parts + 1] = string.format("%d%s", n, name)
+        -- %.0f, not %d: a duration past 2^63 ms ("9...9d", which parse takes)
+        -- is a float without an integer representation
+        parts[#parts + 1] = string.format("%.0f%s", n, name)
         whole = whole - n * size
       end
     end

@@ -1,11 +1,14 @@
 /* fuzz_jws.c - the JWS and ARI parsers on untrusted bytes: cm_jws_verify on
  * the input as a flattened JWS (what a stub CA or a test reads from a
- * client) against the RFC 7515 A.3 key, and cm_ari_cert_id on the input as
- * a certificate (PEM or DER, as a CA hands it out).
+ * client) against the RFC 7515 A.3 key, cm_ari_cert_id on the input as
+ * a certificate (PEM or DER, as a CA hands it out), and cm_jws_hmac_sign
+ * with the input as the External Account Binding MAC key (base64url text a
+ * CA hands out and an operator pastes into a policy).
  *
  * Properties (jws.h, ari.h): failures leave the outputs NULL / empty and
  * carry one of the documented codes; a verified JWS hands back exactly the
- * base64url-decoded members; an ARI ID is two non-empty base64url parts. */
+ * base64url-decoded members; an ARI ID is two non-empty base64url parts; an
+ * EAB key is refused as "invalid" or "toobig" or signs a flattened JWS. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -66,9 +69,26 @@ static void check_ari(const char *in, size_t len)
     FUZZ_CHECK(cm_base64url_decode(dot + 1, strlen(dot + 1), bin, &n, NULL) == CM_OK && n > 0);
 }
 
+static void check_hmac(const char *in, size_t len)
+{
+    static const char *const codes[] = {"invalid", "toobig", "ENOMEM", NULL};
+    static const char PROT[] = "{\"alg\":\"HS256\",\"kid\":\"kid-1\",\"url\":\"https://ca.test/acct\"}";
+    static const char JWK[] = "{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"x\",\"y\":\"y\"}";
+    char *out = (char *)"x";
+    size_t out_len = 0;
+    struct cm_result res;
+    if (cm_jws_hmac_sign(in, len, PROT, sizeof PROT - 1, JWK, sizeof JWK - 1, &out, &out_len, &res) != CM_OK) {
+        FUZZ_CHECK(out == NULL && is_code(res.code, codes));
+        return;
+    }
+    FUZZ_CHECK(out && strlen(out) == out_len && out[0] == '{' && strstr(out, "\"signature\":\""));
+    free(out);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     check_verify((const char *)data, size);
+    check_hmac((const char *)data, size);
     check_ari((const char *)data, size);
     return 0;
 }

@@ -155,6 +155,47 @@ end
 
 local function int(s) return math.tointeger(tonumber(s or 0)) or 0 end
 
+-- The shape of a decoded gateway answer, checked once here so the readers
+-- below can index it: nil when it is fine, else what is wrong. (JSON from a
+-- gateway, a proxy in front of it, or something else on its port.)
+local function scalar(v) local t = type(v) return v == nil or t == "string" or t == "number" end
+
+local function bad_kvs(kvs, where)
+  if kvs == nil then return nil end
+  if type(kvs) ~= "table" then return where .. ".kvs is not a list" end
+  for i, kv in ipairs(kvs) do
+    if type(kv) ~= "table" then return string.format("%s.kvs[%d] is not an object", where, i) end
+    if not (kv.key == nil or type(kv.key) == "string") or not (kv.value == nil or type(kv.value) == "string")
+        or not scalar(kv.mod_revision) or not scalar(kv.create_revision) or not scalar(kv.version) then
+      return string.format("%s.kvs[%d] has a member of the wrong type", where, i)
+    end
+  end
+  return nil
+end
+
+local function malformed(doc)
+  if doc.header ~= nil and (type(doc.header) ~= "table" or not scalar(doc.header.revision)) then
+    return "header"
+  end
+  local why = bad_kvs(doc.kvs, "")
+  if why then return why end
+  if not scalar(doc.count) or not scalar(doc.ID) or not scalar(doc.TTL) then return "count, ID or TTL" end
+  if doc.result ~= nil and (type(doc.result) ~= "table" or not scalar(doc.result.TTL)) then return "result" end
+  if doc.responses ~= nil then
+    if type(doc.responses) ~= "table" then return "responses is not a list" end
+    for i, r in ipairs(doc.responses) do
+      if type(r) ~= "table" then return string.format("responses[%d] is not an object", i) end
+      local rr = r.response_range
+      if rr ~= nil then
+        if type(rr) ~= "table" or not scalar(rr.count) then return string.format("responses[%d].response_range", i) end
+        why = bad_kvs(rr.kvs, string.format("responses[%d].response_range", i))
+        if why then return why end
+      end
+    end
+  end
+  return nil
+end
+
 -- One POST of body (a table) to path on the current endpoint, failing over
 -- to the others -> decoded response | nil, err, code.
 function Etcd:call(path, body, retried_auth)
@@ -195,6 +236,11 @@ function Etcd:call(path, body, retried_auth)
         if type(doc) ~= "table" then
           return nil, string.format("etcd %s%s: HTTP %d, not JSON", endpoint, path, resp.status),
             "protocol"
+        end
+        local why = malformed(doc)
+        if why then
+          return nil, string.format("etcd %s%s: HTTP %d, not a gateway answer (%s)", endpoint, path,
+            resp.status, why), "protocol"
         end
         if doc.error or resp.status ~= 200 then
           local msg = tostring(doc.message or doc.error or ("HTTP " .. resp.status))
@@ -478,6 +524,11 @@ function Etcd:scan(from, to, each)
     local next_start
     for _, kv in ipairs(kvs) do
       local k = unb64(kv.key)
+      if k < start or (to ~= "\0" and k >= to) then
+        -- what etcd never does: each() and the next page rely on it
+        return nil, string.format("etcd: a range answer with a key outside the range asked for (%q)",
+          k:sub(1, 200)), "protocol"
+      end
       local skip = each(kv, k:sub(#self.data + 1))
       next_start = k .. "\0"
       if skip and skip > next_start then next_start = skip end
@@ -497,6 +548,7 @@ function Etcd:list(prefix, recursive)
   local ok, err, code = self:scan(from, prefix_end(from), function(_, key)
     local rest = key:sub(#p + 1)
     local first = rest:match("^[^/]+")
+    if not first then return nil end -- "<prefix>/" or "<prefix>//x": not a key certmaint writes
     if recursive or first == rest then
       out[#out + 1] = key
       return nil
@@ -631,7 +683,8 @@ function Etcd:_acquire(lk, name, grant, retried)
     return nil, err, code
   end
   if doc.succeeded then
-    local token = int(doc.header.revision)
+    local token = int(doc.header and doc.header.revision)
+    if token <= 0 then return nil, "etcd: a lock granted without a revision (header.revision)", "protocol" end
     self:remember_grant(grant, token, lease)
     return true, token
   end
@@ -659,7 +712,8 @@ function Etcd:_acquire(lk, name, grant, retried)
   if not doc then return nil, err, code end
   if not doc.succeeded then return false, owner end
   core.log("warn", "lock_taken_over", { lock = name, stale_owner = owner, storage = self:describe() })
-  local token = int(doc.header.revision)
+  local token = int(doc.header and doc.header.revision)
+  if token <= 0 then return nil, "etcd: a lock taken over without a revision (header.revision)", "protocol" end
   self:remember_grant(grant, token, lease)
   return true, token
 end
