@@ -348,9 +348,13 @@ int cm_commit_run(struct cm_commit *c, enum cm_commit_phase phase)
     if (path_of(tdir, &c->res, "%s/" JOURNAL "/%s%s", c->root, c->txn, "") != CM_OK) return CM_ERR;
     if (phase == CM_COMMIT_STAGE) {
         int rc = stage(c, tdir);
-        if (rc == CM_OK) step_done(c);
+        step_done(c); /* a crash-after of the last step: whatever its outcome */
         return rc;
     }
-    if (phase == CM_COMMIT_APPLY) return commit_point(c, tdir);
+    if (phase == CM_COMMIT_APPLY) {
+        int rc = commit_point(c, tdir);
+        step_done(c);
+        return rc;
+    }
     return cm_fail(&c->res, "invalid", "commit: unknown phase %d", (int)phase);
 }

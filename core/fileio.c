@@ -177,23 +177,26 @@ int cm_fileio_write_atomic(const char *path, const void *data, size_t len, mode_
 
     if (split_path("write", path, dir, &base, res) != CM_OK) goto out;
     if ((fp = cm_failpoint_before("file.write.tmp", path, res)) < 0) goto out;
-    if (write_temp("open", path, dir, base, data, len, mode, tmp, res) != CM_OK) goto out;
+    err = write_temp("open", path, dir, base, data, len, mode, tmp, res);
+    cm_failpoint_after("file.write.tmp", fp); /* crash-after: after the step, whatever its outcome */
+    if (err != CM_OK) goto out;
     have_tmp = 1;
-    cm_failpoint_after("file.write.tmp", fp);
     if (cm_fileio_test_hook) cm_fileio_test_hook("before_rename", path, tmp);
     if ((fp = cm_failpoint_before("file.write.rename", path, res)) < 0) goto out;
-    if (rename(tmp, path) != 0) {
-        fail_errno(res, errno, "rename", path);
+    err = rename(tmp, path) != 0 ? errno : 0;
+    cm_failpoint_after("file.write.rename", fp);
+    if (err != 0) {
+        fail_errno(res, err, "rename", path);
         goto out;
     }
     have_tmp = 0;
-    cm_failpoint_after("file.write.rename", fp);
     if ((fp = cm_failpoint_before("file.write.dirsync", path, res)) < 0) goto out;
-    if ((err = fsync_dir(dir)) != 0) {
+    err = fsync_dir(dir);
+    cm_failpoint_after("file.write.dirsync", fp);
+    if (err != 0) {
         fail_errno(res, err, "fsync directory of", path);
         goto out;
     }
-    cm_failpoint_after("file.write.dirsync", fp);
     rc = CM_OK;
 out:
     if (have_tmp) unlink(tmp);
@@ -305,10 +308,11 @@ int cm_fileio_read_file(const char *path, size_t max, char **out, size_t *out_le
 
 int cm_fileio_rename(const char *from, const char *to, struct cm_result *res)
 {
-    int fp = cm_failpoint_before("file.rename", to, res);
+    int err, fp = cm_failpoint_before("file.rename", to, res);
     if (fp < 0) return CM_ERR;
-    if (rename(from, to) != 0) return fail_errno(res, errno, "rename", to);
+    err = rename(from, to) != 0 ? errno : 0;
     cm_failpoint_after("file.rename", fp);
+    if (err != 0) return fail_errno(res, err, "rename", to);
     return CM_OK;
 }
 
@@ -316,8 +320,9 @@ int cm_fileio_fsync_dir(const char *path, struct cm_result *res)
 {
     int err, fp = cm_failpoint_before("file.fsync_dir", path, res);
     if (fp < 0) return CM_ERR;
-    if ((err = fsync_dir(path)) != 0) return fail_errno(res, err, "fsync directory", path);
+    err = fsync_dir(path);
     cm_failpoint_after("file.fsync_dir", fp);
+    if (err != 0) return fail_errno(res, err, "fsync directory", path);
     return CM_OK;
 }
 
@@ -350,7 +355,7 @@ int cm_fileio_create_exclusive(const char *path, const void *data, size_t len, m
 {
     char dir[PATH_MAX], tmp[PATH_MAX];
     const char *base = NULL;
-    int have_tmp = 0, err, rc = CM_ERR, fp;
+    int have_tmp = 0, err, rc = CM_ERR, fp = 0;
 
     if (split_path("create", path, dir, &base, res) != CM_OK) goto out;
     if ((fp = cm_failpoint_before("file.create_exclusive", path, res)) < 0) goto out;
@@ -377,10 +382,10 @@ int cm_fileio_create_exclusive(const char *path, const void *data, size_t len, m
         fail_errno(res, err, "fsync directory of", path);
         goto out;
     }
-    cm_failpoint_after("file.create_exclusive", fp);
     rc = CM_OK;
 out:
     if (have_tmp) unlink(tmp);
+    if (fp > 0) cm_failpoint_after("file.create_exclusive", fp); /* whatever the outcome */
     return rc;
 }
 
@@ -392,7 +397,7 @@ int cm_fileio_replace_if_unchanged(const char *path, const void *expected, size_
     const char *base = NULL;
     char *seen = NULL;
     size_t seen_len = 0;
-    int have_aside = 0, moved = 0, rc = CM_ERR, fp;
+    int have_aside = 0, moved = 0, rc = CM_ERR, fp = 0;
     struct cm_result rres;
 
     if (split_path("replace", path, dir, &base, res) != CM_OK) goto out;
@@ -422,13 +427,13 @@ int cm_fileio_replace_if_unchanged(const char *path, const void *expected, size_
     }
     have_aside = 0;
     if (cm_fileio_create_exclusive(path, data, len, mode, res) != CM_OK) goto out;
-    cm_failpoint_after("file.replace", fp);
     rc = CM_OK;
 out:
     if (have_aside) unlink(aside);
     /* Best effort: the failure is what the caller needs to hear about. */
     if (rc != CM_OK && moved) (void)fsync_dir(dir);
     free(seen); seen = NULL;
+    if (fp > 0) cm_failpoint_after("file.replace", fp); /* whatever the outcome */
     return rc;
 }
 
@@ -453,7 +458,10 @@ int cm_fileio_mkdir_p(const char *path, mode_t mode, struct cm_result *res)
         if (cm_failpoints_active && stat(buf, &st) != 0 && errno == ENOENT &&
             (fp = cm_failpoint_before("file.mkdir", buf, res)) < 0)
             return CM_ERR;
-        if (mkdir(buf, mode) == 0) {
+        err = mkdir(buf, mode) == 0 ? 0 : errno;
+        cm_failpoint_after("file.mkdir", fp);
+        fp = 0;
+        if (err == 0) {
             char *slash;
             /* mkdir applied the umask; chmod makes it exactly mode. */
             if (chmod(buf, mode) != 0) return fail_errno(res, errno, "chmod", buf);
@@ -467,13 +475,11 @@ int cm_fileio_mkdir_p(const char *path, mode_t mode, struct cm_result *res)
                 err = fsync_dir(slash ? "/" : ".");
             }
             if (err != 0) return fail_errno(res, err, "fsync directory of", buf);
-            cm_failpoint_after("file.mkdir", fp);
-            fp = 0;
-        } else if (errno == EEXIST) {
+        } else if (err == EEXIST) {
             if (stat(buf, &st) != 0) return fail_errno(res, errno, "mkdir", buf);
             if (!S_ISDIR(st.st_mode)) return fail_errno(res, ENOTDIR, "mkdir", buf);
         } else {
-            return fail_errno(res, errno, "mkdir", buf);
+            return fail_errno(res, err, "mkdir", buf);
         }
         buf[i] = saved;
     }
@@ -500,18 +506,20 @@ int cm_fileio_remove(const char *path, struct cm_result *res)
     int err, fp;
     if (split_path("remove", path, dir, &base, res) != CM_OK) return CM_ERR;
     if ((fp = cm_failpoint_before("file.remove", path, res)) < 0) return CM_ERR;
-    if (unlink(path) != 0) return fail_errno(res, errno, "remove", path);
+    err = unlink(path) != 0 ? errno : 0;
     cm_failpoint_after("file.remove", fp);
+    if (err != 0) return fail_errno(res, err, "remove", path);
     if ((err = fsync_dir(dir)) != 0) return fail_errno(res, err, "fsync directory of", path);
     return CM_OK;
 }
 
 int cm_fileio_rmdir(const char *path, struct cm_result *res)
 {
-    int fp = cm_failpoint_before("file.rmdir", path, res);
+    int err, fp = cm_failpoint_before("file.rmdir", path, res);
     if (fp < 0) return CM_ERR;
-    if (rmdir(path) != 0) return fail_errno(res, errno, "rmdir", path);
+    err = rmdir(path) != 0 ? errno : 0;
     cm_failpoint_after("file.rmdir", fp);
+    if (err != 0) return fail_errno(res, err, "rmdir", path);
     return CM_OK;
 }
 

@@ -52,7 +52,7 @@ local function parses(key, value)
   elseif key:match("^ocsp/") then
     return core.ocsp_response_peek(value) ~= nil, "an OCSP response"
   elseif key == "certmaint/last_clean" then
-    return value:match("^%d%d%d%d%-%d%d%-%d%dT[%d:]+Z\n$") ~= nil, "an RFC 3339 time"
+    return value:match("^%d%d%d%d%-%d%d%-%d%dT[%d:.]+Z\n$") ~= nil, "an RFC 3339 time"
   elseif key:match("^certmaint/state/") or key:match("^certmaint/") then
     return core.json_decode(value) ~= nil, "JSON"
   end
