@@ -56,13 +56,17 @@ const struct cm_failpoint_info cm_failpoints[] = {
 };
 
 #define MAX_ARMED 32
+#define MAX_POINTS 64
+
+/* hits of each declared point so far, over all threads */
+static atomic_long point_hits[MAX_POINTS];
+static int tracing;
 
 struct armed {
     size_t point;        /* index into cm_failpoints */
     enum cm_failpoint_action action;
     long at;             /* trigger at this hit (1 = the first) */
     long sleep_ms;
-    atomic_long hits;
 };
 
 int cm_failpoints_active = 0;
@@ -142,7 +146,6 @@ static int parse_entry(const char *s, size_t len, struct cm_result *res)
         a->action = CM_FP_SLEEP;
     } else goto bad_action;
 #undef IS
-    atomic_init(&a->hits, 0);
     narmed++;
     return CM_OK;
 bad_action:
@@ -155,8 +158,17 @@ bad_count:
 int cm_failpoint_init(const char *spec, struct cm_result *res)
 {
     const char *p;
+    const char *trace = getenv("CERTMAINT_FAILPOINTS_TRACE");
+    size_t n;
     if (initialised) return CM_OK;
     initialised = 1;
+    for (n = 0; cm_failpoints[n].name; n++) {}
+    if (n > MAX_POINTS) {
+        fprintf(stderr, "certmaint: core/failpoint.c declares %zu points, MAX_POINTS is %d\n", n, MAX_POINTS);
+        abort();
+    }
+    tracing = trace && strcmp(trace, "1") == 0;
+    cm_failpoints_active = tracing;
     if (!spec || !*spec) return CM_OK;
     for (p = spec; *p;) {
         const char *comma = strchr(p, ',');
@@ -168,27 +180,45 @@ int cm_failpoint_init(const char *spec, struct cm_result *res)
         p += len;
         if (*p == ',') p++;
     }
-    cm_failpoints_active = narmed > 0;
+    cm_failpoints_active = narmed > 0 || tracing;
     return CM_OK;
 }
 
-enum cm_failpoint_action cm_failpoint_hit(const char *name, long *sleep_ms)
+/* CERTMAINT_FAILPOINTS_TRACE=1: every hit on stderr, so a test can aim @N. */
+static void trace_hit(const char *name, long hit, const char *what)
+{
+    char line[1024];
+    int n = snprintf(line, sizeof line, "level=debug event=failpoint_hit name=%s hit=%ld what=%s\n", name, hit,
+                     what ? what : "-");
+    if (n > 0 && (size_t)n < sizeof line) {
+        ssize_t w = write(2, line, (size_t)n);
+        (void)w;
+    }
+}
+
+static enum cm_failpoint_action hit_at(const char *name, const char *what, long *sleep_ms)
 {
     size_t i;
-    long idx;
+    long idx, hit;
     if (!cm_failpoints_active) return CM_FP_NONE;
     if ((idx = point_index(name, strlen(name))) < 0) {
         fprintf(stderr, "certmaint: failpoint \"%s\" is not declared in core/failpoint.c\n", name);
         abort();
     }
+    hit = atomic_fetch_add(&point_hits[idx], 1) + 1;
+    if (tracing) trace_hit(name, hit, what);
     for (i = 0; i < narmed; i++) {
         struct armed *a = &armed[i];
-        if (a->point != (size_t)idx) continue;
-        if (atomic_fetch_add(&a->hits, 1) + 1 != a->at) continue;
+        if (a->point != (size_t)idx || hit != a->at) continue;
         if (sleep_ms) *sleep_ms = a->sleep_ms;
         return a->action;
     }
     return CM_FP_NONE;
+}
+
+enum cm_failpoint_action cm_failpoint_hit(const char *name, long *sleep_ms)
+{
+    return hit_at(name, NULL, sleep_ms);
 }
 
 void cm_failpoint_report(const char *name, enum cm_failpoint_action action)
@@ -221,7 +251,7 @@ int cm_failpoint_before(const char *name, const char *what, struct cm_result *re
     long ms = 0;
     enum cm_failpoint_action a;
     if (!cm_failpoints_active) return 0;
-    a = cm_failpoint_hit(name, &ms);
+    a = hit_at(name, what, &ms);
     switch (a) {
     case CM_FP_NONE: return 0;
     case CM_FP_CRASH_BEFORE: cm_failpoint_crash(name, a); return 0;

@@ -17,7 +17,9 @@
  * The names are declared in one table (failpoint.c); `certmaint
  * --failpoints` prints them, one a line with a short description.  A
  * triggered point says so on stderr first (event=failpoint_triggered), so a
- * test can tell its case was exercised.
+ * test can tell its case was exercised.  CERTMAINT_FAILPOINTS_TRACE=1 logs
+ * every hit (event=failpoint_hit name= hit= what=<path or key>), so a test
+ * can aim @N at one particular step (the certificate's commit, say).
  */
 #ifndef CM_FAILPOINT_H
 #define CM_FAILPOINT_H
