@@ -75,15 +75,13 @@ case_fail() {
   echo "FAIL $label: $*" | tee -a "$WORK/failures.txt"
 }
 
-run_case() { # BACKEND POINT ACTION
-  local backend=$1 point=$2 action=$3
-  cases=$((cases + 1))
-  local name=c$cases.example.test dir=$WORK/case$cases
-  local data=$dir/data deploy=$dir/deploy prefix=/fp/c$cases
-  label="$backend $point=$action"
+# a fresh name, storage and deploy folder: sets name dir data deploy prefix
+prepare_case() { # BACKEND ID
+  name=$2.example.test dir=$WORK/$2
+  data=$dir/data deploy=$dir/deploy prefix=/fp/$2
   mkdir -p "$data" "$deploy"
-  export CERTMAINT_DATA=$data FP_NAME=$name FP_DEPLOY=$deploy FP_STORAGE=$backend FP_PREFIX=$prefix
-  if [ "$backend" = file ]; then
+  export CERTMAINT_DATA=$data FP_NAME=$name FP_DEPLOY=$deploy FP_STORAGE=$1 FP_PREFIX=$prefix
+  if [ "$1" = file ]; then
     # a restart after a crash finds its predecessor's lock: taken over (file.replace)
     mkdir -p "$data/locks" && chmod 700 "$data" "$data/locks"
     lua54 -e "
@@ -93,9 +91,41 @@ run_case() { # BACKEND POINT ACTION
       assert(core.write_atomic('$data/locks/issue_cert_$name.lock',
         common.encode_lock(core.hostname() .. ':$(dead_pid):0dead', now, now, 'g'), '0644'))"
   fi
+}
+
+# Which hits of each point a case aims at: the first; the first after the
+# certificate is downloaded (its commit, the lock release, the deploy, the
+# staple); the first in the deploy folder. From one traced run of the same
+# scenario (CERTMAINT_FAILPOINTS_TRACE=1): HITS["BACKEND POINT"]="1 N M".
+declare -A HITS
+trace_hits() { # BACKEND
+  local name dir data deploy prefix
+  prepare_case "$1" "trace-$1"
+  CERTMAINT_FAILPOINTS_TRACE=1 \
+    timeout 60 "$BIN" once "$policy" >"$dir/run1.out" 2>"$dir/run1.log" || true
+  local line p h w after=0
+  declare -A later deployed
+  while read -r line; do
+    p=${line#*name=}; p=${p%% *}; h=${line#*hit=}; h=${h%% *}; w=${line#*what=}
+    [ "$p" = acme.certificate ] && after=1
+    [ "$after" = 1 ] && [ -z "${later[$p]:-}" ] && later[$p]=$h
+    [[ "$w" == "$deploy"/* ]] && [ -z "${deployed[$p]:-}" ] && deployed[$p]=$h
+  done < <(grep -o 'event=failpoint_hit .*' "$dir/run1.log")
+  for p in "${points[@]}"; do
+    HITS["$1 $p"]=$(printf '%s\n' 1 "${later[$p]:-1}" "${deployed[$p]:-1}" | sort -un | tr '\n' ' ')
+  done
+  rm -rf "$dir"
+}
+
+run_case() { # BACKEND POINT ACTION HIT
+  local backend=$1 point=$2 action=$3 hit=$4
+  cases=$((cases + 1))
+  local name dir data deploy prefix
+  prepare_case "$backend" "c$cases"
+  label="$backend $point=$action@$hit"
   local rc1=0 rc2=0
   # in a subshell: the shell's own "Killed" notice goes nowhere
-  ( export CERTMAINT_FAILPOINTS="$point=$action$(extra_of "$point")"; first_run "$point" "$dir"; exit $? ) \
+  ( export CERTMAINT_FAILPOINTS="$point=$action@$hit$(extra_of "$point")"; first_run "$point" "$dir"; exit $? ) \
     2>/dev/null || rc1=$?
   if ! grep -q "event=failpoint_triggered name=$point action=${action%%:*}" "$dir/run1.log"; then
     case_fail "the point did not trigger (exit $rc1)"
@@ -134,13 +164,20 @@ run_case() { # BACKEND POINT ACTION
 }
 
 start=$SECONDS
+trace_hits file
+trace_hits etcd
 for point in "${points[@]}"; do
   for backend in $(backends_of "$point"); do
-    for action in "${actions[@]}"; do run_case "$backend" "$point" "$action"; done
+    for hit in ${HITS["$backend $point"]}; do
+      # the first hit gets every action; a later one the crashes and one error
+      for action in "${actions[@]}"; do
+        case $hit:$action in 1:*|*:crash-*|*:enospc) run_case "$backend" "$point" "$action" "$hit" ;; esac
+      done
+    done
   done
 done
 [ "${FP_VERBOSE:-0}" = 1 ] && cat "$WORK/cases.txt"
-echo "FAILPOINTS points=${#points[@]} actions=${#actions[@]} cases=$cases failures=$failures ($((SECONDS - start)) s)"
+echo "FAILPOINTS points=${#points[@]} actions=${#actions[@]} cases=$cases failures=$failures ($((SECONDS - start)) s; the first hit of each point with every action, later hits with crash-before, crash-after, enospc)"
 check "every point x action: the invariants hold after the restart ($failures of $cases cases failed)" \
   test "$failures" -eq 0
 finish
