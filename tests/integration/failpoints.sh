@@ -38,8 +38,18 @@ backends_of() {
     *) echo file ;;
   esac
 }
+# the issuer of a point's scenario: the storage-only points (file, commit)
+# against the internal CA (no network: a case takes a fifth of the time),
+# every other against Pebble
+issuer_of() {
+  case $1 in
+    file.*|commit.*) echo internal ;;
+    *) echo acme ;;
+  esac
+}
+issuer_key_of() { if [ "$1" = internal ]; then echo local; else echo "$PEBBLE_ISSUER_KEY"; fi; }
 # what else a case arms so its point is reached within one `once`: the lock
-# heartbeat (file: every 1 s, stale_after 2 s; etcd: every 1.5 s, lock_ttl 3 s)
+# heartbeat (file: every 0.5 s, stale_after 1 s; etcd: every 1.5 s, lock_ttl 3 s)
 # runs while the order waits at finalize
 extra_of() {
   case $1 in
@@ -65,22 +75,15 @@ stored_order_id() { # BACKEND DATA PREFIX KEY
   local text
   if [ "$1" = file ]; then text=$(cat "$2/$4" 2>/dev/null) || return 0
   else text=$(etcd_get "$3/data/$4" 2>/dev/null) || return 0; fi
-  grep -o '"url":"[^"]*"' <<<"$text" | head -1 | sed 's/"$//; s/.*\///'
-}
-
-cases=0 failures=0
-: > "$WORK/failures.txt"
-case_fail() {
-  failures=$((failures + 1))
-  echo "FAIL $label: $*" | tee -a "$WORK/failures.txt"
+  grep -o '"url":"[^"]*"' <<<"$text" | head -1 | sed 's/"$//; s/.*\///' || true
 }
 
 # a fresh name, storage and deploy folder: sets name dir data deploy prefix
-prepare_case() { # BACKEND ID
-  name=$2.example.test dir=$WORK/$2
-  data=$dir/data deploy=$dir/deploy prefix=/fp/$2
+prepare_case() { # BACKEND ISSUER ID
+  name=$3.example.test dir=$WORK/$3
+  data=$dir/data deploy=$dir/deploy prefix=/fp/$3
   mkdir -p "$data" "$deploy"
-  export CERTMAINT_DATA=$data FP_NAME=$name FP_DEPLOY=$deploy FP_STORAGE=$1 FP_PREFIX=$prefix
+  export CERTMAINT_DATA=$data FP_NAME=$name FP_DEPLOY=$deploy FP_STORAGE=$1 FP_ISSUER=$2 FP_PREFIX=$prefix
   if [ "$1" = file ]; then
     # a restart after a crash finds its predecessor's lock: taken over (file.replace)
     mkdir -p "$data/locks" && chmod 700 "$data" "$data/locks"
@@ -93,36 +96,39 @@ prepare_case() { # BACKEND ID
   fi
 }
 
-# Which hits of each point a case aims at: the first; the first after the
-# certificate is downloaded (its commit, the lock release, the deploy, the
-# staple); the first in the deploy folder. From one traced run of the same
-# scenario (CERTMAINT_FAILPOINTS_TRACE=1): HITS["BACKEND POINT"]="1 N M".
+# Which hits of each point a case aims at: the first; the first once the
+# certificate is in hand (downloaded, or its commit staged: then its commit,
+# the lock release, the deploy, the staple); the first in the deploy folder.
+# From one traced run of the same scenario (CERTMAINT_FAILPOINTS_TRACE=1):
+# HITS["BACKEND ISSUER POINT"]="1 N M".
 declare -A HITS
-trace_hits() { # BACKEND
+trace_hits() { # BACKEND ISSUER
   local name dir data deploy prefix
-  prepare_case "$1" "trace-$1"
+  prepare_case "$1" "$2" "trace-$1-$2"
   CERTMAINT_FAILPOINTS_TRACE=1 \
     timeout 60 "$BIN" once "$policy" >"$dir/run1.out" 2>"$dir/run1.log" || true
   local line p h w after=0
   declare -A later deployed
   while read -r line; do
     p=${line#*name=}; p=${p%% *}; h=${line#*hit=}; h=${h%% *}; w=${line#*what=}
-    [ "$p" = acme.certificate ] && after=1
+    [[ "$p" = acme.certificate || ( "$p" = commit.stage && "$w" = certificates/* ) ]] && after=1
     [ "$after" = 1 ] && [ -z "${later[$p]:-}" ] && later[$p]=$h
     [[ "$w" == "$deploy"/* ]] && [ -z "${deployed[$p]:-}" ] && deployed[$p]=$h
   done < <(grep -o 'event=failpoint_hit .*' "$dir/run1.log")
   for p in "${points[@]}"; do
-    HITS["$1 $p"]=$(printf '%s\n' 1 "${later[$p]:-1}" "${deployed[$p]:-1}" | sort -un | tr '\n' ' ')
+    HITS["$1 $2 $p"]=$(printf '%s\n' 1 "${later[$p]:-1}" "${deployed[$p]:-1}" | sort -un | tr '\n' ' ')
   done
   rm -rf "$dir"
 }
 
-run_case() { # BACKEND POINT ACTION HIT
-  local backend=$1 point=$2 action=$3 hit=$4
-  cases=$((cases + 1))
+# One case, in the background: its failures go to $dir/../c<ID>.fail, one a line.
+run_case() { # ID BACKEND POINT ACTION HIT
+  local id=$1 backend=$2 point=$3 action=$4 hit=$5 issuer
+  issuer=$(issuer_of "$point")
   local name dir data deploy prefix
-  prepare_case "$backend" "c$cases"
-  label="$backend $point=$action@$hit"
+  prepare_case "$backend" "$issuer" "c$id"
+  local label="$backend $point=$action@$hit" failfile=$WORK/c$id.fail
+  case_fail() { echo "FAIL $label: $*" >> "$failfile"; }
   local rc1=0 rc2=0
   # in a subshell: the shell's own "Killed" notice goes nowhere
   ( export CERTMAINT_FAILPOINTS="$point=$action@$hit$(extra_of "$point")"; first_run "$point" "$dir"; exit $? ) \
@@ -133,16 +139,14 @@ run_case() { # BACKEND POINT ACTION HIT
   case $action in
     crash-*) [ "$rc1" -eq 137 ] || case_fail "the crash did not kill the process (exit $rc1)" ;;
   esac
-  local order_key=certmaint/acme/orders/$PEBBLE_ISSUER_KEY/$name.json order_id
-  order_id=$(stored_order_id "$backend" "$data" "$prefix" "$order_key")
+  local order_id
+  order_id=$(stored_order_id "$backend" "$data" "$prefix" "certmaint/acme/orders/$PEBBLE_ISSUER_KEY/$name.json")
   if [ "$backend" = file ]; then
     # the restart comes a tick later: what an unfinished write left is old by then
     find "$data" "$deploy" \( -name '.*.tmp-*' -o -name '.*.stale-*' \) -exec touch -h -d '-2 hours' {} + 2>/dev/null || true
-    # a transaction without a manifest is abandoned once older than stale_after (2 s)
-    [ -n "$(ls -A "$data/journal" 2>/dev/null)" ] && sleep 2.1
+    # a transaction without a manifest is abandoned once older than stale_after (1 s)
+    if [ -n "$(ls -A "$data/journal" 2>/dev/null)" ]; then sleep 1.1; fi
   fi
-  local orders_before
-  orders_before=$(pebble_orders)
   timeout 60 "$BIN" once "$policy" >"$dir/run2.out" 2>"$dir/run2.log" || rc2=$?
   [ "$rc2" -eq 0 ] || case_fail "the restart failed (exit $rc2): $(grep -m3 'level=error' "$dir/run2.log" | tr '\n' ' ')"
   if grep -q 'level=error' "$dir/run2.log"; then
@@ -150,34 +154,71 @@ run_case() { # BACKEND POINT ACTION HIT
   fi
   # a persisted order is resumed, unless it died at the CA meanwhile (Pebble
   # validated while no process answered: "order <id> set INVALID")
-  if [ -n "$order_id" ] && [ "$(pebble_orders)" -ne "$orders_before" ] &&
+  if [ -n "$order_id" ] && grep -q "event=acme_order_created name=$name " "$dir/run2.log" &&
      ! grep -q "order $order_id set INVALID" "$PEBBLE_LOG"; then
     case_fail "a second order for $name although its order $order_id was persisted and still usable"
   fi
-  echo "$label rc1=$rc1 rc2=$rc2 order=${order_id:--} orders=$orders_before->$(pebble_orders)" >> "$WORK/cases.txt"
   local where=$data
   [ "$backend" = etcd ] && where=$ETCD_URL,$prefix
-  if ! lua54 "$checker" "$backend" "$where" "$PEBBLE_ISSUER_KEY" "$deploy" "$name" >"$dir/check.out" 2>&1; then
+  if ! lua54 "$checker" "$backend" "$where" "$(issuer_key_of "$issuer")" "$deploy" "$name" >"$dir/check.out" 2>&1; then
     case_fail "$(tr '\n' ' ' < "$dir/check.out")"
   fi
-  if [ "${KEEP_WORK:-0}" != 1 ] && ! grep -q "^FAIL $label:" "$WORK/failures.txt"; then rm -rf "$dir"; fi
+  # what the CA saw, for the count below: orders this case made (the one a
+  # crash-after at acme.order lost before certmaint could log it included)
+  local made
+  made=$(cat "$dir/run1.log" "$dir/run2.log" | grep -c 'event=acme_order_created' || true)
+  [ "$point:$action" = acme.order:crash-after ] && made=$((made + 1))
+  echo "$label rc1=$rc1 rc2=$rc2 order=${order_id:--} orders=$made" > "$WORK/c$id.done"
+  if [ "${KEEP_WORK:-0}" != 1 ] && [ ! -s "$failfile" ]; then rm -rf "$dir"; fi
 }
 
 start=$SECONDS
-trace_hits file
-trace_hits etcd
+orders_at_start=$(pebble_orders)
+trace_hits file internal
+trace_hits file acme
+trace_hits etcd acme
+trace_orders=$(( $(pebble_orders) - orders_at_start ))
+# the cases are independent (own name, storage, deploy folder, account) and
+# mostly wait for fsync and the servers: FP_JOBS (default 3) at a time
+jobs_max=${FP_JOBS:-3}
+cases=0 live=()
+# (the servers are background jobs too: count the cases' own pids)
+wait_for_slot() {
+  local p still=()
+  while :; do
+    still=()
+    for p in "${live[@]}"; do kill -0 "$p" 2>/dev/null && still+=("$p"); done
+    live=("${still[@]}")
+    [ "${#live[@]}" -lt "$1" ] && return 0
+    sleep 0.05
+  done
+}
 for point in "${points[@]}"; do
   for backend in $(backends_of "$point"); do
-    for hit in ${HITS["$backend $point"]}; do
+    for hit in ${HITS["$backend $(issuer_of "$point") $point"]}; do
       # the first hit gets every action; a later one the crashes and one error
       for action in "${actions[@]}"; do
-        case $hit:$action in 1:*|*:crash-*|*:enospc) run_case "$backend" "$point" "$action" "$hit" ;; esac
+        case $hit:$action in 1:*|*:crash-*|*:enospc) ;; *) continue ;; esac
+        cases=$((cases + 1))
+        wait_for_slot "$jobs_max"
+        run_case "$cases" "$backend" "$point" "$action" "$hit" &
+        live+=("$!")
       done
     done
   done
 done
-[ "${FP_VERBOSE:-0}" = 1 ] && cat "$WORK/cases.txt"
-echo "FAILPOINTS points=${#points[@]} actions=${#actions[@]} cases=$cases failures=$failures ($((SECONDS - start)) s; the first hit of each point with every action, later hits with crash-before, crash-after, enospc)"
+wait_for_slot 1
+failures=0 finished=0 made=0
+for id in $(seq 1 "$cases"); do
+  [ -f "$WORK/c$id.done" ] && finished=$((finished + 1)) &&
+    made=$((made + $(sed 's/.* orders=//' "$WORK/c$id.done")))
+  if [ -s "$WORK/c$id.fail" ]; then failures=$((failures + 1)); cat "$WORK/c$id.fail"; fi
+done
+[ "${FP_VERBOSE:-0}" = 1 ] && cat "$WORK"/c*.done
+echo "FAILPOINTS points=${#points[@]} actions=${#actions[@]} cases=$cases failures=$failures ($((SECONDS - start)) s, $jobs_max at a time; the first hit of each point with every action, later hits with crash-before, crash-after, enospc)"
+check "every case ran to its end ($finished of $cases)" test "$finished" -eq "$cases"
 check "every point x action: the invariants hold after the restart ($failures of $cases cases failed)" \
   test "$failures" -eq 0
+check "Pebble created exactly the orders the cases account for ($(( $(pebble_orders) - orders_at_start - trace_orders )) = $made)" \
+  test "$(( $(pebble_orders) - orders_at_start - trace_orders ))" -eq "$made"
 finish

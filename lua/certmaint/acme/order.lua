@@ -179,6 +179,7 @@ local function new_order(s, req)
     return nil, failure("newOrder at " .. dir.newOrder .. " answered without an order (Location and JSON)",
       "acme:malformedResponse", false)
   end
+  core.log("info", "acme_order_created", { name = req.names[1], order = resp.location })
   return resp.json, resp.location
 end
 

@@ -1,23 +1,29 @@
 -- tests/integration/failpoints.sh: one certificate ($FP_NAME) from Pebble over
--- http-01, in the file storage ($CERTMAINT_DATA) or etcd ($FP_STORAGE=etcd:
+-- http-01 (or the internal CA: $FP_ISSUER=internal), in the file storage ($CERTMAINT_DATA) or etcd ($FP_STORAGE=etcd:
 -- $ETCD_URL under $FP_PREFIX), deployed nginx-style to $FP_DEPLOY; short
--- lock staleness so a lock heartbeat runs within one order.
+-- lock staleness (file: 1 s) so a lock heartbeat runs within one order.
 local certmaint = require "certmaint"
 local storage
 if os.getenv("FP_STORAGE") == "etcd" then
   storage = certmaint.storage.etcd { endpoints = { os.getenv("ETCD_URL") }, prefix = os.getenv("FP_PREFIX"),
     lock_ttl = "3s" }
 else
-  storage = certmaint.storage.file { root = os.getenv("CERTMAINT_DATA"), stale_after = "2s" }
+  storage = certmaint.storage.file { root = os.getenv("CERTMAINT_DATA"), stale_after = "1s" }
 end
-return certmaint.policy {
-  storage = storage,
+local issuer
+if os.getenv("FP_ISSUER") == "internal" then
+  issuer = certmaint.issuer.internal { lifetime = "7d" }
+else
   issuer = certmaint.issuer.acme {
     directory = os.getenv("PEBBLE_DIR_URL"),
     ca_bundle = os.getenv("PEBBLE_CA_BUNDLE"),
     email = "ops@example.test",
     challenges = { http01 = { listen = "127.0.0.1:" .. os.getenv("PEBBLE_HTTP_PORT") } },
-  },
+  }
+end
+return certmaint.policy {
+  storage = storage,
+  issuer = issuer,
   certificates = { os.getenv("FP_NAME") },
   on_renewed = certmaint.deploy.files { dir = os.getenv("FP_DEPLOY") },
 }
