@@ -1,7 +1,8 @@
 -- tests/integration/failpoints.sh: one certificate ($FP_NAME) from Pebble over
--- http-01 (or the internal CA: $FP_ISSUER=internal), in the file storage ($CERTMAINT_DATA) or etcd ($FP_STORAGE=etcd:
--- $ETCD_URL under $FP_PREFIX), deployed nginx-style to $FP_DEPLOY; short
--- lock staleness (file: 1 s) so a lock heartbeat runs within one order.
+-- dns-01 (or the internal CA: $FP_ISSUER=internal), in the file storage
+-- ($CERTMAINT_DATA) or etcd ($FP_STORAGE=etcd: $ETCD_URL under $FP_PREFIX),
+-- deployed nginx-style to $FP_DEPLOY; short lock staleness (file: 1 s,
+-- etcd: 3 s) so a lock heartbeat runs within one order.
 local certmaint = require "certmaint"
 local storage
 if os.getenv("FP_STORAGE") == "etcd" then
@@ -14,11 +15,23 @@ local issuer
 if os.getenv("FP_ISSUER") == "internal" then
   issuer = certmaint.issuer.internal { lifetime = "7d" }
 else
+  -- dns-01 through pebble-challtestsrv: cases run side by side, and no
+  -- listener (the http-01 port) is shared between them
+  local mgmt = os.getenv("CHALLTEST_MGMT")
+  local function txt(path, body)
+    local r, err = certmaint.loop.http { url = mgmt .. path, method = "POST", timeout = 10, body = body }
+    if not r then return nil, err end
+    if r.status ~= 200 then return nil, path .. " answered " .. r.status end
+    return true
+  end
   issuer = certmaint.issuer.acme {
     directory = os.getenv("PEBBLE_DIR_URL"),
     ca_bundle = os.getenv("PEBBLE_CA_BUNDLE"),
     email = "ops@example.test",
-    challenges = { http01 = { listen = "127.0.0.1:" .. os.getenv("PEBBLE_HTTP_PORT") } },
+    challenges = { dns01 = {
+      present = function(name, value) return txt("/set-txt", string.format('{"host":"%s.","value":"%s"}', name, value)) end,
+      cleanup = function(name) return txt("/clear-txt", string.format('{"host":"%s."}', name)) end,
+    } },
   }
 end
 return certmaint.policy {
