@@ -28,6 +28,9 @@ actions=(crash-before crash-after enospc eio sleep:50)
 check "certmaint --failpoints lists the points (${#points[@]})" test "${#points[@]}" -ge 20
 check "a bad CERTMAINT_FAILPOINTS is refused, naming the entry" \
   bash -c "CERTMAINT_FAILPOINTS=no.such=eio '$BIN' once '$policy' 2>&1 | grep -q 'unknown point \"no.such\"'"
+check "a bad action or hit number is refused, naming the entry" \
+  bash -c "CERTMAINT_FAILPOINTS=acme.order=explode '$BIN' once '$policy' 2>&1 | grep -q '\"acme.order=explode\": the action must be' &&
+    CERTMAINT_FAILPOINTS=acme.order=eio@0 '$BIN' once '$policy' 2>&1 | grep -q '@N must be a hit number'"
 [ -n "${FP_ONLY:-}" ] && mapfile -t points < <(printf '%s\n' "${points[@]}" | grep -E "$FP_ONLY")
 
 # where a point is walked: the etcd points on etcd, the lock points on both
@@ -40,9 +43,11 @@ backends_of() {
 }
 # the issuer of a point's scenario: the storage-only points (file, commit)
 # against the internal CA (no network: a case takes a fifth of the time),
-# every other against Pebble
+# every other against Pebble, and the commit's deletes too (only an ACME
+# certificate's commit deletes something: its order record)
 issuer_of() {
   case $1 in
+    commit.apply.delete) echo acme ;;
     file.*|commit.*) echo internal ;;
     *) echo acme ;;
   esac
