@@ -17,6 +17,8 @@ source "$(dirname "$0")/lib.bash"
 source "$(dirname "$0")/pebble.bash"
 source "$(dirname "$0")/ocsp.bash"
 source "$(dirname "$0")/etcd.bash"
+# each helper's trap replaces the last one's: all of them go, the responder first
+trap 'ocsp_cleanup; etcd_stop; pebble_cleanup; cleanup' EXIT
 
 etcd_env
 ocsp_pebble_start --validity 3600 --nosleep

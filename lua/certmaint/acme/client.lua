@@ -6,6 +6,8 @@
 --   local dir, err, code = c:directory()                 -- fetched once, shared
 --   local resp, err, code = c:post(url, payload, signer, kid)   -- signed POST
 --   local resp, err, code = c:post_as_get(url, signer, kid)
+--   (post, post_as_get and request take the step's failpoint name last:
+--   "acme.order", ...; see certmaint.failpoint)
 --   local resp, err, code = c:get(url)                   -- unauthenticated (renewalInfo)
 --
 -- resp = { status, headers, body, json = decoded body or nil, location = Location,
