@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "failpoint.h"
 #include "fileio.h"
 
 #define JOURNAL "journal"
@@ -61,9 +62,26 @@ static int path_of(char out[PATH_MAX], struct cm_result *res, const char *fmt, c
     return CM_OK;
 }
 
-/* The crash injector: may one more step run? */
-static int step(struct cm_commit *c)
+/* A crash-after armed by the previous step's failpoint fires now, once
+ * that step is done. */
+static void step_done(struct cm_commit *c)
 {
+    if (c->fp_after) cm_failpoint_after(c->fp_name, c->fp_after);
+    c->fp_after = 0;
+}
+
+/* The crash injector and the named failpoint (failpoint.h) of the step
+ * about to run: may it run?  An injected ENOSPC/EIO fails it as the real
+ * error would (c->crashed stays 0: the caller cleans up as for any
+ * failure). */
+static int step(struct cm_commit *c, const char *point, const char *key)
+{
+    struct cm_result r;
+    int fp;
+    step_done(c);
+    if ((fp = cm_failpoint_before(point, key, &r)) < 0) return fail_step(c, point + 7, key, &r);
+    c->fp_name = point;
+    c->fp_after = fp;
     if (c->crash_after >= 0 && c->steps >= c->crash_after) {
         c->crashed = 1;
         c->failed_step = "crash";
@@ -171,7 +189,7 @@ static int stage(struct cm_commit *c, const char *tdir)
     for (i = 0; i < c->nput; i++) {
         char path[PATH_MAX], name[32];
         const struct cm_commit_put *p = &c->puts[i];
-        if (step(c) != CM_OK) return CM_ERR;
+        if (step(c, "commit.stage", p->key) != CM_OK) return c->crashed ? CM_ERR : abandon(c, tdir);
         snprintf(name, sizeof name, "%zu", i);
         if (path_of(path, &r, "%s/%s%s", tdir, name, "") != CM_OK ||
             cm_fileio_write_atomic(path, p->data, p->len, p->mode, &r) != CM_OK) {
@@ -224,7 +242,7 @@ static int apply(struct cm_commit *c, const char *tdir)
     for (i = 0; i < c->nput; i++) {
         const struct cm_commit_put *p = &c->puts[i];
         char name[32];
-        if (step(c) != CM_OK) goto out;
+        if (step(c, "commit.apply.rename", p->key) != CM_OK) goto out;
         if (refuse_symlinks(c, p->key, strlen(p->key), &r) != CM_OK) {
             fail_step(c, "rename", p->key, &r);
             goto out;
@@ -249,7 +267,7 @@ static int apply(struct cm_commit *c, const char *tdir)
             goto out;
         }
     }
-    if (step(c) != CM_OK) goto out;
+    if (step(c, "commit.apply.fsync", tdir) != CM_OK) goto out;
     for (i = 0; i < dirs.n; i++)
         if (cm_fileio_fsync_dir(dirs.dirs[i], &r) != CM_OK) {
             fail_step(c, "fsync", dirs.dirs[i], &r);
@@ -257,7 +275,7 @@ static int apply(struct cm_commit *c, const char *tdir)
         }
     for (i = 0; i < c->ndelete; i++) {
         const char *key = c->deletes[i], *slash = strrchr(key, '/');
-        if (step(c) != CM_OK) goto out;
+        if (step(c, "commit.apply.delete", key) != CM_OK) goto out;
         if (slash && refuse_symlinks(c, key, (size_t)(slash - key), &r) != CM_OK) {
             fail_step(c, "delete", key, &r);
             goto out;
@@ -268,7 +286,7 @@ static int apply(struct cm_commit *c, const char *tdir)
             goto out;
         }
     }
-    if (step(c) != CM_OK) goto out;
+    if (step(c, "commit.cleanup", tdir) != CM_OK) goto out;
     /* the manifest goes first (cm_fileio_remove fsyncs the folder): without
      * it what is left is an empty, abandoned transaction */
     if (path_of(path, &r, "%s/%s%s", tdir, MANIFEST, "") != CM_OK ||
@@ -277,6 +295,7 @@ static int apply(struct cm_commit *c, const char *tdir)
         fail_step(c, "cleanup", tdir, &r);
         goto out;
     }
+    step_done(c);
     rc = CM_OK;
 out:
     dirset_free(&dirs);
@@ -288,13 +307,14 @@ static int commit_point(struct cm_commit *c, const char *tdir)
     struct cm_result r;
     char path[PATH_MAX];
     if (!c->manifest) return cm_fail(&c->res, "invalid", "commit %s: no manifest", c->txn);
-    if (step(c) != CM_OK) return CM_ERR;
+    if (step(c, "commit.manifest", MANIFEST) != CM_OK) return c->crashed ? CM_ERR : abandon(c, tdir);
     if (path_of(path, &r, "%s/%s%s", tdir, MANIFEST, "") != CM_OK ||
         cm_fileio_write_atomic(path, c->manifest, c->manifest_len, 0600, &r) != CM_OK) {
         fail_step(c, "manifest", MANIFEST, &r);
         return abandon(c, tdir);
     }
     c->committed = 1;
+    step_done(c);
     return apply(c, tdir);
 }
 
@@ -326,7 +346,15 @@ int cm_commit_run(struct cm_commit *c, enum cm_commit_phase phase)
     if (phase == CM_COMMIT_WRITE) return write_plain(c);
     if (!c->txn) return cm_fail(&c->res, "invalid", "commit: no transaction id");
     if (path_of(tdir, &c->res, "%s/" JOURNAL "/%s%s", c->root, c->txn, "") != CM_OK) return CM_ERR;
-    if (phase == CM_COMMIT_STAGE) return stage(c, tdir);
-    if (phase == CM_COMMIT_APPLY) return commit_point(c, tdir);
+    if (phase == CM_COMMIT_STAGE) {
+        int rc = stage(c, tdir);
+        step_done(c); /* a crash-after of the last step: whatever its outcome */
+        return rc;
+    }
+    if (phase == CM_COMMIT_APPLY) {
+        int rc = commit_point(c, tdir);
+        step_done(c);
+        return rc;
+    }
     return cm_fail(&c->res, "invalid", "commit: unknown phase %d", (int)phase);
 }

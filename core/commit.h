@@ -28,6 +28,12 @@
  * killed there leaves; file.lua then raises "injected crash" as its own
  * injector does.
  *
+ * Named failpoints (failpoint.h): each step passes its point first:
+ * commit.stage, commit.manifest, commit.apply.rename, commit.apply.fsync,
+ * commit.apply.delete, commit.cleanup.  An injected ENOSPC/EIO fails the
+ * step as the real error would (before the commit point the transaction
+ * folder goes, after it recover() finishes).
+ *
  * A job touches nothing but its own struct and the file system, so it may
  * run on any thread; one job, one thread at a time.
  */
@@ -60,6 +66,8 @@ struct cm_commit {
     size_t manifest_len;
     long crash_after;           /* -1: no injection */
     long steps;                 /* steps done so far, over all phases */
+    const char *fp_name;        /* the failpoint of the step running (failpoint.h) */
+    int fp_after;               /* 1: crash once that step is done (crash-after) */
     /* the outcome of the last phase */
     int committed;              /* the manifest was written (the commit point passed) */
     int crashed;                /* stopped by the injector */

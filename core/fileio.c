@@ -1,6 +1,8 @@
 /* fileio.c - crash-safe writes, bounded reads, exclusive creation. */
 #include "fileio.h"
 
+#include "failpoint.h"
+
 #include <errno.h>
 #include <signal.h>
 #include <fcntl.h>
@@ -171,18 +173,27 @@ int cm_fileio_write_atomic(const char *path, const void *data, size_t len, mode_
 {
     char dir[PATH_MAX], tmp[PATH_MAX];
     const char *base = NULL;
-    int have_tmp = 0, err, rc = CM_ERR;
+    int have_tmp = 0, err, rc = CM_ERR, fp;
 
     if (split_path("write", path, dir, &base, res) != CM_OK) goto out;
-    if (write_temp("open", path, dir, base, data, len, mode, tmp, res) != CM_OK) goto out;
+    if ((fp = cm_failpoint_before("file.write.tmp", path, res)) < 0) goto out;
+    err = write_temp("open", path, dir, base, data, len, mode, tmp, res);
+    cm_failpoint_after("file.write.tmp", fp); /* crash-after: after the step, whatever its outcome */
+    if (err != CM_OK) goto out;
     have_tmp = 1;
     if (cm_fileio_test_hook) cm_fileio_test_hook("before_rename", path, tmp);
-    if (rename(tmp, path) != 0) {
-        fail_errno(res, errno, "rename", path);
+    if ((fp = cm_failpoint_before("file.write.rename", path, res)) < 0) goto out;
+    err = rename(tmp, path) != 0 ? errno : 0;
+    cm_failpoint_after("file.write.rename", fp);
+    if (err != 0) {
+        fail_errno(res, err, "rename", path);
         goto out;
     }
     have_tmp = 0;
-    if ((err = fsync_dir(dir)) != 0) {
+    if ((fp = cm_failpoint_before("file.write.dirsync", path, res)) < 0) goto out;
+    err = fsync_dir(dir);
+    cm_failpoint_after("file.write.dirsync", fp);
+    if (err != 0) {
         fail_errno(res, err, "fsync directory of", path);
         goto out;
     }
@@ -297,13 +308,20 @@ int cm_fileio_read_file(const char *path, size_t max, char **out, size_t *out_le
 
 int cm_fileio_rename(const char *from, const char *to, struct cm_result *res)
 {
-    if (rename(from, to) != 0) return fail_errno(res, errno, "rename", to);
+    int err, fp = cm_failpoint_before("file.rename", to, res);
+    if (fp < 0) return CM_ERR;
+    err = rename(from, to) != 0 ? errno : 0;
+    cm_failpoint_after("file.rename", fp);
+    if (err != 0) return fail_errno(res, err, "rename", to);
     return CM_OK;
 }
 
 int cm_fileio_fsync_dir(const char *path, struct cm_result *res)
 {
-    int err = fsync_dir(path);
+    int err, fp = cm_failpoint_before("file.fsync_dir", path, res);
+    if (fp < 0) return CM_ERR;
+    err = fsync_dir(path);
+    cm_failpoint_after("file.fsync_dir", fp);
     if (err != 0) return fail_errno(res, err, "fsync directory", path);
     return CM_OK;
 }
@@ -337,9 +355,10 @@ int cm_fileio_create_exclusive(const char *path, const void *data, size_t len, m
 {
     char dir[PATH_MAX], tmp[PATH_MAX];
     const char *base = NULL;
-    int have_tmp = 0, err, rc = CM_ERR;
+    int have_tmp = 0, err, rc = CM_ERR, fp = 0;
 
     if (split_path("create", path, dir, &base, res) != CM_OK) goto out;
+    if ((fp = cm_failpoint_before("file.create_exclusive", path, res)) < 0) goto out;
     if (write_temp("create", path, dir, base, data, len, mode, tmp, res) != CM_OK) goto out;
     have_tmp = 1;
     /* link(2) fails with EEXIST if anything is at path: atomic exclusive
@@ -366,6 +385,7 @@ int cm_fileio_create_exclusive(const char *path, const void *data, size_t len, m
     rc = CM_OK;
 out:
     if (have_tmp) unlink(tmp);
+    if (fp > 0) cm_failpoint_after("file.create_exclusive", fp); /* whatever the outcome */
     return rc;
 }
 
@@ -377,10 +397,11 @@ int cm_fileio_replace_if_unchanged(const char *path, const void *expected, size_
     const char *base = NULL;
     char *seen = NULL;
     size_t seen_len = 0;
-    int have_aside = 0, moved = 0, rc = CM_ERR;
+    int have_aside = 0, moved = 0, rc = CM_ERR, fp = 0;
     struct cm_result rres;
 
     if (split_path("replace", path, dir, &base, res) != CM_OK) goto out;
+    if ((fp = cm_failpoint_before("file.replace", path, res)) < 0) goto out;
     if (side_name(dir, base, "stale", aside, res) != CM_OK) goto out;
     /* rename is atomic: of several instances taking over the same stale file,
      * exactly one moves it; the others get ENOENT. */
@@ -412,6 +433,7 @@ out:
     /* Best effort: the failure is what the caller needs to hear about. */
     if (rc != CM_OK && moved) (void)fsync_dir(dir);
     free(seen); seen = NULL;
+    if (fp > 0) cm_failpoint_after("file.replace", fp); /* whatever the outcome */
     return rc;
 }
 
@@ -420,7 +442,7 @@ int cm_fileio_mkdir_p(const char *path, mode_t mode, struct cm_result *res)
     char buf[PATH_MAX];
     size_t len = strlen(path), i;
     struct stat st;
-    int err;
+    int err, fp = 0;
 
     if (len == 0) return cm_fail(res, "EINVAL", "mkdir: empty path");
     if (len >= PATH_MAX) return fail_errno(res, ENAMETOOLONG, "mkdir", path);
@@ -432,7 +454,14 @@ int cm_fileio_mkdir_p(const char *path, mode_t mode, struct cm_result *res)
         if (buf[i - 1] == '/') continue; /* "a//b" */
         saved = buf[i];
         buf[i] = '\0';
-        if (mkdir(buf, mode) == 0) {
+        /* the point counts directories actually made, not ones already there */
+        if (cm_failpoints_active && stat(buf, &st) != 0 && errno == ENOENT &&
+            (fp = cm_failpoint_before("file.mkdir", buf, res)) < 0)
+            return CM_ERR;
+        err = mkdir(buf, mode) == 0 ? 0 : errno;
+        cm_failpoint_after("file.mkdir", fp);
+        fp = 0;
+        if (err == 0) {
             char *slash;
             /* mkdir applied the umask; chmod makes it exactly mode. */
             if (chmod(buf, mode) != 0) return fail_errno(res, errno, "chmod", buf);
@@ -446,11 +475,11 @@ int cm_fileio_mkdir_p(const char *path, mode_t mode, struct cm_result *res)
                 err = fsync_dir(slash ? "/" : ".");
             }
             if (err != 0) return fail_errno(res, err, "fsync directory of", buf);
-        } else if (errno == EEXIST) {
+        } else if (err == EEXIST) {
             if (stat(buf, &st) != 0) return fail_errno(res, errno, "mkdir", buf);
             if (!S_ISDIR(st.st_mode)) return fail_errno(res, ENOTDIR, "mkdir", buf);
         } else {
-            return fail_errno(res, errno, "mkdir", buf);
+            return fail_errno(res, err, "mkdir", buf);
         }
         buf[i] = saved;
     }
@@ -474,16 +503,23 @@ int cm_fileio_remove(const char *path, struct cm_result *res)
 {
     char dir[PATH_MAX];
     const char *base = NULL;
-    int err;
+    int err, fp;
     if (split_path("remove", path, dir, &base, res) != CM_OK) return CM_ERR;
-    if (unlink(path) != 0) return fail_errno(res, errno, "remove", path);
+    if ((fp = cm_failpoint_before("file.remove", path, res)) < 0) return CM_ERR;
+    err = unlink(path) != 0 ? errno : 0;
+    cm_failpoint_after("file.remove", fp);
+    if (err != 0) return fail_errno(res, err, "remove", path);
     if ((err = fsync_dir(dir)) != 0) return fail_errno(res, err, "fsync directory of", path);
     return CM_OK;
 }
 
 int cm_fileio_rmdir(const char *path, struct cm_result *res)
 {
-    if (rmdir(path) != 0) return fail_errno(res, errno, "rmdir", path);
+    int err, fp = cm_failpoint_before("file.rmdir", path, res);
+    if (fp < 0) return CM_ERR;
+    err = rmdir(path) != 0 ? errno : 0;
+    cm_failpoint_after("file.rmdir", fp);
+    if (err != 0) return fail_errno(res, err, "rmdir", path);
     return CM_OK;
 }
 
@@ -920,12 +956,22 @@ int cm_fileio_remove_many(const char *root, char *const *rel, size_t n, int prun
                         dir_err == ELOOP || dir_err == ENOTDIR ? " (a symbolic link or file among its folders)" : "");
             continue;
         }
-        if (unlinkat(dirfd, base, 0) == 0) {
-            if (ok) ok[i] = 1;
-        } else if (errno == ENOENT) {
-            if (ok) ok[i] = 2;
-        } else if (!failed++) {
-            fail_errno(res, errno, "remove", rel[i]);
+        {
+            struct cm_result fres;
+            int fp = cm_failpoint_before("file.remove", rel[i], &fres), uerr;
+            if (fp < 0) { /* an injected failure: this file stays, the others go on */
+                if (!failed++) *res = fres;
+                continue;
+            }
+            uerr = unlinkat(dirfd, base, 0) == 0 ? 0 : errno;
+            cm_failpoint_after("file.remove", fp);
+            if (uerr == 0) {
+                if (ok) ok[i] = 1;
+            } else if (uerr == ENOENT) {
+                if (ok) ok[i] = 2;
+            } else if (!failed++) {
+                fail_errno(res, uerr, "remove", rel[i]);
+            }
         }
     }
     if (dirfd >= 0) {

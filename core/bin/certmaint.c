@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "failpoint.h"
 #include "lcore.h"
 
 #ifndef CM_ENTRY_MODULE
@@ -134,6 +135,7 @@ int main(int argc, char **argv)
         }
         alloc.limit = (size_t)v;
     }
+    if (cm_failpoint_main(argc, argv, &code)) return code;
     /* before any thread exists, as libcurl asks */
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "certmaint: cannot initialise libcurl\n");

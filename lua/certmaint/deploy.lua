@@ -239,6 +239,26 @@ function Target:deploy(cert)
   return self:reload()
 end
 
+--- Remove the temp files that writes into this target's folder left when
+-- they never finished (a crash between write and rename: core/fileio.c's
+-- ".<name>.tmp-<hex>"), last modified before `before` (core.now() time).
+-- The storage's own are clean_temp's; these are on this host only, so every
+-- instance's clean pass does its own. -> removed paths | nil, err
+function Target:clean_temp(before)
+  local found, err, code = core.list_files(self.o.dir, { side_files = true })
+  if not found then
+    if code == "ENOENT" then return {} end
+    return nil, err
+  end
+  local removed = {}
+  for _, rel in ipairs(found) do
+    local path = self.o.dir .. "/" .. rel
+    local st = core.stat(path)
+    if st and st.type == "file" and st.modified < before and core.remove(path) then removed[#removed + 1] = path end
+  end
+  return removed
+end
+
 -- Is cert the certificate this target's files hold now? A staple written
 -- beside another certificate would be served with the wrong one.
 function Target:serves(cert)

@@ -11,6 +11,7 @@
 -- so specs need no network. Neither verifies anything: the passes verify
 -- every answer against the issuer before using or storing it.
 local fetch = require "certmaint.fetch"
+local failpoint = require "certmaint.failpoint"
 
 local M = {}
 local Responder = {}
@@ -30,7 +31,7 @@ end
 --- r:ocsp(url, request_der, cert, issuer_pem) -> response DER | nil, err, code.
 -- cert and issuer_pem are not needed to fetch (an in-process responder answers from them).
 function Responder:ocsp(url, request_der)
-  return fetch.ocsp(url, request_der, { max_size = self.max_response_size, timeout = self.timeout })
+  return failpoint.call("ocsp.fetch", fetch.ocsp, url, request_der, { max_size = self.max_response_size, timeout = self.timeout })
 end
 
 --- r:crl(url) -> CRL bytes (DER or PEM, as served) | nil, err, code.

@@ -101,7 +101,7 @@ local function new_account(client, signer, opts, only_existing)
     payload.externalAccountBinding = eab_jws
   end
   local resp
-  resp, err, code = client:post(dir.newAccount, assert(core.json_encode(payload)), signer, nil)
+  resp, err, code = client:post(dir.newAccount, assert(core.json_encode(payload)), signer, nil, nil, "acme.account")
   if not resp then return nil, err, code end
   if not resp.location then
     return fail("newAccount at " .. dir.newAccount .. " answered without the account URL (Location)", "acme:account")

@@ -6,6 +6,8 @@
 --   local dir, err, code = c:directory()                 -- fetched once, shared
 --   local resp, err, code = c:post(url, payload, signer, kid)   -- signed POST
 --   local resp, err, code = c:post_as_get(url, signer, kid)
+--   (post, post_as_get and request take the step's failpoint name last:
+--   "acme.order", ...; see certmaint.failpoint)
 --   local resp, err, code = c:get(url)                   -- unauthenticated (renewalInfo)
 --
 -- resp = { status, headers, body, json = decoded body or nil, location = Location,
@@ -27,6 +29,7 @@
 -- retry_at is the same time as retry_after: certmaint.jobs schedules the next
 -- attempt no earlier than it.
 local core = require "certmaint.core"
+local failpoint = require "certmaint.failpoint"
 local loop = require "certmaint.loop"
 local rfc3339 = require "certmaint.rfc3339"
 
@@ -179,15 +182,16 @@ function Client:transport(req)
   return loop.http(req)
 end
 
-function Client:request(method, url, body, headers)
+-- point: the step's failpoint (core/failpoint.c), nil for none.
+function Client:request(method, url, body, headers, point)
   local hs = { "User-Agent: " .. M.USER_AGENT }
   for _, h in ipairs(headers or {}) do hs[#hs + 1] = h end
   self.stats.requests = self.stats.requests + 1
-  local raw, err, code = self:transport {
+  local raw, err, code = failpoint.call(point, self.transport, self, {
     url = url, method = method, body = body, headers = hs,
     timeout = self.timeout, connect_timeout = self.connect_timeout,
     max_bytes = self.max_bytes, ca_file = self.ca_file,
-  }
+  })
   if not raw then
     -- the core's errors already start "METHOD URL: "
     local msg, where = tostring(err), method .. " " .. url .. ":"
@@ -214,7 +218,7 @@ function Client:directory()
     if self.dir_failure then return nil, self.dir_failure[1], self.dir_failure[2] end
   end
   self.dir_wait, self.dir_failure = loop.cond(), nil
-  local resp, err, code = self:request("GET", self.directory_url)
+  local resp, err, code = self:request("GET", self.directory_url, nil, nil, "acme.directory")
   local waiters = self.dir_wait
   self.dir_wait = nil
   local function done(d, e, c)
@@ -244,7 +248,7 @@ function Client:nonce()
   if not dir then return nil, err, code end
   self.stats.nonce_fetches = self.stats.nonce_fetches + 1
   local resp
-  resp, err, code = self:request("HEAD", dir.newNonce)
+  resp, err, code = self:request("HEAD", dir.newNonce, nil, nil, "acme.nonce")
   if not resp then return nil, err, code end
   -- taken back out of the pool request() put it in: this one is ours
   n = resp.headers["replay-nonce"]
@@ -272,7 +276,7 @@ end
 
 --- A signed POST of payload (text; "" for POST-as-GET). badNonce is retried.
 -- An error status becomes nil, err, code (see the header).
-function Client:post(url, payload, signer, kid, headers)
+function Client:post(url, payload, signer, kid, headers, point)
   local last_err, last_code
   for _ = 1, M.MAX_BAD_NONCE do
     local nonce, err, code = self:nonce()
@@ -285,7 +289,7 @@ function Client:post(url, payload, signer, kid, headers)
     local hs = { "Content-Type: application/jose+json" }
     for _, h in ipairs(headers or {}) do hs[#hs + 1] = h end
     local resp
-    resp, err, code = self:request("POST", url, body, hs)
+    resp, err, code = self:request("POST", url, body, hs, point)
     if not resp then return nil, err, code end
     if resp.status < 400 then return resp end
     last_err, last_code = M.response_error(resp, url)
@@ -296,8 +300,8 @@ function Client:post(url, payload, signer, kid, headers)
   return nil, last_err, last_code
 end
 
-function Client:post_as_get(url, signer, kid, headers)
-  return self:post(url, "", signer, kid, headers)
+function Client:post_as_get(url, signer, kid, headers, point)
+  return self:post(url, "", signer, kid, headers, point)
 end
 
 --- An unauthenticated GET (renewalInfo); error statuses become errors.

@@ -80,7 +80,7 @@ local function poll(s, url, done, what)
   local wait = M.FIRST_POLL
   local max = s.max_poll_interval or M.MAX_POLL_INTERVAL
   while true do
-    local resp, err, code = s.client:post_as_get(url, s.account.signer, s.account.url)
+    local resp, err, code = s.client:post_as_get(url, s.account.signer, s.account.url, nil, "acme.poll")
     if not resp then return nil, err, code end
     local doc = resp.json
     if type(doc) ~= "table" then
@@ -138,7 +138,7 @@ local function key_of(rkey) return (rkey:gsub("%.json$", ".key")) end
 local function resume(s, req, rec, rkey)
   if not same_names(rec.names, req.names) then return nil, "other names" end
   if rec.account ~= s.account.url then return nil, "another account" end
-  local resp, err, code = s.client:post_as_get(rec.url, s.account.signer, s.account.url)
+  local resp, err, code = s.client:post_as_get(rec.url, s.account.signer, s.account.url, nil, "acme.poll")
   if not resp then
     if not tostring(code):match("^acme:") and not tostring(code):match("^http:") then return nil, err, code, true end
     return nil, tostring(code)
@@ -171,20 +171,21 @@ local function new_order(s, req)
   if req.profile then payload.profile = req.profile end
   if req.replaces then payload.replaces = req.replaces end
   local resp
-  resp, err, code = s.client:post(dir.newOrder, encode(payload), s.account.signer, s.account.url)
+  resp, err, code = s.client:post(dir.newOrder, encode(payload), s.account.signer, s.account.url, nil, "acme.order")
   if not resp and req.replaces and (code == "acme:alreadyReplaced" or code == "acme:malformed"
       or code == "acme:conflict") then
     -- ARI must never keep a certificate from being renewed: ask again without it
     core.log("warn", "acme_replaces_refused", { name = req.names[1], replaces = req.replaces,
       error = type(err) == "table" and err.message or err })
     payload.replaces = nil
-    resp, err, code = s.client:post(dir.newOrder, encode(payload), s.account.signer, s.account.url)
+    resp, err, code = s.client:post(dir.newOrder, encode(payload), s.account.signer, s.account.url, nil, "acme.order")
   end
   if not resp then return nil, err, code end
   if not resp.location or type(resp.json) ~= "table" then
     return nil, failure("newOrder at " .. dir.newOrder .. " answered without an order (Location and JSON)",
       "acme:malformedResponse", false)
   end
+  core.log("info", "acme_order_created", { name = req.names[1], order = resp.location })
   return resp.json, resp.location
 end
 
@@ -231,7 +232,7 @@ local function start_authz(s, authz_url, authz)
         identifier = ident }
       if ch.status == "pending" or ch.status == nil then
         local resp
-        resp, err, code = s.client:post(ch.url, "{}", s.account.signer, s.account.url)
+        resp, err, code = s.client:post(ch.url, "{}", s.account.signer, s.account.url, nil, "acme.challenge")
         if not resp then
           solver:cleanup(chal)
           return nil, err, code
@@ -271,7 +272,7 @@ local function authorize(s, o)
   local started, err, code, dead = {}, nil, nil, false
   for _, url in ipairs(type(o.authorizations) == "table" and o.authorizations or {}) do
     local resp
-    resp, err, code = s.client:post_as_get(url, s.account.signer, s.account.url)
+    resp, err, code = s.client:post_as_get(url, s.account.signer, s.account.url, nil, "acme.authz")
     if not resp then break end
     local a = resp.json or {}
     if a.status == "pending" then
@@ -331,7 +332,7 @@ end
 local PEM_CHAIN = { "Accept: application/pem-certificate-chain" }
 
 local function download(s, url, preferred)
-  local resp, err, code = s.client:post_as_get(url, s.account.signer, s.account.url, PEM_CHAIN)
+  local resp, err, code = s.client:post_as_get(url, s.account.signer, s.account.url, PEM_CHAIN, "acme.certificate")
   if not resp then return nil, err, code end
   local chains = 1
   local pem = resp.body
@@ -339,7 +340,7 @@ local function download(s, url, preferred)
     local best = chain_rank(pem, preferred)
     for _, alt in ipairs(resp.links.alternate or {}) do
       if best == 1 then break end
-      local aresp = s.client:post_as_get(alt, s.account.signer, s.account.url, PEM_CHAIN)
+      local aresp = s.client:post_as_get(alt, s.account.signer, s.account.url, PEM_CHAIN, "acme.certificate")
       if aresp then
         chains = chains + 1
         local r = chain_rank(aresp.body, preferred)
@@ -418,7 +419,7 @@ function M.continue(s, req, o, url, rkey, key_pem)
     end
     key_pem = req.key_pem
     local resp
-    resp, err, code = s.client:post(o.finalize, encode({ csr = csr }), s.account.signer, s.account.url)
+    resp, err, code = s.client:post(o.finalize, encode({ csr = csr }), s.account.signer, s.account.url, nil, "acme.finalize")
     if not resp then
       if code == "acme:badCSR" or code == "acme:orderNotReady" then drop_record(s, rkey) end
       return nil, err, code

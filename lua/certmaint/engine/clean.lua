@@ -192,6 +192,7 @@ function M:clean_pass(opts)
   local now = core.now()
   local tick = { kind = "clean", at = now, deleted = 0, kept = 0, unparseable = 0, staples_deleted = 0,
     crls_deleted = 0 }
+  self:clean_deploy_temp(now, tick)
   local lock, holder = self:try_take_lock(M.CLEAN_LOCK, "clean")
   if not lock then
     tick.skipped = lock == false and ("another instance is cleaning: " .. tostring(holder))

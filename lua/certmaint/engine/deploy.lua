@@ -33,6 +33,25 @@ local AGAIN_MAX = 3 -- a newer certificate arriving while deploying is deployed 
 
 local function log(level, event, fields) core.log(level, event, fields or {}) end
 
+--- The clean pass's part for the deploy folders (this host's, so before and
+-- whatever the clean lock says): temp files of unfinished writes older than
+-- one renew tick (deploy.lua's Target:clean_temp).
+function M:clean_deploy_temp(now, tick)
+  for _, t in ipairs(self:deploy_targets()) do
+    if t.files then
+      local removed, err = t.files:clean_temp(now - (self.policy.renew_check_interval or 600))
+      if not removed then
+        core.log("error", "clean_delete_failed", { what = "deploy temp files", target = t.id, error = err })
+      else
+        for _, p in ipairs(removed) do
+          core.log("info", "clean_deleted", { path = p, what = "unfinished deploy write's temp file" })
+        end
+        tick.temp_deleted = (tick.temp_deleted or 0) + #removed
+      end
+    end
+  end
+end
+
 --- The deploy targets of the current policy: a list of { id =, fn = [, files = target] }.
 function M:deploy_targets()
   local policy = self.policy

@@ -23,6 +23,7 @@
 -- Optional: backend:_acquire_unfenced(lk, name, grant) -> true | as _acquire,
 --            a grant that records no token (try_lock{fence = false}).
 local core = require "certmaint.core"
+local failpoint = require "certmaint.failpoint"
 local keys = require "certmaint.keys"
 local rfc3339 = require "certmaint.rfc3339"
 
@@ -256,10 +257,10 @@ local function one_attempt(backend, name, lk, unfenced)
   local grant = M.new_grant()
   local ok, token, code
   if unfenced and backend._acquire_unfenced then
-    ok, token, code = backend:_acquire_unfenced(lk, name, grant)
+    ok, token, code = failpoint.call("lock.acquire", backend._acquire_unfenced, backend, lk, name, grant)
     if ok then token = 0 end
   else
-    ok, token, code = backend:_acquire(lk, name, grant)
+    ok, token, code = failpoint.call("lock.acquire", backend._acquire, backend, lk, name, grant)
   end
   if ok then
     local lock = new_lock(backend, name, lk, token, grant)
@@ -330,7 +331,7 @@ function M.unlock(backend, what)
     return nil, string.format("unlock %s: this grant is not held by this instance", name),
       "notheld"
   end
-  local ok, holder, code = backend:_release(lk, grant)
+  local ok, holder, code = failpoint.call("lock.release", backend._release, backend, lk, grant)
   if ok == nil then return nil, holder, code end
   if ok == false then
     return nil, string.format("unlock %s: held by %s, not this instance", name, holder), "notheld"
@@ -354,7 +355,7 @@ function M.refresh_locks(backend)
   table.sort(held, function(x, y) return x[1] < y[1] end)
   for _, h in ipairs(held) do
     local lk, lock = h[1], h[2]
-    local ok, holder = backend:_refresh(lock, now)
+    local ok, holder = failpoint.call("lock.refresh", backend._refresh, backend, lock, now)
     if ok then
       refreshed = refreshed + 1
     elseif ok == nil then

@@ -40,6 +40,7 @@ local core = require "certmaint.core"
 local loop = require "certmaint.loop"
 local options = require "certmaint.options"
 local common = require "certmaint.storage.common"
+local failpoint = require "certmaint.failpoint"
 
 local M = {}
 
@@ -198,6 +199,11 @@ end
 
 -- One POST of body (a table) to path on the current endpoint, failing over
 -- to the others -> decoded response | nil, err, code.
+-- The failpoint (core/failpoint.c) of each request path.
+local POINTS = { ["/v3/kv/txn"] = "etcd.txn", ["/v3/kv/range"] = "etcd.range",
+  ["/v3/lease/grant"] = "etcd.lease.grant", ["/v3/lease/keepalive"] = "etcd.lease.keepalive",
+  ["/v3/lease/revoke"] = "etcd.lease.revoke" }
+
 function Etcd:call(path, body, retried_auth)
   local text = assert(core.json_encode(body))
   local failures = {}
@@ -218,10 +224,10 @@ function Etcd:call(path, body, retried_auth)
       core.log("debug", "etcd_request", { endpoint = endpoint, path = path })
       local headers = { ["Content-Type"] = "application/json" }
       if self.auth_token then headers.Authorization = self.auth_token end
-      local resp, err, code = http { url = endpoint .. path, method = "POST", body = text,
+      local resp, err, code = failpoint.call(POINTS[path], http, { url = endpoint .. path, method = "POST", body = text,
         headers = headers, timeout = self.timeout, connect_timeout = self.timeout,
         max_bytes = 2 * self.max_bytes + 1024 * 1024, ca_file = self.ca_file,
-        cert_file = self.cert_file, key_file = self.key_file }
+        cert_file = self.cert_file, key_file = self.key_file })
       if not resp then
         err = tostring(err):gsub("^%u+ %S+: ", "", 1) -- core's "POST <url>: ": the endpoint says it
         if not RETRY_CODES[code] then
