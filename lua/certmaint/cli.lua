@@ -212,7 +212,9 @@ end
 
 function commands.once(engine)
   local ok, start, renew, ocsp, clean = run_task(function()
-    local s = engine:start { ocsp = false } -- the OCSP pass runs below, once
+    -- the OCSP pass runs below, once; a saved back-off does not hold back
+    -- what the operator (or cron) asks for now
+    local s = engine:start { ocsp = false, restore_backoff = false }
     local r = engine:tick("renew")
     local o = engine:tick("ocsp")
     local c = engine:tick("clean")

@@ -220,7 +220,10 @@ function M:start(opts)
   local collector = self:open_collector(tick)
   self:start_issuers()
   local counts, to_obtain = self:load_all()
-  self:restore_states() -- failing renewals keep their back-off across a restart (engine/retry.lua)
+  -- failing renewals keep their back-off across a restart of the daemon, so
+  -- a crash loop does not ask the CA at every start (engine/retry.lua);
+  -- `once` (opts.restore_backoff = false) is an explicit "maintain now"
+  if not (opts and opts.restore_backoff == false) then self:restore_states() end
   tick.loaded = counts.ok
   log("info", "loaded", { certificates = counts.ok, missing = counts.missing,
     names_changed = counts.names_changed, errors = counts.error })
