@@ -18,6 +18,9 @@ PACKAGES=(
   iproute2                           # ss: the Pebble harness (tests/integration/pebble.bash) checks its ports are free
   lego                               # ACME throughput figure: a reference client beside certmaint and Caddy
   etcd-server                        # the etcd storage backend's specs and cluster tests (/usr/bin/etcd)
+  debhelper dpkg-dev                 # tests/integration/deb.sh builds the .deb (dpkg-buildpackage -b)
+  luarocks                           # tests/integration/rockspec.sh installs the rock into a tree
+  man-db                             # tests/integration/install.sh renders the man pages (man -l)
 )
 
 missing=()

@@ -6,6 +6,5 @@ copy_source_tree() {
   local dest=$1
   mkdir -p "$dest"
   (cd "$SRC" && cp -a CMakeLists.txt README.md certmaint-dev-1.rockspec cmake core lua policies man packaging \
-    "$dest"/)
-  if [ -d "$SRC/debian" ]; then cp -a "$SRC/debian" "$dest"/; fi
+    debian "$dest"/)
 }
