@@ -21,6 +21,7 @@ PACKAGES=(
   debhelper dpkg-dev                 # tests/integration/deb.sh builds the .deb (dpkg-buildpackage -b)
   luarocks                           # tests/integration/rockspec.sh installs the rock into a tree
   man-db                             # tests/integration/install.sh renders the man pages (man -l)
+  systemd                            # systemd-analyze: deb.sh verifies the unit and its hardening
 )
 
 missing=()

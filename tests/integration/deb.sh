@@ -53,7 +53,7 @@ depends_on_all() {
   for p in "$@"; do grep -Eq "(^|, )$p( |,|\$)" <<<"$depends" || return 1; done
 }
 check "Depends names the run-time libraries and lua-filesystem: $depends" \
-  depends_on_all liblua5.4-0 libssl3 libcurl4 libjansson4 libidn2-0 lua-filesystem adduser
+  depends_on_all liblua5.4-0 libssl3 libcurl4 libjansson4 libidn2-0 lua-filesystem adduser procps
 
 # --- the clean root ---------------------------------------------------------------
 R=$WORK/root
@@ -153,6 +153,25 @@ check "/etc/certmaint is there for the policy; the unit waits for one (Condition
   bash -c "[ -d '$R/etc/certmaint' ] && grep -qx 'ConditionPathExists=/etc/certmaint/policy.lua' '$R/lib/systemd/system/certmaint.service'"
 check "the unit runs /usr/bin/certmaint on /etc/certmaint/policy.lua" \
   grep -qx 'ExecStart=/usr/bin/certmaint run /etc/certmaint/policy.lua' "$R/lib/systemd/system/certmaint.service"
+unit=$R/lib/systemd/system/certmaint.service
+exec_paths() { sed -n 's/^Exec[A-Za-z]*=[-@+!:]*\([^ ]*\).*/\1/p' "$unit"; }
+unit_programs_in_root() {
+  local x
+  for x in $(exec_paths); do [ -x "$R$x" ] || { echo "not in the root: $x"; return 1; }; done
+}
+check "every program the unit runs is in the root: $(exec_paths | tr '\n' ' ')" unit_programs_in_root
+# the unit as installed, its binary's path pointed into the root (systemd-analyze
+# checks that ExecStart's program exists)
+sed "s|/usr/bin/certmaint|$R/usr/bin/certmaint|g" "$unit" >"$WORK/certmaint.service"
+set +e
+systemd-analyze verify --man=no "$WORK/certmaint.service" >"$WORK/verify.out" 2>&1
+rc=$?
+set -e
+check "systemd-analyze verify: the unit parses, no warning" bash -c "[ $rc -eq 0 ] && [ ! -s '$WORK/verify.out' ]"
+[ -s "$WORK/verify.out" ] && cat "$WORK/verify.out"
+exposure_at_most_2() { systemd-analyze security --offline=true --threshold=20 "$WORK/certmaint.service" >"$WORK/security.out" 2>&1; }
+check "systemd-analyze security: exposure 2.0 or less (of 10)" exposure_at_most_2
+grep -o 'Overall exposure level.*' "$WORK/security.out" || true
 check "certmaint --version in the root" \
   test "$(chroot "$R" /usr/bin/certmaint --version 2>&1)" = "certmaint $version"
 
