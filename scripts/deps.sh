@@ -22,6 +22,7 @@ PACKAGES=(
   luarocks                           # tests/integration/rockspec.sh installs the rock into a tree
   man-db                             # tests/integration/install.sh renders the man pages (man -l)
   systemd                            # systemd-analyze: deb.sh verifies the unit and its hardening
+  adduser procps                     # the .deb's own Depends: deb.sh copies them into its clean root
 )
 
 missing=()

@@ -50,8 +50,12 @@ check "certmaint(1) renders the test command's entry" grep -q '^ *test \[BUSTED-
 # bin first and the system's for busted and lua5.4. Under the sanitizer build
 # the stock lua5.4 that busted runs needs the runtimes preloaded (lib.bash).
 clean_env=(env -i "PATH=$P/bin:/usr/bin:/bin" "HOME=$WORK" "TMPDIR=$WORK")
+for v in ASAN_OPTIONS UBSAN_OPTIONS; do
+  if [ -n "${!v:-}" ]; then clean_env+=("$v=${!v}"); fi
+done
+spec_env=("${clean_env[@]}")
 if [ -n "${CERTMAINT_HOST_PRELOAD:-}" ]; then
-  clean_env+=("LD_PRELOAD=$CERTMAINT_HOST_PRELOAD" "ASAN_OPTIONS=detect_leaks=0")
+  spec_env+=("LD_PRELOAD=$CERTMAINT_HOST_PRELOAD" "ASAN_OPTIONS=detect_leaks=0")
 fi
 cd "$WORK" # away from the source tree: ./lua must not be what is found
 
@@ -90,7 +94,7 @@ describe("my policy", function()
 end)
 EOF
 set +e
-"${clean_env[@]}" certmaint test -o TAP myspecs/my_policy_spec.lua >"$WORK/spec.out" 2>&1; rc=$?
+"${spec_env[@]}" certmaint test -o TAP myspecs/my_policy_spec.lua >"$WORK/spec.out" 2>&1; rc=$?
 set -e
 check "certmaint test runs the spec against the installed tree: exit 0" test $rc -eq 0
 check "... both tests passed" bash -c "grep -c '^ok ' '$WORK/spec.out' | grep -qx 2 && ! grep -q '^not ok' '$WORK/spec.out'"
@@ -103,7 +107,7 @@ describe("a policy that renews too late", function()
 end)
 EOF
 set +e
-"${clean_env[@]}" certmaint test myspecs/failing_spec.lua >"$WORK/fail.out" 2>&1; rc=$?
+"${spec_env[@]}" certmaint test myspecs/failing_spec.lua >"$WORK/fail.out" 2>&1; rc=$?
 set -e
 check "a failing spec fails certmaint test (busted's exit status)" test $rc -ne 0
 check "... and it failed on the assertion, not on a missing module" \
