@@ -21,6 +21,11 @@ PACKAGES=(
   etcd-server                        # the etcd storage backend's specs and cluster tests (/usr/bin/etcd)
   faketime                           # time tests: the daemon under wall-clock jumps (tests/integration/time_jumps.bash)
   clang libclang-rt-14-dev           # scripts/fuzz.sh: libFuzzer with ASan and UBSan (CI runs it)
+  debhelper dpkg-dev                 # tests/integration/deb.sh builds the .deb (dpkg-buildpackage -b)
+  luarocks                           # tests/integration/rockspec.sh installs the rock into a tree
+  man-db                             # tests/integration/install.sh renders the man pages (man -l)
+  systemd                            # systemd-analyze: deb.sh verifies the unit and its hardening
+  adduser procps                     # the .deb's own Depends: deb.sh copies them into its clean root
 )
 
 missing=()

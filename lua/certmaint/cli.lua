@@ -25,6 +25,9 @@ commands:
   revoke POLICY NAME [--reason N]
                                  revoke a certificate at the CA that issued it, then replace it
   clean POLICY                   one clean pass
+  test [BUSTED-OPTION...] SPEC...
+                                 run busted on policy specs with this certmaint's
+                                 modules on LUA_PATH/LUA_CPATH (no POLICY)
 
 global options:
   --log-format text|json         one event a line as key=value (default) or JSON
@@ -102,6 +105,15 @@ Exit status 1 if the revocation or the replacement failed.]],
 usage: certmaint clean POLICY
 Delete expired certificates past the grace period (with key and metadata) and
 empty site folders. Never deletes what the policy manages.]],
+  test = [[
+usage: certmaint test [BUSTED-OPTION...] SPEC...
+Run busted (--lua=lua5.4 unless an option names another) on the SPEC files or
+folders with LUA_PATH_5_4 and LUA_CPATH_5_4 set to this certmaint's modules:
+installed beside it (PREFIX/share/lua/5.4 and PREFIX/lib[/ARCH]/lua/5.4 for
+PREFIX/bin/certmaint), or the sources' lua/ and the build's lua/ for the binary
+in a build tree; your own LUA_PATH and LUA_CPATH follow them. So a spec's
+require "certmaint.testing" works with no paths set by hand.
+CERTMAINT_BUSTED names another busted. Exit status: busted's.]],
 }
 
 local function eprint(...)
@@ -633,12 +645,13 @@ function M.main(args)
     io.stdout:write((what and HELP[what]) or USAGE, "\n")
     return 0
   end
-  if not commands[cmd] then return usage_error("unknown command '" .. cmd .. "'") end
+  if not commands[cmd] and cmd ~= "test" then return usage_error("unknown command '" .. cmd .. "'") end
   local rest = {}
   for j = i + 1, #args do rest[#rest + 1] = args[j] end
   for _, a in ipairs(rest) do
     if a == "-h" or a == "--help" then io.stdout:write(HELP[cmd], "\n") return 0 end
   end
+  if cmd == "test" then return require("certmaint.testrun").main(rest) end -- no POLICY: busted on specs
   local policy_path = table.remove(rest, 1)
   if not policy_path then return usage_error(cmd .. ": missing POLICY file") end
   core.log_config { format = opts.log_format or "text", level = opts.log_level or "info" }
