@@ -745,6 +745,17 @@ out:
     return rc;
 }
 
+/* A walk with its bounds, listing nothing yet. */
+static void walk_init(struct walk *w, const char *skip_top, unsigned max_depth, size_t max_files,
+                      struct cm_result *res)
+{
+    memset(w, 0, sizeof *w);
+    w->max_files = max_files;
+    w->max_depth = max_depth;
+    w->skip_top = skip_top;
+    w->res = res;
+}
+
 static int walk_tree(const char *dir, const char *skip_top, int side_files, unsigned max_depth,
                      size_t max_files, char ***paths, size_t *count, struct cm_result *res)
 {
@@ -752,12 +763,8 @@ static int walk_tree(const char *dir, const char *skip_top, int side_files, unsi
 
     *paths = NULL;
     *count = 0;
-    memset(&w, 0, sizeof w);
-    w.max_files = max_files;
-    w.max_depth = max_depth;
-    w.skip_top = skip_top;
+    walk_init(&w, skip_top, max_depth, max_files, res);
     w.side_files = side_files;
-    w.res = res;
     if (walk_run(&w, dir) != CM_OK) return CM_ERR;
     *paths = w.files.paths;
     *count = w.files.count;
@@ -772,12 +779,8 @@ int cm_fileio_walk_clean(const char *dir, const char *skip_top, const char *crt_
     memset(out, 0, sizeof *out);
     if (!crt_top || !*crt_top || strchr(crt_top, '/'))
         return cm_fail(res, "invalid", "list: the certificates folder must be one top-level name");
-    memset(&w, 0, sizeof w);
-    w.max_files = max_files;
-    w.max_depth = max_depth;
-    w.skip_top = skip_top;
+    walk_init(&w, skip_top, max_depth, max_files, res);
     w.crt_top = crt_top;
-    w.res = res;
     if (walk_run(&w, dir) != CM_OK) return CM_ERR;
     out->crts = w.files.paths;
     out->crt_count = w.files.count;
