@@ -18,6 +18,17 @@ local function write(path, text)
   f:close()
 end
 
+-- A certificate set for name expiring at not_after, stored in storage
+-- (certificate, key, metadata): its keys and the issued certificate.
+local function plant_set(ca, storage, name, not_after)
+  local c = ca:issue { names = { name }, not_before = not_after - 90 * DAY, not_after = not_after }
+  local set = keys.site_files("testing", name)
+  assert(storage:store(set.crt, c.cert_pem))
+  assert(storage:store(set.key, c.key_pem))
+  assert(storage:store(set.meta, "{}"))
+  return set, c
+end
+
 local function by_key(list)
   local out = {}
   for _, it in ipairs(list) do out[it.key] = it end
@@ -38,14 +49,7 @@ describe("core.clean_scan", function()
     os.execute("rm -rf '" .. dir .. "'")
   end)
 
-  local function plant(storage, name, not_after)
-    local c = ca:issue { names = { name }, not_before = not_after - 90 * DAY, not_after = not_after }
-    local set = keys.site_files("testing", name)
-    assert(storage:store(set.crt, c.cert_pem))
-    assert(storage:store(set.key, c.key_pem))
-    assert(storage:store(set.meta, "{}"))
-    return set, c
-  end
+  local function plant(storage, name, not_after) return plant_set(ca, storage, name, not_after) end
 
   it("reports the expired certificates with their ids, the unparseable ones, the old temp files", function()
     local root = dir .. "/data"
@@ -152,14 +156,7 @@ describe("the clean pass on the file backend", function()
     })
     e:tick("renew")
     local now = math.floor(clock:now())
-    local function plant(name, not_after)
-      local c = ca:issue { names = { name }, not_before = not_after - 90 * DAY, not_after = not_after }
-      local set = keys.site_files("testing", name)
-      assert(s:store(set.crt, c.cert_pem))
-      assert(s:store(set.key, c.key_pem))
-      assert(s:store(set.meta, "{}"))
-      return set
-    end
+    local function plant(name, not_after) return (plant_set(ca, s, name, not_after)) end
     local gone = plant("gone.test", now - 2 * DAY)
     local grace = plant("grace.test", now - 3600) -- expired, within the grace period
     assert(s:store("certificates/testing/junk.test/junk.test.crt", "not a certificate"))
