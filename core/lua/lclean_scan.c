@@ -37,8 +37,7 @@ static lua_Integer opt_integer(lua_State *L, const char *name, lua_Integer def, 
     lua_Integer v = def;
     if (lua_getfield(L, 2, name) != LUA_TNIL) {
         if (!lua_isinteger(L, -1) || (v = lua_tointeger(L, -1)) < lo || v > hi)
-            cm_lua_opt_error(L, "core.clean_scan", "%s must be an integer in %lld..%lld", name, (long long)lo,
-                             (long long)hi);
+            cm_lua_opt_error(L, "core.clean_scan", "%s must be an integer in %I..%I", name, lo, hi);
     }
     lua_pop(L, 1);
     return v;

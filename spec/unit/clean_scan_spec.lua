@@ -97,6 +97,8 @@ describe("core.clean_scan", function()
     assert.matches("none", err)
     assert.has_error(function() core.clean_scan(dir, { threads = 0 }) end)
     assert.has_error(function() core.clean_scan(dir, { nope = 1 }) end)
+    assert.has_error(function() core.clean_scan(dir, { expired_before = 1.5, temp_before = 0 }) end,
+      "core.clean_scan: expired_before must be an integer in -9223372036854775808..9223372036854775807")
   end)
 end)
 
@@ -144,6 +146,21 @@ describe("the clean pass on the file backend", function()
   after_each(function()
     testing.reset()
     os.execute("rm -rf '" .. dir .. "'")
+  end)
+
+  it("takes a grace period longer than any time as: nothing is old enough", function()
+    local root = dir .. "/data"
+    local s = file.new { root = root }
+    local e = testing.engine(certmaint.policy {
+      certificates = { "a.test" }, storage = s, issuer = testing.issuer { ca = ca, lifetime = "30d" },
+      clean = { expired_cert_grace_period = 1e300 },
+    })
+    local now = math.floor(clock:now())
+    local set = plant_set(ca, s, "old.test", now - 400 * DAY)
+    local t = e:tick("clean")
+    assert.is_nil(t.skipped)
+    assert.equal(0, t.deleted)
+    assert.is_string(s:load(set.crt))
   end)
 
   it("deletes unmanaged expired sets with their site folder, keeps the managed, the fresh and the unparseable", function()

@@ -320,6 +320,13 @@ function File:clean_temp(before)
   return removed
 end
 
+-- A time as whole seconds the core takes: a policy's huge grace period
+-- (now - 1e300) means before anything stored, not an error.
+local function whole_seconds(t)
+  if t ~= t then error("storage clean_scan: a time is NaN", 3) end
+  return math.floor(math.max(math.min(t, 2 ^ 62), -2 ^ 62))
+end
+
 --- clean_scan{expired_before = t, temp_before = t} -> scan | nil, err, code:
 -- the clean pass's one walk of the tree (core.clean_scan): every stored
 -- certificate under certificates/ read on threads for its leaf's notAfter,
@@ -335,7 +342,7 @@ function File:clean_scan(opts)
     return nil, err, code
   end
   return core.clean_scan(self.root, { crt_top = keys.CERTS_PREFIX, skip_top = JOURNAL_DIR,
-    expired_before = math.floor(opts.expired_before), temp_before = math.floor(opts.temp_before),
+    expired_before = whole_seconds(opts.expired_before), temp_before = whole_seconds(opts.temp_before),
     threads = 4, max_bytes = math.min(self.max_bytes, 1024 * 1024) })
 end
 
