@@ -180,6 +180,8 @@ describe("the clean pass on the file backend", function()
     clock:advance(31 * DAY) -- a.test's own certificate has expired too, but a.test is managed
     local t = e:tick("clean")
     assert.equal(2, t.deleted) -- gone.test and grace.test (now past its grace)
+    -- each step's time, as plain numbers the tick's log line shows
+    for _, step in ipairs { "staples", "crls", "certs", "locks" } do assert.is_number(t["seconds_" .. step], step) end
     assert.equal(1, t.unparseable)
     assert.is_nil(lfs.attributes(root .. "/" .. gone.site))
     assert.is_nil(lfs.attributes(root .. "/" .. grace.site))

@@ -324,7 +324,10 @@ function Run:clean_figure(figure, opts)
     say("%s: %d certificates deleted, %d kept, %d staples deleted", figure, tick.deleted or 0, tick.kept or 0,
       tick.staples_deleted or 0)
     local phases = {}
-    for phase, s in pairs(tick.seconds or {}) do phases[#phases + 1] = ("%s %.3f s"):format(phase, s) end
+    for key, s in pairs(tick) do
+      local phase = type(key) == "string" and key:match("^seconds_(.+)$")
+      if phase then phases[#phases + 1] = ("%s %.3f s"):format(phase, s) end
+    end
     table.sort(phases)
     say("%s: time by step: %s", figure, table.concat(phases, ", "))
     self:emit(figure, n, seconds, peak)

@@ -94,13 +94,14 @@ end
 
 M.LAST_CLEAN_KEY = "certmaint/last_clean"
 
--- fn(...) with its wall time added to tick.seconds[phase] (where a clean
--- pass spends its time: the bench prints it, status could)
+-- fn(...) with its wall time in tick["seconds_" .. phase], rounded to the
+-- millisecond (where a clean pass spends its time: the tick's log line and
+-- the bench show it)
 local function timed(tick, phase, fn, ...)
   local t0 = core.monotonic()
   fn(...)
-  tick.seconds = tick.seconds or {}
-  tick.seconds[phase] = (tick.seconds[phase] or 0) + core.monotonic() - t0
+  local key = "seconds_" .. phase
+  tick[key] = math.floor(((tick[key] or 0) + core.monotonic() - t0) * 1000 + 0.5) / 1000
 end
 M.CLEAN_LOCK = "clean"
 
