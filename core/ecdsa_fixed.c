@@ -91,6 +91,15 @@ out:
     return k;
 }
 
+/* The cached key for the point pub, or NULL (under cache_lock). */
+static struct cm_ecdsa_fixed *cached(const unsigned char *pub, size_t pub_len)
+{
+    size_t i;
+    for (i = 0; i < CACHE_SLOTS; i++)
+        if (cache[i] && cache[i]->pub_len == pub_len && memcmp(cache[i]->pub, pub, pub_len) == 0) return cache[i];
+    return NULL;
+}
+
 struct cm_ecdsa_fixed *cm_ecdsa_fixed_get(EVP_PKEY *pkey)
 {
     char group[64];
@@ -107,24 +116,16 @@ struct cm_ecdsa_fixed *cm_ecdsa_fixed_get(EVP_PKEY *pkey)
         return NULL;
     }
     pthread_mutex_lock(&cache_lock);
-    for (i = 0; i < CACHE_SLOTS; i++)
-        if (cache[i] && cache[i]->pub_len == pub_len && memcmp(cache[i]->pub, pub, pub_len) == 0) {
-            k = cache[i];
-            k->refs++;
-            k->used = ++cache_clock;
-            break;
-        }
+    if ((k = cached(pub, pub_len))) {
+        k->refs++;
+        k->used = ++cache_clock;
+    }
     pthread_mutex_unlock(&cache_lock);
     if (k) return k;
 
     if (!(made = fixed_new(nid, pub, pub_len))) return NULL;
     pthread_mutex_lock(&cache_lock);
-    for (i = 0; i < CACHE_SLOTS; i++) /* made meanwhile by another thread? */
-        if (cache[i] && cache[i]->pub_len == pub_len && memcmp(cache[i]->pub, pub, pub_len) == 0) {
-            k = cache[i];
-            break;
-        }
-    if (!k) {
+    if (!(k = cached(pub, pub_len))) { /* (else another thread made it meanwhile) */
         /* a free slot, else the least recently used one nobody holds */
         for (i = 0; i < CACHE_SLOTS; i++) {
             if (!cache[i]) { victim = (int)i; break; }
