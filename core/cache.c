@@ -23,6 +23,7 @@
 #include "encoding.h"
 #include "fileio.h"
 #include "renewal.h"
+#include "x509.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -65,6 +66,8 @@ struct entry {
     uint16_t nnames, nocsp, ncrl;
     uint8_t staple_status;
     uint8_t fixed_flags; /* CM_CACHE_MUST_STAPLE, CM_CACHE_CRL_ONLY: facts of the certificate */
+    uint8_t pem_fnv_ok;  /* pem_fnv holds FNV-1a 32 of the chain's PEM (certmagic's staple key) */
+    uint32_t pem_fnv;    /* made with the entry (on the load's threads): the OCSP pass needs it of each */
 };
 
 struct cm_cache {
@@ -496,6 +499,16 @@ static int build_entry(const struct cm_cert_facts *f, struct built *out, struct 
     out->e.not_after = f->not_after;
     out->e.renew_at = (double)f->not_after;
     out->e.next_attempt = 0;
+    {
+        /* a PEM that cannot be made leaves the key to be made (and fail) where it is used */
+        char *pem = NULL;
+        size_t pem_len = 0;
+        if (cm_x509_chain_pem(f->der, f->der_len, f->chain_der, f->chain_der_len, &pem, &pem_len, NULL) == CM_OK) {
+            out->e.pem_fnv = cm_fnv1a32(pem, pem_len);
+            out->e.pem_fnv_ok = 1;
+        }
+        free(pem);
+    }
     free(out->keep); out->keep = NULL;
     return CM_OK;
 }
@@ -1165,6 +1178,8 @@ int cm_cache_view(const struct cm_cache *c, const struct cm_cache_id *id,
     v->chain_der = e->chain_len ? e->blob + e->der_off + e->der_len : NULL;
     v->chain_der_len = e->chain_len;
     v->chain_count = e->chain_count;
+    v->pem_fnv_ok = e->pem_fnv_ok;
+    v->pem_fnv = e->pem_fnv;
     if (c->flags[s] & CM_CACHE_HAS_STAPLE) {
         v->staple.status = (enum cm_ocsp_cert_status)e->staple_status;
         v->staple.this_update = e->staple_this;
@@ -1447,7 +1462,7 @@ static int idbuf_push(struct idbuf *b, const struct cm_cache *c, uint32_t slot)
     return CM_OK;
 }
 
-enum scan_kind { SCAN_DUE, SCAN_STAPLES, SCAN_CRL, SCAN_EXPIRED, SCAN_IDS };
+enum scan_kind { SCAN_DUE, SCAN_STAPLES, SCAN_CRL, SCAN_EXPIRED, SCAN_IDS, SCAN_MUST_STAPLE };
 
 /* One linear pass over the hot arrays for kind; each kind's loop reads only
  * the one or two arrays it needs. */
@@ -1496,6 +1511,11 @@ static int scan(struct cm_cache *c, enum scan_kind kind, double now, double grac
         SCAN_LOOP(managed < 0 || (managed > 0) == ((fl[i] & CM_CACHE_MANAGED) != 0))
         break;
     }
+    case SCAN_MUST_STAPLE: {
+        const uint8_t *fl = c->flags;
+        SCAN_LOOP(fl[i] & CM_CACHE_MUST_STAPLE)
+        break;
+    }
     }
 #undef SCAN_LOOP
     *ids = b.ids;
@@ -1535,6 +1555,12 @@ int cm_cache_ids(struct cm_cache *c, int managed, struct cm_cache_id **ids,
                  size_t *count, struct cm_result *res)
 {
     return scan(c, SCAN_IDS, 0, 0, managed, 0, ids, count, res);
+}
+
+int cm_cache_scan_must_staple(struct cm_cache *c, struct cm_cache_id **ids, size_t *count,
+                              struct cm_result *res)
+{
+    return scan(c, SCAN_MUST_STAPLE, 0, 0, 0, 0, ids, count, res);
 }
 
 size_t cm_cache_count(struct cm_cache *c)

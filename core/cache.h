@@ -169,6 +169,8 @@ struct cm_cache_view {
     const unsigned char *der, *chain_der; /* leaf; rest of the chain (NULL if none) */
     size_t der_len, chain_der_len, chain_count;
     struct cm_cache_staple staple; /* meaningful when flags has CM_CACHE_HAS_STAPLE */
+    int pem_fnv_ok;                /* 1: pem_fnv is FNV-1a 32 of the chain's PEM (cm_x509_chain_pem) */
+    uint32_t pem_fnv;
     const unsigned char *blob_;    /* private */
     const uint32_t *off_;
 };
@@ -311,6 +313,9 @@ int cm_cache_scan_expired(struct cm_cache *c, double now, double grace, size_t l
                           struct cm_cache_id **ids, size_t *count, struct cm_result *res);
 int cm_cache_ids(struct cm_cache *c, int managed, struct cm_cache_id **ids,
                  size_t *count, struct cm_result *res);
+/* The entries whose certificate asks for a staple (CM_CACHE_MUST_STAPLE). */
+int cm_cache_scan_must_staple(struct cm_cache *c, struct cm_cache_id **ids, size_t *count,
+                              struct cm_result *res);
 
 /* Number of entries. */
 size_t cm_cache_count(struct cm_cache *c);

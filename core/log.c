@@ -155,6 +155,7 @@ void cm_log(enum cm_log_level level, const char *event, ...)
 
 void cm_log_set_format(enum cm_log_format format) { log_format = format; }
 void cm_log_set_level(enum cm_log_level level) { log_level = level; }
+int cm_log_wants(enum cm_log_level level) { return level >= log_level || capture_on; }
 void cm_log_set_fd(int fd) { log_fd = fd; }
 
 int cm_log_level_parse(const char *name)

@@ -23,6 +23,9 @@ void cm_log(enum cm_log_level level, const char *event, ...);
 
 void cm_log_set_format(enum cm_log_format format);
 void cm_log_set_level(enum cm_log_level level);
+/* 1 when a line at level would be written or captured: callers skip building
+ * fields nobody reads (a debug line a staple at start-up). */
+int cm_log_wants(enum cm_log_level level);
 /* Where lines go (default 2, stderr). */
 void cm_log_set_fd(int fd);
 

@@ -78,7 +78,8 @@ struct pending {
     unsigned char dgst[EVP_MAX_MD_SIZE];
     unsigned int dlen;
     struct cm_ecdsa_check sig; /* fast: its signature, for cm_ecdsa_fixed_verify_many */
-    int decoded, fast;
+    unsigned char memo_key[CM_OCSP_MEMO_KEY];
+    int decoded, fast, memo_hit;
 };
 
 static void pending_clear(struct pending *pd)
@@ -138,6 +139,13 @@ static void decode_item(struct cm_ocsp_batch *b, size_t i, struct cm_fileio_buf 
         pd->sig.dgst = pd->dgst;
         pd->sig.dlen = pd->dlen;
         pd->fast = 1;
+        if (b->o.memo) {
+            cm_ocsp_memo_key(pd->is->fast.key_sha256, pd->dgst, pd->dlen, pd->sig.sig, pd->sig.siglen,
+                             pd->memo_key);
+            /* checked good before, under this key: what verify_many would say again */
+            pd->memo_hit = cm_ocsp_memo_has(b->o.memo, pd->memo_key);
+            it->memo_hit = pd->memo_hit;
+        }
     }
     ERR_clear_error();
     return;
@@ -176,6 +184,8 @@ static void check_range(struct cm_ocsp_batch *b, size_t first, size_t last, stru
     size_t i, j, k, n = last - first, m;
     for (i = 0; i < n; i++) decode_item(b, first + i, rd, &pd[i]);
     /* one verify_many a key (a batch has one or two issuers) */
+    for (i = 0; i < n; i++)
+        if (pd[i].memo_hit) pd[i].sig.ok = -1; /* done: fast stays 1 */
     for (i = 0; i < n; i++) {
         const struct cm_ecdsa_fixed *key;
         if (!pd[i].fast || pd[i].sig.ok == -1) continue;
@@ -188,6 +198,10 @@ static void check_range(struct cm_ocsp_batch *b, size_t first, size_t last, stru
                 pd[j].sig.ok = sigs[k++].ok ? 1 : 0;
                 pd[j].fast = pd[j].sig.ok; /* a signature it refused: OpenSSL says why */
                 pd[j].sig.ok = -1;         /* done */
+                if (pd[j].fast && b->o.memo) {
+                    b->items[first + j].memo_new = 1;
+                    memcpy(b->items[first + j].memo_key, pd[j].memo_key, CM_OCSP_MEMO_KEY);
+                }
             }
     }
     for (i = 0; i < n; i++) check_decoded(b, first + i, &pd[i], pd[i].fast);
@@ -354,6 +368,7 @@ int cm_ocsp_batch_start(struct cm_ocsp_batch **out, struct cm_cache *c,
     for (i = 0; i < n; i++) {
         struct cm_ocsp_batch_item *it = &items[i];
         it->ok = it->attached = it->attach_failed = 0;
+        it->memo_hit = it->memo_new = 0;
         memset(&it->info, 0, sizeof it->info);
         it->refresh_at = NAN;
         it->file_der = NULL;
@@ -469,6 +484,8 @@ void cm_ocsp_batch_finish(struct cm_cache *c, struct cm_ocsp_batch *b)
     for (i = 0; i < b->n; i++) {
         struct cm_ocsp_batch_item *it = &b->items[i];
         if (it->ok) attach(c, &b->o, it);
+        /* a memo out of memory only checks that signature again next time */
+        if (it->ok && it->memo_new) (void)cm_ocsp_memo_add(b->o.memo, it->memo_key, NULL);
         if (drop_der) {
             free(it->file_der);
             it->file_der = NULL;

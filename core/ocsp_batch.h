@@ -28,6 +28,7 @@
 
 #include "cache.h"
 #include "ocsp.h"
+#include "ocsp_memo.h"
 #include "result.h"
 
 #define CM_OCSP_BATCH_MAX_THREADS 16u
@@ -49,6 +50,9 @@ struct cm_ocsp_batch_item {
     unsigned char *file_der;  /* with path and opts->keep_der, when ok: the bytes
                                * read (malloc'd; cm_ocsp_batch_items_free frees) */
     size_t file_der_len;
+    int memo_hit;             /* opts->memo: its signature was in the memo, not checked again */
+    int memo_new;             /* opts->memo: its signature was checked good now (finish adds it) */
+    unsigned char memo_key[CM_OCSP_MEMO_KEY];
     struct cm_result res;     /* when !ok (or attach_failed) */
 };
 
@@ -62,6 +66,8 @@ struct cm_ocsp_batch_opts {
                        * times; no signature), for measuring, never for trusting */
     int attach;       /* 0 (default); 1: finish attaches usable responses (below) */
     int keep_der;     /* 0 (default); 1: items read from a file keep the bytes */
+    struct cm_ocsp_memo *memo; /* NULL (default); else signatures found in it are not checked
+                                * again, and those checked good are added (finish) */
 };
 
 void cm_ocsp_batch_opts_init(struct cm_ocsp_batch_opts *o);

@@ -1481,9 +1481,9 @@ static int l_expired(lua_State *L)
 
 static int l_ids(lua_State *L)
 {
-    static const char *const keys[] = {"managed", NULL};
+    static const char *const keys[] = {"managed", "must_staple", NULL};
     struct lcache *lc = check_open(L);
-    int managed = -1;
+    int managed = -1, must_staple = 0;
     size_t n = 0;
     struct cm_result res;
     struct guard *g;
@@ -1493,9 +1493,15 @@ static int l_ids(lua_State *L)
         if (get_typed(L, 2, "cache:ids", "managed", LUA_TBOOLEAN) != LUA_TNIL)
             managed = lua_toboolean(L, -1);
         lua_pop(L, 1);
+        if (get_typed(L, 2, "cache:ids", "must_staple", LUA_TBOOLEAN) != LUA_TNIL)
+            must_staple = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+        if (must_staple && managed != -1) return luaL_error(L, "cache:ids: managed and must_staple do not go together");
     }
     g = guard_push(L);
-    if (cm_cache_ids(lc->c, managed, &g->ids, &n, &res) != CM_OK) return cm_lua_fail(L, &res);
+    if (must_staple ? cm_cache_scan_must_staple(lc->c, &g->ids, &n, &res) != CM_OK
+                    : cm_cache_ids(lc->c, managed, &g->ids, &n, &res) != CM_OK)
+        return cm_lua_fail(L, &res);
     return push_ids(L, g, n);
 }
 

@@ -35,6 +35,7 @@ int cm_lua_open_commit(lua_State *L);
 int cm_lua_open_clean_scan(lua_State *L);
 int cm_lua_open_sdnotify(lua_State *L);
 int cm_lua_open_failpoint(lua_State *L);
+int cm_lua_open_ocsp_memo(lua_State *L);
 
 /* The accounting allocator (lwatch.c): the Lua heap in bytes, capped at
  * `limit` (0: none) and, while a watched policy call runs, at that call's

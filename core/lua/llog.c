@@ -115,6 +115,15 @@ static int l_log_counts(lua_State *L)
     return 1;
 }
 
+/* log_wants(level) -> bool: would a line at level be written or captured? */
+static int l_log_wants(lua_State *L)
+{
+    int lv = cm_log_level_parse(luaL_checkstring(L, 1));
+    if (lv < 0) return luaL_argerror(L, 1, "a log level: debug, info, warn or error");
+    lua_pushboolean(L, cm_log_wants((enum cm_log_level)lv));
+    return 1;
+}
+
 int cm_lua_open_log(lua_State *L)
 {
     static const luaL_Reg fns[] = {
@@ -122,6 +131,7 @@ int cm_lua_open_log(lua_State *L)
         {"log_config", l_log_config},
         {"log_take", l_log_take},
         {"log_counts", l_log_counts},
+        {"log_wants", l_log_wants},
         {NULL, NULL},
     };
     luaL_setfuncs(L, fns, 0);

@@ -17,6 +17,7 @@
  */
 #include "lcore.h"
 #include "locsp_batch.h"
+#include "locsp_memo.h"
 #include "lrenewal.h"
 
 #include <stdlib.h>
@@ -75,7 +76,7 @@ static size_t read_args(lua_State *L, const char *what, struct cm_ocsp_batch_opt
                         int *ders)
 {
     static const char *const keys[] = {"now", "skew", "threads", "files", "max_bytes", "verify",
-                                       "attach", "ders", NULL};
+                                       "attach", "ders", "memo", NULL};
     lua_Integer n, i;
     luaL_checktype(L, 2, LUA_TTABLE);
     luaL_checktype(L, 3, LUA_TTABLE);
@@ -107,6 +108,10 @@ static size_t read_args(lua_State *L, const char *what, struct cm_ocsp_batch_opt
         if (o->attach && o->now <= 0)
             cm_lua_opt_error(L, what, "option 'attach' needs 'now'");
     }
+    if (!lua_isnil(L, 4)) {
+        if (lua_getfield(L, 4, "memo") != LUA_TNIL) o->memo = cm_lua_ocsp_memo_check(L, -1);
+        lua_pop(L, 1);
+    }
     o->keep_der = *files && *ders;
     n = (lua_Integer)lua_rawlen(L, 2);
     if ((lua_Integer)lua_rawlen(L, 3) != n)
@@ -133,12 +138,17 @@ static size_t read_args(lua_State *L, const char *what, struct cm_ocsp_batch_opt
 /* Make the batch userdata (pushed) with its own copies of the arguments. */
 static struct lobatch *new_batch(lua_State *L, const char *what, size_t n, int files, int ders)
 {
-    struct lobatch *lb = lua_newuserdatauv(L, sizeof *lb, 1);
+    struct lobatch *lb = lua_newuserdatauv(L, sizeof *lb, 2);
     size_t i, total = 1, at = 0;
     memset(lb, 0, sizeof *lb);
     luaL_setmetatable(L, OBATCH_MT);
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1);
+    /* the memo the threads read: alive while the batch is */
+    if (lua_istable(L, 4)) {
+        lua_getfield(L, 4, "memo");
+        lua_setiuservalue(L, -2, 2);
+    }
     lb->n = n;
     lb->files = files;
     lb->ders = ders;
@@ -172,70 +182,71 @@ static struct lobatch *new_batch(lua_State *L, const char *what, size_t n, int f
     return lb;
 }
 
-static void set_col(lua_State *L, int r, const char *col, lua_Integer i)
-{
-    lua_getfield(L, r, col);
-    lua_insert(L, -2);
-    lua_rawseti(L, -2, i);
-    lua_pop(L, 1);
-}
-
-/* Push r for the finished items of lb. */
+/* Push r for the finished items of lb.  The columns stay on the stack while
+ * they are filled (a lookup of r's field for each value cost ~1 us an item). */
 static void push_results(lua_State *L, const struct lobatch *lb)
 {
-    static const char *const cols[] = {"ok", "status", "this_update", "next_update",
-                                       "produced_at", "revoked_at", "reason", "refresh_at",
-                                       "attached", "error", "code", "der", NULL};
+    enum { OK, STATUS, THIS_UPDATE, NEXT_UPDATE, PRODUCED_AT, REVOKED_AT, REASON, REFRESH_AT, ATTACHED,
+           ERROR, CODE, DER, NCOLS };
+    static const char *const cols[NCOLS] = {"ok", "status", "this_update", "next_update",
+                                            "produced_at", "revoked_at", "reason", "refresh_at",
+                                            "attached", "error", "code", "der"};
     size_t i;
-    int k, r;
-    lua_createtable(L, 0, 12);
+    int k, r, c0;
+    luaL_checkstack(L, NCOLS + 4, "cache:verify_staples");
+    lua_createtable(L, 0, NCOLS);
     r = lua_gettop(L);
-    for (k = 0; cols[k]; k++) {
-        int dense = k <= 4 || strcmp(cols[k], "refresh_at") == 0 || strcmp(cols[k], "attached") == 0;
+    c0 = r + 1;
+    for (k = 0; k < NCOLS; k++) {
+        int dense = k <= PRODUCED_AT || k == REFRESH_AT || k == ATTACHED;
         lua_createtable(L, dense ? (int)lb->n : 0, 0);
+        lua_pushvalue(L, -1);
         lua_setfield(L, r, cols[k]);
     }
+#define SET(col) lua_rawseti(L, c0 + (col), li)
     for (i = 0; i < lb->n; i++) {
         const struct cm_ocsp_batch_item *it = &lb->items[i];
         lua_Integer li = (lua_Integer)i + 1;
         lua_pushboolean(L, it->ok);
-        set_col(L, r, "ok", li);
+        SET(OK);
         lua_pushboolean(L, it->attached);
-        set_col(L, r, "attached", li);
+        SET(ATTACHED);
         if (!it->ok || it->attach_failed) {
             lua_pushstring(L, it->res.message[0] ? it->res.message : "error");
-            set_col(L, r, "error", li);
+            SET(ERROR);
             lua_pushstring(L, it->res.code[0] ? it->res.code : "error");
-            set_col(L, r, "code", li);
+            SET(CODE);
         }
         if (!it->ok) continue;
         lua_pushstring(L, cm_ocsp_status_name(it->info.status));
-        set_col(L, r, "status", li);
+        SET(STATUS);
         lua_pushinteger(L, (lua_Integer)it->info.this_update);
-        set_col(L, r, "this_update", li);
+        SET(THIS_UPDATE);
         if (it->info.next_update) {
             lua_pushinteger(L, (lua_Integer)it->info.next_update);
-            set_col(L, r, "next_update", li);
+            SET(NEXT_UPDATE);
         }
         lua_pushinteger(L, (lua_Integer)it->info.produced_at);
-        set_col(L, r, "produced_at", li);
+        SET(PRODUCED_AT);
         if (it->info.status == CM_OCSP_REVOKED) {
             lua_pushinteger(L, (lua_Integer)it->info.revoked_at);
-            set_col(L, r, "revoked_at", li);
+            SET(REVOKED_AT);
             if (cm_ocsp_reason_name(it->info.reason)) {
                 lua_pushstring(L, cm_ocsp_reason_name(it->info.reason));
-                set_col(L, r, "reason", li);
+                SET(REASON);
             }
         }
         if (it->refresh_at == it->refresh_at) { /* not NaN: the entry was there */
             cm_lua_push_time(L, it->refresh_at);
-            set_col(L, r, "refresh_at", li);
+            SET(REFRESH_AT);
         }
         if (lb->files && lb->ders && it->file_der) {
             lua_pushlstring(L, (const char *)it->file_der, it->file_der_len);
-            set_col(L, r, "der", li);
+            SET(DER);
         }
     }
+#undef SET
+    lua_settop(L, r);
 }
 
 /* Start lb's batch on the cache at 1; nil, err, code pushed on failure. */

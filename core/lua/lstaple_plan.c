@@ -58,10 +58,14 @@ static int staple_key(const struct cm_cache_view *v, char *out, size_t cap)
     const char *name = cm_cache_view_item(v, CM_CACHE_NAMES, 0, &len);
     uint32_t h;
     int n;
-    if (cm_x509_chain_pem(v->der, v->der_len, v->chain_der, v->chain_der_len, &pem, &pem_len, &res) != CM_OK)
-        return 0;
-    h = cm_fnv1a32(pem, pem_len);
-    free(pem);
+    if (v->pem_fnv_ok) {
+        h = v->pem_fnv; /* made with the entry */
+    } else {
+        if (cm_x509_chain_pem(v->der, v->der_len, v->chain_der, v->chain_der_len, &pem, &pem_len, &res) != CM_OK)
+            return 0;
+        h = cm_fnv1a32(pem, pem_len);
+        free(pem);
+    }
     if (name) {
         if (cm_name_storage_key(name, len, namekey, &res) != CM_OK) return 0;
         n = snprintf(out, cap, "ocsp/%s-%x", namekey, (unsigned)h);

@@ -427,6 +427,7 @@ M.FIELDS = {
     crl_checks        = { kind = "boolean", default = true },  -- CRLs for certificates naming no responder
     max_crl_size      = { kind = "integer", min = 1024, max = 32 * 1024 * 1024, default = 32 * 1024 * 1024 },
     staple_files      = { kind = "paths" }, -- PEM chains of servers certmaint does not manage, stapled only
+    verified_memo     = { kind = "path_or_false" }, -- signatures checked already; nil: <root>/cache/<host>.ocsp-verified
   } },
   -- the new-order budget per CA account (engine/order_budget.lua; README "Renewal storms");
   -- nil: Let's Encrypt's limits for ACME issuers, none for others

@@ -19,16 +19,28 @@ function M.staple_problem(ocsp, now)
   return nil
 end
 
---- Is cache entry id a must-staple certificate? The flag of a certificate
--- never changes (the id is its hash), so it is kept per id between passes.
+--- Is cache entry id a must-staple certificate? `seen`: a table the caller
+-- keeps for one pass or command (the scan below is made once for it).
 function M:is_must_staple(id, seen)
-  local v = self.must_staple_ids and self.must_staple_ids[id]
-  if v == nil then
-    local c = self.cache:get(id, { pem = false })
-    v = (c and c.must_staple) and true or false
-  end
+  local v = M.must_staple_set(self, seen)[id] or false
   seen[id] = v
   return v
+end
+
+local SCANNED = {} -- the key in a `seen` table of the must-staple ids scanned for it
+
+-- The ids of the cached certificates that ask for a staple, scanned once for
+-- the operation `seen` belongs to (a pass, a status call): one C scan of the
+-- cache's flags (a cache:get each was ~15 us a certificate, 1.5 s of the first
+-- OCSP pass at 100k).
+function M.must_staple_set(self, seen)
+  local set = seen[SCANNED]
+  if not set then
+    set = {}
+    for _, id in ipairs(self.cache:ids { must_staple = true }) do set[id] = true end
+    seen[SCANNED] = set
+  end
+  return set
 end
 
 --- One-shot commands (status, status --check) run no OCSP pass: attach the
@@ -74,9 +86,9 @@ function M:must_staple_check(now, tick)
         managed = c.managed })
     end
   end
-  for id in pairs(self.by_id) do check(id) end
-  for id in pairs(self.staple_files_by_id or {}) do check(id) end
-  self.must_staple_ids = seen -- only certificates still cached are remembered
+  for id in pairs(M.must_staple_set(self, seen)) do
+    if self.by_id[id] or (self.staple_files_by_id and self.staple_files_by_id[id]) then check(id) end
+  end
   tick.must_staple = n
   tick.must_staple_unstapled = bad
   return bad, n

@@ -153,7 +153,7 @@ M.STATUS_JSON_FORMS = JSON_FORMS
 function M:status_rows(now, each_row)
   now = now or core.now()
   local cache, ropts, rows = self.cache, self.renewal_opts, {}
-  local must_staple_seen = {} -- engine/must_staple.lua's flag per id (kept from the last OCSP pass)
+  local must_staple_seen = {} -- engine/must_staple.lua's flag per id, scanned once for this call
   self:each_status_batch(now, function(first, last, ids, fields)
     for j = 1, last - first + 1 do
       local row = { on_demand = self.entries[self.order[first + j - 1]].on_demand }
