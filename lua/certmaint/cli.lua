@@ -16,9 +16,10 @@ commands:
   once POLICY                    one renew, OCSP and clean pass, then exit (cron, CI)
   check POLICY [--at TIME]       validate the policy and print what the passes would do
                                  (now, or at TIME), changing nothing
-  status POLICY [--json] [--check] [--daemon]
+  status POLICY [--json] [--check] [--daemon] [--color=auto|always|never]
                                  one row per certificate: names, issuer, expiry, renewal,
-                                 deploys, errors; --check: one line, exit 1 if anything
+                                 deploys, errors (coloured on a terminal unless NO_COLOR
+                                 is set); --check: one line, exit 1 if anything
                                  needs attention, 2 if the daemon is stalled or gone
                                  (a monitoring check); --daemon: the daemon's health
   renew POLICY [NAME...] [--force]
@@ -62,13 +63,20 @@ Validate POLICY and print, for each certificate, what the next passes would do
 and when (obtain / renew at T / clean / report), running the policy's real
 hooks against the clock shifted to TIME. Changes nothing.]],
   status = [[
-usage: certmaint status POLICY [--json] [--check] [--daemon]
+usage: certmaint status POLICY [--json] [--check] [--daemon] [--color=WHEN]
 One row per managed certificate: names, issuer, not_after, time left, renewal
 due and when, staple status ("(must-staple)" after it for a certificate with
 the TLS Feature extension), what was deployed when (DEPLOYED), last error
 (renewal or deploy) and retry state. --json prints a JSON array (names,
 managed, issuer, serial, not_before, not_after, renewal_due, renewal_at, ocsp,
-must_staple, last_error, attempts, next_attempt, time_left, deploy). Exit status 0.
+must_staple, last_error, attempts, next_attempt, time_left, deploy; each field
+in certmaint(1), STATUS JSON). Exit status 0.
+
+What needs attention is coloured: red for expired, missing, overdue, failing
+(a last error, a failed deploy, a revoked staple, Must-Staple unstapled),
+yellow for expiring inside the guard, due now, or an outdated deploy.
+--color=WHEN: auto (default: only when stdout is a terminal and NO_COLOR is
+unset or empty), always (also --color alone) or never.
 
 --check makes it a monitoring check (Nagios style): one line on stdout, "certmaint
 OK: ..." with exit status 0, or "certmaint WARNING: N of M certificates need

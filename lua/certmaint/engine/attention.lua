@@ -33,6 +33,7 @@ function M:findings(row, now)
   local function add(cell, level, text) out[#out + 1] = { cell = cell, level = level, text = text } end
   if not row.not_after then
     add("renew", "red", row.last_error or "no certificate in storage")
+    add("error", "red", nil)
     return out
   end
   if now > row.not_after then
