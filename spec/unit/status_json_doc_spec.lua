@@ -12,6 +12,8 @@ local core = require "certmaint.core"
 
 local OCSP_URL = "http://127.0.0.1:1/ocsp" -- answered in-process by testing.engine
 
+local root = os.getenv("CERTMAINT_SOURCE_DIR") or "."
+
 local function read(path)
   local f = assert(io.open(path))
   local s = f:read("a")
@@ -39,7 +41,7 @@ end
 
 -- The fields the man page's STATUS JSON section describes (.TP / .B FIELD).
 local function man_fields()
-  local text = read("man/certmaint.1")
+  local text = read(root .. "/man/certmaint.1")
   local section = assert(text:match("\n%.SH STATUS JSON\n(.-)\n%.SH "), "man/certmaint.1 has no STATUS JSON section")
   local out = {}
   for field in section:gmatch("\n%.TP\n%.B ([%w_%.%[%]]+)\n") do out[field] = true end
@@ -48,7 +50,7 @@ end
 
 -- The fields of the README's table under "### `status --json`, field by field".
 local function readme_fields()
-  local text = read("README.md")
+  local text = read(root .. "/README.md")
   local section = assert(text:match("\n### `status %-%-json`, field by field\n(.-)\n#"),
     "README.md has no status --json field table")
   local out = {}
