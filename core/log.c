@@ -9,6 +9,7 @@
 
 #include "clock.h"
 #include "rfc3339.h"
+#include "term.h"
 
 #define LINE_MAX_BYTES 8192
 #define CAPTURE_MAX_LINES 10000
@@ -130,10 +131,12 @@ void cm_log_event(enum cm_log_level level, const char *event, size_t n,
     if (capture_on) keep_captured(ln.buf);
     if (level < log_level || !echo_on) return;
     ln.buf[ln.len++] = '\n';
+    cm_term_progress_hide(log_fd); /* a progress line on the same terminal: not mixed in */
     for (off = 0; off < ln.len; off += (size_t)w) {
         w = write(log_fd, ln.buf + off, ln.len - off);
         if (w <= 0) break; /* nowhere left to report a logging failure */
     }
+    cm_term_progress_show(log_fd);
 }
 
 void cm_log(enum cm_log_level level, const char *event, ...)

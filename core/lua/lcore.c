@@ -230,7 +230,7 @@ int luaopen_certmaint_core(lua_State *L)
         cm_lua_open_renewal, cm_lua_open_watch, cm_lua_open_pattern,
         cm_lua_open_jws,     cm_lua_open_tlsalpn, cm_lua_open_crl,
         cm_lua_open_commit,  cm_lua_open_clean_scan, cm_lua_open_sdnotify,
-        cm_lua_open_failpoint, cm_lua_open_ocsp_memo,
+        cm_lua_open_failpoint, cm_lua_open_ocsp_memo, cm_lua_open_term,
     };
     size_t i;
     lua_newtable(L);

@@ -34,6 +34,7 @@ int cm_lua_open_crl(lua_State *L);
 int cm_lua_open_commit(lua_State *L);
 int cm_lua_open_clean_scan(lua_State *L);
 int cm_lua_open_sdnotify(lua_State *L);
+int cm_lua_open_term(lua_State *L);
 int cm_lua_open_failpoint(lua_State *L);
 int cm_lua_open_ocsp_memo(lua_State *L);
 

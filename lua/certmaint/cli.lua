@@ -4,6 +4,7 @@
 -- the policy is wrong (said with file:line).
 local core = require "certmaint.core"
 local issuers = require "certmaint.issuer"
+local color = require "certmaint.color"
 
 local M = {}
 
@@ -15,9 +16,10 @@ commands:
   once POLICY                    one renew, OCSP and clean pass, then exit (cron, CI)
   check POLICY [--at TIME]       validate the policy and print what the passes would do
                                  (now, or at TIME), changing nothing
-  status POLICY [--json] [--check] [--daemon]
+  status POLICY [--json] [--check] [--daemon] [--color=auto|always|never]
                                  one row per certificate: names, issuer, expiry, renewal,
-                                 deploys, errors; --check: one line, exit 1 if anything
+                                 deploys, errors (coloured on a terminal unless NO_COLOR
+                                 is set); --check: one line, exit 1 if anything
                                  needs attention, 2 if the daemon is stalled or gone
                                  (a monitoring check); --daemon: the daemon's health
   renew POLICY [NAME...] [--force]
@@ -61,13 +63,20 @@ Validate POLICY and print, for each certificate, what the next passes would do
 and when (obtain / renew at T / clean / report), running the policy's real
 hooks against the clock shifted to TIME. Changes nothing.]],
   status = [[
-usage: certmaint status POLICY [--json] [--check] [--daemon]
+usage: certmaint status POLICY [--json] [--check] [--daemon] [--color=WHEN]
 One row per managed certificate: names, issuer, not_after, time left, renewal
 due and when, staple status ("(must-staple)" after it for a certificate with
 the TLS Feature extension), what was deployed when (DEPLOYED), last error
 (renewal or deploy) and retry state. --json prints a JSON array (names,
 managed, issuer, serial, not_before, not_after, renewal_due, renewal_at, ocsp,
-must_staple, last_error, attempts, next_attempt, time_left, deploy). Exit status 0.
+must_staple, last_error, attempts, next_attempt, time_left, deploy; each field
+in certmaint(1), STATUS JSON). Exit status 0.
+
+What needs attention is coloured: red for expired, missing, overdue, failing
+(a last error, a failed deploy, a revoked staple, Must-Staple unstapled),
+yellow for expiring inside the guard, due now, or an outdated deploy.
+--color=WHEN: auto (default: only when stdout is a terminal and NO_COLOR is
+unset or empty), always (also --color alone) or never.
 
 --check makes it a monitoring check (Nagios style): one line on stdout, "certmaint
 OK: ..." with exit status 0, or "certmaint WARNING: N of M certificates need
@@ -168,21 +177,24 @@ local function left(secs)
 end
 M.left = left
 
-local function print_table(headers, rows)
+-- levels (optional): levels[row][column] "red" | "yellow" paints that cell
+-- (after padding, so the columns stay aligned).
+local function print_table(headers, rows, levels)
   local widths = {}
   for i, h in ipairs(headers) do widths[i] = #h end
   for _, r in ipairs(rows) do
     for i, v in ipairs(r) do widths[i] = math.max(widths[i], #tostring(v)) end
   end
-  local function line(cells)
+  local function line(cells, paint)
     local parts = {}
     for i, v in ipairs(cells) do
       parts[i] = (i == #cells) and tostring(v) or string.format("%-" .. widths[i] .. "s", tostring(v))
+      if paint and paint[i] then parts[i] = color.paint(parts[i], paint[i]) end
     end
     io.stdout:write(table.concat(parts, "  "), "\n")
   end
   line(headers)
-  for _, r in ipairs(rows) do line(r) end
+  for j, r in ipairs(rows) do line(r, levels and levels[j]) end
 end
 
 -- Run fn inside a loop task to completion (one-shot commands).
@@ -327,9 +339,12 @@ end
 M.check_summary = check_summary
 
 function commands.status(engine, args)
-  local json, check, daemon = false, false, false
+  local json, check, daemon, color_mode = false, false, false, "auto"
   for _, a in ipairs(args) do
-    if a == "--json" then json = true
+    local mode, cerr = color.parse_option(a)
+    if mode then color_mode = mode
+    elseif mode == false then return usage_error("status: " .. cerr)
+    elseif a == "--json" then json = true
     elseif a == "--check" then check = true
     elseif a == "--daemon" then daemon = true
     else return usage_error("status: unexpected argument '" .. a .. "'") end
@@ -395,8 +410,15 @@ function commands.status(engine, args)
     return true, engine:status_rows(now)
   end)
   if not ok then eprint("certmaint: status: " .. tostring(rows)) return 1 end
-  local out = {}
-  for _, r in ipairs(rows) do
+  -- what needs attention in colour: on a terminal only (or as --color says)
+  local painted = color.wanted(color_mode, os.getenv("NO_COLOR"), core.isatty(1))
+  local out, levels = {}, {}
+  for j, r in ipairs(rows) do
+    if painted then
+      local l = engine:cell_levels(r, now)
+      -- NAMES ISSUER NOT_AFTER LEFT RENEW STAPLE DEPLOYED LAST_ERROR
+      levels[j] = { l.names, nil, l.left, l.left, l.renew, l.staple, l.deployed, l.error }
+    end
     local staple = M.staple_text(r)
     local err = r.last_error
     if err and r.attempts and r.attempts > 0 and r.next_attempt and r.next_attempt > 0 then
@@ -412,7 +434,8 @@ function commands.status(engine, args)
       staple, deployed, err or "-",
     }
   end
-  print_table({ "NAMES", "ISSUER", "NOT AFTER", "LEFT", "RENEW", "STAPLE", "DEPLOYED", "LAST ERROR" }, out)
+  print_table({ "NAMES", "ISSUER", "NOT AFTER", "LEFT", "RENEW", "STAPLE", "DEPLOYED", "LAST ERROR" }, out,
+    painted and levels or nil)
   return 0
 end
 
@@ -655,6 +678,9 @@ function M.main(args)
   local policy_path = table.remove(rest, 1)
   if not policy_path then return usage_error(cmd .. ": missing POLICY file") end
   core.log_config { format = opts.log_format or "text", level = opts.log_level or "info" }
+  -- long passes (the load, an OCSP pass, many renewals) show a progress line
+  -- on stderr when it is a terminal; never in a pipe, a file or the journal
+  core.progress_enable(true)
 
   local engine, err = make_engine(policy_path, opts)
   if not engine then

@@ -209,6 +209,7 @@ function M:submit_ari(e, collector)
   if queued and collector then
     collector.waiting[job] = true
     collector.outstanding = collector.outstanding + 1
+    collector.total = (collector.total or 0) + 1
   end
   return queued
 end

@@ -21,38 +21,69 @@ local M = {}
 
 M.OVERDUE_CHECKS = 2 -- renew check intervals a due renewal may take before it needs attention
 
---- The reasons row (a status row) needs attention at `now`: a list of short
--- texts, empty when all is well.
-function M:attention(row, now)
+--- What is wrong with row (a status row) at `now`, each finding as
+-- { text =, cell =, level = }: text the short reason (status --check's),
+-- cell the status table's column it is about ("left", "renew", "staple",
+-- "deployed", "error") and level "red" (expired, overdue, failing, not
+-- served) or "yellow" (expiring soon, a warning). A renewal that is due but
+-- not yet overdue is a finding too, with no text (it needs no one yet:
+-- status colours it yellow, --check says nothing).
+function M:findings(row, now)
   local out = {}
+  local function add(cell, level, text) out[#out + 1] = { cell = cell, level = level, text = text } end
   if not row.not_after then
-    out[#out + 1] = row.last_error or "no certificate in storage"
+    add("renew", "red", row.last_error or "no certificate in storage")
+    add("error", "red", nil)
     return out
   end
   if now > row.not_after then
-    out[#out + 1] = "expired " .. rfc3339.iso(row.not_after)
+    add("left", "red", "expired " .. rfc3339.iso(row.not_after))
   else
     -- the default rule's imminent-expiry guard (core/renewal.c, its last layer)
     if now > row.not_after - core.renewal_guard(row.not_before, row.not_after, self.policy.renew_check_interval) then
-      out[#out + 1] = "expires " .. rfc3339.iso(row.not_after) .. ", inside its guard"
+      add("left", "yellow", "expires " .. rfc3339.iso(row.not_after) .. ", inside its guard")
     elseif row.renewal_at and row.renewal_at ~= math.huge
       and now > row.renewal_at + M.OVERDUE_CHECKS * self.policy.renew_check_interval then
-      out[#out + 1] = "renewal overdue since " .. rfc3339.iso(row.renewal_at)
+      add("renew", "red", "renewal overdue since " .. rfc3339.iso(row.renewal_at))
+    elseif row.renewal_due then
+      add("renew", "yellow", nil)
     end
   end
   if row.must_staple and now < row.not_after then
     local why = must_staple.staple_problem(row.ocsp, now)
-    if why then out[#out + 1] = "must-staple with " .. why end
+    if why then add("staple", "red", "must-staple with " .. why) end -- clients refuse it unstapled
   end
-  if row.last_error then out[#out + 1] = "last error: " .. row.last_error end
+  if row.ocsp and row.ocsp.status == "revoked" then add("staple", "red", nil) end
+  if row.last_error then add("error", "red", "last error: " .. row.last_error) end
   for _, d in ipairs(row.deploy or {}) do
     if d.state == "failed" then
-      out[#out + 1] = "deploy to " .. d.target .. " failed: " .. tostring(d.error)
+      add("deployed", "red", "deploy to " .. d.target .. " failed: " .. tostring(d.error))
     elseif d.state == "outdated" then
-      out[#out + 1] = d.target .. " has an older certificate (" .. tostring(d.serial) .. ")"
+      add("deployed", "yellow", d.target .. " has an older certificate (" .. tostring(d.serial) .. ")")
     end
   end
   return out
+end
+
+--- The reasons row (a status row) needs attention at `now`: a list of short
+-- texts, empty when all is well.
+function M:attention(row, now)
+  local out = {}
+  for _, f in ipairs(self:findings(row, now)) do
+    if f.text then out[#out + 1] = f.text end
+  end
+  return out
+end
+
+--- The colour of each cell of row's line in the status table: cell -> "red"
+-- | "yellow" (absent: as it is), "names" the worst of them.
+function M:cell_levels(row, now)
+  local levels = {}
+  for _, f in ipairs(self:findings(row, now)) do
+    if levels[f.cell] ~= "red" then levels[f.cell] = f.level end
+    if levels.names ~= "red" then levels.names = f.level end
+  end
+  return levels
 end
 
 --- The whole check at `now`: { certificates = n, attention = { { name =,

@@ -236,6 +236,7 @@ function M:submit_deploy(e, event, collector)
   if queued and collector then
     collector.waiting[job] = true
     collector.outstanding = collector.outstanding + 1
+    collector.total = (collector.total or 0) + 1
   end
   if queued then self.deploy_retry[e.primary] = nil end
   return queued

@@ -274,6 +274,7 @@ end
 --- One pass of a kind, then on_tick. Runs inside a loop task.
 function Engine:tick(kind, opts)
   local tick
+  local t0 = core.monotonic()
   if kind == "renew" then tick = self:renew_pass()
   elseif kind == "clean" then tick = self:clean_pass(opts)
   elseif kind == "ocsp" then tick = self:ocsp_pass()
@@ -284,6 +285,8 @@ function Engine:tick(kind, opts)
   local line = {}
   for k, v in pairs(tick) do line[k] = v end
   if type(tick.at) == "number" then line.at = rfc3339.iso(tick.at) end
+  -- the pass's summary line: its counts, failures and how long it took
+  line.seconds = math.floor((core.monotonic() - t0) * 1000 + 0.5) / 1000
   log("info", "tick", line)
   if self.policy.on_tick and not self.stopping then
     tick.manage = function(names, o) return self:manage(names, o) end

@@ -11,6 +11,7 @@ local core = require "certmaint.core"
 local certset = require "certmaint.certset"
 local storage_common = require "certmaint.storage.common"
 local issuers = require "certmaint.issuer"
+local progress = require "certmaint.progress"
 
 local M = {}
 
@@ -71,8 +72,9 @@ end
 -- in order, so outcomes are those of one load_into_cache per batch).
 -- opts.keys = false skips checking that each private key exists,
 -- opts.recover = false leaves interrupted commits alone (read-only
--- commands). Returns counts { ok=, missing=, names_changed=, error= } and
--- the entries that need obtaining, in policy order.
+-- commands). Returns counts { ok=, missing=, names_changed=, error= },
+-- the entries that need obtaining, in policy order, and the seconds it
+-- took. On a terminal it shows its progress (certmaint.progress).
 function M:load_all(opts)
   local want_keys = not (opts and opts.keys == false)
   local recovered = false
@@ -85,6 +87,10 @@ function M:load_all(opts)
     for _, b in pairs(t) do b.load:drop() end
   end })
   local size = self.load_batch_size or BATCH
+  -- a batch at a time (the parse threads are never asked): on a terminal,
+  -- 100k certificates are ~50 updates
+  local shown <close> = progress.new("loading certificates", #order * math.max(#self.issuer_keys, 1))
+  self.load_progress = shown
   local function start(first, folder)
     if first > #order then return nil end
     local batch, primaries = {}, {}
@@ -133,12 +139,14 @@ function M:load_all(opts)
         if not e.id then self.uncached[e.primary] = true end
       end
     end
+    shown:step(#batch, counts.error)
     cur = nxt
   end
   if #self.issuer_keys > 1 then
     to_obtain = self:load_other_folders(start, inflight, counts, to_obtain, recovered and want_keys)
   end
-  return counts, to_obtain
+  self.load_progress = nil
+  return counts, to_obtain, shown:seconds()
 end
 
 --- An issuer list: the other members' folders, each read in bulk like the
@@ -182,6 +190,7 @@ function M:load_other_folders(start, inflight, counts, to_obtain, check_keys)
           end
         end
       end
+      if self.load_progress then self.load_progress:step(#batch, counts.error) end
       cur = nxt
     end
   end
@@ -216,17 +225,18 @@ end
 -- opts.ocsp == false (`certmaint once` runs its own pass).
 -- Runs inside a loop task; waits for the first attempt of each obtain.
 function M:start(opts)
+  local t0 = core.monotonic()
   local tick = { kind = "start", obtained = 0, loaded = 0, failed = 0, renewed = 0, deployed = 0, deploy_failed = 0 }
   local collector = self:open_collector(tick)
   self:start_issuers()
-  local counts, to_obtain = self:load_all()
+  local counts, to_obtain, load_seconds = self:load_all()
   -- failing renewals keep their back-off across a restart of the daemon, so
   -- a crash loop does not ask the CA at every start (engine/retry.lua);
   -- `once` (opts.restore_backoff = false) is an explicit "maintain now"
   if not (opts and opts.restore_backoff == false) then self:restore_states() end
   tick.loaded = counts.ok
   log("info", "loaded", { certificates = counts.ok, missing = counts.missing,
-    names_changed = counts.names_changed, errors = counts.error })
+    names_changed = counts.names_changed, errors = counts.error, seconds = load_seconds })
   self:redeploy_changed(collector) -- what storage holds is what the servers get
   local cands = {}
   for _, e in ipairs(to_obtain) do
@@ -237,6 +247,11 @@ function M:start(opts)
   self:finish_collector(collector)
   tick.obtained = tick.renewed or 0
   tick.renewed = nil
+  -- start-up's summary line, the first issuance's included (the load has its
+  -- own, `loaded`; the first OCSP pass its `tick`)
+  log("info", "started", { loaded = tick.loaded, obtained = tick.obtained, failed = tick.failed,
+    deployed = tick.deployed, deploy_failed = tick.deploy_failed,
+    seconds = math.floor((core.monotonic() - t0) * 1000 + 0.5) / 1000 })
   self.started = true
   if self:ari_enabled() then
     -- after the load, as background work of start-up: the CA's windows

@@ -22,6 +22,7 @@ local core = require "certmaint.core"
 local loop = require "certmaint.loop"
 local keys = require "certmaint.keys"
 local rfc3339 = require "certmaint.rfc3339"
+local progress = require "certmaint.progress"
 
 local M = {}
 
@@ -428,7 +429,9 @@ function M:stored_staples_batch(ids, now, cfg, tick, revoked)
   while cur do
     local nxt
     if not self.stopping and cur.first + M.STAPLE_BATCH <= #ids then nxt = prepare(cur.first + M.STAPLE_BATCH) end
+    local before = tick.from_storage
     local ok, err = pcall(handle, cur)
+    if self.ocsp_progress then self.ocsp_progress:step(tick.from_storage - before, tick.failed) end
     if not ok then
       if nxt then nxt.batch:drop() end
       error(err, 0)
@@ -462,6 +465,7 @@ function M:refresh_staples(ids, now, cfg, tick)
         tick.failed = tick.failed + 1
         log("error", "staple_refresh_failed", { id = id, error = tostring(err) })
       end
+      if self.ocsp_progress then self.ocsp_progress:step(1, tick.failed) end
       -- staples taken from storage never wait: without this one worker
       -- would check 100k of them while signals, challenges and the other
       -- passes wait for the loop
@@ -497,7 +501,11 @@ function M:ocsp_pass()
   if not cfg.enabled then return tick end
   local ids = self.cache:staples_due(now)
   tick.due = #ids
+  -- on a terminal: staples taken from storage a batch at a time, then each fetch
+  local shown <close> = progress.new("OCSP staples", #ids)
+  self.ocsp_progress = shown
   local revoked = self:refresh_staples(ids, now, cfg, tick)
+  self.ocsp_progress = nil
   if next(revoked) then
     -- the replacements' first attempts are waited for (their counts apart:
     -- tick.failed counts fetches)

@@ -12,6 +12,7 @@ local renewal = require "certmaint.renewal"
 local certset = require "certmaint.certset"
 local rfc3339 = require "certmaint.rfc3339"
 local issuers = require "certmaint.issuer"
+local progress = require "certmaint.progress"
 
 local M = {}
 
@@ -352,8 +353,11 @@ end
 
 -- Pass collectors: a pass waits for the first attempt of the jobs it queued
 -- so that on_tick can say what it did.
+-- What the terminal's progress line calls a collector's jobs, by tick kind.
+local COLLECTOR_LABELS = { start = "obtaining certificates", renew = "renewing certificates" }
+
 function M:open_collector(tick)
-  local c = { waiting = {}, outstanding = 0, tick = tick }
+  local c = { waiting = {}, outstanding = 0, total = 0, tick = tick }
   self.collectors[#self.collectors + 1] = c
   return c
 end
@@ -364,6 +368,10 @@ function M:collect(name, outcome)
       c.waiting[name] = nil
       c.outstanding = c.outstanding - 1
       c.tick[outcome] = (c.tick[outcome] or 0) + 1
+      if c.progress then
+        c.progress.total = c.total
+        c.progress:step(1, (c.tick.failed or 0) + (c.tick.deploy_failed or 0))
+      end
     end
   end
 end
@@ -381,7 +389,15 @@ function M:finish_collector(c)
     end
     return true
   end
-  while not settled() do self.job_event:wait() end
+  if not settled() then
+    -- a pass with many jobs (the first issuance of many names) shows them on a terminal
+    local p <close> = progress.new(COLLECTOR_LABELS[c.tick.kind] or "renewals and deploys", c.total)
+    p.done = c.total - c.outstanding
+    c.progress = p
+    p:step(0)
+    while not settled() do self.job_event:wait() end
+    c.progress = nil
+  end
   for i, x in ipairs(self.collectors) do
     if x == c then table.remove(self.collectors, i) break end
   end
@@ -429,6 +445,7 @@ function M:submit(e, reason, collector)
   if queued and collector then
     collector.waiting[job] = true
     collector.outstanding = collector.outstanding + 1
+    collector.total = collector.total + 1
   end
   return queued
 end
