@@ -460,6 +460,16 @@ M.FIELDS = {
   on_tick              = { kind = "hook" }, -- (tick)
   on_renewed           = { kind = "hook" }, -- (cert)
   on_error             = { kind = "hook" }, -- (err)
+  -- notifications (engine/alerts.lua; README "Notifications"): told once per problem
+  on_failure           = { kind = "hook" }, -- (cert, failure): a renewal or a deploy failed
+  on_expiring          = { kind = "hook" }, -- (cert, info): within notify.expiring_before/expiring_ratio of expiry
+  on_recovered         = { kind = "hook" }, -- (cert, info): a problem told of healed
+  notify               = { kind = "record", default = function() return {} end, fields = {
+    repeat_interval = { kind = "duration", min = 1, default = "24h" }, -- a problem still open is told again after this
+    expiring_before = { kind = "duration", min = 1, default = "7d" },  -- expiring: at most this long before not_after ...
+    expiring_ratio  = { kind = "ratio", default = 1 / 6 },             -- ... and at most this share of the lifetime
+    concurrency     = { kind = "integer", min = 1, max = 64, default = 4 }, -- hooks running at once
+  } },
 }
 
 -- Fields checked before the others because other checks use them.
