@@ -52,7 +52,8 @@ function M:alert_records()
   self.alerts_loading = loop.cond()
   local by_name = {}
   local ok, err = pcall(function()
-    local listed, lerr = self.storage:list(keys.ALERTS_PREFIX, false)
+    local listed, lerr, lcode = self.storage:list(keys.ALERTS_PREFIX, false)
+    if not listed and lcode == "ENOENT" then listed = {} end -- nothing was ever recorded
     if not listed then error(lerr or "cannot list", 0) end
     for first = 1, #listed, LOAD_BATCH do
       local batch = table.move(listed, first, math.min(first + LOAD_BATCH - 1, #listed), 1, {})
@@ -100,10 +101,13 @@ function M:alert_cert(e)
   return view
 end
 
--- Queue one notice; workers (at most notify.concurrency) run the hooks.
+-- Queue one notice per hook of the event (a list: each on its own, so a
+-- webhook that hangs does not hold back the mail); workers (at most
+-- notify.concurrency) run them.
 function M:alert_dispatch(event, e, info)
-  local fn = self.policy[HOOK_OF[event]]
-  if not fn then return end
+  local fns = self.policy[HOOK_OF[event]]
+  if not fns then return end
+  if type(fns) ~= "table" or getmetatable(fns) ~= nil then fns = { fns } end -- a policy table built by hand
   info.event = event
   info.name = e.primary
   info.names = e.names
@@ -115,15 +119,22 @@ function M:alert_dispatch(event, e, info)
     self.alert_workers = 0
     self.alert_idle = loop.cond()
   end
-  if q.tail - q.head + 1 >= QUEUE_MAX then
-    log("error", "notify_dropped", { name = e.primary, event = event, kind = info.kind,
-      why = QUEUE_MAX .. " notices are waiting for the hooks" })
-    return
+  local cert = self:alert_cert(e)
+  for i, fn in ipairs(fns) do
+    if q.tail - q.head + 1 >= QUEUE_MAX then
+      log("error", "notify_dropped", { name = e.primary, event = event, kind = info.kind,
+        why = QUEUE_MAX .. " notices are waiting for the hooks" })
+      return
+    end
+    -- each hook its own copies: one hook changing them changes nothing for the next
+    local c, inf = {}, {}
+    for k, v in pairs(cert) do c[k] = v end
+    for k, v in pairs(info) do inf[k] = v end
+    q.tail = q.tail + 1
+    q[q.tail] = { hook = HOOK_OF[event], index = #fns > 1 and i or nil, fn = fn, cert = c, info = inf }
   end
-  q.tail = q.tail + 1
-  q[q.tail] = { hook = HOOK_OF[event], fn = fn, cert = self:alert_cert(e), info = info }
   local max = notify_opts(self).concurrency or 4
-  if self.alert_workers < max then
+  while self.alert_workers < max and self.alert_workers < q.tail - q.head + 1 do
     self.alert_workers = self.alert_workers + 1
     loop.spawn_named("notify", function() self:alert_worker() end)
   end
@@ -135,8 +146,9 @@ function M:alert_worker()
     local n = q[q.head]
     q[q.head] = nil
     q.head = q.head + 1
-    local ok, res, err = self.hooks:notify(n.hook, n.fn, n.cert, n.info)
-    local fields = { hook = n.hook, name = n.info.name, kind = n.info.kind, event = n.info.event }
+    local hook = n.index and (n.hook .. "[" .. n.index .. "]") or n.hook
+    local ok, res, err = self.hooks:notify(hook, n.fn, n.cert, n.info)
+    local fields = { hook = hook, name = n.info.name, kind = n.info.kind, event = n.info.event }
     if ok and (res == false or (res == nil and err ~= nil)) then
       -- a shipped helper (certmaint.notify) that gave up says why; a raise was logged as hook_failed
       fields.error = tostring(err)

@@ -197,3 +197,33 @@ describe("engine notifications", function()
     assert.same({}, storage:list(keys.ALERTS_PREFIX, false) or {})
   end)
 end)
+
+describe("notification hook lists", function()
+  after_each(function() testing.reset() end)
+
+  it("calls each hook of a list on its own: one that raises does not stop the next", function()
+    local logs = testing.capture_logs()
+    local clock = testing.clock(testing.EPOCH)
+    local issuer = testing.issuer { lifetime = "30d" }
+    local got = {}
+    local e = testing.engine(certmaint.policy {
+      certificates = { "b.test" }, issuer = issuer,
+      on_failure = { function() error("first hook broken") end, function(_, info) got[#got + 1] = info.kind end },
+    })
+    clock:advance(21 * DAY)
+    issuer.fail = issuer.calls + 100
+    e:tick("renew")
+    e:wait()
+    assert.same({ "renew" }, got)
+    assert.matches("event=hook_failed[^\n]*hook=on_failure%[1%]", table.concat(logs(), "\n"))
+  end)
+
+  it("refuses a list holding something else", function()
+    assert.has_error(function()
+      certmaint.policy { certificates = { "b.test" }, on_failure = { function() end, "nope" } }
+    end, nil)
+    local ok, err = pcall(certmaint.policy, { certificates = { "b.test" }, on_expiring = { 1 } })
+    assert.is_false(ok)
+    assert.matches("on_expiring%[1%]", tostring(err))
+  end)
+end)
