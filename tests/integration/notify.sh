@@ -108,7 +108,8 @@ check "daemon: stops on SIGTERM (exit $rc)" test "$rc" -eq 0
 for i in 1 2; do
   set +e; "$BIN" once "$POL/notify.lua" 2>"$WORK/fail$i.log"; rc=$?; set -e
   check "failing once $i: the renewal really fails again (exit $rc)" \
-    bash -c "[ $rc -eq 1 ] && grep -q 'event=renew_failed.*name=$NAME' '$WORK/fail$i.log'"
+    bash -c "[ $rc -eq 1 ] && grep -q 'event=renew_failed.*name=$NAME' '$WORK/fail$i.log'" ||
+    grep -Ev "event=(tick|job_queued|job_done)" "$WORK/fail$i.log" | cut -c1-300 | head -20
 done
 counts=$(all_counts)
 check "one failure notice per notifier after 3 processes and many ticks ($counts)" \
