@@ -225,10 +225,21 @@ function M:alert_healed(e, kind)
   if not ok then log("error", "alert_failed", { name = e.primary, kind = kind, error = tostring(err) }) end
 end
 
+local FORGET_AFTER = 30 * 86400 -- a record of a name no longer managed goes after this
+
+-- Was rec (of a name no longer managed) last told more than FORGET_AFTER ago?
+local function stale(rec, now)
+  for _, r in pairs(rec.kinds) do
+    if (r.notified_at or r.since or 0) > now - FORGET_AFTER then return false end
+  end
+  return true
+end
+
 --- The renew pass's part: managed certificates within their expiring
 -- threshold get on_expiring (de-duplicated like failures); an open
 -- "expiring" problem whose certificate is no longer expiring (renewed here,
--- or reloaded from another instance's renewal) heals.
+-- or reloaded from another instance's renewal) heals; the records of
+-- certificates no longer managed go.
 function M:alert_expiring_scan(now)
   if not self:alerting() then return end
   local o = notify_opts(self)
@@ -249,21 +260,21 @@ function M:alert_expiring_scan(now)
       end
     end
   end
-  local healed = {}
+  local healed, gone = {}, {}
   for primary, rec in pairs(self:alert_records()) do
-    if rec.kinds.expiring and not expiring[primary] then healed[#healed + 1] = primary end
-  end
-  for _, primary in ipairs(healed) do
-    local e = self.entries[primary]
-    if e then
-      self:alert_healed(e, "expiring")
-    else
-      -- no longer managed: forgotten without a recovery (nothing healed)
-      local rec = self.alerts_by_name[primary]
-      rec.kinds.expiring = nil
-      if not next(rec.kinds) then self.alerts_by_name[primary] = nil end
-      self:save_alert_record(primary, rec)
+    if not self.entries[primary] then
+      if stale(rec, now) then gone[#gone + 1] = primary end
+    elseif rec.kinds.expiring and not expiring[primary] then
+      healed[#healed + 1] = primary
     end
+  end
+  for _, primary in ipairs(healed) do self:alert_healed(self.entries[primary], "expiring") end
+  -- no longer managed (removed from the policy, unmanaged at run time) and not
+  -- told for FORGET_AFTER: forgotten, no recovery told. Not at once: names a
+  -- policy's on_tick manages at run time come back only after the first pass
+  for _, primary in ipairs(gone) do
+    self.alerts_by_name[primary] = nil
+    self:save_alert_record(primary, nil)
   end
 end
 
