@@ -242,6 +242,7 @@ function commands.once(engine)
     local r = engine:tick("renew")
     local o = engine:tick("ocsp")
     local c = engine:tick("clean")
+    engine:alerts_drain(60) -- notices the passes raised are told before the command exits
     return true, s, r, o, c
   end)
   if not ok then eprint("certmaint: " .. tostring(start)) return 1 end

@@ -13,7 +13,8 @@
 -- and the failure shows in `status` and `check`. One that ran out of time is
 -- suspended for SUSPEND seconds (pure functions time out again: asking it for
 -- every certificate would stall the loop for DECISION_TIME_LIMIT each).
--- Event hooks (on_tick, on_renewed, on_error) may wait in the loop (deploy
+-- Event hooks (on_tick, on_renewed, on_error, and the notifications
+-- on_failure, on_expiring, on_recovered) may wait in the loop (deploy
 -- commands through certmaint.exec); the waiting does not count as running.
 --
 -- Memory: a call may grow the heap by HOOK_MEMORY_MAX (policy field
@@ -37,7 +38,8 @@ M.LOG_BURST = 5                    -- hook_failed lines logged per hook in a LOG
 M.LOG_WINDOW = 60                  -- ... seconds; further failures are counted, not logged
 
 M.DECISIONS = { needs_renewal = true, on_revoked = true, allow_name = true }
-M.EVENTS = { on_tick = true, on_renewed = true, on_error = true }
+M.EVENTS = { on_tick = true, on_renewed = true, on_error = true,
+  on_failure = true, on_expiring = true, on_recovered = true }
 
 local function first_line(s)
   return (tostring(s):match("^[^\n]*"))

@@ -29,6 +29,7 @@ local lazy = {
   storage = "certmaint.storage",
   issuer = "certmaint.issuer",
   deploy = "certmaint.deploy",
+  notify = "certmaint.notify",
 }
 
 --- Run a command without blocking the loop (deploy hooks: reload nginx, ...).

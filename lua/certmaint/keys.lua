@@ -39,6 +39,7 @@ M.STATE_PREFIX = "certmaint/state"
 M.DEPLOY_PREFIX = "certmaint/deploy"
 M.ACME_ORDERS_PREFIX = "certmaint/acme/orders"
 M.CRL_PREFIX = "certmaint/crl"
+M.ALERTS_PREFIX = "certmaint/alerts"
 --- certmagic's lock name prefix for obtaining or renewing a certificate.
 M.ISSUE_LOCK_PREFIX = "issue_cert_"
 
@@ -276,6 +277,14 @@ end
 -- (engine/deploy.lua).  Caddy ignores it.
 function M.deploy(name)
   return M.DEPLOY_PREFIX .. "/" .. M.name_key(name) .. ".json"
+end
+
+--- keys.alert(name) -> "certmaint/alerts/<namekey>.json": the open problems
+-- of name's certificate the policy was told of (on_failure, on_expiring),
+-- so a restart neither pages again nor forgets to tell the recovery
+-- (engine/alerts.lua). Caddy ignores it.
+function M.alert(name)
+  return M.ALERTS_PREFIX .. "/" .. M.name_key(name) .. ".json"
 end
 
 --- keys.crl(url) -> "certmaint/crl/<32 hex>.der": the CRL downloaded from

@@ -151,6 +151,26 @@ function KINDS.hook(v, _, path)
   return v
 end
 
+-- A hook, or a list of hooks each called on its own (the notifications:
+-- on_failure = { notify.webhook{...}, notify.sendmail{...} }). Kept as a list.
+function KINDS.hooks(v, _, path)
+  if callable(v) then return { v } end
+  if type(v) ~= "table" or getmetatable(v) ~= nil or #v == 0 then
+    return nil, field_error(path, "expected a function or a list of functions, got " .. describe(v))
+  end
+  local out = {}
+  for k, fn in pairs(v) do
+    if math.type(k) ~= "integer" or k < 1 or k > #v then
+      return nil, field_error(path, "expected a list of functions, found the key " .. describe(k))
+    end
+    if not callable(fn) then
+      return nil, field_error(path .. "[" .. k .. "]", "expected a function, got " .. describe(fn))
+    end
+    out[k] = fn
+  end
+  return out
+end
+
 -- An object with methods (storage, issuer): kept as is, not copied.
 function KINDS.object(v, field, path)
   local tv = type(v)
@@ -461,6 +481,17 @@ M.FIELDS = {
   on_tick              = { kind = "hook" }, -- (tick)
   on_renewed           = { kind = "hook" }, -- (cert)
   on_error             = { kind = "hook" }, -- (err)
+  -- notifications (engine/alerts.lua; README "Notifications"): told once per problem
+  -- each a function or a list of them (each called on its own)
+  on_failure           = { kind = "hooks" }, -- (cert, failure): a renewal or a deploy failed
+  on_expiring          = { kind = "hooks" }, -- (cert, info): within notify.expiring_before/expiring_ratio of expiry
+  on_recovered         = { kind = "hooks" }, -- (cert, info): a problem told of healed
+  notify               = { kind = "record", default = function() return {} end, fields = {
+    repeat_interval = { kind = "duration", min = 1, default = "24h" }, -- a problem still open is told again after this
+    expiring_before = { kind = "duration", min = 1, default = "7d" },  -- expiring: at most this long before not_after ...
+    expiring_ratio  = { kind = "ratio", default = 1 / 6 },             -- ... and at most this share of the lifetime
+    concurrency     = { kind = "integer", min = 1, max = 64, default = 4 }, -- hooks running at once
+  } },
 }
 
 -- Fields checked before the others because other checks use them.

@@ -33,7 +33,7 @@ local M = {}
 M.PUBLIC = {
   ["certmaint"] = true, ["certmaint.duration"] = true, ["certmaint.renewal"] = true,
   ["certmaint.keys"] = true, ["certmaint.options"] = true, ["certmaint.deploy"] = true,
-  ["certmaint.storage"] = true, ["certmaint.issuer"] = true,
+  ["certmaint.storage"] = true, ["certmaint.issuer"] = true, ["certmaint.notify"] = true,
 }
 M.PUBLIC_FAMILIES = { "certmaint.storage.", "certmaint.issuer." } -- backends and issuers
 M.PRIVATE = { ["certmaint.storage.common"] = true } -- backends' shared code

@@ -230,6 +230,9 @@ function M:submit_deploy(e, event, collector)
     local ok, res, err = pcall(self.deploy_attempt, self, e, event, attempt)
     if not ok then res, err = nil, tostring(res) end
     self:collect(job, res and "deployed" or "deploy_failed")
+    if res then self:alert_healed(e, "deploy")
+    else self:alert_failed(e, "deploy", type(err) == "table" and tostring(err.message) or tostring(err), "deploy",
+      { attempt = attempt }) end
     return res, err, not res and "deploy" or nil
   end)
   if not queued and st and st.state == "running" then e.deploy_again = true end

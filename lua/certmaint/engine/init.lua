@@ -24,6 +24,7 @@
 --   engine/ari.lua     ACME Renewal Information: windows fetched, stored, applied
 --   engine/timewatch.lua  the tickers; wall vs elapsed time, steps of the wall clock
 --   engine/watchdog.lua   stalled passes, the health file, systemd notification
+--   engine/alerts.lua  notifications: on_failure, on_expiring, on_recovered, de-duplicated
 -- certmaint.certset reads and writes a certificate set (.crt .key .json).
 local core = require "certmaint.core"
 local loop = require "certmaint.loop"
@@ -45,7 +46,7 @@ M.iso = rfc3339.iso
 local function log(level, event, fields) core.log(level, event, fields or {}) end
 
 for _, part in ipairs { "load", "renew", "retry", "clean", "ocsp", "revocation", "status", "deploy", "attention", "ari",
-  "crl", "staple_files", "must_staple", "order_budget", "timewatch", "watchdog" } do
+  "crl", "staple_files", "must_staple", "order_budget", "timewatch", "watchdog", "alerts" } do
   for name, fn in pairs(require("certmaint.engine." .. part)) do
     if Engine[name] then error("engine: method " .. name .. " defined twice (engine/" .. part .. ".lua)") end
     Engine[name] = fn
@@ -446,7 +447,7 @@ function Engine:shutdown()
     for _, j in ipairs(self.jobs:list()) do
       if j.state == "running" then running = running + 1 end
     end
-    return running <= self.lock_waiters
+    return running <= self.lock_waiters and not self:alerts_busy() -- notices being told get the grace too
   end, { timeout = M.SHUTDOWN_GRACE })
   self:close_storage()
   self:watchdog_stop()

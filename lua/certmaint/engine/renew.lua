@@ -417,6 +417,8 @@ function M:submit(e, reason, collector)
       self:clear_state(e)
       self:revoked_job_done(e, true)
       log("info", res, { name = e.primary, serial = cert.serial, not_after = rfc3339.iso(cert.not_after), attempt = attempt })
+      self:alert_healed(e, "renew")
+      self:alert_healed(e, "expiring") -- a new certificate is not expiring
       self:notify_renewed(e, cert, res, collector) -- before collecting: the pass waits for the deploy too
       self:collect(job, (res == "reloaded") and "reloaded" or "renewed")
       return true
@@ -430,6 +432,7 @@ function M:submit(e, reason, collector)
       return nil, err, code
     end
     log("error", "renew_failed", { name = e.primary, error = msg, attempt = attempt, code = code })
+    self:alert_failed(e, "renew", msg, code, { attempt = attempt, final = is_final(err) or e.on_demand or nil })
     self:revoked_job_done(e, false, msg) -- a revoked certificate not replaced leaves the cache
     self:collect(job, "failed")
     if self.policy.on_error then
@@ -518,6 +521,7 @@ function M:renew_pass()
   self:queue_due(now, tick, collector)
   self:retry_deploys(collector)
   self:finish_collector(collector)
+  self:alert_expiring_scan(now) -- after the renewals: what this pass renewed is not expiring (engine/alerts.lua)
   return tick
 end
 
