@@ -157,6 +157,8 @@ local function cert_columns(engine)
     if issuer or e.renewal_time then
       n = n + 1
       labels[n] = 'name="' .. M.escape(primary) .. '",issuer="' .. M.escape(issuer or "") .. '"'
+      -- whole seconds, as status shows it (the renewal point is fractional inside its window)
+      if renew_at and renew_at ~= math.huge and renew_at == renew_at then renew_at = math.floor(renew_at) end
       cols.not_after[n], cols.not_before[n], cols.renew_at[n] = na, nb, renew_at
       if not attempts then -- no certificate: the job's count (one status lookup, rare)
         local st = engine.jobs and engine.jobs:status("renew:" .. primary)
