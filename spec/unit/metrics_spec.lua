@@ -238,6 +238,24 @@ describe("certmaint.metrics", function()
     end)
   end)
 
+  describe("documentation", function()
+    it("README's Metrics section names every family an engine renders", function()
+      local f = assert(io.open((os.getenv("CERTMAINT_SOURCE_DIR") or ".") .. "/README.md"))
+      local readme = f:read("a")
+      f:close()
+      local section = assert(readme:match("\n### Metrics\n(.-)\n### "), "README.md has a Metrics section")
+      local e = testing.engine(certmaint.policy { issuer = testing.issuer { ca = ca, lifetime = "30d" },
+        certificates = { "a.example" } })
+      local families = parse(e.engine:metrics_text())
+      local n = 0
+      for name in pairs(families) do
+        n = n + 1
+        assert.is_truthy(section:find("`" .. name .. "[`{]"), "README's Metrics section does not name " .. name)
+      end
+      assert.is_true(n >= 20)
+    end)
+  end)
+
   describe("the policy's metrics record", function()
     local function policy(m)
       return certmaint.policy { certificates = { "a.example" }, metrics = m }
