@@ -205,6 +205,20 @@ describe("certmaint.metrics", function()
       assert.equal(0, #find(samples, "certmaint_certificate_expiry_timestamp_seconds", { name = "a.example" }))
     end)
 
+    it("shows the CA's ARI window, and the renewal due time inside it", function()
+      local DAY = 86400
+      local iss = testing.issuer { ca = ca, lifetime = "90d", ari = function(cert)
+        return { start = cert.not_before + 40 * DAY, ["end"] = cert.not_before + 45 * DAY }
+      end }
+      local e = testing.engine(certmaint.policy { issuer = iss, certificates = { "a.example" } })
+      local c = e:cert("a.example")
+      local _, samples = parse(e.engine:metrics_text())
+      local l = { name = "a.example" }
+      assert.equal(c.not_before + 40 * DAY, find(samples, "certmaint_certificate_ari_window_start_timestamp_seconds", l)[1].value)
+      assert.equal(c.not_before + 45 * DAY, find(samples, "certmaint_certificate_ari_window_end_timestamp_seconds", l)[1].value)
+      assert.equal(math.floor(c.renew_at), find(samples, "certmaint_certificate_renewal_due_timestamp_seconds", l)[1].value)
+    end)
+
     it("renders ACME requests as a histogram whose labels take only known values", function()
       metrics.acme_request("acme.order", metrics.acme_result(201), 0.2)
       metrics.acme_request("acme.order", metrics.acme_result(201), 3)

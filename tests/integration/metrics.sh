@@ -46,6 +46,8 @@ finalized=$(sed -n 's/.*acme_finalize_2xx=\([0-9]*\).*/\1/p' <<<"$out")
 orders=$(sed -n 's/.*acme_order_2xx=\([0-9]*\).*/\1/p' <<<"$out")
 check "ACME finalize requests counted = Pebble's issuances ($finalized = $(pebble_issued))" test "$finalized" -eq "$(pebble_issued)"
 check "ACME newOrder requests counted = Pebble's orders ($orders = $(pebble_orders))" test "$orders" -eq "$(pebble_orders)"
+check "each certificate's obtain and deploy succeeded (1)" \
+  bash -c "[ \$(grep -Ec '^certmaint_certificate_last_(renewal|deploy)_success\\{.*\\} 1\$' '$WORK/scrape.txt') -eq 6 ]"
 check "a renew pass was counted" \
   bash -c "grep -Eq '^certmaint_pass_duration_seconds_count\\{kind=\"renew\"\\} [1-9]' '$WORK/scrape.txt'"
 check "the last renew pass failed nothing" grep -q '^certmaint_pass_last_count{kind="renew",count="failed"} 0$' "$WORK/scrape.txt"
@@ -96,4 +98,15 @@ check "SIGTERM: exit status 0" test "$rc" -eq 0
 check "the metrics port is closed on stop" bash -c "! curl -s --max-time 2 -o /dev/null '$url'"
 check "no error line in the whole run" bash -c "! grep -q 'level=error' '$log'"
 grep 'level=error' "$log" | head -5 || true
+
+# certmaint once writes the textfile after its passes too
+rm -f "$METRICS_TEXTFILE"
+"$BIN" once "$policy" >"$WORK/once.out" 2>"$WORK/once.log"
+check "certmaint once writes the textfile" test -s "$METRICS_TEXTFILE"
+set +e; out=$(lua54 "$compare" "$WORK/status.json" "$METRICS_TEXTFILE"); rc=$?; set -e
+echo "once: $out"
+check "and it agrees with status --json" test "$rc" -eq 0
+check "with one pass of each kind counted" \
+  bash -c "[ \$(grep -Ec '^certmaint_pass_duration_seconds_count\\{kind=\"(renew|ocsp|clean)\"\\} 1\$' '$METRICS_TEXTFILE') -eq 3 ]"
+check "once serves no endpoint" bash -c "! grep -q event=metrics_listening '$WORK/once.log'"
 finish
