@@ -219,6 +219,35 @@ describe("certmaint.metrics", function()
       assert.equal(math.floor(c.renew_at), find(samples, "certmaint_certificate_renewal_due_timestamp_seconds", l)[1].value)
     end)
 
+    it("counts waits for a lock another instance holds, by how they ended", function()
+      local storage = testing.memory()
+      local other = require("certmaint.storage.memory").new { share = storage }
+      local e = testing.engine(certmaint.policy { issuer = testing.issuer { ca = ca, lifetime = "30d" },
+        storage = storage, certificates = { "a.example" }, lock_wait = 1 })
+      local tasks = require "helpers.loop_task"
+      local held = tasks.run(function() return assert(other:lock("metrics-spec")) end)
+      local waiting = loop.spawn(function() return e.engine:take_lock("metrics-spec") end)
+      loop.run_until_idle()
+      assert.is_false(waiting.done)
+      for _ = 1, 10 do -- the fake clock past lock_wait, a poll at a time
+        clock:advance(0.5)
+        loop.run_until_idle()
+      end
+      assert.is_true(waiting.done)
+      local got, _, code = table.unpack(waiting.results, 1, 3)
+      assert.is_nil(got)
+      assert.equal("lock_wait_timeout", code)
+      tasks.run(function() return other:unlock(held) end)
+      local lock = tasks.run(function() return e.engine:take_lock("metrics-spec") end) -- free: no wait
+      tasks.run(function() return e.engine:release_lock(lock) end)
+      local _, samples = parse(e.engine:metrics_text())
+      assert.equal(1, find(samples, "certmaint_lock_waits_total", { result = "timeout" })[1].value)
+      assert.equal(0, find(samples, "certmaint_lock_waits_total", { result = "acquired" })[1].value)
+      assert.equal(1, find(samples, "certmaint_lock_wait_seconds_count")[1].value)
+      assert.is_true(find(samples, "certmaint_lock_wait_seconds_sum")[1].value >= 1)
+      assert.equal(0, find(samples, "certmaint_locks_held")[1].value)
+    end)
+
     it("renders ACME requests as a histogram whose labels take only known values", function()
       metrics.acme_request("acme.order", metrics.acme_result(201), 0.2)
       metrics.acme_request("acme.order", metrics.acme_result(201), 3)
