@@ -95,7 +95,6 @@ end
 -- Kinds: check(value, field, path, ctx) -> normalised value | nil, FieldError
 
 local KINDS = {}
-local metrics_check -- below KINDS.record
 
 local callable = options.callable
 
@@ -251,7 +250,7 @@ function KINDS.record(v, field, path, ctx)
 end
 
 -- metrics: a listen address off the loopback interface needs allow_remote.
-metrics_check = function(m, path)
+local function metrics_check(m, path)
   if not m.listen then return nil end
   local ok, why = require("certmaint.metrics").check_listen(m.listen, m.allow_remote)
   if not ok then return field_error(path .. ".listen", why) end
