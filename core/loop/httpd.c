@@ -52,6 +52,7 @@ struct server {
     double timeout;
     int events;
     size_t max_body;
+    size_t max_response;        /* bytes of a host answer's body, at most */
     struct cm_httpd_stats stats;
     struct server *prev, *next;
 };
@@ -92,6 +93,7 @@ void cm_httpd_opts_init(struct cm_httpd_opts *opts)
     opts->max_connections = 1024;
     opts->events = 0;
     opts->max_body = CM_HTTPD_DEFAULT_BODY;
+    opts->max_response = CM_HTTPD_MAX_BODY;
 }
 
 size_t cm_httpd_count(struct cm_loop *loop) { return state(loop) ? state(loop)->count : 0; }
@@ -795,8 +797,8 @@ int cm_httpd_respond(struct cm_loop *loop, uint64_t request_id, int status, cons
     if (!c) return cm_fail(res, "ENOENT", "no request %llu waiting (answered already, or its client left)",
                            (unsigned long long)request_id);
     if (status < 200 || status > 599) return cm_fail(res, "invalid", "status %d is not between 200 and 599", status);
-    if (len > CM_HTTPD_MAX_BODY)
-        return cm_fail(res, "invalid", "body of %zu bytes is larger than %zu", len, CM_HTTPD_MAX_BODY);
+    if (len > c->srv->max_response)
+        return cm_fail(res, "invalid", "body of %zu bytes is larger than %zu", len, c->srv->max_response);
     if ((status == 204 || status == 304) && len)
         return cm_fail(res, "invalid", "a %d answer has no body", status);
     for (i = 0; i < n; i++) {
@@ -848,6 +850,8 @@ int cm_httpd_serve(struct cm_loop *loop, const struct cm_httpd_opts *opts, uint6
         return cm_fail(res, "invalid", "max_connections must be between 1 and 65536");
     if (opts->max_body > CM_HTTPD_MAX_BODY)
         return cm_fail(res, "invalid", "max_body must be at most %zu bytes", CM_HTTPD_MAX_BODY);
+    if (opts->max_response == 0 || opts->max_response > CM_HTTPD_MAX_RESPONSE)
+        return cm_fail(res, "invalid", "max_response must be between 1 and %zu bytes", CM_HTTPD_MAX_RESPONSE);
     if (cm_listen_tcp(opts->listen, &fd, &bound_port, res) != CM_OK) return CM_ERR;
     s = calloc(1, sizeof *s);
     if (!s) {
@@ -860,6 +864,7 @@ int cm_httpd_serve(struct cm_loop *loop, const struct cm_httpd_opts *opts, uint6
     s->max_conns = opts->max_connections;
     s->events = opts->events != 0;
     s->max_body = opts->max_body;
+    s->max_response = opts->max_response;
     s->retry.fire = server_pause_end;
     s->id = cm_loop_new_id(loop);
     if (routes_grow(s) != CM_OK) {

@@ -32,6 +32,7 @@
 #define CM_HTTPD_MAX_BODY ((size_t)1024 * 1024)
 #define CM_HTTPD_MAX_PATHS 100000
 #define CM_HTTPD_DEFAULT_BODY ((size_t)64 * 1024)
+#define CM_HTTPD_MAX_RESPONSE ((size_t)512 * 1024 * 1024) /* a host answer's body (metrics of 100k certificates) */
 #define CM_HTTPD_MAX_RESPONSE_HEADERS 4096 /* bytes of headers a host answer may add */
 
 struct cm_httpd_opts {
@@ -41,6 +42,8 @@ struct cm_httpd_opts {
     int events;                /* 1: ask the host about what the table cannot answer (see above) */
     size_t max_body;           /* event mode: request body bytes read at most (default 64 KiB,
                                   at most CM_HTTPD_MAX_BODY); a larger one gets 413 */
+    size_t max_response;       /* event mode: body bytes of a host answer, at most (default
+                                  CM_HTTPD_MAX_BODY, at most CM_HTTPD_MAX_RESPONSE) */
 };
 
 /* What a server has done (for tests and status). */

@@ -310,7 +310,7 @@ static int l_signal_unwatch(lua_State *L)
 
 static int l_http_serve(lua_State *L)
 {
-    static const char *const keys[] = {"listen", "timeout", "max_connections", "events", "max_body", NULL};
+    static const char *const keys[] = {"listen", "timeout", "max_connections", "events", "max_body", "max_response", NULL};
     struct cm_httpd_opts o;
     struct cm_result res;
     uint64_t id = 0;
@@ -325,6 +325,7 @@ static int l_http_serve(lua_State *L)
     o.max_connections = opt_size(L, 1, "max_connections", o.max_connections);
     o.events = opt_bool(L, 1, "events", 0);
     o.max_body = opt_size(L, 1, "max_body", o.max_body);
+    o.max_response = opt_size(L, 1, "max_response", o.max_response);
     if (cm_httpd_serve(cm_lua_loop(L), &o, &id, &port, &res) != CM_OK) return cm_lua_fail(L, &res);
     push_id(L, id);
     lua_pushinteger(L, port);

@@ -239,6 +239,7 @@ function commands.once(engine)
     -- the OCSP pass runs below, once; a saved back-off does not hold back
     -- what the operator (or cron) asks for now
     local s = engine:start { ocsp = false, restore_backoff = false }
+    engine.metrics_active = true -- each pass writes policy.metrics.textfile
     local r = engine:tick("renew")
     local o = engine:tick("ocsp")
     local c = engine:tick("clean")

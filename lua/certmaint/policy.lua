@@ -252,8 +252,29 @@ function KINDS.path(v, _, path)
   return v
 end
 
+-- "HOST:PORT" for one of the core's listeners (metrics.listen); whether
+-- the host is loopback is the record's check (it needs allow_remote).
+function KINDS.listen(v, _, path)
+  if type(v) ~= "string" or not (v:match("^%[[^%]]*%]:%d+$") or v:match("^[^:]*:%d+$")) then
+    return nil, field_error(path, "expected \"HOST:PORT\", e.g. \"127.0.0.1:9464\", got " .. describe(v))
+  end
+  return v
+end
+
+-- A record with field.check(out, path) -> nil | FieldError: rules across its fields.
 function KINDS.record(v, field, path, ctx)
-  return check_record(v, field.fields, path, ctx)
+  local out, err = check_record(v, field.fields, path, ctx)
+  if out and field.check then err = field.check(out, path) end
+  if err then return nil, err end
+  return out
+end
+
+-- metrics: a listen address off the loopback interface needs allow_remote.
+local function metrics_check(m, path)
+  if not m.listen then return nil end
+  local ok, why = require("certmaint.metrics").check_listen(m.listen, m.allow_remote)
+  if not ok then return field_error(path .. ".listen", why) end
+  return nil
 end
 
 -- A list of file paths (non-empty strings), e.g. ocsp.staple_files.
@@ -468,6 +489,12 @@ M.FIELDS = {
     decision_time = { kind = "duration", min = 1 }, -- running time of one needs_renewal/allow_name/on_revoked call
     event_time    = { kind = "duration", min = 1 }, -- running time of one on_tick/on_renewed/on_error call
     memory        = { kind = "integer", min = 1024 * 1024 }, -- bytes a call may add, and the policy may keep
+  } },
+  -- Prometheus metrics (engine/metrics.lua, certmaint.metrics; README "Metrics"); nil: none
+  metrics              = { kind = "record", check = metrics_check, fields = {
+    listen       = { kind = "listen" },  -- "127.0.0.1:9464": `certmaint run` serves GET /metrics there
+    textfile     = { kind = "path" },    -- node_exporter's textfile collector: rewritten after each pass
+    allow_remote = { kind = "boolean", default = false }, -- let listen be a non-loopback address
   } },
   log                  = { kind = "record", default = function() return {} end, fields = {
     format = { kind = "enum", values = M.LOG_FORMATS, default = "text" },

@@ -101,6 +101,24 @@ describe("loop.serve", function()
     assert.is_false(called)
   end)
 
+  it("bounds answer bodies with max_response: 1 MiB by default, more when asked (metrics)", function()
+    local big = string.rep("m", 1024 * 1024 + 1)
+    local _, small_port = assert(loop.serve({ listen = "127.0.0.1:0" }, function() return { body = big } end))
+    local _, large_port = assert(loop.serve({ listen = "127.0.0.1:0", max_response = 4 * 1024 * 1024 },
+      function() return { body = big } end))
+    local refused, served = run(function()
+      return loop.http { url = "http://127.0.0.1:" .. small_port .. "/" },
+        loop.http { url = "http://127.0.0.1:" .. large_port .. "/", max_bytes = 8 * 1024 * 1024 }
+    end)
+    assert.equal(500, refused.status) -- the answer is refused, logged, and the client told
+    assert.equal(200, served.status)
+    assert.equal(#big, #served.body)
+    assert.same({ nil, "max_response must be between 1 and 536870912 bytes", "invalid" },
+      { core.http_serve { listen = "127.0.0.1:0", max_response = 0 } })
+    assert.same({ nil, "max_response must be between 1 and 536870912 bytes", "invalid" },
+      { core.http_serve { listen = "127.0.0.1:0", max_response = 512 * 1024 * 1024 + 1 } })
+  end)
+
   it("core.http_serve_respond refuses what it cannot send, naming it", function()
     assert.same({ nil, "no request 123456 waiting (answered already, or its client left)", "ENOENT" },
       { core.http_serve_respond(123456, { status = 200 }) })

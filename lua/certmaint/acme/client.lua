@@ -31,6 +31,7 @@
 local core = require "certmaint.core"
 local failpoint = require "certmaint.failpoint"
 local loop = require "certmaint.loop"
+local metrics = require "certmaint.metrics"
 local rfc3339 = require "certmaint.rfc3339"
 
 local M = {}
@@ -187,11 +188,13 @@ function Client:request(method, url, body, headers, point)
   local hs = { "User-Agent: " .. M.USER_AGENT }
   for _, h in ipairs(headers or {}) do hs[#hs + 1] = h end
   self.stats.requests = self.stats.requests + 1
+  local started = core.monotonic()
   local raw, err, code = failpoint.call(point, self.transport, self, {
     url = url, method = method, body = body, headers = hs,
     timeout = self.timeout, connect_timeout = self.connect_timeout,
     max_bytes = self.max_bytes, ca_file = self.ca_file,
   })
+  metrics.acme_request(point, metrics.acme_result(raw and raw.status), core.monotonic() - started)
   if not raw then
     -- the core's errors already start "METHOD URL: "
     local msg, where = tostring(err), method .. " " .. url .. ":"

@@ -249,6 +249,7 @@ end
 -- set, put the retry time in the record, write it.
 function M:deploy_state(primary, state)
   if state ~= "waiting" and state ~= "failed" and state ~= "done" then return end
+  self:metrics_note_deploy(primary, state == "done")
   local st = self.jobs:status(JOB_PREFIX .. primary)
   local rec = self.deploy_records[primary]
   if state == "waiting" then

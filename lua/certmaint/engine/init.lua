@@ -24,7 +24,8 @@
 --   engine/ari.lua     ACME Renewal Information: windows fetched, stored, applied
 --   engine/timewatch.lua  the tickers; wall vs elapsed time, steps of the wall clock
 --   engine/watchdog.lua   stalled passes, the health file, systemd notification
---   engine/alerts.lua  notifications: on_failure, on_expiring, on_recovered, de-duplicated
+--   engine/alerts.lua     notifications: on_failure, on_expiring, on_recovered, de-duplicated
+--   engine/metrics.lua    what the metrics record, their endpoint and textfile
 -- certmaint.certset reads and writes a certificate set (.crt .key .json).
 local core = require "certmaint.core"
 local loop = require "certmaint.loop"
@@ -46,7 +47,7 @@ M.iso = rfc3339.iso
 local function log(level, event, fields) core.log(level, event, fields or {}) end
 
 for _, part in ipairs { "load", "renew", "retry", "clean", "ocsp", "revocation", "status", "deploy", "attention", "ari",
-  "crl", "staple_files", "must_staple", "order_budget", "timewatch", "watchdog", "alerts" } do
+  "crl", "staple_files", "must_staple", "order_budget", "timewatch", "watchdog", "alerts", "metrics" } do
   for name, fn in pairs(require("certmaint.engine." .. part)) do
     if Engine[name] then error("engine: method " .. name .. " defined twice (engine/" .. part .. ".lua)") end
     Engine[name] = fn
@@ -275,19 +276,20 @@ end
 --- One pass of a kind, then on_tick. Runs inside a loop task.
 function Engine:tick(kind, opts)
   local tick
-  local t0 = core.monotonic()
+  local started = core.monotonic()
   if kind == "renew" then tick = self:renew_pass()
   elseif kind == "clean" then tick = self:clean_pass(opts)
   elseif kind == "ocsp" then tick = self:ocsp_pass()
   else error("unknown tick kind " .. tostring(kind), 2) end
   tick.lua_kib = math.floor(collectgarbage("count")) -- the Lua heap, so a leak shows in the log
   tick.cached = self.cache:count()
+  self:metrics_note_pass(kind, core.monotonic() - started, tick)
   -- the log line's times are RFC 3339 like every other; the hook keeps the number
   local line = {}
   for k, v in pairs(tick) do line[k] = v end
   if type(tick.at) == "number" then line.at = rfc3339.iso(tick.at) end
   -- the pass's summary line: its counts, failures and how long it took
-  line.seconds = math.floor((core.monotonic() - t0) * 1000 + 0.5) / 1000
+  line.seconds = math.floor((core.monotonic() - started) * 1000 + 0.5) / 1000
   log("info", "tick", line)
   if self.policy.on_tick and not self.stopping then
     tick.manage = function(names, o) return self:manage(names, o) end
@@ -296,6 +298,7 @@ function Engine:tick(kind, opts)
     self.hooks:notify("on_tick", self.policy.on_tick, tick)
     tick.manage, tick.unmanage, tick.managed = nil, nil, nil
   end
+  self:metrics_write_textfile()
   return tick
 end
 
@@ -317,6 +320,8 @@ function Engine:take_lock(name)
     self.lock_waiters = self.lock_waiters + 1
     ok, lock, err, code = pcall(self.storage.lock, self.storage, name, { timeout = wait })
     self.lock_waiters = self.lock_waiters - 1
+    self:metrics_note_lock_wait((ok and lock) and "acquired" or (ok and code == "timeout") and "timeout" or "error",
+      core.now() - started)
     if not ok then error(lock, 0) end
     if not lock then
       if code == "timeout" then
@@ -399,9 +404,12 @@ function Engine:run()
     end
   end)
   self:watchdog_start()
+  self.metrics_active = true
+  self:metrics_serve()
   loop.spawn_named("start", function()
     local ok, tick = pcall(self.start, self)
     if not ok then log("error", "start_failed", { error = tick }) end
+    self:metrics_write_textfile() -- what start-up loaded, before the first pass
     self:watchdog_ready()
   end)
   -- tickers (engine/timewatch.lua): intervals on elapsed time, decisions on wall time
@@ -449,6 +457,7 @@ function Engine:shutdown()
     end
     return running <= self.lock_waiters and not self:alerts_busy() -- notices being told get the grace too
   end, { timeout = M.SHUTDOWN_GRACE })
+  self:metrics_close()
   self:close_storage()
   self:watchdog_stop()
   log("info", "stopped", {})
@@ -467,6 +476,7 @@ function Engine:reload()
     return false
   end
   self:apply_policy(policy)
+  if self.metrics_active then self:metrics_serve() end
   log("info", "policy_reloaded", { certificates = #self.order })
   loop.spawn_named("start", function() self:start() end)
   return true

@@ -412,6 +412,7 @@ function M:submit(e, reason, collector)
     if self.entries[e.primary] ~= e then return true end -- unmanaged meanwhile
     local ok, res, cert_or_err, code = pcall(self.renew_once, self, e, reason)
     if not ok then res, cert_or_err, code = nil, res, "error" end
+    if res or code ~= "order_budget" then self:metrics_note_renewal(e, res ~= nil) end -- deferred is no attempt
     if res then
       local cert = cert_or_err
       self:clear_state(e)
