@@ -387,6 +387,31 @@ function M:finish_collector(c)
   end
 end
 
+-- The share of a certificate's remaining lifetime a failed renewal may wait
+-- before its next attempt (the job queue's retry_by): certmagic's back-off
+-- starts at 1 min, longer than all that is left of a 60 s certificate at
+-- half-life, so a short-lived one retries within a quarter of what it has
+-- left (each wait shorter than the last as notAfter nears).
+local RETRY_SHARE_OF_REMAINING = 0.25
+
+--- err with retry_by set from e's current certificate (a copy when a table:
+-- the issuer's error is not ours to change), or err itself when e has no
+-- certificate or it has expired (then certmagic's back-off alone: an expired
+-- certificate that keeps failing does not come back every second).
+function M:with_retry_by(e, err)
+  local cert = e.id and self.cache:get(e.id)
+  local now = core.now()
+  if not (cert and type(cert.not_after) == "number" and cert.not_after > now) then return err end
+  local out = {}
+  if type(err) == "table" then
+    for k, v in pairs(err) do out[k] = v end
+  else
+    out.message = message_of(err)
+  end
+  out.retry_by = now + (cert.not_after - now) * RETRY_SHARE_OF_REMAINING
+  return out
+end
+
 --- Queue a renewal (or obtain) job for e; false if one is already queued,
 -- running, or waiting for a retry time that has not come.
 function M:submit(e, reason, collector)
@@ -424,7 +449,7 @@ function M:submit(e, reason, collector)
       self:drop_entry(e.primary, "on-demand renewal failed")
       return nil, { message = msg, final = true }, code
     end
-    return nil, err, code
+    return nil, self:with_retry_by(e, err), code
   end)
   if queued and collector then
     collector.waiting[job] = true
