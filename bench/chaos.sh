@@ -27,8 +27,11 @@
 #   CHAOS expired_while_managed=N  samples where a member that had been up for
 #       STARTUP_GRACE s deployed a certificate past its notAfter (must be 0);
 #       expired_stored: the same for etcd's copy while etcd answered
-#   duplicate_orders=N  issuances of a name less than DUP_GAP s after the
-#       previous one, that one not revoked by this script (must be 0)
+#   duplicate_orders=N  new ACME orders a member created (its
+#       acme_order_created event) for a name less than DUP_GAP s after Pebble
+#       issued that name a certificate this script had not revoked (must be 0);
+#       duplicate_issuances: Pebble's issuances of a name less than DUP_GAP s
+#       after the previous one, that one not revoked (must be 0)
 #   revoked_served=N  revoked serials a live member still deployed more than
 #       DEADLINE s after the responder first answered "revoked" (must be 0);
 #       DEADLINE = half the staple span (a staple is refreshed half-way
@@ -279,7 +282,23 @@ awk -v gap="$DUP_GAP" 'FNR == NR { rev[$3] = $1; next }
      $3 != "?" && $3 == prev && $1 - last < gap && !((pserial in rev) && rev[pserial] <= $1) {
        print "duplicate:", $3, "serial", $2, "at", $1, "previous", pserial, "at", last }
      { prev = $3; last = $1; pserial = $2 }' "$REVOKES" "$WORK/issuances-named" > "$WORK/duplicates.log"
-duplicate_orders=$(wc -l < "$WORK/duplicates.log")
+duplicate_issuances=$(wc -l < "$WORK/duplicates.log")
+# orders: every new ACME order a member created (its acme_order_created event:
+# name, time to the second); a duplicate order is one created less than
+# DUP_GAP s after Pebble issued that name a certificate (in an earlier second,
+# so surely before: Pebble logs whole seconds) not revoked by this script by then
+cat "${MEMBER_LOG[@]}" | grep 'event=acme_order_created' |
+  sed -n 's/^ts=\([^ ]*\) .* name=\([^ ]*\).*/\1 \2/p' |
+  while read -r ts n; do echo "$(date -d "$ts" +%s) $n"; done | sort -n > "$WORK/orders"
+awk -v gap="$DUP_GAP" 'FILENAME ~ /revocations/ { rev[$3] = $1; next }
+     FILENAME ~ /issuances-named/ { n++; it[n] = $1; is[n] = $2; iname[n] = $3; next }
+     { at = $1; name = $2; best = -1
+       for (i = 1; i <= n; i++) if (iname[i] == name && it[i] < at && it[i] > best) { best = it[i]; bs = is[i] }
+       if (best >= 0 && at - best < gap && !((bs in rev) && rev[bs] <= at))
+         printf "duplicate order: %s at %d, %d s after serial %s was issued\n", name, at, at - best, bs }' \
+  "$REVOKES" "$WORK/issuances-named" "$WORK/orders" > "$WORK/duplicate-orders.log"
+duplicate_orders=$(wc -l < "$WORK/duplicate-orders.log")
+orders=$(wc -l < "$WORK/orders")
 unnamed=$(awk '$3 == "?"' "$WORK/issuances-named" | wc -l)
 
 expired_while_managed=$(wc -l < "$WORK/expired.log")
@@ -293,7 +312,7 @@ revocations=$(wc -l < "$REVOKES")
 # detected: a member logged event=revoked for the name while that serial was current
 detected=0
 while read -r at n s; do
-  grep -h "event=revoked " "${MEMBER_LOG[@]}" | grep -q "name=$n" && detected=$((detected + 1))
+  grep -h "event=revoked " "${MEMBER_LOG[@]}" | grep -Eq "name=$n .*serial=0*$s( |$)" && detected=$((detected + 1))
 done < "$REVOKES"
 # how long each revoked serial stayed deployed after confirmation (max over members)
 revoked_max_served=$(awk 'FNR == NR { rev[$3] = $1; next } ($4 in rev) { d = $1 - rev[$4]; if (d > m) m = d } END { print m + 0 }' "$REVOKES" "$WORK/served.log")
@@ -307,9 +326,9 @@ cat "${MEMBER_LOG[@]}" | grep 'level=error' | grep -o 'event=[a-z_0-9]*' | sort 
 kills_of() { awk -v c="$1" -v s="$2" '$2 == c && $3 == s { n++ } END { print n + 0 }' "$KILLS"; }
 
 echo
-echo "CHAOS duration_s=$(( $(now_s) - start )) names=$NAME_COUNT expired_while_managed=$expired_while_managed expired_stored=$expired_stored duplicate_orders=$duplicate_orders revoked_served=$revoked_served"
+echo "CHAOS duration_s=$(( $(now_s) - start )) names=$NAME_COUNT expired_while_managed=$expired_while_managed expired_stored=$expired_stored duplicate_orders=$duplicate_orders duplicate_issuances=$duplicate_issuances revoked_served=$revoked_served"
 echo "CHAOS revocations=$revocations revocations_seen_by_ocsp=$detected revoked_longest_served_s=$revoked_max_served deadline_s=$DEADLINE"
-echo "CHAOS issuances=$issuances unnamed_issuances=$unnamed obtained=$obtained renewed=$renewed reloaded=$reloaded errors=$errors missing_deploy_samples=$(wc -l < "$WORK/missing.log") served_samples=$(wc -l < "$WORK/served.log")"
+echo "CHAOS orders=$orders issuances=$issuances unnamed_issuances=$unnamed obtained=$obtained renewed=$renewed reloaded=$reloaded errors=$errors missing_deploy_samples=$(wc -l < "$WORK/missing.log") served_samples=$(wc -l < "$WORK/served.log")"
 for c in "${COMPONENTS[@]}"; do
   echo "KILLS component=$c kill=$(kills_of "$c" KILL) term=$(kills_of "$c" TERM) self=$(kills_of "$c" self)"
 done
@@ -320,12 +339,13 @@ for i in 1 2; do
       printf "RSS member=%s pid=%s min=%s max=%s end=%s kib samples=%d incarnations=%d sigterm_exit=%s\n", m, last, min, max, end, n, k, st }' "$WORK/rss.tsv"
 done
 echo "errors by event:"; head -n 15 "$WORK/errors-by-event"
-[ -s "$WORK/duplicates.log" ] && { echo "duplicates:"; cat "$WORK/duplicates.log"; }
+[ -s "$WORK/duplicates.log" ] && { echo "duplicate issuances:"; cat "$WORK/duplicates.log"; }
+[ -s "$WORK/duplicate-orders.log" ] && { echo "duplicate orders:"; cat "$WORK/duplicate-orders.log"; }
 [ -s "$WORK/expired.log" ] && { echo "expired samples (first 10):"; head -n 10 "$WORK/expired.log"; }
 [ -s "$WORK/revoked-served.log" ] && { echo "revoked served samples (first 10):"; head -n 10 "$WORK/revoked-served.log"; }
 if [ -n "${RESULTS:-}" ]; then
   mkdir -p "$RESULTS"
   cp "$EVENTS" "$KILLS" "$REVOKES" "$WORK"/*.log "$WORK/rss.tsv" "$WORK/issuances-named" "$WORK/errors-by-event" \
-    "$PEBBLE_LOG" "$ETCD_LOG" "$RESULTS/" 2>/dev/null
+    "$WORK/orders" "$PEBBLE_LOG" "$ETCD_LOG" "$RESULTS/" 2>/dev/null
   echo "details kept in $RESULTS"
 fi

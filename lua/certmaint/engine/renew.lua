@@ -284,7 +284,8 @@ function M:store_issued(e, lock, iss, folder, key, res)
   return res.chain_pem, facts
 end
 
---- One attempt at renewing (or obtaining) e. Returns "renewed"|"reloaded"|"obtained", cert or nil, err, code.
+--- One attempt at renewing (or obtaining) e. Returns "renewed"|"reloaded"|"obtained", cert, or
+-- "replaced", cert (a revoked certificate's replacement found already served), or nil, err, code.
 function M:renew_once(e, reason)
   local lock, err, code = self:take_lock(keys.lock_name(e.primary))
   if not lock then return nil, err, code end
@@ -302,6 +303,13 @@ function M:renew_once(e, reason)
         local c, lerr, lcode = self:cache_put(e, pem)
         if not c then return nil, lerr, lcode end
         return "reloaded", c
+      end
+      -- replacing a revoked certificate that this instance no longer serves:
+      -- while the replacement waited for the lock, a renewal reloaded another
+      -- instance's new certificate (storage's, not the revoked one, not due)
+      if e.revoked and current and current.id ~= e.revoked.hash and stored.hash == current.id
+          and not self:needs_renewal(stored, core.now()) then
+        return "replaced", current
       end
     end
     local chain, ferr, fcode = self:obtain(e, lock)
@@ -421,6 +429,15 @@ function M:submit(e, reason, collector)
     if self.entries[e.primary] ~= e then return true end -- unmanaged meanwhile
     local ok, res, cert_or_err, code = pcall(self.renew_once, self, e, reason)
     if not ok then res, cert_or_err, code = nil, res, "error" end
+    if res == "replaced" then
+      -- nothing to order or deploy: what is served is already the replacement
+      log("info", "revoked_replaced_meanwhile", { name = e.primary, serial = cert_or_err.serial,
+        revoked_serial = e.revoked and e.revoked.serial, attempt = attempt })
+      self:clear_state(e)
+      self:revoked_job_done(e, true)
+      self:collect(job, "reloaded")
+      return true
+    end
     if res then
       local cert = cert_or_err
       self:clear_state(e)
