@@ -298,6 +298,11 @@ awk -v gap="$DUP_GAP" 'FILENAME ~ /revocations/ { rev[$3] = $1; next }
          printf "duplicate order: %s at %d, %d s after serial %s was issued\n", name, at, at - best, bs }' \
   "$REVOKES" "$WORK/issuances-named" "$WORK/orders" > "$WORK/duplicate-orders.log"
 duplicate_orders=$(wc -l < "$WORK/duplicate-orders.log")
+# of which within 90 s after a Pebble restart (Pebble forgets every account
+# and order: a member's cached account URL is stale until the CA says so)
+duplicate_orders_after_ca_restart=$(awk '$2 == "pebble" { k[++n] = $1; next }
+     { t = $5 + 0; for (i = 1; i <= n; i++) if (t >= k[i] && t - k[i] <= 90) { c++; break } } END { print c + 0 }' \
+  "$KILLS" "$WORK/duplicate-orders.log")
 orders=$(wc -l < "$WORK/orders")
 unnamed=$(awk '$3 == "?"' "$WORK/issuances-named" | wc -l)
 
@@ -327,6 +332,7 @@ kills_of() { awk -v c="$1" -v s="$2" '$2 == c && $3 == s { n++ } END { print n +
 
 echo
 echo "CHAOS duration_s=$(( $(now_s) - start )) names=$NAME_COUNT expired_while_managed=$expired_while_managed expired_stored=$expired_stored duplicate_orders=$duplicate_orders duplicate_issuances=$duplicate_issuances revoked_served=$revoked_served"
+echo "CHAOS duplicate_orders_after_ca_restart=$duplicate_orders_after_ca_restart"
 echo "CHAOS revocations=$revocations revocations_seen_by_ocsp=$detected revoked_longest_served_s=$revoked_max_served deadline_s=$DEADLINE"
 echo "CHAOS orders=$orders issuances=$issuances unnamed_issuances=$unnamed obtained=$obtained renewed=$renewed reloaded=$reloaded errors=$errors missing_deploy_samples=$(wc -l < "$WORK/missing.log") served_samples=$(wc -l < "$WORK/served.log")"
 for c in "${COMPONENTS[@]}"; do
