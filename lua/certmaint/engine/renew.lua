@@ -449,6 +449,10 @@ function M:submit(e, reason, collector)
     end
     local err = cert_or_err
     local msg = message_of(err)
+    -- the cap of the retry comes from the certificate being replaced, taken
+    -- before a revoked one leaves the cache below (then the name has none,
+    -- and certmagic's 1 min would leave the revoked one deployed past its end)
+    local retry_err = self:with_retry_by(e, err)
     if code == "order_budget" then
       -- the budget is used up: the renewal waits for it, it did not fail
       log("info", "renewal_deferred", { name = e.primary, error = msg, attempt = attempt, code = code })
@@ -466,7 +470,7 @@ function M:submit(e, reason, collector)
       self:drop_entry(e.primary, "on-demand renewal failed")
       return nil, { message = msg, final = true }, code
     end
-    return nil, self:with_retry_by(e, err), code
+    return nil, retry_err, code
   end)
   if queued and collector then
     collector.waiting[job] = true

@@ -163,6 +163,29 @@ describe("revocation", function()
     assert.equal(2, issuer.issued)
   end)
 
+  it("retries a failed replacement within a quarter of what was left of the revoked certificate", function()
+    -- bench/chaos.sh: a 60 s certificate revoked while Pebble was down; the
+    -- replacement failed, the revoked one left the cache, and the name (with
+    -- no certificate now) waited certmagic's 1 min: the revoked certificate
+    -- stayed deployed, past its notAfter
+    local e, issuer = engine { issuer = testing.issuer { ca = ca, ocsp_url = URL, lifetime = "60s" },
+      renew_check_interval = "1s", ocsp_check_interval = "1s" }
+    local old = e:cert("a.test")
+    ca:revoke(old.serial)
+    issuer.fail = issuer.calls + 1 -- the replacement's first attempt fails
+    clock:advance(31) -- the staple's refresh time (half-way to notAfter)
+    local tick = e:tick("ocsp")
+    assert.equal(1, tick.revoked)
+    assert.is_nil(e:cert("a.test")) -- out of service
+    local st = e.engine.jobs:status("renew:a.test")
+    local left = old.not_after - clock:now()
+    assert.near(clock:now() + left / 4, st.next_attempt, 0.5)
+    clock:advance(st.next_attempt - clock:now())
+    e:tick("renew"); e:wait()
+    assert.equal(2, issuer.issued)
+    assert.is_true(clock:now() < old.not_after)
+  end)
+
   it("replaces now even while a failing renewal waits for its retry time", function()
     local e, issuer = engine {}
     issuer.fail = issuer.calls + 1 -- the next call fails (no Retry-After: the back-off decides)
