@@ -25,6 +25,12 @@
 --   reports it; `retry_at` is the older spelling, also read) defers the retry
 --   to then if that is later than the schedule says; it never makes a retry
 --   come sooner.
+-- - An error's `retry_by` (absolute Unix time) is the latest the next attempt
+--   may come by the schedule: the engine sets it from the remaining lifetime
+--   of the certificate being renewed, so certmagic's minutes-long back-off
+--   never outlasts a short-lived certificate (60 s ones: a first retry 1 min
+--   later came after their notAfter). Never sooner than MIN_RETRY seconds;
+--   a later retry_after still wins (the CA said when).
 -- - Unlike certmagic, a job waiting between attempts gives up its concurrency
 --   slot (certmagic's worker sleeps inside doWithRetry, keeping it), so one
 --   failing CA does not stall every other renewal for hours.
@@ -54,6 +60,8 @@ M.CERTMAGIC_RETRY_INTERVALS = {
   3600, 10800,                -- elapsed: 6 h
   21600,                      -- then every 6 h up to max_retry_duration
 }
+--- The shortest wait a retry_by can bring a retry down to, in seconds.
+M.MIN_RETRY = 1
 --- certmagic's maxRetryDuration: 30 days.
 M.MAX_RETRY_DURATION = 30 * 86400
 
@@ -94,7 +102,7 @@ local function error_parts(err)
     local older = time_or_nil(err.retry_at)
     if older and (not retry_at or older > retry_at) then retry_at = older end
     return tostring(msg == nil and "unknown error" or msg), err.final and true or false, retry_at,
-      err.traceback
+      err.traceback, time_or_nil(err.retry_by)
   end
   if err == nil then return "unknown error", false, nil end
   return tostring(err), false, nil
@@ -344,7 +352,7 @@ function run_attempt(q, job)
   else
     err, code = r1, "error"
   end
-  local msg, final, retry_at, traceback = error_parts(err)
+  local msg, final, retry_at, traceback, retry_by = error_parts(err)
   job.last_error, job.last_code = msg, code
   local elapsed = now - job.first_attempt
   if final or elapsed >= q.max_retry_duration then
@@ -358,6 +366,7 @@ function run_attempt(q, job)
   end
   job.retry_index = math.min(job.retry_index + 1, #q.intervals)
   local at = now + q.intervals[job.retry_index]
+  if retry_by and retry_by < at then at = math.max(retry_by, now + M.MIN_RETRY) end
   if retry_at and retry_at > at then at = retry_at end
   job.next_attempt, job.task = at, nil
   -- manual: the re-submit brings the function; do not keep what it captured

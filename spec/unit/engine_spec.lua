@@ -355,6 +355,41 @@ describe("engine", function()
       assert.is_nil(e:status_rows()[1].last_error)
     end)
 
+    it("retries a short-lived certificate within a quarter of what is left of it, not after 1 min", function()
+      -- bench/chaos.sh: 60 s certificates due at half-life whose renewal failed once
+      -- (Pebble restarting) waited certmagic's 1 min and expired meanwhile
+      local issuer = testing.issuer { ca = ca, lifetime = "60s" }
+      local e = testing.engine(policy { issuer = issuer, renew_check_interval = "1s" })
+      local first = e:cert("example.com")
+      issuer.fail = issuer.calls + 3 -- the next three calls fail
+      clock:advance(31)
+      local tick = e:tick("renew")
+      assert.equal(1, tick.failed)
+      local left = first.not_after - clock:now()
+      local row = e:status_rows()[1]
+      assert.near(clock:now() + left / 4, row.next_attempt, 0.5)
+      local waits = { row.next_attempt - clock:now() }
+      while issuer.issued == 1 and clock:now() < first.not_after do
+        clock:advance(row.next_attempt - clock:now()); e:wait()
+        row = e:status_rows()[1]
+        if issuer.issued == 1 then waits[#waits + 1] = row.next_attempt - clock:now() end
+      end
+      assert.equal(2, issuer.issued)
+      assert.is_true(clock:now() < first.not_after, "renewed before the old one expired")
+      assert.equal(3, #waits)
+      for i = 2, #waits do assert.is_true(waits[i] < waits[i - 1], "each wait shorter than the last") end
+      assert.not_equal(first.serial, e:cert("example.com").serial)
+    end)
+
+    it("keeps certmagic's back-off for an expired certificate whose renewal fails", function()
+      local issuer = testing.issuer { ca = ca, lifetime = "60s" }
+      local e = testing.engine(policy { issuer = issuer, renew_check_interval = "1s" })
+      issuer.fail = issuer.calls + 100
+      clock:advance(61)
+      e:tick("renew")
+      assert.near(clock:now() + 60, e:status_rows()[1].next_attempt, 1)
+    end)
+
     it("status names what is wrong with a damaged stored certificate, not 'no certificate'", function()
       local issuer = testing.issuer { ca = ca, lifetime = "30d" }
       local storage = testing.memory()

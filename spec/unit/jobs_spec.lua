@@ -276,6 +276,24 @@ describe("certmaint.jobs", function()
       assert.equal(T0 + 60, q:status("junk").next_attempt)
     end)
 
+    it("brings the schedule's retry forward to retry_by, never below MIN_RETRY", function()
+      q = jobs.new {}
+      q:submit("short", function() return nil, { message = "x", retry_by = T0 + 7.5 } end)
+      q:submit("floor", function() return nil, { message = "x", retry_by = T0 + 0.2 } end)
+      q:submit("later", function() return nil, { message = "x", retry_by = T0 + 600 } end)
+      settle()
+      assert.equal(T0 + 7.5, q:status("short").next_attempt)
+      assert.equal(T0 + jobs.MIN_RETRY, q:status("floor").next_attempt)
+      assert.equal(T0 + 60, q:status("later").next_attempt)
+    end)
+
+    it("lets a later retry_after win over retry_by (the CA said when)", function()
+      q = jobs.new {}
+      q:submit("ca", function() return nil, { message = "x", retry_by = T0 + 5, retry_after = T0 + 300 } end)
+      settle()
+      assert.equal(T0 + 300, q:status("ca").next_attempt)
+    end)
+
     it("ignores an earlier retry_at", function()
       q = jobs.new {}
       q:submit("early", function() return nil, { message = "x", retry_at = T0 + 1 } end)

@@ -360,6 +360,7 @@ function M.obtain(s, req)
   local primary = req.names[1]
   local rec, rkey = load_record(s, primary)
   local o, url, key
+  local drop_after_new_order = false
   if rec then
     local unreachable
     o, url, key, unreachable = resume(s, req, rec, rkey)
@@ -371,13 +372,18 @@ function M.obtain(s, req)
       return nil, url, code
     else
       core.log("info", "acme_order_not_resumed", { name = primary, order = rec.url, why = url })
-      drop_record(s, rkey)
+      -- another account's order is kept until this account's new order
+      -- exists: when the CA says this account does not (it forgot it, and
+      -- another instance registered again and made that order), the issuer
+      -- loads the account storage holds now and the next try resumes it
+      if url == "another account" then drop_after_new_order = true else drop_record(s, rkey) end
     end
   end
   if not o then
     local code
     o, url, code = new_order(s, req)
     if not o then return nil, url, code end
+    if drop_after_new_order then drop_record(s, rkey) end
   end
   return M.continue(s, req, o, url, rkey, key)
 end

@@ -285,7 +285,8 @@ function M:store_issued(e, lock, iss, folder, key, res)
   return res.chain_pem, facts
 end
 
---- One attempt at renewing (or obtaining) e. Returns "renewed"|"reloaded"|"obtained", cert or nil, err, code.
+--- One attempt at renewing (or obtaining) e. Returns "renewed"|"reloaded"|"obtained", cert, or
+-- "replaced", cert (a revoked certificate's replacement found already served), or nil, err, code.
 function M:renew_once(e, reason)
   local lock, err, code = self:take_lock(keys.lock_name(e.primary))
   if not lock then return nil, err, code end
@@ -303,6 +304,13 @@ function M:renew_once(e, reason)
         local c, lerr, lcode = self:cache_put(e, pem)
         if not c then return nil, lerr, lcode end
         return "reloaded", c
+      end
+      -- replacing a revoked certificate that this instance no longer serves:
+      -- while the replacement waited for the lock, a renewal reloaded another
+      -- instance's new certificate (storage's, not the revoked one, not due)
+      if e.revoked and current and current.id ~= e.revoked.hash and stored.hash == current.id
+          and not self:needs_renewal(stored, core.now()) then
+        return "replaced", current
       end
     end
     local chain, ferr, fcode = self:obtain(e, lock)
@@ -403,6 +411,31 @@ function M:finish_collector(c)
   end
 end
 
+-- The share of a certificate's remaining lifetime a failed renewal may wait
+-- before its next attempt (the job queue's retry_by): certmagic's back-off
+-- starts at 1 min, longer than all that is left of a 60 s certificate at
+-- half-life, so a short-lived one retries within a quarter of what it has
+-- left (each wait shorter than the last as notAfter nears).
+local RETRY_SHARE_OF_REMAINING = 0.25
+
+--- err with retry_by set from e's current certificate (a copy when a table:
+-- the issuer's error is not ours to change), or err itself when e has no
+-- certificate or it has expired (then certmagic's back-off alone: an expired
+-- certificate that keeps failing does not come back every second).
+function M:with_retry_by(e, err)
+  local cert = e.id and self.cache:get(e.id)
+  local now = core.now()
+  if not (cert and type(cert.not_after) == "number" and cert.not_after > now) then return err end
+  local out = {}
+  if type(err) == "table" then
+    for k, v in pairs(err) do out[k] = v end
+  else
+    out.message = message_of(err)
+  end
+  out.retry_by = now + (cert.not_after - now) * RETRY_SHARE_OF_REMAINING
+  return out
+end
+
 --- Queue a renewal (or obtain) job for e; false if one is already queued,
 -- running, or waiting for a retry time that has not come.
 function M:submit(e, reason, collector)
@@ -413,6 +446,17 @@ function M:submit(e, reason, collector)
     local ok, res, cert_or_err, code = pcall(self.renew_once, self, e, reason)
     if not ok then res, cert_or_err, code = nil, res, "error" end
     if res or code ~= "order_budget" then self:metrics_note_renewal(e, res ~= nil) end -- deferred is no attempt
+    if res == "replaced" then
+      -- nothing to order or deploy: what is served is already the replacement
+      log("info", "revoked_replaced_meanwhile", { name = e.primary, serial = cert_or_err.serial,
+        revoked_serial = e.revoked and e.revoked.serial, attempt = attempt })
+      self:clear_state(e)
+      self:revoked_job_done(e, true)
+      self:alert_healed(e, "renew")
+      self:alert_healed(e, "expiring")
+      self:collect(job, "reloaded")
+      return true
+    end
     if res then
       local cert = cert_or_err
       self:clear_state(e)
@@ -426,6 +470,10 @@ function M:submit(e, reason, collector)
     end
     local err = cert_or_err
     local msg = message_of(err)
+    -- the cap of the retry comes from the certificate being replaced, taken
+    -- before a revoked one leaves the cache below (then the name has none,
+    -- and certmagic's 1 min would leave the revoked one deployed past its end)
+    local retry_err = self:with_retry_by(e, err)
     if code == "order_budget" then
       -- the budget is used up: the renewal waits for it, it did not fail
       log("info", "renewal_deferred", { name = e.primary, error = msg, attempt = attempt, code = code })
@@ -444,7 +492,7 @@ function M:submit(e, reason, collector)
       self:drop_entry(e.primary, "on-demand renewal failed")
       return nil, { message = msg, final = true }, code
     end
-    return nil, err, code
+    return nil, retry_err, code
   end)
   if queued and collector then
     collector.waiting[job] = true

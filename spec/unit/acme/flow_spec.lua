@@ -306,6 +306,36 @@ describe("acme flow", function()
     assert.truthy(ca.accounts[new])
   end)
 
+  it("resumes another instance's order made with the account it registered again (the CA forgot the old one)", function()
+    -- bench/chaos.sh: Pebble restarted, member 2 registered again and opened
+    -- an order; member 1, its account URL cached from before, did not resume
+    -- that order ("another account") and opened a second one
+    local iss, ca, storage, port = setup()
+    -- a second instance on the same storage (its solver listens only while it solves)
+    local other = acme.new { directory = iss.directory, email = "ops@example.test",
+      challenges = { http01 = { listen = "127.0.0.1:" .. port } } }
+    ca:attach(other:client())
+    local stale = run(function() return iss:account(storage) end)
+    assert.equal(stale.url, run(function() return other:account(storage) end).url)
+    ca.accounts = {} -- the CA lost its state
+    assert(issue(other, storage, { "a.example.test" })) -- the other instance registers again
+    local fresh = run(function() return other:account(storage) end)
+    assert.are_not.equal(stale.url, fresh.url)
+    local o = ca:on_new_order(nil, { identifiers = setmetatable({ { type = "dns", value = "r.example.test" } },
+      core.json_array_mt) }, nil, ca.accounts[fresh.url])
+    local url = o.headers.location
+    local rkey = keys.acme_order(iss.issuer_key, "r.example.test")
+    assert(storage:store(rkey, core.json_encode { url = url,
+      names = setmetatable({ "r.example.test" }, core.json_array_mt), account = fresh.url }))
+    logs()
+    local res, err = issue(iss, storage, { "r.example.test" })
+    assert.is_nil(err)
+    assert.equal(url, res.order_url) -- that order, not a new one
+    local resumed = 0
+    for _, l in ipairs(logs()) do if l:find("event=acme_order_resumed", 1, true) then resumed = resumed + 1 end end
+    assert.equal(1, resumed)
+  end)
+
   it("keeps the stored order when the CA cannot be reached, and resumes it later", function()
     local iss, ca, storage = setup()
     local acct = run(function() return iss:account(storage) end)
