@@ -16,13 +16,7 @@ local CASES = { "ocsp_good.der", "ocsp_revoked_1.der", "ocsp_revoked_none.der", 
   "ocsp_truncated.der", "ocsp_garbage.der", "ocsp_stale.der", "ocsp_notyet.der", "ocsp_status_tryLater.der" }
 local MAGIC = "certmaint ocsp-verified 1\n"
 
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local slurp = require("helpers.policies").read
 
 local function spit(path, data)
   local f = assert(io.open(path, "wb"))
