@@ -154,11 +154,14 @@ sampler() {
   done
 }
 rss_sampler() {
-  local i pid kib
+  local i pid kib started
   while :; do
     for i in 1 2; do
       pid=$(cat "$WORK/member$i.pid" 2>/dev/null)
       [ -n "$pid" ] || continue
+      # a sample of a member just forked (not yet exec'd) would be the shell's
+      started=$(cat "$WORK/member$i.started" 2>/dev/null || echo 0)
+      [ $(( $(now_s) - started )) -ge "$STARTUP_GRACE" ] || continue
       kib=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null)
       [ -n "$kib" ] && echo "$(now_s) $i $pid $kib" >> "$WORK/rss.tsv"
     done
