@@ -499,7 +499,7 @@ static int build_entry(const struct cm_cert_facts *f, struct built *out, struct 
     out->e.not_after = f->not_after;
     out->e.renew_at = (double)f->not_after;
     out->e.next_attempt = 0;
-    {
+    if (f->ocsp_urls.count) { /* only a certificate naming a responder gets a staple key */
         /* a PEM that cannot be made leaves the key to be made (and fail) where it is used */
         char *pem = NULL;
         size_t pem_len = 0;

@@ -11,8 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
-
+#include "crypto.h"
 #include "fileio.h"
 
 #define SLOT_USED 1u
@@ -324,16 +323,25 @@ void cm_ocsp_memo_free(struct cm_ocsp_memo *m)
 void cm_ocsp_memo_key(const unsigned char key_sha256[32], const unsigned char *dgst, size_t dlen,
                       const unsigned char *sig, size_t siglen, unsigned char out[CM_OCSP_MEMO_KEY])
 {
-    /* lengths first: no two (dgst, sig) splits of the same bytes hash alike */
-    unsigned char lens[4] = {(unsigned char)(dlen >> 8), (unsigned char)dlen, (unsigned char)(siglen >> 8),
-                             (unsigned char)siglen};
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    unsigned int n = 0;
-    if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1 || EVP_DigestUpdate(ctx, key_sha256, 32) != 1 ||
-        EVP_DigestUpdate(ctx, lens, sizeof lens) != 1 || EVP_DigestUpdate(ctx, dgst, dlen) != 1 ||
-        EVP_DigestUpdate(ctx, sig, siglen) != 1 || EVP_DigestFinal_ex(ctx, out, &n) != 1 || n != 32) {
-        /* all zero: the key no memo holds (add ignores it), so the signature is checked */
+    /* key hash | lengths (no two (dgst, sig) splits of the same bytes hash alike) | dgst | sig:
+     * on the stack, one SHA-256 (a digest context allocated per response was on the hot path) */
+    unsigned char buf[32 + 4 + 64 + 256];
+    size_t n = 0;
+    if (dlen > 64 || siglen > 256) {
+        /* larger than any ECDSA signature the fast path takes: never memoised, so checked */
         memset(out, 0, CM_OCSP_MEMO_KEY);
+        return;
     }
-    EVP_MD_CTX_free(ctx);
+    memcpy(buf, key_sha256, 32);
+    n = 32;
+    buf[n++] = (unsigned char)(dlen >> 8);
+    buf[n++] = (unsigned char)dlen;
+    buf[n++] = (unsigned char)(siglen >> 8);
+    buf[n++] = (unsigned char)siglen;
+    memcpy(buf + n, dgst, dlen);
+    n += dlen;
+    memcpy(buf + n, sig, siglen);
+    n += siglen;
+    /* on failure all zero: the key no memo holds (add ignores it), so the signature is checked */
+    if (cm_crypto_sha256(buf, n, out, NULL) != CM_OK) memset(out, 0, CM_OCSP_MEMO_KEY);
 }
