@@ -12,8 +12,10 @@
 # listening: refused at once). WARM=1 reads the whole tree first (untimed), so
 # the start is from a warm page cache (a restart), not from disk. Prints:
 #   ready_loaded_s   from exec to the `loaded` log line (the store read, parsed, cached)
-#   ready_s          from exec to the end of start-up's first OCSP pass (staples
-#                    from storage attached): the daemon is doing nothing but wait
+#   ready_s          from exec to the `ready` line: loaded, staples from storage
+#                    attached, start-up's OCSP pass (if any was due) done: the
+#                    daemon is doing nothing but wait
+#   ready_cpu_s      CPU time (every thread) spent by then
 #   rss_ready_MiB    RSS then
 #   idle_cpu_s, idle_ctxsw, idle_wakeups_per_s  over IDLE seconds after ready: CPU
 #                    time (utime+stime, every thread, /proc/PID/stat), voluntary +
@@ -65,13 +67,14 @@ wait_for_log() { # pattern timeout -> the time it showed
   date +%s.%N
 }
 t_loaded=$(wait_for_log "event=loaded" 300)
-t_ready=$(wait_for_log "event=tick .*kind=ocsp" 600)
+t_ready=$(wait_for_log "event=ready" 600)
+ready_cpu=$(awk '{ print $14 + $15 }' "/proc/$PID/stat")
 rss() { awk '/^VmRSS/ { print $2 / 1024 }' "/proc/$PID/status"; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$PID/stat"; }
 ctxsw() { cat /proc/"$PID"/task/*/status 2>/dev/null | awk '/_ctxt_switches/ { s += $2 } END { print s }'; }
 echo "loaded: $(grep -m1 'event=loaded' "$LOG")"
-printf 'ready_loaded_s %.3f\nready_s %.3f\nrss_ready_MiB %.1f\n' "$(echo "$t_loaded - $t0" | bc)" \
-  "$(echo "$t_ready - $t0" | bc)" "$(rss)"
+printf 'ready_loaded_s %.3f\nready_s %.3f\nready_cpu_s %.2f\nrss_ready_MiB %.1f\n' "$(echo "$t_loaded - $t0" | bc)" \
+  "$(echo "$t_ready - $t0" | bc)" "$(echo "$ready_cpu / $(getconf CLK_TCK)" | bc -l)" "$(rss)"
 c0=$(cpu_ticks) s0=$(ctxsw)
 sleep "$IDLE"
 c1=$(cpu_ticks) s1=$(ctxsw)

@@ -677,66 +677,16 @@ static void item_fail(struct cm_cache_item *it, size_t num, const char *code, co
     it->state = CM_CACHE_ITEM_ERROR;
 }
 
-/* What one parse thread keeps between items: its read buffer, and its
- * certificates folder (".../certificates/<issuer>/", the part of an item's
- * path before "<site>/<file>") held open, so that each read and each stat
- * walks the last two path components from it instead of the whole path
- * (path lookups were a tenth of the load at 100,000 certificates). */
-struct reader {
-    struct cm_fileio_buf buf;
-    int dirfd;            /* -1: none open */
-    size_t dir_len;       /* bytes of dir (a path prefix ending in '/') */
-    char dir[PATH_MAX];
-};
-
-static void reader_init(struct reader *rd)
-{
-    rd->buf.data = NULL;
-    rd->buf.cap = 0;
-    rd->dirfd = -1;
-    rd->dir_len = 0;
-}
-
-static void reader_free(struct reader *rd)
-{
-    cm_fileio_buf_free(&rd->buf);
-    if (rd->dirfd >= 0) close(rd->dirfd);
-    rd->dirfd = -1;
-}
-
-/* The directory fd to resolve path from and the rest of path: the reader's
- * folder when path lies two components below it (opening that folder when
- * it is another), else AT_FDCWD and path itself (any failure only costs the
- * shortcut). */
-static int reader_dir(struct reader *rd, const char *path, const char **rel)
-{
-    const char *last = strrchr(path, '/'), *site = NULL, *p;
-    size_t len;
-    *rel = path;
-    for (p = last ? last - 1 : NULL; p && p >= path; p--)
-        if (*p == '/') { site = p; break; }
-    if (!site || site == path) return AT_FDCWD;
-    len = (size_t)(site - path) + 1;
-    if (rd->dirfd < 0 || rd->dir_len != len || memcmp(rd->dir, path, len) != 0) {
-        int fd;
-        if (len >= sizeof rd->dir) return AT_FDCWD;
-        memcpy(rd->dir, path, len);
-        rd->dir[len] = '\0';
-        fd = open(rd->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (rd->dirfd >= 0) close(rd->dirfd);
-        rd->dirfd = fd;
-        rd->dir_len = fd >= 0 ? len : 0;
-        if (fd < 0) return AT_FDCWD;
-    }
-    *rel = path + len;
-    return rd->dirfd;
-}
+/* What one parse thread keeps between items (fileio.h): its read buffer,
+ * and its certificates folder (".../certificates/<issuer>/", the part of an
+ * item's path before "<site>/<file>") held open. */
+#define SITE_DEPTH 2u
 
 /* The parse stage of one item, touching nothing but the item, *b and the
  * thread's reader (this runs on the parse threads): parse once, compare
  * names, compute renew_at, pack the entry. */
 static void many_prepare(const struct cm_cache_many_opts *o, struct cm_cache_item *it,
-                         size_t i, struct built *b, struct reader *rd)
+                         size_t i, struct built *b, struct cm_fileio_reader *rd)
 {
     struct cm_cert_facts f;
     struct cm_result r;
@@ -754,7 +704,7 @@ static void many_prepare(const struct cm_cache_many_opts *o, struct cm_cache_ite
     if (!it->pem && it->path) {
         /* read here, on the parse threads: the file system's latency overlaps too */
         const char *rel;
-        int dirfd = reader_dir(rd, it->path, &rel);
+        int dirfd = cm_fileio_reader_dir(rd, it->path, SITE_DEPTH, &rel);
         if (cm_fileio_read_into_at(dirfd, rel, it->path, o->max_bytes, &rd->buf, &file_len, &r) !=
             CM_OK) {
             item_fail(it, num, r.code, r.message);
@@ -767,7 +717,7 @@ static void many_prepare(const struct cm_cache_many_opts *o, struct cm_cache_ite
         /* a directory is no private key: EISDIR, as the generic
          * load_into_cache (storage.common) reports it */
         const char *rel;
-        int dirfd = reader_dir(rd, it->companion, &rel);
+        int dirfd = cm_fileio_reader_dir(rd, it->companion, SITE_DEPTH, &rel);
         int err = fstatat(dirfd, rel, &st, 0) != 0 ? errno : S_ISDIR(st.st_mode) ? EISDIR : 0;
         if (err) {
             char why[sizeof it->res.message];
@@ -856,8 +806,8 @@ struct cm_cache_batch {
 static void *many_worker(void *arg)
 {
     struct cm_cache_batch *m = arg;
-    struct reader rd;
-    reader_init(&rd);
+    struct cm_fileio_reader rd;
+    cm_fileio_reader_init(&rd);
     for (;;) {
         size_t i;
         pthread_mutex_lock(&m->mu);
@@ -868,7 +818,7 @@ static void *many_worker(void *arg)
         }
         if (m->next >= m->n) {
             pthread_mutex_unlock(&m->mu);
-            reader_free(&rd);
+            cm_fileio_reader_free(&rd);
             return NULL;
         }
         i = m->next++;
@@ -978,14 +928,14 @@ static void batch_finish(struct cm_cache *c, struct cm_cache_batch *m)
                     m->o.first_index + i, m->start_res.message);
         }
     } else if (m->started == 0) {
-        struct reader rd;
-        reader_init(&rd);
+        struct cm_fileio_reader rd;
+        cm_fileio_reader_init(&rd);
         for (i = 0; i < m->n; i++) {
             struct built *b = &m->ring[i % m->window];
             many_prepare(&m->o, &m->items[i], i, b, &rd);
             many_insert(c, &m->o, &m->items[i], i, b);
         }
-        reader_free(&rd);
+        cm_fileio_reader_free(&rd);
     } else {
         for (i = 0; i < m->n; i++) {
             struct built *b = &m->ring[i % m->window];

@@ -222,6 +222,62 @@ int cm_fileio_read_into(const char *path, size_t max, struct cm_fileio_buf *buf,
     return cm_fileio_read_into_at(AT_FDCWD, path, path, max, buf, out_len, res);
 }
 
+void cm_fileio_reader_init(struct cm_fileio_reader *rd)
+{
+    rd->buf.data = NULL;
+    rd->buf.cap = 0;
+    rd->dirfd = -1;
+    rd->dir_len = 0;
+    rd->dir[0] = '\0';
+}
+
+void cm_fileio_reader_free(struct cm_fileio_reader *rd)
+{
+    cm_fileio_buf_free(&rd->buf);
+    if (rd->dirfd >= 0) close(rd->dirfd);
+    rd->dirfd = -1;
+    rd->dir_len = 0;
+}
+
+int cm_fileio_reader_dir(struct cm_fileio_reader *rd, const char *path, unsigned depth, const char **rel)
+{
+    const char *p = path + strlen(path), *cut = NULL;
+    unsigned seen = 0;
+    size_t len;
+    *rel = path;
+    /* the '/' before the last `depth` components */
+    while (p > path && seen < depth) {
+        p--;
+        if (*p == '/') {
+            seen++;
+            cut = p;
+        }
+    }
+    if (seen < depth || !cut || cut == path) return AT_FDCWD;
+    len = (size_t)(cut - path) + 1;
+    if (rd->dirfd < 0 || rd->dir_len != len || memcmp(rd->dir, path, len) != 0) {
+        int fd;
+        if (len >= sizeof rd->dir) return AT_FDCWD;
+        memcpy(rd->dir, path, len);
+        rd->dir[len] = '\0';
+        fd = open(rd->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (rd->dirfd >= 0) close(rd->dirfd);
+        rd->dirfd = fd;
+        rd->dir_len = fd >= 0 ? len : 0;
+        if (fd < 0) return AT_FDCWD;
+    }
+    *rel = path + len;
+    return rd->dirfd;
+}
+
+int cm_fileio_reader_read(struct cm_fileio_reader *rd, const char *path, unsigned depth, size_t max,
+                          size_t *out_len, struct cm_result *res)
+{
+    const char *rel;
+    int dirfd = cm_fileio_reader_dir(rd, path, depth, &rel);
+    return cm_fileio_read_into_at(dirfd, rel, path, max, &rd->buf, out_len, res);
+}
+
 int cm_fileio_read_into_at(int dirfd, const char *rel, const char *path, size_t max,
                            struct cm_fileio_buf *buf, size_t *out_len, struct cm_result *res)
 {

@@ -93,7 +93,7 @@ static void pending_clear(struct pending *pd)
 
 /* Read (a file's) and decode item i into *pd; on failure the item's res says
  * why and pd->decoded stays 0.  rd: the thread's read buffer. */
-static void decode_item(struct cm_ocsp_batch *b, size_t i, struct cm_fileio_buf *rd, struct pending *pd)
+static void decode_item(struct cm_ocsp_batch *b, size_t i, struct cm_fileio_reader *rd, struct pending *pd)
 {
     struct cm_ocsp_batch_item *it = &b->items[i];
     const struct prep *p = &b->prep[i];
@@ -104,8 +104,9 @@ static void decode_item(struct cm_ocsp_batch *b, size_t i, struct cm_fileio_buf 
     if (p->issuer < 0) return; /* start said why */
     if (!der && it->path) {
         size_t len = 0;
-        if (cm_fileio_read_into(it->path, b->o.max_bytes, rd, &len, &it->res) != CM_OK) return;
-        der = (const unsigned char *)rd->data;
+        /* the staples' folder held open: each read walks one component */
+        if (cm_fileio_reader_read(rd, it->path, 1, b->o.max_bytes, &len, &it->res) != CM_OK) return;
+        der = (const unsigned char *)rd->buf.data;
         der_len = len;
     }
     if (cm_ssl_ocsp_decode(der, der_len, &pd->resp, &pd->bs, &it->res) != CM_OK) goto fail;
@@ -177,7 +178,7 @@ out:
 /* Items [first, last) (at most CLAIM): decoded, the signatures of those an
  * issuer signed itself checked together (one inversion for all), then the
  * rest of each check. */
-static void check_range(struct cm_ocsp_batch *b, size_t first, size_t last, struct cm_fileio_buf *rd)
+static void check_range(struct cm_ocsp_batch *b, size_t first, size_t last, struct cm_fileio_reader *rd)
 {
     struct pending pd[CLAIM];
     struct cm_ecdsa_check sigs[CLAIM];
@@ -210,7 +211,8 @@ static void check_range(struct cm_ocsp_batch *b, size_t first, size_t last, stru
 static void *worker(void *arg)
 {
     struct cm_ocsp_batch *b = arg;
-    struct cm_fileio_buf rd = {NULL, 0};
+    struct cm_fileio_reader rd;
+    cm_fileio_reader_init(&rd);
     for (;;) {
         size_t first, last;
         if (atomic_load_explicit(&b->stop, memory_order_relaxed)) break;
@@ -220,7 +222,7 @@ static void *worker(void *arg)
         check_range(b, first, last, &rd);
         atomic_fetch_add_explicit(&b->done, last - first, memory_order_release);
     }
-    cm_fileio_buf_free(&rd);
+    cm_fileio_reader_free(&rd);
     /* OpenSSL's per-thread error queue and caches */
     OPENSSL_thread_stop();
     return NULL;
@@ -442,6 +444,7 @@ static void attach(struct cm_cache *c, const struct cm_ocsp_batch_opts *o,
                                           (double)it->info.next_update, (double)v.not_after);
     if (!o->attach || !o->verify || o->now <= 0) return;
     if (it->info.status == CM_OCSP_UNKNOWN || it->info.next_update == 0) return;
+    if (o->attach_good_only && it->info.status != CM_OCSP_GOOD) return;
     if (!(it->refresh_at > (double)o->now)) return;
     if ((v.flags & CM_CACHE_HAS_STAPLE) && !((double)it->info.this_update > v.staple.this_update))
         return;
@@ -473,10 +476,11 @@ void cm_ocsp_batch_finish(struct cm_cache *c, struct cm_ocsp_batch *b)
     b->started = 0;
     /* what no thread claimed (none ran, or some could not be made) */
     if (atomic_load(&b->next) < b->n) {
-        struct cm_fileio_buf rd = {NULL, 0};
+        struct cm_fileio_reader rd;
+        cm_fileio_reader_init(&rd);
         for (i = atomic_load(&b->next); i < b->n; i += CLAIM)
             check_range(b, i, i + CLAIM < b->n ? i + CLAIM : b->n, &rd);
-        cm_fileio_buf_free(&rd);
+        cm_fileio_reader_free(&rd);
     }
     /* attaching a file's response needs its bytes: kept for it, then
      * dropped unless the caller asked for them */

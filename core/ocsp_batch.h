@@ -65,6 +65,8 @@ struct cm_ocsp_batch_opts {
     int verify;       /* 1 (default): verify signatures; 0: parse-only (decode, CertID,
                        * times; no signature), for measuring, never for trusting */
     int attach;       /* 0 (default); 1: finish attaches usable responses (below) */
+    int attach_good_only; /* 0 (default); 1: attach only status good (start-up's first
+                           * staples: a revoked one is left to the OCSP pass, which acts on it) */
     int keep_der;     /* 0 (default); 1: items read from a file keep the bytes */
     struct cm_ocsp_memo *memo; /* NULL (default); else signatures found in it are not checked
                                 * again, and those checked good are added (finish) */
@@ -82,7 +84,7 @@ double cm_ocsp_refresh_time(double this_update, double next_update, double not_a
  * cm_cache_set with CM_CACHE_SET_OCSP, refresh_at as above) when it is what
  * the OCSP pass takes from storage: status good or revoked, a nextUpdate,
  * refresh_at > now, and the entry has no staple or one with an older
- * thisUpdate. */
+ * thisUpdate (status good only, with attach_good_only). */
 
 struct cm_ocsp_batch;
 

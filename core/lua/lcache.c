@@ -1544,6 +1544,7 @@ int cm_lua_open_cache(lua_State *L)
         {"verify_staples", cm_lua_cache_verify_staples},
         {"verify_staples_start", cm_lua_cache_verify_staples_start},
         {"staple_plan", cm_lua_cache_staple_plan},
+        {"stored_staples_start", cm_lua_cache_stored_staples_start},
         {"close", l_close},
         {NULL, NULL},
     };

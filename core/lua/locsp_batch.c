@@ -14,16 +14,32 @@
  * r.produced_at[i], r.revoked_at[i] and r.reason[i] (revoked), r.refresh_at[i]
  * (nil when the entry went away); r.attached[i] (boolean); r.error[i],
  * r.code[i] when not ok, or when ok and attaching failed.
+ *
+ *   cache:stored_staples_start(ids, opts) -> batch; batch:finish() -> counts
+ *
+ * Start-up's first staples, checked while the load goes on: for each id of
+ * ids cached, valid at now, naming an OCSP responder, holding its issuer and
+ * no staple yet, the file storage's staple for it (opts.root .. "/" ..
+ * certmagic's key, as cache:staple_plan names it) is read and verified on the
+ * core's threads, and one that is good, fresh and has a nextUpdate is
+ * attached by finish, in C: nothing crosses into Lua per certificate.  What
+ * is not attached (none stored, damaged, stale, revoked, unknown) is left
+ * to the OCSP pass, which treats it as before.  opts: root (the storage
+ * folder), now (required), skew (300), threads (2), memo.  counts: checked
+ * (files looked for), attached, missing (no file), failed (the others not
+ * attached: unreadable, not verified, stale, not good).
  */
 #include "lcore.h"
 #include "locsp_batch.h"
 #include "locsp_memo.h"
 #include "lrenewal.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../cache.h"
+#include "../name.h"
 #include "../ocsp_batch.h"
 
 #define OBATCH_MT "certmaint.cache.ocsp_batch"
@@ -38,6 +54,7 @@ struct lobatch {
     size_t n;
     char *bytes;             /* the responses / paths, back to back */
     int files, ders, finished;
+    int summary;             /* stored_staples_start's: finish returns counts only */
 };
 
 static void lobatch_release(struct lobatch *lb)
@@ -57,13 +74,13 @@ static int l_obatch_gc(lua_State *L)
 
 /* Read (ids, responses, opts) at 2, 3, 4 into *o; raise on a caller's bug. */
 
-/* Option `name` of the options table at index 4: an integer in lo..hi, or
+/* Option `name` of the options table at idx: an integer in lo..hi, or
  * dflt when absent; anything else raises, naming it. */
-static lua_Integer opt_int_in(lua_State *L, const char *what, const char *name, lua_Integer lo,
+static lua_Integer opt_int_in(lua_State *L, int idx, const char *what, const char *name, lua_Integer lo,
                               lua_Integer hi, lua_Integer dflt)
 {
     lua_Integer v = dflt;
-    if (lua_getfield(L, 4, name) != LUA_TNIL) {
+    if (lua_getfield(L, idx, name) != LUA_TNIL) {
         if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < lo || lua_tointeger(L, -1) > hi)
             cm_lua_opt_error(L, what, "option '%s' must be an integer in %d..%d", name, (int)lo, (int)hi);
         v = lua_tointeger(L, -1);
@@ -93,8 +110,8 @@ static size_t read_args(lua_State *L, const char *what, struct cm_ocsp_batch_opt
             if (o->skew < 0) cm_lua_opt_error(L, what, "option 'skew' must not be negative");
         }
         lua_pop(L, 1);
-        o->threads = (unsigned)opt_int_in(L, what, "threads", 0, CM_OCSP_BATCH_MAX_THREADS, o->threads);
-        o->max_bytes = (size_t)opt_int_in(L, what, "max_bytes", 1, CM_OCSP_MAX_INPUT, (lua_Integer)o->max_bytes);
+        o->threads = (unsigned)opt_int_in(L, 4, what, "threads", 0, CM_OCSP_BATCH_MAX_THREADS, o->threads);
+        o->max_bytes = (size_t)opt_int_in(L, 4, what, "max_bytes", 1, CM_OCSP_MAX_INPUT, (lua_Integer)o->max_bytes);
         *files = cm_lua_opt_bool(L, 4, what, "files");
         *ders = cm_lua_opt_bool(L, 4, what, "ders");
         o->attach = cm_lua_opt_bool(L, 4, what, "attach");
@@ -249,6 +266,28 @@ static void push_results(lua_State *L, const struct lobatch *lb)
     lua_settop(L, r);
 }
 
+/* Push stored_staples_start's counts for the finished items of lb. */
+static void push_counts(lua_State *L, const struct lobatch *lb)
+{
+    lua_Integer attached = 0, missing = 0, failed = 0;
+    size_t i;
+    for (i = 0; i < lb->n; i++) {
+        const struct cm_ocsp_batch_item *it = &lb->items[i];
+        if (it->attached) attached++;
+        else if (!it->ok && strcmp(it->res.code, "ENOENT") == 0) missing++;
+        else failed++;
+    }
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, (lua_Integer)lb->n);
+    lua_setfield(L, -2, "checked");
+    lua_pushinteger(L, attached);
+    lua_setfield(L, -2, "attached");
+    lua_pushinteger(L, missing);
+    lua_setfield(L, -2, "missing");
+    lua_pushinteger(L, failed);
+    lua_setfield(L, -2, "failed");
+}
+
 /* Start lb's batch on the cache at 1; nil, err, code pushed on failure. */
 static int start(lua_State *L, struct lobatch *lb, const struct cm_ocsp_batch_opts *o)
 {
@@ -275,7 +314,8 @@ static int finish(lua_State *L, int idx, struct lobatch *lb)
     cm_ocsp_batch_finish(c, lb->b); /* frees it */
     lb->b = NULL;
     lb->finished = 1;
-    push_results(L, lb);
+    if (lb->summary) push_counts(L, lb);
+    else push_results(L, lb);
     lobatch_release(lb);
     return 1;
 }
@@ -307,6 +347,115 @@ int cm_lua_cache_verify_staples_start(lua_State *L)
 {
     int rc;
     return begin(L, "cache:verify_staples_start", &rc) ? 1 : rc;
+}
+
+/* The paths of stored_staples_start, grown as they are made. */
+struct pathbuf {
+    char *p;
+    size_t len, cap;
+};
+
+static int pathbuf_add(struct pathbuf *pb, const char *root, size_t root_len, const char *key)
+{
+    size_t key_len = strlen(key), need = pb->len + root_len + 1 + key_len + 1;
+    if (need > pb->cap) {
+        size_t ncap = pb->cap ? pb->cap : 4096;
+        char *grown;
+        while (ncap < need) ncap *= 2;
+        if (!(grown = realloc(pb->p, ncap))) return 0;
+        pb->p = grown;
+        pb->cap = ncap;
+    }
+    memcpy(pb->p + pb->len, root, root_len);
+    pb->len += root_len;
+    if (root_len == 0 || root[root_len - 1] != '/') pb->p[pb->len++] = '/';
+    memcpy(pb->p + pb->len, key, key_len + 1);
+    pb->len += key_len + 1;
+    return 1;
+}
+
+int cm_lua_cache_stored_staples_start(lua_State *L)
+{
+    static const char *const keys[] = {"root", "now", "skew", "threads", "memo", NULL};
+    const char *what = "cache:stored_staples_start";
+    struct cm_cache *c = cm_lua_cache_check(L, 1);
+    struct cm_ocsp_batch_opts o;
+    struct lobatch *lb;
+    struct pathbuf pb = {NULL, 0, 0};
+    size_t root_len = 0, k = 0, *offs;
+    const char *root;
+    lua_Integer n, i;
+    int rc;
+
+    luaL_checktype(L, 2, LUA_TTABLE);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_settop(L, 3);
+    cm_lua_check_options(L, 3, what, keys);
+    cm_ocsp_batch_opts_init(&o);
+    lua_getfield(L, 3, "root");
+    root = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &root_len) : NULL;
+    if (!root || root_len == 0 || strlen(root) != root_len || root_len >= PATH_MAX / 2)
+        cm_lua_opt_error(L, what, "option 'root' must be the storage folder (a path)");
+    lua_pop(L, 1); /* the string stays alive in opts */
+    o.now = cm_lua_opt_time(L, 3, what, "now", 1);
+    if (o.now <= 0) cm_lua_opt_error(L, what, "option 'now' must be a positive time");
+    if (lua_getfield(L, 3, "skew") != LUA_TNIL) {
+        o.skew = cm_lua_opt_time(L, 3, what, "skew", 0);
+        if (o.skew < 0) cm_lua_opt_error(L, what, "option 'skew' must not be negative");
+    }
+    lua_pop(L, 1);
+    o.threads = (unsigned)opt_int_in(L, 3, what, "threads", 0, CM_OCSP_BATCH_MAX_THREADS, o.threads);
+    o.attach = 1;
+    o.attach_good_only = 1;
+    if (lua_getfield(L, 3, "memo") != LUA_TNIL) o.memo = cm_lua_ocsp_memo_check(L, -1);
+    lua_pop(L, 1);
+    n = (lua_Integer)lua_rawlen(L, 2);
+    if (n > OBATCH_MAX) cm_lua_opt_error(L, what, "at most %d certificates a batch", OBATCH_MAX);
+
+    lb = lua_newuserdatauv(L, sizeof *lb, 2); /* at 4 */
+    memset(lb, 0, sizeof *lb);
+    luaL_setmetatable(L, OBATCH_MT);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, 4, 1);
+    lua_getfield(L, 3, "memo"); /* the memo the threads read: alive while the batch is */
+    lua_setiuservalue(L, 4, 2);
+    lb->files = 1;
+    lb->summary = 1;
+    if (!(lb->items = calloc(n ? (size_t)n : 1, sizeof *lb->items)) ||
+        !(offs = malloc((n ? (size_t)n : 1) * sizeof *offs)))
+        return luaL_error(L, "%s: out of memory", what); /* __gc frees the items */
+    for (i = 1; i <= n; i++) {
+        struct cm_cache_id id;
+        struct cm_cache_view v;
+        char key[CM_NAME_BUF + 32];
+        size_t len = 0;
+        const char *s;
+        if (lua_rawgeti(L, 2, i) != LUA_TSTRING || !(s = lua_tolstring(L, -1, &len)) ||
+            cm_cache_id_parse(s, len, &id) != CM_OK) {
+            free(offs);
+            free(pb.p);
+            return cm_lua_opt_error(L, what, "ids[%d] must be a certificate id (64 hex digits)", (int)i);
+        }
+        lua_pop(L, 1);
+        /* what the OCSP pass would not look for in storage, or that has a staple */
+        if (!cm_cache_view(c, &id, &v) || !(v.not_after > o.now) || v.ocsp_count == 0 ||
+            v.chain_count == 0 || (v.flags & CM_CACHE_HAS_STAPLE) || !cm_lua_staple_key(&v, key, sizeof key))
+            continue;
+        offs[k] = pb.len;
+        if (!pathbuf_add(&pb, root, root_len, key)) {
+            free(offs);
+            free(pb.p);
+            return luaL_error(L, "%s: out of memory", what);
+        }
+        lb->items[k++].id = id;
+    }
+    lb->n = k;
+    lb->bytes = pb.p; /* owned by the batch from here */
+    for (i = 0; (size_t)i < k; i++) lb->items[i].path = lb->bytes + offs[i];
+    free(offs);
+    if ((rc = start(L, lb, &o)) != 0) return rc;
+    lua_settop(L, 4);
+    return 1;
 }
 
 static struct lobatch *check_batch(lua_State *L)

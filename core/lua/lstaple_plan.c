@@ -49,7 +49,7 @@ static void push_current(lua_State *L, const struct cm_cache_view *v)
  * leading zeros), after its first name's storage key.  0 when v's name
  * makes no key or its PEM cannot be made (then the entry is left out, as
  * refresh_staple would fail on it too). */
-static int staple_key(const struct cm_cache_view *v, char *out, size_t cap)
+int cm_lua_staple_key(const struct cm_cache_view *v, char *out, size_t cap)
 {
     char namekey[CM_NAME_BUF];
     struct cm_result res;
@@ -104,7 +104,7 @@ int cm_lua_cache_staple_plan(lua_State *L)
             return luaL_error(L, "cache:staple_plan: ids[%d] is not a certificate id", (int)i);
         /* what refresh_staple does not look for in storage goes there as it is */
         if (!cm_cache_view(c, &id, &v) || !((lua_Number)v.not_after > now) || v.ocsp_count == 0 ||
-            v.chain_count == 0 || !staple_key(&v, key, sizeof key)) {
+            v.chain_count == 0 || !cm_lua_staple_key(&v, key, sizeof key)) {
             lua_pop(L, 1);
             continue;
         }

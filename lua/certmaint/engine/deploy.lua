@@ -391,6 +391,15 @@ function M:staple_targets()
   return out
 end
 
+--- Is a staple written anywhere besides the cache (a deploy target with
+-- staple = true, ocsp.staple_files)? Where not, the OCSP pass and start-up
+-- attach staples without a step per staple in Lua.
+function M:staples_deployed()
+  local listed = (self.policy.ocsp or {}).staple_files
+  if type(listed) == "table" and next(listed) ~= nil then return true end
+  return #self:staple_targets() > 0
+end
+
 --- The staple of cache entry id changed to der (nil: it has none any more):
 -- write it where the policy's deploy.files targets serve the certificate,
 -- reloading the server when the bytes changed, and, for a certificate of

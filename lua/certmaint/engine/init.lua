@@ -391,6 +391,7 @@ end
 
 --- Run forever: tickers, lock heartbeat, signals. Returns when stopped.
 function Engine:run()
+  local run_started = core.monotonic()
   core.signal_watch { "TERM", "INT", "HUP" }
   loop.on_signal(function(sig)
     if sig == "HUP" then
@@ -411,6 +412,9 @@ function Engine:run()
     if not ok then log("error", "start_failed", { error = tick }) end
     self:metrics_write_textfile() -- what start-up loaded, before the first pass
     self:watchdog_ready()
+    -- loaded, obtained, staples attached, first OCSP pass done: only timers from here
+    log("info", "ready", { certificates = #self.order,
+      seconds = math.floor((core.monotonic() - run_started) * 1000 + 0.5) / 1000 })
   end)
   -- tickers (engine/timewatch.lua): intervals on elapsed time, decisions on wall time
   self:start_ticker("renew", "renew_check_interval")

@@ -72,7 +72,10 @@ end
 -- in order, so outcomes are those of one load_into_cache per batch).
 -- opts.keys = false skips checking that each private key exists,
 -- opts.recover = false leaves interrupted commits alone (read-only
--- commands). Returns counts { ok=, missing=, names_changed=, error= },
+-- commands), opts.staples = true (start-up) reads and checks each loaded
+-- certificate's stored staple on the core's threads while the next batches
+-- load (first_staples, below). Returns counts { ok=, missing=, names_changed=,
+-- error=, staples= (attached) },
 -- the entries that need obtaining, in policy order, and the seconds it
 -- took. On a terminal it shows its progress (certmaint.progress).
 function M:load_all(opts)
@@ -80,11 +83,13 @@ function M:load_all(opts)
   local recovered = false
   if not (opts and opts.recover == false) then recovered = select(2, certset.recover(self.storage)) end
   local counts = { ok = 0, missing = 0, names_changed = 0, error = 0 }
+  local staples = opts and opts.staples and self:first_staples(core.now()) or nil
   local to_obtain = {}
   local order, entries = self.order, self.entries
   -- at most two batches in flight; a raise drops them (joining their threads)
   local inflight <close> = setmetatable({}, { __close = function(t)
     for _, b in pairs(t) do b.load:drop() end
+    if staples then staples.drop() end
   end })
   local size = self.load_batch_size or BATCH
   -- a batch at a time (the parse threads are never asked): on a terminal,
@@ -139,9 +144,11 @@ function M:load_all(opts)
         if not e.id then self.uncached[e.primary] = true end
       end
     end
+    if staples then staples.add(ids, #batch) end
     shown:step(#batch, counts.error)
     cur = nxt
   end
+  if staples then counts.staples = staples.finish() end
   if #self.issuer_keys > 1 then
     to_obtain = self:load_other_folders(start, inflight, counts, to_obtain, recovered and want_keys)
   end
@@ -229,7 +236,7 @@ function M:start(opts)
   local tick = { kind = "start", obtained = 0, loaded = 0, failed = 0, renewed = 0, deployed = 0, deploy_failed = 0 }
   local collector = self:open_collector(tick)
   self:start_issuers()
-  local counts, to_obtain, load_seconds = self:load_all()
+  local counts, to_obtain, load_seconds = self:load_all { staples = true }
   -- failing renewals keep their back-off across a restart of the daemon, so
   -- a crash loop does not ask the CA at every start (engine/retry.lua);
   -- `once` (opts.restore_backoff = false) is an explicit "maintain now"

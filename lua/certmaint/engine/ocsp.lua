@@ -299,7 +299,7 @@ function M:staple_attached(id, cert, url, current, der, info, refresh_at, revoke
   end
   if info.status == "revoked" then
     revoked[id] = { status = "revoked", revoked_at = info.revoked_at, reason = info.reason, source = "ocsp" }
-  elseif (not current or current.der ~= der) and self.deploy_staple then
+  elseif (not current or current.der ~= der) and self:staples_deployed() then
     self:deploy_staple(id, der)
   end
 end
@@ -350,7 +350,7 @@ end
 function M:stored_staples_batch(ids, now, cfg, tick, revoked)
   local storage = self.storage
   local files = type(storage.file_paths) == "function"
-  local want_der = files and self.deploy_staple ~= nil
+  local want_der = files and self:staples_deployed()
   local left, handled, loaded = {}, {}, {}
   local function prepare(first)
     -- in C (cache:staple_plan): what refresh_staple does not verify from
@@ -393,7 +393,7 @@ function M:stored_staples_batch(ids, now, cfg, tick, revoked)
     local attached, status = r.attached, r.status
     -- a first staple, good, nothing to deploy, no debug line wanted: counted only
     -- (what staple_attached would do; start-up has 100k of them)
-    local plain = not self.deploy_staple and not core.log_wants("debug")
+    local plain = not want_der and not core.log_wants("debug")
     for j, id in ipairs(b.ids) do
       local current = b.current[j] or nil
       if attached[j] and plain and not current and status[j] == "good" then
@@ -448,6 +448,63 @@ function M:stored_staples_batch(ids, now, cfg, tick, revoked)
     if not handled[id] then left[#left + 1] = id end
   end
   return left
+end
+
+--- Start-up's first staples (load_all with staples = true): the stored
+-- staple of each certificate just loaded is read and verified on the core's
+-- threads while the next batches load, and the good, fresh ones are attached
+-- in C (cache:stored_staples_start): no step per staple in Lua, and both
+-- cores busy from the start. Whatever is not attached (none stored, damaged,
+-- stale, revoked, unknown) is the first OCSP pass's, handled as before. Only
+-- with the file backend, where nothing but the cache takes a staple (no
+-- staple deploy target or staple file). One line says how many (the pass
+-- logs a first staple at debug level only, so none is lost).
+-- -> { add = fn(ids, n), finish = fn() -> attached, drop = fn() } | nil
+M.FIRST_STAPLES_INFLIGHT = 2 -- batches checked while the load goes on
+
+function M:first_staples(now)
+  local cfg = settings(self.policy)
+  if not cfg.enabled or self:staples_deployed() then return nil end
+  local storage = self.storage
+  local ok, root = pcall(function() return type(storage.file_paths) == "function" and storage.root end)
+  if not ok or type(root) ~= "string" or root == "" then return nil end
+  local opts = { root = root, now = now, skew = cfg.skew, threads = M.VERIFY_THREADS,
+    memo = self:verified_memo() or nil }
+  local engine, cache, pending, attached, failed = self, self.cache, {}, 0, nil
+  local fs = {}
+  local function finish_one()
+    local r = table.remove(pending, 1):finish()
+    attached = attached + r.attached
+  end
+  function fs.add(ids, n)
+    if failed then return end
+    local list = {}
+    for i = 1, n do
+      if ids[i] then list[#list + 1] = ids[i] end
+    end
+    if #list == 0 then return end
+    local b, err, code = cache:stored_staples_start(list, opts)
+    if not b then
+      failed = true -- (out of memory) the OCSP pass does it all, as before
+      log("warn", "staples_preload_failed", { error = err, code = code, action = "the OCSP pass reads them" })
+      return
+    end
+    pending[#pending + 1] = b
+    if #pending > M.FIRST_STAPLES_INFLIGHT then finish_one() end
+  end
+  function fs.finish()
+    while #pending > 0 do finish_one() end
+    if attached > 0 then
+      log("info", "staples_loaded", { count = attached, good = attached, from = "storage" })
+      engine:verified_memo_flush() -- what was checked now is not checked at the next start
+    end
+    return attached
+  end
+  function fs.drop()
+    for _, b in ipairs(pending) do b:drop() end
+    pending = {}
+  end
+  return fs
 end
 
 function M:refresh_staples(ids, now, cfg, tick)
