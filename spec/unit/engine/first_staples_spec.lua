@@ -12,15 +12,8 @@ local helpers = require "helpers.policies"
 local DAY = 86400
 local URL = "http://ocsp.ca.test/"
 
-local function grep(lines, pattern)
-  local n = 0
-  for _, l in ipairs(lines) do if l:find(pattern) then n = n + 1 end end
-  return n
-end
-
-local function first_line(lines, pattern)
-  for _, l in ipairs(lines) do if l:find(pattern) then return l end end
-end
+local grep = require("helpers.log_lines").count
+local first_line = require("helpers.log_lines").first
 
 describe("start-up's first staples", function()
   local clock, ca, logs, dir, storage, issuer

@@ -10,11 +10,7 @@ local DAY = 86400
 local URL = "http://ocsp.ca.test/"
 local ENGINE_YIELD_EVERY = require("certmaint.engine.ocsp").YIELD_EVERY
 
-local function grep(lines, pattern)
-  local n = 0
-  for _, l in ipairs(lines) do if l:find(pattern) then n = n + 1 end end
-  return n
-end
+local grep = require("helpers.log_lines").count
 
 describe("OCSP pass", function()
   local clock, ca, logs, lines

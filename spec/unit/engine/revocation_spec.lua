@@ -12,11 +12,7 @@ local revocation = require "certmaint.engine.revocation"
 local DAY = 86400
 local URL = "http://ocsp.ca.test/"
 
-local function grep(lines, pattern)
-  local n = 0
-  for _, l in ipairs(lines) do if l:find(pattern) then n = n + 1 end end
-  return n
-end
+local grep = require("helpers.log_lines").count
 
 describe("revocation", function()
   local clock, ca, logs
