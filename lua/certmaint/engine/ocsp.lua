@@ -350,7 +350,8 @@ end
 function M:stored_staples_batch(ids, now, cfg, tick, revoked)
   local storage = self.storage
   local files = type(storage.file_paths) == "function"
-  local want_der = files and self:staples_deployed()
+  local deployed = self:staples_deployed()
+  local want_der = files and deployed
   local left, handled, loaded = {}, {}, {}
   local function prepare(first)
     -- in C (cache:staple_plan): what refresh_staple does not verify from
@@ -393,7 +394,7 @@ function M:stored_staples_batch(ids, now, cfg, tick, revoked)
     local attached, status = r.attached, r.status
     -- a first staple, good, nothing to deploy, no debug line wanted: counted only
     -- (what staple_attached would do; start-up has 100k of them)
-    local plain = not want_der and not core.log_wants("debug")
+    local plain = not deployed and not core.log_wants("debug")
     for j, id in ipairs(b.ids) do
       local current = b.current[j] or nil
       if attached[j] and plain and not current and status[j] == "good" then

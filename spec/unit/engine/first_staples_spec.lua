@@ -129,4 +129,44 @@ describe("start-up's first staples", function()
     end
     os.execute("rm -rf '" .. deploy_dir .. "'")
   end)
+
+  -- the OCSP pass's own shortcut for a plain first staple (counted, not
+  -- handled one by one) runs only where no debug line is wanted: logs not captured here
+  describe("with the log at error level (the pass's plain first staples)", function()
+    before_each(function() require("certmaint.core").log_config { capture = false, level = "error" } end)
+    after_each(function() require("certmaint.core").log_config { level = "info" } end)
+
+    local function memory_engine(memory, fields)
+      fields = fields or {}
+      fields.certificates = NAMES
+      fields.issuer = issuer
+      return testing.engine(certmaint.policy(fields), { storage = memory })
+    end
+
+    it("memory storage, nothing deployed: a restart takes every staple from storage", function()
+      local memory = testing.memory()
+      local first = memory_engine(memory)
+      local second = memory_engine(memory)
+      assert.equal(0, second.responder:count("ocsp"))
+      for _, n in ipairs(NAMES) do assert.equal(first:cert(n).ocsp.der, second:cert(n).ocsp.der, n) end
+    end)
+
+    it("memory storage with a staple deploy target: a restart deploys each first staple", function()
+      local memory, deploy_dir = testing.memory(), helpers.tmpdir()
+      local fields = function()
+        return { on_renewed = certmaint.deploy.files { dir = deploy_dir, layout = "haproxy", staple = true } }
+      end
+      memory_engine(memory, fields())
+      os.execute("rm -f '" .. deploy_dir .. "'/*.ocsp")
+      local second = memory_engine(memory, fields())
+      assert.equal(0, second.responder:count("ocsp"))
+      for _, n in ipairs(NAMES) do
+        local f = io.open(deploy_dir .. "/" .. n .. ".pem.ocsp", "rb")
+        assert.is_not_nil(f, n .. ": staple deployed")
+        assert.equal(second:cert(n).ocsp.der, f:read("a"))
+        f:close()
+      end
+      os.execute("rm -rf '" .. deploy_dir .. "'")
+    end)
+  end)
 end)
