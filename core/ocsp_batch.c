@@ -11,6 +11,7 @@
 
 #include "der.h"
 #include "fileio.h"
+#include "ocsp_der.h"
 #include "ocsp_ssl.h"
 #include "x509_ssl.h"
 
@@ -73,13 +74,16 @@ struct pending {
     OCSP_BASICRESP *bs;
     ASN1_INTEGER *serial;
     const struct issuer *is;
-    unsigned char *der;     /* a copy of a file's bytes, to keep (b->keep) */
+    unsigned char *der;     /* a copy of a file's bytes, to keep (b->keep), or to hand to
+                             * OpenSSL if the DER path's signature is refused */
     size_t der_len;
     unsigned char dgst[EVP_MAX_MD_SIZE];
     unsigned int dlen;
     struct cm_ecdsa_check sig; /* fast: its signature, for cm_ecdsa_fixed_verify_many */
     unsigned char memo_key[CM_OCSP_MEMO_KEY];
     int decoded, fast, memo_hit;
+    int der_fast;              /* read by ocsp_der.h (no OpenSSL objects): dr holds the facts */
+    struct cm_ocsp_der_result dr;
 };
 
 static void pending_clear(struct pending *pd)
@@ -91,6 +95,54 @@ static void pending_clear(struct pending *pd)
     memset(pd, 0, sizeof *pd);
 }
 
+/* A copy of a file's bytes in pd (the read buffer serves the next item). */
+static int copy_der(struct pending *pd, const unsigned char *der, size_t der_len, struct cm_result *res)
+{
+    if (pd->der) return CM_OK;
+    if (!(pd->der = malloc(der_len ? der_len : 1)))
+        return cm_fail(res, "ENOMEM", "out of memory for the OCSP response read");
+    memcpy(pd->der, der, der_len);
+    pd->der_len = der_len;
+    return CM_OK;
+}
+
+/* Item i decoded by OpenSSL into *pd (its response, serial, issuer), as
+ * cm_ocsp_response_parse does; CM_ERR with the item's res saying why. */
+static int decode_openssl(struct cm_ocsp_batch *b, size_t i, const unsigned char *der, size_t der_len,
+                          struct pending *pd)
+{
+    struct cm_ocsp_batch_item *it = &b->items[i];
+    const struct prep *p = &b->prep[i];
+    if (cm_ssl_ocsp_decode(der, der_len, &pd->resp, &pd->bs, &it->res) != CM_OK) return CM_ERR;
+    if (p->serial_only) {
+        /* the INTEGER start took from the leaf: what the certificate template decodes */
+        const unsigned char *q = b->leaves + p->leaf_off;
+        if (!(pd->serial = d2i_ASN1_INTEGER(NULL, &q, (long)p->leaf_len)))
+            return cm_fail_ssl(&it->res, "parse", "certificate: not a DER certificate");
+    } else if (!(pd->serial = cm_ssl_cert_serial((const char *)b->leaves + p->leaf_off, p->leaf_len,
+                                                 "certificate", &it->res))) {
+        return CM_ERR;
+    }
+    pd->is = &b->issuers[p->issuer];
+    if (!pd->is->x) {
+        it->res = pd->is->err;
+        return CM_ERR;
+    }
+    if (!it->der && b->keep && copy_der(pd, der, der_len, &it->res) != CM_OK) return CM_ERR;
+    return CM_OK;
+}
+
+/* The memo's word on pd's signature (pd->sig set). */
+static void memo_lookup(struct cm_ocsp_batch *b, struct cm_ocsp_batch_item *it, struct pending *pd)
+{
+    if (!b->o.memo) return;
+    cm_ocsp_memo_key(pd->is->fast.key_sha256, pd->sig.dgst, pd->sig.dlen, pd->sig.sig, pd->sig.siglen,
+                     pd->memo_key);
+    /* checked good before, under this key: what verify_many would say again */
+    pd->memo_hit = cm_ocsp_memo_has(b->o.memo, pd->memo_key);
+    it->memo_hit = pd->memo_hit;
+}
+
 /* Read (a file's) and decode item i into *pd; on failure the item's res says
  * why and pd->decoded stays 0.  rd: the thread's read buffer. */
 static void decode_item(struct cm_ocsp_batch *b, size_t i, struct cm_fileio_reader *rd, struct pending *pd)
@@ -99,6 +151,7 @@ static void decode_item(struct cm_ocsp_batch *b, size_t i, struct cm_fileio_read
     const struct prep *p = &b->prep[i];
     const unsigned char *der = it->der;
     size_t der_len = it->der_len;
+    const struct issuer *is;
 
     memset(pd, 0, sizeof *pd);
     if (p->issuer < 0) return; /* start said why */
@@ -109,44 +162,30 @@ static void decode_item(struct cm_ocsp_batch *b, size_t i, struct cm_fileio_read
         der = (const unsigned char *)rd->buf.data;
         der_len = len;
     }
-    if (cm_ssl_ocsp_decode(der, der_len, &pd->resp, &pd->bs, &it->res) != CM_OK) goto fail;
-    if (p->serial_only) {
-        /* the INTEGER start took from the leaf: what the certificate template decodes */
-        const unsigned char *q = b->leaves + p->leaf_off;
-        if (!(pd->serial = d2i_ASN1_INTEGER(NULL, &q, (long)p->leaf_len))) {
-            cm_fail_ssl(&it->res, "parse", "certificate: not a DER certificate");
-            goto fail;
-        }
-    } else if (!(pd->serial = cm_ssl_cert_serial((const char *)b->leaves + p->leaf_off, p->leaf_len,
-                                                 "certificate", &it->res))) {
-        goto fail;
+    is = &b->issuers[p->issuer];
+    /* the common case read on the bytes (ocsp_der.h): no decoding, no re-encoding */
+    if (b->o.verify && p->serial_only && is->x && is->fast.key &&
+        cm_ocsp_der_check(&is->fast, der, der_len, b->leaves + p->leaf_off, p->leaf_len, b->o.now, b->o.skew,
+                          &pd->dr)) {
+        if (!it->der && copy_der(pd, der, der_len, &it->res) != CM_OK) goto fail;
+        pd->is = is;
+        pd->der_fast = pd->decoded = pd->fast = 1;
+        pd->sig.dgst = pd->dr.dgst;
+        pd->sig.dlen = pd->dr.dlen;
+        pd->sig.sig = pd->dr.sig;
+        pd->sig.siglen = pd->dr.siglen;
+        memo_lookup(b, it, pd);
+        ERR_clear_error();
+        return;
     }
-    pd->is = &b->issuers[p->issuer];
-    if (!pd->is->x) {
-        it->res = pd->is->err;
-        goto fail;
-    }
-    if (!it->der && b->keep) {
-        if (!(pd->der = malloc(der_len ? der_len : 1))) {
-            cm_fail(&it->res, "ENOMEM", "out of memory for the OCSP response read");
-            goto fail;
-        }
-        memcpy(pd->der, der, der_len);
-        pd->der_len = der_len;
-    }
+    if (decode_openssl(b, i, der, der_len, pd) != CM_OK) goto fail;
     pd->decoded = 1;
     if (b->o.verify &&
         cm_ocsp_fast_prepare(&pd->is->fast, pd->bs, pd->dgst, &pd->dlen, &pd->sig.sig, &pd->sig.siglen)) {
         pd->sig.dgst = pd->dgst;
         pd->sig.dlen = pd->dlen;
         pd->fast = 1;
-        if (b->o.memo) {
-            cm_ocsp_memo_key(pd->is->fast.key_sha256, pd->dgst, pd->dlen, pd->sig.sig, pd->sig.siglen,
-                             pd->memo_key);
-            /* checked good before, under this key: what verify_many would say again */
-            pd->memo_hit = cm_ocsp_memo_has(b->o.memo, pd->memo_key);
-            it->memo_hit = pd->memo_hit;
-        }
+        memo_lookup(b, it, pd);
     }
     ERR_clear_error();
     return;
@@ -160,11 +199,21 @@ static void check_decoded(struct cm_ocsp_batch *b, size_t i, struct pending *pd,
 {
     struct cm_ocsp_batch_item *it = &b->items[i];
     if (!pd->decoded) return;
+    if (pd->der_fast) {
+        if (signed_ok) {
+            it->info = pd->dr.info;
+            goto good;
+        }
+        /* a signature the fast check refused: OpenSSL decodes it and says why */
+        if (decode_openssl(b, i, it->der ? it->der : pd->der, it->der ? it->der_len : pd->der_len, pd) != CM_OK)
+            goto out;
+    }
     if (cm_ssl_ocsp_check(pd->bs, pd->serial, pd->is->x, pd->is->store, signed_ok, b->o.verify, b->o.now,
                           b->o.skew, &it->info, &it->res) != CM_OK)
         goto out;
+good:
     it->ok = 1;
-    if (pd->der) {
+    if (pd->der && b->keep) {
         it->file_der = pd->der;
         it->file_der_len = pd->der_len;
         pd->der = NULL;

@@ -26,7 +26,7 @@ void cm_ocsp_fast_issuer_init(struct cm_ocsp_fast_issuer *fi, X509 *issuer, X509
 {
     static const char *const names[3] = {"SHA256", "SHA384", "SHA512"};
     unsigned int len;
-    int i;
+    int i, n;
 
     memset(fi, 0, sizeof *fi);
     fi->issuer = issuer;
@@ -38,6 +38,11 @@ void cm_ocsp_fast_issuer_init(struct cm_ocsp_fast_issuer *fi, X509 *issuer, X509
         goto fail;
     for (i = 0; i < 3; i++)
         if (!(fi->md[i] = EVP_MD_fetch(NULL, names[i], NULL))) goto fail;
+    /* the bytes decoded (an X509_NAME keeps its encoding), not a new encoding */
+    if ((n = i2d_X509_NAME(X509_get_subject_name(issuer), &fi->subject_der)) <= 0) goto fail;
+    fi->subject_len = (size_t)n;
+    if ((n = i2d_X509(issuer, &fi->issuer_der)) <= 0) goto fail;
+    fi->issuer_len = (size_t)n;
     fi->key = cm_ecdsa_fixed_get(X509_get0_pubkey(issuer)); /* NULL for a key of another kind */
     ERR_clear_error();
     return;
@@ -51,6 +56,8 @@ void cm_ocsp_fast_issuer_clear(struct cm_ocsp_fast_issuer *fi)
     int i;
     cm_ecdsa_fixed_release(fi->key);
     for (i = 0; i < 3; i++) EVP_MD_free(fi->md[i]);
+    OPENSSL_free(fi->subject_der);
+    OPENSSL_free(fi->issuer_der);
     memset(fi, 0, sizeof *fi);
 }
 

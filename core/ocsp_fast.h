@@ -25,6 +25,11 @@ struct cm_ocsp_fast_issuer {
     X509 *issuer;               /* borrowed */
     unsigned char key_sha1[20], name_sha1[20], key_sha256[32], name_sha256[32];
     EVP_MD *md[3];              /* SHA-256, SHA-384, SHA-512, fetched once */
+    unsigned char *subject_der; /* the issuer's subject as its certificate encodes it
+                                 * (a responder ID by name, ocsp_der.c) */
+    size_t subject_len;
+    unsigned char *issuer_der;  /* the issuer certificate (a response may carry it) */
+    size_t issuer_len;
 };
 
 /* Prepare issuer (trusted by store, as cm_ssl_ocsp_trust makes it) for

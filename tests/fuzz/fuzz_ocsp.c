@@ -5,7 +5,10 @@
  * (no responder time check) and at a fixed time; and against the pair the
  * OCSP fixtures are about (tests/fixtures/ocsp/leaf.pem under ca.pem, whose
  * responses seed the corpus as fixture_*) at their T + 1 h, with the time
- * checks: a success there is current.
+ * checks: a success there is current.  Against that pair also the DER path
+ * (core/ocsp_der.c), at that time and with no time checks: where it takes a
+ * response whose signature is good, OpenSSL takes it with the same facts and
+ * hashes the same signed bytes (ocsp_der_agree.h).
  *
  * Properties (ocsp.h): a result is an enum value, a CRLReason or -1, and
  * revoked_at is 0 unless revoked; a failure has a code and zeroes *out. */
@@ -13,6 +16,7 @@
 
 #include "fuzz.h"
 #include "ocsp.h"
+#include "ocsp_der_agree.h"
 
 #ifndef CM_FUZZ_FIXTURES
 #error "CM_FUZZ_FIXTURES must name tests/fixtures/x509"
@@ -103,5 +107,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc == CM_OK)
         FUZZ_CHECK(info.this_update <= 1767229200 + 300 &&
                    (info.next_update == 0 || info.next_update > 1767229200));
+
+    {
+        static struct ocsp_der_pair pair;
+        static int ready;
+        int broken = 0;
+        if (!ready) {
+            FUZZ_CHECK(ocsp_der_pair_init(&pair, ocsp_leaf.data, ocsp_leaf.len, ocsp_ca.data, ocsp_ca.len,
+                                          1767229200) == 0);
+            ready = 1;
+        }
+        (void)ocsp_der_agree(&pair, data, size, 1767229200, 300, &broken);
+        (void)ocsp_der_agree(&pair, data, size, 0, 300, &broken);
+        FUZZ_CHECK(!broken);
+    }
     return 0;
 }
