@@ -501,13 +501,10 @@ static int build_entry(const struct cm_cert_facts *f, struct built *out, struct 
     out->e.next_attempt = 0;
     if (f->ocsp_urls.count) { /* only a certificate naming a responder gets a staple key */
         /* a PEM that cannot be made leaves the key to be made (and fail) where it is used */
-        char *pem = NULL;
-        size_t pem_len = 0;
-        if (cm_x509_chain_pem(f->der, f->der_len, f->chain_der, f->chain_der_len, &pem, &pem_len, NULL) == CM_OK) {
-            out->e.pem_fnv = cm_fnv1a32(pem, pem_len);
+        struct cm_result ignored;
+        if (cm_x509_chain_pem_fnv1a32(f->der, f->der_len, f->chain_der, f->chain_der_len, &out->e.pem_fnv,
+                                      &ignored) == CM_OK)
             out->e.pem_fnv_ok = 1;
-        }
-        free(pem);
     }
     free(out->keep); out->keep = NULL;
     return CM_OK;

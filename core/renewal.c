@@ -44,8 +44,12 @@ const char *cm_renewal_layer_name(enum cm_renewal_layer layer)
 
 uint32_t cm_fnv1a32(const void *data, size_t len)
 {
+    return cm_fnv1a32_update(CM_FNV1A32_BASIS, data, len);
+}
+
+uint32_t cm_fnv1a32_update(uint32_t h, const void *data, size_t len)
+{
     const unsigned char *p = data;
-    uint32_t h = 2166136261u;
     size_t i;
     for (i = 0; i < len; i++) {
         h ^= p[i];

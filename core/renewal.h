@@ -51,6 +51,9 @@ const char *cm_renewal_layer_name(enum cm_renewal_layer layer);
 
 /* FNV-1a, 32 bits (Go's hash/fnv New32a; certmagic's fastHash). */
 uint32_t cm_fnv1a32(const void *data, size_t len);
+/* The same over pieces: h starts at CM_FNV1A32_BASIS, each piece fed in order. */
+#define CM_FNV1A32_BASIS 2166136261u
+uint32_t cm_fnv1a32_update(uint32_t h, const void *data, size_t len);
 
 /* The point inside the ARI window [start, end] at which a certificate with
  * this serial renews: start + floor(fraction * (end - start)), the fraction

@@ -16,6 +16,7 @@
 #include "x509_ssl.h"
 
 #include "encoding.h"
+#include "renewal.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -728,16 +729,12 @@ static size_t pem_block_size(size_t der_len)
            sizeof PEM_CERT_END - 1;
 }
 
-int cm_x509_chain_pem(const unsigned char *leaf, size_t leaf_len, const unsigned char *chain,
-                      size_t chain_len, char **pem, size_t *pem_len, struct cm_result *res)
+/* The certificates of leaf + chain as (start, length) pairs, split by their
+ * DER headers: what cm_x509_chain_pem and its FNV-1a make PEM of. */
+static int chain_blocks(const unsigned char *leaf, size_t leaf_len, const unsigned char *chain, size_t chain_len,
+                        const unsigned char **starts, size_t *lens, size_t *count, struct cm_result *res)
 {
-    size_t lens[MAX_CHAIN + 1];
-    const unsigned char *starts[MAX_CHAIN + 1];
-    size_t n = 0, off, total = 1, o = 0, i;
-    char *buf = NULL;
-
-    *pem = NULL;
-    if (pem_len) *pem_len = 0;
+    size_t n = 0, off;
     if (!leaf || leaf_len == 0) return cm_fail(res, "parse", "no leaf certificate DER");
     if (leaf_len > CM_X509_MAX_INPUT || chain_len > CM_X509_MAX_INPUT - leaf_len)
         return cm_fail(res, "toobig", "certificate DER larger than %d bytes", CM_X509_MAX_INPUT);
@@ -751,6 +748,21 @@ int cm_x509_chain_pem(const unsigned char *leaf, size_t leaf_len, const unsigned
         if (cm_x509_der_next(chain + off, chain_len - off, &lens[n], res) != CM_OK) return CM_ERR;
         starts[n++] = chain + off;
     }
+    *count = n;
+    return CM_OK;
+}
+
+int cm_x509_chain_pem(const unsigned char *leaf, size_t leaf_len, const unsigned char *chain,
+                      size_t chain_len, char **pem, size_t *pem_len, struct cm_result *res)
+{
+    size_t lens[MAX_CHAIN + 1];
+    const unsigned char *starts[MAX_CHAIN + 1];
+    size_t n = 0, total = 1, o = 0, i;
+    char *buf = NULL;
+
+    *pem = NULL;
+    if (pem_len) *pem_len = 0;
+    if (chain_blocks(leaf, leaf_len, chain, chain_len, starts, lens, &n, res) != CM_OK) return CM_ERR;
     for (i = 0; i < n; i++) total += pem_block_size(lens[i]);
     if (!(buf = malloc(total))) return cm_fail(res, "ENOMEM", "out of memory building PEM");
     for (i = 0; i < n; i++) {
@@ -763,6 +775,32 @@ int cm_x509_chain_pem(const unsigned char *leaf, size_t leaf_len, const unsigned
     buf[o] = '\0';
     *pem = buf;
     if (pem_len) *pem_len = o;
+    return CM_OK;
+}
+
+/* DER bytes encoded at a time: whole 64-column lines (48 bytes each), so the
+ * pieces' text is the whole text's */
+#define PEM_FNV_CHUNK (48 * 32)
+
+int cm_x509_chain_pem_fnv1a32(const unsigned char *leaf, size_t leaf_len, const unsigned char *chain,
+                              size_t chain_len, uint32_t *hash, struct cm_result *res)
+{
+    size_t lens[MAX_CHAIN + 1];
+    const unsigned char *starts[MAX_CHAIN + 1];
+    char text[PEM_FNV_CHUNK / 3 * 4 + PEM_FNV_CHUNK / 48 + 2];
+    size_t n = 0, i, off;
+    uint32_t h = CM_FNV1A32_BASIS;
+
+    if (chain_blocks(leaf, leaf_len, chain, chain_len, starts, lens, &n, res) != CM_OK) return CM_ERR;
+    for (i = 0; i < n; i++) {
+        h = cm_fnv1a32_update(h, PEM_CERT_BEGIN, sizeof PEM_CERT_BEGIN - 1);
+        for (off = 0; off < lens[i]; off += PEM_FNV_CHUNK) {
+            size_t piece = lens[i] - off < PEM_FNV_CHUNK ? lens[i] - off : PEM_FNV_CHUNK;
+            h = cm_fnv1a32_update(h, text, cm_base64_encode_into(starts[i] + off, piece, PEM_LINES, text));
+        }
+        h = cm_fnv1a32_update(h, PEM_CERT_END, sizeof PEM_CERT_END - 1);
+    }
+    *hash = h;
     return CM_OK;
 }
 

@@ -80,6 +80,11 @@ int cm_x509_der_next(const unsigned char *der, size_t len, size_t *elem_len,
 int cm_x509_chain_pem(const unsigned char *leaf, size_t leaf_len, const unsigned char *chain,
                       size_t chain_len, char **pem, size_t *pem_len, struct cm_result *res);
 
+/* FNV-1a 32 (certmagic's staple key hash) of what cm_x509_chain_pem makes of
+ * the same input, into *hash, without making it.  Fails as it does. */
+int cm_x509_chain_pem_fnv1a32(const unsigned char *leaf, size_t leaf_len, const unsigned char *chain,
+                              size_t chain_len, uint32_t *hash, struct cm_result *res);
+
 /* ---- CSRs -------------------------------------------------------------- */
 
 /* Make a CSR signed (SHA-256) by the private key in key_pem for names[0..n)

@@ -53,18 +53,14 @@ int cm_lua_staple_key(const struct cm_cache_view *v, char *out, size_t cap)
 {
     char namekey[CM_NAME_BUF];
     struct cm_result res;
-    char *pem = NULL;
-    size_t pem_len = 0, len = 0;
+    size_t len = 0;
     const char *name = cm_cache_view_item(v, CM_CACHE_NAMES, 0, &len);
     uint32_t h;
     int n;
     if (v->pem_fnv_ok) {
         h = v->pem_fnv; /* made with the entry */
-    } else {
-        if (cm_x509_chain_pem(v->der, v->der_len, v->chain_der, v->chain_der_len, &pem, &pem_len, &res) != CM_OK)
-            return 0;
-        h = cm_fnv1a32(pem, pem_len);
-        free(pem);
+    } else if (cm_x509_chain_pem_fnv1a32(v->der, v->der_len, v->chain_der, v->chain_der_len, &h, &res) != CM_OK) {
+        return 0;
     }
     if (name) {
         if (cm_name_storage_key(name, len, namekey, &res) != CM_OK) return 0;

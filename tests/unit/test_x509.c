@@ -17,6 +17,7 @@
 #include "localca.h"
 #include "ocsp.h"
 #include "x509.h"
+#include "renewal.h"
 
 static char *read_fixture(const char *name, size_t *len)
 {
@@ -307,6 +308,55 @@ static void test_chain_pem(void)
     /* leaf with trailing bytes is not one certificate */
     CHECK(cm_x509_chain_pem(f.der, f.der_len - 1, NULL, 0, &out, &plen, &res) == CM_ERR);
     CHECK(out == NULL);
+    cm_cert_facts_free(&f);
+    free(pem);
+}
+
+/* A DER element of len bytes in all (tag SEQUENCE, a two-byte length): the
+ * PEM functions split by headers, they do not decode. */
+static unsigned char *fake_der(size_t len, unsigned seed)
+{
+    unsigned char *d = malloc(len);
+    size_t i, body = len - 4;
+    d[0] = 0x30;
+    d[1] = 0x82;
+    d[2] = (unsigned char)(body >> 8);
+    d[3] = (unsigned char)body;
+    for (i = 4; i < len; i++) d[i] = (unsigned char)(i * 31u + seed);
+    return d;
+}
+
+/* The staple key's hash made without the PEM equals the PEM's, whatever the
+ * sizes (the 1,536-byte pieces it encodes at a time, and past them). */
+static void test_chain_pem_fnv(void)
+{
+    static const size_t sizes[] = {130, 1535, 1536, 1537, 3072, 3073, 5000, 40000};
+    struct cm_cert_facts f;
+    struct cm_result res;
+    size_t len, plen = 0, i, j;
+    char *pem = read_fixture("ok_chain.pem", &len), *out = NULL;
+    uint32_t h = 0;
+
+    CHECK(cm_x509_parse_chain(pem, len, &f, &res) == CM_OK);
+    CHECK(cm_x509_chain_pem_fnv1a32(f.der, f.der_len, f.chain_der, f.chain_der_len, &h, &res) == CM_OK);
+    CHECK(h == cm_fnv1a32(pem, len)); /* what certmagic hashes: the bytes openssl wrote */
+    CHECK(cm_x509_chain_pem_fnv1a32(f.der, f.der_len, NULL, 0, &h, &res) == CM_OK);
+    CHECK(cm_x509_chain_pem(f.der, f.der_len, NULL, 0, &out, &plen, &res) == CM_OK);
+    CHECK(out && h == cm_fnv1a32(out, plen));
+    free(out); out = NULL;
+    CHECK(cm_x509_chain_pem_fnv1a32(f.der, f.der_len - 1, NULL, 0, &h, &res) == CM_ERR);
+    CHECK_STR(res.code, "parse");
+    for (i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        for (j = 0; j < sizeof sizes / sizeof sizes[0]; j += 3) {
+            unsigned char *leaf = fake_der(sizes[i], 1), *chain = fake_der(sizes[j], 7);
+            uint32_t got = 0;
+            CHECK(cm_x509_chain_pem(leaf, sizes[i], chain, sizes[j], &out, &plen, &res) == CM_OK);
+            CHECK(cm_x509_chain_pem_fnv1a32(leaf, sizes[i], chain, sizes[j], &got, &res) == CM_OK);
+            CHECK(out && got == cm_fnv1a32(out, plen));
+            free(out); out = NULL;
+            free(leaf);
+            free(chain);
+        }
     cm_cert_facts_free(&f);
     free(pem);
 }
@@ -785,6 +835,7 @@ int main(void)
     test_broken_input();
     test_mutations();
     test_chain_pem();
+    test_chain_pem_fnv();
     test_keys();
     test_csr();
     test_issue_chain();
