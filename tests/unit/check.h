@@ -69,4 +69,17 @@ static inline struct blob check_fixture(const char *dir, const char *name)
     return b;
 }
 
+/* m[0..len) = orig[0..len) with one to three bits flipped at random places
+ * (pick: 8 random bytes), for tests that mutate a good input. */
+static inline void check_mutate(unsigned char *m, const unsigned char *orig, size_t len,
+                                const unsigned char pick[8])
+{
+    int k, changes = 1 + pick[0] % 3;
+    memcpy(m, orig, len);
+    for (k = 0; k < changes; k++) {
+        size_t at = ((size_t)pick[1 + 2 * k] << 8 | pick[2 + 2 * k]) % len;
+        m[at] ^= (unsigned char)(1u << (pick[7] % 8)) | (unsigned char)(k + 1);
+    }
+}
+
 #endif

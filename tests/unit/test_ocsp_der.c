@@ -57,14 +57,8 @@ static void mutate(const struct ocsp_der_pair *p, const char *file, int64_t now,
     int i;
     for (i = 0; i < rounds; i++) {
         unsigned char pick[8];
-        int k, changes;
-        memcpy(m, good.data, good.len);
         RAND_bytes(pick, sizeof pick);
-        changes = 1 + pick[0] % 3;
-        for (k = 0; k < changes; k++) {
-            size_t at = ((size_t)pick[1 + 2 * k] << 8 | pick[2 + 2 * k]) % good.len;
-            m[at] ^= (unsigned char)(1u << (pick[7] % 8)) | (unsigned char)(k + 1);
-        }
+        check_mutate(m, (unsigned char *)good.data, good.len, pick);
         if (ocsp_der_agree(p, m, good.len, now, 300, broken)) (*taken)++;
         else (*declined)++;
         /* a cut anywhere is declined */

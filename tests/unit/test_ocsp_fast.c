@@ -83,14 +83,9 @@ int main(void)
         unsigned char *m = malloc(good.len);
         for (i = 0; i < 4000; i++) {
             unsigned char pick[8];
-            int k, changes, got;
-            memcpy(m, good.data, good.len);
+            int got;
             RAND_bytes(pick, sizeof pick);
-            changes = 1 + pick[0] % 3;
-            for (k = 0; k < changes; k++) {
-                size_t at = ((size_t)pick[1 + 2 * k] << 8 | pick[2 + 2 * k]) % good.len;
-                m[at] ^= (unsigned char)(1u << (pick[7] % 8)) | (unsigned char)(k + 1);
-            }
+            check_mutate(m, (unsigned char *)good.data, good.len, pick);
             got = fast_says(m, good.len, &fi, issuer, store, &disagreed);
             if (got < 0) undecodable++;
             else if (got) accepted++;

@@ -34,6 +34,16 @@ describe("start-up's first staples", function()
 
   local NAMES = { "a.test", "b.test", "c.test" }
 
+  -- each name's staple written to dir as the deploy target's file, the one e holds
+  local function assert_staples_deployed(e, dir)
+    for _, n in ipairs(NAMES) do
+      local f = io.open(dir .. "/" .. n .. ".pem.ocsp", "rb")
+      assert.is_not_nil(f, n .. ": staple deployed")
+      assert.equal(e:cert(n).ocsp.der, f:read("a"))
+      f:close()
+    end
+  end
+
   local function engine(fields)
     fields = fields or {}
     fields.certificates = fields.certificates or NAMES
@@ -121,12 +131,7 @@ describe("start-up's first staples", function()
     assert.equal(0, second.responder:count("ocsp"))
     local tick = assert(first_line(lines, "event=tick .*kind=ocsp"))
     assert.matches(" from_storage=3", tick)
-    for _, n in ipairs(NAMES) do
-      local f = io.open(deploy_dir .. "/" .. n .. ".pem.ocsp", "rb")
-      assert.is_not_nil(f, n .. ": staple deployed")
-      assert.equal(second:cert(n).ocsp.der, f:read("a"))
-      f:close()
-    end
+    assert_staples_deployed(second, deploy_dir)
     os.execute("rm -rf '" .. deploy_dir .. "'")
   end)
 
@@ -160,12 +165,7 @@ describe("start-up's first staples", function()
       os.execute("rm -f '" .. deploy_dir .. "'/*.ocsp")
       local second = memory_engine(memory, fields())
       assert.equal(0, second.responder:count("ocsp"))
-      for _, n in ipairs(NAMES) do
-        local f = io.open(deploy_dir .. "/" .. n .. ".pem.ocsp", "rb")
-        assert.is_not_nil(f, n .. ": staple deployed")
-        assert.equal(second:cert(n).ocsp.der, f:read("a"))
-        f:close()
-      end
+      assert_staples_deployed(second, deploy_dir)
       os.execute("rm -rf '" .. deploy_dir .. "'")
     end)
   end)
